@@ -1,0 +1,121 @@
+"""Ports: the Protocols the core needs from the outside world (storage, clocks, usage sources).
+
+Adapters (storage/, backends/, sampling/) implement them; the core only sees these shapes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from airflow_predictive.core.model.backend import (
+    Allocation,
+    Capabilities,
+    Capacity,
+    Handle,
+    ProvisionSpec,
+    ResizeResult,
+    TaskState,
+)
+from airflow_predictive.core.model.resources import ResourceVector
+from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, TaskKey
+from airflow_predictive.core.model.series import ResourceSample, UsageSeries
+
+
+class Clock(Protocol):
+    """Injected time source: loops take one so that tests drive time instead of sleeping."""
+
+    def monotonic(self) -> float: ...
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def now(self) -> datetime:
+        from datetime import UTC
+
+        return datetime.now(UTC)
+
+
+class RunStore(Protocol):
+    """Run records and their samples (the product's shared history)."""
+
+    def start_run(self, record: RunRecord) -> int:
+        """Store a new try (or reset a try already stored under the same identity); returns its key."""
+        ...
+
+    def finish_run(
+        self,
+        run_pk: int,
+        *,
+        outcome: Outcome,
+        end: datetime,
+        peak: ResourceVector | None = None,
+        exit_code: int | None = None,
+        note: str | None = None,
+    ) -> None: ...
+
+    def upsert_run(self, record: RunRecord) -> int:
+        """Insert or update a finished record as a whole (ingest, trace import)."""
+        ...
+
+    def add_samples(self, run_pk: int, samples: Sequence[ResourceSample]) -> int:
+        """Append samples; invalid values are stored as absent; returns how many were stored."""
+        ...
+
+    def get_run(self, identity: RunIdentity) -> RunRecord | None: ...
+
+    def runs(self, key: TaskKey | None = None, *, limit: int | None = None) -> list[RunRecord]:
+        """Runs oldest first (by start), for one task or all."""
+        ...
+
+    def series(self, run_pk: int) -> UsageSeries: ...
+
+    def task_keys(self) -> list[TaskKey]: ...
+
+
+@runtime_checkable
+class UsageSource(Protocol):
+    """Something that can report current usage of one running task (process tree, cgroup, pod)."""
+
+    def read(self) -> ResourceVector | None:
+        """Current usage, or None when the target is gone."""
+        ...
+
+
+
+class ResourceBackend(Protocol):
+    """One interface over local cgroups, Kubernetes pods, GPUs and volumes.
+
+    Methods never raise for expected failures (capacity, validation, API errors): they return a
+    result with an explicit status. ``provision`` raises ``ProvisionError`` when nothing started.
+    """
+
+    name: str
+
+    def capabilities(self) -> Capabilities: ...
+
+    def capacity(self) -> Capacity: ...
+
+    def provision(self, spec: ProvisionSpec, allocation: Allocation) -> Handle: ...
+
+    def resize(self, handle: Handle, allocation: Allocation) -> ResizeResult: ...
+
+    def usage(self, handle: Handle) -> ResourceVector | None:
+        """Current usage, or None when the task is gone."""
+        ...
+
+    def state(self, handle: Handle) -> TaskState: ...
+
+    def release(self, handle: Handle) -> None:
+        """Stop the task if still running and free everything it held (idempotent)."""
+        ...
+
+
+class ProvisionError(RuntimeError):
+    """A backend could not start the task at all (the caller falls back to declared resources)."""

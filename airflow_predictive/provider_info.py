@@ -1,0 +1,36 @@
+"""Provider metadata for Airflow's provider discovery (`apache_airflow_provider` entry point).
+
+Imported by every Airflow component: it must stay import-light (no SQLAlchemy models, no numpy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_predictive import __version__
+from airflow_predictive.config import OPTIONS, SECTION
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-predictive",
+        "name": "Predictive resources",
+        "description": "Learns each task's resource curve from its history and acts on it before "
+        "and while the task runs.",
+        "versions": [__version__],
+        "config": {
+            SECTION: {
+                "description": "Predictive task resources (airflow-provider-predictive).",
+                "options": OPTIONS,
+            }
+        },
+        "plugins": [
+            {
+                "name": "predictive",
+                "plugin-class": "airflow_predictive.plugins.predictive_plugin.PredictivePlugin",
+            }
+        ],
+        "cli": ["airflow_predictive.cli.definition.get_predictive_cli_commands"],
+        "db-managers": ["airflow_predictive.storage.db_manager.PredictiveDBManager"],
+        "executors": [],
+    }

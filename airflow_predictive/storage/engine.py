@@ -1,0 +1,39 @@
+"""Engines for the provider's database: one per URL per process, safe for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import create_engine, event
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+
+class StorageUnavailable(RuntimeError):
+    """The provider's database cannot be reached or used; callers log and fall back."""
+
+
+@functools.cache
+def engine_for(url: str) -> Engine:
+    """A pooled engine for ``url`` (cached: one per URL per process)."""
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "future": True}
+    if url.startswith("sqlite"):
+        # concurrent writers (sampler, listener, scheduler): wait for the lock instead of failing
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    else:
+        kwargs["connect_args"] = {"connect_timeout": 5} if "psycopg" in url or url.startswith(
+            "postgresql"
+        ) else {}
+    engine = create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

@@ -1,0 +1,366 @@
+"""SqlRunStore: the RunStore port on SQLAlchemy Core (runs and their resource samples).
+
+Bad values never reach the tables: NaN / negative / infinite readings are stored as absent
+(NULL), non-JSON features are dropped with a log line, and unreadable rows come back with the
+unreadable part absent rather than failing the whole query.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from airflow_predictive.core.model.resources import Metric, ResourceVector
+from airflow_predictive.core.model.runs import (
+    FeatureValue,
+    Outcome,
+    RunIdentity,
+    RunRecord,
+    RunSource,
+    TaskKey,
+)
+from airflow_predictive.core.model.series import ResourceSample, UsageSeries
+from airflow_predictive.storage.engine import StorageUnavailable
+from airflow_predictive.storage.tables import METRIC_COLUMNS, resource_sample, task_run
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine, RowMapping
+
+log = logging.getLogger(__name__)
+
+
+def _clean(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v >= 0 else None
+
+
+def _vector_columns(prefix: str, vector: ResourceVector) -> dict[str, float | None]:
+    return {f"{prefix}{m.value}": _clean(v) for m, v in vector.items()}
+
+
+def _vector_from_row(prefix: str, row: RowMapping) -> ResourceVector:
+    return ResourceVector.lenient({m: row[f"{prefix}{m.value}"] for m in Metric})
+
+
+def _features_json(features: Mapping[str, FeatureValue]) -> str | None:
+    clean: dict[str, FeatureValue] = {}
+    for k, v in features.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        if v is None or isinstance(v, str | int | float | bool):
+            clean[str(k)] = v
+        else:
+            log.warning("predictive: feature %r of type %s is not stored", k, type(v).__name__)
+    return json.dumps(clean, sort_keys=True) if clean else None
+
+
+def _features_from_json(text: str | None, run_pk: int) -> dict[str, FeatureValue]:
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        log.warning("predictive: run %s has unreadable features; ignoring them", run_pk)
+        return {}
+    if not isinstance(data, dict):
+        log.warning("predictive: run %s has features that are not an object; ignoring them", run_pk)
+        return {}
+    return {str(k): v for k, v in data.items() if v is None or isinstance(v, str | int | float | bool)}
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _outcome(raw: str | None) -> Outcome:
+    try:
+        return Outcome(raw or "unknown")
+    except ValueError:
+        return Outcome.UNKNOWN
+
+
+class SqlRunStore:
+    """RunStore over an SQLAlchemy engine whose schema was migrated (see ``migrations``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def _row(self, record: RunRecord) -> dict[str, Any]:
+        ident = record.identity
+        return {
+            "source": ident.source.value,
+            "dag_id": ident.key.dag_id,
+            "task_id": ident.key.task_id,
+            "map_index": ident.key.map_index,
+            "run_id": ident.run_id,
+            "try_number": ident.try_number,
+            "start_date": _aware(record.start),
+            "end_date": _aware(record.end),
+            "duration_s": record.duration_s,
+            "outcome": record.outcome.value,
+            "exit_code": record.exit_code,
+            "operator": record.operator,
+            "pool": record.pool,
+            "queue": record.queue,
+            "hostname": record.hostname,
+            "executor_config": record.executor_config,
+            "features": _features_json(record.features),
+            "sample_interval_s": record.sample_interval_s,
+            "n_samples": record.n_samples,
+            "note": record.note,
+            **_vector_columns("declared_", record.declared),
+            **_vector_columns("peak_", record.peak),
+        }
+
+    def _find(self, conn: Connection, ident: RunIdentity) -> int | None:
+        t = task_run.c
+        pk = conn.execute(
+            select(t.id).where(
+                and_(
+                    t.source == ident.source.value,
+                    t.dag_id == ident.key.dag_id,
+                    t.task_id == ident.key.task_id,
+                    t.map_index == ident.key.map_index,
+                    t.run_id == ident.run_id,
+                    t.try_number == ident.try_number,
+                )
+            )
+        ).scalar()
+        return int(pk) if pk is not None else None
+
+    def start_run(self, record: RunRecord) -> int:
+        row = self._row(record)
+        with self._begin() as conn:
+            pk = self._find(conn, record.identity)
+            if pk is None:
+                return int(conn.execute(insert(task_run).values(**row)).inserted_primary_key[0])
+            # the same try recorded again (a retried listener, a re-run): start afresh
+            conn.execute(delete(resource_sample).where(resource_sample.c.run_pk == pk))
+            conn.execute(update(task_run).where(task_run.c.id == pk).values(**row, n_samples=0))
+            return pk
+
+    def upsert_run(self, record: RunRecord) -> int:
+        row = self._row(record)
+        with self._begin() as conn:
+            pk = self._find(conn, record.identity)
+            if pk is None:
+                return int(conn.execute(insert(task_run).values(**row)).inserted_primary_key[0])
+            row.pop("n_samples")
+            conn.execute(update(task_run).where(task_run.c.id == pk).values(**row))
+            return pk
+
+    def finish_run(
+        self,
+        run_pk: int,
+        *,
+        outcome: Outcome,
+        end: datetime,
+        peak: ResourceVector | None = None,
+        exit_code: int | None = None,
+        note: str | None = None,
+    ) -> None:
+        end = _aware(end) or datetime.now(UTC)
+        with self._begin() as conn:
+            start = conn.execute(select(task_run.c.start_date).where(task_run.c.id == run_pk)).scalar()
+            if start is None and not conn.execute(
+                select(func.count()).select_from(task_run).where(task_run.c.id == run_pk)
+            ).scalar():
+                raise KeyError(f"no run with key {run_pk}")
+            start = _aware(start)
+            values: dict[str, Any] = {
+                "outcome": outcome.value,
+                "end_date": end,
+                "duration_s": max(0.0, (end - start).total_seconds()) if start else None,
+                "exit_code": exit_code,
+            }
+            if note:
+                values["note"] = note
+            if peak is not None:
+                values.update(_vector_columns("peak_", peak))
+            conn.execute(update(task_run).where(task_run.c.id == run_pk).values(**values))
+
+    def add_samples(self, run_pk: int, samples: Sequence[ResourceSample]) -> int:
+        rows = []
+        for s in samples:
+            if not math.isfinite(s.t_s):
+                continue
+            rows.append(
+                {"run_pk": run_pk, "t_s": float(s.t_s), **{m.value: _clean(v) for m, v in s.usage.items()}}
+            )
+        if not rows:
+            return 0
+        with self._begin() as conn:
+            conn.execute(insert(resource_sample), rows)
+            conn.execute(
+                update(task_run)
+                .where(task_run.c.id == run_pk)
+                .values(n_samples=task_run.c.n_samples + len(rows))
+            )
+        return len(rows)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _record(self, row: RowMapping) -> RunRecord:
+        try:
+            source = RunSource(row["source"])
+        except ValueError:
+            source = RunSource.INGEST
+        return RunRecord(
+            identity=RunIdentity(
+                key=TaskKey(row["dag_id"], row["task_id"], int(row["map_index"])),
+                run_id=row["run_id"],
+                try_number=int(row["try_number"]),
+                source=source,
+            ),
+            start=_aware(row["start_date"]),
+            end=_aware(row["end_date"]),
+            outcome=_outcome(row["outcome"]),
+            declared=_vector_from_row("declared_", row),
+            peak=_vector_from_row("peak_", row),
+            operator=row["operator"],
+            pool=row["pool"],
+            queue=row["queue"],
+            hostname=row["hostname"],
+            exit_code=row["exit_code"],
+            features=_features_from_json(row["features"], row["id"]),
+            executor_config=row["executor_config"],
+            sample_interval_s=_clean(row["sample_interval_s"]),
+            n_samples=int(row["n_samples"] or 0),
+            note=row["note"],
+            run_pk=int(row["id"]),
+        )
+
+    def get_run(self, identity: RunIdentity) -> RunRecord | None:
+        with self._connect() as conn:
+            pk = self._find(conn, identity)
+            if pk is None:
+                return None
+            row = conn.execute(select(task_run).where(task_run.c.id == pk)).mappings().one()
+            return self._record(row)
+
+    def get_run_by_pk(self, run_pk: int) -> RunRecord | None:
+        with self._connect() as conn:
+            row = conn.execute(select(task_run).where(task_run.c.id == run_pk)).mappings().one_or_none()
+            return self._record(row) if row is not None else None
+
+    def runs(
+        self,
+        key: TaskKey | None = None,
+        *,
+        limit: int | None = None,
+        source: RunSource | None = None,
+    ) -> list[RunRecord]:
+        t = task_run.c
+        q = select(task_run)
+        if key is not None:
+            q = q.where(t.dag_id == key.dag_id, t.task_id == key.task_id, t.map_index == key.map_index)
+        if source is not None:
+            q = q.where(t.source == source.value)
+        if limit is not None:
+            # the newest `limit` runs, returned oldest first
+            q = q.order_by(t.start_date.desc(), t.id.desc()).limit(limit)
+            with self._connect() as conn:
+                rows = list(conn.execute(q).mappings())
+            return [self._record(r) for r in reversed(rows)]
+        q = q.order_by(t.start_date, t.id)
+        with self._connect() as conn:
+            return [self._record(r) for r in conn.execute(q).mappings()]
+
+    def samples(self, run_pk: int) -> list[ResourceSample]:
+        s = resource_sample.c
+        q = select(resource_sample).where(s.run_pk == run_pk).order_by(s.t_s, s.id)
+        with self._connect() as conn:
+            rows = list(conn.execute(q).mappings())
+        return [
+            ResourceSample(
+                t_s=float(r["t_s"]),
+                usage=ResourceVector.lenient({m: r[m.value] for m in Metric}),
+            )
+            for r in rows
+            if r["t_s"] is not None and math.isfinite(r["t_s"])
+        ]
+
+    def series(self, run_pk: int) -> UsageSeries:
+        return UsageSeries.from_samples(self.samples(run_pk))
+
+    def series_many(self, run_pks: Sequence[int]) -> dict[int, UsageSeries]:
+        """Series of many runs in one query per chunk (the profiler's dataset builder uses this)."""
+        out: dict[int, list[ResourceSample]] = {pk: [] for pk in run_pks}
+        s = resource_sample.c
+        cols = [s.run_pk, s.t_s, *(s[name] for name in METRIC_COLUMNS)]
+        with self._connect() as conn:
+            for i in range(0, len(run_pks), 500):
+                chunk = list(run_pks[i : i + 500])
+                q = select(*cols).where(s.run_pk.in_(chunk)).order_by(s.run_pk, s.t_s)
+                for r in conn.execute(q):
+                    if r[1] is None or not math.isfinite(r[1]):
+                        continue
+                    usage = ResourceVector.lenient(dict(zip(Metric, r[2:], strict=True)))
+                    out[int(r[0])].append(ResourceSample(float(r[1]), usage))
+        return {pk: UsageSeries.from_samples(v) for pk, v in out.items()}
+
+    def task_keys(self) -> list[TaskKey]:
+        t = task_run.c
+        q = select(t.dag_id, t.task_id, t.map_index).distinct().order_by(t.dag_id, t.task_id, t.map_index)
+        with self._connect() as conn:
+            return [TaskKey(r[0], r[1], int(r[2])) for r in conn.execute(q)]
+
+    def stale_running(self, before: datetime) -> list[RunRecord]:
+        """Runs still marked RUNNING that started before ``before`` (their end was never recorded)."""
+        t = task_run.c
+        q = (
+            select(task_run)
+            .where(t.outcome == Outcome.RUNNING.value, t.start_date < _aware(before))
+            .order_by(t.start_date)
+        )
+        with self._connect() as conn:
+            return [self._record(r) for r in conn.execute(q).mappings()]
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _begin(self) -> Any:
+        return _Guard(self.engine, begin=True)
+
+    def _connect(self) -> Any:
+        return _Guard(self.engine, begin=False)
+
+
+class _Guard:
+    """Connection context that turns 'database down / schema missing' into StorageUnavailable."""
+
+    def __init__(self, engine: Engine, *, begin: bool) -> None:
+        self._engine = engine
+        self._begin = begin
+        self._cm: Any = None
+
+    def __enter__(self) -> Connection:
+        try:
+            self._cm = self._engine.begin() if self._begin else self._engine.connect()
+            conn: Connection = self._cm.__enter__()
+        except OperationalError as exc:
+            raise StorageUnavailable(f"predictive database unreachable: {exc.orig}") from exc
+        return conn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self._cm.__exit__(exc_type, exc, tb)
+        if isinstance(exc, OperationalError | ProgrammingError):
+            raise StorageUnavailable(
+                f"predictive database error (is `airflow db migrate` done?): {exc.orig}"
+            ) from exc
+        return False

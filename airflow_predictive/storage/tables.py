@@ -1,0 +1,86 @@
+"""Table definitions (prefix ``predictive_``) on the provider's own MetaData.
+
+Migrations in ``migrations/versions`` are the source of truth for the schema in a database;
+these definitions must match them (a test compares the two on SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from airflow_predictive.core.model.resources import Metric
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+VERSION_TABLE = "predictive_alembic_version"
+
+METRIC_COLUMNS: tuple[str, ...] = tuple(m.value for m in Metric)
+
+
+def _metric_columns(prefix: str) -> list[Column[float]]:
+    return [Column(f"{prefix}{name}", Float, nullable=True) for name in METRIC_COLUMNS]
+
+
+task_run = Table(
+    "predictive_task_run",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(16), nullable=False),
+    Column("dag_id", String(250), nullable=False),
+    Column("task_id", String(250), nullable=False),
+    Column("map_index", Integer, nullable=False, default=-1),
+    Column("run_id", String(250), nullable=False),
+    Column("try_number", Integer, nullable=False, default=1),
+    Column("start_date", DateTime(timezone=True), nullable=True),
+    Column("end_date", DateTime(timezone=True), nullable=True),
+    Column("duration_s", Float, nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("exit_code", Integer, nullable=True),
+    Column("operator", String(250), nullable=True),
+    Column("pool", String(250), nullable=True),
+    Column("queue", String(250), nullable=True),
+    Column("hostname", String(250), nullable=True),
+    Column("executor_config", Text, nullable=True),
+    Column("features", Text, nullable=True),  # JSON object
+    Column("sample_interval_s", Float, nullable=True),
+    Column("n_samples", Integer, nullable=False, default=0),
+    Column("note", Text, nullable=True),
+    *_metric_columns("declared_"),
+    *_metric_columns("peak_"),
+    UniqueConstraint("source", "dag_id", "task_id", "map_index", "run_id", "try_number"),
+    Index(None, "dag_id", "task_id", "map_index", "start_date"),
+)
+
+resource_sample = Table(
+    "predictive_resource_sample",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "run_pk",
+        Integer,
+        ForeignKey("predictive_task_run.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("t_s", Float, nullable=False),
+    *_metric_columns(""),
+    Index(None, "run_pk", "t_s"),
+)

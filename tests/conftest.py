@@ -1,0 +1,54 @@
+"""Shared fixtures: stores on SQLite (always) and on the real PostgreSQL that `make test` starts."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+
+from airflow_predictive.storage import migrate
+from airflow_predictive.storage.run_store import SqlRunStore
+
+PG_URL_ENV = "AIRFLOW_PREDICTIVE_TEST_PG_URL"
+
+
+def _pg_url() -> str | None:
+    return os.environ.get(PG_URL_ENV) or None
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
+    """A freshly migrated database: a SQLite file, or a new schema-isolated PostgreSQL database."""
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'predictive.db'}")
+        migrate.upgrade(engine)
+        yield engine
+        engine.dispose()
+        return
+    url = _pg_url()
+    if url is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{PG_URL_ENV} is not set: `make test` starts PostgreSQL and sets it")
+        pytest.skip(f"{PG_URL_ENV} not set (run through `make test` to include PostgreSQL)")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = create_engine(url.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        migrate.upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def run_store(db_engine: Engine) -> SqlRunStore:
+    return SqlRunStore(db_engine)
