@@ -1,0 +1,68 @@
+"""Declares the `airflow predictive` command group. Handlers are imported lazily (by dotted path).
+
+Each command lives in ``airflow_predictive.cli.commands.<name>`` and exposes ``run(args)``.
+Add a command by appending one ``ActionCommand`` to ``_commands()``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow.cli.cli_config import CLICommand
+
+
+def _lazy(module: str) -> Any:
+    from airflow.utils.cli import action_cli
+
+    def handler(args: Any) -> None:
+        import importlib
+
+        importlib.import_module(f"airflow_predictive.cli.commands.{module}").run(args)
+
+    handler.__name__ = f"predictive_{module}"
+    return action_cli(check_db=False)(handler)
+
+
+def _commands() -> list[Any]:
+    from airflow.cli.cli_config import ActionCommand, Arg
+
+    dag_id = Arg(("dag_id",), help="DAG id")
+    task_id = Arg(("task_id",), help="task id")
+    limit = Arg(("--limit",), type=int, default=20, help="how many of the newest runs (default 20)")
+    as_json = Arg(("--json",), action="store_true", help="print JSON instead of a table")
+    return [
+        ActionCommand(
+            name="history",
+            help="Recorded runs of a task: outcomes, declared resources and a compact view of each curve",
+            func=_lazy("history"),
+            args=(dag_id, task_id, limit, as_json),
+        ),
+        ActionCommand(
+            name="ingest",
+            help="Backfill run history from Airflow's task_instance table (durations, tries, states)",
+            func=_lazy("ingest"),
+            args=(
+                Arg(("--dag-id",), help="only this DAG"),
+                Arg(("--since",), help="only task instances started at or after this ISO date"),
+            ),
+        ),
+        ActionCommand(
+            name="migrate",
+            help="Create or upgrade the provider's tables at the predictive sql_alchemy_conn option",
+            func=_lazy("migrate"),
+            args=(),
+        ),
+    ]
+
+
+def get_predictive_cli_commands() -> list[CLICommand]:
+    from airflow.cli.cli_config import GroupCommand
+
+    return [
+        GroupCommand(
+            name="predictive",
+            help="Predictive task resources: history, training, evaluation, emulator",
+            subcommands=_commands(),
+        )
+    ]

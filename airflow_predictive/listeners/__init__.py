@@ -1,0 +1,3 @@
+"""Airflow listeners: record every try's start, samples and outcome. Never raise, never block."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Placeholder, filled in by the foundation work (listener hooks)."""
+
+from __future__ import annotations

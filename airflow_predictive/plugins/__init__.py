@@ -1,0 +1,3 @@
+"""Airflow plugin adapters."""
+
+from __future__ import annotations
