@@ -7,11 +7,14 @@ as a ``ResourceVector`` and says what it can do through ``Capabilities``. Every 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from airflow_predictive.core.model.resources import Metric, ResourceVector
+from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector, format_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +142,89 @@ class Capacity:
     @property
     def free(self) -> ResourceVector:
         return self.allocatable.combine(self.allocated, lambda a, b: max(0.0, a - b))
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryMargin:
+    """Headroom a memory limit must keep above current usage when it is lowered live.
+
+    A limit at or just above the working set makes the kernel reclaim or OOM-kill at once, so a
+    shrink below ``usage + max(minimum_bytes, fraction * usage)`` is refused (REJECTED).
+    """
+
+    fraction: float = 0.1
+    minimum_bytes: float = 16 * MIB
+
+    def floor(self, usage_bytes: float) -> float:
+        return usage_bytes + max(self.minimum_bytes, self.fraction * usage_bytes)
+
+
+def changed_metrics(current: Allocation, target: Allocation) -> frozenset[Metric]:
+    """Metrics whose request or limit differs between two allocations."""
+    return frozenset(
+        m
+        for m in Metric
+        if current.requests.get(m) != target.requests.get(m) or current.limits.get(m) != target.limits.get(m)
+    )
+
+
+def precheck_resize(
+    current: Allocation,
+    target: Allocation,
+    capabilities: Capabilities,
+    capacity: Capacity,
+    usage: ResourceVector | None,
+    margin: MemoryMargin,
+) -> ResizeResult | None:
+    """The outcome of a resize that must not be attempted, or None when the backend may try it.
+
+    Order: UNSUPPORTED (a changed metric is not live, or the backend is observe-only),
+    INFEASIBLE (above a bound or above what the pool can ever hold), REJECTED (below a bound, or
+    a memory limit below current usage + margin). Pure: backends call it before touching anything.
+    """
+    changed = changed_metrics(current, target)
+    if not capabilities.enforcing and changed:
+        return ResizeResult(
+            ResizeStatus.UNSUPPORTED, f"observe-only: limits are not enforced here ({capabilities.note})"
+        )
+    not_live = sorted(m.value for m in changed if m not in capabilities.live)
+    if not_live:
+        return ResizeResult(
+            ResizeStatus.UNSUPPORTED,
+            f"{', '.join(not_live)} cannot be resized live (provision-time only or not enforced)",
+        )
+    for metric in sorted(changed, key=lambda m: m.value):
+        bounds = capabilities.bounds.get(metric)
+        for value in (target.requests.get(metric), target.limits.get(metric)):
+            if value is None or bounds is None:
+                continue
+            if value > bounds.maximum:
+                return ResizeResult(
+                    ResizeStatus.INFEASIBLE,
+                    f"{metric.value} {value:g} is above the maximum {bounds.maximum:g}",
+                )
+            if value < bounds.minimum:
+                return ResizeResult(
+                    ResizeStatus.REJECTED, f"{metric.value} {value:g} is below the minimum {bounds.minimum:g}"
+                )
+    for metric in sorted(changed, key=lambda m: m.value):
+        total = capacity.allocatable.get(metric)
+        want = target.requests.get(metric)
+        if want is None:
+            want = target.limits.get(metric)
+        if total is not None and want is not None and want > total:
+            return ResizeResult(
+                ResizeStatus.INFEASIBLE,
+                f"{metric.value} {want:g} exceeds what the pool can ever hold ({total:g})",
+            )
+    new_limit = target.limits.get(Metric.MEMORY_BYTES)
+    old_limit = current.limits.get(Metric.MEMORY_BYTES)
+    used = None if usage is None else usage.memory_bytes
+    shrinking = new_limit is not None and (old_limit is None or new_limit < old_limit)
+    if shrinking and used is not None and new_limit is not None and new_limit < margin.floor(used):
+        return ResizeResult(
+            ResizeStatus.REJECTED,
+            f"memory limit {format_bytes(new_limit)} is below current usage {format_bytes(used)} "
+            f"+ margin (needs >= {format_bytes(margin.floor(used))})",
+        )
+    return None
