@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol, Self
 
@@ -36,6 +37,8 @@ class ForecastQuery:
     history: earlier finished runs of the same task, oldest first (may be empty: cold start).
     prefix: the part of the current run already observed (shadow run or live run), if any.
     metrics: which metrics to forecast (an estimator skips those it cannot, never invents them).
+    start: when the run starts (or started), for time-of-day / week features; None = unknown.
+    try_number: the try being forecast (retries after an OOM tend to differ).
     """
 
     key: TaskKey
@@ -45,6 +48,8 @@ class ForecastQuery:
     history: Sequence[RunExample] = ()
     prefix: UsageSeries | None = None
     metrics: tuple[Metric, ...] = (Metric.CPU_CORES, Metric.MEMORY_BYTES)
+    start: datetime | None = None
+    try_number: int = 1
 
 
 class NotFitted(RuntimeError):
