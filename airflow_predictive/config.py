@@ -50,9 +50,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "boolean",
         "True",
     ),
-    "sample_interval": _opt(
-        "Seconds between two resource samples of a running task.", "float", "1.0", "0.5"
-    ),
+    "sample_interval": _opt("Seconds between two resource samples of a running task.", "float", "1.0", "0.5"),
     "sample_flush_interval": _opt(
         "Seconds between two writes of buffered samples to the database (bounds what a crash of "
         "the sampler can lose).",
@@ -66,8 +64,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "2.0",
     ),
     "gpu_metrics": _opt(
-        "How GPU usage is read: 'auto' (NVML, then nvidia-smi, else absent), 'nvml', "
-        "'nvidia-smi' or 'off'.",
+        "How GPU usage is read: 'auto' (NVML, then nvidia-smi, else absent), 'nvml', 'nvidia-smi' or 'off'.",
         "string",
         "auto",
     ),

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
 
 from airflow_predictive.storage import migrate
+from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.run_store import SqlRunStore
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sqlalchemy.engine import Engine
 
 PG_URL_ENV = "AIRFLOW_PREDICTIVE_TEST_PG_URL"
 
@@ -24,7 +29,7 @@ def _pg_url() -> str | None:
 def db_engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
     """A freshly migrated database: a SQLite file, or a new schema-isolated PostgreSQL database."""
     if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'predictive.db'}")
+        engine = engine_for(f"sqlite:///{tmp_path / 'predictive.db'}")
         migrate.upgrade(engine)
         yield engine
         engine.dispose()
@@ -38,7 +43,7 @@ def db_engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(url.rsplit("/", 1)[0] + f"/{name}")
+    engine = engine_for(url.rsplit("/", 1)[0] + f"/{name}")
     try:
         migrate.upgrade(engine)
         yield engine

@@ -6,22 +6,24 @@ Adapters (storage/, backends/, sampling/) implement them; the core only sees the
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from airflow_predictive.core.model.backend import (
-    Allocation,
-    Capabilities,
-    Capacity,
-    Handle,
-    ProvisionSpec,
-    ResizeResult,
-    TaskState,
-)
-from airflow_predictive.core.model.resources import ResourceVector
-from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, TaskKey
-from airflow_predictive.core.model.series import ResourceSample, UsageSeries
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow_predictive.core.model.backend import (
+        Allocation,
+        Capabilities,
+        Capacity,
+        Handle,
+        ProvisionSpec,
+        ResizeResult,
+        TaskState,
+    )
+    from airflow_predictive.core.model.resources import ResourceVector
+    from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, TaskKey
+    from airflow_predictive.core.model.series import ResourceSample, UsageSeries
 
 
 class Clock(Protocol):
@@ -58,6 +60,7 @@ class RunStore(Protocol):
         peak: ResourceVector | None = None,
         exit_code: int | None = None,
         note: str | None = None,
+        only_if_running: bool = False,
     ) -> None: ...
 
     def upsert_run(self, record: RunRecord) -> int:
@@ -86,7 +89,6 @@ class UsageSource(Protocol):
     def read(self) -> ResourceVector | None:
         """Current usage, or None when the target is gone."""
         ...
-
 
 
 class ResourceBackend(Protocol):

@@ -51,7 +51,9 @@ class PredictiveDBManager(BaseDBManager):
         self.log.info("Upgrading the predictive tables")
         migrate.upgrade(self._engine(), to_revision or "heads")
 
-    def downgrade(self, to_revision: str, from_revision: str | None = None, show_sql_only: bool = False) -> None:
+    def downgrade(
+        self, to_revision: str, from_revision: str | None = None, show_sql_only: bool = False
+    ) -> None:
         migrate.downgrade(self._engine(), to_revision)
 
     def drop_tables(self, connection: Any) -> None:

@@ -23,9 +23,9 @@ def engine_for(url: str) -> Engine:
         # concurrent writers (sampler, listener, scheduler): wait for the lock instead of failing
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:
-        kwargs["connect_args"] = {"connect_timeout": 5} if "psycopg" in url or url.startswith(
-            "postgresql"
-        ) else {}
+        kwargs["connect_args"] = (
+            {"connect_timeout": 5} if "psycopg" in url or url.startswith("postgresql") else {}
+        )
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,8 @@ from airflow_predictive.storage.engine import StorageUnavailable
 from airflow_predictive.storage.tables import METRIC_COLUMNS, resource_sample, task_run
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from sqlalchemy.engine import Connection, Engine, RowMapping
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class SqlRunStore:
                 return int(conn.execute(insert(task_run).values(**row)).inserted_primary_key[0])
             # the same try recorded again (a retried listener, a re-run): start afresh
             conn.execute(delete(resource_sample).where(resource_sample.c.run_pk == pk))
-            conn.execute(update(task_run).where(task_run.c.id == pk).values(**row, n_samples=0))
+            conn.execute(update(task_run).where(task_run.c.id == pk).values({**row, "n_samples": 0}))
             return pk
 
     def upsert_run(self, record: RunRecord) -> int:
@@ -174,13 +175,18 @@ class SqlRunStore:
         peak: ResourceVector | None = None,
         exit_code: int | None = None,
         note: str | None = None,
+        only_if_running: bool = False,
     ) -> None:
+        """Record a try's end. ``only_if_running``: leave a try whose end is already recorded alone."""
         end = _aware(end) or datetime.now(UTC)
         with self._begin() as conn:
             start = conn.execute(select(task_run.c.start_date).where(task_run.c.id == run_pk)).scalar()
-            if start is None and not conn.execute(
-                select(func.count()).select_from(task_run).where(task_run.c.id == run_pk)
-            ).scalar():
+            if (
+                start is None
+                and not conn.execute(
+                    select(func.count()).select_from(task_run).where(task_run.c.id == run_pk)
+                ).scalar()
+            ):
                 raise KeyError(f"no run with key {run_pk}")
             start = _aware(start)
             values: dict[str, Any] = {
@@ -193,7 +199,10 @@ class SqlRunStore:
                 values["note"] = note
             if peak is not None:
                 values.update(_vector_columns("peak_", peak))
-            conn.execute(update(task_run).where(task_run.c.id == run_pk).values(**values))
+            stmt = update(task_run).where(task_run.c.id == run_pk)
+            if only_if_running:
+                stmt = stmt.where(task_run.c.outcome == Outcome.RUNNING.value)
+            conn.execute(stmt.values(**values))
 
     def add_samples(self, run_pk: int, samples: Sequence[ResourceSample]) -> int:
         rows = []
@@ -357,10 +366,9 @@ class _Guard:
             raise StorageUnavailable(f"predictive database unreachable: {exc.orig}") from exc
         return conn
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self._cm.__exit__(exc_type, exc, tb)
         if isinstance(exc, OperationalError | ProgrammingError):
             raise StorageUnavailable(
                 f"predictive database error (is `airflow db migrate` done?): {exc.orig}"
             ) from exc
-        return False

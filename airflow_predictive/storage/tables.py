@@ -22,10 +22,11 @@ from sqlalchemy import (
 
 from airflow_predictive.core.model.resources import Metric
 
+# Names stay under PostgreSQL's 63-character limit: multi-column constraints are named explicitly.
 metadata = MetaData(
     naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
         "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         "pk": "pk_%(table_name)s",
     }
@@ -66,8 +67,10 @@ task_run = Table(
     Column("note", Text, nullable=True),
     *_metric_columns("declared_"),
     *_metric_columns("peak_"),
-    UniqueConstraint("source", "dag_id", "task_id", "map_index", "run_id", "try_number"),
-    Index(None, "dag_id", "task_id", "map_index", "start_date"),
+    UniqueConstraint(
+        "source", "dag_id", "task_id", "map_index", "run_id", "try_number", name="uq_predictive_task_run_try"
+    ),
+    Index("ix_predictive_task_run_task_start", "dag_id", "task_id", "map_index", "start_date"),
 )
 
 resource_sample = Table(
@@ -82,5 +85,5 @@ resource_sample = Table(
     ),
     Column("t_s", Float, nullable=False),
     *_metric_columns(""),
-    Index(None, "run_pk", "t_s"),
+    Index("ix_predictive_resource_sample_run_t", "run_pk", "t_s"),
 )

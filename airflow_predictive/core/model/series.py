@@ -8,12 +8,15 @@ Both are immutable: arrays are copied and made read-only on construction.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from airflow_predictive.core.model.resources import Metric, ResourceVector
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 
 def _frozen(values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -101,8 +104,10 @@ class UsageSeries:
         if arr is None or not self.times.size:
             return np.zeros(0)
         t0 = self.times[0]
-        end = horizon_s if horizon_s is not None else float(self.times[-1] - t0) + step_s
-        n = max(1, math.ceil(end / step_s))
+        if horizon_s is not None:
+            n = max(1, math.ceil(horizon_s / step_s))
+        else:
+            n = int(float(self.times[-1] - t0) // step_s) + 1
         out = np.full(n, np.nan)
         idx = np.minimum(((self.times - t0) // step_s).astype(int), n - 1)
         ok = np.isfinite(arr)

@@ -61,11 +61,11 @@ def upgrade() -> None:
             "map_index",
             "run_id",
             "try_number",
-            name="uq_predictive_task_run_source_dag_id_task_id_map_index_run_id_try_number",
+            name="uq_predictive_task_run_try",
         ),
     )
     op.create_index(
-        "ix_predictive_task_run_dag_id_task_id_map_index_start_date",
+        "ix_predictive_task_run_task_start",
         "predictive_task_run",
         ["dag_id", "task_id", "map_index", "start_date"],
     )
@@ -83,13 +83,11 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
     )
-    op.create_index(
-        "ix_predictive_resource_sample_run_pk_t_s", "predictive_resource_sample", ["run_pk", "t_s"]
-    )
+    op.create_index("ix_predictive_resource_sample_run_t", "predictive_resource_sample", ["run_pk", "t_s"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_predictive_resource_sample_run_pk_t_s", "predictive_resource_sample")
+    op.drop_index("ix_predictive_resource_sample_run_t", "predictive_resource_sample")
     op.drop_table("predictive_resource_sample")
-    op.drop_index("ix_predictive_task_run_dag_id_task_id_map_index_start_date", "predictive_task_run")
+    op.drop_index("ix_predictive_task_run_task_start", "predictive_task_run")
     op.drop_table("predictive_task_run")

@@ -1,0 +1,17 @@
+"""`airflow predictive migrate`: create or upgrade the provider's tables where they live."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_predictive import config
+from airflow_predictive.storage import migrate
+from airflow_predictive.storage.engine import engine_for
+
+
+def run(args: Any) -> None:
+    engine = engine_for(config.storage_url())
+    before = migrate.current_revision(engine)
+    migrate.upgrade(engine)
+    after = migrate.current_revision(engine)
+    print(f"predictive tables at {engine.url.render_as_string(hide_password=True)}: {before} -> {after}")

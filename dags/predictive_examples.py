@@ -1,0 +1,85 @@
+"""Example DAGs with known resource shapes, parametrised by an input size.
+
+`predictive_shapes`: one task per shape (memory ramp, CPU phases, disk write/read, loopback
+network), each sized from the `input_mb` param so that runs differ like real workloads.
+`predictive_etl`: a single task that goes through all phases in turn (read, transform, write).
+Import-light at parse time: the workloads are imported inside the tasks.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import Param, dag, task
+
+PARAMS = {
+    "input_mb": Param(256, type="integer", minimum=16, maximum=8192, description="input size in MiB"),
+    "cpu_seconds": Param(4.0, type="number", minimum=0.5, maximum=600),
+}
+
+
+@dag(
+    dag_id="predictive_shapes",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    params=PARAMS,
+    tags=["predictive", "example"],
+)
+def predictive_shapes() -> None:
+    @task(executor_config={"predictive": {"memory": "2Gi", "cpu": 1}})
+    def memory_ramp(params: dict | None = None) -> dict:
+        from airflow_predictive.examples.workloads import memory_ramp as ramp
+
+        return ramp(int(params["input_mb"]), steps=8, step_s=0.5, hold_s=2.0).as_dict()
+
+    @task(executor_config={"predictive": {"memory": "512Mi", "cpu": 1}})
+    def cpu_phases(params: dict | None = None) -> list[dict]:
+        from airflow_predictive.examples.workloads import cpu_burn, idle
+
+        seconds = float(params["cpu_seconds"])
+        return [idle(2.0).as_dict(), cpu_burn(seconds).as_dict(), idle(2.0).as_dict()]
+
+    @task(executor_config={"predictive": {"memory": "512Mi", "cpu": 1}})
+    def disk_io(params: dict | None = None) -> dict:
+        from airflow_predictive.examples.workloads import disk_write_read
+
+        return disk_write_read(max(8, int(params["input_mb"]) // 2)).as_dict()
+
+    @task(executor_config={"predictive": {"memory": "512Mi", "cpu": 1}})
+    def network(params: dict | None = None) -> dict:
+        from airflow_predictive.examples.workloads import network_loopback
+
+        return network_loopback(max(8, int(params["input_mb"]) // 2), rate_mb_s=40.0).as_dict()
+
+    memory_ramp()
+    cpu_phases()
+    disk_io()
+    network()
+
+
+@dag(
+    dag_id="predictive_etl",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    params=PARAMS,
+    tags=["predictive", "example"],
+)
+def predictive_etl() -> None:
+    @task(executor_config={"predictive": {"memory": "4Gi", "cpu": 2}})
+    def transform(params: dict | None = None) -> list[dict]:
+        from airflow_predictive.examples.workloads import cpu_burn, disk_write_read, memory_ramp
+
+        size = int(params["input_mb"])
+        return [
+            disk_write_read(max(8, size // 4)).as_dict(),
+            memory_ramp(size, steps=4, step_s=0.5, hold_s=1.0).as_dict(),
+            cpu_burn(float(params["cpu_seconds"])).as_dict(),
+        ]
+
+    transform()
+
+
+predictive_shapes()
+predictive_etl()
