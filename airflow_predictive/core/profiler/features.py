@@ -9,17 +9,18 @@ missing flag in feature vectors) so that callers can fall back explicitly.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from airflow_predictive.core.model.resources import Metric
+from airflow_predictive.core.model.runs import FeatureValue, TaskKey
+from airflow_predictive.core.profiler.estimators.base import ForecastQuery, RunExample
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-
-    from airflow_predictive.core.model.runs import FeatureValue
-    from airflow_predictive.core.profiler.estimators.base import RunExample
+    from datetime import datetime
 
 # Feature keys the importers and the recorder use for a run's input size (first present wins).
 INPUT_SIZE_KEYS: tuple[str, ...] = ("input_bytes", "input_size_bytes", "input_size")
@@ -103,3 +104,279 @@ def numeric_feature(features: Mapping[str, FeatureValue], keys: Sequence[str]) -
 def input_size(features: Mapping[str, FeatureValue]) -> float | None:
     """The run's input size in bytes, when an importer or the recorder supplied one."""
     return numeric_feature(features, INPUT_SIZE_KEYS)
+
+
+def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
+    """Least-squares ``y = a + b*x`` over the finite pairs (None with fewer than two distinct x)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 2 or np.ptp(x) <= 0:
+        return None
+    b, a = np.polyfit(x, y, 1)
+    return float(a), float(b)
+
+
+# ----------------------------------------------------------------------------- history summaries
+
+
+@dataclass(frozen=True)
+class HistorySummary:
+    """What the earlier runs of a task say about the next one (NaN = not known).
+
+    peak_median / peak_last / peak_max / peak_linear: per metric, in the metric's unit
+    (peak_linear: the linear-in-input-size prediction for this run's input size).
+    """
+
+    n_runs: int
+    peak_median: Mapping[Metric, float]
+    peak_last: Mapping[Metric, float]
+    peak_max: Mapping[Metric, float]
+    peak_linear: Mapping[Metric, float]
+    duration_median: float
+    duration_last: float
+    duration_linear: float
+    input_ratio: float  # this run's input size / median earlier input size
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def summarise_history(
+    history: Sequence[RunExample], features: Mapping[str, FeatureValue], metrics: Sequence[Metric]
+) -> HistorySummary:
+    size = input_size(features)
+    sizes = np.array([_nan_if_none(input_size(e.record.features)) for e in history])
+    median_size = float(np.nanmedian(sizes)) if np.any(np.isfinite(sizes)) else math.nan
+    med: dict[Metric, float] = {}
+    last: dict[Metric, float] = {}
+    top: dict[Metric, float] = {}
+    lin: dict[Metric, float] = {}
+    for metric in metrics:
+        peaks = np.array([_nan_if_none(example_peak(e, metric)) for e in history])
+        finite = peaks[np.isfinite(peaks)]
+        med[metric] = float(np.median(finite)) if finite.size else math.nan
+        last[metric] = float(finite[-1]) if finite.size else math.nan
+        top[metric] = float(finite.max()) if finite.size else math.nan
+        fit = linear_fit(sizes, peaks) if size is not None else None
+        lin[metric] = max(fit[0] + fit[1] * size, 0.0) if fit is not None and size is not None else math.nan
+    durations = np.array([_nan_if_none(example_duration(e)) for e in history])
+    finite_d = durations[np.isfinite(durations)]
+    fit_d = linear_fit(sizes, durations) if size is not None else None
+    return HistorySummary(
+        n_runs=len(history),
+        peak_median=med,
+        peak_last=last,
+        peak_max=top,
+        peak_linear=lin,
+        duration_median=float(np.median(finite_d)) if finite_d.size else math.nan,
+        duration_last=float(finite_d[-1]) if finite_d.size else math.nan,
+        duration_linear=(
+            max(fit_d[0] + fit_d[1] * size, 0.0) if fit_d is not None and size is not None else math.nan
+        ),
+        input_ratio=(
+            size / median_size
+            if size is not None and math.isfinite(median_size) and median_size > 0
+            else math.nan
+        ),
+    )
+
+
+def query_for_example(example: RunExample, history: Sequence[RunExample]) -> ForecastQuery:
+    """The query that would have been asked before ``example`` started, given its earlier runs."""
+    rec = example.record
+    return ForecastQuery(
+        key=rec.key,
+        features=rec.features,
+        declared=rec.declared,
+        operator=rec.operator,
+        history=tuple(history),
+        metrics=tuple(Metric),
+        start=rec.start,
+        try_number=rec.identity.try_number,
+    )
+
+
+# ----------------------------------------------------------------------------- feature encoder
+
+UNKNOWN_ID = 0  # vocabulary id of a task or operator never seen in training
+_RATIO_CLIP = 50.0
+
+
+def _log_ratio(a: float, b: float) -> float:
+    """log(a / b), 0 when either side is unknown or not positive (callers add a missing flag)."""
+    if not (math.isfinite(a) and math.isfinite(b)) or a <= 0 or b <= 0:
+        return 0.0
+    return float(np.clip(math.log(a / b), -math.log(_RATIO_CLIP), math.log(_RATIO_CLIP)))
+
+
+def _flag(value: float) -> float:
+    return 0.0 if math.isfinite(value) and value > 0 else 1.0
+
+
+def _finite_number(v: FeatureValue) -> float | None:
+    """A finite number (negative allowed), or None for text, bools, NaN and missing values."""
+    if v is None or isinstance(v, bool | str):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _signed_log(v: float) -> float:
+    return math.copysign(math.log1p(abs(v)), v)
+
+
+@dataclass(frozen=True)
+class EncodedQuery:
+    """One query as numbers: static features, vocabulary ids and the scales used to normalise.
+
+    scales: per model metric, the divisor that makes this task's values O(1) (median earlier peak,
+    else the declared value, else the training set's median peak).
+    """
+
+    static: np.ndarray  # [features]
+    task_id: int
+    operator_id: int
+    scales: np.ndarray  # [dims]
+    duration_scale: float
+    summary: HistorySummary
+
+
+@dataclass
+class FeatureEncoder:
+    """Turns queries into fixed-length vectors; its fitted state is plain JSON.
+
+    metrics: the model's dimensions, in output order.
+    numeric_keys: run features used as numbers (signed log, standardised; missing -> 0 + flag).
+    tasks / operators: vocabularies (id 0 = unknown).
+    """
+
+    metrics: tuple[Metric, ...]
+    numeric_keys: tuple[str, ...] = ()
+    numeric_mean: tuple[float, ...] = ()
+    numeric_std: tuple[float, ...] = ()
+    tasks: dict[str, int] = field(default_factory=dict)
+    operators: dict[str, int] = field(default_factory=dict)
+    global_scale: dict[str, float] = field(default_factory=dict)
+    global_duration: float = 60.0
+
+    @classmethod
+    def fit(
+        cls, examples: Sequence[RunExample], metrics: Sequence[Metric], *, max_numeric: int = 16
+    ) -> FeatureEncoder:
+        counts: dict[str, int] = {}
+        values: dict[str, list[float]] = {}
+        for e in examples:
+            for k, v in e.record.features.items():
+                num = _finite_number(v)
+                if num is not None:
+                    counts[k] = counts.get(k, 0) + 1
+                    values.setdefault(k, []).append(_signed_log(num))
+        min_count = max(1, int(0.05 * len(examples)))
+        keys = sorted(
+            k for k, c in sorted(counts.items(), key=lambda kv: -kv[1])[:max_numeric] if c >= min_count
+        )
+        means = tuple(float(np.mean(values[k])) for k in keys)
+        stds = tuple(max(float(np.std(values[k])), 1e-3) for k in keys)
+        tasks = {t: i + 1 for i, t in enumerate(sorted({str(e.key) for e in examples}))}
+        ops = {
+            o: i + 1 for i, o in enumerate(sorted({e.record.operator for e in examples if e.record.operator}))
+        }
+        scale: dict[str, float] = {}
+        for m in metrics:
+            peaks = history_peaks(examples, m)
+            scale[m.value] = float(np.median(peaks)) if peaks.size and np.median(peaks) > 0 else 1.0
+        durations = history_durations(examples)
+        return cls(
+            metrics=tuple(metrics),
+            numeric_keys=tuple(keys),
+            numeric_mean=means,
+            numeric_std=stds,
+            tasks=tasks,
+            operators=ops,
+            global_scale=scale,
+            global_duration=float(np.median(durations)) if durations.size else 60.0,
+        )
+
+    @property
+    def n_static(self) -> int:
+        return len(self.encode(ForecastQuery(key=TaskKey("_", "_"))).static)
+
+    def task_id(self, key: TaskKey) -> int:
+        return self.tasks.get(str(key), UNKNOWN_ID)
+
+    def encode(self, query: ForecastQuery) -> EncodedQuery:
+        s = summarise_history(query.history, query.features, self.metrics)
+        out: list[float] = []
+        scales = []
+        for m in self.metrics:
+            g = self.global_scale.get(m.value, 1.0)
+            declared = _nan_if_none(query.declared.get(m))
+            hist = s.peak_median[m]
+            if math.isfinite(hist) and hist > 0:
+                scale, source = hist, (1.0, 0.0, 0.0)
+            elif math.isfinite(declared) and declared > 0:
+                scale, source = declared, (0.0, 1.0, 0.0)
+            else:
+                scale, source = g, (0.0, 0.0, 1.0)
+            scales.append(scale)
+            out += [_log_ratio(scale, g), *source]
+            for v in (s.peak_last[m], s.peak_max[m], s.peak_linear[m], declared):
+                out += [_log_ratio(v, scale), _flag(v)]
+        dscale = (
+            s.duration_median
+            if math.isfinite(s.duration_median) and s.duration_median > 0
+            else self.global_duration
+        )
+        out += [_log_ratio(dscale, self.global_duration), _flag(s.duration_median)]
+        for v in (s.duration_last, s.duration_linear):
+            out += [_log_ratio(v, dscale), _flag(v)]
+        out += [math.log1p(s.n_runs), _log_ratio(s.input_ratio, 1.0), _flag(s.input_ratio)]
+        out += [math.log(max(1, query.try_number))]
+        out += _time_features(query.start)
+        for k, mean, std in zip(self.numeric_keys, self.numeric_mean, self.numeric_std, strict=True):
+            num = _finite_number(query.features.get(k))
+            out += [0.0, 1.0] if num is None else [(_signed_log(num) - mean) / std, 0.0]
+        static = np.clip(np.array(out, dtype=np.float32), -10.0, 10.0)
+        return EncodedQuery(
+            static=static,
+            task_id=self.task_id(query.key),
+            operator_id=self.operators.get(query.operator or "", UNKNOWN_ID),
+            scales=np.array(scales, dtype=float),
+            duration_scale=float(dscale),
+            summary=s,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "metrics": [m.value for m in self.metrics],
+            "numeric_keys": list(self.numeric_keys),
+            "numeric_mean": list(self.numeric_mean),
+            "numeric_std": list(self.numeric_std),
+            "tasks": self.tasks,
+            "operators": self.operators,
+            "global_scale": self.global_scale,
+            "global_duration": self.global_duration,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FeatureEncoder:
+        return cls(
+            metrics=tuple(Metric(m) for m in data["metrics"]),
+            numeric_keys=tuple(str(k) for k in data["numeric_keys"]),
+            numeric_mean=tuple(float(v) for v in data["numeric_mean"]),
+            numeric_std=tuple(float(v) for v in data["numeric_std"]),
+            tasks={str(k): int(v) for k, v in data["tasks"].items()},
+            operators={str(k): int(v) for k, v in data["operators"].items()},
+            global_scale={str(k): float(v) for k, v in data["global_scale"].items()},
+            global_duration=float(data["global_duration"]),
+        )
+
+
+def _time_features(start: datetime | None) -> list[float]:
+    """Hour of day and day of week on the unit circle (+ a missing flag)."""
+    if start is None:
+        return [0.0, 0.0, 0.0, 0.0, 1.0]
+    hour = (start.hour + start.minute / 60.0) / 24.0 * 2 * math.pi
+    dow = (start.weekday() + hour / (2 * math.pi)) / 7.0 * 2 * math.pi
+    return [math.sin(hour), math.cos(hour), math.sin(dow), math.cos(dow), 0.0]

@@ -32,6 +32,7 @@ from airflow_predictive.core.profiler.features import (
     history_durations,
     history_peaks,
     input_size,
+    linear_fit,
 )
 
 if TYPE_CHECKING:
@@ -217,16 +218,6 @@ class MedianPeak(_Configured):
             ratios = peaks / center if center > 0 else np.ones(peaks.size)
             levels[metric] = {q: center * f for q, f in spread(ratios).items()}
         return flat_forecast(self.name, levels, duration_quantiles(query.history), self.step_s)
-
-
-def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
-    """Least-squares ``y = a + b*x`` (None with fewer than two distinct x)."""
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if x.size < 2 or np.ptp(x) <= 0:
-        return None
-    b, a = np.polyfit(x, y, 1)
-    return float(a), float(b)
 
 
 @dataclass
