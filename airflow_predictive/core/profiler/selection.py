@@ -1,0 +1,233 @@
+"""Rolling-origin backtest per task and the choice of each task's champion estimator.
+
+Why: the LSTM (or any model) is used only where it beats simpler forecasters on that task's own
+past. For each task, runs are ordered by start; origins cut them into folds; every candidate is
+fitted on the runs before an origin (all tasks, so global models see everything that was known
+then) and forecasts the runs after it, each with the task's earlier runs as history. The score is
+the pinball loss plus a penalty for memory under-prediction (an OOM costs more than slack). Every
+choice is returned as a frozen ``SelectionRecord`` with all candidates' scores.
+
+It must never let one broken candidate stop the selection: a candidate that fails to fit or to
+forecast is recorded with its error and cannot win.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from airflow_predictive.core.model.resources import Metric
+from airflow_predictive.core.profiler.estimators.base import Estimator, ForecastQuery, RunExample
+from airflow_predictive.core.profiler.metrics import RunScore, score_run
+
+if TYPE_CHECKING:
+    from airflow_predictive.core.model.runs import TaskKey
+    from airflow_predictive.core.model.series import DemandCurve
+
+log = logging.getLogger(__name__)
+
+EstimatorFactory = Callable[[], Estimator]
+
+NO_HISTORY = "too few runs to backtest"
+NO_CANDIDATE = "no candidate forecast every backtest run"
+
+
+@dataclass(frozen=True)
+class SelectionPolicy:
+    """How the backtest runs and how candidates are compared.
+
+    folds: number of rolling origins per task.
+    min_train_runs: runs a task needs before its first origin (fewer: no backtest, cold start).
+    memory_under_penalty: added to the score per unit of the mean relative shortfall of the p99
+        memory peak below the actual peak, plus this much times the share of runs under it.
+    metrics: what is forecast and scored.
+    """
+
+    folds: int = 3
+    min_train_runs: int = 3
+    memory_under_penalty: float = 2.0
+    metrics: tuple[Metric, ...] = (Metric.CPU_CORES, Metric.MEMORY_BYTES)
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """One candidate's backtest on one task (lower ``score`` is better; ``error`` = disqualified)."""
+
+    estimator: str
+    forecasts: int
+    pinball: float
+    memory_under_rate: float
+    memory_shortfall: float
+    score: float
+    error: str | None = None
+
+    @property
+    def eligible(self) -> bool:
+        return self.error is None and self.forecasts > 0 and math.isfinite(self.score)
+
+
+@dataclass(frozen=True)
+class SelectionRecord:
+    """The champion of one task and why: every candidate's scores, the folds, when."""
+
+    key: TaskKey
+    champion: str | None
+    scores: tuple[CandidateScore, ...]
+    runs: int
+    folds: int
+    reason: str
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def score_of(self, estimator: str) -> CandidateScore | None:
+        return next((s for s in self.scores if s.estimator == estimator), None)
+
+
+def origins(n_runs: int, policy: SelectionPolicy) -> list[int]:
+    """Indices where folds start (each origin's test runs reach the next origin or the end)."""
+    if n_runs <= policy.min_train_runs:
+        return []
+    span = n_runs - policy.min_train_runs
+    k = max(1, min(policy.folds, span))
+    cuts = sorted({policy.min_train_runs + (span * i) // k for i in range(k)})
+    return [c for c in cuts if c < n_runs]
+
+
+def query_for(
+    example: RunExample, history: Sequence[RunExample], metrics: tuple[Metric, ...]
+) -> ForecastQuery:
+    """The question asked before ``example`` started: its known features and earlier runs."""
+    rec = example.record
+    return ForecastQuery(
+        key=rec.key,
+        features=rec.features,
+        declared=rec.declared,
+        operator=rec.operator,
+        history=tuple(history),
+        metrics=metrics,
+        start=rec.start,
+        try_number=rec.identity.try_number,
+    )
+
+
+def score_example(forecast_curves: Mapping[Metric, DemandCurve], example: RunExample) -> list[RunScore]:
+    """Scores of every forecast metric the run measured (metrics it never measured are skipped)."""
+    out = []
+    for metric, curve in forecast_curves.items():
+        s = score_run(curve, series=example.series, actual_peak=example.record.peak.get(metric))
+        if s is not None:
+            out.append(s)
+    return out
+
+
+def _measured(example: RunExample, metric: Metric) -> bool:
+    if example.series is not None and example.series.peak(metric) is not None:
+        return True
+    return example.record.peak.get(metric) is not None
+
+
+@dataclass
+class _Tally:
+    pinball: list[float] = field(default_factory=list)
+    under: list[bool] = field(default_factory=list)
+    shortfall: list[float] = field(default_factory=list)
+    forecasts: int = 0
+    error: str | None = None
+
+
+def _combine(name: str, t: _Tally, policy: SelectionPolicy) -> CandidateScore:
+    if t.error is not None or not t.pinball:
+        return CandidateScore(name, t.forecasts, math.inf, 1.0, 1.0, math.inf, t.error or "no forecast")
+    pin = float(np.mean(t.pinball))
+    under = float(np.mean(t.under)) if t.under else 0.0
+    short = float(np.mean(t.shortfall)) if t.shortfall else 0.0
+    score = pin + policy.memory_under_penalty * (short + 0.1 * under)
+    return CandidateScore(name, t.forecasts, pin, under, short, score)
+
+
+def backtest(
+    candidates: Mapping[str, EstimatorFactory],
+    examples: Sequence[RunExample],
+    policy: SelectionPolicy | None = None,
+) -> list[SelectionRecord]:
+    """Backtest every candidate on every task in ``examples`` and pick each task's champion."""
+    policy = policy or SelectionPolicy()
+    by_task: dict[TaskKey, list[RunExample]] = {}
+    for ex in examples:
+        by_task.setdefault(ex.key, []).append(ex)
+    for runs in by_task.values():
+        runs.sort(key=lambda e: (e.record.start or datetime.min.replace(tzinfo=UTC), e.record.run_pk or 0))
+    task_origins = {k: origins(len(v), policy) for k, v in by_task.items()}
+    tallies: dict[TaskKey, dict[str, _Tally]] = {k: {n: _Tally() for n in candidates} for k in by_task}
+    for fold in range(policy.folds):
+        train: list[RunExample] = []
+        tests: list[tuple[TaskKey, int, int]] = []
+        for key, runs in by_task.items():
+            cuts = task_origins[key]
+            if fold < len(cuts):
+                start = cuts[fold]
+                end = cuts[fold + 1] if fold + 1 < len(cuts) else len(runs)
+                train.extend(runs[:start])
+                tests.append((key, start, end))
+            else:
+                train.extend(runs)  # tasks without this fold still teach global models
+        if not tests:
+            continue
+        for name, factory in candidates.items():
+            try:
+                model = factory().fit(train)
+            except Exception as exc:
+                log.warning("predictive: candidate %s failed to fit (fold %d): %s", name, fold, exc)
+                for key, _, _ in tests:
+                    tallies[key][name].error = f"fit: {type(exc).__name__}: {exc}"
+                continue
+            for key, start, end in tests:
+                tally = tallies[key][name]
+                if tally.error is not None:
+                    continue
+                runs = by_task[key]
+                for i in range(start, end):
+                    try:
+                        forecast = model.predict(query_for(runs[i], runs[:i], policy.metrics))
+                    except Exception as exc:
+                        tally.error = f"predict: {type(exc).__name__}: {exc}"
+                        break
+                    missing = [
+                        m.value
+                        for m in policy.metrics
+                        if m not in forecast.curves and _measured(runs[i], m)
+                    ]
+                    if missing:  # e.g. a model trained on other dimensions: it cannot win here
+                        tally.error = f"predict: no forecast of {', '.join(missing)}"
+                        break
+                    run_scores = score_example(forecast.curves, runs[i])
+                    if not run_scores:
+                        continue
+                    tally.forecasts += 1
+                    tally.pinball.append(float(np.mean([s.pinball for s in run_scores])))
+                    for s in run_scores:
+                        if s.metric is Metric.MEMORY_BYTES and s.under:
+                            top = max(s.under)
+                            tally.under.append(s.under[top])
+                            p99 = max(forecast.curves[Metric.MEMORY_BYTES].peak(top), 0.0)
+                            tally.shortfall.append(max(0.0, s.actual_peak - p99) / max(s.actual_peak, 1e-9))
+    records = []
+    for key, runs in by_task.items():
+        cuts = task_origins[key]
+        if not cuts:
+            records.append(SelectionRecord(key, None, (), len(runs), 0, NO_HISTORY))
+            continue
+        scores = tuple(_combine(n, tallies[key][n], policy) for n in candidates)
+        ok = [s for s in scores if s.eligible]
+        if not ok:
+            records.append(SelectionRecord(key, None, scores, len(runs), len(cuts), NO_CANDIDATE))
+            continue
+        best = min(ok, key=lambda s: (s.score, s.estimator))
+        reason = f"lowest penalised pinball loss ({best.score:.4f}) over {best.forecasts} backtest runs"
+        records.append(SelectionRecord(key, best.estimator, scores, len(runs), len(cuts), reason))
+    return records

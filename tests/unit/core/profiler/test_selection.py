@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from airflow_predictive.core.model.resources import Metric
+from airflow_predictive.core.model.runs import TaskKey
+from airflow_predictive.core.profiler.selection import (
+    NO_CANDIDATE,
+    NO_HISTORY,
+    SelectionPolicy,
+    backtest,
+    origins,
+)
+from tests.unit.core.profiler.synthetic_runs import Broken, FlatHistoryPeak, example
+
+
+def test_origins_leave_room_for_training() -> None:
+    policy = SelectionPolicy(folds=3, min_train_runs=3)
+    assert origins(3, policy) == []
+    assert origins(4, policy) == [3]
+    assert origins(12, policy) == [3, 6, 9]
+
+
+def _runs(task: str, n: int, *, series: bool = True) -> list:
+    return [example(task, i, 1.0 + 0.01 * (i % 3), series=series) for i in range(n)]
+
+
+def test_champion_avoids_memory_under_prediction() -> None:
+    candidates = {
+        "exact": lambda: FlatHistoryPeak("exact", 1.0),
+        "low": lambda: FlatHistoryPeak("low", 0.7),
+        "broken": lambda: Broken("broken"),
+    }
+    [record] = backtest(candidates, _runs("a", 10))
+    assert record.champion == "exact"
+    assert record.folds == 3 and record.runs == 10
+    low = record.score_of("low")
+    assert low is not None and low.memory_under_rate > 0.9 and low.score > record.score_of("exact").score
+    broken = record.score_of("broken")
+    assert broken is not None and not broken.eligible and "corrupt" in (broken.error or "")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.champion = "low"  # type: ignore[misc]
+
+
+def test_task_with_one_run_gets_no_champion() -> None:
+    records = backtest({"exact": lambda: FlatHistoryPeak("exact")}, _runs("a", 6) + _runs("b", 1))
+    by_task = {r.key: r for r in records}
+    assert by_task[TaskKey("wf", "b")].champion is None
+    assert by_task[TaskKey("wf", "b")].reason == NO_HISTORY
+    assert by_task[TaskKey("wf", "a")].champion == "exact"
+
+
+def test_model_of_other_dimensions_cannot_win() -> None:
+    cpu_only = {"cpu_only": lambda: FlatHistoryPeak("cpu_only", 1.0, metrics=(Metric.CPU_CORES,))}
+    [record] = backtest(cpu_only, _runs("a", 8))
+    assert record.champion is None and record.reason == NO_CANDIDATE
+    assert "memory_bytes" in (record.scores[0].error or "")
+
+
+def test_peak_only_runs_are_backtested_on_peaks() -> None:
+    [record] = backtest(
+        {"exact": lambda: FlatHistoryPeak("exact"), "high": lambda: FlatHistoryPeak("high", 2.0)},
+        _runs("nf", 9, series=False),
+    )
+    assert record.champion == "exact"
+    assert record.score_of("high").memory_under_rate == 0.0  # type: ignore[union-attr]
+
+
+def test_failing_fit_is_recorded_not_raised() -> None:
+    class NoFit(FlatHistoryPeak):
+        def fit(self, examples):  # type: ignore[no-untyped-def]
+            raise ValueError("needs tensorflow")
+
+    [record] = backtest(
+        {"nofit": lambda: NoFit("nofit"), "exact": lambda: FlatHistoryPeak("exact")}, _runs("a", 6)
+    )
+    assert record.champion == "exact"
+    assert "needs tensorflow" in (record.score_of("nofit").error or "")  # type: ignore[union-attr]
