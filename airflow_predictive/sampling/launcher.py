@@ -1,0 +1,208 @@
+"""Start and stop the sampler sidecar from inside a task process (the listener calls these).
+
+``start_sidecar`` spawns ``python -m airflow_predictive.sampling.sidecar`` in its own session
+(so a kill of the task's process group spares it), with stdin/stdout closed and stderr in a log
+file, and waits at most ``timeout`` seconds for it to say it is sampling. ``stop_sidecar`` asks it
+to take a last sample, flush and exit.
+
+Neither may ever raise or block the task for longer than its timeout: every failure is one clear
+warning and ``None`` / a status, and the task goes on unsampled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import airflow_predictive
+
+log = logging.getLogger(__name__)
+
+SIDECAR_MODULE = "airflow_predictive.sampling.sidecar"
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarHandle:
+    """A running sidecar: its process, the run it samples and where it logs."""
+
+    run_pk: int
+    target_pid: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class StopStatus(StrEnum):
+    STOPPED = "stopped"  # flushed and exited after our SIGTERM
+    ALREADY_EXITED = "already_exited"  # it had ended on its own (target gone, error)
+    TIMED_OUT = "timed_out"  # still running after the timeout; left to finish on its own
+    ERROR = "error"
+
+
+def default_log_path(run_pk: int) -> Path:
+    return Path(tempfile.gettempdir()) / "airflow-predictive" / f"sidecar-run{run_pk}-{os.getpid()}.log"
+
+
+def sidecar_command(
+    run_pk: int,
+    pid: int,
+    url: str,
+    *,
+    interval: float,
+    flush: float,
+    cgroup: str | None,
+    gpu: str,
+    ready_fd: int,
+    grace: float,
+    started_at: float | None,
+) -> list[str]:
+    cmd = [
+        sys.executable, "-m", SIDECAR_MODULE,
+        "--run-pk", str(run_pk), "--pid", str(pid), "--url", url,
+        "--interval", repr(float(interval)), "--flush", repr(float(flush)),
+        "--gpu", gpu, "--ready-fd", str(ready_fd), "--grace", repr(float(grace)),
+    ]  # fmt: skip
+    if cgroup:
+        cmd += ["--cgroup", cgroup]
+    if started_at is not None:
+        cmd += ["--started-at", repr(float(started_at))]
+    return cmd
+
+
+def _child_env() -> dict[str, str]:
+    """The task's environment, with this package importable even when it is not installed."""
+    env = dict(os.environ)
+    root = str(Path(airflow_predictive.__file__).resolve().parent.parent)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([root, *paths])
+    return env
+
+
+def _tail(path: Path, limit: int = 600) -> str:
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    return text[-limit:].replace("\n", " | ")
+
+
+def start_sidecar(
+    run_pk: int,
+    pid: int,
+    url: str,
+    *,
+    interval: float = 1.0,
+    flush: float = 5.0,
+    cgroup: str | None = None,
+    gpu: str = "auto",
+    timeout: float = 2.0,
+    log_path: str | Path | None = None,
+    grace: float = 10.0,
+    started_at: float | None = None,
+) -> SidecarHandle | None:
+    """Spawn the sidecar for ``run_pk`` sampling ``pid``; None (and one warning) on any failure."""
+    proc: subprocess.Popen[bytes] | None = None
+    read_fd = write_fd = -1
+    try:
+        path = Path(log_path) if log_path else default_log_path(run_pk)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        read_fd, write_fd = os.pipe()
+        cmd = sidecar_command(
+            run_pk, pid, url, interval=interval, flush=flush, cgroup=cgroup, gpu=gpu,
+            ready_fd=write_fd, grace=grace, started_at=started_at,
+        )  # fmt: skip
+        with open(path, "ab") as err:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+                env=_child_env(),
+                close_fds=True,
+            )
+        os.close(write_fd)
+        write_fd = -1
+        if _wait_ready(read_fd, timeout):
+            return SidecarHandle(run_pk=run_pk, target_pid=pid, process=proc, log_path=path)
+        code = proc.poll()
+        if code is None:
+            proc.kill()
+            proc.wait(timeout=1.0)
+            why = f"it did not report ready within {timeout:g}s"
+        else:
+            why = f"it exited with code {code}"
+        log.warning(
+            "predictive: resource sampler for run %s not started (%s); the task runs unsampled. "
+            "Sampler log %s: %s",
+            run_pk, why, path, _tail(path),
+        )  # fmt: skip
+        return None
+    except Exception as exc:
+        log.warning("predictive: cannot start the resource sampler for run %s (%s); the task runs unsampled",
+                    run_pk, exc)  # fmt: skip
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+        return None
+    finally:
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _wait_ready(fd: int, timeout: float) -> bool:
+    deadline = time.monotonic() + max(0.0, timeout)
+    got = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            return False
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return False  # the sidecar closed the pipe without saying ready: it failed
+        got += chunk
+        if b"ready" in got:
+            return True
+
+
+def stop_sidecar(handle: SidecarHandle | None, timeout: float = 5.0) -> StopStatus:
+    """Ask the sidecar to take a last sample, flush and exit; wait at most ``timeout`` seconds."""
+    if handle is None:
+        return StopStatus.ERROR
+    proc = handle.process
+    try:
+        if proc.poll() is not None:
+            return StopStatus.ALREADY_EXITED
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "predictive: resource sampler of run %s did not exit within %gs; it finishes on its own",
+                handle.run_pk, timeout,
+            )  # fmt: skip
+            return StopStatus.TIMED_OUT
+        return StopStatus.STOPPED
+    except Exception as exc:
+        log.warning("predictive: cannot stop the resource sampler of run %s (%s)", handle.run_pk, exc)
+        return StopStatus.ERROR

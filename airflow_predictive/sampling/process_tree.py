@@ -1,0 +1,240 @@
+"""ProcessTreeSource: what a local task's whole process tree consumes, read with psutil.
+
+The tree is the task's process and all its descendants, rediscovered every tick so that new
+children count from the tick they appear. CPU and disk are rates of cumulative kernel counters
+(``cpu_times`` user+system plus the times of reaped children; ``io_counters`` read/write bytes,
+which also include reaped children), memory is the sum of RSS. ``TreeAccountant`` keeps the
+counter arithmetic pure so that exits, reaping and pid reuse are tested without real processes.
+
+It must never raise into the sampler for a process that vanishes or hides mid-sample: such a
+process is skipped for that tick; ``read()`` returns None only when the task's own process is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from airflow_predictive.core.model.resources import Metric, ResourceVector
+from airflow_predictive.sampling.clock import MonotonicClock
+from airflow_predictive.sampling.network import TreeNetwork
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from airflow_predictive.core.ports import Clock
+    from airflow_predictive.sampling.gpu import GpuReader
+
+log = logging.getLogger(__name__)
+
+ProcKey = tuple[int, float]  # (pid, create_time): a pid reused by a new process is a new key
+
+
+@dataclass(frozen=True, slots=True)
+class ProcReading:
+    """Cumulative counters of one process at one moment.
+
+    cpu_s: user + system seconds of the process and of its reaped children.
+    rss_bytes: resident set size (0 for a zombie).
+    read_bytes, write_bytes: storage I/O of the process and its reaped children; None if unreadable.
+    """
+
+    pid: int
+    ppid: int
+    create_time: float
+    cpu_s: float
+    rss_bytes: int
+    read_bytes: int | None = None
+    write_bytes: int | None = None
+
+    @property
+    def key(self) -> ProcKey:
+        return (self.pid, self.create_time)
+
+
+@dataclass(frozen=True, slots=True)
+class TreeRates:
+    cpu_cores: float
+    read_bps: float | None
+    write_bps: float | None
+
+
+class TreeAccountant:
+    """Rates of a tree from successive snapshots of its processes.
+
+    Delta of a tick = growth of the processes seen twice + the whole counters of processes new
+    since the previous tick - the last counters of processes that vanished while an ancestor in
+    the tree is still alive (the kernel moved their counters into that ancestor's children
+    totals, so they reappear in its growth). A process orphaned out of the tree takes its
+    counters with it; only its last partial tick is lost.
+    """
+
+    def __init__(self) -> None:
+        self._prev: dict[ProcKey, ProcReading] | None = None
+        self._prev_t: float | None = None
+
+    def update(self, procs: Mapping[ProcKey, ProcReading], t: float) -> TreeRates | None:
+        prev, prev_t = self._prev, self._prev_t
+        self._prev, self._prev_t = dict(procs), t
+        if prev is None or prev_t is None or t <= prev_t:
+            return None  # the first snapshot is a baseline
+        cpu = 0.0
+        read: int | None = 0
+        write: int | None = 0
+        for key, cur in procs.items():
+            old = prev.get(key)
+            cpu += cur.cpu_s - (old.cpu_s if old else 0.0)
+            read = _add(read, cur.read_bytes, old.read_bytes if old else 0)
+            write = _add(write, cur.write_bytes, old.write_bytes if old else 0)
+        live = {r.pid for r in procs.values()}
+        by_pid = {r.pid: r for r in prev.values()}
+        for key, gone in prev.items():
+            if key in procs or not _ancestor_alive(gone, by_pid, live):
+                continue
+            cpu -= gone.cpu_s
+            read = _add(read, 0, gone.read_bytes)
+            write = _add(write, 0, gone.write_bytes)
+        dt = t - prev_t
+        return TreeRates(
+            cpu_cores=max(0.0, cpu) / dt,
+            read_bps=None if read is None else max(0, read) / dt,
+            write_bps=None if write is None else max(0, write) / dt,
+        )
+
+
+def _add(total: int | None, cur: int | None, old: int | None) -> int | None:
+    if total is None or cur is None or old is None:
+        return None
+    return total + cur - old
+
+
+def _ancestor_alive(proc: ProcReading, by_pid: Mapping[int, ProcReading], live: set[int]) -> bool:
+    seen: set[int] = set()
+    ppid = proc.ppid
+    while ppid not in seen:
+        if ppid in live:
+            return True
+        seen.add(ppid)
+        parent = by_pid.get(ppid)
+        if parent is None:
+            return False
+        ppid = parent.ppid
+    return False
+
+
+def _cpu_seconds(times: Any) -> float:
+    total = float(times.user) + float(times.system)
+    total += float(getattr(times, "children_user", 0.0) or 0.0)
+    total += float(getattr(times, "children_system", 0.0) or 0.0)
+    return total
+
+
+class ProcessTreeSource:
+    """UsageSource for a local process and all its descendants (see the module docstring)."""
+
+    def __init__(
+        self,
+        pid: int,
+        *,
+        clock: Clock | None = None,
+        network: bool = True,
+        gpu: GpuReader | None = None,
+    ) -> None:
+        self.pid = pid
+        self._root = psutil.Process(pid)  # raises psutil.NoSuchProcess when it is already gone
+        self._clock = clock or MonotonicClock()
+        self._acct = TreeAccountant()
+        self._net = TreeNetwork(pid) if network else None
+        self._gpu = gpu
+        self._pids: tuple[int, ...] = (pid,)
+        self._procs: dict[int, psutil.Process] = {}
+        self._hidden: set[int] = set()
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The processes of the tree at the last reading."""
+        return self._pids
+
+    def close(self) -> None:
+        if self._net is not None:
+            self._net.close()
+
+    def read(self) -> ResourceVector | None:
+        t = self._clock.monotonic()
+        snapshot = self._snapshot()
+        if snapshot is None:
+            return None
+        self._pids = tuple(sorted(r.pid for r in snapshot.values()))
+        values: dict[Metric, float | None] = {
+            Metric.MEMORY_BYTES: float(sum(r.rss_bytes for r in snapshot.values())),
+        }
+        rates = self._acct.update(snapshot, t)
+        if rates is not None:
+            values[Metric.CPU_CORES] = rates.cpu_cores
+            values[Metric.DISK_READ_BPS] = rates.read_bps
+            values[Metric.DISK_WRITE_BPS] = rates.write_bps
+        if self._net is not None:
+            net = self._net.read(self._pids, self.pid, t)
+            if net is not None:
+                values[Metric.NET_RX_BPS] = net.rx_bps
+                values[Metric.NET_TX_BPS] = net.tx_bps
+        if self._gpu is not None:
+            gpu = self._gpu.read(set(self._pids), t)
+            if gpu is not None:
+                values[Metric.GPU_UTIL] = gpu.util
+                values[Metric.GPU_MEMORY_BYTES] = gpu.memory_bytes
+        return ResourceVector.lenient(values)
+
+    def _snapshot(self) -> dict[ProcKey, ProcReading] | None:
+        try:
+            if not self._root.is_running() or self._root.status() == psutil.STATUS_ZOMBIE:
+                return None
+            children = self._root.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return None
+        except psutil.AccessDenied:
+            children = []
+        # keep one Process object per pid so psutil's cached identity (create time) is reused
+        procs = {self.pid: self._root}
+        for child in children:
+            known = self._procs.get(child.pid)
+            procs[child.pid] = known if known is not None and known == child else child
+        self._procs = procs
+        out: dict[ProcKey, ProcReading] = {}
+        for pid, proc in procs.items():
+            reading = self._read_one(proc)
+            if reading is None and pid == self.pid and not self._root.is_running():
+                return None
+            if reading is not None:
+                out[reading.key] = reading
+        return out
+
+    def _read_one(self, proc: psutil.Process) -> ProcReading | None:
+        try:
+            with proc.oneshot():
+                ppid = proc.ppid()
+                cpu = _cpu_seconds(proc.cpu_times())
+                zombie = proc.status() == psutil.STATUS_ZOMBIE
+                rss = 0 if zombie else int(proc.memory_info().rss)
+                read: int | None
+                write: int | None
+                try:
+                    io = proc.io_counters()
+                    read, write = int(io.read_bytes), int(io.write_bytes)
+                except (psutil.AccessDenied, AttributeError, NotImplementedError):
+                    read = write = None
+                return ProcReading(proc.pid, ppid, proc.create_time(), cpu, rss, read, write)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            return None  # vanished mid-sample: its reaped counters surface in its parent
+        except psutil.AccessDenied:
+            if proc.pid not in self._hidden:
+                self._hidden.add(proc.pid)
+                log.warning(
+                    "predictive sampler: process %s of the task tree is not readable; its usage is "
+                    "not counted",
+                    proc.pid,
+                )
+            return None

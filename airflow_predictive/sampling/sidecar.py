@@ -1,0 +1,318 @@
+"""The sampler sidecar: ``python -m airflow_predictive.sampling.sidecar --run-pk N --pid P --url URL``.
+
+A separate, detached process beside one task try. It samples the task every ``--interval``
+seconds, writes the samples every ``--flush`` seconds, and stops on SIGTERM/SIGINT (one final
+sample and flush: the listener does this before it records the outcome) or when the task is gone.
+When the task vanished without its end being recorded (the task process itself was killed), it
+waits ``--grace`` seconds for the listener and then records the end itself: OOM_KILLED when the
+cgroup saw an OOM kill, otherwise UNKNOWN with a note.
+
+Start-up is on the task's critical path (the listener waits for readiness), so readiness is
+signalled after the first reading and before SQLAlchemy and numpy are imported. It never imports
+Airflow and needs no Airflow configuration: everything comes from its command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import select
+import signal
+import sys
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from airflow_predictive.sampling.clock import MonotonicClock
+from airflow_predictive.sampling.gpu import GpuMode
+from airflow_predictive.sampling.sampler import FlushStatus, Sampler
+from airflow_predictive.sampling.sources import TargetGone, build_source, source_oom_killed
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from airflow_predictive.core.ports import Clock
+    from airflow_predictive.storage.run_store import SqlRunStore
+
+log = logging.getLogger("airflow_predictive.sampling.sidecar")
+
+VANISHED_NOTE = "task process vanished before its end was recorded"
+READY = b"ready\n"
+
+
+class ExitCode:
+    OK = 0
+    BAD_ARGS = 2
+    TARGET_GONE = 3
+    STORAGE = 4
+
+
+class StopReason(StrEnum):
+    REQUESTED = "requested"  # SIGTERM / SIGINT
+    TARGET_GONE = "target_gone"
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarArgs:
+    """The sidecar's command line (see ``parse_args``)."""
+
+    run_pk: int
+    pid: int
+    url: str
+    interval: float = 1.0
+    flush: float = 5.0
+    cgroup: str | None = None
+    gpu: str = GpuMode.AUTO
+    ready_fd: int | None = None
+    ready_file: str | None = None
+    grace: float = 10.0
+    started_at: float | None = None  # the run's start (epoch seconds): t_s counts from there
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def parse_args(argv: Sequence[str]) -> SidecarArgs:
+    p = argparse.ArgumentParser(prog="python -m airflow_predictive.sampling.sidecar")
+    p.add_argument("--run-pk", type=int, required=True)
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--url", required=True, help="SQLAlchemy URL of the provider's database")
+    p.add_argument("--interval", type=_positive, default=1.0, help="seconds between samples")
+    p.add_argument("--flush", type=_positive, default=5.0, help="seconds between writes")
+    p.add_argument("--cgroup", default=None, help="the task's cgroup, when it has one")
+    p.add_argument("--gpu", choices=GpuMode.ALL, default=GpuMode.AUTO)
+    ready = p.add_mutually_exclusive_group()
+    ready.add_argument("--ready-fd", type=int, default=None, help="write 'ready' here once sampling")
+    ready.add_argument("--ready-file", default=None, help="create this file once sampling")
+    p.add_argument("--grace", type=_non_negative, default=10.0)
+    p.add_argument("--started-at", type=float, default=None, help="the run's start, epoch seconds")
+    ns = p.parse_args(list(argv))
+    return SidecarArgs(**{k: v for k, v in vars(ns).items()})
+
+
+class SidecarLoop:
+    """Sampling and flushing on schedule; ``step()`` does what is due and says how long to wait."""
+
+    def __init__(self, sampler: Sampler, clock: Clock, *, interval: float, flush_every: float) -> None:
+        self.sampler = sampler
+        self._clock = clock
+        self._interval = interval
+        self._flush_every = flush_every
+        now = clock.monotonic()
+        self._next_tick = now + interval
+        self._next_flush = now + flush_every
+
+    def step(self) -> float | None:
+        """Sample / flush if due. Returns seconds until the next due action, None once the target is gone."""
+        now = self._clock.monotonic()
+        if now >= self._next_tick:
+            if not self.sampler.tick():
+                return None
+            # stay on the grid start + k * interval; skip the ticks a stalled machine missed
+            missed = math.floor((now - self._next_tick) / self._interval) + 1
+            self._next_tick += missed * self._interval
+        if now >= self._next_flush:
+            self.sampler.flush()
+            self._next_flush = now + self._flush_every
+        return max(0.0, min(self._next_tick, self._next_flush) - self._clock.monotonic())
+
+
+def run_loop(
+    loop: SidecarLoop, wait: Callable[[float], None], stop_requested: Callable[[], bool]
+) -> StopReason:
+    while not stop_requested():
+        delay = loop.step()
+        if delay is None:
+            return StopReason.TARGET_GONE
+        if delay > 0:
+            wait(delay)
+    return StopReason.REQUESTED
+
+
+def final_flush(sampler: Sampler, wait: Callable[[float], None], *, attempts: int = 3) -> bool:
+    """Write what is left, retrying briefly when the database is down. True when all is written."""
+    for attempt in range(attempts):
+        if sampler.flush() in (FlushStatus.EMPTY, FlushStatus.WRITTEN):
+            return True
+        if attempt + 1 < attempts:
+            wait(1.0)
+    log.warning(
+        "predictive sampler: %d samples of run %s could not be written before exit",
+        sampler.stats.buffered,
+        sampler.run_pk,
+    )
+    return False
+
+
+def record_if_vanished(
+    store: SqlRunStore,
+    sampler: Sampler,
+    clock: Clock,
+    *,
+    grace: float,
+    wait: Callable[[float], None],
+    stop_requested: Callable[[], bool],
+    oom_killed: Callable[[], bool],
+) -> str | None:
+    """After the target vanished: give the listener ``grace`` s, then record the end if it did not.
+
+    Returns the outcome recorded here, or None when the listener recorded it (or we were stopped).
+    """
+    from airflow_predictive.core.model.runs import Outcome
+
+    end = clock.now()
+    deadline = clock.monotonic() + grace
+    while True:
+        try:
+            record = store.get_run_by_pk(sampler.run_pk)
+        except Exception as exc:
+            log.warning("predictive sampler: cannot read run %s to check its end (%s)", sampler.run_pk, exc)
+            record = None
+        if record is not None and record.outcome.finished:
+            return None
+        if stop_requested():
+            return None
+        remaining = deadline - clock.monotonic()
+        if remaining <= 0:
+            break
+        wait(min(0.5, remaining))
+    if record is None:
+        return None  # the run is unknown (deleted) or unreadable: nothing to finish
+    oom = oom_killed()
+    outcome = Outcome.OOM_KILLED if oom else Outcome.UNKNOWN
+    note = "the kernel OOM-killed the task (cgroup)" if oom else VANISHED_NOTE
+    try:
+        store.finish_run(
+            sampler.run_pk, outcome=outcome, end=end, peak=sampler.peak, note=note, only_if_running=True
+        )
+    except Exception as exc:
+        log.warning("predictive sampler: cannot record the end of run %s (%s)", sampler.run_pk, exc)
+        return None
+    log.warning("predictive sampler: run %s recorded as %s: %s", sampler.run_pk, outcome.value, note)
+    return outcome.value
+
+
+class _Signals:
+    """SIGTERM/SIGINT set a flag and wake the wait (self-pipe through signal.set_wakeup_fd)."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        signal.set_wakeup_fd(self._w)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.stop = True
+
+    def requested(self) -> bool:
+        return self.stop
+
+    def wait(self, seconds: float) -> None:
+        if self.stop:
+            return
+        with contextlib.suppress(InterruptedError):
+            ready, _, _ = select.select([self._r], [], [], max(0.0, seconds))
+            if ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._r, 512)
+
+
+def _signal_ready(args: SidecarArgs) -> None:
+    try:
+        if args.ready_fd is not None:
+            os.write(args.ready_fd, READY)
+            os.close(args.ready_fd)
+        elif args.ready_file:
+            tmp = f"{args.ready_file}.tmp"
+            with open(tmp, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            os.replace(tmp, args.ready_file)
+    except OSError as exc:  # the launcher gave up waiting and closed its end: sample anyway
+        log.warning("predictive sampler: cannot signal readiness (%s)", exc)
+
+
+def _open_store(url: str) -> SqlRunStore:
+    from airflow_predictive.storage.engine import engine_for
+    from airflow_predictive.storage.run_store import SqlRunStore
+
+    return SqlRunStore(engine_for(url))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:
+        return ExitCode.BAD_ARGS if exc.code else ExitCode.OK
+    with contextlib.suppress(OSError):
+        os.nice(5)  # yield to the task when the machine is saturated
+    signals = _Signals()
+    clock = MonotonicClock()
+    try:
+        source = build_source(args.pid, cgroup=args.cgroup, gpu_mode=args.gpu, clock=clock)
+    except TargetGone as exc:
+        log.warning("predictive sampler: nothing to sample for run %s: %s", args.run_pk, exc)
+        return ExitCode.TARGET_GONE
+    offset = 0.0
+    if args.started_at is not None:
+        offset = max(0.0, clock.now().timestamp() - args.started_at)
+    sampler = Sampler(args.run_pk, source, clock, offset_s=offset)
+    sampler.tick()  # first reading: memory now, and the baseline of every rate
+    _signal_ready(args)
+    try:
+        store = _open_store(args.url)
+    except Exception as exc:  # a bad URL or a missing driver: sampling would be for nothing
+        log.error("predictive sampler: cannot use the database %r (%s); not sampling", args.url, exc)
+        return ExitCode.STORAGE
+    sampler.store = store
+    log.info(
+        "predictive sampler: sampling run %s (pid %s) every %.2fs with %s",
+        args.run_pk, args.pid, args.interval, type(source).__name__,
+    )  # fmt: skip
+    loop = SidecarLoop(sampler, clock, interval=args.interval, flush_every=args.flush)
+    reason = run_loop(loop, signals.wait, signals.requested)
+    if reason is StopReason.REQUESTED:
+        sampler.tick()  # the final sample
+    final_flush(sampler, signals.wait)
+    stats = sampler.stats
+    log.info(
+        "predictive sampler: run %s stopped (%s): %d samples, %d written, %d dropped",
+        args.run_pk, reason.value, stats.samples, stats.written, stats.dropped,
+    )  # fmt: skip
+    if reason is StopReason.TARGET_GONE:
+        record_if_vanished(
+            store,
+            sampler,
+            clock,
+            grace=args.grace,
+            wait=signals.wait,
+            stop_requested=signals.requested,
+            oom_killed=lambda: source_oom_killed(getattr(source, "primary", None)),
+        )
+    close = getattr(source, "close", None)
+    if callable(close):
+        close()
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
