@@ -87,3 +87,56 @@ resource_sample = Table(
     *_metric_columns(""),
     Index("ix_predictive_resource_sample_run_t", "run_pk", "t_s"),
 )
+
+
+# -- profiler (revision 0002_profiles_and_forecasts) ------------------------------------------
+
+task_profile = Table(
+    "predictive_task_profile",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_id", String(250), nullable=False),
+    Column("task_id", String(250), nullable=False),
+    Column("map_index", Integer, nullable=False, default=-1),
+    Column("champion", String(100), nullable=True),  # None: no backtest possible (cold start)
+    Column("model_version", String(64), nullable=True),
+    Column("scores", Text, nullable=True),  # JSON list of candidate scores
+    Column("reason", Text, nullable=True),
+    Column("runs", Integer, nullable=False, default=0),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("dag_id", "task_id", "map_index", name="uq_predictive_task_profile_task"),
+)
+
+forecast_cache = Table(
+    "predictive_forecast",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_id", String(250), nullable=False),
+    Column("task_id", String(250), nullable=False),
+    Column("map_index", Integer, nullable=False, default=-1),
+    Column("estimator", String(100), nullable=False),
+    Column("model_version", String(64), nullable=True),
+    Column("curves", Text, nullable=False),  # JSON {metric: {"step_s": s, "q": {"0.9": [...]}}}
+    Column("duration", Text, nullable=False),  # JSON {"0.5": seconds, ...}
+    Column("peak_only", Integer, nullable=False, default=0),
+    Column("explanation", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("dag_id", "task_id", "map_index", name="uq_predictive_forecast_task"),
+)
+
+selection_record = Table(
+    "predictive_selection",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_id", String(250), nullable=False),
+    Column("task_id", String(250), nullable=False),
+    Column("map_index", Integer, nullable=False, default=-1),
+    Column("champion", String(100), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("scores", Text, nullable=True),  # JSON list of candidate scores
+    Column("runs", Integer, nullable=False, default=0),
+    Column("folds", Integer, nullable=False, default=0),
+    Column("model_version", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_predictive_selection_task_created", "dag_id", "task_id", "map_index", "created_at"),
+)
