@@ -1,0 +1,253 @@
+"""Real cgroups: OOM past the limit, survival when the limit is raised in time, live CPU quota.
+
+Runs on any host with a writable cgroup hierarchy (v2 with controllers, or v1 cpu/cpuacct/memory);
+skips, printing the detector's reason, only where none is writable. No wall-clock asserts: rates
+are compared with each other and with the quota, with wide tolerances.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from airflow_predictive.backends.cgroups.backend import CgroupBackend
+from airflow_predictive.backends.cgroups.hierarchy import CgroupLayout, detect
+from airflow_predictive.backends.cgroups.usage import CgroupUsageSource
+from airflow_predictive.core.model.backend import (
+    Allocation,
+    ExitKind,
+    ProvisionSpec,
+    ResizeStatus,
+)
+from airflow_predictive.core.model.resources import MIB, ResourceVector
+from tests.conformance.backend_suite import AdvanceTime, BackendConformance, ConformanceProfile, MakeWorkload
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from airflow_predictive.core.model.backend import Handle
+
+pytestmark = pytest.mark.cgroups
+
+# argv: memory_mb cpu_workers seconds step_mb pause_s. Allocates step by step (pages touched),
+# prints the MiB held after each step, keeps `cpu_workers` processes spinning, exits 0 at the end.
+WORKLOAD = r"""
+import os, sys, time
+mem_mb, workers, seconds, step_mb, pause = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+end = time.monotonic() + seconds
+for _ in range(max(0, workers - 1)):
+    if os.fork() == 0:
+        while time.monotonic() < end:
+            pass
+        os._exit(0)
+held, total = [], 0.0
+while total < mem_mb:
+    size = int(min(step_mb, mem_mb - total) * 1048576)
+    block = bytearray(size)
+    for i in range(0, size, 4096):
+        block[i] = 1
+    held.append(block)
+    total += size / 1048576
+    print(f"{total:.0f}", flush=True)
+    time.sleep(pause)
+while time.monotonic() < end:
+    if workers == 0:
+        time.sleep(0.05)
+print("done", flush=True)
+"""
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def layout() -> CgroupLayout:
+    found = detect()
+    if not found.enforcing:
+        print(f"cgroup tests skipped: {found.reason}")
+        pytest.skip(f"no writable cgroup hierarchy here: {found.reason}")
+    return found
+
+
+def _argv(
+    memory_mb: float, workers: int, seconds: float, step_mb: float = 8.0, pause: float = 0.0
+) -> tuple[str, ...]:
+    return (
+        sys.executable,
+        "-c",
+        WORKLOAD,
+        str(memory_mb),
+        str(workers),
+        str(seconds),
+        str(step_mb),
+        str(pause),
+    )
+
+
+@pytest.fixture
+def backend(layout: CgroupLayout) -> CgroupBackend:
+    return CgroupBackend(layout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def make_workload() -> MakeWorkload:
+    def make(memory_mb: float, cpu_busy: bool, seconds: float) -> ProvisionSpec:
+        return ProvisionSpec(
+            name=f"conformance-{os.getpid()}-{next(_names)}", command=_argv(memory_mb, int(cpu_busy), seconds)
+        )
+
+    return make
+
+
+@pytest.fixture
+def advance_time() -> AdvanceTime:
+    return time.sleep
+
+
+@pytest.fixture
+def conformance_profile() -> ConformanceProfile:
+    return ConformanceProfile(settle_seconds=20.0, poll_seconds=0.1)
+
+
+class TestCgroupConformance(BackendConformance):
+    pass
+
+
+@pytest.fixture
+def started(backend: CgroupBackend) -> Iterator[list[Handle]]:
+    handles: list[Handle] = []
+    yield handles
+    for h in handles:
+        backend.release(h)
+
+
+def _alloc(cpu: float, memory_mb: float) -> Allocation:
+    return Allocation.exactly(ResourceVector(cpu_cores=cpu, memory_bytes=memory_mb * MIB))
+
+
+def _wait_for(check, timeout_s: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_process_growing_past_its_limit_is_oom_killed(backend: CgroupBackend, started: list[Handle]) -> None:
+    spec = ProvisionSpec(name="oom", command=_argv(200, 0, 30, step_mb=8, pause=0.02))
+    handle = backend.provision(spec, _alloc(1.0, 80))
+    started.append(handle)
+    assert _wait_for(lambda: backend.state(handle).kind is not ExitKind.RUNNING)
+    state = backend.state(handle)
+    assert state.kind is ExitKind.OOM_KILLED, state
+    assert state.exit_code == 137
+    assert state.oom_events >= 1
+    detail = CgroupUsageSource(handle.ref).read_detail()
+    assert detail is not None and detail.memory_peak is not None
+    assert detail.memory_peak <= 80 * MIB + 4096  # the kernel held it at the limit
+
+
+def test_process_survives_when_the_limit_is_raised_in_time(
+    backend: CgroupBackend, started: list[Handle]
+) -> None:
+    # Grows 8 MiB every 0.1 s to 200 MiB under an 80 MiB limit: the raise must come before ~0.8 s.
+    spec = ProvisionSpec(name="grow", command=_argv(200, 0, 3.0, step_mb=8, pause=0.1))
+    handle = backend.provision(spec, _alloc(1.0, 80))
+    started.append(handle)
+
+    def close_to_limit() -> bool:
+        usage = backend.usage(handle)
+        return usage is not None and usage.memory_bytes is not None and usage.memory_bytes >= 30 * MIB
+
+    assert _wait_for(close_to_limit), backend.state(handle)
+    result = backend.resize(handle, _alloc(1.0, 320))
+    assert result.status is ResizeStatus.APPLIED, result.reason
+    assert _wait_for(lambda: backend.state(handle).kind is not ExitKind.RUNNING)
+    state = backend.state(handle)
+    assert state.kind is ExitKind.SUCCEEDED, state
+    assert state.oom_events == 0
+    detail = CgroupUsageSource(handle.ref).read_detail()
+    assert detail is not None and detail.memory_peak is not None
+    assert detail.memory_peak > 150 * MIB  # it really grew past the first limit
+
+
+def _cpu_rate(source: CgroupUsageSource, window_s: float) -> float:
+    first = source.read_detail()
+    t0 = time.monotonic()
+    time.sleep(window_s)
+    second = source.read_detail()
+    dt = time.monotonic() - t0
+    assert first is not None and second is not None
+    assert first.cpu_seconds is not None and second.cpu_seconds is not None
+    return (second.cpu_seconds - first.cpu_seconds) / dt
+
+
+def test_live_cpu_quota_change_changes_the_measured_cpu_rate(
+    backend: CgroupBackend, started: list[Handle]
+) -> None:
+    # Two spinning processes want two cores; the quota decides what they get.
+    spec = ProvisionSpec(name="spin", command=_argv(8, 2, 30))
+    handle = backend.provision(spec, _alloc(1.0, 128))
+    started.append(handle)
+    source = CgroupUsageSource(handle.ref)
+    _cpu_rate(source, 0.3)  # warm-up: interpreter start and fork
+    at_one_core = _cpu_rate(source, 1.0)
+    assert backend.resize(handle, _alloc(0.2, 128)).applied
+    _cpu_rate(source, 0.2)  # let the new quota take hold
+    at_fifth = _cpu_rate(source, 1.0)
+    print(f"measured cpu rate: {at_one_core:.3f} cores at quota 1.0, {at_fifth:.3f} cores at quota 0.2")
+    assert at_one_core <= 1.0 * 1.25 + 0.05  # the first quota held too
+    assert at_fifth <= 0.2 * 1.25 + 0.05
+    assert at_fifth < 0.6 * at_one_core
+    detail = source.read_detail()
+    assert (
+        detail is not None and detail.cpu_quota is not None and detail.cpu_quota.cores == pytest.approx(0.2)
+    )
+
+
+def test_adopted_process_is_limited_and_released(backend: CgroupBackend) -> None:
+    proc = subprocess.Popen(_argv(8, 0, 30), stdout=subprocess.DEVNULL)
+    try:
+        handle = backend.adopt(proc.pid, ProvisionSpec(name="adopted"), _alloc(0.5, 128))
+        group_procs = CgroupUsageSource(handle.ref)
+        assert backend.state(handle).kind is ExitKind.RUNNING
+        assert group_procs.read() is not None
+        result = backend.resize(handle, _alloc(0.5, 96))
+        assert result.status is ResizeStatus.APPLIED, result.reason
+        backend.release(handle)
+        assert proc.wait(timeout=10) == -9
+        assert group_procs.read() is None  # the group is gone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_release_removes_the_cgroup_and_kills_children(backend: CgroupBackend) -> None:
+    handle = backend.provision(ProvisionSpec(name="kids", command=_argv(8, 2, 30)), _alloc(1.0, 128))
+    source = CgroupUsageSource(handle.ref)
+    assert _wait_for(lambda: len(_pids(handle.ref)) >= 2)
+    pids = _pids(handle.ref)
+    backend.release(handle)
+    assert source.read() is None
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+
+
+def _pids(ref: str) -> set[int]:
+    from airflow_predictive.backends.cgroups.group import group_from_ref
+
+    return group_from_ref(ref).pids()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return True
