@@ -210,6 +210,12 @@ class TreeNetwork:
             self._own_netns = net_namespace(root_pid) != net_namespace("self")
         except OSError:
             pass  # decided per tick below: unreadable fds mean absent anyway
+        if not self._own_netns:
+            try:  # probe once, so a tree without sockets reads 0 only where bytes are measurable
+                self._diag = SockDiag()
+                self._diag.dump()
+            except SockDiagUnavailable as exc:
+                self._give_up(f"sock_diag netlink is not usable ({exc.strerror})")
 
     def close(self) -> None:
         if self._diag is not None:

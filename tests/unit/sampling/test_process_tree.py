@@ -1,0 +1,191 @@
+"""TreeAccountant arithmetic on synthetic snapshots, and ProcessTreeSource on small real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import psutil
+import pytest
+
+from airflow_predictive.core.model.resources import ResourceVector
+from airflow_predictive.sampling.process_tree import ProcessTreeSource, ProcReading, TreeAccountant
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+def _snap(*procs: ProcReading) -> dict[tuple[int, float], ProcReading]:
+    return {p.key: p for p in procs}
+
+
+def _p(pid: int, ppid: int, cpu: float, io: int | None = 0, rss: int = 100, ct: float = 1.0) -> ProcReading:
+    return ProcReading(pid, ppid, ct, cpu, rss, io, io)
+
+
+def test_first_snapshot_is_only_a_baseline() -> None:
+    acct = TreeAccountant()
+    assert acct.update(_snap(_p(10, 1, 5.0)), t=0.0) is None
+    rates = acct.update(_snap(_p(10, 1, 6.0, io=1000)), t=2.0)
+    assert rates is not None
+    assert rates.cpu_cores == pytest.approx(0.5)
+    assert rates.read_bps == pytest.approx(500.0)
+
+
+def test_new_child_counts_all_it_used_since_it_appeared() -> None:
+    acct = TreeAccountant()
+    acct.update(_snap(_p(10, 1, 5.0)), t=0.0)
+    rates = acct.update(_snap(_p(10, 1, 5.0), _p(11, 10, 0.8, io=400)), t=1.0)
+    assert rates is not None
+    assert rates.cpu_cores == pytest.approx(0.8)
+    assert rates.write_bps == pytest.approx(400.0)
+
+
+def test_child_reaped_by_its_parent_in_the_tree_is_not_counted_twice() -> None:
+    acct = TreeAccountant()
+    acct.update(_snap(_p(10, 1, 5.0), _p(11, 10, 3.0, io=300)), t=0.0)
+    # the child used 0.5 s more, exited, and the kernel moved its 3.5 s into the parent's children times
+    rates = acct.update(_snap(_p(10, 1, 5.0 + 3.5, io=350)), t=1.0)
+    assert rates is not None
+    assert rates.cpu_cores == pytest.approx(0.5)
+    assert rates.read_bps == pytest.approx(50.0)
+
+
+def test_grandchild_reaped_through_a_vanished_child_is_not_counted_twice() -> None:
+    acct = TreeAccountant()
+    acct.update(_snap(_p(10, 1, 1.0), _p(11, 10, 1.0), _p(12, 11, 2.0)), t=0.0)
+    # 12 and 11 both exited; 11's final totals (1.0 + 2.0 of its reaped child + 0.2 more) went to 10
+    rates = acct.update(_snap(_p(10, 1, 1.0 + 3.2)), t=1.0)
+    assert rates is not None
+    assert rates.cpu_cores == pytest.approx(0.2)
+
+
+def test_child_orphaned_out_of_the_tree_does_not_cancel_the_others() -> None:
+    acct = TreeAccountant()
+    acct.update(_snap(_p(10, 1, 1.0), _p(11, 99, 50.0)), t=0.0)  # 11's parent is outside the tree
+    rates = acct.update(_snap(_p(10, 1, 1.7)), t=1.0)
+    assert rates is not None
+    assert rates.cpu_cores == pytest.approx(0.7)
+
+
+def test_reused_pid_is_a_new_process() -> None:
+    acct = TreeAccountant()
+    acct.update(_snap(_p(10, 1, 1.0), _p(11, 10, 9.0, ct=1.0)), t=0.0)
+    # 11 exited unreaped-by-us and a new process got the same pid (another create time)
+    rates = acct.update(_snap(_p(10, 1, 1.0 + 9.0), _p(11, 10, 0.3, ct=2.0)), t=1.0)
+    assert rates is not None
+    assert rates.cpu_cores == pytest.approx(0.3)
+
+
+def test_unreadable_io_makes_disk_absent_not_zero() -> None:
+    acct = TreeAccountant()
+    acct.update(_snap(_p(10, 1, 1.0), _p(11, 10, 1.0, io=None)), t=0.0)
+    rates = acct.update(_snap(_p(10, 1, 2.0), _p(11, 10, 1.0, io=None)), t=1.0)
+    assert rates is not None
+    assert rates.read_bps is None and rates.write_bps is None
+    assert rates.cpu_cores == pytest.approx(1.0)
+
+
+def test_counters_going_backwards_never_give_negative_rates() -> None:
+    acct = TreeAccountant()
+    acct.update(_snap(_p(10, 1, 5.0, io=1000)), t=0.0)
+    rates = acct.update(_snap(_p(10, 1, 4.0, io=10)), t=1.0)
+    assert rates is not None
+    assert rates.cpu_cores == 0.0 and rates.read_bps == 0.0
+
+
+# -- real processes ---------------------------------------------------------------------------------
+
+
+class StepClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def monotonic(self) -> float:
+        self.t += 1.0
+        return self.t
+
+    def now(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("not used")
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_reads_memory_of_a_live_process_and_none_once_it_is_gone(sleeper: subprocess.Popen[bytes]) -> None:
+    source = ProcessTreeSource(sleeper.pid, clock=StepClock(), network=False)
+    first = source.read()
+    assert isinstance(first, ResourceVector)
+    assert first.memory_bytes is not None and first.memory_bytes > 1_000_000
+    assert first.cpu_cores is None  # no rate before a second reading
+    second = source.read()
+    assert second is not None and second.cpu_cores is not None
+    assert second.gpu_util is None and second.gpu_memory_bytes is None  # no GPU reader: absent
+    sleeper.kill()
+    sleeper.wait()
+    assert source.read() is None
+
+
+def test_a_zombie_task_process_counts_as_gone() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    source = ProcessTreeSource(proc.pid, clock=StepClock(), network=False)
+    # not reaped (no wait()) until the end: the process stays a zombie
+    while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE:
+        os.sched_yield()
+    assert source.read() is None
+    proc.wait()
+
+
+def test_process_vanishing_mid_sample_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess,sys,time; subprocess.Popen(['sleep','60']); time.sleep(60)"]
+    )
+    try:
+        while not psutil.Process(parent.pid).children():
+            os.sched_yield()
+        child_pid = psutil.Process(parent.pid).children()[0].pid
+        source = ProcessTreeSource(parent.pid, clock=StepClock(), network=False)
+        both = source.read()
+        assert both is not None and child_pid in source.pids
+        real_io = psutil.Process.io_counters
+
+        def vanish(self: psutil.Process) -> object:
+            if self.pid == child_pid:  # listed by children(), gone when read
+                raise psutil.NoSuchProcess(self.pid)
+            return real_io(self)
+
+        monkeypatch.setattr(psutil.Process, "io_counters", vanish)
+        reading = source.read()
+        assert reading is not None and reading.memory_bytes is not None
+        assert child_pid not in source.pids
+        assert both.memory_bytes is not None and reading.memory_bytes < both.memory_bytes
+    finally:
+        for p in psutil.Process(parent.pid).children(recursive=True):
+            p.kill()
+        parent.kill()
+        parent.wait()
+
+
+def test_short_lived_grandchildren_never_break_a_reading() -> None:
+    churn = subprocess.Popen(["sh", "-c", "while true; do /bin/true; done"])
+    try:
+        source = ProcessTreeSource(churn.pid, clock=StepClock(), network=True)
+        readings = [source.read() for _ in range(40)]
+        assert all(r is not None and r.memory_bytes is not None for r in readings)
+    finally:
+        churn.kill()
+        churn.wait()
+
+
+def test_missing_process_raises_at_construction() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    with pytest.raises(psutil.NoSuchProcess):
+        ProcessTreeSource(proc.pid, network=False)
