@@ -54,7 +54,7 @@ unit: install
 	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
 
 demo: install
-	@bash scripts/demo.sh
+	$(BIN)/python scripts/demo.py
 
 bench: install
 	@bash scripts/bench.sh "$(SHARED_DATA)"

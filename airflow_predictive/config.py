@@ -204,9 +204,12 @@ _BLOCKED_MARKER = "airflow-db-not-allowed"
 def storage_url() -> str:
     """The provider's database URL.
 
-    ``[predictive] sql_alchemy_conn`` when set; else Airflow's metadata database. Inside a task
-    process Airflow 3 replaces ``[database] sql_alchemy_conn`` with a blocking marker, so the
-    environment variable and the config file are consulted before giving up with a clear error.
+    ``[predictive] sql_alchemy_conn`` when set. Otherwise Airflow's metadata database, with one
+    exception: when that is SQLite, a sibling file ``predictive.db`` next to it. SQLite allows one
+    writer at a time and Airflow's scheduler holds long write transactions; sharing the file made
+    every task's first write wait for the scheduler (seen: 30 s). PostgreSQL and MySQL are shared.
+    Inside a task process Airflow 3 replaces ``[database] sql_alchemy_conn`` with a blocking
+    marker, so the environment variable and the config file are consulted before giving up.
     """
     own = _raw("sql_alchemy_conn").strip()
     if own:
@@ -222,11 +225,20 @@ def storage_url() -> str:
     candidates.append(_from_config_file("database", "sql_alchemy_conn"))
     for url in candidates:
         if url and _BLOCKED_MARKER not in url:
-            return url
+            return _sibling_for_sqlite(url)
     raise InvalidConfig(
         f"[{SECTION}] sql_alchemy_conn is empty and Airflow's metadata database URL is not readable "
         "here; set [predictive] sql_alchemy_conn (or AIRFLOW__PREDICTIVE__SQL_ALCHEMY_CONN)."
     )
+
+
+def _sibling_for_sqlite(url: str) -> str:
+    if not url.startswith("sqlite:///"):
+        return url
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return url
+    return "sqlite:///" + os.path.join(os.path.dirname(path), "predictive.db")
 
 
 def _from_config_file(section: str, key: str) -> str | None:

@@ -72,14 +72,18 @@ def _guarded(hook: str, fn: Any, *args: Any) -> None:
             return
         fn(*args)
     except Exception as exc:
+        from airflow_predictive.config import InvalidConfig
+        from airflow_predictive.storage.engine import StorageUnavailable
+
+        expected = isinstance(exc, StorageUnavailable | InvalidConfig)
         _log_once(
             f"{hook}:{type(exc).__name__}",
             "predictive: could not record %s of a task try (%s: %s); the task is not affected "
             "and runs with its declared resources",
             hook,
             type(exc).__name__,
-            exc,
-            exc_info=True,
+            str(exc).splitlines()[0][:300],
+            exc_info=not expected,
         )
 
 
@@ -97,7 +101,7 @@ def _on_running(ti: Any) -> None:
     store = _store()
     record = _with_interval(record)
     run_pk = store.start_run(record)
-    sidecar = _start_sampler(run_pk)
+    sidecar = _start_sampler(run_pk, record.start.timestamp() if record.start else None)
     _active[_ti_key(ti)] = _Active(run_pk=run_pk, sidecar=sidecar)
 
 
@@ -107,7 +111,7 @@ def _with_interval(record: Any) -> Any:
     return replace(record, sample_interval_s=config.sample_interval())
 
 
-def _start_sampler(run_pk: int) -> Any:
+def _start_sampler(run_pk: int, started_at: float | None) -> Any:
     try:
         from airflow_predictive.sampling.launcher import start_sidecar
     except ImportError as exc:
@@ -122,6 +126,7 @@ def _start_sampler(run_pk: int) -> Any:
         cgroup=None,
         gpu=config.gpu_metrics(),
         timeout=config.sampler_start_timeout(),
+        started_at=started_at,
     )
 
 

@@ -21,7 +21,7 @@ def engine_for(url: str) -> Engine:
     kwargs: dict[str, Any] = {"pool_pre_ping": True, "future": True}
     if url.startswith("sqlite"):
         # concurrent writers (sampler, listener, scheduler): wait for the lock instead of failing
-        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        kwargs["connect_args"] = {"timeout": 10, "check_same_thread": False}
     else:
         kwargs["connect_args"] = (
             {"connect_timeout": 5} if "psycopg" in url or url.startswith("postgresql") else {}
@@ -33,7 +33,13 @@ def engine_for(url: str) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL: readers (scheduler, UI) never block the samplers' writes; the provider's SQLite file is
+    # its own (see config.storage_url), so changing its journal mode touches nothing of Airflow's.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA busy_timeout=10000")
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+    except Exception:  # read-only media: keep the default journal
+        pass
     cur.close()

@@ -369,6 +369,10 @@ class _Guard:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self._cm.__exit__(exc_type, exc, tb)
         if isinstance(exc, OperationalError | ProgrammingError):
-            raise StorageUnavailable(
-                f"predictive database error (is `airflow db migrate` done?): {exc.orig}"
-            ) from exc
+            text = str(exc.orig)
+            hint = (
+                " (run `airflow db migrate` or `airflow predictive migrate`)"
+                if "no such table" in text or "does not exist" in text
+                else ""
+            )
+            raise StorageUnavailable(f"predictive database error{hint}: {text}") from exc

@@ -142,7 +142,7 @@ def test_a_database_that_is_down_raises_storage_unavailable(tmp_path) -> None:
 
 def test_a_database_without_the_tables_says_to_migrate(tmp_path) -> None:
     store = SqlRunStore(create_engine(f"sqlite:///{tmp_path / 'empty.db'}"))
-    with pytest.raises(StorageUnavailable, match="db migrate"):
+    with pytest.raises(StorageUnavailable, match="airflow db migrate"):
         store.runs(KEY)
 
 
