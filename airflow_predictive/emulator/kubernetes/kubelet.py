@@ -1,0 +1,594 @@
+"""A simulated scheduler + kubelet: placement, container lifecycle, in-place resize, usage, OOM.
+
+Driven by ``tick()`` on an injected clock, so tests move time instead of sleeping. Per tick it
+binds pending pods to nodes with room (requests against node allocatable), starts containers
+after ``start_delay_s``, runs in-place resizes the way kubelet 1.35 does (Infeasible above node
+allocatable, Deferred while other pods hold the room, allocated then actuated after
+``actuation_delay_s`` with ``PodResizeInProgress``, a memory limit below usage held with an
+``Error``), integrates each container's workload curve (CPU capped at its limit with throttling
+counters; memory above the limit = OOMKilled, exit 137) and writes pod status only when it changed.
+It never touches a pod's spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+
+from airflow_predictive.emulator.kubernetes import quantity
+from airflow_predictive.emulator.kubernetes.resources import NODES, PODS
+from airflow_predictive.emulator.kubernetes.validation import compute_qos
+from airflow_predictive.emulator.kubernetes.workload import (
+    WORKLOAD_ANNOTATION,
+    Demand,
+    Workload,
+    WorkloadError,
+    parse_annotation,
+)
+
+if TYPE_CHECKING:
+    from airflow_predictive.core.ports import Clock
+    from airflow_predictive.emulator.kubernetes.store import Obj, Store
+
+CFS_PERIOD_S = 0.1
+RESIZE_CONDITIONS = ("PodResizePending", "PodResizeInProgress")
+
+
+@dataclass(frozen=True)
+class KubeletConfig:
+    """Timing of the simulated node agent.
+
+    start_delay_s: from binding to containers running (image pull, sandbox).
+    actuation_delay_s: from a resize being allocated to the new limits being in force (kind 1.35
+        measured about 1.8 s from PATCH to status).
+    metrics_window_s: the window PodMetrics averages CPU over (metrics-server: 10-60 s).
+    backoff_base_s / backoff_max_s: CrashLoopBackOff after a container died.
+    """
+
+    start_delay_s: float = 0.0
+    actuation_delay_s: float = 1.8
+    metrics_window_s: float = 15.0
+    backoff_base_s: float = 10.0
+    backoff_max_s: float = 300.0
+
+
+@dataclass
+class ContainerRuntime:
+    name: str
+    image: str
+    workload: Workload
+    started_at: float
+    started_ts: str
+    restart_count: int = 0
+    running: bool = True
+    waiting_until: float | None = None
+    terminated: dict[str, Any] | None = None
+    last_terminated: dict[str, Any] | None = None
+    cpu_seconds: float = 0.0
+    cpu_rate: float = 0.0
+    memory: float = 0.0
+    rx_bytes: float = 0.0
+    tx_bytes: float = 0.0
+    fs_read_bytes: float = 0.0
+    fs_write_bytes: float = 0.0
+    periods: float = 0.0
+    throttled_periods: float = 0.0
+    oom_events: int = 0
+    samples: deque[tuple[float, float]] = field(default_factory=deque)
+
+    @property
+    def container_id(self) -> str:
+        digest = hashlib.sha256(f"{self.name}/{self.started_ts}/{self.restart_count}".encode()).hexdigest()
+        return f"containerd://{digest}"
+
+    def window_rate(self, now: float, window: float) -> float:
+        while len(self.samples) > 2 and self.samples[1][0] <= now - window:
+            self.samples.popleft()
+        if len(self.samples) >= 2 and self.samples[-1][0] > self.samples[0][0]:
+            (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
+            return (c1 - c0) / (t1 - t0)
+        return self.cpu_rate
+
+
+@dataclass
+class PodRuntime:
+    uid: str
+    namespace: str
+    name: str
+    node: str
+    bound_at: float
+    created_ts: str
+    started: bool = False
+    start_ts: str = ""
+    containers: dict[str, ContainerRuntime] = field(default_factory=dict)
+    allocated: dict[str, dict[str, Any]] = field(default_factory=dict)  # container -> resources
+    actual: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending: tuple[str, str] | None = None  # (Deferred | Infeasible, message)
+    pending_since: float | None = None
+    pending_ts: str = ""
+    in_progress_due: float | None = None
+    in_progress_ts: str = ""
+    in_progress_error: str | None = None
+    observed_generation: int = 0
+    finished: bool = False
+
+
+def _requests_of(resources: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Summed pod requests: cpu in millicores, memory and others in units."""
+    total: dict[str, int] = {}
+    for res in resources.values():
+        for name, value in (res.get("requests") or {}).items():
+            amount = quantity.millis(value) if name == "cpu" else quantity.integer(value)
+            total[name] = total.get(name, 0) + amount
+    return total
+
+
+def _spec_resources(pod: Obj) -> dict[str, dict[str, Any]]:
+    return {
+        c["name"]: {k: dict(v) for k, v in (c.get("resources") or {}).items() if k in ("requests", "limits")}
+        for c in pod["spec"].get("containers", [])
+    }
+
+
+def _limit(resources: dict[str, Any], name: str) -> float:
+    value = (resources.get("limits") or {}).get(name)
+    return math.inf if value is None else float(quantity.parse(value))
+
+
+class Kubelet:
+    """Scheduler and kubelet for every node of the emulated cluster."""
+
+    def __init__(self, store: Store, clock: Clock, config: KubeletConfig | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.config = config or KubeletConfig()
+        self.pods: dict[str, PodRuntime] = {}
+        self._last = clock.monotonic()
+
+    def ts(self) -> str:
+        return self.clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def tick(self) -> None:
+        now = self.clock.monotonic()
+        dt = max(0.0, now - self._last)
+        self._last = now
+        nodes = {n["metadata"]["name"]: n for n in self.store.list(NODES, None)[0]}
+        pods = self.store.list(PODS, None)[0]
+        live = {p["metadata"]["uid"] for p in pods}
+        for uid in [u for u in self.pods if u not in live]:
+            del self.pods[uid]
+        self._schedule([p for p in pods if not p["spec"].get("nodeName")], nodes)
+        resizing: list[tuple[Obj, PodRuntime]] = []
+        for pod in pods:
+            rt = self.pods.get(pod["metadata"]["uid"])
+            if rt is None:
+                continue
+            if pod["metadata"].get("deletionTimestamp"):
+                self._terminate(pod, rt)
+                continue
+            if not rt.started:
+                if now - rt.bound_at >= self.config.start_delay_s:
+                    self._start(pod, rt, now)
+                else:
+                    continue
+            self._advance_usage(pod, rt, now, dt)
+            if not rt.finished and _spec_resources(pod) != rt.allocated:
+                resizing.append((pod, rt))
+            elif rt.pending is not None:
+                rt.pending = None  # the spec went back to what is allocated
+        self._admit_resizes(resizing, nodes)
+        for pod in pods:
+            rt = self.pods.get(pod["metadata"]["uid"])
+            if rt is not None and rt.started and not pod["metadata"].get("deletionTimestamp"):
+                self._actuate(pod, rt, now)
+                self._write_status(pod, rt)
+
+    # ---- scheduling ---------------------------------------------------------------------------
+    def _allocated_on(self, node: str, exclude: str | None = None) -> dict[str, int]:
+        total: dict[str, int] = {"pods": 0}
+        for rt in self.pods.values():
+            if rt.node != node or rt.finished or rt.uid == exclude:
+                continue
+            total["pods"] += 1
+            for k, v in _requests_of(rt.allocated).items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    @staticmethod
+    def _allocatable(node: Obj) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name, value in (node.get("status", {}).get("allocatable") or {}).items():
+            out[name] = quantity.millis(value) if name == "cpu" else quantity.integer(value)
+        return out
+
+    def _schedule(self, pending: list[Obj], nodes: dict[str, Obj]) -> None:
+        for pod in sorted(pending, key=lambda p: int(p["metadata"]["resourceVersion"])):
+            if pod["metadata"].get("deletionTimestamp"):
+                self.store.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
+                continue
+            want = _requests_of(_spec_resources(pod))
+            want["pods"] = 1
+            short: dict[str, int] = {}
+            chosen = None
+            for name, node in sorted(nodes.items()):
+                alloc, used = self._allocatable(node), self._allocated_on(name)
+                lacking = [r for r, v in want.items() if v > 0 and used.get(r, 0) + v > alloc.get(r, 0)]
+                if not lacking:
+                    chosen = name
+                    break
+                for r in lacking:
+                    short[r] = short.get(r, 0) + 1
+            if chosen is None:
+                reasons = ", ".join(f"{n} Insufficient {r}" for r, n in sorted(short.items()))
+                message = (
+                    f"0/{len(nodes)} nodes are available: {reasons}."
+                    if nodes
+                    else "no nodes available to schedule pods"
+                )
+                self._set_unschedulable(pod, message)
+                continue
+            self._bind(pod, chosen)
+
+    def _set_unschedulable(self, pod: Obj, message: str) -> None:
+        def mutate(cur: Obj) -> Obj:
+            status = cur.setdefault("status", {})
+            status["phase"] = "Pending"
+            conds = [c for c in status.get("conditions", []) if c.get("type") != "PodScheduled"]
+            old = next((c for c in status.get("conditions", []) if c.get("type") == "PodScheduled"), None)
+            ts = old["lastTransitionTime"] if old and old.get("message") == message else self.ts()
+            conds.append(
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": ts,
+                    "reason": "Unschedulable",
+                    "message": message,
+                }
+            )
+            status["conditions"] = conds
+            return cur
+
+        self._write(pod, mutate, spec=False)
+
+    def _bind(self, pod: Obj, node: str) -> None:
+        meta = pod["metadata"]
+
+        def mutate(cur: Obj) -> Obj:
+            cur["spec"]["nodeName"] = node
+            cur.setdefault("status", {})["phase"] = "Pending"
+            cur["status"]["conditions"] = [
+                {
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": self.ts(),
+                }
+            ]
+            return cur
+
+        bound = self._write(pod, mutate, spec=False)
+        if bound is None:
+            return
+        rt = PodRuntime(meta["uid"], meta["namespace"], meta["name"], node, self.clock.monotonic(), self.ts())
+        rt.allocated = _spec_resources(bound)
+        rt.actual = _spec_resources(bound)
+        self.pods[meta["uid"]] = rt
+
+    def _write(self, pod: Obj, mutate: Any, *, spec: bool) -> Obj | None:
+        from airflow_predictive.emulator.kubernetes.errors import ApiError
+
+        meta = pod["metadata"]
+        try:
+            return self.store.replace(
+                PODS, meta["namespace"], meta["name"], mutate, spec_changes_generation=spec
+            )
+        except ApiError:
+            return None  # deleted meanwhile
+
+    # ---- container lifecycle ------------------------------------------------------------------
+    def _start(self, pod: Obj, rt: PodRuntime, now: float) -> None:
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        try:
+            workloads = parse_annotation(
+                (pod["metadata"].get("annotations") or {}).get(WORKLOAD_ANNOTATION), names
+            )
+        except WorkloadError:
+            workloads = {n: Workload.idle() for n in names}
+        ts = self.ts()
+        rt.started, rt.start_ts = True, ts
+        for c in pod["spec"]["containers"]:
+            cr = ContainerRuntime(c["name"], c.get("image", ""), workloads[c["name"]], now, ts)
+            cr.memory = cr.workload.at(0.0).memory
+            cr.samples.append((now, 0.0))
+            rt.containers[c["name"]] = cr
+
+    def _restart_policy(self, pod: Obj) -> str:
+        return str(pod["spec"].get("restartPolicy", "Always"))
+
+    def _advance_usage(self, pod: Obj, rt: PodRuntime, now: float, dt: float) -> None:
+        policy = self._restart_policy(pod)
+        for cr in rt.containers.values():
+            if cr.waiting_until is not None:
+                if now < cr.waiting_until:
+                    continue
+                cr.waiting_until, cr.running, cr.started_at, cr.started_ts = None, True, now, self.ts()
+                cr.memory = cr.workload.at(0.0).memory
+                continue
+            if not cr.running:
+                continue
+            t1 = now - cr.started_at
+            t0 = max(0.0, t1 - dt)
+            step = t1 - t0
+            a, b = cr.workload.at(t0), cr.workload.at(t1)
+            mid = Demand.between(a, b, 0.5)
+            limits = rt.actual.get(cr.name, {})
+            cpu_limit = _limit(limits, "cpu")
+            used = min(mid.cpu, cpu_limit)
+            cr.cpu_rate = used
+            cr.cpu_seconds += used * step
+            cr.periods += step / CFS_PERIOD_S if cpu_limit < math.inf else 0.0
+            if mid.cpu > cpu_limit:
+                cr.throttled_periods += step / CFS_PERIOD_S
+            cr.rx_bytes += mid.rx_bps * step
+            cr.tx_bytes += mid.tx_bps * step
+            cr.fs_read_bytes += mid.fs_read_bps * step
+            cr.fs_write_bytes += mid.fs_write_bps * step
+            cr.memory = b.memory
+            cr.samples.append((now, cr.cpu_seconds))
+            if cr.workload.peak_memory(t0, t1) > _limit(limits, "memory"):
+                cr.oom_events += 1
+                self._exit(cr, rt, policy, 137, "OOMKilled", now)
+            elif cr.workload.finished(t1):
+                code = cr.workload.exit_code
+                self._exit(cr, rt, policy, code, "Completed" if code == 0 else "Error", now)
+        if all(not c.running and c.waiting_until is None for c in rt.containers.values()):
+            rt.finished = True
+
+    def _exit(
+        self, cr: ContainerRuntime, rt: PodRuntime, policy: str, code: int, reason: str, now: float
+    ) -> None:
+        record = {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": cr.started_ts,
+            "finishedAt": self.ts(),
+            "containerID": cr.container_id,
+        }
+        cr.running, cr.cpu_rate = False, 0.0
+        if policy == "Always" or (policy == "OnFailure" and code != 0):
+            cr.last_terminated = record
+            cr.restart_count += 1
+            backoff = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (cr.restart_count - 1))
+            cr.waiting_until = now + backoff
+        else:
+            cr.terminated = record
+
+    def _terminate(self, pod: Obj, rt: PodRuntime) -> None:
+        meta = pod["metadata"]
+        from airflow_predictive.emulator.kubernetes.errors import ApiError
+
+        try:
+            self.store.delete(PODS, meta["namespace"], meta["name"])
+        except ApiError:
+            pass
+        self.pods.pop(rt.uid, None)
+
+    # ---- in-place resize ----------------------------------------------------------------------
+    def _admit_resizes(self, resizing: list[tuple[Obj, PodRuntime]], nodes: dict[str, Obj]) -> None:
+        def order(item: tuple[Obj, PodRuntime]) -> tuple[int, int, float]:
+            pod, rt = item
+            qos = {"Guaranteed": 0, "Burstable": 1}.get(pod.get("status", {}).get("qosClass", ""), 2)
+            since = rt.pending_since if rt.pending_since is not None else self.clock.monotonic()
+            return (-int(pod["spec"].get("priority") or 0), qos, since)
+
+        for pod, rt in sorted(resizing, key=order):
+            desired = _spec_resources(pod)
+            node = nodes.get(rt.node)
+            alloc = self._allocatable(node) if node else {}
+            want = _requests_of(desired)
+            message = None
+            for name in ("memory", "cpu"):
+                if want.get(name, 0) > alloc.get(name, 0):
+                    message = f"Node didn't have enough capacity: {name}, requested: {want[name]}, capacity: {alloc.get(name, 0)}"
+                    break
+            if message is not None:
+                self._pend(rt, "Infeasible", message)
+                continue
+            used = self._allocated_on(rt.node, exclude=rt.uid)
+            short = next(
+                (r for r in ("cpu", "memory") if used.get(r, 0) + want.get(r, 0) > alloc.get(r, 0)), None
+            )
+            if short is not None:
+                self._pend(
+                    rt,
+                    "Deferred",
+                    f"Node didn't have enough resource: {short}, requested: {want.get(short, 0)}, "
+                    f"used: {used.get(short, 0)}, capacity: {alloc.get(short, 0)}",
+                )
+                continue
+            rt.allocated = desired
+            rt.pending, rt.pending_since = None, None
+            rt.in_progress_due = self.clock.monotonic() + self.config.actuation_delay_s
+            rt.in_progress_ts, rt.in_progress_error = self.ts(), None
+
+    def _pend(self, rt: PodRuntime, reason: str, message: str) -> None:
+        if rt.pending is None or rt.pending[0] != reason:
+            rt.pending_ts = self.ts()
+        if rt.pending_since is None:
+            rt.pending_since = self.clock.monotonic()
+        rt.pending = (reason, message)
+
+    def _actuate(self, pod: Obj, rt: PodRuntime, now: float) -> None:
+        rt.observed_generation = int(pod["metadata"].get("generation", 1))
+        if rt.allocated == rt.actual:
+            rt.in_progress_due = None
+            return
+        if rt.in_progress_due is None:
+            rt.in_progress_due, rt.in_progress_ts = now + self.config.actuation_delay_s, self.ts()
+        if now < rt.in_progress_due:
+            return
+        for name, res in rt.allocated.items():
+            cr = rt.containers.get(name)
+            limit = _limit(res, "memory")
+            if (
+                cr is not None
+                and cr.running
+                and limit < _limit(rt.actual.get(name, {}), "memory")
+                and limit < cr.memory
+            ):
+                rt.in_progress_error = f"memory limit ({int(limit)}) below current usage"
+                return
+        restart = self._needs_restart(pod, rt)
+        rt.actual = {k: {p: dict(v) for p, v in r.items()} for k, r in rt.allocated.items()}
+        rt.in_progress_due, rt.in_progress_error = None, None
+        for name in restart:
+            cr = rt.containers[name]
+            cr.restart_count += 1
+            cr.started_at, cr.started_ts = now, self.ts()
+
+    def _needs_restart(self, pod: Obj, rt: PodRuntime) -> list[str]:
+        out = []
+        for c in pod["spec"]["containers"]:
+            policies = {p.get("resourceName"): p.get("restartPolicy") for p in c.get("resizePolicy") or []}
+            before, after = rt.actual.get(c["name"], {}), rt.allocated.get(c["name"], {})
+            for resource in ("cpu", "memory"):
+                changed = any(
+                    (before.get(part) or {}).get(resource) != (after.get(part) or {}).get(resource)
+                    for part in ("requests", "limits")
+                )
+                if changed and policies.get(resource) == "RestartContainer" and c["name"] in rt.containers:
+                    out.append(c["name"])
+                    break
+        return out
+
+    # ---- status -------------------------------------------------------------------------------
+    def _write_status(self, pod: Obj, rt: PodRuntime) -> None:
+        status = self._status(pod, rt)
+        if status == pod.get("status"):
+            return
+
+        def mutate(cur: Obj) -> Obj | None:
+            if cur["metadata"].get("uid") != rt.uid:
+                return None
+            fresh = self._status(cur, rt)
+            cur["status"] = fresh
+            return cur
+
+        self._write(pod, mutate, spec=False)
+
+    def _status(self, pod: Obj, rt: PodRuntime) -> dict[str, Any]:
+        old = pod.get("status") or {}
+        gen = rt.observed_generation
+        old_conds = {c.get("type"): c for c in old.get("conditions", [])}
+
+        def cond(
+            type_: str, ok: bool, reason: str | None = None, message: str | None = None, ts: str | None = None
+        ) -> dict[str, Any]:
+            prev = old_conds.get(type_)
+            value = "True" if ok else "False"
+            keep = prev is not None and prev.get("status") == value and prev.get("reason") == reason
+            body: dict[str, Any] = {
+                "type": type_,
+                "status": value,
+                "lastProbeTime": None,
+                "lastTransitionTime": prev["lastTransitionTime"] if keep and prev else (ts or self.ts()),
+                "observedGeneration": gen,
+            }
+            if reason:
+                body["reason"] = reason
+            if message:
+                body["message"] = message
+            return body
+
+        running = any(c.running for c in rt.containers.values())
+        ready = running and all(c.running for c in rt.containers.values())
+        conditions = [
+            cond("PodReadyToStartContainers", True),
+            cond("Initialized", True),
+            cond("Ready", ready, None if ready else "PodCompleted" if rt.finished else "ContainersNotReady"),
+            cond(
+                "ContainersReady",
+                ready,
+                None if ready else "PodCompleted" if rt.finished else "ContainersNotReady",
+            ),
+            cond("PodScheduled", True),
+        ]
+        if rt.pending is not None:
+            conditions.append(cond("PodResizePending", True, rt.pending[0], rt.pending[1], rt.pending_ts))
+        if rt.allocated != rt.actual:
+            conditions.append(
+                cond(
+                    "PodResizeInProgress",
+                    True,
+                    "Error" if rt.in_progress_error else None,
+                    rt.in_progress_error,
+                    rt.in_progress_ts,
+                )
+            )
+        statuses = [
+            self._container_status(c, rt) for c in pod["spec"]["containers"] if c["name"] in rt.containers
+        ]
+        exits = [cr.terminated["exitCode"] for cr in rt.containers.values() if cr.terminated]
+        if not rt.finished:
+            phase = "Running"
+        else:
+            phase = "Succeeded" if all(code == 0 for code in exits) else "Failed"
+        return {
+            "observedGeneration": gen,
+            "phase": phase,
+            "conditions": conditions,
+            "hostIP": "10.0.0.1",
+            "hostIPs": [{"ip": "10.0.0.1"}],
+            "podIP": old.get("podIP") or _pod_ip(rt.uid),
+            "podIPs": [{"ip": old.get("podIP") or _pod_ip(rt.uid)}],
+            "startTime": rt.start_ts,
+            "containerStatuses": statuses,
+            "qosClass": old.get("qosClass") or compute_qos(pod),
+        }
+
+    def _container_status(self, c: Obj, rt: PodRuntime) -> dict[str, Any]:
+        cr = rt.containers[c["name"]]
+        if cr.running:
+            state: dict[str, Any] = {"running": {"startedAt": cr.started_ts}}
+        elif cr.waiting_until is not None:
+            state = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off {int(self.config.backoff_base_s * 2 ** (cr.restart_count - 1))}s "
+                    f"restarting failed container={cr.name} pod={rt.name}_{rt.namespace}({rt.uid})",
+                }
+            }
+        else:
+            state = {"terminated": dict(cr.terminated or {})}
+        actual = rt.actual.get(c["name"], {})
+        return {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "imageID": f"docker.io/library/{c.get('image', '')}@sha256:{hashlib.sha256(c.get('image', '').encode()).hexdigest()}",
+            "containerID": cr.container_id,
+            "ready": cr.running,
+            "started": cr.running,
+            "restartCount": cr.restart_count,
+            "state": state,
+            "lastState": {"terminated": dict(cr.last_terminated)} if cr.last_terminated else {},
+            "allocatedResources": dict((rt.allocated.get(c["name"], {}) or {}).get("requests") or {}),
+            "resources": {k: dict(v) for k, v in actual.items() if v},
+        }
+
+    # ---- usage read-outs ----------------------------------------------------------------------
+    def runtime(self, namespace: str, name: str) -> PodRuntime | None:
+        for rt in self.pods.values():
+            if rt.namespace == namespace and rt.name == name:
+                return rt
+        return None
+
+
+def _pod_ip(uid: str) -> str:
+    h = int(hashlib.sha256(uid.encode()).hexdigest()[:6], 16)
+    return f"10.244.{(h >> 8) % 250 + 1}.{h % 250 + 2}"
