@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -179,8 +180,11 @@ class CgroupBackend:
             raise ProvisionError(f"{spec.name}: no command to run (use adopt() for a running process)")
         if spec.gpus:
             raise ProvisionError(f"{spec.name}: the cgroup backend has no GPUs; wrap it in GpuBackend")
-        group = self._make_group(spec.name, allocation) if self.layout.enforcing else None
         env = {**os.environ, **spec.env}
+        # The shell wrapper would turn a missing program into exit 127: refuse it up front.
+        if shutil.which(spec.command[0], path=env.get("PATH")) is None:
+            raise ProvisionError(f"{spec.name}: cannot start {spec.command[0]!r}: not an executable program")
+        group = self._make_group(spec.name, allocation) if self.layout.enforcing else None
         argv: list[str] = list(spec.command)
         if group is not None:
             procs = group.procs_files()

@@ -204,9 +204,12 @@ def _probe(parent: str) -> str | None:
     probe = os.path.join(parent, f".probe-{os.getpid()}")
     try:
         os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        return f"{parent}: {exc.strerror or exc}"
+    try:
         os.mkdir(probe)
     except FileExistsError:
-        pass
+        pass  # left by an earlier run of this pid: still proves the folder is writable
     except OSError as exc:
         return f"{parent}: {exc.strerror or exc}"
     try:

@@ -51,6 +51,13 @@ def to_vector(current: CgroupReading, previous: CgroupReading | None, dt: float)
     )
 
 
+def _fills_gaps(baseline: CgroupReading, current: CgroupReading) -> bool:
+    """A baseline without a counter the group now has cannot give that rate: replace it."""
+    return (baseline.cpu_seconds is None and current.cpu_seconds is not None) or (
+        baseline.io is None and current.io is not None
+    )
+
+
 class CgroupUsageSource:
     """``read()`` -> usage of the cgroup named by ``path`` (a handle's ``ref`` or a bare folder)."""
 
@@ -61,6 +68,8 @@ class CgroupUsageSource:
         self._clock: Clock = clock or SystemClock()
         self._last: CgroupReading | None = self._group.read()
         self._last_t = self._clock.monotonic()
+        self._prev: CgroupReading | None = None
+        self._prev_t = self._last_t
         self._peak: int | None = None
 
     @classmethod
@@ -81,11 +90,20 @@ class CgroupUsageSource:
         if current is None:
             return None
         now = self._clock.monotonic()
-        vector = to_vector(current, self._last, now - self._last_t)
         if current.memory_peak is not None:
             self._peak = max(self._peak or 0, current.memory_peak)
-        # Readings closer together than min_interval_s keep the older baseline: a rate over a
-        # few milliseconds is noise, and two calls at the same instant would have no rate at all.
-        if self._last is None or now - self._last_t >= self._min_interval_s:
+        # A rate over a few milliseconds is noise (and two calls at the same instant have none):
+        # readings closer than min_interval_s to the last baseline are measured against the one
+        # before it, and do not move the baselines.
+        if (
+            self._last is None
+            or now - self._last_t >= self._min_interval_s
+            or _fills_gaps(self._last, current)
+        ):
+            vector = to_vector(current, self._last, now - self._last_t)
+            self._prev, self._prev_t = self._last, self._last_t
             self._last, self._last_t = current, now
-        return vector
+            return vector
+        if self._prev is not None:
+            return to_vector(current, self._prev, now - self._prev_t)
+        return to_vector(current, self._last, now - self._last_t)

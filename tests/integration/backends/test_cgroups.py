@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
     from airflow_predictive.core.model.backend import Handle
 
-pytestmark = pytest.mark.cgroups
 
 # argv: memory_mb cpu_workers seconds step_mb pause_s. Allocates step by step (pages touched),
 # prints the MiB held after each step, keeps `cpu_workers` processes spinning, exits 0 at the end.
@@ -114,6 +113,7 @@ def conformance_profile() -> ConformanceProfile:
     return ConformanceProfile(settle_seconds=20.0, poll_seconds=0.1)
 
 
+@pytest.mark.cgroups
 class TestCgroupConformance(BackendConformance):
     pass
 
@@ -139,6 +139,7 @@ def _wait_for(check, timeout_s: float = 20.0) -> bool:  # type: ignore[no-untype
     return False
 
 
+@pytest.mark.cgroups
 def test_process_growing_past_its_limit_is_oom_killed(backend: CgroupBackend, started: list[Handle]) -> None:
     spec = ProvisionSpec(name="oom", command=_argv(200, 0, 30, step_mb=8, pause=0.02))
     handle = backend.provision(spec, _alloc(1.0, 80))
@@ -153,6 +154,7 @@ def test_process_growing_past_its_limit_is_oom_killed(backend: CgroupBackend, st
     assert detail.memory_peak <= 80 * MIB + 4096  # the kernel held it at the limit
 
 
+@pytest.mark.cgroups
 def test_process_survives_when_the_limit_is_raised_in_time(
     backend: CgroupBackend, started: list[Handle]
 ) -> None:
@@ -188,6 +190,7 @@ def _cpu_rate(source: CgroupUsageSource, window_s: float) -> float:
     return (second.cpu_seconds - first.cpu_seconds) / dt
 
 
+@pytest.mark.cgroups
 def test_live_cpu_quota_change_changes_the_measured_cpu_rate(
     backend: CgroupBackend, started: list[Handle]
 ) -> None:
@@ -211,6 +214,7 @@ def test_live_cpu_quota_change_changes_the_measured_cpu_rate(
     )
 
 
+@pytest.mark.cgroups
 def test_adopted_process_is_limited_and_released(backend: CgroupBackend) -> None:
     proc = subprocess.Popen(_argv(8, 0, 30), stdout=subprocess.DEVNULL)
     try:
@@ -228,6 +232,7 @@ def test_adopted_process_is_limited_and_released(backend: CgroupBackend) -> None
             proc.kill()
 
 
+@pytest.mark.cgroups
 def test_release_removes_the_cgroup_and_kills_children(backend: CgroupBackend) -> None:
     handle = backend.provision(ProvisionSpec(name="kids", command=_argv(8, 2, 30)), _alloc(1.0, 128))
     source = CgroupUsageSource(handle.ref)
@@ -251,3 +256,31 @@ def _zombie(pid: int) -> bool:
             return f.read().split(") ", 1)[1].startswith("Z")
     except OSError:
         return True
+
+
+def test_observe_only_runs_and_measures_but_never_enforces(caplog: pytest.LogCaptureFixture) -> None:
+    layout = CgroupLayout(None, reason="cgroupfs is read-only here")
+    with caplog.at_level("WARNING"):
+        backend = CgroupBackend(layout, stdout=subprocess.DEVNULL)
+    assert "observe-only" in caplog.text and "read-only" in caplog.text
+    caps = backend.capabilities()
+    assert not caps.enforcing and caps.live == frozenset()
+    handle = backend.provision(ProvisionSpec(name="observed", command=_argv(64, 1, 30)), _alloc(1.0, 16))
+    try:
+        assert handle.ref == f"pid:{handle.pid}"
+
+        def measured() -> bool:
+            usage = backend.usage(handle)
+            return (
+                usage is not None and (usage.memory_bytes or 0) > 48 * MIB and (usage.cpu_cores or 0) > 0.05
+            )
+
+        assert _wait_for(measured)  # past its 16 MiB "limit": nothing enforces it, and nothing pretends
+        assert backend.state(handle).kind is ExitKind.RUNNING
+        result = backend.resize(handle, _alloc(1.0, 128))
+        assert result.status is ResizeStatus.UNSUPPORTED
+        assert "observe-only" in result.reason
+    finally:
+        backend.release(handle)
+    assert backend.usage(handle) is None
+    assert backend.state(handle).kind is ExitKind.GONE
