@@ -9,6 +9,8 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from airflow_predictive.core.model.backend import ResizeStatus
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -120,4 +122,13 @@ class ResourceBackend(Protocol):
 
 
 class ProvisionError(RuntimeError):
-    """A backend could not start the task at all (the caller falls back to declared resources)."""
+    """A backend could not start the task at all (the caller falls back to declared resources).
+
+    ``status`` says which kind of "no": INFEASIBLE (can never fit here, e.g. GPUs asked on a host
+    without any), PENDING (would fit once others release what they hold), REJECTED (invalid spec)
+    or ERROR (the backend failed). It defaults to ERROR.
+    """
+
+    def __init__(self, message: str, *, status: ResizeStatus = ResizeStatus.ERROR) -> None:
+        super().__init__(message)
+        self.status = status
