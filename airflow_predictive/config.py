@@ -38,8 +38,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
     ),
     "sql_alchemy_conn": _opt(
         "SQLAlchemy URL of the database holding the provider's tables (runs, samples, profiles). "
-        "Empty: Airflow's metadata database. Task processes cannot use Airflow's ORM, so the "
-        "provider always writes through its own engine on this URL.",
+        "Empty: Airflow's metadata database when it is PostgreSQL or MySQL; when Airflow runs on "
+        "SQLite, a sibling file predictive.db next to airflow.db (SQLite has one writer at a time "
+        "and the scheduler's transactions would stall every task's recording). Task processes cannot "
+        "use Airflow's ORM, so the provider always writes through its own engine on this URL.",
         "string",
         "",
         "postgresql+psycopg2://airflow:airflow@localhost/airflow",
