@@ -48,6 +48,7 @@ class ProvisionSpec:
     image: container image (Kubernetes); ignored locally.
     labels: free-form identity (dag_id, task_id, run_id, try) stored with the handle.
     gpus: whole GPU devices asked for at provision time (never resized in place).
+    annotations: runtime metadata that is not identity (Kubernetes pod annotations); ignored locally.
     """
 
     name: str
@@ -56,6 +57,7 @@ class ProvisionSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     gpus: int = 0
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
