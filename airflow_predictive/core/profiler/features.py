@@ -214,6 +214,25 @@ def _flag(value: float) -> float:
     return 0.0 if math.isfinite(value) and value > 0 else 1.0
 
 
+MIN_RUNS_FOR_LINEAR = 5
+
+
+def reference(median: float, linear: float, n_runs: int) -> float:
+    """The history's best single guess: linear in input size when it is trustworthy, else the median.
+
+    Trustworthy = at least ``MIN_RUNS_FOR_LINEAR`` earlier runs and within 4x of the median (a
+    line through a few scattered points extrapolates wildly).
+    """
+    if (
+        n_runs >= MIN_RUNS_FOR_LINEAR
+        and math.isfinite(linear)
+        and math.isfinite(median)
+        and median / 4 <= linear <= median * 4
+    ):
+        return linear
+    return median
+
+
 def _finite_number(v: FeatureValue) -> float | None:
     """A finite number (negative allowed), or None for text, bools, NaN and missing values."""
     if v is None or isinstance(v, bool | str):
@@ -230,8 +249,9 @@ def _signed_log(v: float) -> float:
 class EncodedQuery:
     """One query as numbers: static features, vocabulary ids and the scales used to normalise.
 
-    scales: per model metric, the divisor that makes this task's values O(1) (median earlier peak,
-    else the declared value, else the training set's median peak).
+    scales: per model metric, the divisor that makes this task's values O(1): the history's
+    reference peak (linear in input size or median, see ``reference``), else the declared value,
+    else the training set's median peak. A model predicting 1.0 reproduces that baseline.
     """
 
     static: np.ndarray  # [features]
@@ -312,7 +332,7 @@ class FeatureEncoder:
         for m in self.metrics:
             g = self.global_scale.get(m.value, 1.0)
             declared = _nan_if_none(query.declared.get(m))
-            hist = s.peak_median[m]
+            hist = reference(s.peak_median[m], s.peak_linear[m], s.n_runs)
             if math.isfinite(hist) and hist > 0:
                 scale, source = hist, (1.0, 0.0, 0.0)
             elif math.isfinite(declared) and declared > 0:
@@ -323,11 +343,8 @@ class FeatureEncoder:
             out += [_log_ratio(scale, g), *source]
             for v in (s.peak_last[m], s.peak_max[m], s.peak_linear[m], declared):
                 out += [_log_ratio(v, scale), _flag(v)]
-        dscale = (
-            s.duration_median
-            if math.isfinite(s.duration_median) and s.duration_median > 0
-            else self.global_duration
-        )
+        dref = reference(s.duration_median, s.duration_linear, s.n_runs)
+        dscale = dref if math.isfinite(dref) and dref > 0 else self.global_duration
         out += [_log_ratio(dscale, self.global_duration), _flag(s.duration_median)]
         for v in (s.duration_last, s.duration_linear):
             out += [_log_ratio(v, dscale), _flag(v)]

@@ -47,6 +47,9 @@ class WindowConfig:
     max_history: earlier runs summarised per query (the newest ones).
     target_clip: normalised values above this are clipped (a 50x jump is a broken sensor or a
         different task; it must not dominate the loss).
+    rescale_by_prefix: with a prefix, multiply the scale by the observed / expected level (so a
+        try running 30% above its usual curve is forecast from a 30% higher anchor); the ratio is
+        also a feature, so the network can learn how far to trust it.
     """
 
     horizon_steps: int = 32
@@ -54,9 +57,10 @@ class WindowConfig:
     prefix_fractions: tuple[float, ...] = (0.1, 0.2, 0.4)
     max_history: int = 50
     target_clip: float = 20.0
+    rescale_by_prefix: bool = True
 
     def prefix_extra_size(self, dims: int) -> int:
-        return 3 + 2 * dims
+        return 3 + 3 * dims
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class Windows:
     task_ids: np.ndarray  # [batch] int32
     operator_ids: np.ndarray  # [batch] int32
     prefix: np.ndarray  # [batch, prefix_steps, dims + 1] (last channel: 1 = bin observed)
-    prefix_extra: np.ndarray  # [batch, 3 + 2 * dims]
+    prefix_extra: np.ndarray  # [batch, 3 + 3 * dims]
     curve: np.ndarray  # [batch, horizon_steps, dims] target / scale
     log_duration: np.ndarray  # [batch] log(duration / duration_scale)
     scales: np.ndarray  # [batch, dims]
@@ -117,18 +121,39 @@ def timeline_targets(
 
 def _hold(col: np.ndarray) -> np.ndarray:
     """Fill NaN with the last known value (leading NaN with the first known one)."""
-    out = col.copy()
-    finite = np.flatnonzero(np.isfinite(out))
-    if not finite.size:
-        return out
-    out[: finite[0]] = out[finite[0]]
-    last = out[finite[0]]
-    for i in range(finite[0], out.size):
-        if np.isfinite(out[i]):
-            last = out[i]
-        else:
-            out[i] = last
+    ok = np.isfinite(col)
+    if not ok.any():
+        return col.copy()
+    idx = np.where(ok, np.arange(col.size), 0)
+    np.maximum.accumulate(idx, out=idx)
+    out = col[idx]
+    out[: int(np.argmax(ok))] = col[int(np.argmax(ok))]
     return out
+
+
+def history_shape(
+    history: Sequence[RunExample], metrics: Sequence[Metric], steps: int, runs: int = 5
+) -> np.ndarray:
+    """The task's typical curve shape: mean of the newest runs' curves, each divided by its own peak.
+
+    [time, dims]; NaN for a dimension no recent run measured (or without any run with a series).
+    """
+    shapes = []
+    for e in reversed(history):
+        if e.series is not None and len(e.series) > 1:
+            curve = timeline_targets(e.series, metrics, np.ones(len(metrics)), steps, np.inf)
+            top = np.where(np.isfinite(curve), curve, -np.inf).max(axis=0)  # [dims]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                shapes.append(np.where(top > 0, curve / top, np.nan))
+            if len(shapes) >= runs:
+                break
+    if not shapes:
+        return np.full((steps, len(metrics)), np.nan)
+    stack = np.stack(shapes)  # [runs, time, dims]
+    count = np.isfinite(stack).sum(axis=0)
+    total = np.where(np.isfinite(stack), stack, 0.0).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(count > 0, total / count, np.nan)
 
 
 def truncate(series: UsageSeries, upto_s: float) -> UsageSeries:
@@ -143,11 +168,15 @@ def prefix_inputs(
     scales: np.ndarray,
     duration_scale: float,
     config: WindowConfig,
+    shape: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """(sequence [prefix_steps, dims + 1], extra [3 + 2 * dims], elapsed seconds) of an observed prefix.
+    """(sequence [prefix_steps, dims + 1], extra [3 + 3 * dims], elapsed seconds) of an observed prefix.
 
-    extra = [has_prefix, log1p(elapsed / 60), elapsed / duration_scale, max so far / scale per dim,
-    last value / scale per dim]. Without a prefix (or with no usable reading) everything is 0.
+    extra = [has_prefix, log1p(elapsed / 60), elapsed / duration_scale, then per dim: max so far /
+    scale, last value / scale, log(observed / expected)] where "expected" is the task's typical
+    shape (``history_shape`` [time, dims], its timeline stretched to ``duration_scale``) over the
+    same seconds: how much higher or lower this try runs than usual. Without a prefix (or with no
+    usable reading) everything is 0.
     """
     dims = len(metrics)
     seq = np.zeros((config.prefix_steps, dims + 1), dtype=np.float32)  # [time, dims + 1]
@@ -163,10 +192,40 @@ def prefix_inputs(
     extra[0] = 1.0
     extra[1] = math.log1p(elapsed / 60.0)
     extra[2] = min(elapsed / max(duration_scale, 1e-9), config.target_clip)
-    with np.errstate(all="ignore"):
-        extra[3 : 3 + dims] = np.nan_to_num(np.nanmax(curve, axis=0), nan=0.0)
-    extra[3 + dims :] = np.nan_to_num(curve[-1], nan=0.0)
+    top = np.where(np.isfinite(curve), curve, -np.inf).max(axis=0)  # [dims]
+    extra[3 : 3 + dims] = np.where(np.isfinite(top), top, 0.0)
+    extra[3 + dims : 3 + 2 * dims] = np.nan_to_num(curve[-1], nan=0.0)
+    if shape is not None:
+        extra[3 + 2 * dims :] = _level_ratio(
+            prefix, metrics, scales, duration_scale, shape, config.target_clip
+        )
     return seq, extra, elapsed
+
+
+def _level_ratio(
+    prefix: UsageSeries,
+    metrics: Sequence[Metric],
+    scales: np.ndarray,
+    duration_scale: float,
+    shape: np.ndarray,
+    clip: float,
+) -> np.ndarray:
+    """Per dim: log(mean observed / mean expected) over the prefix's samples (0 when unknown)."""
+    out = np.zeros(len(metrics), dtype=np.float32)
+    t = prefix.times - prefix.times[0]
+    steps = shape.shape[0]
+    idx = np.minimum((t / max(duration_scale, 1e-9) * steps).astype(int), steps - 1)
+    for d, metric in enumerate(metrics):
+        arr = prefix.get(metric)
+        if arr is None or not np.all(np.isfinite(shape[:, d])):
+            continue
+        observed = clean_array(metric, arr) / max(scales[d], 1e-12)
+        expected = shape[idx, d]
+        ok = np.isfinite(observed)
+        if ok.any() and expected[ok].mean() > 0 and observed[ok].mean() > 0:
+            ratio = observed[ok].mean() / expected[ok].mean()
+            out[d] = float(np.clip(np.log(ratio), -np.log(clip), np.log(clip)))
+    return out
 
 
 def _row(
@@ -176,11 +235,17 @@ def _row(
     duration: float | None,
     encoder: FeatureEncoder,
     config: WindowConfig,
+    shape: np.ndarray | None,
 ) -> tuple[Any, ...]:
     metrics = encoder.metrics
-    seq, extra, elapsed = prefix_inputs(prefix, metrics, encoded.scales, encoded.duration_scale, config)
+    scales = encoded.scales
+    if prefix is not None and len(prefix) and shape is not None and config.rescale_by_prefix:
+        # re-anchor on what this try shows: the scale follows its level relative to the usual shape
+        ratio = _level_ratio(prefix, metrics, scales, encoded.duration_scale, shape, config.target_clip)
+        scales = scales * np.exp(ratio)
+    seq, extra, elapsed = prefix_inputs(prefix, metrics, scales, encoded.duration_scale, config, shape)
     if target is not None:
-        curve = timeline_targets(target, metrics, encoded.scales, config.horizon_steps, config.target_clip)
+        curve = timeline_targets(target, metrics, scales, config.horizon_steps, config.target_clip)
     else:
         curve = np.full((config.horizon_steps, len(metrics)), np.nan)
     log_d = math.log(duration / encoded.duration_scale) if duration else math.nan
@@ -192,7 +257,7 @@ def _row(
         extra,
         curve,
         np.float32(log_d),
-        encoded.scales,
+        scales,
         np.float64(encoded.duration_scale),
         np.float64(elapsed),
     )
@@ -254,11 +319,12 @@ def training_windows(
                 continue
             history = runs[max(0, i - config.max_history) : i]
             encoded = encoder.encode(query_for_example(run, history))
-            rows.append(_row(encoded, None, run.series, duration, encoder, config))
+            rows.append(_row(encoded, None, run.series, duration, encoder, config, None))
+            shape = history_shape(history, encoder.metrics, config.horizon_steps) if history else None
             for fraction in config.prefix_fractions:
                 prefix = truncate(run.series, fraction * run.series.duration_s)
                 if len(prefix) >= 1:
-                    rows.append(_row(encoded, prefix, run.series, duration, encoder, config))
+                    rows.append(_row(encoded, prefix, run.series, duration, encoder, config, shape))
     return _stack(rows, encoder, config)
 
 
@@ -267,7 +333,12 @@ def query_windows(queries: Sequence[ForecastQuery], encoder: FeatureEncoder, con
     rows = []
     for q in queries:
         trimmed = q if len(q.history) <= config.max_history else _with_history(q, config.max_history)
-        rows.append(_row(encoder.encode(trimmed), q.prefix, None, None, encoder, config))
+        shape = (
+            history_shape(trimmed.history, encoder.metrics, config.horizon_steps)
+            if q.prefix is not None and trimmed.history
+            else None
+        )
+        rows.append(_row(encoder.encode(trimmed), q.prefix, None, None, encoder, config, shape))
     return _stack(rows, encoder, config)
 
 

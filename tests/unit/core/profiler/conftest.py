@@ -108,7 +108,7 @@ class Synth:
     query_for = staticmethod(query_for)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def synth() -> type[Synth]:
     return Synth
 

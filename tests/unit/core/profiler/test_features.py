@@ -52,8 +52,12 @@ def test_history_summary_of_nothing_is_nan():
 def test_encoder_scales_by_history_then_declared_then_global(synth, task_key):
     runs = synth.linear_task(task_key, 6)
     enc = FeatureEncoder.fit(runs, METRICS)
-    with_history = enc.encode(synth.query_for(runs[-1], runs[:-1]))
-    assert with_history.scales[1] == pytest.approx(np.median([r.series.peak(MEM) for r in runs[:-1]]))
+    with_history = enc.encode(synth.query_for(runs[-1], runs[:-1]))  # 5 earlier runs: the line
+    linear = summarise_history(runs[:-1], runs[-1].record.features, METRICS).peak_linear[MEM]
+    assert with_history.scales[1] == pytest.approx(linear)
+    assert with_history.scales[1] == pytest.approx(runs[-1].series.peak(MEM), rel=0.05)
+    short = enc.encode(synth.query_for(runs[3], runs[:3]))  # 3 earlier runs: their median
+    assert short.scales[1] == pytest.approx(np.median([r.series.peak(MEM) for r in runs[:3]]))
     cold = enc.encode(ForecastQuery(key=task_key, declared=ResourceVector(memory_bytes=8 * GIB)))
     assert cold.scales[1] == 8 * GIB
     nothing = enc.encode(ForecastQuery(key=task_key))
