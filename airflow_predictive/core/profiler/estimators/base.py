@@ -7,15 +7,18 @@ only peaks are known, as with Nextflow traces) and are asked for one run at a ti
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 from airflow_predictive.core.model.resources import Metric, ResourceVector
-from airflow_predictive.core.model.runs import FeatureValue, RunRecord, TaskKey
-from airflow_predictive.core.model.series import Forecast, UsageSeries
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+    from pathlib import Path
+
+    from airflow_predictive.core.model.runs import FeatureValue, RunRecord, TaskKey
+    from airflow_predictive.core.model.series import Forecast, UsageSeries
 
 
 @dataclass(frozen=True, eq=False)
