@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, on the real traces in $1 (default ../shared/data). Results land in
+# docs/benchmarks/*.md. Parts whose inputs are missing say so and are skipped.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DATA="${1:-../shared/data}"
+PY=.venv/bin/python
+mkdir -p docs/benchmarks
+rc=0
+run() { echo; echo "== $*"; "$@" || { echo "!! failed: $*"; rc=1; }; }
+run $PY bench/sampler_overhead.py
+run $PY bench/backends_bench.py
+if [ -d "$DATA" ]; then
+  run $PY bench/profiler_bench.py --data "$DATA"
+else
+  echo "== profiler benchmark skipped: no trace folder at $DATA (pass SHARED_DATA=...)"
+fi
+exit $rc
