@@ -53,6 +53,26 @@ def _commands() -> list[Any]:
             func=_lazy("migrate"),
             args=(),
         ),
+        ActionCommand(
+            name="train",
+            help="Backtest the forecasters per task, keep each task's champion, precompute forecasts",
+            func=_lazy("train"),
+            args=(
+                Arg(("--dag",), dest="dag_id", help="only tasks of this DAG"),
+                Arg(("--task",), dest="task_id", help="only this task id"),
+                Arg(("--candidates",), help="comma-separated estimator names (default: all available)"),
+            ),
+        ),
+        ActionCommand(
+            name="evaluate",
+            help="Evaluate the profiler on held-out runs of a trace folder (k-Segments or Nextflow)",
+            func=_lazy("evaluate"),
+            args=(
+                Arg(("--traces",), required=True, help="runs.csv+samples.csv.gz or Nextflow trace folder"),
+                Arg(("--json",), action="store_true", help="print one JSON object as the last line"),
+                Arg(("--candidates",), help="comma-separated estimator names (default: all available)"),
+            ),
+        ),
     ]
 
 

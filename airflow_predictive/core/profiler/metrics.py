@@ -60,6 +60,14 @@ def aligned(curve: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([curve, np.full(n - curve.size, curve[-1])])
 
 
+def on_grid(curve: np.ndarray, step_s: float, grid_s: float, n: int) -> np.ndarray:
+    """``curve`` (on ``step_s``) read at ``n`` points ``0, grid_s, 2*grid_s...``; last value held."""
+    if curve.size == 0:
+        return np.zeros(n)
+    idx = np.minimum((np.arange(n) * grid_s // step_s).astype(int), curve.size - 1)
+    return curve[idx]
+
+
 def stepped(curve: np.ndarray, step_s: float, min_step_s: float = MIN_STEP_S) -> np.ndarray:
     """An allocation that follows ``curve`` but changes at most every ``min_step_s``: each block of
     steps takes the block's maximum (an allocation never sits below the demand it was built from)."""
@@ -144,8 +152,16 @@ def score_run(
     if actual is not None:
         losses = [pinball(actual, aligned(c, actual.size), q) for q, c in curve.quantiles.items()]
         seg = segment_error(actual, aligned(p50, actual.size), segments)
+        # waste on one fine grid for every forecast, so coarse and fine forecasts compare fairly
+        fine = max(1.0, (series.duration_s if series is not None else 0.0) / 4096)
+        actual_fine = actual_curve(series, curve.metric, fine) if series is not None else None
+        fine_actual = actual_fine if actual_fine is not None else actual
         waste = {
-            q: memory_waste(stepped(c, curve.step_s, min_step_s), actual, curve.step_s)
+            q: memory_waste(
+                on_grid(stepped(c, curve.step_s, min_step_s), curve.step_s, fine, fine_actual.size),
+                fine_actual,
+                fine,
+            )
             for q, c in curve.quantiles.items()
         }
         duration = actual.size * curve.step_s

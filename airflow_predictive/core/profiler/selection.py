@@ -154,15 +154,19 @@ def backtest(
     candidates: Mapping[str, EstimatorFactory],
     examples: Sequence[RunExample],
     policy: SelectionPolicy | None = None,
+    only: frozenset[TaskKey] | None = None,
 ) -> list[SelectionRecord]:
-    """Backtest every candidate on every task in ``examples`` and pick each task's champion."""
+    """Backtest every candidate on every task in ``examples`` (or only the tasks in ``only``, while
+    still training on all of them) and pick each task's champion."""
     policy = policy or SelectionPolicy()
     by_task: dict[TaskKey, list[RunExample]] = {}
     for ex in examples:
         by_task.setdefault(ex.key, []).append(ex)
     for runs in by_task.values():
         runs.sort(key=lambda e: (e.record.start or datetime.min.replace(tzinfo=UTC), e.record.run_pk or 0))
-    task_origins = {k: origins(len(v), policy) for k, v in by_task.items()}
+    task_origins = {
+        k: origins(len(v), policy) if only is None or k in only else [] for k, v in by_task.items()
+    }
     tallies: dict[TaskKey, dict[str, _Tally]] = {k: {n: _Tally() for n in candidates} for k in by_task}
     for fold in range(policy.folds):
         train: list[RunExample] = []
@@ -198,9 +202,7 @@ def backtest(
                         tally.error = f"predict: {type(exc).__name__}: {exc}"
                         break
                     missing = [
-                        m.value
-                        for m in policy.metrics
-                        if m not in forecast.curves and _measured(runs[i], m)
+                        m.value for m in policy.metrics if m not in forecast.curves and _measured(runs[i], m)
                     ]
                     if missing:  # e.g. a model trained on other dimensions: it cannot win here
                         tally.error = f"predict: no forecast of {', '.join(missing)}"
@@ -218,6 +220,8 @@ def backtest(
                             tally.shortfall.append(max(0.0, s.actual_peak - p99) / max(s.actual_peak, 1e-9))
     records = []
     for key, runs in by_task.items():
+        if only is not None and key not in only:
+            continue
         cuts = task_origins[key]
         if not cuts:
             records.append(SelectionRecord(key, None, (), len(runs), 0, NO_HISTORY))

@@ -1,0 +1,81 @@
+"""The candidate forecasters training may choose from, by name.
+
+Baselines are always there; statsmodels and the LSTM only when their libraries import (a missing
+optional dependency drops the candidate with one log line, it never breaks training).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_predictive.core.profiler.selection import EstimatorFactory
+
+log = logging.getLogger(__name__)
+
+_BASELINES = "airflow_predictive.core.profiler.estimators.baselines"
+# name -> (module, class): every estimator the profiler knows
+KNOWN: dict[str, tuple[str, str]] = {
+    "last_run": (_BASELINES, "LastRunCurve"),
+    "median_peak": (_BASELINES, "MedianPeak"),
+    "linear_input": (_BASELINES, "LinearInputSize"),
+    "vpa": (_BASELINES, "VpaStyle"),
+    "autopilot": (_BASELINES, "AutopilotStyle"),
+    "declared": (_BASELINES, "DeclaredResources"),
+    "ets": ("airflow_predictive.core.profiler.estimators.statsmodels_trend", "EtsTrend"),
+    "arima": ("airflow_predictive.core.profiler.estimators.statsmodels_trend", "ArimaTrend"),
+    "lstm": ("airflow_predictive.core.profiler.estimators.lstm", "LstmForecaster"),
+}
+# compared against in every report (what users and existing tools do today)
+REFERENCES: tuple[str, ...] = ("declared", "vpa", "autopilot")
+DEFAULT_CANDIDATES: tuple[str, ...] = (
+    "last_run",
+    "median_peak",
+    "linear_input",
+    "vpa",
+    "autopilot",
+    "ets",
+    "arima",
+    "lstm",
+)
+
+
+def estimator_class(name: str) -> Any:
+    module, cls = KNOWN[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def factories(names: tuple[str, ...] = DEFAULT_CANDIDATES, **options: Any) -> dict[str, EstimatorFactory]:
+    """Factories of the named candidates that can be imported here (others are logged and left out).
+
+    ``options``: per-name keyword arguments, e.g. ``lstm={"config": LstmConfig(epochs=10)}``.
+    """
+    out: dict[str, EstimatorFactory] = {}
+    for name in names:
+        if name not in KNOWN:
+            raise ValueError(f"unknown estimator {name!r}; known: {', '.join(sorted(KNOWN))}")
+        try:
+            cls = estimator_class(name)
+        except (ImportError, AttributeError) as exc:
+            log.warning("predictive: candidate %s is not available here (%s); leaving it out", name, exc)
+            continue
+        kwargs = dict(options.get(name) or {})
+        out[name] = _factory(cls, kwargs)
+    return out
+
+
+def _factory(cls: Any, kwargs: dict[str, Any]) -> EstimatorFactory:
+    def make() -> Any:
+        return cls(**kwargs)
+
+    return make
+
+
+def cold_start_chain() -> Any:
+    """per-task history -> operator-type prior -> declared resources (the baselines' chain)."""
+    mod = importlib.import_module(_BASELINES)
+    return mod.FallbackChain(
+        [mod.AutopilotStyle(), mod.OperatorPrior(), mod.DeclaredResources()], name="cold_start"
+    )

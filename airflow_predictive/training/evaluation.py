@@ -1,0 +1,313 @@
+"""Held-out evaluation of the profiler against reference forecasters (CLI evaluate, benchmark).
+
+Per task, runs are split chronologically: the first half trains (and is backtested to pick the
+champion), the second half is forecast one run at a time, each with all of the task's earlier
+runs as history, exactly as in production. "profiler" is the champion per task (or the cold-start
+chain where no champion exists); every candidate and reference (declared, VPA-style,
+Autopilot-style) is scored on the same runs. With ``prefix_fraction``, each held-out run is
+forecast again from its first part, and the error on the rest of the run's peak is compared.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from airflow_predictive.core.model.resources import Metric
+from airflow_predictive.core.model.series import UsageSeries
+from airflow_predictive.core.profiler.metrics import RunScore, Summary, summarise
+from airflow_predictive.core.profiler.selection import (
+    SelectionPolicy,
+    SelectionRecord,
+    backtest,
+    query_for,
+    score_example,
+)
+from airflow_predictive.training.candidates import cold_start_chain
+from airflow_predictive.training.dataset import chronological, split_chronologically
+from airflow_predictive.training.pipeline import fit_all
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from airflow_predictive.core.model.runs import TaskKey
+    from airflow_predictive.core.model.series import Forecast
+    from airflow_predictive.core.profiler.estimators.base import Estimator, ForecastQuery, RunExample
+    from airflow_predictive.core.profiler.selection import EstimatorFactory
+
+log = logging.getLogger(__name__)
+
+PROFILER = "profiler"
+DIMENSION_KEYS = {
+    Metric.CPU_CORES: "cpu",
+    Metric.MEMORY_BYTES: "memory",
+    Metric.DISK_READ_BPS: "disk_read",
+    Metric.DISK_WRITE_BPS: "disk_write",
+    Metric.NET_RX_BPS: "net_rx",
+    Metric.NET_TX_BPS: "net_tx",
+    Metric.GPU_UTIL: "gpu",
+    Metric.GPU_MEMORY_BYTES: "gpu_memory",
+}
+
+
+@dataclass(frozen=True)
+class PrefixFigures:
+    """Error on the rest of the run's peak, forecast at start vs with the first part observed."""
+
+    fraction: float
+    runs: int
+    median_error_at_start: float | None
+    median_error_with_prefix: float | None
+
+
+@dataclass(frozen=True)
+class EstimatorReport:
+    name: str
+    overall: Mapping[Metric, Summary]
+    tasks: Mapping[TaskKey, Mapping[Metric, Summary]]
+    failures: int = 0
+    prefix: PrefixFigures | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    reports: Mapping[str, EstimatorReport]
+    selections: tuple[SelectionRecord, ...]
+    train_runs: int
+    test_runs: int
+    metrics: tuple[Metric, ...]
+    seconds: float
+    fit_seconds: Mapping[str, float] = field(default_factory=dict)
+    scores: Mapping[str, Sequence[tuple[TaskKey, RunScore]]] = field(default_factory=dict)
+    forecasts: Mapping[str, Mapping[int, Forecast]] = field(default_factory=dict)
+
+    def champion_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.selections:
+            name = r.champion or "cold_start"
+            out[name] = out.get(name, 0) + 1
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON: figures overall and per task, keyed by dimension, statistic and quantile."""
+        prof = self.reports[PROFILER]
+        champions = {str(r.key): r.champion for r in self.selections}
+        return {
+            "train_runs": self.train_runs,
+            "test_runs": self.test_runs,
+            "champions": self.champion_counts(),
+            "overall": _by_dimension(prof.overall),
+            "tasks": {
+                str(k): {"champion": champions.get(str(k)), **_by_dimension(v)} for k, v in prof.tasks.items()
+            },
+            "estimators": {
+                name: {
+                    "overall": _by_dimension(rep.overall),
+                    "failures": rep.failures,
+                    **({"prefix": _prefix_dict(rep.prefix)} if rep.prefix else {}),
+                }
+                for name, rep in self.reports.items()
+            },
+            "prefix": _prefix_dict(prof.prefix) if prof.prefix else None,
+        }
+
+
+def _by_dimension(summaries: Mapping[Metric, Summary]) -> dict[str, Any]:
+    return {DIMENSION_KEYS[m]: s.as_dict() for m, s in summaries.items()}
+
+
+def _prefix_dict(p: PrefixFigures) -> dict[str, Any]:
+    return {
+        "fraction": p.fraction,
+        "runs": p.runs,
+        "median_error_at_start": p.median_error_at_start,
+        "median_error_with_prefix": p.median_error_with_prefix,
+    }
+
+
+def measured_metrics(examples: Sequence[RunExample]) -> tuple[Metric, ...]:
+    """CPU and memory, plus any other metric the examples measured (disk I/O of Nextflow traces)."""
+    found = {Metric.CPU_CORES, Metric.MEMORY_BYTES}
+    for ex in examples:
+        found.update(ex.record.peak.present())
+    return tuple(m for m in Metric if m in found)
+
+
+def truncated(series: UsageSeries, fraction: float) -> UsageSeries | None:
+    """The first ``fraction`` of a run's timeline (None when that is less than two samples)."""
+    cut = series.times[0] + series.duration_s * fraction
+    keep = series.times <= cut
+    if int(np.sum(keep)) < 2:
+        return None
+    return UsageSeries(series.times[keep], {m: a[keep] for m, a in series.values.items()})
+
+
+def rest_peak_error(forecast: Forecast, series: UsageSeries, fraction: float) -> float | None:
+    """Relative error of the p50 forecast of the memory peak after the first ``fraction``."""
+    curve = forecast.curve(Metric.MEMORY_BYTES)
+    arr = series.get(Metric.MEMORY_BYTES)
+    if curve is None or arr is None:
+        return None
+    t = series.times - series.times[0]
+    cut = series.duration_s * fraction
+    rest = arr[(t > cut) & np.isfinite(arr)]
+    if rest.size == 0 or float(np.max(rest)) <= 0:
+        return None
+    actual = float(np.max(rest))
+    p50 = curve.at(0.5)
+    start = min(int(cut // curve.step_s), p50.size - 1)
+    predicted = float(np.max(p50[start:]))
+    return abs(predicted - actual) / actual
+
+
+def _predict_all(est: Estimator, queries: Sequence[ForecastQuery]) -> list[Forecast | None]:
+    many = getattr(est, "predict_many", None)
+    if many is not None:
+        try:
+            return list(many(queries))
+        except Exception as exc:
+            log.info("predictive: %s batch forecast failed (%s); one by one", est.name, exc)
+    out: list[Forecast | None] = []
+    for q in queries:
+        try:
+            out.append(est.predict(q))
+        except Exception:
+            out.append(None)
+    return out
+
+
+def evaluate(
+    examples: Sequence[RunExample],
+    candidates: Mapping[str, EstimatorFactory],
+    references: Mapping[str, EstimatorFactory] | None = None,
+    *,
+    train_fraction: float = 0.5,
+    policy: SelectionPolicy | None = None,
+    prefix_fraction: float | None = 0.2,
+) -> Evaluation:
+    began = time.monotonic()
+    examples = chronological(examples)
+    metrics = measured_metrics(examples)
+    policy = policy or SelectionPolicy(metrics=metrics)
+    train, test = split_chronologically(examples, train_fraction)
+    selections = tuple(backtest(candidates, train, policy))
+    champion = {r.key: r.champion for r in selections}
+    everything = {**dict(references or {}), **candidates}
+    fitted, fit_seconds = fit_all(set(everything), everything, train)
+    chain = cold_start_chain().fit(train)
+    by_task: dict[TaskKey, list[RunExample]] = {}
+    for ex in examples:
+        by_task.setdefault(ex.key, []).append(ex)
+    position = {id(ex): i for runs in by_task.values() for i, ex in enumerate(runs)}
+    queries = [query_for(ex, by_task[ex.key][: position[id(ex)]], metrics) for ex in test]
+    forecasts: dict[str, list[Forecast | None]] = {n: _predict_all(e, queries) for n, e in fitted.items()}
+    prof: list[Forecast | None] = []
+    for i, ex in enumerate(test):
+        name = champion.get(ex.key)
+        f = forecasts[name][i] if name in forecasts else None
+        if f is None:
+            try:
+                f = chain.predict(queries[i])
+            except Exception:
+                f = None
+        prof.append(f)
+    forecasts[PROFILER] = prof
+    reports: dict[str, EstimatorReport] = {}
+    all_scores: dict[str, list[tuple[TaskKey, RunScore]]] = {}
+    for name, fcs in forecasts.items():
+        scored: list[tuple[TaskKey, RunScore]] = []
+        failures = 0
+        for ex, f in zip(test, fcs, strict=True):
+            if f is None:
+                failures += 1
+                continue
+            scored.extend((ex.key, s) for s in score_example(f.curves, ex))
+        all_scores[name] = scored
+        reports[name] = EstimatorReport(name, *_summaries(scored, metrics), failures=failures)
+    if prefix_fraction:
+        reports = _with_prefix(reports, fitted, champion, chain, test, queries, forecasts, prefix_fraction)
+    return Evaluation(
+        reports=reports,
+        selections=selections,
+        train_runs=len(train),
+        test_runs=len(test),
+        metrics=metrics,
+        seconds=time.monotonic() - began,
+        fit_seconds=fit_seconds,
+        scores=all_scores,
+        forecasts={n: {i: f for i, f in enumerate(fcs) if f is not None} for n, fcs in forecasts.items()},
+    )
+
+
+def _summaries(
+    scored: Sequence[tuple[TaskKey, RunScore]], metrics: tuple[Metric, ...]
+) -> tuple[dict[Metric, Summary], dict[TaskKey, dict[Metric, Summary]]]:
+    overall = {m: summarise(m, [s for _, s in scored]) for m in metrics}
+    overall = {m: s for m, s in overall.items() if s.runs}
+    keys = sorted({k for k, _ in scored})
+    tasks: dict[TaskKey, dict[Metric, Summary]] = {}
+    for k in keys:
+        mine = [s for kk, s in scored if kk == k]
+        tasks[k] = {m: summarise(m, mine) for m in metrics if any(s.metric is m for s in mine)}
+    return overall, tasks
+
+
+def _with_prefix(
+    reports: dict[str, EstimatorReport],
+    fitted: Mapping[str, Estimator],
+    champion: Mapping[TaskKey, str | None],
+    chain: Estimator,
+    test: Sequence[RunExample],
+    queries: Sequence[ForecastQuery],
+    forecasts: Mapping[str, Sequence[Forecast | None]],
+    fraction: float,
+) -> dict[str, EstimatorReport]:
+    from dataclasses import replace
+
+    idx, prefixed = [], []
+    for i, ex in enumerate(test):
+        if ex.series is None or len(ex.series) < 5:
+            continue
+        pre = truncated(ex.series, fraction)
+        if pre is not None:
+            idx.append(i)
+            prefixed.append(replace(queries[i], prefix=pre))
+    if not idx:
+        return reports
+    with_prefix = {n: _predict_all(e, prefixed) for n, e in fitted.items()}
+    out = dict(reports)
+    for name in [*fitted, PROFILER]:
+        at_start, after = [], []
+        for j, i in enumerate(idx):
+            ex = test[i]
+            assert ex.series is not None
+            if name == PROFILER:
+                champ = champion.get(ex.key)
+                f0 = forecasts[PROFILER][i]
+                f1 = with_prefix[champ][j] if champ in with_prefix else None
+                if f1 is None:
+                    try:
+                        f1 = chain.predict(prefixed[j])
+                    except Exception:
+                        f1 = None
+            else:
+                f0, f1 = forecasts[name][i], with_prefix[name][j]
+            if f0 is None or f1 is None:
+                continue
+            e0, e1 = rest_peak_error(f0, ex.series, fraction), rest_peak_error(f1, ex.series, fraction)
+            if e0 is not None and e1 is not None and math.isfinite(e0) and math.isfinite(e1):
+                at_start.append(e0)
+                after.append(e1)
+        figures = PrefixFigures(
+            fraction=fraction,
+            runs=len(after),
+            median_error_at_start=float(np.median(at_start)) if at_start else None,
+            median_error_with_prefix=float(np.median(after)) if after else None,
+        )
+        out[name] = replace(out[name], prefix=figures)
+    return out

@@ -1,0 +1,79 @@
+"""Incremental retraining (the feedback loop): retrain the tasks that have new runs since their
+profile was last updated. Called by the maintenance DAG's task and `airflow predictive train`.
+Never imported by the scheduler, executor, triggerer or DAG processor.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from airflow_predictive.core.model.runs import TaskKey
+    from airflow_predictive.training.pipeline import TrainingResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    """Which tasks have enough new runs to retrain, and how many each has."""
+
+    due: frozenset[TaskKey]
+    new_runs: dict[TaskKey, int]
+
+
+def due_tasks(engine: Engine, min_new_runs: int = 1) -> RetrainDecision:
+    """Tasks with at least ``min_new_runs`` finished runs ending after their profile's update."""
+    from airflow_predictive.core.model.runs import Outcome
+    from airflow_predictive.storage.profile_store import ProfileStore
+    from airflow_predictive.storage.run_store import SqlRunStore
+
+    runs = SqlRunStore(engine)
+    profiles = {p.key: p.updated_at for p in ProfileStore(engine).profiles()}
+    counts: dict[TaskKey, int] = {}
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for key in runs.task_keys():
+        since = profiles.get(key, epoch)
+        counts[key] = sum(
+            1 for r in runs.runs(key) if r.outcome is Outcome.SUCCESS and r.end is not None and r.end > since
+        )
+    due = frozenset(k for k, n in counts.items() if n >= min_new_runs)
+    return RetrainDecision(due, counts)
+
+
+def retrain(
+    engine: Engine,
+    *,
+    model_dir: str | None = None,
+    keys: list[TaskKey] | None = None,
+    min_new_runs: int = 1,
+    candidates: tuple[str, ...] | None = None,
+) -> TrainingResult | None:
+    """Retrain ``keys`` (or the tasks with new runs); None when nothing is due."""
+    from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
+    from airflow_predictive.storage.run_store import SqlRunStore
+    from airflow_predictive.training.artefacts import ArtefactSaver
+    from airflow_predictive.training.candidates import DEFAULT_CANDIDATES, factories
+    from airflow_predictive.training.dataset import load_examples
+    from airflow_predictive.training.pipeline import train
+
+    only = frozenset(keys) if keys is not None else due_tasks(engine, min_new_runs).due
+    if not only:
+        log.info("predictive: no task has new runs; nothing to retrain")
+        return None
+    examples = load_examples(SqlRunStore(engine))
+    if not examples:
+        return None
+    return train(
+        examples,
+        factories(candidates or DEFAULT_CANDIDATES),
+        profiles=ProfileStore(engine),
+        cache=ForecastCache(engine),
+        model_saver=ArtefactSaver(model_dir) if model_dir else None,
+        only=only,
+    )

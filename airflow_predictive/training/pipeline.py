@@ -1,0 +1,157 @@
+"""Train: backtest candidates per task, fit the champions, save them, precompute forecasts.
+
+One call, ``train(...)``, used by `airflow predictive train`, the maintenance DAG and the
+benchmark. Each task ends with a recorded selection (champion or none, with every candidate's
+scores) and, when anything can forecast it, a cached forecast with its plain sentence. Tasks
+without a champion (too little history) get the cold-start chain's forecast.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_predictive.core.profiler.estimators.base import ForecastQuery, RunExample
+from airflow_predictive.core.profiler.explain import explain
+from airflow_predictive.core.profiler.selection import SelectionPolicy, SelectionRecord, backtest
+from airflow_predictive.training.candidates import cold_start_chain
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+
+    from airflow_predictive.core.model.runs import TaskKey
+    from airflow_predictive.core.model.series import Forecast
+    from airflow_predictive.core.profiler.estimators.base import Estimator
+    from airflow_predictive.core.profiler.selection import EstimatorFactory
+    from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What training decided for one task."""
+
+    key: TaskKey
+    champion: str | None
+    answered_by: str | None  # the estimator whose forecast was cached (None: nothing could)
+    explanation: str | None
+    selection: SelectionRecord
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    tasks: tuple[TaskOutcome, ...]
+    examples: int
+    model_version: str | None
+    seconds: float
+    fit_seconds: Mapping[str, float] = field(default_factory=dict)
+
+
+def next_query(history: Sequence[RunExample]) -> ForecastQuery:
+    """The question for a task's next run: its last run's known features and all its history."""
+    last = history[-1].record
+    return ForecastQuery(
+        key=last.key,
+        features=last.features,
+        declared=last.declared,
+        operator=last.operator,
+        history=tuple(history),
+        try_number=1,
+    )
+
+
+def fit_all(
+    names: set[str], candidates: Mapping[str, EstimatorFactory], examples: Sequence[RunExample]
+) -> tuple[dict[str, Estimator], dict[str, float]]:
+    """Fit each named candidate once on ``examples``; a failing one is logged and left out."""
+    fitted: dict[str, Estimator] = {}
+    seconds: dict[str, float] = {}
+    for name in sorted(names):
+        began = time.monotonic()
+        try:
+            fitted[name] = candidates[name]().fit(examples)
+        except Exception as exc:
+            log.warning("predictive: %s could not be fitted on all runs: %s", name, exc)
+        seconds[name] = time.monotonic() - began
+    return fitted, seconds
+
+
+def train(
+    examples: Sequence[RunExample],
+    candidates: Mapping[str, EstimatorFactory],
+    *,
+    profiles: ProfileStore | None = None,
+    cache: ForecastCache | None = None,
+    model_saver: Any = None,
+    policy: SelectionPolicy | None = None,
+    now: datetime | None = None,
+    only: frozenset[TaskKey] | None = None,
+) -> TrainingResult:
+    """Select, fit, save and precompute. ``model_saver(fitted: dict[str, Estimator]) -> version``.
+
+    ``only``: re-select and re-forecast just these tasks (models still learn from all examples).
+    """
+    began = time.monotonic()
+    policy = policy or SelectionPolicy()
+    records = backtest(candidates, examples, policy, only)
+    champions = {r.champion for r in records if r.champion is not None}
+    fitted, fit_seconds = fit_all(champions, candidates, examples)
+    version: str | None = None
+    if model_saver is not None and fitted:
+        try:
+            version = model_saver(fitted)
+        except Exception as exc:  # a full disk must not lose the selection itself
+            log.warning("predictive: saving the models failed (%s); forecasts are still cached", exc)
+    chain = cold_start_chain().fit(examples)
+    by_task: dict[TaskKey, list[RunExample]] = {}
+    for ex in examples:
+        by_task.setdefault(ex.key, []).append(ex)
+    outcomes = []
+    for record in records:
+        history = by_task[record.key]
+        forecast = _forecast(record, fitted, chain, next_query(history))
+        sentence = explain(forecast, history[-1].record.declared) if forecast is not None else None
+        if profiles is not None:
+            profiles.record_selection(record, version)
+        if cache is not None and forecast is not None:
+            cache.put(record.key, forecast, model_version=version, explanation=sentence, created_at=now)
+        outcomes.append(
+            TaskOutcome(
+                key=record.key,
+                champion=record.champion,
+                answered_by=forecast.estimator if forecast is not None else None,
+                explanation=sentence,
+                selection=record,
+            )
+        )
+    return TrainingResult(
+        tasks=tuple(outcomes),
+        examples=len(examples),
+        model_version=version,
+        seconds=time.monotonic() - began,
+        fit_seconds=fit_seconds,
+    )
+
+
+def _forecast(
+    record: SelectionRecord, fitted: Mapping[str, Estimator], chain: Estimator, query: ForecastQuery
+) -> Forecast | None:
+    if record.champion is not None and record.champion in fitted:
+        try:
+            return fitted[record.champion].predict(query)
+        except Exception as exc:
+            log.warning(
+                "predictive: %s could not forecast %s (%s); cold-start chain",
+                record.champion,
+                record.key,
+                exc,
+            )
+    try:
+        return chain.predict(query)
+    except Exception as exc:
+        log.warning("predictive: nothing can forecast %s yet (%s)", record.key, exc)
+        return None

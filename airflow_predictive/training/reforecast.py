@@ -1,0 +1,56 @@
+"""On-demand re-forecast of running tasks from their observed prefixes (the shaping loop's call).
+
+Holds fitted estimators by name and each task's champion; ``reforecast`` answers many running
+tasks at once, batching the queries of estimators that offer ``predict_many`` (the LSTM) into one
+network call. A task whose champion cannot answer falls back to the cold-start chain; one that
+nothing can answer is left out of the result (the caller keeps its current allocation).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from airflow_predictive.core.model.runs import TaskKey
+    from airflow_predictive.core.model.series import Forecast
+    from airflow_predictive.core.profiler.estimators.base import Estimator, ForecastQuery
+
+log = logging.getLogger(__name__)
+
+
+class Reforecaster:
+    def __init__(
+        self,
+        estimators: Mapping[str, Estimator],
+        champions: Mapping[TaskKey, str | None],
+        fallback: Estimator,
+    ) -> None:
+        self.estimators = dict(estimators)
+        self.champions = dict(champions)
+        self.fallback = fallback
+
+    def reforecast(self, queries: Sequence[ForecastQuery]) -> dict[TaskKey, Forecast]:
+        groups: dict[str, list[ForecastQuery]] = {}
+        for q in queries:
+            name = self.champions.get(q.key)
+            groups.setdefault(name if name in self.estimators else "", []).append(q)
+        out: dict[TaskKey, Forecast] = {}
+        for name, group in groups.items():
+            if name:
+                est = self.estimators[name]
+                many = getattr(est, "predict_many", None)
+                try:
+                    forecasts = many(group) if many is not None else [est.predict(q) for q in group]
+                    out.update({q.key: f for q, f in zip(group, forecasts, strict=True)})
+                    continue
+                except Exception as exc:
+                    log.warning("predictive: %s could not re-forecast %d tasks (%s)", name, len(group), exc)
+            for q in group:
+                try:
+                    out[q.key] = self.fallback.predict(q)
+                except Exception as exc:
+                    log.info("predictive: no re-forecast for %s (%s)", q.key, exc)
+        return out

@@ -1,0 +1,45 @@
+"""Maintenance DAG of the predictive provider: retrain tasks that have new runs (the feedback loop).
+
+Import-light at parse time: nothing beyond the Airflow SDK is imported at module level; the
+training code (numpy, statsmodels, TensorFlow) loads inside the task, on a worker, never in the
+DAG processor or the scheduler.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+
+
+@dag(
+    dag_id="predictive_maintenance",
+    schedule=timedelta(hours=1),
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["predictive", "maintenance"],
+    doc_md=__doc__,
+)
+def predictive_maintenance() -> None:
+    @task(execution_timeout=timedelta(minutes=30))
+    def retrain_tasks_with_new_runs(min_new_runs: int = 3) -> dict[str, object]:
+        from airflow_predictive import config
+        from airflow_predictive.storage.engine import engine_for
+        from airflow_predictive.training.maintenance import retrain
+
+        result = retrain(
+            engine_for(config.storage_url()), model_dir=config.model_dir(), min_new_runs=min_new_runs
+        )
+        if result is None:
+            return {"retrained": 0}
+        return {
+            "retrained": len(result.tasks),
+            "model_version": result.model_version,
+            "champions": {str(t.key): t.champion for t in result.tasks},
+        }
+
+    retrain_tasks_with_new_runs()
+
+
+predictive_maintenance()

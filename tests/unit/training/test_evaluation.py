@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from airflow_predictive.core.model.resources import Metric
+from airflow_predictive.core.model.series import UsageSeries
+from airflow_predictive.core.profiler.selection import SelectionPolicy
+from airflow_predictive.training.candidates import REFERENCES, factories
+from airflow_predictive.training.dataset import load_examples
+from airflow_predictive.training.evaluation import PROFILER, evaluate, truncated
+
+if TYPE_CHECKING:
+    from airflow_predictive.storage.run_store import SqlRunStore
+
+
+def test_profiler_is_scored_against_references_on_held_out_runs(filled_store: SqlRunStore) -> None:
+    result = evaluate(
+        load_examples(filled_store),
+        factories(("median_peak", "linear_input")),
+        factories(REFERENCES),
+        policy=SelectionPolicy(folds=2),
+    )
+    assert result.test_runs == 12 and result.train_runs == 13
+    assert set(result.reports) == {PROFILER, "median_peak", "linear_input", *REFERENCES}
+    d = result.as_dict()
+    mem = d["overall"]["memory"]
+    assert set(mem["peak_error"]) == {"median", "p90"}
+    assert 0.0 <= mem["coverage"]["p99"] <= 1.0
+    assert d["tasks"]["wf.align"]["champion"] == "linear_input"
+    # the declared 8 GiB leaves far more memory idle than the profiler's stepped p99 curve
+    declared = d["estimators"]["declared"]["overall"]["memory"]["unused_fraction"]["p99"]
+    assert mem["unused_fraction"]["p99"] < declared
+    assert d["prefix"]["runs"] == 12
+
+
+def test_truncated_prefix_needs_two_samples() -> None:
+    s = UsageSeries(np.arange(0.0, 11.0), {Metric.MEMORY_BYTES: np.ones(11)})  # 10 s long
+    pre = truncated(s, 0.2)
+    assert pre is not None and len(pre) == 3
+    assert truncated(UsageSeries(np.array([0.0, 100.0]), {Metric.MEMORY_BYTES: np.ones(2)}), 0.2) is None
+
+
+def test_no_candidates_still_reports_references(filled_store: SqlRunStore) -> None:
+    result = evaluate(load_examples(filled_store), {}, factories(("vpa",)), prefix_fraction=None)
+    assert result.champion_counts() == {"cold_start": 3}
+    assert result.reports[PROFILER].overall[Metric.MEMORY_BYTES].runs == 12
+    assert result.reports["vpa"].overall[Metric.MEMORY_BYTES].coverage[0.99] == pytest.approx(1.0)
