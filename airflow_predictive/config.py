@@ -88,6 +88,12 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "string",
         "",
     ),
+    "model_versions_kept": _opt(
+        "How many versions of each model (per task and global) the model store keeps; older ones "
+        "are deleted after a new version is saved.",
+        "integer",
+        "3",
+    ),
     "kubernetes_conn_id": _opt(
         "Airflow connection (cncf-kubernetes provider) used by the Kubernetes backend.",
         "string",
@@ -191,6 +197,18 @@ def namespace() -> str:
 
 
 @functools.cache
+def model_versions_kept() -> int:
+    raw = _raw("model_versions_kept").strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidConfig(f"[{SECTION}] model_versions_kept must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise InvalidConfig(f"[{SECTION}] model_versions_kept must be at least 1, got {raw!r}")
+    return value
+
+
+@functools.cache
 def model_dir() -> str:
     raw = _raw("model_dir").strip()
     if raw:
@@ -273,6 +291,7 @@ def reset_cache() -> None:
         kubernetes_conn_id,
         namespace,
         model_dir,
+        model_versions_kept,
         storage_url,
     ):
         fn.cache_clear()
