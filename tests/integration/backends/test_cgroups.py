@@ -30,15 +30,18 @@ from tests.conformance.backend_suite import AdvanceTime, BackendConformance, Con
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from airflow_predictive.core.model.backend import Handle
 
 
-# argv: memory_mb cpu_workers seconds step_mb pause_s. Allocates step by step (pages touched),
-# prints the MiB held after each step, keeps `cpu_workers` processes spinning, exits 0 at the end.
+# argv: memory_mb cpu_workers seconds step_mb pause_s [gate_mb gate_path]. Allocates step by step
+# (pages touched), keeps `cpu_workers` processes spinning, exits 0 at the end. With a gate, it
+# stops growing at gate_mb until gate_path exists (so a test can act "in time" without racing).
 WORKLOAD = r"""
 import os, sys, time
 mem_mb, workers, seconds, step_mb, pause = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+gate_mb, gate = (float(sys.argv[6]), sys.argv[7]) if len(sys.argv) > 7 else (None, None)
 end = time.monotonic() + seconds
 for _ in range(max(0, workers - 1)):
     if os.fork() == 0:
@@ -55,6 +58,8 @@ while total < mem_mb:
     total += size / 1048576
     print(f"{total:.0f}", flush=True)
     time.sleep(pause)
+    while gate is not None and total >= gate_mb and not os.path.exists(gate):
+        time.sleep(0.01)
 while time.monotonic() < end:
     if workers == 0:
         time.sleep(0.05)
@@ -74,8 +79,14 @@ def layout() -> CgroupLayout:
 
 
 def _argv(
-    memory_mb: float, workers: int, seconds: float, step_mb: float = 8.0, pause: float = 0.0
+    memory_mb: float,
+    workers: int,
+    seconds: float,
+    step_mb: float = 8.0,
+    pause: float = 0.0,
+    gate: tuple[float, str] | None = None,
 ) -> tuple[str, ...]:
+    extra = () if gate is None else (str(gate[0]), gate[1])
     return (
         sys.executable,
         "-c",
@@ -85,6 +96,7 @@ def _argv(
         str(seconds),
         str(step_mb),
         str(pause),
+        *extra,
     )
 
 
@@ -156,27 +168,43 @@ def test_process_growing_past_its_limit_is_oom_killed(backend: CgroupBackend, st
 
 @pytest.mark.cgroups
 def test_process_survives_when_the_limit_is_raised_in_time(
-    backend: CgroupBackend, started: list[Handle]
+    backend: CgroupBackend, started: list[Handle], tmp_path: Path
 ) -> None:
-    # Grows 8 MiB every 0.1 s to 200 MiB under an 80 MiB limit: the raise must come before ~0.8 s.
-    spec = ProvisionSpec(name="grow", command=_argv(200, 0, 3.0, step_mb=8, pause=0.1))
+    # Grows in 8 MiB steps to 200 MiB under an 80 MiB limit. It pauses at 48 MiB until the gate
+    # file exists: the test raises the limit there, then opens the gate (no race with the kernel).
+    gate = tmp_path / "gate"
+    spec = ProvisionSpec(name="grow", command=_argv(200, 0, 1.0, step_mb=8, pause=0.01, gate=(48, str(gate))))
     handle = backend.provision(spec, _alloc(1.0, 80))
     started.append(handle)
 
-    def close_to_limit() -> bool:
+    def at_gate() -> bool:
         usage = backend.usage(handle)
-        return usage is not None and usage.memory_bytes is not None and usage.memory_bytes >= 30 * MIB
+        return usage is not None and usage.memory_bytes is not None and usage.memory_bytes >= 40 * MIB
 
-    assert _wait_for(close_to_limit), backend.state(handle)
+    assert _wait_for(at_gate), backend.state(handle)
     result = backend.resize(handle, _alloc(1.0, 320))
     assert result.status is ResizeStatus.APPLIED, result.reason
+    gate.touch()
     assert _wait_for(lambda: backend.state(handle).kind is not ExitKind.RUNNING)
     state = backend.state(handle)
     assert state.kind is ExitKind.SUCCEEDED, state
     assert state.oom_events == 0
     detail = CgroupUsageSource(handle.ref).read_detail()
     assert detail is not None and detail.memory_peak is not None
-    assert detail.memory_peak > 150 * MIB  # it really grew past the first limit
+    assert detail.memory_peak > 150 * MIB  # it really grew far past the first limit
+
+
+@pytest.mark.cgroups
+def test_same_process_without_the_raise_is_oom_killed(
+    backend: CgroupBackend, started: list[Handle], tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    spec = ProvisionSpec(name="grow", command=_argv(200, 0, 1.0, step_mb=8, pause=0.01, gate=(48, str(gate))))
+    handle = backend.provision(spec, _alloc(1.0, 80))
+    started.append(handle)
+    gate.touch()
+    assert _wait_for(lambda: backend.state(handle).kind is not ExitKind.RUNNING)
+    assert backend.state(handle).kind is ExitKind.OOM_KILLED
 
 
 def _cpu_rate(source: CgroupUsageSource, window_s: float) -> float:

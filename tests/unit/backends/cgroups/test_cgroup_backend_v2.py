@@ -209,3 +209,40 @@ def test_unwritable_parent_is_a_provision_error(tmp_path: Path) -> None:
     backend = CgroupBackend(layout, sleep=lambda _s: None)
     with pytest.raises(ProvisionError, match="cannot prepare cgroup"):
         backend.provision(ProvisionSpec(name="t", command=("true",)), _alloc(1, 64))
+
+
+def test_backend_none_in_config_means_observe_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_predictive import config
+
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__BACKEND", "none")
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__CGROUP_ROOT", "")  # env: no Airflow config import
+    config.reset_cache()
+    try:
+        backend = CgroupBackend.from_config()
+    finally:
+        monkeypatch.undo()
+        config.reset_cache()
+    assert not backend.capabilities().enforcing
+    assert "backend = none" in backend.capabilities().note
+
+
+def test_configured_root_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from airflow_predictive import config
+    from airflow_predictive.backends.cgroups import backend as backend_mod
+
+    seen: list[str] = []
+
+    def fake_detect(root: str = "") -> CgroupLayout:
+        seen.append(root)
+        return CgroupLayout(None, reason="test")
+
+    monkeypatch.setattr(backend_mod, "detect", fake_detect)
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__CGROUP_ROOT", "/jobs/airflow")
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__BACKEND", "cgroups")
+    config.reset_cache()
+    try:
+        CgroupBackend.from_config()
+    finally:
+        monkeypatch.undo()
+        config.reset_cache()
+    assert seen == ["/jobs/airflow"]
