@@ -123,7 +123,7 @@ def _require_history(name: str, query: ForecastQuery) -> None:
 
 
 @dataclass
-class _Configured:
+class ConfiguredEstimator:
     """Save/load of estimators whose whole state is a few numbers (written as JSON, never pickle)."""
 
     name: str = "baseline"
@@ -151,7 +151,7 @@ class _Configured:
 
 
 @dataclass
-class LastRunCurve(_Configured):
+class LastRunCurve(ConfiguredEstimator):
     """Repeat the most recent run's curve; p90/p99 scale it by how much peaks moved run to run."""
 
     name: str = "last_run"
@@ -201,7 +201,7 @@ def _resampled_clean(series: UsageSeries, metric: Metric, step_s: float) -> np.n
 
 
 @dataclass
-class MedianPeak(_Configured):
+class MedianPeak(ConfiguredEstimator):
     """Median of the task's earlier peaks; p90/p99 from how far earlier peaks strayed from it."""
 
     name: str = "median_peak"
@@ -221,7 +221,7 @@ class MedianPeak(_Configured):
 
 
 @dataclass
-class LinearInputSize(_Configured):
+class LinearInputSize(ConfiguredEstimator):
     """Peak (and duration) linear in the input size; p90/p99 add the residual quantiles.
 
     Falls back to the median of earlier peaks for a metric when the input size is unknown for the
@@ -274,7 +274,7 @@ def _linear_levels(
 
 
 @dataclass
-class VpaStyle(_Configured):
+class VpaStyle(ConfiguredEstimator):
     """Kubernetes VPA's target: the p90 of earlier peaks x 1.15, one flat number for every quantile."""
 
     name: str = "vpa"
@@ -294,7 +294,7 @@ class VpaStyle(_Configured):
 
 
 @dataclass
-class AutopilotStyle(_Configured):
+class AutopilotStyle(ConfiguredEstimator):
     """Google Autopilot's moving window: exponentially decayed percentile of peaks + a margin.
 
     Half-life 12 h for CPU and 48 h for memory (ages from each run's start to the newest run's
@@ -336,7 +336,7 @@ class AutopilotStyle(_Configured):
 
 
 @dataclass
-class DeclaredResources(_Configured):
+class DeclaredResources(ConfiguredEstimator):
     """What the DAG author asked for, flat, for every quantile (the last resort of the chain)."""
 
     name: str = "declared"
@@ -354,7 +354,7 @@ class DeclaredResources(_Configured):
 
 
 @dataclass
-class OperatorPrior(_Configured):
+class OperatorPrior(ConfiguredEstimator):
     """Peaks and durations of all runs of the same operator type (cold start for a new task)."""
 
     name: str = "operator_prior"
