@@ -18,7 +18,7 @@ from airflow_predictive.core.model.backend import Allocation, ExitKind, Provisio
 from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
 from airflow_predictive.core.ports import ProvisionError
 from tests.conformance.backend_suite import AdvanceTime, BackendConformance, MakeWorkload
-from tests.unit.backends.gpu.test_gpu_discovery import two_gpus
+from tests.unit.backends.gpu.fake_nvml import two_gpus
 
 if TYPE_CHECKING:
     from pathlib import Path
