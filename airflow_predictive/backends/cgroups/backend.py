@@ -17,20 +17,22 @@ logged once. It must never pretend to enforce, and never leave a group or a proc
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import psutil
 
-from airflow_predictive.backends.cgroups.group import CgroupWriteError, TaskGroup, make_group
+from airflow_predictive.backends.cgroups.group import CgroupReading, CgroupWriteError, TaskGroup, make_group
 from airflow_predictive.backends.cgroups.hierarchy import CgroupLayout, detect
 from airflow_predictive.backends.cgroups.observe import ProcessTreeUsage
 from airflow_predictive.backends.cgroups.usage import CgroupUsageSource
@@ -66,6 +68,21 @@ PAGE = 4096.0
 _JOIN_AND_EXEC = (
     'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
 )
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _locked(method: Callable[Concatenate[CgroupBackend, P], R]) -> Callable[Concatenate[CgroupBackend, P], R]:
+    """Serialise calls: the executor provisions while the shaping loop resizes and samples."""
+
+    @functools.wraps(method)
+    def wrapper(self: CgroupBackend, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _leaf_name(name: str) -> str:
@@ -124,6 +141,7 @@ class CgroupBackend:
         self._sleep = sleep
         self._stdout, self._stderr = stdout, stderr
         self._tasks: dict[str, _Task] = {}
+        self._lock = threading.RLock()
         self._cpus = _host_cpus()
         self._memory = _host_memory_bytes()
         if not self.layout.enforcing:
@@ -169,6 +187,7 @@ class CgroupBackend:
             note=note,
         )
 
+    @_locked
     def capacity(self) -> Capacity:
         allocated = ResourceVector()
         for task in self._tasks.values():
@@ -180,6 +199,7 @@ class CgroupBackend:
 
     # -- provision / adopt -------------------------------------------------------------------------
 
+    @_locked
     def provision(self, spec: ProvisionSpec, allocation: Allocation) -> Handle:
         if not spec.command:
             raise ProvisionError(f"{spec.name}: no command to run (use adopt() for a running process)")
@@ -213,6 +233,7 @@ class CgroupBackend:
         self._tasks[ref] = _Task(handle, group, proc, source, allocation)
         return handle
 
+    @_locked
     def adopt(self, pid: int, spec: ProvisionSpec, allocation: Allocation) -> Handle:
         """Move the running process ``pid`` and its descendants into a new group with ``allocation``.
 
@@ -269,6 +290,7 @@ class CgroupBackend:
 
     # -- live changes --------------------------------------------------------------------------------
 
+    @_locked
     def resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
         task = self._tasks.get(handle.ref)
         if task is None or task.released:
@@ -341,6 +363,7 @@ class CgroupBackend:
 
     # -- observation -----------------------------------------------------------------------------------
 
+    @_locked
     def usage(self, handle: Handle) -> ResourceVector | None:
         task = self._tasks.get(handle.ref)
         if task is None or task.released or self.state(handle).kind is not ExitKind.RUNNING:
@@ -358,6 +381,7 @@ class CgroupBackend:
         reading = task.group.read()
         return 0 if reading is None or reading.oom_kills is None else reading.oom_kills
 
+    @_locked
     def state(self, handle: Handle) -> TaskState:
         task = self._tasks.get(handle.ref)
         if task is None:
@@ -371,7 +395,8 @@ class CgroupBackend:
             rc = task.proc.poll()
             if rc is None:
                 return TaskState(ExitKind.RUNNING, oom_events=ooms)
-            task.final = _classify(rc, ooms, self._oom_kills(task))
+            reading = None if task.group is None else task.group.read()
+            task.final = _classify(rc, max(ooms, self._oom_kills(task)), _hit_limit_unknown_counter(reading))
             return task.final
         if task.group is not None and task.group.pids():
             return TaskState(ExitKind.RUNNING, oom_events=ooms)
@@ -389,6 +414,7 @@ class CgroupBackend:
 
     # -- release -------------------------------------------------------------------------------------------
 
+    @_locked
     def release(self, handle: Handle) -> None:
         task = self._tasks.get(handle.ref)
         if task is None or task.released:
@@ -422,9 +448,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _classify(rc: int, ooms_before: int, ooms_now: int) -> TaskState:
-    """Exit of a process we started: OOM when the group saw an OOM kill and the task did not succeed."""
-    ooms = max(ooms_before, ooms_now)
+def _hit_limit_unknown_counter(reading: CgroupReading | None) -> bool:
+    """On kernels without an ``oom_kill`` counter: did memory reach the limit (peak at the limit)?"""
+    if reading is None or reading.oom_kills is not None:
+        return False
+    peak, limit = reading.memory_peak, reading.memory_limit
+    return peak is not None and limit is not None and peak >= limit - 2 * PAGE
+
+
+def _classify(rc: int, ooms: int, hit_limit_without_counter: bool = False) -> TaskState:
+    """Exit of a process we started: OOM when the group saw an OOM kill and the task did not succeed.
+
+    Kernels before 4.13 have no ``oom_kill`` counter: there a SIGKILL with the memory peak at the
+    limit is reported as OOM_KILLED, and the reason says it was inferred.
+    """
     code = 128 - rc if rc < 0 else rc  # -9 -> 137, as shells and Kubernetes report it
     if rc == 0:
         note = f" ({ooms} OOM kill(s) of child processes)" if ooms else ""
@@ -435,6 +472,13 @@ def _classify(rc: int, ooms_before: int, ooms_now: int) -> TaskState:
             exit_code=code,
             reason=f"killed by the kernel OOM killer at the cgroup memory limit ({ooms} kill(s))",
             oom_events=ooms,
+        )
+    if rc == -signal.SIGKILL and hit_limit_without_counter:
+        return TaskState(
+            ExitKind.OOM_KILLED,
+            exit_code=code,
+            reason="SIGKILL with memory at the cgroup limit (inferred: this kernel has no oom_kill counter)",
+            oom_events=1,
         )
     if rc < 0:
         try:

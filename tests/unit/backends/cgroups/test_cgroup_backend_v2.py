@@ -246,3 +246,35 @@ def test_configured_root_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
         monkeypatch.undo()
         config.reset_cache()
     assert seen == ["/jobs/airflow"]
+
+
+def test_sigkill_at_the_limit_counts_as_oom_where_the_kernel_has_no_counter(backend: CgroupBackend) -> None:
+    handle = _start(backend)
+    assert _joined(handle)
+    _write(handle, "memory.events", "low 0\nhigh 0\nmax 7\noom 1\n")  # no oom_kill line (old kernel)
+    _write(handle, "memory.peak", str(64 * 1024 * 1024))  # peak reached the 64 MiB limit
+    assert handle.pid is not None
+    os.kill(handle.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while backend.state(handle).kind is ExitKind.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    state = backend.state(handle)
+    assert state.kind is ExitKind.OOM_KILLED
+    assert "inferred" in state.reason
+    _stop(backend, handle)
+
+
+def test_sigkill_below_the_limit_is_not_called_oom(backend: CgroupBackend) -> None:
+    handle = _start(backend)
+    assert _joined(handle)
+    _write(handle, "memory.events", "low 0\nhigh 0\nmax 0\noom 0\n")
+    _write(handle, "memory.peak", str(10 * 1024 * 1024))
+    assert handle.pid is not None
+    os.kill(handle.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while backend.state(handle).kind is ExitKind.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    state = backend.state(handle)
+    assert state.kind is ExitKind.FAILED
+    assert state.reason == "killed by SIGKILL"
+    _stop(backend, handle)
