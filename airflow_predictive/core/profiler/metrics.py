@@ -48,7 +48,26 @@ def actual_curve(series: UsageSeries, metric: Metric, step_s: float) -> np.ndarr
     arr = series.get(metric)
     if arr is None or not np.any(np.isfinite(arr)) or len(series) == 0:
         return None
-    return series.resampled(step_s, metric)
+    return resample_max(series.times, arr, step_s)
+
+
+def resample_max(times: np.ndarray, values: np.ndarray, step_s: float) -> np.ndarray:
+    """Max per step on 0, step, 2*step... with gaps holding the last value (vectorised:
+    the same result as ``UsageSeries.resampled``, fast enough to score thousands of runs)."""
+    t = times - times[0]
+    n = int(float(t[-1]) // step_s) + 1  # the grid UsageSeries.resampled uses
+    out = np.full(n, np.nan)
+    ok = np.isfinite(values)
+    idx = np.minimum((t // step_s).astype(int), n - 1)
+    np.fmax.at(out, idx[ok], values[ok])
+    have = np.isfinite(out)
+    if not have.any():
+        return np.zeros(n)
+    pos = np.where(have, np.arange(n), 0)
+    np.maximum.accumulate(pos, out=pos)
+    filled = out[pos]
+    filled[: int(np.argmax(have))] = out[int(np.argmax(have))]
+    return filled
 
 
 def aligned(curve: np.ndarray, n: int) -> np.ndarray:

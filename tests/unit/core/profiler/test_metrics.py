@@ -97,3 +97,14 @@ def test_summary_reports_coverage_as_share_of_runs_within_quantile() -> None:
     d = summary.as_dict()
     assert d["coverage"]["p99"] == summary.coverage[0.99]  # type: ignore[index]
     assert summary.peak_error_median == pytest.approx(metrics.quantile_of([0.5, 0.05, 0.0, 0.5], 0.5))
+
+
+def test_fast_resampling_matches_the_series_own() -> None:
+    rng = np.random.default_rng(1)
+    t = np.cumsum(rng.uniform(0.5, 7.0, 200))
+    v = rng.uniform(0, 10, 200)
+    v[[0, 1, 50, 51, 52, 120]] = np.nan  # leading gap and holes
+    series = UsageSeries(t, {Metric.MEMORY_BYTES: v})
+    for step in (1.0, 2.0, 30.0):
+        ours = metrics.resample_max(series.times, v, step)
+        assert np.allclose(ours, series.resampled(step, Metric.MEMORY_BYTES))
