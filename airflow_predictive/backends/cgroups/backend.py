@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import psutil
 
-from airflow_predictive.backends.cgroups.group import CgroupReading, CgroupWriteError, TaskGroup, make_group
+from airflow_predictive.backends.cgroups.group import (
+    CgroupReading,
+    CgroupWriteError,
+    TaskGroup,
+    V1Group,
+    make_group,
+)
 from airflow_predictive.backends.cgroups.hierarchy import CgroupLayout, detect
 from airflow_predictive.backends.cgroups.observe import ProcessTreeUsage
 from airflow_predictive.backends.cgroups.usage import CgroupUsageSource
@@ -279,6 +285,12 @@ class CgroupBackend:
         group = make_group(version, self.layout.parents, _leaf_name(name))
         try:
             group.create()
+            if (
+                isinstance(group, V1Group)
+                and "blkio" in self.layout.parents
+                and not group.enable_io_accounting()
+            ):
+                log.info("%s: no block device accepted an accounting rule; disk I/O stays absent", name)
             if "memory" in self.layout.parents:
                 group.set_memory(allocation.limits.memory_bytes)
             if "cpu" in self.layout.parents:

@@ -18,6 +18,7 @@ DEFAULT_CFS_PERIOD_US = 100_000
 MIN_CFS_QUOTA_US = 1_000  # the kernel refuses quotas below 1 ms
 V1_SHARES_PER_CORE = 1024
 V2_WEIGHT_DEFAULT = 100
+NEVER_BINDING_BPS = 2**40  # 1 TiB/s: a blk-throttle rule that only switches byte accounting on
 
 
 class CgroupFileError(ValueError):

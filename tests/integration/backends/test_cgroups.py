@@ -243,6 +243,35 @@ def test_live_cpu_quota_change_changes_the_measured_cpu_rate(
 
 
 @pytest.mark.cgroups
+def test_disk_writes_show_as_write_rate(
+    backend: CgroupBackend, started: list[Handle], tmp_path: Path
+) -> None:
+    target = tmp_path / "out.bin"
+    code = (
+        "import os, time\n"
+        f"f = open({str(target)!r}, 'wb')\n"
+        "for _ in range(64):\n"
+        "    f.write(os.urandom(1 << 20)); f.flush(); os.fsync(f.fileno())\n"
+        "time.sleep(30)\n"
+    )
+    if not {"blkio", "io"} & set(backend.layout.parents):
+        pytest.skip(f"no writable blkio/io controller here: {backend.capabilities().note}")
+    handle = backend.provision(
+        ProvisionSpec(name="writer", command=(sys.executable, "-c", code)), _alloc(1.0, 256)
+    )
+    started.append(handle)
+    source = CgroupUsageSource(handle.ref)
+
+    def written() -> bool:
+        detail = source.read_detail()
+        return detail is not None and detail.io is not None and detail.io.write >= 32 * MIB
+
+    assert _wait_for(written)
+    usage = backend.usage(handle)
+    assert usage is not None and usage.disk_write_bps is not None and usage.disk_read_bps is not None
+
+
+@pytest.mark.cgroups
 def test_adopted_process_is_limited_and_released(backend: CgroupBackend) -> None:
     proc = subprocess.Popen(_argv(8, 0, 30), stdout=subprocess.DEVNULL)
     try:

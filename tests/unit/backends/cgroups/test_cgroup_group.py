@@ -204,3 +204,29 @@ def test_usage_source_returns_none_once_the_group_is_gone(tmp_path: Path) -> Non
         f.unlink()
     folder.rmdir()
     assert source.read() is None
+
+
+def test_v1_disk_bytes_are_absent_until_accounting_rules_exist(tmp_path: Path) -> None:
+    dirs = _v1_tree(tmp_path)
+    blkio = tmp_path / "blkio" / "task"
+    blkio.mkdir(parents=True)
+    (blkio / "blkio.throttle.io_service_bytes_recursive").write_text("254:0 Read 0\n254:0 Write 0\nTotal 0\n")
+    (blkio / "blkio.throttle.read_bps_device").write_text("")
+    g = V1Group({**dirs, "blkio": str(blkio)})
+    reading = g.read()
+    assert reading is not None and reading.io is None  # 0 here would be a lie: nothing counts yet
+    assert g.enable_io_accounting(["254:0", "8:0"]) == 2
+    assert (blkio / "blkio.throttle.write_bps_device").read_text() == f"8:0 {2**40}"
+    (blkio / "blkio.throttle.io_service_bytes_recursive").write_text("254:0 Read 10\n254:0 Write 20\n")
+    reading = g.read()
+    assert reading is not None and reading.io is not None
+    assert (reading.io.read, reading.io.write) == (10, 20)
+
+
+def test_block_devices_skips_empty_devices(tmp_path: Path) -> None:
+    for name, dev, size in (("vda", "254:0", "528424168"), ("loop0", "7:0", "0"), ("sda", "8:0", "100")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "dev").write_text(dev + "\n")
+        (tmp_path / name / "size").write_text(size + "\n")
+    assert group_mod.block_devices(str(tmp_path)) == ["8:0", "254:0"]
+    assert group_mod.block_devices(str(tmp_path / "absent")) == []
