@@ -10,7 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.runs import Outcome
+from airflow_predictive.core.model.series import UsageSeries
 from airflow_predictive.core.profiler.estimators.base import RunExample
 
 if TYPE_CHECKING:
@@ -38,7 +42,7 @@ def load_examples(
     for key in keys if keys is not None else [None]:
         records.extend(r for r in store.runs(key) if r.outcome in outcomes)
     with_samples = [r.run_pk for r in records if r.run_pk is not None and r.n_samples > 0]
-    series = store.series_many(with_samples) if with_samples else {}
+    series = series_bulk(store, with_samples) if with_samples else {}
     out = []
     for rec in records:
         s = series.get(rec.run_pk) if rec.run_pk is not None else None
@@ -48,6 +52,47 @@ def load_examples(
             continue
         out.append(RunExample(rec, s))
     return chronological(out)
+
+
+def series_bulk(store: SqlRunStore, run_pks: Sequence[int]) -> dict[int, UsageSeries]:
+    """Series of many runs, read column-wise into numpy (what ``SqlRunStore.series_many`` returns,
+    without building one object per sample: ~1M samples load in seconds instead of a minute).
+
+    Same cleaning rules: NaN / negative / infinite readings are absent, duplicate times keep the
+    last reading, metrics never measured have no array.
+    """
+    from sqlalchemy import select
+
+    from airflow_predictive.storage.tables import METRIC_COLUMNS, resource_sample
+
+    c = resource_sample.c
+    cols = [c.run_pk, c.t_s, *(c[name] for name in METRIC_COLUMNS)]
+    out: dict[int, UsageSeries] = {}
+    with store.engine.connect() as conn:
+        for i in range(0, len(run_pks), 500):
+            chunk = list(run_pks[i : i + 500])
+            rows = conn.execute(
+                select(*cols).where(c.run_pk.in_(chunk)).order_by(c.run_pk, c.t_s, c.id)
+            ).all()
+            if not rows:
+                continue
+            data = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+            values = data[:, 2:]
+            values[~np.isfinite(values) | (values < 0)] = np.nan
+            bounds = np.flatnonzero(np.diff(data[:, 0])) + 1
+            for part in np.split(np.arange(len(rows)), bounds):
+                block = data[part]
+                t = block[:, 1]
+                keep = np.isfinite(t)
+                t, vals = t[keep], values[part][keep]
+                if t.size == 0:
+                    continue
+                # duplicate times: keep the last reading (rows are ordered by time, then insertion)
+                last = np.append(t[1:] != t[:-1], True)
+                t, vals = t[last], vals[last]
+                metrics = {m: vals[:, j] for j, m in enumerate(Metric) if np.any(np.isfinite(vals[:, j]))}
+                out[int(block[0, 0])] = UsageSeries(t, metrics)
+    return out
 
 
 def split_chronologically(

@@ -38,3 +38,23 @@ def test_split_holds_out_the_later_half_of_each_task(filled_store: SqlRunStore) 
         assert max(e.record.start for e in tr) < min(e.record.start for e in te)  # type: ignore[type-var]
     assert [e.key.task_id for e in train].count("once") == 1  # a one-run task only trains
     assert not [e for e in test if e.key.task_id == "once"]
+
+
+def test_bulk_series_equal_the_stores_own(filled_store: SqlRunStore) -> None:
+    import numpy as np
+
+    from airflow_predictive.core.model.resources import ResourceVector
+    from airflow_predictive.core.model.series import ResourceSample
+    from airflow_predictive.training.dataset import series_bulk
+
+    pks = [r.run_pk or 0 for r in filled_store.runs()]
+    # a duplicate time and a negative reading on the first run
+    filled_store.add_samples(pks[0], [ResourceSample(0.0, ResourceVector(cpu_cores=9.0))])
+    ours, theirs = series_bulk(filled_store, pks), filled_store.series_many(pks)
+    assert set(ours) == set(theirs)
+    for pk in pks:
+        a, b = ours[pk], theirs[pk]
+        assert np.array_equal(a.times, b.times)
+        assert set(a.values) == set(b.values)
+        for m in a.values:
+            assert np.allclose(a.values[m], b.values[m], equal_nan=True)
