@@ -173,7 +173,9 @@ class KubernetesPodBackend:
             case Verb.DELETE_POD:
                 return core.delete_namespaced_pod(op.name, ns, body=op.body, **kw)
             case Verb.PATCH_RESIZE:
-                return core.patch_namespaced_pod_resize(op.name, ns, op.body, _content_type=STRATEGIC, **kw)
+                return core.patch_namespaced_pod_resize(
+                    op.name, ns, op.body, **{**kw, "_content_type": STRATEGIC}
+                )
             case Verb.READ_POD_METRICS:
                 return custom.get_namespaced_custom_object(
                     "metrics.k8s.io", "v1beta1", ns, "pods", op.name, **kw
@@ -190,7 +192,7 @@ class KubernetesPodBackend:
                 return core.read_namespaced_persistent_volume_claim(op.name, ns, **kw)
             case Verb.PATCH_PVC:
                 return core.patch_namespaced_persistent_volume_claim(
-                    op.name, ns, op.body, _content_type=STRATEGIC, **kw
+                    op.name, ns, op.body, **{**kw, "_content_type": STRATEGIC}
                 )
         raise ValueError(f"unsupported call {op.verb}")
 

@@ -21,6 +21,7 @@ from airflow_predictive.emulator.kubernetes.errors import (
     ApiError,
     FieldError,
     bad_request,
+    conflict,
     forbidden,
     invalid,
     invalid_object,
@@ -152,7 +153,7 @@ class Api:
     # ---- collections --------------------------------------------------------------------------
     def _collection(self, req: Request, resource: Resource, namespace: str | None) -> Response:
         selector = Selector(req.query.get("labelSelector"), req.query.get("fieldSelector"))
-        if req.method == "GET" and req.query.get("watch") in ("true", "1"):
+        if req.method == "GET" and (req.query.get("watch") or "").lower() in ("true", "1"):
             return self._watch(req, resource, namespace, selector)
         if req.method == "GET":
             items, rv = self.store.list(resource, namespace or None, selector)
@@ -252,6 +253,8 @@ class Api:
             expected = (candidate.get("metadata") or {}).get("resourceVersion")
             if expected == current["metadata"].get("resourceVersion"):
                 expected = None  # a patch that does not name a version applies to the latest
+        if expected and expected != current["metadata"].get("resourceVersion"):
+            raise conflict(resource.kind, name)  # preconditions are checked before validation
         dry_run = req.query.get("dryRun") == "All"
         if sub == "status":
             return self._write_status(resource, namespace, name, candidate, expected, dry_run)
@@ -376,7 +379,8 @@ class Api:
         errors += validation.validate_pod_update(candidate, current)
         if errors:
             raise invalid_object("Pod", name, errors)
-        candidate["spec"]["nodeName"] = current["spec"].get("nodeName", candidate["spec"].get("nodeName"))
+        if current["spec"].get("nodeName"):
+            candidate["spec"]["nodeName"] = current["spec"]["nodeName"]
         return self._replace(PODS, namespace, name, candidate, expected, dry_run, keep_status=True)
 
     def _resize(

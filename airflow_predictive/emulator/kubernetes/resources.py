@@ -10,7 +10,21 @@ from typing import Any
 
 from airflow_predictive.emulator.kubernetes.store import Resource
 
-EMULATED_VERSION = {"major": "1", "minor": "35", "gitVersion": "v1.35.0-predictive-emulator"}
+EMULATED_VERSION = {
+    "major": "1",
+    "minor": "35",
+    "emulationMajor": "1",
+    "emulationMinor": "35",
+    "minCompatibilityMajor": "1",
+    "minCompatibilityMinor": "34",
+    "gitVersion": "v1.35.0-predictive-emulator",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.24.0",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 
 _RW = ("create", "delete", "get", "list", "patch", "update", "watch")
 

@@ -78,7 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith("/emulator/"):
                 self._send(self._control(method, path, body))
                 return
-            watch = method == "GET" and query.get("watch") in ("true", "1")
+            watch = method == "GET" and (query.get("watch") or "").lower() in ("true", "1")
             rule = self.server.faults.take(method, path, watch=watch)
             if rule is not None:
                 if rule.delay_s:

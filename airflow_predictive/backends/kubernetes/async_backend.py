@@ -1,0 +1,301 @@
+"""``AsyncKubernetesPodBackend``: the same backend on ``kubernetes_asyncio``, for the triggerer.
+
+It runs the shared ``procedures`` with awaitable I/O and adds the batch operations one shaping
+interval needs: ``usage_all`` (one metrics list for every managed pod) and ``resize_many``
+(concurrent resize patches, then one pod list per poll to follow them all, instead of one GET
+per pod per poll). It never blocks the event loop and never raises for expected failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from airflow_predictive.backends.kubernetes.calls import (
+    Call,
+    Reply,
+    Sleep,
+    Verb,
+    backoff_s,
+    parse_retry_after,
+    should_retry,
+)
+from airflow_predictive.backends.kubernetes.procedures import (
+    BACKEND_NAME,
+    PendingResize,
+    Procedures,
+    split_ref,
+)
+from airflow_predictive.backends.kubernetes.settings import KubernetesSettings
+from airflow_predictive.backends.kubernetes.translate import MANAGED_BY, resize_body
+from airflow_predictive.core.model.backend import ResizeResult, ResizeStatus
+from airflow_predictive.core.ports import SystemClock
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from airflow_predictive.backends.kubernetes.payloads import Pod
+    from airflow_predictive.core.model.backend import (
+        Allocation,
+        Capabilities,
+        Capacity,
+        Handle,
+        ProvisionSpec,
+        TaskState,
+    )
+    from airflow_predictive.core.model.resources import ResourceVector
+    from airflow_predictive.core.ports import Clock
+
+log = logging.getLogger(__name__)
+STRATEGIC = "application/strategic-merge-patch+json"
+
+
+class AsyncKubernetesPodBackend:
+    """Task pods with in-place resize, through a ``kubernetes_asyncio.client.ApiClient``."""
+
+    name = BACKEND_NAME
+
+    def __init__(
+        self,
+        api_client: Any,
+        settings: KubernetesSettings | None = None,
+        *,
+        clock: Clock | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        concurrency: int = 64,
+    ) -> None:
+        from kubernetes_asyncio import client
+
+        self.settings = settings or KubernetesSettings()
+        self._api_client = api_client
+        self._core = client.CoreV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+        self._sleep = sleep or asyncio.sleep
+        self._procs = Procedures(self.settings, clock or SystemClock())
+        self._limit = asyncio.Semaphore(concurrency)
+
+    @classmethod
+    async def from_kubeconfig(
+        cls, path: str, *, context: str | None = None, **kwargs: Any
+    ) -> AsyncKubernetesPodBackend:
+        from kubernetes_asyncio import config
+
+        return cls(await config.new_client_from_config(config_file=path, context=context), **kwargs)
+
+    @classmethod
+    async def from_connection(cls, conn_id: str | None = None, **kwargs: Any) -> AsyncKubernetesPodBackend:
+        """Through the cncf-kubernetes provider's ``AsyncKubernetesHook`` (kubeconfig, in-cluster)."""
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
+        from kubernetes_asyncio import client
+
+        from airflow_predictive import config as predictive_config
+
+        hook = AsyncKubernetesHook(
+            conn_id=conn_id or predictive_config.kubernetes_conn_id(),
+            client_configuration=client.Configuration(),
+        )
+        await hook._load_config()  # fills hook.client_configuration; get_conn() would close it on exit
+        settings: KubernetesSettings = kwargs.pop("settings", None) or KubernetesSettings(
+            namespace=hook.get_namespace() or predictive_config.namespace()
+        )
+        return cls(client.ApiClient(configuration=hook.client_configuration), settings, **kwargs)
+
+    # ---- ResourceBackend, awaitable --------------------------------------------------------------
+    async def capabilities(self) -> Capabilities:
+        _, largest = await self._run(self._procs._nodes())
+        return self._procs.capabilities(largest)
+
+    async def capacity(self) -> Capacity:
+        result: Capacity = await self._run(self._procs.capacity())
+        return result
+
+    async def provision(self, spec: ProvisionSpec, allocation: Allocation) -> Handle:
+        result: Handle = await self._run(self._procs.provision(spec, allocation))
+        return result
+
+    async def resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
+        result: ResizeResult = await self._run(self._procs.resize(handle, allocation))
+        return result
+
+    async def usage(self, handle: Handle) -> ResourceVector | None:
+        result: ResourceVector | None = await self._run(self._procs.usage(handle))
+        return result
+
+    async def state(self, handle: Handle) -> TaskState:
+        result: TaskState = await self._run(self._procs.state_of(handle))
+        return result
+
+    async def release(self, handle: Handle) -> None:
+        await self._run(self._procs.release(handle))
+
+    async def aclose(self) -> None:
+        await self._api_client.close()
+
+    # ---- one shaping interval ---------------------------------------------------------------------
+    async def usage_all(self) -> dict[str, ResourceVector]:
+        """Usage of every managed pod of the namespace, by handle ref, from one list call."""
+        result: dict[str, ResourceVector] = await self._run(self._procs.usage_all())
+        return result
+
+    async def resize_many(self, targets: Mapping[Handle, Allocation]) -> dict[str, ResizeResult]:
+        """Resize many pods at once and follow them with one pod list per poll.
+
+        Same outcomes as ``resize`` per handle; at most ``settle_timeout_s`` of waiting in total.
+        """
+        procs, s = self._procs, self.settings
+        results: dict[str, ResizeResult] = {}
+        pods = await self._list_managed()
+        _, largest = await self._run(procs._nodes())
+        usage: dict[str, ResourceVector] = {}
+        if any(h.ref in pods and procs.needs_usage(h, a, pods[h.ref]) for h, a in targets.items()):
+            usage = await self.usage_all()
+        bodies: dict[str, Any] = {}
+        for handle, target in targets.items():
+            pod = pods.get(handle.ref)
+            if handle.ref in procs.state.released or pod is None:
+                results[handle.ref] = ResizeResult(ResizeStatus.ERROR, f"pod {handle.ref} not found")
+                continue
+            prepared = procs.prepare(handle, target, pod, usage.get(handle.ref), largest)
+            if isinstance(prepared, ResizeResult):
+                results[handle.ref] = prepared
+            else:
+                bodies[handle.ref] = resize_body(s.container_name, prepared)
+
+        by_ref = {h.ref: (h, a) for h, a in targets.items()}
+        replies = await asyncio.gather(
+            *(self._execute(Call(Verb.PATCH_RESIZE, split_ref(ref)[1], body)) for ref, body in bodies.items())
+        )
+        outstanding: dict[str, PendingResize] = {}
+        for ref, reply in zip(bodies, replies, strict=True):
+            assert reply is not None
+            started = procs.after_patch(ref, by_ref[ref][1], reply)
+            if isinstance(started, ResizeResult):
+                results[ref] = started
+            else:
+                outstanding[ref] = started
+        deadline = procs.clock.monotonic() + s.settle_timeout_s
+        while outstanding:
+            await self._sleep(s.poll_interval_s)
+            pods = await self._list_managed()
+            reverts = []
+            for ref, pending in list(outstanding.items()):
+                result, revert = procs.judge(ref, pending, pods.get(ref))
+                if revert:
+                    reverts.append(
+                        self._execute(
+                            Call(Verb.PATCH_RESIZE, split_ref(ref)[1], resize_body(s.container_name, revert))
+                        )
+                    )
+                if result is not None:
+                    results[ref] = result
+                    del outstanding[ref]
+            if reverts:
+                await asyncio.gather(*reverts)
+            if procs.clock.monotonic() >= deadline:
+                for ref, pending in outstanding.items():
+                    results[ref] = procs.still_pending(ref, pending, pods.get(ref))
+                break
+        return results
+
+    async def _list_managed(self) -> dict[str, Pod]:
+        reply = await self._execute(
+            Call(Verb.LIST_PODS, query=(("labelSelector", f"{MANAGED_BY[0]}={MANAGED_BY[1]}"),))
+        )
+        assert reply is not None
+        if not reply.ok or not isinstance(reply.body, dict):
+            return {}
+        return {f"{self.settings.namespace}/{p['metadata']['name']}": p for p in reply.body.get("items", [])}
+
+    # ---- I/O -------------------------------------------------------------------------------------
+    async def _run(self, proc: Any) -> Any:
+        try:
+            op = next(proc)
+            while True:
+                op = proc.send(await self._execute(op))
+        except StopIteration as stop:
+            return stop.value
+
+    async def _execute(self, op: Call | Sleep) -> Reply | None:
+        if isinstance(op, Sleep):
+            await self._sleep(op.seconds)
+            return None
+        s = self.settings
+        attempt = 0
+        while True:
+            async with self._limit:
+                reply = replace(await self._once(op), attempts=attempt + 1)
+            if not should_retry(op, reply, attempt, s.max_retries):
+                return reply
+            await self._sleep(backoff_s(attempt, reply, s.backoff_base_s, s.backoff_max_s))
+            attempt += 1
+
+    async def _once(self, op: Call) -> Reply:
+        import aiohttp
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        try:
+            resp = await self._request(op)
+            try:
+                data = await resp.read()
+                return Reply(resp.status, _json(data), parse_retry_after(resp.headers.get("Retry-After")))
+            finally:
+                resp.release()
+        except ApiException as exc:
+            headers = dict(exc.headers or {})
+            return Reply(exc.status or 0, _json(exc.body), parse_retry_after(headers.get("Retry-After")))
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return Reply(0, {"message": f"{type(exc).__name__}: {exc}"})
+
+    async def _request(self, op: Call) -> Any:
+        ns = self.settings.namespace
+        kw: dict[str, Any] = {"_preload_content": False, "_request_timeout": self.settings.request_timeout_s}
+        query = dict(op.query)
+        if "labelSelector" in query:
+            kw["label_selector"] = query["labelSelector"]
+        core, custom = self._core, self._custom
+        match op.verb:
+            case Verb.READ_POD:
+                return await core.read_namespaced_pod(op.name, ns, **kw)
+            case Verb.LIST_PODS:
+                return await core.list_namespaced_pod(ns, **kw)
+            case Verb.CREATE_POD:
+                return await core.create_namespaced_pod(ns, op.body, **kw)
+            case Verb.DELETE_POD:
+                return await core.delete_namespaced_pod(op.name, ns, body=op.body, **kw)
+            case Verb.PATCH_RESIZE:
+                return await core.patch_namespaced_pod_resize(
+                    op.name, ns, op.body, **{**kw, "_content_type": STRATEGIC}
+                )
+            case Verb.READ_POD_METRICS:
+                return await custom.get_namespaced_custom_object(
+                    "metrics.k8s.io", "v1beta1", ns, "pods", op.name, **kw
+                )
+            case Verb.LIST_POD_METRICS:
+                return await custom.list_namespaced_custom_object(
+                    "metrics.k8s.io", "v1beta1", ns, "pods", **kw
+                )
+            case Verb.LIST_NODES:
+                return await core.list_node(**kw)
+            case Verb.NODE_SUMMARY:
+                return await core.connect_get_node_proxy_with_path(
+                    op.name, query.get("path", "stats/summary"), **kw
+                )
+            case Verb.READ_PVC:
+                return await core.read_namespaced_persistent_volume_claim(op.name, ns, **kw)
+            case Verb.PATCH_PVC:
+                return await core.patch_namespaced_persistent_volume_claim(
+                    op.name, ns, op.body, **{**kw, "_content_type": STRATEGIC}
+                )
+        raise ValueError(f"unsupported call {op.verb}")
+
+
+def _json(data: Any) -> Any:
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except (TypeError, ValueError):
+        return {"message": str(data)[:500]}
