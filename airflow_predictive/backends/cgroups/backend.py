@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import psutil
 
+from airflow_predictive.backends.cgroups.exits import classify_exit, hit_limit_without_counter
 from airflow_predictive.backends.cgroups.group import (
-    CgroupReading,
     CgroupWriteError,
     TaskGroup,
     V1Group,
@@ -408,7 +408,9 @@ class CgroupBackend:
             if rc is None:
                 return TaskState(ExitKind.RUNNING, oom_events=ooms)
             reading = None if task.group is None else task.group.read()
-            task.final = _classify(rc, max(ooms, self._oom_kills(task)), _hit_limit_unknown_counter(reading))
+            task.final = classify_exit(
+                rc, max(ooms, self._oom_kills(task)), hit_limit_without_counter(reading)
+            )
             return task.final
         if task.group is not None and task.group.pids():
             return TaskState(ExitKind.RUNNING, oom_events=ooms)
@@ -458,44 +460,3 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def _hit_limit_unknown_counter(reading: CgroupReading | None) -> bool:
-    """On kernels without an ``oom_kill`` counter: did memory reach the limit (peak at the limit)?"""
-    if reading is None or reading.oom_kills is not None:
-        return False
-    peak, limit = reading.memory_peak, reading.memory_limit
-    return peak is not None and limit is not None and peak >= limit - 2 * PAGE
-
-
-def _classify(rc: int, ooms: int, hit_limit_without_counter: bool = False) -> TaskState:
-    """Exit of a process we started: OOM when the group saw an OOM kill and the task did not succeed.
-
-    Kernels before 4.13 have no ``oom_kill`` counter: there a SIGKILL with the memory peak at the
-    limit is reported as OOM_KILLED, and the reason says it was inferred.
-    """
-    code = 128 - rc if rc < 0 else rc  # -9 -> 137, as shells and Kubernetes report it
-    if rc == 0:
-        note = f" ({ooms} OOM kill(s) of child processes)" if ooms else ""
-        return TaskState(ExitKind.SUCCEEDED, exit_code=0, reason=f"exited with 0{note}", oom_events=ooms)
-    if ooms:
-        return TaskState(
-            ExitKind.OOM_KILLED,
-            exit_code=code,
-            reason=f"killed by the kernel OOM killer at the cgroup memory limit ({ooms} kill(s))",
-            oom_events=ooms,
-        )
-    if rc == -signal.SIGKILL and hit_limit_without_counter:
-        return TaskState(
-            ExitKind.OOM_KILLED,
-            exit_code=code,
-            reason="SIGKILL with memory at the cgroup limit (inferred: this kernel has no oom_kill counter)",
-            oom_events=1,
-        )
-    if rc < 0:
-        try:
-            name = signal.Signals(-rc).name
-        except ValueError:
-            name = f"signal {-rc}"
-        return TaskState(ExitKind.FAILED, exit_code=code, reason=f"killed by {name}")
-    return TaskState(ExitKind.FAILED, exit_code=code, reason=f"exited with {rc}")
