@@ -130,6 +130,15 @@ class TestCgroupConformance(BackendConformance):
     pass
 
 
+class TestObserveOnlyConformance(BackendConformance):
+    """The same backend where nothing can be written: it runs and measures, and enforces nothing."""
+
+    @pytest.fixture
+    def backend(self) -> CgroupBackend:
+        layout = CgroupLayout(None, reason="conformance run in observe-only mode")
+        return CgroupBackend(layout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 @pytest.fixture
 def started(backend: CgroupBackend) -> Iterator[list[Handle]]:
     handles: list[Handle] = []
