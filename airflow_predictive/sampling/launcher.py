@@ -138,9 +138,13 @@ def start_sidecar(
             )
         os.close(write_fd)
         write_fd = -1
-        if _wait_ready(read_fd, timeout):
+        deadline = time.monotonic() + max(0.0, timeout)
+        if _wait_ready(read_fd, deadline):
             return SidecarHandle(run_pk=run_pk, target_pid=pid, process=proc, log_path=path)
-        code = proc.poll()
+        try:  # the pipe closed (it is exiting) or the time is up: collect its exit code if any
+            code: int | None = proc.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            code = None
         if code is None:
             proc.kill()
             proc.wait(timeout=1.0)
@@ -167,8 +171,8 @@ def start_sidecar(
                     os.close(fd)
 
 
-def _wait_ready(fd: int, timeout: float) -> bool:
-    deadline = time.monotonic() + max(0.0, timeout)
+def _wait_ready(fd: int, deadline: float) -> bool:
+    """True once the sidecar wrote 'ready'; False when it closed the pipe or the deadline passed."""
     got = b""
     while True:
         remaining = deadline - time.monotonic()
