@@ -41,7 +41,7 @@ accounting (allocated grows by the requests and shrinks back on release).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import pytest
@@ -301,17 +301,21 @@ class BackendConformance:
         assert result.reason
         assert backend.state(handle).kind is ExitKind.RUNNING
 
-    def test_unknown_handle_is_gone_without_usage(self, backend: ResourceBackend) -> None:
-        stranger = Handle(
-            backend=backend.name,
-            name="never-provisioned",
-            ref="never-provisioned-ref",
-            allocation=_alloc(1, 64),
-        )
+    def test_unknown_handle_is_gone_without_usage(
+        self,
+        backend: ResourceBackend,
+        make_workload: MakeWorkload,
+        provisioned: list[Handle],
+        conformance_profile: ConformanceProfile,
+    ) -> None:
+        real = self._start_long(backend, make_workload, provisioned, conformance_profile)
+        # Well-formed for this backend (derived from a real handle), but never provisioned.
+        stranger = replace(real, name=f"{real.name}-x", ref=f"{real.ref}-x")
         assert backend.state(stranger).kind is ExitKind.GONE
         assert backend.usage(stranger) is None
         assert not backend.resize(stranger, _alloc(2, 128)).applied
         backend.release(stranger)  # releasing what is not there is not an error
+        assert backend.state(real).kind is ExitKind.RUNNING  # and touches nothing else
 
     def test_capabilities_are_consistent(self, backend: ResourceBackend) -> None:
         caps = backend.capabilities()
