@@ -76,7 +76,7 @@ def series_bulk(store: SqlRunStore, run_pks: Sequence[int]) -> dict[int, UsageSe
             ).all()
             if not rows:
                 continue
-            data = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+            data = np.array(rows, dtype=float)  # None (absent) becomes NaN
             values = data[:, 2:]
             values[~np.isfinite(values) | (values < 0)] = np.nan
             bounds = np.flatnonzero(np.diff(data[:, 0])) + 1
