@@ -39,7 +39,7 @@ from airflow_predictive.backends.cgroups.group import (
     V1Group,
     make_group,
 )
-from airflow_predictive.backends.cgroups.hierarchy import CgroupLayout, detect
+from airflow_predictive.backends.cgroups.hierarchy import CgroupLayout, detect, effective_memory_limit
 from airflow_predictive.backends.cgroups.observe import ProcessTreeUsage
 from airflow_predictive.backends.cgroups.usage import CgroupUsageSource
 from airflow_predictive.core.model.backend import (
@@ -149,7 +149,14 @@ class CgroupBackend:
         self._tasks: dict[str, _Task] = {}
         self._lock = threading.RLock()
         self._cpus = _host_cpus()
-        self._memory = _host_memory_bytes()
+        host_memory = _host_memory_bytes()
+        above = effective_memory_limit(self.layout)
+        # A container or sandbox limit above our groups bounds what tasks can ever get.
+        self._memory = (
+            float(above)
+            if above is not None and (host_memory is None or above < host_memory)
+            else host_memory
+        )
         if not self.layout.enforcing:
             log.warning(
                 "cgroup backend runs observe-only: limits are recorded, not enforced (%s)", self.layout.reason

@@ -275,3 +275,39 @@ def detect(
             return layout
     reason = "; ".join(notes) or "no cgroup hierarchy is mounted"
     return CgroupLayout(None, reason=f"no writable cgroup hierarchy ({reason})")
+
+
+def effective_memory_limit(layout: CgroupLayout) -> int | None:
+    """The memory limit that already applies above our task groups (container, sandbox), if any.
+
+    v1: ``hierarchical_memory_limit`` in the parent's ``memory.stat``; v2: the smallest
+    ``memory.max`` from the parent up to the mount. None when unlimited or unreadable.
+    """
+    from airflow_predictive.backends.cgroups import files
+
+    parent = layout.parents.get("memory")
+    if parent is None:
+        return None
+    if layout.version is CgroupVersion.V1:
+        text = _read(os.path.join(parent, "memory.stat"))
+        try:
+            value = files.parse_flat_keyed(text or "").get("hierarchical_memory_limit")
+        except CgroupFileError:
+            return None
+        return None if value is None or value >= files.V1_UNLIMITED_THRESHOLD else value
+    limits: list[int] = []
+    folder = parent
+    while os.path.exists(os.path.join(folder, "cgroup.controllers")):
+        text = _read(os.path.join(folder, "memory.max"))
+        if text is not None:
+            try:
+                value = files.parse_v2_max(text)
+            except CgroupFileError:
+                value = None
+            if value is not None:
+                limits.append(value)
+        up = os.path.dirname(folder)
+        if up == folder:
+            break
+        folder = up
+    return min(limits) if limits else None

@@ -132,3 +132,31 @@ def test_detect_on_a_writable_tree_returns_it_and_leaves_no_probe(tmp_path: Path
     parent = tmp_path / "memory" / "sandbox" / "airflow-predictive"
     assert layout.parents == {"memory": str(parent)}
     assert list(parent.iterdir()) == []
+
+
+def test_memory_limit_above_our_groups_is_found_on_v1(tmp_path: Path) -> None:
+    from airflow_predictive.backends.cgroups.hierarchy import CgroupLayout, effective_memory_limit
+
+    parent = tmp_path / "memory" / "sandbox" / "airflow-predictive"
+    parent.mkdir(parents=True)
+    (parent / "memory.stat").write_text("cache 0\nhierarchical_memory_limit 2147483648\n")
+    layout = CgroupLayout(CgroupVersion.V1, {"memory": str(parent)})
+    assert effective_memory_limit(layout) == 2 * 1024**3
+    (parent / "memory.stat").write_text("hierarchical_memory_limit 9223372036854771712\n")
+    assert effective_memory_limit(layout) is None
+    assert effective_memory_limit(CgroupLayout(CgroupVersion.V1, {"cpu": str(parent)})) is None
+
+
+def test_memory_limit_above_our_groups_is_the_smallest_on_the_v2_path(tmp_path: Path) -> None:
+    from airflow_predictive.backends.cgroups.hierarchy import CgroupLayout, effective_memory_limit
+
+    root = tmp_path / "cg"
+    mid = root / "machine.slice"
+    parent = mid / "airflow-predictive"
+    parent.mkdir(parents=True)
+    for folder, limit in ((root, None), (mid, "1073741824"), (parent, "max")):
+        (folder / "cgroup.controllers").write_text("cpu memory\n")
+        if limit is not None:
+            (folder / "memory.max").write_text(limit + "\n")
+    layout = CgroupLayout(CgroupVersion.V2, {"memory": str(parent), "cpu": str(parent)})
+    assert effective_memory_limit(layout) == 1024**3
