@@ -128,6 +128,7 @@ class _Task:
     allocation: Allocation
     started: float
     checked: float
+    progress: float = 0.0  # seconds of script done (= wall seconds unless CPU-throttled)
     end: TaskState | None = None
     oom_events: int = 0
     pending: Allocation | None = None
@@ -150,6 +151,9 @@ class FakeBackend:
         other handles are released (like a Kubernetes node's Deferred resize); otherwise such
         resizes are applied (over-commit). Capacity is held from provision until release.
     step_s: granularity of the time walk that detects OOM kills and exits.
+    cpu_work_conserving: a task whose CPU demand exceeds its CPU limit advances through its
+        script at limit/demand speed (it runs longer, as a throttled process does); otherwise
+        throttling only caps the reported CPU usage and the script keeps wall-clock pace.
     """
 
     clock: Clock
@@ -163,6 +167,7 @@ class FakeBackend:
     margin: MemoryMargin = field(default_factory=MemoryMargin)
     defer_over_commit: bool = False
     step_s: float = 0.05
+    cpu_work_conserving: bool = False
     script_for: Callable[[ProvisionSpec], UsageScript | None] | None = None
     name: str = BACKEND_NAME
     resizes: list[ResizeEvent] = field(default_factory=list)
@@ -228,7 +233,7 @@ class FakeBackend:
         self._catch_up_all()
         if task.end is not None:
             return None
-        return self._observed(task, self.clock.monotonic() - task.started)
+        return self._observed(task)
 
     def state(self, handle: Handle) -> TaskState:
         task = self._tasks.get(handle.ref)
@@ -254,13 +259,12 @@ class FakeBackend:
     def _resize(self, task: _Task | None, target: Allocation) -> ResizeResult:
         if task is None or task.released or task.end is not None:
             return ResizeResult(ResizeStatus.REJECTED, "task is no longer running")
-        elapsed = self.clock.monotonic() - task.started
         early = precheck_resize(
             task.allocation,
             target,
             self.capabilities(),
             Capacity(self.allocatable, ResourceVector()),
-            self._observed(task, elapsed),
+            self._observed(task),
             self.margin,
         )
         if early is not None:
@@ -291,8 +295,8 @@ class FakeBackend:
                 return False
         return True
 
-    def _observed(self, task: _Task, elapsed: float) -> ResourceVector:
-        demand = task.script.demand(max(0.0, elapsed))
+    def _observed(self, task: _Task) -> ResourceVector:
+        demand = task.script.demand(task.progress)
         cpu_lim = task.allocation.limits.cpu_cores if self.enforcing else None
         mem_lim = task.allocation.limits.memory_bytes if self.enforcing else None
         out = demand
@@ -310,34 +314,46 @@ class FakeBackend:
                 task.allocation, task.pending = task.pending, None
 
     def _catch_up(self, task: _Task) -> None:
-        """Walk the task from its last check to now: exits and OOM kills."""
+        """Walk the task from its last check to now in ``step_s`` steps: progress, exits, OOM kills."""
         now = self.clock.monotonic()
         if task.end is not None or task.released:
             task.checked = now
             return
-        t = task.checked
-        while True:
-            elapsed = t - task.started
-            if elapsed >= task.script.duration_s:
-                code = task.script.exit_code
-                kind = ExitKind.SUCCEEDED if code == 0 else ExitKind.FAILED
-                task.end = TaskState(
-                    kind, exit_code=code, reason=f"exited with {code}", oom_events=task.oom_events
-                )
-                break
-            limit = task.allocation.limits.memory_bytes
-            want = task.script.demand(elapsed).memory_bytes
-            if self.enforcing and limit is not None and want is not None and want > limit:
-                task.oom_events += 1
-                task.end = TaskState(
-                    ExitKind.OOM_KILLED,
-                    exit_code=137,
-                    reason=f"memory demand {want / MIB:.0f} MiB exceeded the limit {limit / MIB:.0f} MiB "
-                    f"at t={elapsed:.2f}s",
-                    oom_events=task.oom_events,
-                )
-                break
-            if t >= now:
-                break
-            t = min(now, t + self.step_s)
+        while not self._ended(task) and task.checked < now:
+            dt = min(self.step_s, now - task.checked)
+            task.progress += dt * self._speed(task)
+            task.checked += dt
         task.checked = now
+
+    def _speed(self, task: _Task) -> float:
+        """Script seconds per wall second: below 1 when a work-conserving task is CPU-throttled."""
+        if not self.cpu_work_conserving or not self.enforcing:
+            return 1.0
+        want = task.script.demand(task.progress).cpu_cores
+        limit = task.allocation.limits.cpu_cores
+        if want is None or limit is None or want <= limit:
+            return 1.0
+        return limit / want
+
+    def _ended(self, task: _Task) -> bool:
+        """Whether the task ends at its current progress (and record how)."""
+        if task.progress >= task.script.duration_s - 1e-9:
+            code = task.script.exit_code
+            kind = ExitKind.SUCCEEDED if code == 0 else ExitKind.FAILED
+            task.end = TaskState(
+                kind, exit_code=code, reason=f"exited with {code}", oom_events=task.oom_events
+            )
+            return True
+        limit = task.allocation.limits.memory_bytes
+        want = task.script.demand(task.progress).memory_bytes
+        if self.enforcing and limit is not None and want is not None and want > limit:
+            task.oom_events += 1
+            task.end = TaskState(
+                ExitKind.OOM_KILLED,
+                exit_code=137,
+                reason=f"memory demand {want / MIB:.0f} MiB exceeded the limit {limit / MIB:.0f} MiB "
+                f"at t={task.progress:.2f}s of its script",
+                oom_events=task.oom_events,
+            )
+            return True
+        return False

@@ -172,3 +172,25 @@ def test_observe_only_fake_never_enforces(clock: ManualClock) -> None:
 def test_manual_clock_refuses_to_go_back() -> None:
     with pytest.raises(ValueError):
         ManualClock().advance(-1.0)
+
+
+def test_throttled_work_conserving_task_runs_longer(clock: ManualClock) -> None:
+    backend = FakeBackend(clock=clock, cpu_work_conserving=True)
+    backend.add_script("w", ramp_script(16, 2.0, 10.0))  # wants 2 cores for 10 s of work
+    handle = backend.provision(ProvisionSpec(name="w"), _mem(64, cpu=1.0))  # gets 1: half speed
+    clock.advance(15.0)
+    assert backend.state(handle).kind is ExitKind.RUNNING  # 7.5 s of work done
+    assert backend.resize(handle, _mem(64, cpu=2.0)).applied
+    clock.advance(2.4)
+    assert backend.state(handle).kind is ExitKind.RUNNING
+    clock.advance(0.2)
+    assert backend.state(handle).kind is ExitKind.SUCCEEDED
+
+
+def test_without_work_conservation_the_script_keeps_wall_pace(
+    backend: FakeBackend, clock: ManualClock
+) -> None:
+    backend.add_script("w", ramp_script(16, 2.0, 10.0))
+    handle = backend.provision(ProvisionSpec(name="w"), _mem(64, cpu=1.0))
+    clock.advance(10.0)
+    assert backend.state(handle).kind is ExitKind.SUCCEEDED
