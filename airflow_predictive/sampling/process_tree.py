@@ -13,6 +13,9 @@ process is skipped for that tick; ``read()`` returns None only when the task's o
 from __future__ import annotations
 
 import logging
+import math
+import os
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +128,32 @@ def _ancestor_alive(proc: ProcReading, by_pid: Mapping[int, ProcReading], live: 
     return False
 
 
+#: CPU one full /proc scan may cost per tick; a slower scan (many processes on the host) runs
+#: only every few ticks, known processes being read in between
+SCAN_BUDGET_S = 0.002
+
+
+def has_children_files(pid: int) -> bool:
+    """Whether the kernel lists children in /proc/<pid>/task/<tid>/children (CONFIG_PROC_CHILDREN)."""
+    return os.path.exists(f"/proc/{pid}/task/{pid}/children")
+
+
+def direct_children(pid: int) -> list[int]:
+    """Children of ``pid`` from every thread's ``children`` file ([] once the process is gone)."""
+    kids: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids.extend(int(k) for k in fh.read().split())
+        except (OSError, ValueError):
+            continue  # the thread exited meanwhile
+    return kids
+
+
 def _cpu_seconds(times: Any) -> float:
     total = float(times.user) + float(times.system)
     total += float(getattr(times, "children_user", 0.0) or 0.0)
@@ -152,6 +181,9 @@ class ProcessTreeSource:
         self._pids: tuple[int, ...] = (pid,)
         self._procs: dict[int, psutil.Process] = {}
         self._hidden: set[int] = set()
+        self._children_files = has_children_files(pid)
+        self._scan_every = 1
+        self._since_scan = 0
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -188,11 +220,36 @@ class ProcessTreeSource:
                 values[Metric.GPU_MEMORY_BYTES] = gpu.memory_bytes
         return ResourceVector.lenient(values)
 
+    def _children(self) -> list[psutil.Process]:
+        """Descendants of the root: from the kernel's children lists, else a (rate-limited) /proc scan."""
+        if self._children_files:
+            out: list[psutil.Process] = []
+            queue = [self.pid]
+            while queue:
+                for pid in direct_children(queue.pop()):
+                    known = self._procs.get(pid)
+                    try:
+                        out.append(known if known is not None else psutil.Process(pid))
+                    except psutil.NoSuchProcess:
+                        continue
+                    queue.append(pid)
+            return out
+        self._since_scan += 1
+        if self._since_scan < self._scan_every:
+            # between two scans: the processes already known (new ones join at the next scan)
+            return [p for pid, p in self._procs.items() if pid != self.pid]
+        started = time.perf_counter()
+        children = self._root.children(recursive=True)
+        cost = time.perf_counter() - started
+        self._since_scan = 0
+        self._scan_every = max(1, math.ceil(cost / SCAN_BUDGET_S))
+        return children
+
     def _snapshot(self) -> dict[ProcKey, ProcReading] | None:
         try:
             if not self._root.is_running() or self._root.status() == psutil.STATUS_ZOMBIE:
                 return None
-            children = self._root.children(recursive=True)
+            children = self._children()
         except psutil.NoSuchProcess:
             return None
         except psutil.AccessDenied:
@@ -202,7 +259,6 @@ class ProcessTreeSource:
         for child in children:
             known = self._procs.get(child.pid)
             procs[child.pid] = known if known is not None and known == child else child
-        self._procs = procs
         out: dict[ProcKey, ProcReading] = {}
         for pid, proc in procs.items():
             reading = self._read_one(proc)
@@ -210,6 +266,8 @@ class ProcessTreeSource:
                 return None
             if reading is not None:
                 out[reading.key] = reading
+        self._procs = {pid: procs[pid] for pid in (r.pid for r in out.values())}
+        self._procs[self.pid] = self._root
         return out
 
     def _read_one(self, proc: psutil.Process) -> ProcReading | None:

@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from airflow_predictive.core.model.resources import ResourceVector
+from airflow_predictive.sampling import process_tree
 from airflow_predictive.sampling.process_tree import ProcessTreeSource, ProcReading, TreeAccountant
 
 if TYPE_CHECKING:
@@ -189,3 +190,63 @@ def test_missing_process_raises_at_construction() -> None:
     proc.wait()
     with pytest.raises(psutil.NoSuchProcess):
         ProcessTreeSource(proc.pid, network=False)
+
+
+def _spawn_tree() -> subprocess.Popen[bytes]:
+    """A parent with one child (``sleep``), the parent printing once the child runs."""
+    code = "import subprocess,time; subprocess.Popen(['sleep','60']); print('up', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"up"
+    return proc
+
+
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    for p in psutil.Process(proc.pid).children(recursive=True):
+        p.kill()
+    proc.kill()
+    proc.wait()
+
+
+def test_walks_the_kernel_children_lists_when_the_kernel_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    proc = _spawn_tree()
+    try:
+        calls: list[int] = []
+
+        def children_file(pid: int) -> list[int]:  # what /proc/<pid>/task/*/children would say
+            calls.append(pid)
+            return [c.pid for c in psutil.Process(pid).children()]
+
+        monkeypatch.setattr(process_tree, "has_children_files", lambda pid: True)
+        monkeypatch.setattr(process_tree, "direct_children", children_file)
+        source = ProcessTreeSource(proc.pid, clock=StepClock(), network=False)
+        source.read()
+        expected = {proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))}
+        assert set(source.pids) == expected and len(expected) == 2
+        assert calls[0] == proc.pid and len(calls) == 2  # root, then its child
+    finally:
+        _kill_tree(proc)
+
+
+def test_slow_proc_scans_run_every_few_ticks_and_known_processes_are_read_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(process_tree, "has_children_files", lambda pid: False)
+    monkeypatch.setattr(process_tree, "SCAN_BUDGET_S", 1e-9)  # any scan is "too slow"
+    proc = _spawn_tree()
+    try:
+        scans = 0
+        real_children = psutil.Process.children
+
+        def counting(self: psutil.Process, recursive: bool = False) -> list[psutil.Process]:
+            nonlocal scans
+            scans += 1
+            return real_children(self, recursive=recursive)
+
+        monkeypatch.setattr(psutil.Process, "children", counting)
+        source = ProcessTreeSource(proc.pid, clock=StepClock(), network=False)
+        readings = [source.read() for _ in range(5)]
+        assert all(r is not None for r in readings)
+        assert scans == 1  # the next scan is many ticks away
+        assert len(source.pids) == 2  # the child found by the scan is still read
+    finally:
+        _kill_tree(proc)
