@@ -252,6 +252,33 @@ def test_live_cpu_quota_change_changes_the_measured_cpu_rate(
 
 
 @pytest.mark.cgroups
+def test_user_code_starts_inside_its_cgroup(
+    backend: CgroupBackend, started: list[Handle], tmp_path: Path
+) -> None:
+    out = tmp_path / "cgroup.txt"
+    code = f"open({str(out)!r}, 'w').write(open('/proc/self/cgroup').read())"  # the first thing it does
+    handle = backend.provision(
+        ProvisionSpec(name="where", command=(sys.executable, "-c", code)), _alloc(1.0, 128)
+    )
+    started.append(handle)
+    assert _wait_for(lambda: backend.state(handle).kind is not ExitKind.RUNNING)
+    assert backend.state(handle).kind is ExitKind.SUCCEEDED
+    leaf = handle.ref.rsplit("/", 1)[1]
+    lines = out.read_text().splitlines()
+    assert any(line.endswith("/" + leaf) for line in lines), lines
+    v1 = backend.layout.version is not None and backend.layout.version.value == "v1"
+    for controller in ("memory", "cpu"):
+        if v1 and controller in backend.layout.parents:  # each v1 hierarchy, joined before exec
+            assert any(f":{controller}:" in line and line.endswith("/" + leaf) for line in lines), lines
+
+
+def test_usage_source_is_a_usage_source(tmp_path: Path) -> None:
+    from airflow_predictive.core.ports import UsageSource
+
+    assert isinstance(CgroupUsageSource(str(tmp_path)), UsageSource)
+
+
+@pytest.mark.cgroups
 def test_disk_writes_show_as_write_rate(
     backend: CgroupBackend, started: list[Handle], tmp_path: Path
 ) -> None:
