@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,8 @@ from airflow_predictive.storage.run_store import _Guard
 from airflow_predictive.storage.tables import forecast_cache, selection_record, task_profile
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from sqlalchemy.engine import Engine, RowMapping
 
     from airflow_predictive.core.ports import Clock
@@ -66,32 +68,42 @@ def forecast_from_json(curves_text: str, duration_text: str, estimator: str, pea
     return Forecast(curves=curves, duration_s=duration, estimator=estimator, peak_only=peak_only)
 
 
-def _scores_json(scores: tuple[CandidateScore, ...]) -> str:
-    def clean(v: float) -> float | None:
-        return v if math.isfinite(v) else None
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
 
+
+def _scores_json(record: SelectionRecord) -> str:
+    """Candidates' scores and the champion's calibration, as one JSON object."""
     return json.dumps(
-        [
-            {
-                "estimator": s.estimator,
-                "forecasts": s.forecasts,
-                "pinball": clean(s.pinball),
-                "memory_under_rate": clean(s.memory_under_rate),
-                "memory_shortfall": clean(s.memory_shortfall),
-                "score": clean(s.score),
-                "error": s.error,
-            }
-            for s in scores
-        ]
+        {
+            "candidates": [
+                {
+                    "estimator": s.estimator,
+                    "forecasts": s.forecasts,
+                    "pinball": _finite(s.pinball),
+                    "memory_under_rate": _finite(s.memory_under_rate),
+                    "memory_shortfall": _finite(s.memory_shortfall),
+                    "score": _finite(s.score),
+                    "error": s.error,
+                }
+                for s in record.scores
+            ],
+            "calibration": {
+                m.value: {repr(q): f for q, f in factors.items()} for m, factors in record.calibration.items()
+            },
+        }
     )
 
 
-def _scores_from_json(text: str | None) -> tuple[CandidateScore, ...]:
+def _scores_from_json(
+    text: str | None,
+) -> tuple[tuple[CandidateScore, ...], dict[Metric, dict[float, float]]]:
     if not text:
-        return ()
+        return (), {}
     try:
-        items = json.loads(text)
-        return tuple(
+        data = json.loads(text)
+        items = data["candidates"] if isinstance(data, dict) else data
+        scores = tuple(
             CandidateScore(
                 estimator=str(i["estimator"]),
                 forecasts=int(i["forecasts"]),
@@ -103,9 +115,12 @@ def _scores_from_json(text: str | None) -> tuple[CandidateScore, ...]:
             )
             for i in items
         )
-    except (ValueError, KeyError, TypeError):
+        raw_cal = data.get("calibration", {}) if isinstance(data, dict) else {}
+        cal = {Metric(m): {float(q): float(f) for q, f in fs.items()} for m, fs in raw_cal.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("predictive: unreadable selection scores; showing none")
-        return ()
+        return (), {}
+    return scores, cal
 
 
 def _aware(value: datetime | None) -> datetime:
@@ -133,6 +148,7 @@ class TaskProfile:
     reason: str | None
     runs: int
     updated_at: datetime
+    calibration: Mapping[Metric, Mapping[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,7 +174,7 @@ class ProfileStore:
     def record_selection(self, record: SelectionRecord, model_version: str | None = None) -> None:
         """Append the selection and make it the task's current profile."""
         key = record.key
-        scores = _scores_json(record.scores)
+        scores = _scores_json(record)
         now = _aware(record.created_at)
         with _Guard(self.engine, begin=True) as conn:
             conn.execute(
@@ -196,14 +212,16 @@ class ProfileStore:
             row = conn.execute(select(task_profile).where(_where(task_profile, key))).mappings().first()
         if row is None:
             return None
+        scores, cal = _scores_from_json(row["scores"])
         return TaskProfile(
             key=key,
             champion=row["champion"],
             model_version=row["model_version"],
-            scores=_scores_from_json(row["scores"]),
+            scores=scores,
             reason=row["reason"],
             runs=int(row["runs"] or 0),
             updated_at=_aware(row["updated_at"]),
+            calibration=cal,
         )
 
     def profiles(self) -> list[TaskProfile]:
@@ -227,11 +245,12 @@ class ProfileStore:
             SelectionRecord(
                 key=key,
                 champion=r["champion"],
-                scores=_scores_from_json(r["scores"]),
+                scores=_scores_from_json(r["scores"])[0],
                 runs=int(r["runs"] or 0),
                 folds=int(r["folds"] or 0),
                 reason=r["reason"] or "",
                 created_at=_aware(r["created_at"]),
+                calibration=_scores_from_json(r["scores"])[1],
             )
             for r in rows
         ]

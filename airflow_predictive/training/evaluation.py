@@ -25,6 +25,7 @@ from airflow_predictive.core.profiler.selection import (
     SelectionPolicy,
     SelectionRecord,
     backtest,
+    calibrated,
     query_for,
     score_example,
 )
@@ -197,6 +198,7 @@ def evaluate(
     train, test = split_chronologically(examples, train_fraction)
     selections = tuple(backtest(candidates, train, policy))
     champion = {r.key: r.champion for r in selections}
+    calibration = {r.key: r.calibration for r in selections}
     everything = {**dict(references or {}), **candidates}
     fitted, fit_seconds = fit_all(set(everything), everything, train)
     chain = cold_start_chain().fit(train)
@@ -210,6 +212,8 @@ def evaluate(
     for i, ex in enumerate(test):
         name = champion.get(ex.key)
         f = forecasts[name][i] if name in forecasts else None
+        if f is not None:
+            f = calibrated(f, calibration.get(ex.key, {}))
         if f is None:
             try:
                 f = chain.predict(queries[i])
@@ -230,7 +234,9 @@ def evaluate(
         all_scores[name] = scored
         reports[name] = EstimatorReport(name, *_summaries(scored, metrics), failures=failures)
     if prefix_fraction:
-        reports = _with_prefix(reports, fitted, champion, chain, test, queries, forecasts, prefix_fraction)
+        reports = _with_prefix(
+            reports, fitted, champion, calibration, chain, test, queries, forecasts, prefix_fraction
+        )
     return Evaluation(
         reports=reports,
         selections=selections,
@@ -261,6 +267,7 @@ def _with_prefix(
     reports: dict[str, EstimatorReport],
     fitted: Mapping[str, Estimator],
     champion: Mapping[TaskKey, str | None],
+    calibration: Mapping[TaskKey, Mapping[Metric, Mapping[float, float]]],
     chain: Estimator,
     test: Sequence[RunExample],
     queries: Sequence[ForecastQuery],
@@ -290,6 +297,8 @@ def _with_prefix(
                 champ = champion.get(ex.key)
                 f0 = forecasts[PROFILER][i]
                 f1 = with_prefix[champ][j] if champ in with_prefix else None
+                if f1 is not None:
+                    f1 = calibrated(f1, calibration.get(ex.key, {}))
                 if f1 is None:
                     try:
                         f1 = chain.predict(prefixed[j])

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_predictive.core.profiler.estimators.base import ForecastQuery, RunExample
 from airflow_predictive.core.profiler.explain import explain
-from airflow_predictive.core.profiler.selection import SelectionPolicy, SelectionRecord, backtest
+from airflow_predictive.core.profiler.selection import SelectionPolicy, SelectionRecord, backtest, calibrated
 from airflow_predictive.training.candidates import cold_start_chain
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def _forecast(
 ) -> Forecast | None:
     if record.champion is not None and record.champion in fitted:
         try:
-            return fitted[record.champion].predict(query)
+            return calibrated(fitted[record.champion].predict(query), record.calibration)
         except Exception as exc:
             log.warning(
                 "predictive: %s could not forecast %s (%s); cold-start chain",

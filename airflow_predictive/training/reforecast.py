@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from airflow_predictive.core.profiler.selection import calibrated
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from airflow_predictive.core.model.resources import Metric
     from airflow_predictive.core.model.runs import TaskKey
     from airflow_predictive.core.model.series import Forecast
     from airflow_predictive.core.profiler.estimators.base import Estimator, ForecastQuery
@@ -27,10 +30,12 @@ class Reforecaster:
         estimators: Mapping[str, Estimator],
         champions: Mapping[TaskKey, str | None],
         fallback: Estimator,
+        calibrations: Mapping[TaskKey, Mapping[Metric, Mapping[float, float]]] | None = None,
     ) -> None:
         self.estimators = dict(estimators)
         self.champions = dict(champions)
         self.fallback = fallback
+        self.calibrations = dict(calibrations or {})
 
     def reforecast(self, queries: Sequence[ForecastQuery]) -> dict[TaskKey, Forecast]:
         groups: dict[str, list[ForecastQuery]] = {}
@@ -44,7 +49,12 @@ class Reforecaster:
                 many = getattr(est, "predict_many", None)
                 try:
                     forecasts = many(group) if many is not None else [est.predict(q) for q in group]
-                    out.update({q.key: f for q, f in zip(group, forecasts, strict=True)})
+                    out.update(
+                        {
+                            q.key: calibrated(f, self.calibrations.get(q.key, {}))
+                            for q, f in zip(group, forecasts, strict=True)
+                        }
+                    )
                     continue
                 except Exception as exc:
                     log.warning("predictive: %s could not re-forecast %d tasks (%s)", name, len(group), exc)

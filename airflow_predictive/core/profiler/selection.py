@@ -16,19 +16,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from airflow_predictive.core.model.resources import Metric
+from airflow_predictive.core.model.series import DemandCurve
 from airflow_predictive.core.profiler.estimators.base import Estimator, ForecastQuery, RunExample
 from airflow_predictive.core.profiler.metrics import RunScore, score_run
 
 if TYPE_CHECKING:
     from airflow_predictive.core.model.runs import TaskKey
-    from airflow_predictive.core.model.series import DemandCurve
+    from airflow_predictive.core.model.series import Forecast
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class SelectionPolicy:
 
     folds: number of rolling origins per task.
     min_train_runs: runs a task needs before its first origin (fewer: no backtest, cold start).
+    min_calibration_runs: backtest forecasts the champion needs before its upper quantiles are
+        widened from its own residuals (see ``calibrated``).
     memory_under_penalty: added to the score per unit of the mean relative shortfall of the p99
         memory peak below the actual peak, plus this much times the share of runs under it.
     metrics: what is forecast and scored.
@@ -53,6 +56,7 @@ class SelectionPolicy:
     min_train_runs: int = 3
     memory_under_penalty: float = 2.0
     metrics: tuple[Metric, ...] = (Metric.CPU_CORES, Metric.MEMORY_BYTES)
+    min_calibration_runs: int = 5
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class SelectionRecord:
     folds: int
     reason: str
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    calibration: Mapping[Metric, Mapping[float, float]] = field(default_factory=dict)
 
     def score_of(self, estimator: str) -> CandidateScore | None:
         return next((s for s in self.scores if s.estimator == estimator), None)
@@ -138,6 +143,7 @@ class _Tally:
     shortfall: list[float] = field(default_factory=list)
     forecasts: int = 0
     error: str | None = None
+    ratios: dict[Metric, list[float]] = field(default_factory=dict)
 
 
 def _combine(name: str, t: _Tally, policy: SelectionPolicy) -> CandidateScore:
@@ -213,6 +219,8 @@ def backtest(
                     tally.forecasts += 1
                     tally.pinball.append(float(np.mean([s.pinball for s in run_scores])))
                     for s in run_scores:
+                        if s.predicted_peak > 0:
+                            tally.ratios.setdefault(s.metric, []).append(s.actual_peak / s.predicted_peak)
                         if s.metric is Metric.MEMORY_BYTES and s.under:
                             top = max(s.under)
                             tally.under.append(s.under[top])
@@ -233,5 +241,41 @@ def backtest(
             continue
         best = min(ok, key=lambda s: (s.score, s.estimator))
         reason = f"lowest penalised pinball loss ({best.score:.4f}) over {best.forecasts} backtest runs"
-        records.append(SelectionRecord(key, best.estimator, scores, len(runs), len(cuts), reason))
+        cal = calibration_from(tallies[key][best.estimator].ratios, policy.min_calibration_runs)
+        records.append(
+            SelectionRecord(key, best.estimator, scores, len(runs), len(cuts), reason, calibration=cal)
+        )
     return records
+
+
+def calibration_from(
+    ratios: Mapping[Metric, Sequence[float]], min_runs: int
+) -> dict[Metric, dict[float, float]]:
+    """Per metric, how far above the p50 peak the actual peak went in the backtest, per quantile:
+    p90 -> the 90th percentile of actual/p50, p99 -> the largest ratio seen (with few runs the
+    99th percentile is the maximum). Metrics with fewer than ``min_runs`` ratios get none."""
+    out: dict[Metric, dict[float, float]] = {}
+    for metric, values in ratios.items():
+        arr = np.array([v for v in values if math.isfinite(v) and v > 0])
+        if arr.size < min_runs:
+            continue
+        out[metric] = {0.9: float(np.quantile(arr, 0.9)), 0.99: float(max(np.quantile(arr, 0.99), arr.max()))}
+    return out
+
+
+def calibrated(forecast: Forecast, calibration: Mapping[Metric, Mapping[float, float]]) -> Forecast:
+    """Widen (never narrow) each upper quantile to at least p50 x the backtest factor (a split
+    conformal correction: an estimator whose bands were too narrow on this task's past gets wider
+    ones; one whose bands were wide enough is unchanged)."""
+    if not calibration:
+        return forecast
+    curves: dict[Metric, DemandCurve] = {}
+    for metric, curve in forecast.curves.items():
+        factors = calibration.get(metric)
+        if not factors:
+            curves[metric] = curve
+            continue
+        base = curve.at(0.5)
+        levels = {q: np.maximum(arr, base * factors.get(q, 0.0)) for q, arr in curve.quantiles.items()}
+        curves[metric] = DemandCurve(metric, curve.step_s, levels)
+    return replace(forecast, curves=curves)

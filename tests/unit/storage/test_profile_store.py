@@ -96,7 +96,17 @@ def test_selection_history_and_current_profile(db_engine: Engine) -> None:
         SelectionRecord(KEY, "vpa", scores, 12, 3, "best", created_at=datetime(2024, 1, 1, tzinfo=UTC)), "v1"
     )
     store.record_selection(
-        SelectionRecord(KEY, "lstm", (), 20, 3, "better", created_at=datetime(2024, 1, 2, tzinfo=UTC)), "v2"
+        SelectionRecord(
+            KEY,
+            "lstm",
+            (),
+            20,
+            3,
+            "better",
+            created_at=datetime(2024, 1, 2, tzinfo=UTC),
+            calibration={Metric.MEMORY_BYTES: {0.9: 1.1, 0.99: 1.4}},
+        ),
+        "v2",
     )
     profile = store.profile(KEY)
     assert profile is not None and (profile.champion, profile.model_version, profile.runs) == (

@@ -12,6 +12,7 @@ from airflow_predictive.core.profiler.selection import (
     SelectionPolicy,
     backtest,
     origins,
+    query_for,
 )
 from tests.unit.core.profiler.synthetic_runs import Broken, FlatHistoryPeak, example
 
@@ -78,3 +79,21 @@ def test_failing_fit_is_recorded_not_raised() -> None:
     )
     assert record.champion == "exact"
     assert "needs tensorflow" in (record.score_of("nofit").error or "")  # type: ignore[union-attr]
+
+
+def test_champion_bands_widen_to_what_its_backtest_missed() -> None:
+    import numpy as np
+
+    from airflow_predictive.core.profiler.selection import calibrated
+
+    # memory peaks swing +-30% around the last run: the flat estimator's own p99 (x1.2) is too narrow
+    runs = [example("a", i, 1.0 + 0.3 * (-1) ** i) for i in range(12)]
+    [record] = backtest({"flat": lambda: FlatHistoryPeak("flat")}, runs)
+    factors = record.calibration[Metric.MEMORY_BYTES]
+    assert factors[0.99] > 1.2 and factors[0.99] >= factors[0.9]
+    forecast = FlatHistoryPeak("flat").predict(query_for(runs[-1], runs[:-1], (Metric.MEMORY_BYTES,)))
+    wide = calibrated(forecast, record.calibration)
+    mem, raw = wide.curves[Metric.MEMORY_BYTES], forecast.curves[Metric.MEMORY_BYTES]
+    assert np.allclose(mem.at(0.5), raw.at(0.5))  # the median stays
+    assert mem.peak(0.99) == pytest.approx(raw.peak(0.5) * factors[0.99])
+    assert calibrated(forecast, {}) is forecast
