@@ -209,11 +209,16 @@ class FakeBackend:
         if script is None and self.script_for is not None:
             script = self.script_for(spec)
         if script is None:
-            raise ProvisionError(f"fake backend has no usage script for task {spec.name!r}")
+            raise ProvisionError(
+                f"fake backend has no usage script for task {spec.name!r}", status=ResizeStatus.REJECTED
+            )
         for metric, want in allocation.requests.present().items():
             total = self.allocatable.get(metric)
             if total is not None and want > total:
-                raise ProvisionError(f"{metric.value} request {want:g} can never fit in {total:g}")
+                raise ProvisionError(
+                    f"{metric.value} request {want:g} can never fit in {total:g}",
+                    status=ResizeStatus.INFEASIBLE,
+                )
         ref = f"fake://{spec.name}/{next(self._ids)}"
         now = self.clock.monotonic()
         self._tasks[ref] = _Task(spec=spec, script=script, allocation=allocation, started=now, checked=now)

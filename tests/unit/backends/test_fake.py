@@ -121,8 +121,9 @@ def test_provision_without_script_or_beyond_pool_raises(backend: FakeBackend) ->
     with pytest.raises(ProvisionError, match="no usage script"):
         backend.provision(ProvisionSpec(name="unknown"), _mem(64))
     backend.add_script("huge", ramp_script(16, 0.1, 1.0))
-    with pytest.raises(ProvisionError, match="never fit"):
+    with pytest.raises(ProvisionError, match="never fit") as exc:
         backend.provision(ProvisionSpec(name="huge"), _mem(64, cpu=100.0))
+    assert exc.value.status is ResizeStatus.INFEASIBLE
 
 
 def test_deferred_resize_is_applied_when_capacity_frees() -> None:
