@@ -215,13 +215,22 @@ class CgroupBackend:
     @_locked
     def provision(self, spec: ProvisionSpec, allocation: Allocation) -> Handle:
         if not spec.command:
-            raise ProvisionError(f"{spec.name}: no command to run (use adopt() for a running process)")
+            raise ProvisionError(
+                f"{spec.name}: no command to run (use adopt() for a running process)",
+                status=ResizeStatus.REJECTED,
+            )
         if spec.gpus:
-            raise ProvisionError(f"{spec.name}: the cgroup backend has no GPUs; wrap it in GpuBackend")
+            raise ProvisionError(
+                f"{spec.name}: the cgroup backend has no GPUs; wrap it in GpuBackend",
+                status=ResizeStatus.INFEASIBLE,
+            )
         env = {**os.environ, **spec.env}
         # The shell wrapper would turn a missing program into exit 127: refuse it up front.
         if shutil.which(spec.command[0], path=env.get("PATH")) is None:
-            raise ProvisionError(f"{spec.name}: cannot start {spec.command[0]!r}: not an executable program")
+            raise ProvisionError(
+                f"{spec.name}: cannot start {spec.command[0]!r}: not an executable program",
+                status=ResizeStatus.REJECTED,
+            )
         group = self._make_group(spec.name, allocation) if self.layout.enforcing else None
         argv: list[str] = list(spec.command)
         if group is not None:
@@ -256,7 +265,9 @@ class CgroupBackend:
         try:
             root = psutil.Process(pid)
         except psutil.NoSuchProcess as exc:
-            raise ProvisionError(f"{spec.name}: process {pid} does not exist") from exc
+            raise ProvisionError(
+                f"{spec.name}: process {pid} does not exist", status=ResizeStatus.REJECTED
+            ) from exc
         if not self.layout.enforcing:
             handle = Handle(
                 backend=self.name, name=spec.name, ref=f"pid:{pid}", allocation=allocation, pid=pid

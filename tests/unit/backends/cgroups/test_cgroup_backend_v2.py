@@ -197,8 +197,9 @@ def test_provision_failures_raise_and_leave_nothing(backend: CgroupBackend, tmp_
         backend.provision(ProvisionSpec(name="empty"), _alloc(1, 64))
     with pytest.raises(ProvisionError, match="GpuBackend"):
         backend.provision(ProvisionSpec(name="g", command=("true",), gpus=1), _alloc(1, 64))
-    with pytest.raises(ProvisionError, match="cannot start"):
+    with pytest.raises(ProvisionError, match="cannot start") as exc:
         backend.provision(ProvisionSpec(name="x", command=("/nonexistent/binary",)), _alloc(1, 64))
+    assert exc.value.status is ResizeStatus.REJECTED
     assert backend.capacity().allocated.is_empty()
 
 
