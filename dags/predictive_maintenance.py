@@ -35,7 +35,7 @@ def predictive_maintenance() -> None:
             return {"retrained": 0}
         return {
             "retrained": len(result.tasks),
-            "model_version": result.model_version,
+            "model_versions": dict(result.model_versions),
             "champions": {str(t.key): t.champion for t in result.tasks},
         }
 

@@ -46,7 +46,7 @@ class TaskOutcome:
 class TrainingResult:
     tasks: tuple[TaskOutcome, ...]
     examples: int
-    model_version: str | None
+    model_versions: Mapping[str, str]
     seconds: float
     fit_seconds: Mapping[str, float] = field(default_factory=dict)
 
@@ -91,7 +91,7 @@ def train(
     now: datetime | None = None,
     only: frozenset[TaskKey] | None = None,
 ) -> TrainingResult:
-    """Select, fit, save and precompute. ``model_saver(fitted: dict[str, Estimator]) -> version``.
+    """Select, fit, save and precompute. ``model_saver(fitted) -> {name: version label}``.
 
     ``only``: re-select and re-forecast just these tasks (models still learn from all examples).
     """
@@ -100,10 +100,10 @@ def train(
     records = backtest(candidates, examples, policy, only)
     champions = {r.champion for r in records if r.champion is not None}
     fitted, fit_seconds = fit_all(champions, candidates, examples)
-    version: str | None = None
+    versions: dict[str, str] = {}
     if model_saver is not None and fitted:
         try:
-            version = model_saver(fitted)
+            versions = dict(model_saver(fitted))
         except Exception as exc:  # a full disk must not lose the selection itself
             log.warning("predictive: saving the models failed (%s); forecasts are still cached", exc)
     chain = cold_start_chain().fit(examples)
@@ -115,6 +115,7 @@ def train(
         history = by_task[record.key]
         forecast = _forecast(record, fitted, chain, next_query(history))
         sentence = explain(forecast, history[-1].record.declared) if forecast is not None else None
+        version = versions.get(record.champion or "")
         if profiles is not None:
             profiles.record_selection(record, version)
         if cache is not None and forecast is not None:
@@ -131,7 +132,7 @@ def train(
     return TrainingResult(
         tasks=tuple(outcomes),
         examples=len(examples),
-        model_version=version,
+        model_versions=versions,
         seconds=time.monotonic() - began,
         fit_seconds=fit_seconds,
     )

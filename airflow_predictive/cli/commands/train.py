@@ -37,9 +37,8 @@ def run(args: Any) -> None:
     if result is None:
         print("No finished successful runs to learn from.", file=sys.stderr)
         raise SystemExit(1)
-    print(
-        f"Trained on {result.examples} runs in {result.seconds:.1f} s (model version {result.model_version})"
-    )
+    saved = ", ".join(sorted(result.model_versions.values())) or "none saved"
+    print(f"Trained on {result.examples} runs in {result.seconds:.1f} s (models: {saved})")
     for t in sorted(result.tasks, key=lambda t: str(t.key)):
         champ = t.champion or f"none ({t.selection.reason})"
         print(f"  {t.key}: champion {champ}; cached {t.answered_by or '-'}")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -9,8 +8,9 @@ from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.runs import TaskKey
 from airflow_predictive.core.profiler.estimators.base import ForecastQuery
 from airflow_predictive.core.profiler.selection import NO_HISTORY, SelectionPolicy
+from airflow_predictive.storage.model_store import ModelStore
 from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
-from airflow_predictive.training.artefacts import MANIFEST, ArtefactSaver
+from airflow_predictive.training.artefacts import ArtefactSaver, scope_of
 from airflow_predictive.training.candidates import cold_start_chain, factories
 from airflow_predictive.training.dataset import load_examples
 from airflow_predictive.training.evaluation import truncated
@@ -43,15 +43,16 @@ def test_training_records_champions_and_caches_forecasts(filled_store: SqlRunSto
     assert by_task[ALIGN].champion == "linear_input"
     assert by_task[ONCE].champion is None and by_task[ONCE].selection.reason == NO_HISTORY
     profile = ProfileStore(engine).profile(ALIGN)
-    assert profile is not None and profile.model_version == result.model_version
+    assert profile is not None and profile.model_version == result.model_versions["linear_input"]
+    assert profile.model_version == "linear_input:v1"
     assert {s.estimator for s in profile.scores} == set(FAST)
     cached = ForecastCache(engine).get(ALIGN)
     assert cached is not None and cached.forecast.estimator == "linear_input"
     assert cached.explanation and cached.explanation.startswith("memory peaks at")
     once = ForecastCache(engine).get(ONCE)  # cold start: the chain still answers from its one run
     assert once is not None
-    manifest = json.loads((tmp_path / "models" / (result.model_version or "") / MANIFEST).read_text())
-    assert "linear_input" in manifest["estimators"]
+    saved = ModelStore(tmp_path / "models").load(scope_of("linear_input"))
+    assert saved.name == "linear_input"
 
 
 def test_retrain_only_touches_tasks_with_new_runs(filled_store: SqlRunStore) -> None:
