@@ -73,6 +73,17 @@ def _commands() -> list[Any]:
                 Arg(("--candidates",), help="comma-separated estimator names (default: all available)"),
             ),
         ),
+        ActionCommand(
+            name="kube-emulator",
+            help="Serve a Kubernetes 1.35 API emulator on 127.0.0.1 and write a kubeconfig for it",
+            func=_lazy("kube_emulator"),
+            args=tuple(
+                Arg(flags, **kwargs)
+                for flags, kwargs in __import__(
+                    "airflow_predictive.cli.commands.kube_emulator", fromlist=["ARGS"]
+                ).ARGS
+            ),
+        ),
     ]
 
 

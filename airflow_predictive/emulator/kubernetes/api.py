@@ -205,22 +205,22 @@ class Api:
         )
         drop_after = req.drop_watch_after
 
-        def stream() -> Iterator[bytes]:
-            sent = 0
+        def lines() -> Iterator[bytes]:
             for obj in initial:
                 yield _line("ADDED", obj)
-                sent += 1
             try:
                 for event in events:
-                    if drop_after is not None and sent >= drop_after:
-                        raise ConnectionAbortedError("watch dropped by an injected fault")
-                    if event is None:
-                        yield b""
-                        continue
-                    yield _line(event.type, event.obj)
-                    sent += 1
+                    yield b"" if event is None else _line(event.type, event.obj)
             except ApiError as err:
                 yield (json.dumps({"type": "ERROR", "object": err.status()}) + "\n").encode()
+
+        def stream() -> Iterator[bytes]:
+            sent = 0
+            for chunk in lines():
+                if chunk and drop_after is not None and sent >= drop_after:
+                    raise ConnectionAbortedError("watch dropped by an injected fault")
+                sent += bool(chunk)
+                yield chunk
 
         return Response(200, None, headers={"Transfer-Encoding": "chunked"}, stream=stream())
 

@@ -131,10 +131,16 @@ class Emulator:
                         }
                     ],
                     "nodeInfo": {
-                        "kubeletVersion": "v1.35.0",
-                        "operatingSystem": "linux",
                         "architecture": "amd64",
+                        "bootID": node.name,
                         "containerRuntimeVersion": "containerd://2.1.0",
+                        "kernelVersion": "6.8.0",
+                        "kubeProxyVersion": "",
+                        "kubeletVersion": "v1.35.0",
+                        "machineID": node.name,
+                        "operatingSystem": "linux",
+                        "osImage": "Predictive emulator",
+                        "systemUUID": node.name,
                     },
                     "addresses": [
                         {"type": "InternalIP", "address": "10.0.0.1"},
