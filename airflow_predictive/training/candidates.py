@@ -16,17 +16,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BASELINES = "airflow_predictive.core.profiler.estimators.baselines"
-# name -> (module, class): every estimator the profiler knows
-KNOWN: dict[str, tuple[str, str]] = {
-    "last_run": (_BASELINES, "LastRunCurve"),
-    "median_peak": (_BASELINES, "MedianPeak"),
-    "linear_input": (_BASELINES, "LinearInputSize"),
-    "vpa": (_BASELINES, "VpaStyle"),
-    "autopilot": (_BASELINES, "AutopilotStyle"),
-    "declared": (_BASELINES, "DeclaredResources"),
-    "ets": ("airflow_predictive.core.profiler.estimators.statsmodels_trend", "EtsTrend"),
-    "arima": ("airflow_predictive.core.profiler.estimators.statsmodels_trend", "ArimaTrend"),
-    "lstm": ("airflow_predictive.core.profiler.estimators.lstm", "LstmForecaster"),
+_STATSMODELS = "airflow_predictive.core.profiler.estimators.statsmodels_ets"
+# name -> (module, class, constructor arguments): every estimator the profiler knows
+KNOWN: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "last_run": (_BASELINES, "LastRunCurve", {}),
+    "median_peak": (_BASELINES, "MedianPeak", {}),
+    "linear_input": (_BASELINES, "LinearInputSize", {}),
+    "vpa": (_BASELINES, "VpaStyle", {}),
+    "autopilot": (_BASELINES, "AutopilotStyle", {}),
+    "declared": (_BASELINES, "DeclaredResources", {}),
+    "ets": (_STATSMODELS, "StatsmodelsTrend", {"name": "ets", "method": "ets"}),
+    "arima": (_STATSMODELS, "StatsmodelsTrend", {"name": "arima", "method": "arima"}),
+    "lstm": ("airflow_predictive.core.profiler.estimators.lstm", "LstmForecaster", {}),
 }
 # compared against in every report (what users and existing tools do today)
 REFERENCES: tuple[str, ...] = ("declared", "vpa", "autopilot")
@@ -43,7 +44,7 @@ DEFAULT_CANDIDATES: tuple[str, ...] = (
 
 
 def estimator_class(name: str) -> Any:
-    module, cls = KNOWN[name]
+    module, cls, _ = KNOWN[name]
     return getattr(importlib.import_module(module), cls)
 
 
@@ -61,7 +62,7 @@ def factories(names: tuple[str, ...] = DEFAULT_CANDIDATES, **options: Any) -> di
         except (ImportError, AttributeError) as exc:
             log.warning("predictive: candidate %s is not available here (%s); leaving it out", name, exc)
             continue
-        kwargs = dict(options.get(name) or {})
+        kwargs = {**KNOWN[name][2], **dict(options.get(name) or {})}
         out[name] = _factory(cls, kwargs)
     return out
 
