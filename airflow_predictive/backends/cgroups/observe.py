@@ -19,12 +19,16 @@ if TYPE_CHECKING:
     from airflow_predictive.core.ports import Clock
 
 
+MIN_INTERVAL_S = 0.1
+
+
 class ProcessTreeUsage:
     """``read()`` -> usage of ``pid`` and its live descendants; None once ``pid`` is gone."""
 
     def __init__(self, pid: int, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or SystemClock()
         self._pid = pid
+        self._prev: tuple[float, float | None, float | None, float | None] | None = None
         self._last: tuple[float, float | None, float | None, float | None] | None = None
         self._last = self._totals()
 
@@ -66,14 +70,17 @@ class ProcessTreeUsage:
         now = self._totals()
         if now is None:
             return None
-        rss = self._rss()
-        values: dict[Metric, float | None] = {Metric.MEMORY_BYTES: rss}
-        last = self._last
-        if last is not None and now[0] > last[0]:
-            dt = now[0] - last[0]
+        values: dict[Metric, float | None] = {Metric.MEMORY_BYTES: self._rss()}
+        # psutil's CPU times tick at 10 ms: a rate over a few ms is noise. Readings closer than
+        # MIN_INTERVAL_S to the last baseline are measured against the one before it.
+        base = self._last
+        if base is not None and now[0] - base[0] < MIN_INTERVAL_S and self._prev is not None:
+            base = self._prev
+        if base is not None and now[0] > base[0]:
+            dt = now[0] - base[0]
             for metric, i in ((Metric.CPU_CORES, 1), (Metric.DISK_READ_BPS, 2), (Metric.DISK_WRITE_BPS, 3)):
-                a, b = now[i], last[i]
+                a, b = now[i], base[i]
                 values[metric] = None if a is None or b is None else max(0.0, (a - b) / dt)
-        if last is None or now[0] - last[0] >= 0.1:
-            self._last = now
+        if self._last is None or now[0] - self._last[0] >= MIN_INTERVAL_S:
+            self._prev, self._last = self._last, now
         return ResourceVector.lenient(values)
