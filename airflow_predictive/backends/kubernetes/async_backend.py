@@ -66,6 +66,8 @@ class AsyncKubernetesPodBackend:
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         concurrency: int = 64,
+        follow: str = "watch",
+        trust_env: bool = False,
     ) -> None:
         from kubernetes_asyncio import client
 
@@ -76,6 +78,15 @@ class AsyncKubernetesPodBackend:
         self._sleep = sleep or asyncio.sleep
         self._procs = Procedures(self.settings, clock or SystemClock())
         self._limit = asyncio.Semaphore(concurrency)
+        if follow not in ("watch", "poll"):
+            raise ValueError(f"follow must be 'watch' or 'poll', not {follow!r}")
+        self.follow = follow  # "poll" when time is simulated (a watch waits on the socket, not the clock)
+        if not trust_env:
+            # kubernetes_asyncio's aiohttp session reads ~/.netrc and the proxy environment in a
+            # thread on *every* request; a kubeconfig's proxy-url still applies without it.
+            session = getattr(getattr(api_client, "rest_client", None), "pool_manager", None)
+            if session is not None and hasattr(session, "_trust_env"):
+                session._trust_env = False
 
     @classmethod
     async def from_kubeconfig(
@@ -141,13 +152,14 @@ class AsyncKubernetesPodBackend:
         return result
 
     async def resize_many(self, targets: Mapping[Handle, Allocation]) -> dict[str, ResizeResult]:
-        """Resize many pods at once and follow them with one pod list per poll.
+        """Resize many pods at once and follow them all through one pod watch (or one pod list
+        per poll when ``follow="poll"``, or when the watch breaks).
 
         Same outcomes as ``resize`` per handle; at most ``settle_timeout_s`` of waiting in total.
         """
         procs, s = self._procs, self.settings
         results: dict[str, ResizeResult] = {}
-        pods = await self._list_managed()
+        pods, list_rv = await self._list_managed_rv()
         _, largest = await self._run(procs._nodes())
         usage: dict[str, ResourceVector] = {}
         if any(h.ref in pods and procs.needs_usage(h, a, pods[h.ref]) for h, a in targets.items()):
@@ -177,6 +189,12 @@ class AsyncKubernetesPodBackend:
             else:
                 outstanding[ref] = started
         deadline = procs.clock.monotonic() + s.settle_timeout_s
+        if self.follow == "watch" and outstanding and list_rv:
+            watched = await self._follow_by_watch(outstanding, results, list_rv, deadline)
+            if procs.clock.monotonic() >= deadline:
+                for ref, pending in outstanding.items():
+                    results[ref] = procs.still_pending(ref, pending, watched.get(ref))
+                outstanding.clear()
         while outstanding:
             await self._sleep(s.poll_interval_s)
             pods = await self._list_managed()
@@ -200,14 +218,76 @@ class AsyncKubernetesPodBackend:
                 break
         return results
 
+    async def _follow_by_watch(
+        self,
+        outstanding: dict[str, PendingResize],
+        results: dict[str, ResizeResult],
+        rv: str,
+        deadline: float,
+    ) -> dict[str, Pod]:
+        """Judge resizes from watch events until all are decided, the deadline passes or the
+        stream breaks (the caller then polls). Returns the last pod seen per ref."""
+        procs, s = self._procs, self.settings
+        latest: dict[str, Pod] = {}
+        selector = f"{MANAGED_BY[0]}={MANAGED_BY[1]}"
+        timeout = max(1, int(deadline - procs.clock.monotonic()) + 1)
+        query = (("labelSelector", selector), ("resourceVersion", rv), ("timeoutSeconds", str(timeout)))
+        try:
+            resp = await self._request(Call(Verb.WATCH_PODS, query=query))
+        except Exception as exc:  # the poll loop takes over; one line says why
+            log.info("pod watch unavailable (%s): following resizes by polling", exc)
+            return latest
+        reverts: list[Any] = []
+        try:
+            if resp.status != 200:
+                return latest
+            while outstanding:
+                remaining = deadline - procs.clock.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    line = await asyncio.wait_for(resp.content.readline(), remaining)
+                except TimeoutError:
+                    break
+                if not line:
+                    break
+                event = json.loads(line)
+                if event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+                    break  # ERROR (e.g. 410 Gone): poll instead
+                obj: Pod = event.get("object") or {}  # type: ignore[assignment]
+                ref = f"{s.namespace}/{obj.get('metadata', {}).get('name', '')}"
+                pending = outstanding.get(ref)
+                if pending is None:
+                    continue
+                pod: Pod | None = None if event["type"] == "DELETED" else obj
+                if pod is not None:
+                    latest[ref] = pod
+                result, revert = procs.judge(ref, pending, pod)
+                if revert:
+                    body = resize_body(s.container_name, revert)
+                    reverts.append(self._execute(Call(Verb.PATCH_RESIZE, split_ref(ref)[1], body)))
+                if result is not None:
+                    results[ref] = result
+                    del outstanding[ref]
+        finally:
+            resp.release()
+            if reverts:
+                await asyncio.gather(*reverts)
+        return latest
+
     async def _list_managed(self) -> dict[str, Pod]:
+        pods, _ = await self._list_managed_rv()
+        return pods
+
+    async def _list_managed_rv(self) -> tuple[dict[str, Pod], str]:
         reply = await self._execute(
             Call(Verb.LIST_PODS, query=(("labelSelector", f"{MANAGED_BY[0]}={MANAGED_BY[1]}"),))
         )
         assert reply is not None
         if not reply.ok or not isinstance(reply.body, dict):
-            return {}
-        return {f"{self.settings.namespace}/{p['metadata']['name']}": p for p in reply.body.get("items", [])}
+            return {}, ""
+        pods = {f"{self.settings.namespace}/{p['metadata']['name']}": p for p in reply.body.get("items", [])}
+        return pods, str(reply.body.get("metadata", {}).get("resourceVersion", ""))
 
     # ---- I/O -------------------------------------------------------------------------------------
     async def _run(self, proc: Any) -> Any:
@@ -261,6 +341,15 @@ class AsyncKubernetesPodBackend:
                 return await core.read_namespaced_pod(op.name, ns, **kw)
             case Verb.LIST_PODS:
                 return await core.list_namespaced_pod(ns, **kw)
+            case Verb.WATCH_PODS:
+                kw["_request_timeout"] = float(query["timeoutSeconds"]) + self.settings.request_timeout_s
+                return await core.list_namespaced_pod(
+                    ns,
+                    watch=True,
+                    resource_version=query["resourceVersion"],
+                    timeout_seconds=int(query["timeoutSeconds"]),
+                    **kw,
+                )
             case Verb.CREATE_POD:
                 return await core.create_namespaced_pod(ns, op.body, **kw)
             case Verb.DELETE_POD:

@@ -168,6 +168,8 @@ class KubernetesPodBackend:
                 return core.read_namespaced_pod(op.name, ns, **kw)
             case Verb.LIST_PODS:
                 return core.list_namespaced_pod(ns, **kw)
+            case Verb.WATCH_PODS:
+                raise ValueError("the sync backend follows resizes by reading the pod")
             case Verb.CREATE_POD:
                 return core.create_namespaced_pod(ns, op.body, **kw)
             case Verb.DELETE_POD:

@@ -16,6 +16,7 @@ from typing import Any
 class Verb(StrEnum):
     READ_POD = "read_pod"
     LIST_PODS = "list_pods"
+    WATCH_PODS = "watch_pods"
     CREATE_POD = "create_pod"
     DELETE_POD = "delete_pod"
     PATCH_RESIZE = "patch_resize"
@@ -40,6 +41,7 @@ class Permission:
 VERBS: dict[Verb, Permission] = {
     Verb.READ_POD: Permission("", "pods", "get"),
     Verb.LIST_PODS: Permission("", "pods", "list"),
+    Verb.WATCH_PODS: Permission("", "pods", "watch"),
     Verb.CREATE_POD: Permission("", "pods", "create"),
     Verb.DELETE_POD: Permission("", "pods", "delete"),
     Verb.PATCH_RESIZE: Permission("", "pods/resize", "patch"),

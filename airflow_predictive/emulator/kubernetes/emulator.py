@@ -207,7 +207,12 @@ class Emulator:
         from airflow_predictive.emulator.kubernetes.server import EmulatorHTTPServer
 
         self._server = EmulatorHTTPServer((host, port), self.api, self.faults)
-        serve = threading.Thread(target=self._server.serve_forever, name="kube-emulator-http", daemon=True)
+        serve = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="kube-emulator-http",
+            daemon=True,
+        )
         serve.start()
         self._threads.append(serve)
         if self.auto_tick:

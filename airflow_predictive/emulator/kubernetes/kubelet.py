@@ -147,6 +147,7 @@ class Kubelet:
         self.clock = clock
         self.config = config or KubeletConfig()
         self.pods: dict[str, PodRuntime] = {}
+        self._used: dict[str, dict[str, int]] = {}
         self._last = clock.monotonic()
 
     def ts(self) -> str:
@@ -157,11 +158,12 @@ class Kubelet:
         now = self.clock.monotonic()
         dt = max(0.0, now - self._last)
         self._last = now
-        nodes = {n["metadata"]["name"]: n for n in self.store.list(NODES, None)[0]}
-        pods = self.store.list(PODS, None)[0]
+        nodes = {n["metadata"]["name"]: n for n in self.store.snapshot(NODES)}
+        pods = self.store.snapshot(PODS)  # read-only views: writes go through store.replace
         live = {p["metadata"]["uid"] for p in pods}
         for uid in [u for u in self.pods if u not in live]:
             del self.pods[uid]
+        self._used = self._usage_by_node()
         self._schedule([p for p in pods if not p["spec"].get("nodeName")], nodes)
         resizing: list[tuple[Obj, PodRuntime]] = []
         for pod in pods:
@@ -189,14 +191,28 @@ class Kubelet:
                 self._write_status(pod, rt)
 
     # ---- scheduling ---------------------------------------------------------------------------
-    def _allocated_on(self, node: str, exclude: str | None = None) -> dict[str, int]:
-        total: dict[str, int] = {"pods": 0}
+    def _usage_by_node(self) -> dict[str, dict[str, int]]:
+        """Requests allocated per node (kept up to date within a tick by bind and admit)."""
+        used: dict[str, dict[str, int]] = {}
         for rt in self.pods.values():
-            if rt.node != node or rt.finished or rt.uid == exclude:
-                continue
-            total["pods"] += 1
+            if not rt.finished:
+                self._account(used, rt.node, _requests_of(rt.allocated), 1)
+        return used
+
+    @staticmethod
+    def _account(used: dict[str, dict[str, int]], node: str, requests: dict[str, int], pods: int) -> None:
+        total = used.setdefault(node, {"pods": 0})
+        total["pods"] += pods
+        for k, v in requests.items():
+            total[k] = total.get(k, 0) + v
+
+    def _allocated_on(self, node: str, exclude: str | None = None) -> dict[str, int]:
+        total = dict(self._used.get(node, {"pods": 0}))
+        rt = self.pods.get(exclude) if exclude else None
+        if rt is not None and rt.node == node and not rt.finished:
+            total["pods"] -= 1
             for k, v in _requests_of(rt.allocated).items():
-                total[k] = total.get(k, 0) + v
+                total[k] = total.get(k, 0) - v
         return total
 
     @staticmethod
@@ -279,6 +295,7 @@ class Kubelet:
         rt.allocated = _spec_resources(bound)
         rt.actual = _spec_resources(bound)
         self.pods[meta["uid"]] = rt
+        self._account(self._used, node, _requests_of(rt.allocated), 1)
 
     def _write(self, pod: Obj, mutate: Any, *, spec: bool) -> Obj | None:
         from airflow_predictive.emulator.kubernetes.errors import ApiError
@@ -412,6 +429,8 @@ class Kubelet:
                     f"used: {used.get(short, 0)}, capacity: {alloc.get(short, 0)}",
                 )
                 continue
+            self._account(self._used, rt.node, {k: -v for k, v in _requests_of(rt.allocated).items()}, 0)
+            self._account(self._used, rt.node, want, 0)
             rt.allocated = desired
             rt.pending, rt.pending_since = None, None
             rt.in_progress_due = self.clock.monotonic() + self.config.actuation_delay_s

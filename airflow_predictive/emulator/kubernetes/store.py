@@ -192,6 +192,12 @@ class Store:
             ]
             return items, self._rv
 
+    def snapshot(self, resource: Resource) -> builtins.list[Obj]:
+        """The stored objects of ``resource`` themselves, without copies: callers must only read
+        them (the simulated kubelet scans every pod on every tick)."""
+        with self._lock:
+            return [o for (plural, _, _), o in self._objects.items() if plural == resource.plural]
+
     def replace(
         self,
         resource: Resource,

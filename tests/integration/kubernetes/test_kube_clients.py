@@ -6,7 +6,7 @@ import asyncio
 import json
 import shutil
 import subprocess
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from kubernetes import client, config, watch
@@ -166,7 +166,7 @@ def test_async_backend_drives_many_pods_in_one_interval(
 
     async def scenario() -> None:
         backend = await AsyncKubernetesPodBackend.from_kubeconfig(
-            str(kubeconfig), settings=KubernetesSettings(), clock=clock, sleep=sleep
+            str(kubeconfig), settings=KubernetesSettings(), clock=clock, sleep=sleep, follow="poll"
         )
         try:
             start = Allocation(
@@ -233,3 +233,56 @@ def test_kubectl_shows_resized_status_and_refuses_qos_change(
         'The Pod "web" is invalid: spec: Invalid value: "Burstable": Pod QOS Class may not change'
         in refused.stderr
     )
+
+
+def test_async_backend_follows_resizes_through_one_watch(tmp_path: Path) -> None:
+    """Real time (a watch waits on the socket): small delays, an auto-ticking emulator."""
+    from airflow_predictive.emulator.kubernetes.emulator import Emulator as Em
+    from airflow_predictive.emulator.kubernetes.kubelet import KubeletConfig
+
+    em = Em(kubelet=KubeletConfig(actuation_delay_s=0.05), tick_interval_s=0.01, watch_poll_s=0.02).start()
+    path = em.write_kubeconfig(tmp_path / "kc")
+
+    async def scenario() -> None:
+        backend = await AsyncKubernetesPodBackend.from_kubeconfig(
+            str(path), settings=KubernetesSettings(settle_timeout_s=20.0, poll_interval_s=60.0)
+        )
+        try:
+            start = Allocation(
+                ResourceVector(cpu_cores=0.1, memory_bytes=64 * MIB),
+                ResourceVector(cpu_cores=0.2, memory_bytes=128 * MIB),
+            )
+            specs = [ProvisionSpecForTest(f"w-{i}") for i in range(10)]
+            handles = await asyncio.gather(*(backend.provision(spec, start) for spec in specs))
+            while len(await backend.usage_all()) < len(handles):
+                await asyncio.sleep(0.02)
+            bigger = Allocation(
+                ResourceVector(cpu_cores=0.1, memory_bytes=64 * MIB),
+                ResourceVector(cpu_cores=0.4, memory_bytes=192 * MIB),
+            )
+            lists = 0
+            list_once = backend._list_managed_rv
+
+            async def counted() -> Any:
+                nonlocal lists
+                lists += 1
+                return await list_once()
+
+            backend._list_managed_rv = counted  # type: ignore[method-assign]
+            results = await backend.resize_many(dict.fromkeys(handles, bigger))
+            assert all(r.status is ResizeStatus.APPLIED for r in results.values()), results
+            assert lists == 1  # the initial list; every decision came from the watch, no poll
+            assert len(results) == 10
+        finally:
+            await backend.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        em.stop()
+
+
+def ProvisionSpecForTest(name: str) -> ProvisionSpec:
+    from airflow_predictive.core.model.backend import ProvisionSpec as Spec
+
+    return Spec(name=name)
