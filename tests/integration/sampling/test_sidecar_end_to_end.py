@@ -48,14 +48,29 @@ def _wait_for_sample(store: SqlRunStore, pk: int, ok: Callable[[ResourceSample],
         time.sleep(0.1)
 
 
+def _prioritise(pid: int) -> None:
+    """Let the workload's "busy" mean most of a core on a shared test machine.
+
+    With CFS autogroups each session shares the CPUs equally whatever its processes' nice values,
+    so the workload runs in its own session and that session's group gets a high weight (root
+    only; elsewhere this is a no-op and the machine must simply not be saturated).
+    """
+    with contextlib.suppress(OSError, psutil.Error):
+        psutil.Process(pid).nice(-19)
+        with open(f"/proc/{pid}/autogroup", "w") as fh:
+            fh.write("-19")
+
+
 class Workload:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(WORKLOAD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, str(WORKLOAD)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
-        # the test machine is shared: a higher priority lets "busy" mean most of a core
-        with contextlib.suppress(psutil.AccessDenied):
-            psutil.Process(self.proc.pid).nice(-10)
+        _prioritise(self.proc.pid)
 
     def do(self, command: str) -> float:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -82,7 +97,7 @@ def test_samples_a_task_from_start_to_stop_into_the_database(run_store: SqlRunSt
             _wait_for_sample(
                 run_store, pk, lambda s, n=step: (s.usage.memory_bytes or 0) >= base + n * 60 * MIB
             )
-        work.do("burn 1.0")  # five sample intervals of one busy core
+        work.do("burn 1.5")  # several sample intervals of one busy core
         assert stop_sidecar(handle, timeout=30.0) is StopStatus.STOPPED
         assert handle.process.returncode == 0
     finally:
