@@ -202,9 +202,11 @@ class BackendConformance:
 
             def busy() -> bool:
                 u = backend.usage(handle)
-                return u is not None and u.cpu_cores is not None and u.cpu_cores >= 0.3
+                # Low bar on purpose: on a loaded shared host a busy task may get a fraction of a
+                # core; an idle one shows ~0.
+                return u is not None and u.cpu_cores is not None and u.cpu_cores >= 0.1
 
-            self._eventually("a busy task shows >= 0.3 cores", busy, advance_time, profile)
+            self._eventually("a busy task shows >= 0.1 cores", busy, advance_time, profile)
             later = backend.usage(handle)
             assert later is not None and later.cpu_cores is not None
             assert later.cpu_cores <= profile.cpu_cores * 1.5 + 0.1
