@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.airflow.airflow_env import AirflowEnv  # noqa: E402
+from tests.integration.airflow_runs.airflow_env import AirflowEnv  # noqa: E402
 
 RUNS = [
     ("predictive_shapes", {"input_mb": 128, "cpu_seconds": 3}),

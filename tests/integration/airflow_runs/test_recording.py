@@ -14,7 +14,7 @@ from airflow_predictive.core.model.resources import MIB, Metric
 from airflow_predictive.core.model.runs import Outcome, RunSource, TaskKey
 from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.run_store import SqlRunStore
-from tests.integration.airflow.airflow_env import AirflowEnv
+from tests.integration.airflow_runs.airflow_env import AirflowEnv
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

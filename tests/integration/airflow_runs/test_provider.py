@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.airflow.airflow_env import REPO, AirflowEnv
+from tests.integration.airflow_runs.airflow_env import REPO, AirflowEnv
 
 pytestmark = pytest.mark.airflow
 
