@@ -29,6 +29,7 @@ import airflow_predictive
 log = logging.getLogger(__name__)
 
 SIDECAR_MODULE = "airflow_predictive.sampling.sidecar"
+URL_ENV = "AIRFLOW_PREDICTIVE_SAMPLER_URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,6 @@ def default_log_path(run_pk: int) -> Path:
 def sidecar_command(
     run_pk: int,
     pid: int,
-    url: str,
     *,
     interval: float,
     flush: float,
@@ -71,7 +71,7 @@ def sidecar_command(
 ) -> list[str]:
     cmd = [
         sys.executable, "-m", SIDECAR_MODULE,
-        "--run-pk", str(run_pk), "--pid", str(pid), "--url", url,
+        "--run-pk", str(run_pk), "--pid", str(pid), "--url-env", URL_ENV,
         "--interval", repr(float(interval)), "--flush", repr(float(flush)),
         "--gpu", gpu, "--ready-fd", str(ready_fd), "--grace", repr(float(grace)),
     ]  # fmt: skip
@@ -82,9 +82,11 @@ def sidecar_command(
     return cmd
 
 
-def _child_env() -> dict[str, str]:
-    """The task's environment, with this package importable even when it is not installed."""
+def _child_env(url: str) -> dict[str, str]:
+    """The task's environment plus the database URL (never on the command line, where `ps` shows
+    it), with this package importable even when it is not installed."""
     env = dict(os.environ)
+    env[URL_ENV] = url
     root = str(Path(airflow_predictive.__file__).resolve().parent.parent)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in paths:
@@ -122,7 +124,7 @@ def start_sidecar(
         path.parent.mkdir(parents=True, exist_ok=True)
         read_fd, write_fd = os.pipe()
         cmd = sidecar_command(
-            run_pk, pid, url, interval=interval, flush=flush, cgroup=cgroup, gpu=gpu,
+            run_pk, pid, interval=interval, flush=flush, cgroup=cgroup, gpu=gpu,
             ready_fd=write_fd, grace=grace, started_at=started_at,
         )  # fmt: skip
         with open(path, "ab") as err:
@@ -133,7 +135,7 @@ def start_sidecar(
                 stderr=err,
                 pass_fds=(write_fd,),
                 start_new_session=True,
-                env=_child_env(),
+                env=_child_env(url),
                 close_fds=True,
             )
         os.close(write_fd)

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import select
 import signal
 import sys
@@ -90,7 +91,11 @@ def parse_args(argv: Sequence[str]) -> SidecarArgs:
     p = argparse.ArgumentParser(prog="python -m airflow_predictive.sampling.sidecar")
     p.add_argument("--run-pk", type=int, required=True)
     p.add_argument("--pid", type=int, required=True)
-    p.add_argument("--url", required=True, help="SQLAlchemy URL of the provider's database")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="SQLAlchemy URL of the provider's database")
+    where.add_argument(
+        "--url-env", help="name of an environment variable holding the URL (keeps passwords out of `ps`)"
+    )
     p.add_argument("--interval", type=_positive, default=1.0, help="seconds between samples")
     p.add_argument("--flush", type=_positive, default=5.0, help="seconds between writes")
     p.add_argument("--cgroup", default=None, help="the task's cgroup, when it has one")
@@ -101,7 +106,18 @@ def parse_args(argv: Sequence[str]) -> SidecarArgs:
     p.add_argument("--grace", type=_non_negative, default=10.0)
     p.add_argument("--started-at", type=float, default=None, help="the run's start, epoch seconds")
     ns = p.parse_args(list(argv))
-    return SidecarArgs(**{k: v for k, v in vars(ns).items()})
+    values = vars(ns)
+    env_name = values.pop("url_env")
+    if env_name is not None:
+        values["url"] = os.environ.get(env_name, "")
+        if not values["url"]:
+            p.error(f"--url-env: environment variable {env_name} is not set")
+    return SidecarArgs(**values)
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, for log lines."""
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
 
 
 class SidecarLoop:
@@ -281,7 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         store = _open_store(args.url)
     except Exception as exc:  # a bad URL or a missing driver: sampling would be for nothing
-        log.error("predictive sampler: cannot use the database %r (%s); not sampling", args.url, exc)
+        log.error(
+            "predictive sampler: cannot use the database %s (%s); not sampling", safe_url(args.url), exc
+        )
         return ExitCode.STORAGE
     sampler.store = store
     log.info(

@@ -170,3 +170,36 @@ def test_start_timeout_returns_none_and_leaves_no_process_behind(
 
 def test_stop_on_nothing_is_harmless() -> None:
     assert stop_sidecar(None, timeout=0.1) is StopStatus.ERROR
+
+
+def test_sidecar_with_a_ready_file_and_an_unusable_database_url_exits_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        ready = tmp_path / "ready"
+        done = subprocess.run(
+            [sys.executable, "-m", "airflow_predictive.sampling.sidecar", "--run-pk", "1",
+             "--pid", str(sleeper.pid), "--url", "nosuchdialect://x", "--ready-file", str(ready), "--gpu", "off"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert ready.read_text().strip().isdigit()  # it was sampling before it tried the database
+    assert done.returncode == 4
+    assert "cannot use the database" in done.stderr
+
+
+def test_the_database_password_is_not_on_the_sidecars_command_line(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    url = f"sqlite:///{tmp_path / 'never-created.db'}?secret=hunter2"
+    try:
+        handle = start_sidecar(1, sleeper.pid, url, interval=1.0, flush=5.0, cgroup=None, gpu="off",
+                               timeout=START_TIMEOUT, log_path=tmp_path / "s.log")  # fmt: skip
+        assert handle is not None
+        assert "hunter2" not in " ".join(psutil.Process(handle.pid).cmdline())
+        stop_sidecar(handle, timeout=30.0)
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -19,6 +19,7 @@ from airflow_predictive.sampling.sidecar import (
     parse_args,
     record_if_vanished,
     run_loop,
+    safe_url,
 )
 from airflow_predictive.sampling.sources import source_oom_killed
 
@@ -182,3 +183,24 @@ def test_oom_kill_is_read_from_the_cgroup_detail() -> None:
     assert not source_oom_killed(_CgroupLike(None))  # the cgroup is gone
     assert not source_oom_killed(_CgroupLike(OSError("unreadable")))
     assert not source_oom_killed(object())  # a process tree: unknown, so not claimed
+
+
+def test_reads_the_url_from_the_environment_so_ps_never_shows_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SAMPLER_TEST_URL", "postgresql://u:secret@db/x")
+    args = parse_args(["--run-pk", "1", "--pid", "2", "--url-env", "SAMPLER_TEST_URL"])
+    assert args.url == "postgresql://u:secret@db/x"
+    monkeypatch.delenv("SAMPLER_TEST_URL")
+    with pytest.raises(SystemExit):
+        parse_args(["--run-pk", "1", "--pid", "2", "--url-env", "SAMPLER_TEST_URL"])
+    with pytest.raises(SystemExit):  # exactly one of --url / --url-env
+        parse_args(["--run-pk", "1", "--pid", "2"])
+
+
+def test_log_lines_mask_the_database_password() -> None:
+    assert (
+        safe_url("postgresql+psycopg2://airflow:s3cr:et@host:5432/db")
+        == "postgresql+psycopg2://airflow:***@host:5432/db"
+    )
+    assert safe_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
