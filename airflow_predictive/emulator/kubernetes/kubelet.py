@@ -115,6 +115,31 @@ class PodRuntime:
     in_progress_error: str | None = None
     observed_generation: int = 0
     finished: bool = False
+    spec_cache: tuple[str, dict[str, dict[str, Any]]] | None = None  # (resourceVersion, resources)
+    status_signature: tuple[Any, ...] | None = None  # what the last written status was built from
+
+    def spec_resources(self, pod: Obj) -> dict[str, dict[str, Any]]:
+        rv = pod["metadata"].get("resourceVersion", "")
+        if self.spec_cache is None or self.spec_cache[0] != rv:
+            self.spec_cache = (rv, _spec_resources(pod))
+        return self.spec_cache[1]
+
+    def signature(self, pod: Obj) -> tuple[Any, ...]:
+        """Everything the pod status is built from: unchanged signature, unchanged status."""
+        return (
+            pod["metadata"].get("resourceVersion"),
+            self.started,
+            self.finished,
+            self.pending,
+            self.in_progress_error,
+            self.observed_generation,
+            self.allocated,
+            self.actual,
+            tuple(
+                (c.running, c.waiting_until, c.restart_count, c.terminated, c.last_terminated, c.started_ts)
+                for c in self.containers.values()
+            ),
+        )
 
 
 def _requests_of(resources: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -179,7 +204,7 @@ class Kubelet:
                 else:
                     continue
             self._advance_usage(pod, rt, now, dt)
-            if not rt.finished and _spec_resources(pod) != rt.allocated:
+            if not rt.finished and rt.spec_resources(pod) != rt.allocated:
                 resizing.append((pod, rt))
             elif rt.pending is not None:
                 rt.pending = None  # the spec went back to what is allocated
@@ -405,7 +430,7 @@ class Kubelet:
             return (-int(pod["spec"].get("priority") or 0), qos, since)
 
         for pod, rt in sorted(resizing, key=order):
-            desired = _spec_resources(pod)
+            desired = rt.spec_resources(pod)
             node = nodes.get(rt.node)
             alloc = self._allocatable(node) if node else {}
             want = _requests_of(desired)
@@ -488,6 +513,10 @@ class Kubelet:
 
     # ---- status -------------------------------------------------------------------------------
     def _write_status(self, pod: Obj, rt: PodRuntime) -> None:
+        signature = rt.signature(pod)
+        if signature == rt.status_signature:
+            return
+        rt.status_signature = signature
         status = self._status(pod, rt)
         if status == pod.get("status"):
             return
