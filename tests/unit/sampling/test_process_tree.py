@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -12,10 +13,12 @@ import pytest
 
 from airflow_predictive.core.model.resources import ResourceVector
 from airflow_predictive.sampling import process_tree
+from airflow_predictive.sampling.gpu import GpuUsage
 from airflow_predictive.sampling.process_tree import ProcessTreeSource, ProcReading, TreeAccountant
+from airflow_predictive.sampling.sources import TargetGone, build_source
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Collection, Iterator
 
 
 def _snap(*procs: ProcReading) -> dict[tuple[int, float], ProcReading]:
@@ -252,3 +255,42 @@ def test_slow_proc_scans_run_every_few_ticks_and_known_processes_are_read_betwee
         assert len(source.pids) == 2  # the child found by the scan is still read
     finally:
         _kill_tree(proc)
+
+
+class _OneGpuProcess:
+    """A GpuReader answering for one pid only (stands in for NVML; no GPU exists here)."""
+
+    name = "fake"
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.asked: list[set[int]] = []
+
+    def read(self, pids: Collection[int], now: float = 0.0) -> GpuUsage | None:
+        self.asked.append(set(pids))
+        return GpuUsage(util=0.25, memory_bytes=512.0) if self.pid in pids else GpuUsage(0.0, 0.0)
+
+
+def test_gpu_reader_is_asked_about_the_trees_pids(sleeper: subprocess.Popen[bytes]) -> None:
+    gpu = _OneGpuProcess(sleeper.pid)
+    source = ProcessTreeSource(sleeper.pid, clock=StepClock(), network=False, gpu=gpu)
+    reading = source.read()
+    assert reading is not None
+    assert (reading.gpu_util, reading.gpu_memory_bytes) == (0.25, 512.0)
+    assert gpu.asked == [{sleeper.pid}]
+
+
+def test_unusable_cgroup_falls_back_to_the_process_tree(
+    sleeper: subprocess.Popen[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        source = build_source(sleeper.pid, cgroup="not-a-cgroup-ref", gpu_mode="off")
+    assert isinstance(source, ProcessTreeSource)
+    assert any("sampling the process tree instead" in r.message for r in caplog.records)
+
+
+def test_building_a_source_for_a_missing_process_says_so() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    with pytest.raises(TargetGone):
+        build_source(proc.pid, gpu_mode="off")
