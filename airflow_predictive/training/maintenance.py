@@ -55,11 +55,13 @@ def retrain(
     candidates: tuple[str, ...] | None = None,
 ) -> TrainingResult | None:
     """Retrain ``keys`` (or the tasks with new runs); None when nothing is due."""
+    from airflow_predictive.core.profiler.selection import SelectionPolicy
     from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
     from airflow_predictive.storage.run_store import SqlRunStore
     from airflow_predictive.training.artefacts import ArtefactSaver
     from airflow_predictive.training.candidates import DEFAULT_CANDIDATES, factories
     from airflow_predictive.training.dataset import load_examples
+    from airflow_predictive.training.evaluation import measured_metrics
     from airflow_predictive.training.pipeline import train
 
     only = frozenset(keys) if keys is not None else due_tasks(engine, min_new_runs).due
@@ -75,5 +77,6 @@ def retrain(
         profiles=ProfileStore(engine),
         cache=ForecastCache(engine),
         model_saver=ArtefactSaver(model_dir) if model_dir else None,
+        policy=SelectionPolicy(folds=2, metrics=measured_metrics(examples)),
         only=only,
     )
