@@ -45,6 +45,7 @@ def _log_once(key: str, message: str, *args: Any, exc_info: bool = False) -> Non
 class _Active:
     run_pk: int
     sidecar: Any  # airflow_predictive.sampling.launcher.SidecarHandle | None
+    cgroup: str | None = None  # the task's cgroup ref when it runs in one of ours
 
 
 _active: dict[str, _Active] = {}
@@ -101,8 +102,9 @@ def _on_running(ti: Any) -> None:
     store = _store()
     record = _with_interval(record)
     run_pk = store.start_run(record)
-    sidecar = _start_sampler(run_pk, record.start.timestamp() if record.start else None)
-    _active[_ti_key(ti)] = _Active(run_pk=run_pk, sidecar=sidecar)
+    cgroup = _own_cgroup()
+    sidecar = _start_sampler(run_pk, record.start.timestamp() if record.start else None, cgroup)
+    _active[_ti_key(ti)] = _Active(run_pk=run_pk, sidecar=sidecar, cgroup=cgroup)
 
 
 def _with_interval(record: Any) -> Any:
@@ -111,7 +113,7 @@ def _with_interval(record: Any) -> Any:
     return replace(record, sample_interval_s=config.sample_interval())
 
 
-def _start_sampler(run_pk: int, started_at: float | None) -> Any:
+def _start_sampler(run_pk: int, started_at: float | None, cgroup: str | None) -> Any:
     try:
         from airflow_predictive.sampling.launcher import start_sidecar
     except ImportError as exc:
@@ -123,11 +125,20 @@ def _start_sampler(run_pk: int, started_at: float | None) -> Any:
         config.storage_url(),
         interval=config.sample_interval(),
         flush=config.sample_flush_interval(),
-        cgroup=None,
+        cgroup=cgroup,
         gpu=config.gpu_metrics(),
         timeout=config.sampler_start_timeout(),
         started_at=started_at,
     )
+
+
+def _own_cgroup() -> str | None:
+    """The task's cgroup when the cgroup backend runs it in one (usage and OOM kills from there)."""
+    try:
+        from airflow_predictive.backends.cgroups.hierarchy import own_task_group_ref
+    except ImportError:
+        return None
+    return own_task_group_ref()
 
 
 # -- end --------------------------------------------------------------------------------------------
@@ -165,12 +176,26 @@ def _on_skipped(ti: Any) -> None:
     _finish(ti, Outcome.SKIPPED, None, 0)
 
 
+def _oom_kills(cgroup: str | None) -> int:
+    if not cgroup:
+        return 0
+    try:
+        from airflow_predictive.backends.cgroups.group import group_from_ref
+
+        reading = group_from_ref(cgroup).read()
+    except (ImportError, OSError, ValueError):
+        return 0
+    return int(reading.oom_kills or 0) if reading is not None else 0
+
+
 def _on_failed(ti: Any, error: Any) -> None:
     from airflow_predictive.core.feedback import FailureFacts, classify_failure
 
+    active = _active.get(_ti_key(ti))
     facts = FailureFacts(
         error_type=type(error).__name__ if isinstance(error, BaseException) else "",
         message=str(error or ""),
+        oom_events=_oom_kills(active.cgroup if active else None),
     )
     outcome, note = classify_failure(facts)
     if _is_task_process(ti):

@@ -311,3 +311,49 @@ def effective_memory_limit(layout: CgroupLayout) -> int | None:
             break
         folder = up
     return min(limits) if limits else None
+
+
+def task_group_ref(proc_cgroup: str, mountinfo: str, marker: str = "airflow-predictive") -> str | None:
+    """The ``ref`` of the task cgroup this process runs in, when the backend put it in one.
+
+    A process counts as ours when its memory (v1) or unified (v2) cgroup path has a ``marker``
+    folder above its leaf. Returns a ref ``group_from_ref`` understands, or None.
+    """
+    paths = parse_proc_cgroup(proc_cgroup)
+    mounts = parse_mountinfo(mountinfo)
+
+    def ours(path: str | None) -> bool:
+        return (
+            path is not None and f"/{marker}/" in f"{path}/" and not path.rstrip("/").endswith(f"/{marker}")
+        )
+
+    unified = paths.get("")
+    if ours(unified):
+        v2 = next((m for m in mounts if m.fstype == "cgroup2"), None)
+        if v2 is not None:
+            return "v2:" + _join(v2.path, _relative(unified or "/", v2.root))
+    if not ours(paths.get("memory")):
+        return None
+    dirs: dict[str, str] = {}
+    for controller in ("cpu", "cpuacct", "memory", "blkio"):
+        mount = next((m for m in mounts if controller in m.controllers), None)
+        path = paths.get(controller)
+        if mount is not None and path is not None:
+            dirs[controller] = _join(mount.path, _relative(path, mount.root))
+    return "v1:" + ";".join(f"{c}={d}" for c, d in sorted(dirs.items())) if "memory" in dirs else None
+
+
+def own_task_group_ref(pid: int | None = None) -> str | None:
+    """``task_group_ref`` for a live process (default: this one); None when unreadable."""
+    who = "self" if pid is None else str(pid)
+    try:
+        with open(f"/proc/{who}/cgroup") as fh:
+            proc_cgroup = fh.read()
+        with open("/proc/self/mountinfo") as fh:
+            mountinfo = fh.read()
+    except OSError:
+        return None
+    try:
+        return task_group_ref(proc_cgroup, mountinfo)
+    except CgroupFileError:
+        return None
