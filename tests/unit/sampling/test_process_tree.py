@@ -215,17 +215,24 @@ def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
 def test_walks_the_kernel_children_lists_when_the_kernel_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
     proc = _spawn_tree()
     try:
+        expected = {proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))}
+        if process_tree.has_children_files(proc.pid):  # the real files (CONFIG_PROC_CHILDREN)
+            assert set(process_tree.direct_children(proc.pid)) == expected - {proc.pid}
         calls: list[int] = []
+        real, real_has = process_tree.direct_children, process_tree.has_children_files
 
-        def children_file(pid: int) -> list[int]:  # what /proc/<pid>/task/*/children would say
+        def counting(pid: int) -> list[int]:
             calls.append(pid)
-            return [c.pid for c in psutil.Process(pid).children()]
+            return (
+                real(pid)
+                if real_has(pid)
+                else [c.pid for c in psutil.Process(pid).children()]
+            )
 
         monkeypatch.setattr(process_tree, "has_children_files", lambda pid: True)
-        monkeypatch.setattr(process_tree, "direct_children", children_file)
+        monkeypatch.setattr(process_tree, "direct_children", counting)
         source = ProcessTreeSource(proc.pid, clock=StepClock(), network=False)
         source.read()
-        expected = {proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))}
         assert set(source.pids) == expected and len(expected) == 2
         assert calls[0] == proc.pid and len(calls) == 2  # root, then its child
     finally:
