@@ -40,6 +40,7 @@ from airflow_predictive.emulator.kubernetes.resources import (
     Resource,
 )
 from airflow_predictive.emulator.kubernetes.store import Selector
+from airflow_predictive.emulator.kubernetes.table import table, wants_table
 from airflow_predictive.emulator.kubernetes.workload import (
     WORKLOAD_ANNOTATION,
     WorkloadError,
@@ -61,6 +62,7 @@ class Response:
     body: Any = None
     content_type: str = "application/json"
     drop_watch_after: int | None = None  # an injected fault: cut the stream after N events
+    accept: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     stream: Iterator[bytes] | None = None
 
@@ -80,6 +82,7 @@ class Request:
     body: Any = None
     content_type: str = "application/json"
     drop_watch_after: int | None = None  # an injected fault: cut the stream after N events
+    accept: str = "application/json"
 
 
 class Api:
@@ -159,6 +162,8 @@ class Api:
             items, rv = self.store.list(resource, namespace or None, selector)
             if resource is QUOTAS:
                 items = [quota.with_status(self.store, q) for q in items]
+            if wants_table(req.accept):
+                return Response(200, self._table(req, resource, items, str(rv)))
             return Response(
                 200,
                 {
@@ -205,12 +210,19 @@ class Api:
         )
         drop_after = req.drop_watch_after
 
+        as_table = wants_table(req.accept)
+
+        def line(type_: str, obj: Obj) -> bytes:
+            if as_table:
+                obj = self._table(req, resource, [obj], obj["metadata"].get("resourceVersion", ""))
+            return _line(type_, obj)
+
         def lines() -> Iterator[bytes]:
             for obj in initial:
-                yield _line("ADDED", obj)
+                yield line("ADDED", obj)
             try:
                 for event in events:
-                    yield b"" if event is None else _line(event.type, event.obj)
+                    yield b"" if event is None else line(event.type, event.obj)
             except ApiError as err:
                 yield (json.dumps({"type": "ERROR", "object": err.status()}) + "\n").encode()
 
@@ -224,12 +236,20 @@ class Api:
 
         return Response(200, None, headers={"Transfer-Encoding": "chunked"}, stream=stream())
 
+    def _table(self, req: Request, resource: Resource, items: list[Obj], rv: str) -> dict[str, Any]:
+        full = req.query.get("includeObject") == "Object"
+        return table(resource, items, rv, self.kubelet.clock.now(), full)
+
     # ---- single objects -----------------------------------------------------------------------
     def _item(self, req: Request, resource: Resource, namespace: str, name: str, sub: str | None) -> Response:
         if req.method == "GET":
             obj = self.store.get(resource, namespace, name)
             if resource is QUOTAS:
                 obj = quota.with_status(self.store, obj)
+            if wants_table(req.accept) and sub is None:
+                return Response(
+                    200, self._table(req, resource, [obj], obj["metadata"].get("resourceVersion", ""))
+                )
             return Response(200, obj)
         if req.method == "DELETE":
             grace = None

@@ -88,7 +88,8 @@ class _Handler(BaseHTTPRequestHandler):
                     raise err
             drop = rule.drop_watch_after if rule is not None else None
             ctype = self.headers.get("Content-Type") or "application/json"
-            request = Request(method, path, query, body, ctype, drop)
+            accept = self.headers.get("Accept") or "application/json"
+            request = Request(method, path, query, body, ctype, drop, accept)
             response = self.server.api.handle(request)
         except ApiError as err:
             response = Response(err.code, err.status(), headers=dict(err.headers))

@@ -226,6 +226,11 @@ def test_kubectl_shows_resized_status_and_refuses_qos_change(
         "requests": {"cpu": "300m", "memory": "128Mi"},
         "limits": {"cpu": "750m", "memory": "256Mi"},
     }
+    table = kubectl("get", "pods", "-o", "wide")
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.splitlines()[:2]
+    assert header.split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+    assert row.split()[:4] == ["web", "1/1", "Running", "0"] and row.split()[-1] == "emulator-node-1"
     qos = '{"spec":{"containers":[{"name":"c","resources":{"requests":{"cpu":"750m","memory":"256Mi"}}}]}}'
     refused = kubectl("patch", "pod", "web", "--subresource", "resize", "-p", qos)
     assert refused.returncode == 1

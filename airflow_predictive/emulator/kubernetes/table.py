@@ -1,0 +1,120 @@
+"""Server-side printing: the ``meta.k8s.io/v1`` Table kubectl asks for (``Accept: ...;as=Table``).
+
+kubectl renders what the server puts in the table; without one it prints only NAME and AGE.
+Pods get kubectl's usual columns (NAME READY STATUS RESTARTS AGE, plus IP and NODE for -o wide);
+other resources NAME and AGE. Only read-only formatting happens here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_predictive.emulator.kubernetes.store import Obj, Resource
+
+
+def wants_table(accept: str) -> bool:
+    return "as=Table" in accept
+
+
+def _age(created: str | None, now: datetime) -> str:
+    if not created:
+        return "<unknown>"
+    try:
+        then = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return "<unknown>"
+    s = max(0, int((now - then).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= 2 * size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def _pod_cells(pod: Obj) -> list[Any]:
+    status = pod.get("status") or {}
+    statuses = status.get("containerStatuses") or []
+    total = len(pod.get("spec", {}).get("containers", []))
+    ready = sum(1 for c in statuses if c.get("ready"))
+    restarts = sum(int(c.get("restartCount", 0)) for c in statuses)
+    reason = status.get("phase", "Pending")
+    for c in statuses:
+        state = c.get("state") or {}
+        if "waiting" in state and state["waiting"].get("reason"):
+            reason = state["waiting"]["reason"]
+        elif "terminated" in state and state["terminated"].get("reason") and reason == "Running":
+            reason = state["terminated"]["reason"]
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        reason = "Terminating"
+    return [f"{ready}/{total}", reason, restarts]
+
+
+def table(
+    resource: Resource, items: list[Obj], resource_version: str, now: datetime, full: bool
+) -> dict[str, Any]:
+    is_pod = resource.kind == "Pod"
+    columns: list[dict[str, Any]] = [
+        {
+            "name": "Name",
+            "type": "string",
+            "format": "name",
+            "description": "Name of the object",
+            "priority": 0,
+        }
+    ]
+    if is_pod:
+        columns += [
+            {
+                "name": "Ready",
+                "type": "string",
+                "format": "",
+                "description": "ready containers",
+                "priority": 0,
+            },
+            {"name": "Status", "type": "string", "format": "", "description": "pod status", "priority": 0},
+            {
+                "name": "Restarts",
+                "type": "integer",
+                "format": "",
+                "description": "container restarts",
+                "priority": 0,
+            },
+        ]
+    columns.append(
+        {"name": "Age", "type": "string", "format": "", "description": "time since creation", "priority": 0}
+    )
+    if is_pod:
+        columns += [
+            {"name": "IP", "type": "string", "format": "", "description": "pod IP", "priority": 1},
+            {"name": "Node", "type": "string", "format": "", "description": "node name", "priority": 1},
+        ]
+    rows = []
+    for obj in items:
+        meta = obj.get("metadata") or {}
+        cells: list[Any] = [meta.get("name", "")]
+        if is_pod:
+            cells += _pod_cells(obj)
+        cells.append(_age(meta.get("creationTimestamp"), now))
+        if is_pod:
+            cells += [
+                (obj.get("status") or {}).get("podIP", "<none>"),
+                obj.get("spec", {}).get("nodeName", "<none>"),
+            ]
+        row_object = (
+            obj
+            if full
+            else {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": meta,
+            }
+        )
+        rows.append({"cells": cells, "object": row_object})
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": columns,
+        "rows": rows,
+    }
