@@ -122,6 +122,24 @@ def measure_startups(store: SqlRunStore, url: str, n: int, folder: Path) -> list
     return times
 
 
+def measure_imports(n: int = 5) -> tuple[float, float, str]:
+    """Median wall time of a bare interpreter and of importing the sidecar; heavy modules loaded."""
+    probe = (
+        "import sys, airflow_predictive.sampling.sidecar as _; "
+        "print(','.join(m for m in ('numpy', 'sqlalchemy', 'airflow') if m in sys.modules))"
+    )
+    bare, sidecar, heavy = [], [], ""
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        bare.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
+        sidecar.append(time.perf_counter() - t0)
+        heavy = done.stdout.strip()
+    return statistics.median(bare), statistics.median(sidecar), heavy or "none"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=60.0, help="steady-state seconds measured")
@@ -137,6 +155,7 @@ def main() -> None:
         folder = Path(tmp)
         store, url = new_store(folder)
         startups = measure_startups(store, url, args.startups, folder)
+        bare_s, import_s, heavy = measure_imports()
 
         tree = start_tree(args.duty, folder)
         try:
@@ -187,6 +206,9 @@ def main() -> None:
         f"| sidecar CPU incl. start-up (imports, first flush) | {total_cpu:.2f} s |",
         f"| start-up: spawn to ready (median of {len(startups)}) | {statistics.median(startups) * 1000:.0f} ms |",
         f"| start-up: slowest | {max(startups) * 1000:.0f} ms |",
+        f"| of which: a bare interpreter / interpreter + sidecar imports | {bare_s * 1000:.0f} ms / "
+        f"{import_s * 1000:.0f} ms |",
+        f"| heavy modules imported before ready (numpy, sqlalchemy, airflow) | {heavy} |",
         "",
         "Sanity of what was sampled: "
         f"peak memory {mem / 2**20:.0f} MiB, CPU up to {max(cpu_seen, default=0):.2f} cores, "

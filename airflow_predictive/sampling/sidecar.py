@@ -293,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         offset = max(0.0, clock.now().timestamp() - args.started_at)
     sampler = Sampler(args.run_pk, source, clock, offset_s=offset)
     sampler.tick()  # first reading: memory now, and the baseline of every rate
+    loop = SidecarLoop(sampler, clock, interval=args.interval, flush_every=args.flush)  # grid from here
     _signal_ready(args)
     try:
         store = _open_store(args.url)
@@ -306,7 +307,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "predictive sampler: sampling run %s (pid %s) every %.2fs with %s",
         args.run_pk, args.pid, args.interval, type(source).__name__,
     )  # fmt: skip
-    loop = SidecarLoop(sampler, clock, interval=args.interval, flush_every=args.flush)
     reason = run_loop(loop, signals.wait, signals.requested)
     if reason is StopReason.REQUESTED:
         sampler.tick()  # the final sample
