@@ -9,6 +9,7 @@ missing flag in feature vectors) so that callers can fall back explicitly.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,8 +58,20 @@ def clean_array(metric: Metric, values: np.ndarray) -> np.ndarray:
     return out
 
 
+# Peaks of finished runs, per run object (runs are immutable; forecasting 100 tasks with 50 earlier
+# runs each would otherwise rescan 5,000 series per call). Weak keys: no run is kept alive here.
+_PEAKS: weakref.WeakKeyDictionary[RunExample, dict[Metric, float | None]] = weakref.WeakKeyDictionary()
+
+
 def example_peak(example: RunExample, metric: Metric) -> float | None:
     """Peak of one finished run: from its series when it has one, else from its record."""
+    cached = _PEAKS.setdefault(example, {})
+    if metric not in cached:
+        cached[metric] = _example_peak(example, metric)
+    return cached[metric]
+
+
+def _example_peak(example: RunExample, metric: Metric) -> float | None:
     if example.series is not None:
         arr = example.series.get(metric)
         if arr is not None:
@@ -112,8 +125,9 @@ def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     x, y = x[ok], y[ok]
     if x.size < 2 or np.ptp(x) <= 0:
         return None
-    b, a = np.polyfit(x, y, 1)
-    return float(a), float(b)
+    dx = x - x.mean()
+    b = float(dx @ (y - y.mean()) / (dx @ dx))
+    return float(y.mean() - b * x.mean()), b
 
 
 # ----------------------------------------------------------------------------- history summaries

@@ -15,6 +15,7 @@ This module never imports TensorFlow: it returns plain arrays (shapes annotated 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,11 @@ from airflow_predictive.core.profiler.features import (
     FeatureEncoder,
     clean_array,
     example_duration,
+    example_peak,
     query_for_example,
 )
+
+PREFIX_ANCHORS: tuple[str, ...] = ("level", "implied")
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -47,9 +51,11 @@ class WindowConfig:
     max_history: earlier runs summarised per query (the newest ones).
     target_clip: normalised values above this are clipped (a 50x jump is a broken sensor or a
         different task; it must not dominate the loss).
-    rescale_by_prefix: with a prefix, multiply the scale by the observed / expected level (so a
-        try running 30% above its usual curve is forecast from a 30% higher anchor); the ratio is
-        also a feature, so the network can learn how far to trust it.
+    prefix_rescale: with a prefix, multiply the scale by the ``prefix_anchor`` ratio (see
+        ``prefix_ratios``) to this power (1: a try whose prefix implies a 30% higher peak is
+        forecast from a 30% higher anchor; 0: off). Both ratios are also features (computed before
+        rescaling), so the network learns how far to trust them.
+    prefix_anchor: "level" or "implied" (which ratio re-anchors the scale).
     """
 
     horizon_steps: int = 32
@@ -57,10 +63,15 @@ class WindowConfig:
     prefix_fractions: tuple[float, ...] = (0.1, 0.2, 0.4)
     max_history: int = 50
     target_clip: float = 20.0
-    rescale_by_prefix: bool = True
+    prefix_rescale: float = 0.0
+    prefix_anchor: str = "implied"
+
+    def __post_init__(self) -> None:
+        if self.prefix_anchor not in PREFIX_ANCHORS:
+            raise ValueError(f"prefix_anchor must be one of {PREFIX_ANCHORS}, got {self.prefix_anchor!r}")
 
     def prefix_extra_size(self, dims: int) -> int:
-        return 3 + 3 * dims
+        return 3 + 4 * dims
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,7 @@ class Windows:
     task_ids: np.ndarray  # [batch] int32
     operator_ids: np.ndarray  # [batch] int32
     prefix: np.ndarray  # [batch, prefix_steps, dims + 1] (last channel: 1 = bin observed)
-    prefix_extra: np.ndarray  # [batch, 3 + 3 * dims]
+    prefix_extra: np.ndarray  # [batch, 3 + 4 * dims]
     curve: np.ndarray  # [batch, horizon_steps, dims] target / scale
     log_duration: np.ndarray  # [batch] log(duration / duration_scale)
     scales: np.ndarray  # [batch, dims]
@@ -131,6 +142,25 @@ def _hold(col: np.ndarray) -> np.ndarray:
     return out
 
 
+# Normalised shapes of finished runs, per run object (immutable; weak keys keep nothing alive).
+_SHAPES: weakref.WeakKeyDictionary[RunExample, dict[tuple[tuple[Metric, ...], int], np.ndarray]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _run_shape(example: RunExample, metrics: tuple[Metric, ...], steps: int) -> np.ndarray:
+    """One run's curve on its timeline divided by its own peak: [time, dims]."""
+    cached = _SHAPES.setdefault(example, {})
+    key = (metrics, steps)
+    if key not in cached:
+        assert example.series is not None
+        curve = timeline_targets(example.series, metrics, np.ones(len(metrics)), steps, np.inf)
+        top = np.where(np.isfinite(curve), curve, -np.inf).max(axis=0)  # [dims]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cached[key] = np.where(top > 0, curve / top, np.nan)
+    return cached[key]
+
+
 def history_shape(
     history: Sequence[RunExample], metrics: Sequence[Metric], steps: int, runs: int = 5
 ) -> np.ndarray:
@@ -141,10 +171,7 @@ def history_shape(
     shapes = []
     for e in reversed(history):
         if e.series is not None and len(e.series) > 1:
-            curve = timeline_targets(e.series, metrics, np.ones(len(metrics)), steps, np.inf)
-            top = np.where(np.isfinite(curve), curve, -np.inf).max(axis=0)  # [dims]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                shapes.append(np.where(top > 0, curve / top, np.nan))
+            shapes.append(_run_shape(e, tuple(metrics), steps))
             if len(shapes) >= runs:
                 break
     if not shapes:
@@ -168,15 +195,13 @@ def prefix_inputs(
     scales: np.ndarray,
     duration_scale: float,
     config: WindowConfig,
-    shape: np.ndarray | None = None,
+    ratios: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """(sequence [prefix_steps, dims + 1], extra [3 + 3 * dims], elapsed seconds) of an observed prefix.
+    """(sequence [prefix_steps, dims + 1], extra [3 + 4 * dims], elapsed seconds) of an observed prefix.
 
     extra = [has_prefix, log1p(elapsed / 60), elapsed / duration_scale, then per dim: max so far /
-    scale, last value / scale, log(observed / expected)] where "expected" is the task's typical
-    shape (``history_shape`` [time, dims], its timeline stretched to ``duration_scale``) over the
-    same seconds: how much higher or lower this try runs than usual. Without a prefix (or with no
-    usable reading) everything is 0.
+    scale, last value / scale, then ``ratios`` ([2, dims]: log level ratio, log implied-peak ratio,
+    see ``prefix_ratios``)]. Without a prefix (or with no usable reading) everything is 0.
     """
     dims = len(metrics)
     seq = np.zeros((config.prefix_steps, dims + 1), dtype=np.float32)  # [time, dims + 1]
@@ -195,11 +220,76 @@ def prefix_inputs(
     top = np.where(np.isfinite(curve), curve, -np.inf).max(axis=0)  # [dims]
     extra[3 : 3 + dims] = np.where(np.isfinite(top), top, 0.0)
     extra[3 + dims : 3 + 2 * dims] = np.nan_to_num(curve[-1], nan=0.0)
-    if shape is not None:
-        extra[3 + 2 * dims :] = _level_ratio(
-            prefix, metrics, scales, duration_scale, shape, config.target_clip
-        )
+    if ratios is not None:
+        extra[3 + 2 * dims :] = ratios.reshape(-1)
     return seq, extra, elapsed
+
+
+# Cumulative maxima of finished runs' cleaned readings, per run object and metric (weak keys).
+_CUMMAX: weakref.WeakKeyDictionary[RunExample, dict[Metric, tuple[np.ndarray, np.ndarray]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _run_cummax(example: RunExample, metric: Metric) -> tuple[np.ndarray, np.ndarray] | None:
+    """(seconds since start [samples], running maximum [samples]) of one finished run's metric."""
+    series = example.series
+    arr = series.get(metric) if series is not None else None
+    if series is None or arr is None or len(series) < 2:
+        return None
+    cached = _CUMMAX.setdefault(example, {})
+    if metric not in cached:
+        cached[metric] = (series.times - series.times[0], np.fmax.accumulate(clean_array(metric, arr)))
+    return cached[metric]
+
+
+def prefix_ratios(
+    prefix: UsageSeries,
+    history: Sequence[RunExample],
+    metrics: Sequence[Metric],
+    scales: np.ndarray,
+    duration_scale: float,
+    config: WindowConfig,
+) -> np.ndarray:
+    """[2, dims]: how this try's prefix compares with the task's earlier runs (log ratios, 0 = unknown).
+
+    Row 0, level: mean observed / mean of the usual shape over the same part of the timeline.
+    Row 1, implied peak: max so far x the median over recent runs of (their peak / their max at
+    the same point of their own timeline), divided by the scale: "runs that looked like this by
+    now went on to peak at ...".
+    """
+    out = np.zeros((2, len(metrics)), dtype=np.float32)
+    recent = [e for e in reversed(history) if e.series is not None and len(e.series) > 1][:10]
+    if not recent or len(prefix) == 0:
+        return out
+    clip = math.log(config.target_clip)
+    elapsed = float(prefix.duration_s)
+    shape = history_shape(recent[::-1], metrics, config.horizon_steps)
+    out[0] = _level_ratio(prefix, metrics, scales, duration_scale, shape, config.target_clip)
+    for d, metric in enumerate(metrics):
+        arr = prefix.get(metric)
+        if arr is None:
+            continue
+        clean = clean_array(metric, arr)
+        if not np.any(np.isfinite(clean)):
+            continue
+        so_far = float(np.nanmax(clean))
+        factors = []
+        for e in recent:
+            cm = _run_cummax(e, metric)
+            peak = example_peak(e, metric)
+            d_h = example_duration(e)
+            if cm is None or peak is None or d_h is None:
+                continue
+            t_h = elapsed * d_h / max(duration_scale, 1e-9)
+            i = int(np.searchsorted(cm[0], t_h, side="right")) - 1
+            at = cm[1][max(i, 0)]
+            if np.isfinite(at) and at > 0:
+                factors.append(peak / at)
+        if factors and so_far > 0:
+            implied = so_far * float(np.median(factors))
+            out[1, d] = float(np.clip(math.log(implied / max(scales[d], 1e-12)), -clip, clip))
+    return out
 
 
 def _level_ratio(
@@ -235,15 +325,19 @@ def _row(
     duration: float | None,
     encoder: FeatureEncoder,
     config: WindowConfig,
-    shape: np.ndarray | None,
+    history: Sequence[RunExample],
 ) -> tuple[Any, ...]:
     metrics = encoder.metrics
     scales = encoded.scales
-    if prefix is not None and len(prefix) and shape is not None and config.rescale_by_prefix:
-        # re-anchor on what this try shows: the scale follows its level relative to the usual shape
-        ratio = _level_ratio(prefix, metrics, scales, encoded.duration_scale, shape, config.target_clip)
-        scales = scales * np.exp(ratio)
-    seq, extra, elapsed = prefix_inputs(prefix, metrics, scales, encoded.duration_scale, config, shape)
+    ratios = None
+    if prefix is not None and len(prefix) and history:
+        ratios = prefix_ratios(prefix, history, metrics, scales, encoded.duration_scale, config)
+        if config.prefix_rescale > 0:
+            # re-anchor on what this try shows (see WindowConfig.prefix_rescale)
+            scales = scales * np.exp(
+                config.prefix_rescale * ratios[PREFIX_ANCHORS.index(config.prefix_anchor)]
+            )
+    seq, extra, elapsed = prefix_inputs(prefix, metrics, scales, encoded.duration_scale, config, ratios)
     if target is not None:
         curve = timeline_targets(target, metrics, scales, config.horizon_steps, config.target_clip)
     else:
@@ -319,12 +413,11 @@ def training_windows(
                 continue
             history = runs[max(0, i - config.max_history) : i]
             encoded = encoder.encode(query_for_example(run, history))
-            rows.append(_row(encoded, None, run.series, duration, encoder, config, None))
-            shape = history_shape(history, encoder.metrics, config.horizon_steps) if history else None
+            rows.append(_row(encoded, None, run.series, duration, encoder, config, history))
             for fraction in config.prefix_fractions:
                 prefix = truncate(run.series, fraction * run.series.duration_s)
                 if len(prefix) >= 1:
-                    rows.append(_row(encoded, prefix, run.series, duration, encoder, config, shape))
+                    rows.append(_row(encoded, prefix, run.series, duration, encoder, config, history))
     return _stack(rows, encoder, config)
 
 
@@ -333,12 +426,7 @@ def query_windows(queries: Sequence[ForecastQuery], encoder: FeatureEncoder, con
     rows = []
     for q in queries:
         trimmed = q if len(q.history) <= config.max_history else _with_history(q, config.max_history)
-        shape = (
-            history_shape(trimmed.history, encoder.metrics, config.horizon_steps)
-            if q.prefix is not None and trimmed.history
-            else None
-        )
-        rows.append(_row(encoder.encode(trimmed), q.prefix, None, None, encoder, config, shape))
+        rows.append(_row(encoder.encode(trimmed), q.prefix, None, None, encoder, config, trimmed.history))
     return _stack(rows, encoder, config)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 PACKAGE = "airflow_predictive"
@@ -202,9 +203,16 @@ def seed(value: int) -> None:
 
 
 def predict(model: keras.Model, inputs: dict[str, Any]) -> tuple[Any, Any]:
-    """(curve [batch, time, dims, q], duration [batch, q]) as numpy, in one call."""
-    out = model(inputs, training=False)
-    return ops.convert_to_numpy(out["curve"]), ops.convert_to_numpy(out["duration"])
+    """(curve [batch, time, dims, q], duration [batch, q]) as numpy, in one compiled call.
+
+    The batch is padded to a power of two (>= 8) so that the traced predict function is reused
+    across calls with different numbers of tasks instead of being traced again (~1 s each).
+    """
+    n = len(inputs["task_id"])
+    size = max(8, 1 << (n - 1).bit_length())
+    padded = {k: np.concatenate([v, np.repeat(v[-1:], size - n, axis=0)]) for k, v in inputs.items()}
+    out = model.predict_on_batch(padded)
+    return np.asarray(out["curve"])[:n], np.asarray(out["duration"])[:n]
 
 
 def save(model: keras.Model, path: str) -> None:

@@ -88,3 +88,20 @@ def test_query_windows_have_no_targets(synth, task_key):
     enc = FeatureEncoder.fit(runs, METRICS)
     w = query_windows([synth.query_for(runs[-1], runs[:-1])], enc, WindowConfig(horizon_steps=8))
     assert len(w) == 1 and np.all(np.isnan(w.curve))
+
+
+def test_single_sample_and_absurd_runs_do_not_poison_training(synth, task_key):
+    from airflow_predictive.core.profiler.estimators.base import RunExample
+
+    runs = synth.linear_task(task_key, 4)
+    one = RunExample(runs[0].record, UsageSeries(np.array([0.0]), {MEM: np.array([1.0 * GIB])}))
+    times = np.arange(0.0, 20.0, 2.0)
+    absurd = RunExample(
+        runs[1].record,
+        UsageSeries(times, {MEM: np.full(times.size, 1e17), Metric.CPU_CORES: np.ones(times.size)}),
+    )
+    enc = FeatureEncoder.fit(runs, METRICS)
+    cfg = WindowConfig(horizon_steps=8, prefix_steps=4, prefix_fractions=())
+    w = training_windows([one, absurd, *runs[2:]], enc, cfg)
+    assert len(w) == 3  # the single-sample run is history only
+    assert np.nanmax(w.curve) <= cfg.target_clip

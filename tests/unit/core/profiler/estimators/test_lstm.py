@@ -225,3 +225,21 @@ def test_without_tensorflow_the_chain_falls_back_with_one_clear_line(synth, task
     assert forecast.estimator == "median_peak"
     lines = [r.getMessage() for r in caplog.records if "lstm dropped" in r.getMessage()]
     assert len(lines) == 1 and "needs TensorFlow" in lines[0]
+
+
+@pytest.mark.tensorflow
+def test_model_store_round_trip_and_tamper_detection(trained, tmp_path):
+    from airflow_predictive.storage.model_store import ModelStore, ModelUnavailable
+
+    model, train, held = trained
+    store = ModelStore(tmp_path / "models", keep=2)
+    manifest = store.save(model, scores={"pinball": 0.1})
+    assert set(manifest.files) == {"artefact/model.keras", "artefact/state.json"}
+    loaded = store.load()
+    q = _query(held[2], _history(train, held[2].key))
+    assert np.array_equal(loaded.predict(q).curve(MEM).at(0.9), model.predict(q).curve(MEM).at(0.9))
+    directory, _ = store.verified()
+    with (directory / "model.keras").open("ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(ModelUnavailable, match="checksum mismatch"):
+        store.load()
