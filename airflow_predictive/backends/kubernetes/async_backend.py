@@ -9,6 +9,7 @@ per pod per poll). It never blocks the event loop and never raises for expected 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 from dataclasses import replace
@@ -109,8 +110,11 @@ class AsyncKubernetesPodBackend:
             client_configuration=client.Configuration(),
         )
         await hook._load_config()  # fills hook.client_configuration; get_conn() would close it on exit
+        namespace = hook.get_namespace()  # a coroutine on the async hook (its fields are read async)
+        if inspect.isawaitable(namespace):
+            namespace = await namespace
         settings: KubernetesSettings = kwargs.pop("settings", None) or KubernetesSettings(
-            namespace=hook.get_namespace() or predictive_config.namespace()
+            namespace=namespace or predictive_config.namespace()
         )
         return cls(client.ApiClient(configuration=hook.client_configuration), settings, **kwargs)
 
