@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_predictive.emulator.kubernetes import quantity, quota, resources, validation
@@ -28,7 +27,8 @@ from airflow_predictive.emulator.kubernetes.errors import (
     not_found,
     required,
 )
-from airflow_predictive.emulator.kubernetes.metrics import cadvisor_text, pod_metrics, stats_summary
+from airflow_predictive.emulator.kubernetes.messages import Request, Response
+from airflow_predictive.emulator.kubernetes.metrics_routes import metrics_response, node_proxy
 from airflow_predictive.emulator.kubernetes.patch import apply_patch
 from airflow_predictive.emulator.kubernetes.resources import (
     NAMESPACES,
@@ -54,35 +54,6 @@ if TYPE_CHECKING:
     from airflow_predictive.emulator.kubernetes.store import Obj, Store
 
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
-
-
-@dataclass
-class Response:
-    status: int
-    body: Any = None
-    content_type: str = "application/json"
-    drop_watch_after: int | None = None  # an injected fault: cut the stream after N events
-    accept: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-    stream: Iterator[bytes] | None = None
-
-    def encode(self) -> bytes:
-        if isinstance(self.body, bytes):
-            return self.body
-        if isinstance(self.body, str):
-            return self.body.encode()
-        return json.dumps(self.body, separators=(",", ":")).encode()
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any = None
-    content_type: str = "application/json"
-    drop_watch_after: int | None = None  # an injected fault: cut the stream after N events
-    accept: str = "application/json"
 
 
 class Api:
@@ -137,9 +108,9 @@ class Api:
         if resource is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if resource is NODES and len(rest) >= 4 and rest[2] == "proxy":
-            return self._node_proxy(req, rest[1], "/".join(rest[3:]))
+            return node_proxy(self, req, rest[1], "/".join(rest[3:]))
         if group == "metrics.k8s.io":
-            return self._metrics(req, resource, namespace, rest[1] if len(rest) > 1 else None)
+            return metrics_response(self, req, resource, namespace, rest[1] if len(rest) > 1 else None)
         if resource.namespaced and namespace is None and len(rest) > 1:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if not resource.namespaced:
@@ -519,90 +490,6 @@ class Api:
                 "storage", new_req
             )
         return self._replace(PVCS, namespace, name, candidate, expected, dry_run, keep_status=True)
-
-    # ---- metrics and kubelet endpoints --------------------------------------------------------
-    def _metrics(self, req: Request, resource: Resource, namespace: str | None, name: str | None) -> Response:
-        if req.method != "GET":
-            raise ApiError(
-                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-            )
-        if resource.plural == "nodes":
-            return self._node_metrics(name)
-        selector = Selector(req.query.get("labelSelector"), req.query.get("fieldSelector"))
-        if name is not None:
-            pods = [self.store.get(PODS, namespace or "", name)]
-        else:
-            pods = self.store.list(PODS, namespace, selector)[0]
-        items = []
-        with self.lock:
-            for pod in pods:
-                rt = self.kubelet.pods.get(pod["metadata"]["uid"])
-                doc = pod_metrics(self.kubelet, pod, rt) if rt is not None else None
-                if doc is not None:
-                    items.append(doc)
-        if name is not None:
-            if not items:
-                raise not_found("PodMetrics", "metrics.k8s.io", name)
-            return Response(200, items[0])
-        return Response(
-            200,
-            {
-                "kind": "PodMetricsList",
-                "apiVersion": "metrics.k8s.io/v1beta1",
-                "metadata": {},
-                "items": items,
-            },
-        )
-
-    def _node_metrics(self, name: str | None) -> Response:
-        nodes = self.store.list(NODES, None)[0]
-        items = []
-        with self.lock:
-            for node in nodes:
-                node_name = node["metadata"]["name"]
-                if name is not None and node_name != name:
-                    continue
-                pods = [rt for rt in self.kubelet.pods.values() if rt.node == node_name and rt.started]
-                cpu = sum(c.cpu_rate for rt in pods for c in rt.containers.values())
-                mem = sum(c.memory for rt in pods for c in rt.containers.values() if c.running)
-                items.append(
-                    {
-                        "kind": "NodeMetrics",
-                        "apiVersion": "metrics.k8s.io/v1beta1",
-                        "metadata": {"name": node_name, "creationTimestamp": self.kubelet.ts()},
-                        "timestamp": self.kubelet.ts(),
-                        "window": f"{int(self.kubelet.config.metrics_window_s)}s",
-                        "usage": {"cpu": f"{int(cpu * 1e9)}n", "memory": f"{int(mem // 1024)}Ki"},
-                    }
-                )
-        if name is not None:
-            if not items:
-                raise not_found("NodeMetrics", "metrics.k8s.io", name)
-            return Response(200, items[0])
-        return Response(
-            200,
-            {
-                "kind": "NodeMetricsList",
-                "apiVersion": "metrics.k8s.io/v1beta1",
-                "metadata": {},
-                "items": items,
-            },
-        )
-
-    def _node_proxy(self, req: Request, node: str, path: str) -> Response:
-        self.store.get(NODES, "", node)
-        if req.method != "GET":
-            raise ApiError(
-                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-            )
-        if path == "stats/summary":
-            pods = {p["metadata"]["uid"]: p for p in self.store.list(PODS, None)[0]}
-            with self.lock:
-                return Response(200, stats_summary(self.kubelet, node, pods))
-        if path == "metrics/cadvisor":
-            with self.lock:
-                return Response(200, cadvisor_text(self.kubelet, node), "text/plain; version=0.0.4")
-        raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
 
 def _line(type_: str, obj: Obj) -> bytes:
