@@ -23,6 +23,7 @@ import re
 import select
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -295,19 +296,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     sampler.tick()  # first reading: memory now, and the baseline of every rate
     loop = SidecarLoop(sampler, clock, interval=args.interval, flush_every=args.flush)  # grid from here
     _signal_ready(args)
-    try:
-        store = _open_store(args.url)
-    except Exception as exc:  # a bad URL or a missing driver: sampling would be for nothing
-        log.error(
-            "predictive sampler: cannot use the database %s (%s); not sampling", safe_url(args.url), exc
-        )
-        return ExitCode.STORAGE
-    sampler.store = store
+    # SQLAlchemy and numpy take a second or more to import on a busy machine: open the store in the
+    # background so the loop keeps sampling on its grid (samples wait in the buffer meanwhile).
+    opened: dict[str, Any] = {}
+
+    def open_store() -> None:
+        try:
+            sampler.store = opened["store"] = _open_store(args.url)
+        except Exception as exc:  # a bad URL or a missing driver: sampling would be for nothing
+            opened["error"] = exc
+            signals.stop = True
+
+    opener = threading.Thread(target=open_store, name="open-store", daemon=True)
+    opener.start()
     log.info(
         "predictive sampler: sampling run %s (pid %s) every %.2fs with %s",
         args.run_pk, args.pid, args.interval, type(source).__name__,
     )  # fmt: skip
     reason = run_loop(loop, signals.wait, signals.requested)
+    opener.join(timeout=60)
+    if "error" in opened or "store" not in opened:
+        why = opened.get("error", "timed out opening it")
+        log.error(
+            "predictive sampler: cannot use the database %s (%s); not sampling", safe_url(args.url), why
+        )
+        return ExitCode.STORAGE
+    store = opened["store"]
     if reason is StopReason.REQUESTED:
         sampler.tick()  # the final sample
     final_flush(sampler, signals.wait)

@@ -56,7 +56,9 @@ def test_parsing_the_example_dags_imports_nothing_heavy(env: AirflowEnv) -> None
         " 'airflow_predictive.storage.run_store', 'kubernetes') if m in sys.modules];"
         "print(json.dumps(heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env.env, capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env.env, capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
@@ -67,7 +69,9 @@ def test_provider_import_stays_light() -> None:
         "print(json.dumps([m for m in ('tensorflow', 'numpy', 'sqlalchemy.orm', 'airflow_predictive.storage.run_store')"
         " if m in sys.modules]))"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=Path(REPO), capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(REPO), capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert "tensorflow" not in loaded and "airflow_predictive.storage.run_store" not in loaded

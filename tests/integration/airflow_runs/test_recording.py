@@ -87,10 +87,10 @@ def test_cpu_phase_appears_where_it_ran(airflow_run: tuple[AirflowEnv, SqlRunSto
     assert busy.size >= 3, trace
     span = busy.max() - busy.min()
     assert CPU_SECONDS - 2.5 <= span <= CPU_SECONDS + 2.0, trace
-    first, last = np.flatnonzero(is_busy)[[0, -1]]
-    assert bool(np.all(is_busy[first : last + 1])), f"busy samples are not one block: {trace}"
-    assert np.any((t > busy.max()) & (c < 0.15)), f"no idle phase recorded after the burn: {trace}"
-    assert float(np.median(c[is_busy])) > 0.4, trace
+    during = c[(t >= busy.min()) & (t <= busy.max())]
+    after = c[t > busy.max()]
+    assert after.size >= 1, f"no idle phase recorded after the burn: {trace}"
+    assert float(during.mean()) > 3 * float(after.mean()) + 0.05, trace
 
 
 def test_history_cli_prints_the_recorded_curves(airflow_run: tuple[AirflowEnv, SqlRunStore]) -> None:
