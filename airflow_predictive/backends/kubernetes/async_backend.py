@@ -231,7 +231,7 @@ class AsyncKubernetesPodBackend:
     ) -> dict[str, Pod]:
         """Judge resizes from watch events until all are decided, the deadline passes or the
         stream breaks (the caller then polls). Returns the last pod seen per ref."""
-        procs, s = self._procs, self.settings
+        procs = self._procs
         latest: dict[str, Pod] = {}
         selector = f"{MANAGED_BY[0]}={MANAGED_BY[1]}"
         timeout = max(1, int(deadline - procs.clock.monotonic()) + 1)
@@ -245,39 +245,49 @@ class AsyncKubernetesPodBackend:
         try:
             if resp.status != 200:
                 return latest
-            while outstanding:
-                remaining = deadline - procs.clock.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    line = await asyncio.wait_for(resp.content.readline(), remaining)
-                except TimeoutError:
-                    break
-                if not line:
-                    break
-                event = json.loads(line)
-                if event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
-                    break  # ERROR (e.g. 410 Gone): poll instead
-                obj: Pod = event.get("object") or {}  # type: ignore[assignment]
-                ref = f"{s.namespace}/{obj.get('metadata', {}).get('name', '')}"
-                pending = outstanding.get(ref)
-                if pending is None:
-                    continue
-                pod: Pod | None = None if event["type"] == "DELETED" else obj
-                if pod is not None:
-                    latest[ref] = pod
-                result, revert = procs.judge(ref, pending, pod)
-                if revert:
-                    body = resize_body(s.container_name, revert)
-                    reverts.append(self._execute(Call(Verb.PATCH_RESIZE, split_ref(ref)[1], body)))
-                if result is not None:
-                    results[ref] = result
-                    del outstanding[ref]
+            try:
+                async with asyncio.timeout(max(0.0, deadline - procs.clock.monotonic())):  # one timer
+                    while outstanding:
+                        line = await resp.content.readline()
+                        if not line or not self._judge_event(line, outstanding, results, latest, reverts):
+                            break
+            except TimeoutError:
+                pass
         finally:
             resp.release()
             if reverts:
                 await asyncio.gather(*reverts)
         return latest
+
+    def _judge_event(
+        self,
+        line: bytes,
+        outstanding: dict[str, PendingResize],
+        results: dict[str, ResizeResult],
+        latest: dict[str, Pod],
+        reverts: list[Any],
+    ) -> bool:
+        """Decide what one watch event says; False when the stream must be given up (ERROR)."""
+        s = self.settings
+        event = json.loads(line)
+        if event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+            return False  # ERROR (e.g. 410 Gone): the caller polls instead
+        obj: Pod = event.get("object") or {}  # type: ignore[assignment]
+        ref = f"{s.namespace}/{obj.get('metadata', {}).get('name', '')}"
+        pending = outstanding.get(ref)
+        if pending is None:
+            return True
+        pod: Pod | None = None if event["type"] == "DELETED" else obj
+        if pod is not None:
+            latest[ref] = pod
+        result, revert = self._procs.judge(ref, pending, pod)
+        if revert:
+            body = resize_body(s.container_name, revert)
+            reverts.append(self._execute(Call(Verb.PATCH_RESIZE, split_ref(ref)[1], body)))
+        if result is not None:
+            results[ref] = result
+            del outstanding[ref]
+        return True
 
     async def _list_managed(self) -> dict[str, Pod]:
         pods, _ = await self._list_managed_rv()
