@@ -12,7 +12,7 @@ from airflow_predictive.backends.kubernetes.backend import KubernetesPodBackend
 from airflow_predictive.backends.kubernetes.settings import KubernetesSettings
 from airflow_predictive.backends.kubernetes.volumes import KubernetesVolumeBackend
 from airflow_predictive.core.model.backend import Allocation, ExitKind, ResizeStatus
-from airflow_predictive.core.model.resources import GIB, MIB, ResourceVector
+from airflow_predictive.core.model.resources import GIB, MIB, Metric, ResourceVector
 from airflow_predictive.core.ports import ProvisionError
 from airflow_predictive.emulator.kubernetes.emulator import Emulator, NodeSpec
 from airflow_predictive.emulator.kubernetes.faults import FaultRule
@@ -246,3 +246,21 @@ def test_a_dropped_watch_ends_the_stream_early(kubeconfig: Path, emulator: Emula
         pass
     text = b"".join(lines).decode()
     assert text.count('"type":"ADDED"') == 2
+
+
+def test_gpus_are_provision_time_only(
+    backend: KubernetesPodBackend, kubeconfig: Path, make_workload: Callable[..., ProvisionSpec]
+) -> None:
+    from dataclasses import replace
+
+    spec = replace(make_workload(32, False, 600), gpus=1)
+    handle = backend.provision(spec, START)
+    pod = _pod(kubeconfig, handle.name)
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    assert pod.spec.containers[0].resources.requests["nvidia.com/gpu"] == "1"
+    with_gpu = Allocation(START.requests, START.limits.with_value(Metric.GPU_UTIL, 2.0))
+    result = backend.resize(handle, with_gpu)
+    assert result.status is ResizeStatus.UNSUPPORTED and "gpu_util" in result.reason
+    grown = backend.resize(handle, alloc(0.5, 2.0, 128, 256))
+    assert grown.status is ResizeStatus.APPLIED, grown.reason
+    assert _pod(kubeconfig, handle.name).spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
