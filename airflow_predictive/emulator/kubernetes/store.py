@@ -126,7 +126,10 @@ def _field_value(obj: Obj, path: str) -> str:
 
 
 class Store:
-    """Thread-safe objects by (resource, namespace, name) with a watchable event history."""
+    """Thread-safe objects by (resource, namespace, name) with a watchable event history.
+
+    Stored versions are private copies that are never changed in place (a write stores a new
+    object), so events and kubelet snapshots can share them without copying."""
 
     def __init__(self, now: Callable[[], str], history: int = 20000) -> None:
         self._now = now
@@ -146,7 +149,8 @@ class Store:
         return self._rv
 
     def _emit(self, type_: str, resource: str, namespace: str, obj: Obj) -> None:
-        self._events.append(Event(self._rv, type_, resource, namespace, copy.deepcopy(obj)))
+        """Record an event; ``obj`` is a stored version, never mutated in place, so it is shared."""
+        self._events.append(Event(self._rv, type_, resource, namespace, obj))
         self._lock.notify_all()
 
     def create(self, resource: Resource, namespace: str, obj: Obj) -> Obj:
@@ -168,9 +172,10 @@ class Store:
             meta["generation"] = 1
             meta["resourceVersion"] = str(self._bump())
             obj["apiVersion"], obj["kind"] = resource.api_version, resource.kind
-            self._objects[key] = copy.deepcopy(obj)
-            self._emit("ADDED", resource.plural, namespace, obj)
-            return copy.deepcopy(obj)
+            stored = copy.deepcopy(obj)
+            self._objects[key] = stored
+            self._emit("ADDED", resource.plural, namespace, stored)
+            return obj
 
     def get(self, resource: Resource, namespace: str, name: str) -> Obj:
         with self._lock:
@@ -231,9 +236,10 @@ class Store:
             if spec_changes_generation and new.get("spec") != current.get("spec"):
                 meta["generation"] += 1
             meta["resourceVersion"] = str(self._bump())
-            self._objects[key] = copy.deepcopy(new)
-            self._emit("MODIFIED", resource.plural, namespace, new)
-            return copy.deepcopy(new)
+            stored = copy.deepcopy(new)
+            self._objects[key] = stored
+            self._emit("MODIFIED", resource.plural, namespace, stored)
+            return new
 
     def delete(self, resource: Resource, namespace: str, name: str) -> Obj:
         key = (resource.plural, namespace, name)
@@ -241,9 +247,9 @@ class Store:
             obj = self._objects.pop(key, None)
             if obj is None:
                 raise not_found(resource.kind, resource.group, name)
-            obj["metadata"]["resourceVersion"] = str(self._bump())
-            self._emit("DELETED", resource.plural, namespace, obj)
-            return copy.deepcopy(obj)
+            gone = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self._bump())}}
+            self._emit("DELETED", resource.plural, namespace, gone)
+            return copy.deepcopy(gone)
 
     def _after(self, rv: int) -> builtins.list[Event]:
         """Events newer than ``rv``, oldest first (walks back from the newest: O(new events))."""
