@@ -88,6 +88,7 @@ class Windows:
     scales: np.ndarray  # [batch, dims]
     duration_scales: np.ndarray  # [batch]
     elapsed_s: np.ndarray  # [batch] seconds observed (0 without prefix)
+    recency: np.ndarray  # [batch] the run's place in its task's history: 0 oldest .. 1 newest
 
     def __len__(self) -> int:
         return int(self.static.shape[0])
@@ -357,7 +358,12 @@ def _row(
     )
 
 
-def _stack(rows: list[tuple[Any, ...]], encoder: FeatureEncoder, config: WindowConfig) -> Windows:
+def _stack(
+    rows: list[tuple[Any, ...]],
+    encoder: FeatureEncoder,
+    config: WindowConfig,
+    recency: list[float] | None = None,
+) -> Windows:
     if not rows:
         dims = len(encoder.metrics)
         return Windows(
@@ -371,6 +377,7 @@ def _stack(rows: list[tuple[Any, ...]], encoder: FeatureEncoder, config: WindowC
             scales=np.zeros((0, dims)),
             duration_scales=np.zeros(0),
             elapsed_s=np.zeros(0),
+            recency=np.zeros(0),
         )
     cols = list(zip(*rows, strict=True))
     return Windows(
@@ -384,6 +391,7 @@ def _stack(rows: list[tuple[Any, ...]], encoder: FeatureEncoder, config: WindowC
         scales=np.stack(cols[7]),
         duration_scales=np.array(cols[8]),
         elapsed_s=np.array(cols[9]),
+        recency=np.ones(len(rows)) if recency is None else np.array(recency, dtype=float),
     )
 
 
@@ -405,7 +413,8 @@ def training_windows(
     Each run is seen as it would have been asked for: its history is the task's earlier runs only.
     Runs without a series (peak-only traces) serve as history but are not targets.
     """
-    rows = []
+    rows: list[tuple[Any, ...]] = []
+    recency: list[float] = []
     for runs in chronological(examples).values():
         for i, run in enumerate(runs):
             duration = example_duration(run)
@@ -418,7 +427,8 @@ def training_windows(
                 prefix = truncate(run.series, fraction * run.series.duration_s)
                 if len(prefix) >= 1:
                     rows.append(_row(encoded, prefix, run.series, duration, encoder, config, history))
-    return _stack(rows, encoder, config)
+            recency += [i / max(len(runs) - 1, 1)] * (len(rows) - len(recency))
+    return _stack(rows, encoder, config, recency)
 
 
 def query_windows(queries: Sequence[ForecastQuery], encoder: FeatureEncoder, config: WindowConfig) -> Windows:

@@ -26,7 +26,7 @@ import numpy as np
 from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.series import QUANTILES, DemandCurve, Forecast
 from airflow_predictive.core.profiler.estimators.base import ForecastQuery, NotFitted, RunExample
-from airflow_predictive.core.profiler.features import FeatureEncoder
+from airflow_predictive.core.profiler.features import FeatureEncoder, example_peak
 from airflow_predictive.core.profiler.windows import (
     WindowConfig,
     Windows,
@@ -128,6 +128,7 @@ class LstmForecaster:
         self.config = config or LstmConfig()
         self.encoder: FeatureEncoder | None = None
         self.fine_tuned: tuple[str, ...] = ()
+        self.calibration: dict[str, dict[str, float]] = {}
         self.report: TrainingReport | None = None
         self._model: Any = None
 
@@ -164,10 +165,10 @@ class LstmForecaster:
                 hidden=cfg.hidden,
             )
         )
-        train, val = self._split(windows, rng)
-        shown = train.task_ids.copy()
+        fit_windows, val = self._split(windows, rng)
+        shown = fit_windows.task_ids.copy()
         shown[rng.random(len(shown)) < cfg.unknown_task_rate] = 0
-        train = replace(train, task_ids=shown)
+        train = replace(fit_windows, task_ids=shown)
         losses = net.train(
             model,
             train.inputs(),
@@ -179,7 +180,8 @@ class LstmForecaster:
             patience=cfg.patience,
         )
         self.encoder, self._model = encoder, model
-        self.fine_tuned = self._fine_tune(net, examples, windows)
+        self.fine_tuned = self._fine_tune(net, examples, fit_windows)
+        self.calibration = self._calibrate(net, val) if val is not None else {}
         self.report = TrainingReport(
             windows=len(windows),
             tasks=len(encoder.tasks),
@@ -191,11 +193,39 @@ class LstmForecaster:
         log.info("%s: trained %s", self.name, self.report)
         return self
 
+    def _calibrate(self, net: ModuleType, val: Windows) -> dict[str, dict[str, float]]:
+        """Per dimension and upper quantile, the factor that makes held-out peaks covered as promised.
+
+        Split-conformal on the validation windows (never trained on): the q-quantile of
+        actual peak / forecast q-peak, kept within [0.8, 3] (1 = the network was calibrated).
+        """
+        curve, _ = net.predict(self._model, val.inputs())  # [batch, time, dims, q]
+        out: dict[str, dict[str, float]] = {}
+        for d, metric in enumerate(self.metrics):
+            actual = np.nanmax(np.where(np.isfinite(val.curve[:, :, d]), val.curve[:, :, d], -np.inf), axis=1)
+            factors = {}
+            for j, q in enumerate(QUANTILES):
+                predicted = curve[:, :, d, j].max(axis=1)
+                ok = np.isfinite(actual) & (actual > 0) & (predicted > 0)
+                if q > 0.5 and ok.sum() >= 20:
+                    ratio = actual[ok] / predicted[ok]
+                    factors[str(q)] = float(np.clip(np.quantile(ratio, q), 0.8, 3.0))
+            out[metric.value] = factors
+        log.info("%s: calibration factors %s", self.name, out)
+        return out
+
     def _split(self, windows: Windows, rng: np.random.Generator) -> tuple[Windows, Windows | None]:
+        """Chronological hold-out: the newest ``validation_fraction`` of each task's runs validate.
+
+        All windows of a run stay on one side (its prefix variants would otherwise leak), and the
+        validation runs are later than the training ones, as forecasts will be.
+        """
         frac = self.config.validation_fraction
         if frac <= 0 or len(windows) < 50:
             return windows, None
-        val = rng.random(len(windows)) < frac
+        val = windows.recency > 1.0 - frac
+        if val.sum() < 10 or (~val).sum() < 10:
+            return windows, None
         return windows.select(~val), windows.select(val)
 
     def _fine_tune(
@@ -238,7 +268,10 @@ class LstmForecaster:
         """Forecast every query in one network call (e.g. all running tasks from their prefixes).
 
         Raises ``NotFitted`` when the model is not trained, or when a query asks only for metrics
-        the model never learned (those it did learn are forecast; the others are left out).
+        the model never learned (those it did learn are forecast; the others are left out), or
+        when no wanted metric has an anchor (an earlier run's peak or a declared value): a model
+        that only knows the training set's median would be guessing, so the chain's next level
+        (operator prior, declared) answers instead.
         """
         if self._model is None or self.encoder is None:
             raise NotFitted(f"{self.name}: predict() before fit() or load()")
@@ -252,7 +285,13 @@ class LstmForecaster:
                     f"{self.name}: {q.key} asks for {[m.value for m in q.metrics]}, "
                     f"the model learned {[m.value for m in self.metrics]}"
                 )
-            wanted.append(dims)
+            anchored = [i for i in dims if _anchored(q, self.metrics[i])]
+            if not anchored:
+                raise NotFitted(
+                    f"{self.name}: {q.key} has no earlier run and declares none of "
+                    f"{[self.metrics[i].value for i in dims]}: nothing to anchor a forecast on"
+                )
+            wanted.append(anchored)
         windows = query_windows(queries, self.encoder, self.config.window)
         curve, log_duration = _network().predict(self._model, windows.inputs())
         return [self._forecast(curve[i], log_duration[i], windows, i, wanted[i]) for i in range(len(queries))]
@@ -272,8 +311,9 @@ class LstmForecaster:
         for d in dims:
             metric = self.metrics[d]
             levels: dict[float, np.ndarray] = {}
+            factors = self.calibration.get(metric.value, {})
             for j, q in enumerate(QUANTILES):
-                values = np.maximum(curve[:, d, j], 0.0) * windows.scales[i, d]
+                values = np.maximum(curve[:, d, j], 0.0) * windows.scales[i, d] * factors.get(str(q), 1.0)
                 if q > 0.5:  # the run may be faster than the p50 duration: look ahead
                     ahead = math.ceil(h * (1.0 - duration[0.5] / max(duration[q], 1e-9)))
                     values = _forward_max(values, ahead)
@@ -294,6 +334,7 @@ class LstmForecaster:
             "config": self.config.to_json(),
             "encoder": self.encoder.to_json(),
             "fine_tuned": list(self.fine_tuned),
+            "calibration": self.calibration,
             "report": asdict(self.report) if self.report else None,
         }
         (directory / STATE_FILE).write_text(json.dumps(state, sort_keys=True))
@@ -309,6 +350,9 @@ class LstmForecaster:
             est = cls(LstmConfig.from_json(state["config"]))
             est.encoder = FeatureEncoder.from_json(state["encoder"])
             est.fine_tuned = tuple(state["fine_tuned"])
+            est.calibration = {
+                str(m): {str(q): float(f) for q, f in qs.items()} for m, qs in state["calibration"].items()
+            }
             est._model = net.load(str(directory / MODEL_FILE))
         except LstmUnavailable:
             raise
@@ -317,6 +361,14 @@ class LstmForecaster:
                 f"cannot load the LSTM model from {directory}: {type(exc).__name__}: {exc}"
             ) from exc
         return est
+
+
+def _anchored(query: ForecastQuery, metric: Metric) -> bool:
+    """Whether ``metric`` has something task-specific to scale from (history peak or declared)."""
+    declared = query.declared.get(metric)
+    return (declared is not None and declared > 0) or any(
+        example_peak(e, metric) is not None for e in query.history
+    )
 
 
 def _targets(w: Windows) -> dict[str, np.ndarray]:

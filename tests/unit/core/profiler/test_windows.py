@@ -105,3 +105,12 @@ def test_single_sample_and_absurd_runs_do_not_poison_training(synth, task_key):
     w = training_windows([one, absurd, *runs[2:]], enc, cfg)
     assert len(w) == 3  # the single-sample run is history only
     assert np.nanmax(w.curve) <= cfg.target_clip
+
+
+def test_recency_orders_each_tasks_runs(synth, task_key):
+    runs = synth.linear_task(task_key, 5)
+    enc = FeatureEncoder.fit(runs, METRICS)
+    w = training_windows(
+        runs[::-1], enc, WindowConfig(horizon_steps=4, prefix_steps=2, prefix_fractions=(0.5,))
+    )
+    assert list(w.recency) == [0.0, 0.0, 0.25, 0.25, 0.5, 0.5, 0.75, 0.75, 1.0, 1.0]

@@ -7,11 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from airflow_predictive.core.model.resources import GIB, Metric
+from airflow_predictive.core.model.resources import GIB, Metric, ResourceVector
 from airflow_predictive.core.model.runs import TaskKey
 from airflow_predictive.core.model.series import UsageSeries
 from airflow_predictive.core.profiler.estimators.base import ForecastQuery, NotFitted, RunExample
-from airflow_predictive.core.profiler.estimators.baselines import FallbackChain, MedianPeak
+from airflow_predictive.core.profiler.estimators.baselines import FallbackChain, MedianPeak, OperatorPrior
 from airflow_predictive.core.profiler.estimators.lstm import (
     LstmConfig,
     LstmForecaster,
@@ -175,11 +175,25 @@ def test_metric_the_model_never_saw_is_skipped_or_refused(trained):
 
 
 @pytest.mark.tensorflow
-def test_unknown_task_without_history_still_gets_a_finite_forecast(trained):
-    model, _, _held = trained
-    q = ForecastQuery(key=TaskKey("new", "task"), features={"input_bytes": 2e9})
-    f = model.predict(q)
+def test_unknown_task_is_forecast_from_its_declared_resources_or_refused(trained):
+    model, _, _ = trained
+    declared = ForecastQuery(
+        key=TaskKey("new", "task"),
+        features={"input_bytes": 2e9},
+        declared=ResourceVector(memory_bytes=4 * GIB),
+    )
+    f = model.predict(declared)
+    assert set(f.curves) == {MEM}  # CPU not declared and never seen: left out
     assert np.all(np.isfinite(f.curve(MEM).at(0.99))) and f.curve(MEM).peak(0.99) > 0
+    bare = ForecastQuery(key=TaskKey("new", "task"), features={"input_bytes": 2e9}, operator="BashOperator")
+    with pytest.raises(NotFitted, match="nothing to anchor"):
+        model.predict(bare)
+    chain = FallbackChain([model, OperatorPrior().fit(_history_of_all(trained))])
+    assert chain.predict(bare).estimator == "operator_prior"
+
+
+def _history_of_all(trained) -> list[RunExample]:
+    return list(trained[1])
 
 
 @pytest.mark.tensorflow
