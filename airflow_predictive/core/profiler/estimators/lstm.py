@@ -5,6 +5,11 @@ Why: baselines give one number per task; this model forecasts the curve over the
 given, the observed prefix of the running try (``query.prefix``), so the shaping loop can re-forecast
 mid-flight. ``predict_many`` answers many running tasks in one network call.
 
+Training: windows from ``windows.training_windows`` (each run as it would have been asked for,
+plus prefix variants); a held-out share of runs drives early stopping and then calibrates the
+p90 / p99 outputs (split-conformal factors, saved with the model); tasks with enough runs get
+their per-task adapter fine-tuned (still one model, one predict call).
+
 This module must stay importable without TensorFlow: the network (``lstm_network``) is imported
 lazily, and a missing TensorFlow surfaces as ``LstmUnavailable`` (an ``ImportError`` with a clear
 message) that the fallback chain logs once and moves past. Saved state is ``model.keras`` (loaded
@@ -67,6 +72,7 @@ class LstmConfig:
     """Training settings (saved with the model).
 
     metrics: dimensions to learn (those never measured in the training runs are dropped at fit).
+    validation_fraction: share of runs held out for early stopping and quantile calibration.
     fine_tune_min_runs: tasks with at least this many training runs get their own adapter.
     unknown_task_rate: share of training windows shown with the "unknown task" id, so that the
         global model answers for tasks it never saw.
@@ -196,9 +202,13 @@ class LstmForecaster:
     def _calibrate(self, net: ModuleType, val: Windows) -> dict[str, dict[str, float]]:
         """Per dimension and upper quantile, the factor that makes held-out peaks covered as promised.
 
-        Split-conformal on the validation windows (never trained on): the q-quantile of
-        actual peak / forecast q-peak, kept within [0.8, 3] (1 = the network was calibrated).
+        Split-conformal on the validation runs (never trained on; their forecast at start, one per
+        run): the q-quantile of actual peak / forecast q-peak, kept within [0.8, 3] (1 = the
+        network was already calibrated).
         """
+        at_start = val.elapsed_s == 0  # one window per run: the ratios are not repeats of one run
+        if at_start.sum() >= 20:
+            val = val.select(at_start)
         curve, _ = net.predict(self._model, val.inputs())  # [batch, time, dims, q]
         out: dict[str, dict[str, float]] = {}
         for d, metric in enumerate(self.metrics):
@@ -215,15 +225,18 @@ class LstmForecaster:
         return out
 
     def _split(self, windows: Windows, rng: np.random.Generator) -> tuple[Windows, Windows | None]:
-        """Chronological hold-out: the newest ``validation_fraction`` of each task's runs validate.
+        """Hold out ``validation_fraction`` of the runs (all windows of a run on one side).
 
-        All windows of a run stay on one side (its prefix variants would otherwise leak), and the
-        validation runs are later than the training ones, as forecasts will be.
+        Whole runs, because a run's prefix variants would otherwise leak into validation; drawn
+        at random over time rather than the newest ones, because the newest runs matter most for
+        the next forecasts and must stay in training.
         """
         frac = self.config.validation_fraction
         if frac <= 0 or len(windows) < 50:
             return windows, None
-        val = windows.recency > 1.0 - frac
+        runs = np.stack([windows.task_ids, np.round(windows.recency * 1e6)], axis=1)  # one row per window
+        unique, run_of_window = np.unique(runs, axis=0, return_inverse=True)
+        val = (rng.random(len(unique)) < frac)[run_of_window.reshape(-1)]
         if val.sum() < 10 or (~val).sum() < 10:
             return windows, None
         return windows.select(~val), windows.select(val)
