@@ -257,3 +257,16 @@ def test_model_store_round_trip_and_tamper_detection(trained, tmp_path):
         fh.write(b"tampered")
     with pytest.raises(ModelUnavailable, match="checksum mismatch"):
         store.load()
+
+
+def test_importing_the_estimator_does_not_import_tensorflow():
+    import subprocess
+
+    code = (
+        "import sys; import airflow_predictive.core.profiler.estimators.lstm; "
+        "import airflow_predictive.core.profiler.estimators.statsmodels_ets; "
+        "heavy = [m for m in ('tensorflow', 'keras', 'statsmodels') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
