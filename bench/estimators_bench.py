@@ -1,7 +1,7 @@
 """Estimator benchmark: LSTM training time, batched prefix re-forecast latency, held-out accuracy.
 
 Usage: .venv/bin/python bench/estimators_bench.py [--data ../shared/data/kseg-eager] [--json]
-       [--epochs N] [--limit-runs N]
+       [--epochs N] [--limit-runs N] [--out docs/benchmarks/estimators.md]
 
 Reads a compact trace folder (runs.csv + samples.csv.gz) straight into RunExamples (no store),
 splits each task chronologically in halves, trains the LSTM on the first halves (timed), then on
@@ -191,6 +191,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--limit-runs", type=int, default=None)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t = time.perf_counter()
@@ -217,7 +218,31 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
     else:
-        print(json.dumps(result, indent=1))
+        print(markdown(result))
+    if args.out is not None:
+        args.out.write_text(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    """The figures as a small Markdown report (timings were taken on a shared 2-core machine)."""
+    lines = [
+        "# Estimators benchmark (kseg-eager, per-task chronological halves)",
+        "",
+        f"- runs: {result['runs']}, held-out runs: {result['held_out_runs']}",
+        f"- LSTM training on all runs: {result['train_full_s']:.0f} s; on the first halves: "
+        f"{result['train_half_s']:.0f} s",
+        f"- re-forecast of {result['reforecast_100']['tasks']} running tasks from 20% prefixes, one call: "
+        f"median {result['reforecast_100']['median_ms']:.0f} ms, p90 {result['reforecast_100']['p90_ms']:.0f} ms",
+        "",
+        "| estimator | peak error median | p90 | p99 coverage | rest-of-run peak error (20% seen) median | p90 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in result["accuracy"].items():
+        lines.append(
+            f"| {name} | {r['peak_error_median']:.1%} | {r['peak_error_p90']:.1%} | {r['p99_coverage']:.1%} "
+            f"| {r['rest_peak_error_median']:.1%} | {r['rest_peak_error_p90']:.1%} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
