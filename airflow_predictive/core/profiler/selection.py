@@ -46,7 +46,9 @@ class SelectionPolicy:
     folds: number of rolling origins per task.
     min_train_runs: runs a task needs before its first origin (fewer: no backtest, cold start).
     min_calibration_runs: backtest forecasts the champion needs before its upper quantiles are
-        widened from its own residuals (see ``calibrated``).
+        recalibrated from its own residuals (see ``calibrated``).
+    calibration_mode: "widen" (upper quantiles only ever grow to p50 x factor) or "conformal"
+        (they become p50 x factor: too-wide bands shrink too, keeping the p50 curve's shape).
     memory_under_penalty: added to the score per unit of the mean relative shortfall of the p99
         memory peak below the actual peak, plus this much times the share of runs under it.
     metrics: what is forecast and scored.
@@ -57,6 +59,7 @@ class SelectionPolicy:
     memory_under_penalty: float = 2.0
     metrics: tuple[Metric, ...] = (Metric.CPU_CORES, Metric.MEMORY_BYTES)
     min_calibration_runs: int = 5
+    calibration_mode: str = "widen"
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,8 @@ def backtest(
         best = min(ok, key=lambda s: (s.score, s.estimator))
         reason = f"lowest penalised pinball loss ({best.score:.4f}) over {best.forecasts} backtest runs"
         cal = calibration_from(tallies[key][best.estimator].ratios, policy.min_calibration_runs)
+        if cal and policy.calibration_mode == "conformal":
+            cal = {m: {**f, CONFORMAL: 1.0} for m, f in cal.items()}
         records.append(
             SelectionRecord(key, best.estimator, scores, len(runs), len(cuts), reason, calibration=cal)
         )
@@ -263,10 +268,16 @@ def calibration_from(
     return out
 
 
+CONFORMAL = -1.0  # marker key in a calibration: replace the upper quantiles instead of widening
+
+
 def calibrated(forecast: Forecast, calibration: Mapping[Metric, Mapping[float, float]]) -> Forecast:
-    """Widen (never narrow) each upper quantile to at least p50 x the backtest factor (a split
-    conformal correction: an estimator whose bands were too narrow on this task's past gets wider
-    ones; one whose bands were wide enough is unchanged)."""
+    """Upper quantiles from the p50 curve and the backtest factors (a split conformal correction).
+
+    Default: widen only (at least p50 x factor), so an estimator whose bands were too narrow on
+    this task's past gets wider ones and one whose bands were wide enough is unchanged. With the
+    ``CONFORMAL`` marker the upper quantiles become p50 x factor (never below p50), so bands that
+    were wider than the task's past errors shrink as well."""
     if not calibration:
         return forecast
     curves: dict[Metric, DemandCurve] = {}
@@ -276,6 +287,12 @@ def calibrated(forecast: Forecast, calibration: Mapping[Metric, Mapping[float, f
             curves[metric] = curve
             continue
         base = curve.at(0.5)
-        levels = {q: np.maximum(arr, base * factors.get(q, 0.0)) for q, arr in curve.quantiles.items()}
+        if CONFORMAL in factors:
+            levels = {
+                q: (arr if q <= 0.5 or q not in factors else base * max(1.0, factors[q]))
+                for q, arr in curve.quantiles.items()
+            }
+        else:
+            levels = {q: np.maximum(arr, base * factors.get(q, 0.0)) for q, arr in curve.quantiles.items()}
         curves[metric] = DemandCurve(metric, curve.step_s, levels)
     return replace(forecast, curves=curves)

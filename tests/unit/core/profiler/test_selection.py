@@ -97,3 +97,20 @@ def test_champion_bands_widen_to_what_its_backtest_missed() -> None:
     assert np.allclose(mem.at(0.5), raw.at(0.5))  # the median stays
     assert mem.peak(0.99) == pytest.approx(raw.peak(0.5) * factors[0.99])
     assert calibrated(forecast, {}) is forecast
+
+
+def test_conformal_mode_also_narrows_bands_wider_than_the_past_errors() -> None:
+    from airflow_predictive.core.profiler.selection import calibrated
+
+    runs = [example("a", i, 1.0) for i in range(12)]  # identical peaks: the median is exact
+    policy = SelectionPolicy(calibration_mode="conformal")
+    [record] = backtest({"wide": lambda: FlatHistoryPeak("wide", 1.0)}, runs, policy)
+    forecast = FlatHistoryPeak("wide").predict(query_for(runs[-1], runs[:-1], (Metric.MEMORY_BYTES,)))
+    tight = calibrated(forecast, record.calibration).curves[Metric.MEMORY_BYTES]
+    raw = forecast.curves[Metric.MEMORY_BYTES]
+    assert raw.peak(0.99) == pytest.approx(raw.peak(0.5) * 1.2)
+    assert tight.peak(0.99) == pytest.approx(raw.peak(0.5))  # past errors were zero: p99 = p50
+    widen_only = backtest({"wide": lambda: FlatHistoryPeak("wide", 1.0)}, runs)[0]
+    assert calibrated(forecast, widen_only.calibration).curves[Metric.MEMORY_BYTES].peak(0.99) == raw.peak(
+        0.99
+    )
