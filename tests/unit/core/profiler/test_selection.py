@@ -88,7 +88,9 @@ def test_champion_bands_widen_to_what_its_backtest_missed() -> None:
 
     # memory peaks swing +-30% around the last run: the flat estimator's own p99 (x1.2) is too narrow
     runs = [example("a", i, 1.0 + 0.3 * (-1) ** i) for i in range(12)]
-    [record] = backtest({"flat": lambda: FlatHistoryPeak("flat")}, runs)
+    [record] = backtest(
+        {"flat": lambda: FlatHistoryPeak("flat")}, runs, SelectionPolicy(calibration_mode="widen")
+    )
     factors = record.calibration[Metric.MEMORY_BYTES]
     assert factors[0.99] > 1.2 and factors[0.99] >= factors[0.9]
     forecast = FlatHistoryPeak("flat").predict(query_for(runs[-1], runs[:-1], (Metric.MEMORY_BYTES,)))
@@ -110,7 +112,9 @@ def test_conformal_mode_also_narrows_bands_wider_than_the_past_errors() -> None:
     raw = forecast.curves[Metric.MEMORY_BYTES]
     assert raw.peak(0.99) == pytest.approx(raw.peak(0.5) * 1.2)
     assert tight.peak(0.99) == pytest.approx(raw.peak(0.5))  # past errors were zero: p99 = p50
-    widen_only = backtest({"wide": lambda: FlatHistoryPeak("wide", 1.0)}, runs)[0]
+    widen_only = backtest(
+        {"wide": lambda: FlatHistoryPeak("wide", 1.0)}, runs, SelectionPolicy(calibration_mode="widen")
+    )[0]
     assert calibrated(forecast, widen_only.calibration).curves[Metric.MEMORY_BYTES].peak(0.99) == raw.peak(
         0.99
     )
