@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 # Feature keys the importers and the recorder use for a run's input size (first present wins).
 INPUT_SIZE_KEYS: tuple[str, ...] = ("input_bytes", "input_size_bytes", "input_size")
+# Sizes of what upstream tasks produced, when the recorder knows them (kept as features whenever seen).
+UPSTREAM_OUTPUT_KEYS: tuple[str, ...] = ("upstream_output_bytes", "upstream_output_files")
 
 # Readings above these are treated as broken sensors, not as usage (1 PiB of memory, 100k cores ...).
 _ABSURD: dict[Metric, float] = {
@@ -307,9 +309,11 @@ class FeatureEncoder:
                     counts[k] = counts.get(k, 0) + 1
                     values.setdefault(k, []).append(_signed_log(num))
         min_count = max(1, int(0.05 * len(examples)))
-        keys = sorted(
-            k for k, c in sorted(counts.items(), key=lambda kv: -kv[1])[:max_numeric] if c >= min_count
-        )
+        always = [k for k in (*INPUT_SIZE_KEYS, *UPSTREAM_OUTPUT_KEYS) if k in counts]
+        frequent = [
+            k for k, c in sorted(counts.items(), key=lambda kv: -kv[1]) if c >= min_count and k not in always
+        ]
+        keys = sorted([*always, *frequent][:max_numeric])
         means = tuple(float(np.mean(values[k])) for k in keys)
         stds = tuple(max(float(np.std(values[k])), 1e-3) for k in keys)
         tasks = {t: i + 1 for i, t in enumerate(sorted({str(e.key) for e in examples}))}

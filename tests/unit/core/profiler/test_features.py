@@ -99,3 +99,15 @@ def test_encoder_round_trips_through_json(synth, task_key):
     again = FeatureEncoder.from_json(json.loads(json.dumps(enc.to_json())))
     q = synth.query_for(runs[-1], runs[:-1])
     assert np.array_equal(enc.encode(q).static, again.encode(q).static)
+
+
+def test_rare_upstream_output_sizes_are_kept_and_rare_other_keys_dropped(synth, task_key):
+    from dataclasses import replace
+
+    from airflow_predictive.core.profiler.estimators.base import RunExample
+
+    runs = synth.linear_task(task_key, 40)
+    rare = dict(runs[0].record.features, upstream_output_bytes=5e8, rare_param=3.0)
+    runs[0] = RunExample(replace(runs[0].record, features=rare), runs[0].series)
+    enc = FeatureEncoder.fit(runs, METRICS)
+    assert enc.numeric_keys == ("input_bytes", "upstream_output_bytes")
