@@ -58,17 +58,32 @@ def classify_failure(facts: FailureFacts) -> tuple[Outcome, str]:
 
 
 def curve_summary(series: UsageSeries, width: int = 24) -> str:
-    """A compact one-line view of memory and CPU over a run, for CLIs and logs."""
-    from airflow_predictive.core.model.resources import GIB, Metric
+    """A compact one-line view of memory, CPU, disk and network over a run, for CLIs and logs."""
+    import numpy as np
+
+    from airflow_predictive.core.model.resources import GIB, MIB, Metric
+
+    def total(*metrics: Metric) -> np.ndarray | None:
+        arrays = [a for m in metrics if (a := series.get(m)) is not None]
+        if not arrays:
+            return None
+        stacked = np.vstack(arrays)
+        out = np.nansum(stacked, axis=0)
+        out[np.all(np.isnan(stacked), axis=0)] = np.nan
+        return out
 
     parts = []
-    for metric, label, scale, unit in (
-        (Metric.MEMORY_BYTES, "mem", GIB, "GiB"),
-        (Metric.CPU_CORES, "cpu", 1.0, "cores"),
+    for label, arr, scale, unit in (
+        ("mem", series.get(Metric.MEMORY_BYTES), GIB, "GiB"),
+        ("cpu", series.get(Metric.CPU_CORES), 1.0, "cores"),
+        ("disk", total(Metric.DISK_READ_BPS, Metric.DISK_WRITE_BPS), MIB, "MiB/s"),
+        ("net", total(Metric.NET_RX_BPS, Metric.NET_TX_BPS), MIB, "MiB/s"),
+        ("gpu", series.get(Metric.GPU_UTIL), 1.0, "GPUs"),
     ):
-        arr = series.get(metric)
-        peak = series.peak(metric)
-        if arr is None or peak is None:
+        if arr is None or not np.any(np.isfinite(arr)):
+            continue
+        peak = float(np.nanmax(arr))
+        if label in ("disk", "net", "gpu") and peak <= 0:
             continue
         parts.append(f"{label} {sparkline(arr, width)} peak {peak / scale:.2f} {unit}")
     return "  ".join(parts) if parts else "(no samples)"

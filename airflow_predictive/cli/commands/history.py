@@ -9,7 +9,7 @@ from typing import Any
 from airflow_predictive import config
 from airflow_predictive.core.feedback import curve_summary
 from airflow_predictive.core.model.resources import GIB
-from airflow_predictive.core.model.runs import RunRecord, TaskKey
+from airflow_predictive.core.model.runs import RunRecord, RunSource, TaskKey
 from airflow_predictive.storage.engine import StorageUnavailable, engine_for
 from airflow_predictive.storage.run_store import SqlRunStore
 
@@ -38,8 +38,21 @@ def _row(run: RunRecord) -> dict[str, Any]:
     }
 
 
+def without_shadowed_ingests(runs: list[RunRecord]) -> list[RunRecord]:
+    """Drop backfilled (ingest) records of tries the listener recorded itself: same try, less detail."""
+    recorded = {
+        (r.identity.run_id, r.identity.try_number) for r in runs if r.identity.source is RunSource.LISTENER
+    }
+    return [
+        r
+        for r in runs
+        if r.identity.source is not RunSource.INGEST
+        or (r.identity.run_id, r.identity.try_number) not in recorded
+    ]
+
+
 def render(store: SqlRunStore, key: TaskKey, limit: int, as_json: bool) -> str:
-    runs = store.runs(key, limit=limit)
+    runs = without_shadowed_ingests(store.runs(key, limit=2 * limit))[-limit:]
     if as_json:
         rows = []
         for run in runs:

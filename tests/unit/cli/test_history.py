@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from airflow_predictive.cli.commands.history import render
+from airflow_predictive.core.model.resources import MIB, ResourceVector
+from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, RunSource, TaskKey
+from airflow_predictive.core.model.series import ResourceSample
+from airflow_predictive.storage.run_store import SqlRunStore
+
+KEY = TaskKey("d", "t")
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _store_with_runs(run_store: SqlRunStore) -> None:
+    for source in (RunSource.LISTENER, RunSource.INGEST):
+        pk = run_store.upsert_run(
+            RunRecord(
+                RunIdentity(KEY, "r1", 1, source),
+                start=T0,
+                end=T0 + timedelta(seconds=9),
+                outcome=Outcome.SUCCESS,
+            )
+        )
+    listener = run_store.get_run(RunIdentity(KEY, "r1", 1))
+    assert listener is not None and listener.run_pk is not None
+    run_store.add_samples(
+        listener.run_pk,
+        [
+            ResourceSample(
+                float(t), ResourceVector(memory_bytes=100 * MIB * t, cpu_cores=1.0, net_rx_bps=MIB)
+            )
+            for t in range(6)
+        ],
+    )
+    run_store.upsert_run(
+        RunRecord(
+            RunIdentity(KEY, "old", 1, RunSource.INGEST), start=T0 - timedelta(days=1), outcome=Outcome.FAILED
+        )
+    )
+    assert pk
+
+
+def test_history_shows_curves_and_hides_ingested_copies_of_recorded_tries(run_store: SqlRunStore) -> None:
+    _store_with_runs(run_store)
+    text = render(run_store, KEY, limit=10, as_json=False)
+    assert text.startswith("2 run(s) of d.t")
+    assert "peak 0.49 GiB" in text and "net" in text and "failed" in text
+
+
+def test_history_json_carries_the_curve(run_store: SqlRunStore) -> None:
+    _store_with_runs(run_store)
+    data = json.loads(render(run_store, KEY, limit=10, as_json=True))
+    recorded = [r for r in data["runs"] if r["source"] == "listener"]
+    assert recorded[0]["curve"]["memory_bytes"][-1] == 500 * MIB
+    assert len(data["runs"]) == 2
+
+
+def test_unknown_task_says_so(run_store: SqlRunStore) -> None:
+    assert render(run_store, TaskKey("x", "y"), limit=5, as_json=False) == "no recorded runs for x.y"
