@@ -64,8 +64,12 @@ def test_memory_curve_peaks_at_what_the_task_allocated(airflow_run: tuple[Airflo
     series = store.series(run.run_pk)  # type: ignore[arg-type]
     mem = series.get(Metric.MEMORY_BYTES)
     assert mem is not None and len(series) >= 5
-    baseline = float(np.nanmin(mem))  # the task process before it allocates (Python + Airflow)
+    # the task process's own level (Python + Airflow's task runner, ~200 MiB) is read after the ramp
+    # frees its blocks; the first samples can be lower, taken while the task runner still imports
+    top = int(np.nanargmax(mem))
+    baseline = float(np.nanmin(mem[top:]))
     rise = float(np.nanmax(mem)) - baseline
+    print(f"memory_ramp: baseline {baseline / MIB:.0f} MiB, rise {rise / MIB:.0f} MiB for {INPUT_MB} MiB allocated")
     assert abs(rise - INPUT_MB * MIB) <= 0.10 * INPUT_MB * MIB, f"rise {rise / MIB:.0f} MiB vs {INPUT_MB}"
     assert run.peak.memory_bytes == pytest.approx(float(np.nanmax(mem)))
     # the ramp goes up in steps: the curve is not flat at its peak from the start
