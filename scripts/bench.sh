@@ -12,6 +12,7 @@ run $PY bench/sampler_overhead.py
 run $PY bench/backends_bench.py
 if [ -d "$DATA" ]; then
   run $PY bench/profiler_bench.py --data "$DATA"
+  run $PY bench/estimators_bench.py --data "$DATA/kseg-eager" --out docs/benchmarks/estimators.md
 else
   echo "== profiler benchmark skipped: no trace folder at $DATA (pass SHARED_DATA=...)"
 fi
