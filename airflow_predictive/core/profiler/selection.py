@@ -59,7 +59,7 @@ class SelectionPolicy:
     memory_under_penalty: float = 2.0
     metrics: tuple[Metric, ...] = (Metric.CPU_CORES, Metric.MEMORY_BYTES)
     min_calibration_runs: int = 5
-    calibration_mode: str = "conformal"
+    calibration_mode: str = "widen"
 
 
 @dataclass(frozen=True)

@@ -112,9 +112,7 @@ def test_conformal_mode_also_narrows_bands_wider_than_the_past_errors() -> None:
     raw = forecast.curves[Metric.MEMORY_BYTES]
     assert raw.peak(0.99) == pytest.approx(raw.peak(0.5) * 1.2)
     assert tight.peak(0.99) == pytest.approx(raw.peak(0.5))  # past errors were zero: p99 = p50
-    widen_only = backtest(
-        {"wide": lambda: FlatHistoryPeak("wide", 1.0)}, runs, SelectionPolicy(calibration_mode="widen")
-    )[0]
+    widen_only = backtest({"wide": lambda: FlatHistoryPeak("wide", 1.0)}, runs)[0]  # the default
     assert calibrated(forecast, widen_only.calibration).curves[Metric.MEMORY_BYTES].peak(0.99) == raw.peak(
         0.99
     )
