@@ -48,6 +48,7 @@ from airflow_predictive.training.evaluation import (  # noqa: E402
 
 log = logging.getLogger("profiler_bench")
 DATASETS = ("kseg-eager", "nextflow-traces")
+NOTES_MARKER = "<!-- notes: kept when the benchmark rewrites this file -->"
 OUT = ROOT / "docs" / "benchmarks" / "profiler.md"
 IMG = ROOT / "docs" / "benchmarks" / "img"
 
@@ -457,7 +458,10 @@ def write_report(path: Path, results: dict, names: dict) -> None:
             lines += ["Serving:", "", *[f"- {k}: {v:.2f}" for k, v in r["serving"].items()], ""]
         lines += [f"![{p}](img/{p})" for p in r["plots"]] + [""]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    notes = ""
+    if path.exists() and NOTES_MARKER in path.read_text():
+        notes = path.read_text().split(NOTES_MARKER, 1)[1]  # hand-written notes survive a re-run
+    path.write_text("\n".join(lines) + "\n" + NOTES_MARKER + (notes or "\n"))
 
 
 if __name__ == "__main__":
