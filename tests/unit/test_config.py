@@ -46,7 +46,9 @@ def test_invalid_choice_and_boolean(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_storage_defaults_to_a_sibling_file_when_airflow_uses_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW__PREDICTIVE__SQL_ALCHEMY_CONN", raising=False)
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite:////srv/airflow/airflow.db")
-    monkeypatch.setattr(config, "_raw", lambda key: "" if key == "sql_alchemy_conn" else config.OPTIONS[key]["default"])
+    monkeypatch.setattr(
+        config, "_raw", lambda key: "" if key == "sql_alchemy_conn" else config.OPTIONS[key]["default"]
+    )
     import airflow.configuration
 
     monkeypatch.setattr(airflow.configuration.conf, "get", lambda *a, **k: "airflow-db-not-allowed:///")
@@ -55,7 +57,9 @@ def test_storage_defaults_to_a_sibling_file_when_airflow_uses_sqlite(monkeypatch
 
 def test_storage_shares_a_server_database(monkeypatch: pytest.MonkeyPatch) -> None:
     url = "postgresql+psycopg2://a@db/airflow"
-    monkeypatch.setattr(config, "_raw", lambda key: "" if key == "sql_alchemy_conn" else config.OPTIONS[key]["default"])
+    monkeypatch.setattr(
+        config, "_raw", lambda key: "" if key == "sql_alchemy_conn" else config.OPTIONS[key]["default"]
+    )
     import airflow.configuration
 
     monkeypatch.setattr(airflow.configuration.conf, "get", lambda *a, **k: url)
@@ -73,5 +77,7 @@ def test_configuration_reference_is_generated_from_the_declarations() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "scripts/gen_config_docs.py", "--check"], cwd=root, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "scripts/gen_config_docs.py", "--check"], cwd=root, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout

@@ -69,7 +69,9 @@ def test_memory_curve_peaks_at_what_the_task_allocated(airflow_run: tuple[Airflo
     top = int(np.nanargmax(mem))
     baseline = float(np.nanmin(mem[top:]))
     rise = float(np.nanmax(mem)) - baseline
-    print(f"memory_ramp: baseline {baseline / MIB:.0f} MiB, rise {rise / MIB:.0f} MiB for {INPUT_MB} MiB allocated")
+    print(
+        f"memory_ramp: baseline {baseline / MIB:.0f} MiB, rise {rise / MIB:.0f} MiB for {INPUT_MB} MiB allocated"
+    )
     assert abs(rise - INPUT_MB * MIB) <= 0.10 * INPUT_MB * MIB, f"rise {rise / MIB:.0f} MiB vs {INPUT_MB}"
     assert run.peak.memory_bytes == pytest.approx(float(np.nanmax(mem)))
     # the ramp goes up in steps: the curve is not flat at its peak from the start

@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from airflow_predictive.cli.commands.history import render
 from airflow_predictive.core.model.resources import MIB, ResourceVector
 from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, RunSource, TaskKey
 from airflow_predictive.core.model.series import ResourceSample
-from airflow_predictive.storage.run_store import SqlRunStore
+
+if TYPE_CHECKING:
+    from airflow_predictive.storage.run_store import SqlRunStore
 
 KEY = TaskKey("d", "t")
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

@@ -16,7 +16,9 @@ class RuntimeTaskInstance(SimpleNamespace):
 
 
 def _ti() -> RuntimeTaskInstance:
-    task = SimpleNamespace(executor_config={}, resources=None, pool="default_pool", queue="default", params={})
+    task = SimpleNamespace(
+        executor_config={}, resources=None, pool="default_pool", queue="default", params={}
+    )
     return RuntimeTaskInstance(
         dag_id="d", task_id="t", run_id="r", map_index=-1, try_number=1, task=task, start_date=None,
         get_template_context=lambda: {"params": {"input_mb": 5}},
@@ -45,7 +47,9 @@ def test_database_down_is_logged_once_and_never_raises(
     assert "declared resources" in warnings[0].getMessage()
 
 
-def test_invalid_config_is_logged_not_raised(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_invalid_config_is_logged_not_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__SAMPLE_INTERVAL", "-1")
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__SQL_ALCHEMY_CONN", "sqlite://")
     with caplog.at_level(logging.WARNING):

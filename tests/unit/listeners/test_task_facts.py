@@ -13,7 +13,9 @@ from airflow_predictive.listeners.task_facts import (
 
 def _pod(limits: dict[str, str] | None, requests: dict[str, str] | None = None) -> SimpleNamespace:
     resources = SimpleNamespace(limits=limits, requests=requests)
-    return SimpleNamespace(spec=SimpleNamespace(containers=[SimpleNamespace(name="base", resources=resources)]))
+    return SimpleNamespace(
+        spec=SimpleNamespace(containers=[SimpleNamespace(name="base", resources=resources)])
+    )
 
 
 def test_predictive_executor_config_declares_resources() -> None:
@@ -27,7 +29,9 @@ def test_pod_override_limits_then_requests() -> None:
 
 
 def test_operator_resources_in_megabytes() -> None:
-    res = SimpleNamespace(cpus=SimpleNamespace(qty=2), ram=SimpleNamespace(qty=512), gpus=SimpleNamespace(qty=0))
+    res = SimpleNamespace(
+        cpus=SimpleNamespace(qty=2), ram=SimpleNamespace(qty=512), gpus=SimpleNamespace(qty=0)
+    )
     v = declared_resources({}, res)
     assert v.cpu_cores == 2 and v.memory_bytes == 512 * MIB and v.gpu_util is None
 

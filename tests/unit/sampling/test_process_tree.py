@@ -223,11 +223,7 @@ def test_walks_the_kernel_children_lists_when_the_kernel_has_them(monkeypatch: p
 
         def counting(pid: int) -> list[int]:
             calls.append(pid)
-            return (
-                real(pid)
-                if real_has(pid)
-                else [c.pid for c in psutil.Process(pid).children()]
-            )
+            return real(pid) if real_has(pid) else [c.pid for c in psutil.Process(pid).children()]
 
         monkeypatch.setattr(process_tree, "has_children_files", lambda pid: True)
         monkeypatch.setattr(process_tree, "direct_children", counting)
