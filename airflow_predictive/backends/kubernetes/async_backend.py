@@ -22,6 +22,7 @@ from airflow_predictive.backends.kubernetes.calls import (
     Verb,
     backoff_s,
     parse_retry_after,
+    reply_body,
     should_retry,
 )
 from airflow_predictive.backends.kubernetes.procedures import (
@@ -334,12 +335,14 @@ class AsyncKubernetesPodBackend:
             resp = await self._request(op)
             try:
                 data = await resp.read()
-                return Reply(resp.status, _json(data), parse_retry_after(resp.headers.get("Retry-After")))
+                return Reply(
+                    resp.status, reply_body(data), parse_retry_after(resp.headers.get("Retry-After"))
+                )
             finally:
                 resp.release()
         except ApiException as exc:
             headers = dict(exc.headers or {})
-            return Reply(exc.status or 0, _json(exc.body), parse_retry_after(headers.get("Retry-After")))
+            return Reply(exc.status or 0, reply_body(exc.body), parse_retry_after(headers.get("Retry-After")))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return Reply(0, {"message": f"{type(exc).__name__}: {exc}"})
 
@@ -393,12 +396,3 @@ class AsyncKubernetesPodBackend:
                     op.name, ns, op.body, **{**kw, "_content_type": STRATEGIC}
                 )
         raise ValueError(f"unsupported call {op.verb}")
-
-
-def _json(data: Any) -> Any:
-    if not data:
-        return None
-    try:
-        return json.loads(data)
-    except (TypeError, ValueError):
-        return {"message": str(data)[:500]}

@@ -9,7 +9,6 @@ that moves a manual clock). It never raises for expected failures; ``provision``
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import replace
@@ -22,6 +21,7 @@ from airflow_predictive.backends.kubernetes.calls import (
     Verb,
     backoff_s,
     parse_retry_after,
+    reply_body,
     should_retry,
 )
 from airflow_predictive.backends.kubernetes.procedures import BACKEND_NAME, Procedures, drive
@@ -150,11 +150,11 @@ class KubernetesPodBackend:
             resp = self._request(op)
         except ApiException as exc:
             headers = dict(exc.headers or {})
-            return Reply(exc.status or 0, _json(exc.body), parse_retry_after(headers.get("Retry-After")))
+            return Reply(exc.status or 0, reply_body(exc.body), parse_retry_after(headers.get("Retry-After")))
         except (HTTPError, OSError) as exc:
             return Reply(0, {"message": f"{type(exc).__name__}: {exc}"})
         data = resp.data
-        return Reply(resp.status, _json(data), parse_retry_after(resp.headers.get("Retry-After")))
+        return Reply(resp.status, reply_body(data), parse_retry_after(resp.headers.get("Retry-After")))
 
     def _request(self, op: Call) -> Any:
         ns = self.settings.namespace
@@ -197,12 +197,3 @@ class KubernetesPodBackend:
                     op.name, ns, op.body, **{**kw, "_content_type": STRATEGIC}
                 )
         raise ValueError(f"unsupported call {op.verb}")
-
-
-def _json(data: Any) -> Any:
-    if not data:
-        return None
-    try:
-        return json.loads(data)
-    except (TypeError, ValueError):
-        return {"message": str(data)[:500]}

@@ -8,6 +8,7 @@ calls need; the RBAC manifest is tested against it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -114,3 +115,13 @@ def parse_retry_after(value: str | None) -> float | None:
         return float(value)
     except ValueError:
         return None
+
+
+def reply_body(data: Any) -> Any:
+    """An API response body as JSON; a body that is not JSON becomes {"message": <its text>}."""
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except (TypeError, ValueError):
+        return {"message": str(data)[:500]}
