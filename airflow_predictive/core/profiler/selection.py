@@ -47,8 +47,12 @@ class SelectionPolicy:
     min_train_runs: runs a task needs before its first origin (fewer: no backtest, cold start).
     min_calibration_runs: backtest forecasts the champion needs before its upper quantiles are
         recalibrated from its own residuals (see ``calibrated``).
-    calibration_mode: "widen" (upper quantiles only ever grow to p50 x factor) or "conformal"
-        (they become p50 x factor: too-wide bands shrink too, keeping the p50 curve's shape).
+    calibration_mode: "widen" (upper quantiles only ever grow to p50 x factor), "conformal"
+        (they become p50 x factor: too-wide bands shrink too, keeping the p50 curve's shape) or
+        "curve" (conformal, but each point of the band takes the p50 curve's maximum over the next
+        ``curve_lookahead`` share of the run, so a run faster than forecast is still covered when
+        its peak comes early: the band follows the curve over time instead of holding the peak).
+    curve_lookahead: the share of the forecast's timeline the "curve" mode looks ahead.
     memory_under_penalty: added to the score per unit of the mean relative shortfall of the p99
         memory peak below the actual peak, plus this much times the share of runs under it.
     metrics: what is forecast and scored.
@@ -60,6 +64,7 @@ class SelectionPolicy:
     metrics: tuple[Metric, ...] = (Metric.CPU_CORES, Metric.MEMORY_BYTES)
     min_calibration_runs: int = 5
     calibration_mode: str = "widen"
+    curve_lookahead: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,8 @@ class _Tally:
     forecasts: int = 0
     error: str | None = None
     ratios: dict[Metric, list[float]] = field(default_factory=dict)
+    last_fold_ratios: dict[Metric, list[float]] = field(default_factory=dict)
+    last_fold: int = -1
 
 
 def _combine(name: str, t: _Tally, policy: SelectionPolicy) -> CandidateScore:
@@ -221,15 +228,22 @@ def backtest(
                         continue
                     tally.forecasts += 1
                     tally.pinball.append(float(np.mean([s.pinball for s in run_scores])))
+                    if fold != tally.last_fold:
+                        tally.last_fold, tally.last_fold_ratios = fold, {}
                     for s in run_scores:
                         if s.predicted_peak > 0:
                             tally.ratios.setdefault(s.metric, []).append(s.actual_peak / s.predicted_peak)
+                            tally.last_fold_ratios.setdefault(s.metric, []).append(
+                                s.actual_peak / s.predicted_peak
+                            )
                         if s.metric is Metric.MEMORY_BYTES and s.under:
                             top = max(s.under)
                             tally.under.append(s.under[top])
                             p99 = max(forecast.curves[Metric.MEMORY_BYTES].peak(top), 0.0)
                             tally.shortfall.append(max(0.0, s.actual_peak - p99) / max(s.actual_peak, 1e-9))
     records = []
+    won: list[tuple[TaskKey, CandidateScore, int, int, str]] = []
+    scores_of: dict[TaskKey, tuple[CandidateScore, ...]] = {}
     for key, runs in by_task.items():
         if only is not None and key not in only:
             continue
@@ -238,19 +252,62 @@ def backtest(
             records.append(SelectionRecord(key, None, (), len(runs), 0, NO_HISTORY))
             continue
         scores = tuple(_combine(n, tallies[key][n], policy) for n in candidates)
+        scores_of[key] = scores
         ok = [s for s in scores if s.eligible]
         if not ok:
             records.append(SelectionRecord(key, None, scores, len(runs), len(cuts), NO_CANDIDATE))
             continue
         best = min(ok, key=lambda s: (s.score, s.estimator))
         reason = f"lowest penalised pinball loss ({best.score:.4f}) over {best.forecasts} backtest runs"
-        cal = calibration_from(tallies[key][best.estimator].ratios, policy.min_calibration_runs)
-        if cal and policy.calibration_mode == "conformal":
-            cal = {m: {**f, CONFORMAL: 1.0} for m, f in cal.items()}
+        won.append((key, best, len(runs), len(cuts), reason))
+    pooled = _pooled_spread([tallies[k][b.estimator] for k, b, *_ in won], policy)
+    for key, best, n_runs, n_cuts, reason in won:
+        cal = _calibration(tallies[key][best.estimator], policy, pooled)
         records.append(
-            SelectionRecord(key, best.estimator, scores, len(runs), len(cuts), reason, calibration=cal)
+            SelectionRecord(key, best.estimator, scores_of[key], n_runs, n_cuts, reason, calibration=cal)
         )
     return records
+
+
+def _recent(t: _Tally, policy: SelectionPolicy) -> dict[Metric, list[float]]:
+    """The ratios the "curve" mode calibrates on: the last fold's when it has enough runs (the first
+    folds' models saw only a few runs of the task, so their errors overstate the final model's)."""
+    if t.last_fold_ratios and all(len(v) >= policy.min_calibration_runs for v in t.last_fold_ratios.values()):
+        return {**t.ratios, **t.last_fold_ratios}
+    return dict(t.ratios)
+
+
+def _pooled_spread(tallies: Sequence[_Tally], policy: SelectionPolicy) -> dict[Metric, dict[float, float]]:
+    """ "curve" mode: per metric and quantile, the quantile of every task's ratios divided by that
+    task's median ratio, pooled over tasks: a task's few recent runs cannot show its 1-in-100 error,
+    hundreds of runs of all tasks can (a normalised split-conformal quantile)."""
+    if policy.calibration_mode != "curve":
+        return {}
+    spread: dict[Metric, list[float]] = {}
+    for t in tallies:
+        for metric, values in _recent(t, policy).items():
+            arr = np.array([v for v in values if math.isfinite(v) and v > 0])
+            if arr.size >= policy.min_calibration_runs:
+                spread.setdefault(metric, []).extend(arr / float(np.median(arr)))
+    return {m: {q: float(np.quantile(v, q)) for q in (0.9, 0.99)} for m, v in spread.items()}
+
+
+def _calibration(
+    t: _Tally, policy: SelectionPolicy, pooled: Mapping[Metric, Mapping[float, float]]
+) -> dict[Metric, dict[float, float]]:
+    if policy.calibration_mode != "curve":
+        cal = calibration_from(t.ratios, policy.min_calibration_runs)
+        if cal and policy.calibration_mode == "conformal":
+            cal = {m: {**f, CONFORMAL: 1.0} for m, f in cal.items()}
+        return cal
+    recent = _recent(t, policy)
+    cal = calibration_from(recent, policy.min_calibration_runs)
+    out: dict[Metric, dict[float, float]] = {}
+    for metric, factors in cal.items():
+        median = float(np.median([v for v in recent[metric] if math.isfinite(v) and v > 0]))
+        wide = {q: max(f, median * pooled.get(metric, {}).get(q, 0.0)) for q, f in factors.items()}
+        out[metric] = {**wide, CONFORMAL: 1.0, LOOKAHEAD: policy.curve_lookahead}
+    return out
 
 
 def calibration_from(
@@ -269,6 +326,15 @@ def calibration_from(
 
 
 CONFORMAL = -1.0  # marker key in a calibration: replace the upper quantiles instead of widening
+LOOKAHEAD = -2.0  # marker key: with CONFORMAL, the share of the timeline the band looks ahead
+
+
+def forward_max(values: np.ndarray, ahead: int) -> np.ndarray:
+    """``out[i] = max(values[i : i + ahead + 1])`` (the last values see only what is left)."""
+    if ahead <= 0 or values.size < 2:
+        return values
+    padded = np.concatenate([values, np.full(ahead, -np.inf)])
+    return np.lib.stride_tricks.sliding_window_view(padded, ahead + 1).max(axis=1)
 
 
 def calibrated(forecast: Forecast, calibration: Mapping[Metric, Mapping[float, float]]) -> Forecast:
@@ -277,7 +343,8 @@ def calibrated(forecast: Forecast, calibration: Mapping[Metric, Mapping[float, f
     Default: widen only (at least p50 x factor), so an estimator whose bands were too narrow on
     this task's past gets wider ones and one whose bands were wide enough is unchanged. With the
     ``CONFORMAL`` marker the upper quantiles become p50 x factor (never below p50), so bands that
-    were wider than the task's past errors shrink as well."""
+    were wider than the task's past errors shrink as well; with ``LOOKAHEAD`` too, they are built
+    from the p50 curve's forward maximum over that share of the timeline (see ``forward_max``)."""
     if not calibration:
         return forecast
     curves: dict[Metric, DemandCurve] = {}
@@ -288,8 +355,10 @@ def calibrated(forecast: Forecast, calibration: Mapping[Metric, Mapping[float, f
             continue
         base = curve.at(0.5)
         if CONFORMAL in factors:
+            share = factors.get(LOOKAHEAD, 0.0)
+            shaped = forward_max(base, math.ceil(share * base.size)) if share > 0 else base
             levels = {
-                q: (arr if q <= 0.5 or q not in factors else base * max(1.0, factors[q]))
+                q: (arr if q <= 0.5 or q not in factors else shaped * max(1.0, factors[q]))
                 for q, arr in curve.quantiles.items()
             }
         else:

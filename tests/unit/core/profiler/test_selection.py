@@ -116,3 +116,57 @@ def test_conformal_mode_also_narrows_bands_wider_than_the_past_errors() -> None:
     assert calibrated(forecast, widen_only.calibration).curves[Metric.MEMORY_BYTES].peak(0.99) == raw.peak(
         0.99
     )
+
+
+def test_curve_mode_band_follows_the_curve_and_covers_an_earlier_peak() -> None:
+    import numpy as np
+
+    from airflow_predictive.core.model.series import DemandCurve, Forecast
+    from airflow_predictive.core.profiler.selection import CONFORMAL, LOOKAHEAD, calibrated, forward_max
+
+    ramp = np.array([1.0, 1.0, 2.0, 2.0, 4.0, 4.0, 8.0, 8.0, 1.0, 1.0])  # peak at 60-80% of the run
+    levels = {0.5: ramp, 0.9: ramp * 1.02, 0.99: ramp * 5}
+    forecast = Forecast(
+        curves={Metric.MEMORY_BYTES: DemandCurve(Metric.MEMORY_BYTES, 10.0, levels)},
+        duration_s={0.5: 100.0},
+        estimator="test",
+    )
+    cal = {Metric.MEMORY_BYTES: {0.9: 1.05, 0.99: 1.1, CONFORMAL: 1.0, LOOKAHEAD: 0.2}}
+    band = calibrated(forecast, cal).curves[Metric.MEMORY_BYTES]
+    assert np.allclose(band.at(0.5), ramp)
+    # each point holds the p50 maximum of the next 2 steps (20% of 10), times the backtest factor
+    assert np.allclose(band.at(0.99), 1.1 * np.array([2, 2, 4, 4, 8, 8, 8, 8, 1, 1]))
+    assert band.peak(0.99) == pytest.approx(8.0 * 1.1)  # far below the raw p99 (40)
+    # a run that goes through the same phases two steps early is still covered at every step,
+    # where the p50 x factor band of the plain conformal mode would be exceeded (an OOM)
+    early = np.concatenate([ramp[2:], [1.0, 1.0]])
+    assert np.all(early <= band.at(0.99))
+    plain = {Metric.MEMORY_BYTES: {0.99: 1.1, CONFORMAL: 1.0}}
+    assert np.any(early > calibrated(forecast, plain).curves[Metric.MEMORY_BYTES].at(0.99))
+    assert np.array_equal(forward_max(np.array([3.0, 1.0, 2.0]), 0), np.array([3.0, 1.0, 2.0]))
+    assert np.array_equal(forward_max(np.array([1.0, 3.0, 2.0, 0.0]), 1), np.array([3.0, 3.0, 2.0, 0.0]))
+
+
+def test_curve_mode_is_recorded_by_the_backtest() -> None:
+    from airflow_predictive.core.profiler.selection import CONFORMAL, LOOKAHEAD
+
+    runs = [example("a", i, 1.0 + 0.1 * (i % 2)) for i in range(12)]
+    policy = SelectionPolicy(calibration_mode="curve", curve_lookahead=0.3)
+    [record] = backtest({"flat": lambda: FlatHistoryPeak("flat")}, runs, policy)
+    factors = record.calibration[Metric.MEMORY_BYTES]
+    assert factors[CONFORMAL] == 1.0 and factors[LOOKAHEAD] == pytest.approx(0.3)
+    assert factors[0.99] >= 1.0
+
+
+def test_curve_mode_pools_the_spread_of_all_tasks_so_a_lucky_task_is_not_too_tight() -> None:
+    steady = [example("steady", i, 1.0) for i in range(12)]  # its own past errors are all zero
+    swinging = [example("swinging", i, 1.0 + 0.3 * (-1) ** i) for i in range(12)]
+    curve = SelectionPolicy(calibration_mode="curve")
+    records = {
+        r.key.task_id: r
+        for r in backtest({"flat": lambda: FlatHistoryPeak("flat")}, steady + swinging, curve)
+    }
+    lucky = records["steady"].calibration[Metric.MEMORY_BYTES][0.99]
+    alone = backtest({"flat": lambda: FlatHistoryPeak("flat")}, steady, curve)[0]
+    assert alone.calibration[Metric.MEMORY_BYTES][0.99] == pytest.approx(1.0)
+    assert lucky > 1.2  # widened by the other task's normalised spread
