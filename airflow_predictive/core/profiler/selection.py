@@ -64,7 +64,7 @@ class SelectionPolicy:
     metrics: tuple[Metric, ...] = (Metric.CPU_CORES, Metric.MEMORY_BYTES)
     min_calibration_runs: int = 5
     calibration_mode: str = "widen"
-    curve_lookahead: float = 0.2
+    curve_lookahead: float = 0.3
 
 
 @dataclass(frozen=True)
