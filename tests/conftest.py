@@ -6,6 +6,7 @@ import os
 import uuid
 from typing import TYPE_CHECKING
 
+import airflow  # noqa: F401  - configure Airflow's logging once, on the session's streams (see below)
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from sqlalchemy.engine import Engine
+
+# Importing airflow configures its logging handlers on whatever sys.stderr is at that moment. If the
+# first import happened inside a test using capsys, the handlers would keep that test's capture
+# stream, closed after the test, and every later log line would fail ("I/O operation on closed
+# file", then a crash of the interpreter's stderr). Importing it here binds them to the session.
 
 PG_URL_ENV = "AIRFLOW_PREDICTIVE_TEST_PG_URL"
 
