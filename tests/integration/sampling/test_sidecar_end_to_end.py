@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
@@ -11,7 +10,6 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
@@ -20,14 +18,15 @@ import pytest
 from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, TaskKey
 from airflow_predictive.sampling.launcher import StopStatus, start_sidecar, stop_sidecar
 from airflow_predictive.sampling.sidecar import VANISHED_NOTE
+from tests.integration.sampling.workload_driver import Workload
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from airflow_predictive.core.model.series import ResourceSample
     from airflow_predictive.storage.run_store import SqlRunStore
 
-WORKLOAD = Path(__file__).with_name("_workload.py")
 MIB = 1024 * 1024
 START_TIMEOUT = 30.0  # generous: the machine running the tests is shared
 
@@ -46,37 +45,6 @@ def _wait_for_sample(store: SqlRunStore, pk: int, ok: Callable[[ResourceSample],
     while not any(ok(s) for s in store.samples(pk)):
         assert time.monotonic() < deadline, "the sidecar wrote no such sample within 60 s"
         time.sleep(0.1)
-
-
-def _prioritise(pid: int) -> None:
-    """Let the workload's "busy" mean most of a core on a shared test machine.
-
-    With CFS autogroups each session shares the CPUs equally whatever its processes' nice values,
-    so the workload runs in its own session and that session's group gets a high weight (root
-    only; elsewhere this is a no-op and the machine must simply not be saturated).
-    """
-    with contextlib.suppress(OSError, psutil.Error):
-        psutil.Process(pid).nice(-19)
-        with open(f"/proc/{pid}/autogroup", "w") as fh:
-            fh.write("-19")
-
-
-class Workload:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKLOAD)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        _prioritise(self.proc.pid)
-
-    def do(self, command: str) -> float:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return float(self.proc.stdout.readline().split()[1])
 
 
 def test_samples_a_task_from_start_to_stop_into_the_database(run_store: SqlRunStore, tmp_path: Path) -> None:
