@@ -128,6 +128,24 @@ class BackendConformance:
             advance_time(profile.poll_seconds)
             waited += profile.poll_seconds
 
+    def _final_state(
+        self,
+        what: str,
+        backend: ResourceBackend,
+        handle: Handle,
+        advance_time: AdvanceTime,
+        profile: ConformanceProfile,
+    ) -> TaskState:
+        """Wait (in backend time) until the task is no longer RUNNING; its state then."""
+        states: list[TaskState] = []
+
+        def ended() -> bool:
+            states.append(backend.state(handle))
+            return states[-1].kind is not ExitKind.RUNNING
+
+        self._eventually(what, ended, advance_time, profile)
+        return states[-1]
+
     def _start_long(
         self,
         backend: ResourceBackend,
@@ -347,19 +365,13 @@ class BackendConformance:
         spec = make_workload(profile.oom_workload_mb, False, seconds)
         handle = backend.provision(spec, _alloc(profile.cpu_cores, profile.oom_limit_mb))
         provisioned.append(handle)
-        states: list[TaskState] = []
-
-        def ended() -> bool:
-            states.append(backend.state(handle))
-            return states[-1].kind is not ExitKind.RUNNING
-
-        self._eventually("the task exceeding its limit ends", ended, advance_time, profile)
+        state = self._final_state("the task exceeding its limit ends", backend, handle, advance_time, profile)
         if not enforcing:
-            assert states[-1].kind is ExitKind.SUCCEEDED, states[-1]
+            assert state.kind is ExitKind.SUCCEEDED, state
             return
-        assert states[-1].kind is ExitKind.OOM_KILLED, states[-1]
-        assert states[-1].oom_events >= 1
-        assert states[-1].reason
+        assert state.kind is ExitKind.OOM_KILLED, state
+        assert state.oom_events >= 1
+        assert state.reason
 
     def test_task_that_finishes_reports_succeeded(
         self,
@@ -373,16 +385,10 @@ class BackendConformance:
         spec = make_workload(8.0, False, profile.short_seconds)
         handle = backend.provision(spec, _alloc(profile.cpu_cores, profile.memory_limit_mb))
         provisioned.append(handle)
-        states: list[TaskState] = []
-
-        def ended() -> bool:
-            states.append(backend.state(handle))
-            return states[-1].kind is not ExitKind.RUNNING
-
-        self._eventually("a short task finishes", ended, advance_time, profile)
-        assert states[-1].kind is ExitKind.SUCCEEDED, states[-1]
-        assert states[-1].exit_code == 0
-        assert states[-1].oom_events == 0
+        state = self._final_state("a short task finishes", backend, handle, advance_time, profile)
+        assert state.kind is ExitKind.SUCCEEDED, state
+        assert state.exit_code == 0
+        assert state.oom_events == 0
 
     # -- release and capacity ------------------------------------------------------------------
 
