@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+T = TypeVar("T")
 
 SECTION = "predictive"
 
@@ -103,6 +108,16 @@ OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+_READERS: list[Any] = []
+
+
+def _reader(fn: Callable[[], T]) -> Callable[[], T]:
+    """One cached reader per option; registered so that ``reset_cache`` forgets them all."""
+    cached = functools.cache(fn)
+    _READERS.append(cached)
+    return cached
+
+
 def _raw(key: str) -> str:
     if key not in OPTIONS:
         raise KeyError(f"[{SECTION}] {key} is not a declared option")
@@ -146,57 +161,57 @@ def _choice(key: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
-@functools.cache
+@_reader
 def enabled() -> bool:
     return _bool("enabled")
 
 
-@functools.cache
+@_reader
 def record_all_tasks() -> bool:
     return _bool("record_all_tasks")
 
 
-@functools.cache
+@_reader
 def sample_interval() -> float:
     return _positive_float("sample_interval")
 
 
-@functools.cache
+@_reader
 def sample_flush_interval() -> float:
     return _positive_float("sample_flush_interval")
 
 
-@functools.cache
+@_reader
 def sampler_start_timeout() -> float:
     return _positive_float("sampler_start_timeout")
 
 
-@functools.cache
+@_reader
 def gpu_metrics() -> str:
     return _choice("gpu_metrics", ("auto", "nvml", "nvidia-smi", "off"))
 
 
-@functools.cache
+@_reader
 def backend() -> str:
     return _choice("backend", ("cgroups", "none"))
 
 
-@functools.cache
+@_reader
 def cgroup_root() -> str:
     return _raw("cgroup_root").strip()
 
 
-@functools.cache
+@_reader
 def kubernetes_conn_id() -> str:
     return _raw("kubernetes_conn_id").strip() or "kubernetes_default"
 
 
-@functools.cache
+@_reader
 def namespace() -> str:
     return _raw("namespace").strip() or "default"
 
 
-@functools.cache
+@_reader
 def model_versions_kept() -> int:
     raw = _raw("model_versions_kept").strip()
     try:
@@ -208,7 +223,7 @@ def model_versions_kept() -> int:
     return value
 
 
-@functools.cache
+@_reader
 def model_dir() -> str:
     raw = _raw("model_dir").strip()
     if raw:
@@ -220,7 +235,7 @@ def model_dir() -> str:
 _BLOCKED_MARKER = "airflow-db-not-allowed"
 
 
-@functools.cache
+@_reader
 def storage_url() -> str:
     """The provider's database URL.
 
@@ -279,19 +294,5 @@ def _from_config_file(section: str, key: str) -> str | None:
 
 def reset_cache() -> None:
     """Forget cached values (tests, and after `airflow config` changes in a long-lived process)."""
-    for fn in (
-        enabled,
-        record_all_tasks,
-        sample_interval,
-        sample_flush_interval,
-        sampler_start_timeout,
-        gpu_metrics,
-        backend,
-        cgroup_root,
-        kubernetes_conn_id,
-        namespace,
-        model_dir,
-        model_versions_kept,
-        storage_url,
-    ):
+    for fn in _READERS:
         fn.cache_clear()
