@@ -6,9 +6,10 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
 
 class StorageUnavailable(RuntimeError):
@@ -43,3 +44,31 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     except Exception:  # read-only media: keep the default journal
         pass
     cur.close()
+
+
+class guarded:
+    """Connection context that turns 'database down / schema missing' into StorageUnavailable."""
+
+    def __init__(self, engine: Engine, *, begin: bool) -> None:
+        self._engine = engine
+        self._begin = begin
+        self._cm: Any = None
+
+    def __enter__(self) -> Connection:
+        try:
+            self._cm = self._engine.begin() if self._begin else self._engine.connect()
+            conn: Connection = self._cm.__enter__()
+        except OperationalError as exc:
+            raise StorageUnavailable(f"predictive database unreachable: {exc.orig}") from exc
+        return conn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._cm.__exit__(exc_type, exc, tb)
+        if isinstance(exc, OperationalError | ProgrammingError):
+            text = str(exc.orig)
+            hint = (
+                " (run `airflow db migrate` or `airflow predictive migrate`)"
+                if "no such table" in text or "does not exist" in text
+                else ""
+            )
+            raise StorageUnavailable(f"predictive database error{hint}: {text}") from exc

@@ -24,7 +24,7 @@ from airflow_predictive.core.model.runs import TaskKey
 from airflow_predictive.core.model.series import DemandCurve, Forecast
 from airflow_predictive.core.ports import SystemClock
 from airflow_predictive.core.profiler.selection import CandidateScore, SelectionRecord
-from airflow_predictive.storage.run_store import _Guard
+from airflow_predictive.storage.engine import guarded
 from airflow_predictive.storage.tables import forecast_cache, selection_record, task_profile
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class ProfileStore:
         key = record.key
         scores = _scores_json(record)
         now = _aware(record.created_at)
-        with _Guard(self.engine, begin=True) as conn:
+        with guarded(self.engine, begin=True) as conn:
             conn.execute(
                 insert(selection_record).values(
                     dag_id=key.dag_id,
@@ -208,7 +208,7 @@ class ProfileStore:
                 )
 
     def profile(self, key: TaskKey) -> TaskProfile | None:
-        with _Guard(self.engine, begin=False) as conn:
+        with guarded(self.engine, begin=False) as conn:
             row = conn.execute(select(task_profile).where(_where(task_profile, key))).mappings().first()
         if row is None:
             return None
@@ -225,7 +225,7 @@ class ProfileStore:
         )
 
     def profiles(self) -> list[TaskProfile]:
-        with _Guard(self.engine, begin=False) as conn:
+        with guarded(self.engine, begin=False) as conn:
             rows = list(
                 conn.execute(select(task_profile.c.dag_id, task_profile.c.task_id, task_profile.c.map_index))
             )
@@ -239,7 +239,7 @@ class ProfileStore:
             .where(_where(selection_record, key))
             .order_by(c.created_at.desc(), c.id.desc())
         )
-        with _Guard(self.engine, begin=False) as conn:
+        with guarded(self.engine, begin=False) as conn:
             rows = list(conn.execute(q.limit(limit)).mappings())
         return [
             SelectionRecord(
@@ -289,7 +289,7 @@ class ForecastCache:
             "explanation": explanation,
             "created_at": _aware(created_at),
         }
-        with _Guard(self.engine, begin=True) as conn:
+        with guarded(self.engine, begin=True) as conn:
             done = conn.execute(update(forecast_cache).where(_where(forecast_cache, key)).values(**values))
             if not done.rowcount:
                 conn.execute(
@@ -305,7 +305,7 @@ class ForecastCache:
         hit = self._memo.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        with _Guard(self.engine, begin=False) as conn:
+        with guarded(self.engine, begin=False) as conn:
             row = conn.execute(select(forecast_cache).where(_where(forecast_cache, key))).mappings().first()
         value = self._parse(key, row) if row is not None else None
         self._memo[key] = (now + self.ttl_s, value)
@@ -338,6 +338,6 @@ class ForecastCache:
             self._memo.pop(key, None)
 
     def delete(self, key: TaskKey) -> None:
-        with _Guard(self.engine, begin=True) as conn:
+        with guarded(self.engine, begin=True) as conn:
             conn.execute(delete(forecast_cache).where(_where(forecast_cache, key)))
         self._memo.pop(key, None)

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
-from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from airflow_predictive.core.model.resources import Metric, ResourceVector
 from airflow_predictive.core.model.runs import (
@@ -26,7 +25,7 @@ from airflow_predictive.core.model.runs import (
     TaskKey,
 )
 from airflow_predictive.core.model.series import ResourceSample, UsageSeries
-from airflow_predictive.storage.engine import StorageUnavailable
+from airflow_predictive.storage.engine import guarded
 from airflow_predictive.storage.tables import METRIC_COLUMNS, resource_sample, task_run
 
 if TYPE_CHECKING:
@@ -102,7 +101,7 @@ class SqlRunStore:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def _row(self, record: RunRecord) -> dict[str, Any]:
+    def row_values(self, record: RunRecord) -> dict[str, Any]:
         ident = record.identity
         return {
             "source": ident.source.value,
@@ -146,7 +145,7 @@ class SqlRunStore:
         return int(pk) if pk is not None else None
 
     def start_run(self, record: RunRecord) -> int:
-        row = self._row(record)
+        row = self.row_values(record)
         with self._begin() as conn:
             pk = self._find(conn, record.identity)
             if pk is None:
@@ -157,7 +156,7 @@ class SqlRunStore:
             return pk
 
     def upsert_run(self, record: RunRecord) -> int:
-        row = self._row(record)
+        row = self.row_values(record)
         with self._begin() as conn:
             pk = self._find(conn, record.identity)
             if pk is None:
@@ -344,35 +343,7 @@ class SqlRunStore:
     # -- plumbing -------------------------------------------------------------------------------
 
     def _begin(self) -> Any:
-        return _Guard(self.engine, begin=True)
+        return guarded(self.engine, begin=True)
 
     def _connect(self) -> Any:
-        return _Guard(self.engine, begin=False)
-
-
-class _Guard:
-    """Connection context that turns 'database down / schema missing' into StorageUnavailable."""
-
-    def __init__(self, engine: Engine, *, begin: bool) -> None:
-        self._engine = engine
-        self._begin = begin
-        self._cm: Any = None
-
-    def __enter__(self) -> Connection:
-        try:
-            self._cm = self._engine.begin() if self._begin else self._engine.connect()
-            conn: Connection = self._cm.__enter__()
-        except OperationalError as exc:
-            raise StorageUnavailable(f"predictive database unreachable: {exc.orig}") from exc
-        return conn
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._cm.__exit__(exc_type, exc, tb)
-        if isinstance(exc, OperationalError | ProgrammingError):
-            text = str(exc.orig)
-            hint = (
-                " (run `airflow db migrate` or `airflow predictive migrate`)"
-                if "no such table" in text or "does not exist" in text
-                else ""
-            )
-            raise StorageUnavailable(f"predictive database error{hint}: {text}") from exc
+        return guarded(self.engine, begin=False)

@@ -168,7 +168,7 @@ class TraceWriter:
             return []
         t = task_run.c
         dags = sorted({r.key.dag_id for r in records})
-        rows = [self.store._row(r) for r in records]  # the store's own column mapping
+        rows = [self.store.row_values(r) for r in records]  # the store's own column mapping
         with self.store.engine.begin() as conn:
             old = self._keys(conn, dags)
             stale = [old[i] for i in (_ident(r) for r in records) if i in old]
