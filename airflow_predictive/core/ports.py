@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         ResizeResult,
         TaskState,
     )
+    from airflow_predictive.core.model.query import ForecastQuery, ServedForecast
     from airflow_predictive.core.model.resources import ResourceVector
     from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, TaskKey
     from airflow_predictive.core.model.series import ResourceSample, UsageSeries
@@ -119,6 +120,14 @@ class ResourceBackend(Protocol):
     def release(self, handle: Handle) -> None:
         """Stop the task if still running and free everything it held (idempotent)."""
         ...
+
+
+class ForecastService(Protocol):
+    """Serves "what will this run need" from storage / cache, never training a model and never
+    importing TensorFlow (it runs in the scheduler, executor and triggerer). Never raises for a
+    missing or corrupt profile: the answer says which fallback level answered and why."""
+
+    def forecast_for(self, query: ForecastQuery) -> ServedForecast: ...
 
 
 class ProvisionError(RuntimeError):
