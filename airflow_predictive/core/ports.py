@@ -23,6 +23,13 @@ if TYPE_CHECKING:
         ResizeResult,
         TaskState,
     )
+    from airflow_predictive.core.model.plan import (
+        LedgerResult,
+        Pool,
+        PoolTimeline,
+        Reservation,
+        ReservationRequest,
+    )
     from airflow_predictive.core.model.query import ForecastQuery, ServedForecast
     from airflow_predictive.core.model.resources import ResourceVector
     from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, TaskKey
@@ -128,6 +135,65 @@ class ForecastService(Protocol):
     missing or corrupt profile: the answer says which fallback level answered and why."""
 
     def forecast_for(self, query: ForecastQuery) -> ServedForecast: ...
+
+
+class ReservationLedger(Protocol):
+    """Per-pool, time-indexed reservations shared by every executor / scheduler on one database.
+
+    Atomic: concurrent callers never over-commit a pool (row lock on PostgreSQL, a serialised
+    transaction on SQLite). Times are wall-clock epoch seconds. Methods never raise for expected
+    failures: storage errors come back as ``LedgerStatus.UNAVAILABLE`` so callers fall back.
+    """
+
+    def set_pool(self, pool: Pool) -> None:
+        """Create or update a pool's capacity (local machine, namespace quota ...)."""
+        ...
+
+    def pools(self) -> list[Pool]: ...
+
+    def reserve(self, request: ReservationRequest) -> LedgerResult:
+        """Hold ``request.plan`` from ``request.start`` if it fits at every moment, else REFUSED
+        with the bottleneck (which metric, when, by how much). Nothing changes when refused."""
+        ...
+
+    def adjust(
+        self,
+        reservation_id: str,
+        at: float,
+        allocated: Allocation,
+        *,
+        desired: Allocation | None = None,
+        actual: ResourceVector | None = None,
+        until: float | None = None,
+        force: bool = True,
+    ) -> LedgerResult:
+        """Change what a reservation holds from ``at`` until ``until`` (default: its end), charged at
+        max(desired, allocated, actual). Call it after every applied resize and every planned step.
+        ``force=True`` (an applied resize is a fact) records it even when the pool ends over
+        capacity (OVERCOMMITTED); ``force=False`` refuses a change that does not fit (REFUSED)."""
+        ...
+
+    def release(self, reservation_id: str, at: float | None = None) -> LedgerResult:
+        """The task ended: free the rest of its timeline from ``at`` (default now). Idempotent."""
+        ...
+
+    def renew(self, holder: str, until: float) -> int:
+        """Heartbeat: extend the lease of every active reservation of ``holder``; returns how many."""
+        ...
+
+    def expire(self, now: float) -> list[Reservation]:
+        """Lapse reservations whose lease ended before ``now`` (their holder crashed); returns them."""
+        ...
+
+    def get(self, reservation_id: str) -> Reservation | None: ...
+
+    def reservations(self, pool: str | None = None) -> list[Reservation]:
+        """Active reservations, optionally of one pool."""
+        ...
+
+    def timeline(self, pool: str, start: float, end: float) -> PoolTimeline:
+        """What the pool holds over [start, end), summed per constant piece."""
+        ...
 
 
 class ProvisionError(RuntimeError):

@@ -163,6 +163,37 @@ class ResourceVector:
     def maximum(self, other: ResourceVector) -> ResourceVector:
         return self.combine(other, max)
 
+    def minimum(self, other: ResourceVector) -> ResourceVector:
+        """Element-wise minimum where both carry a value; the one present otherwise."""
+        return self.combine(other, min)
+
+    def plus(self, other: ResourceVector) -> ResourceVector:
+        """Element-wise sum; a metric absent on one side keeps the other side's value."""
+        return self.combine(other, lambda a, b: a + b)
+
+    def minus(self, other: ResourceVector) -> ResourceVector:
+        """Element-wise difference, never below zero. Absent in ``self`` stays absent (nothing to
+        subtract from); absent in ``other`` leaves ``self``'s value."""
+        out: dict[str, float | None] = {}
+        for metric, a in self.items():
+            b = other.get(metric)
+            out[metric.value] = None if a is None else a if b is None else max(0.0, a - b)
+        return ResourceVector(**out)
+
+    def fits_within(self, capacity: ResourceVector, *, tolerance: float = 1e-9) -> bool:
+        """True when every metric present on both sides is <= capacity (absent = unconstrained
+        in ``capacity``, no demand in ``self``)."""
+        return not self.exceeding(capacity, tolerance=tolerance)
+
+    def exceeding(self, capacity: ResourceVector, *, tolerance: float = 1e-9) -> dict[Metric, float]:
+        """The metrics above ``capacity`` and by how much (empty when it fits)."""
+        over: dict[Metric, float] = {}
+        for metric, a in self.items():
+            b = capacity.get(metric)
+            if a is not None and b is not None and a > b + tolerance * max(1.0, abs(b)):
+                over[metric] = a - b
+        return over
+
     def scaled(self, factor: float) -> ResourceVector:
         return ResourceVector(**{m.value: (None if v is None else v * factor) for m, v in self.items()})
 

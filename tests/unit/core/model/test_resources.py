@@ -51,3 +51,26 @@ def test_scaled_keeps_absent_metrics_absent() -> None:
 def test_format_bytes_uses_binary_units() -> None:
     assert format_bytes(3.1 * 1024**3) == "3.1 GiB"
     assert format_bytes(512 * 1024**2) == "512.0 MiB"
+
+
+def test_plus_and_minus_keep_absent_metrics_absent_and_never_go_negative() -> None:
+    a = ResourceVector(cpu_cores=2.0, memory_bytes=100.0)
+    b = ResourceVector(memory_bytes=150.0, gpu_util=1.0)
+    assert a.plus(b) == ResourceVector(cpu_cores=2.0, memory_bytes=250.0, gpu_util=1.0)
+    diff = a.minus(b)
+    assert diff == ResourceVector(cpu_cores=2.0, memory_bytes=0.0)
+    assert diff.gpu_util is None
+
+
+def test_fits_within_only_checks_metrics_the_capacity_constrains() -> None:
+    cap = ResourceVector(memory_bytes=100.0)
+    assert ResourceVector(memory_bytes=100.0, cpu_cores=64.0).fits_within(cap)
+    assert not ResourceVector(memory_bytes=101.0).fits_within(cap)
+    assert ResourceVector(memory_bytes=101.0).exceeding(cap) == {Metric.MEMORY_BYTES: 1.0}
+    assert ResourceVector().fits_within(cap)
+
+
+def test_minimum_is_elementwise() -> None:
+    assert ResourceVector(cpu_cores=2.0, memory_bytes=5.0).minimum(
+        ResourceVector(cpu_cores=1.0)
+    ) == ResourceVector(cpu_cores=1.0, memory_bytes=5.0)
