@@ -105,6 +105,85 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "kubernetes_default",
     ),
     "namespace": _opt("Kubernetes namespace of predictive pods.", "string", "default"),
+    # -- Kubernetes backend tuning (read together into KubernetesSettings by runtime) --
+    "kubernetes_image": _opt(
+        "Container image of a predictive pod when its task names none.", "string", "python:3.11-slim"
+    ),
+    "kubernetes_service_account": _opt(
+        "serviceAccountName of predictive pods. Empty: the namespace's default service account.",
+        "string",
+        "",
+        "airflow-tasks",
+    ),
+    "kubernetes_settle_timeout": _opt(
+        "Seconds an in-place resize may take to be actuated by the kubelet before the backend "
+        "answers PENDING and leaves it to settle (kind 1.35 needs about 1.8 s).",
+        "float",
+        "5.0",
+    ),
+    "kubernetes_deferred_timeout": _opt(
+        "Seconds a resize reported 'PodResizePending: Deferred' (no room on the node yet) may wait "
+        "before the backend reverts the pod spec to what is in force and reports INFEASIBLE.",
+        "float",
+        "120.0",
+    ),
+    "kubernetes_in_progress_timeout": _opt(
+        "Seconds a resize may stay 'PodResizeInProgress' (it can stick for good, kubernetes#125559) "
+        "before the spec is reverted and the resize reported as an ERROR.",
+        "float",
+        "60.0",
+    ),
+    "kubernetes_request_timeout": _opt("Seconds per Kubernetes API request.", "float", "10.0"),
+    "kubernetes_max_retries": _opt(
+        "Retries of a Kubernetes API call answered 429 / 5xx / 409 or failing to connect "
+        "(Retry-After is honoured). 0: no retry.",
+        "integer",
+        "4",
+    ),
+    "kubernetes_retry_backoff": _opt(
+        "Seconds before the first retry of a Kubernetes API call; doubled on every further retry.",
+        "float",
+        "0.2",
+    ),
+    "kubernetes_retry_backoff_max": _opt(
+        "Upper bound in seconds of the wait between two retries of a Kubernetes API call.", "float", "5.0"
+    ),
+    "kubernetes_default_cpu_request": _opt(
+        "CPU request (Kubernetes quantity) of a predictive pod whose allocation names none; a pod "
+        "without requests is BestEffort and can never be resized.",
+        "string",
+        "100m",
+        "250m",
+    ),
+    "kubernetes_default_memory_request": _opt(
+        "Memory request (Kubernetes quantity) of a predictive pod whose allocation names none.",
+        "string",
+        "128Mi",
+        "256Mi",
+    ),
+    "kubernetes_memory_margin": _opt(
+        "A pod's memory limit is never lowered live below its usage plus this fraction of it "
+        "(and at least kubernetes_memory_margin_min).",
+        "float",
+        "0.1",
+    ),
+    "kubernetes_memory_margin_min": _opt(
+        "Smallest headroom (Kubernetes quantity) kept above a pod's memory usage when its limit is lowered.",
+        "string",
+        "16Mi",
+    ),
+    "kubernetes_kubelet_summary": _opt(
+        "Read a pod's network and filesystem usage from the kubelet summary API (needs RBAC on "
+        "nodes/proxy); otherwise only CPU and memory come from metrics.k8s.io.",
+        "boolean",
+        "False",
+    ),
+    "kubernetes_capacity_ttl": _opt(
+        "Seconds the nodes' allocatable resources are cached by the Kubernetes backend.", "float", "30.0"
+    ),
+    "kubernetes_release_grace": _opt(
+        "gracePeriodSeconds used when a finished task's pod is deleted.", "integer", "0"
+    ),
 }
 
 
@@ -161,6 +240,40 @@ def _choice(key: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
+def _integer(key: str, minimum: int) -> int:
+    raw = _raw(key).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidConfig(f"[{SECTION}] {key} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise InvalidConfig(f"[{SECTION}] {key} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _fraction(key: str) -> float:
+    raw = _raw(key).strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidConfig(f"[{SECTION}] {key} must be a number, got {raw!r}") from None
+    if not 0 <= value < 10:
+        raise InvalidConfig(f"[{SECTION}] {key} must be a fraction >= 0 (0.1 = 10%), got {raw!r}")
+    return value
+
+
+def _quantity(key: str) -> float:
+    from airflow_predictive.core.model.quantity import InvalidQuantity, parse_quantity
+
+    raw = _raw(key).strip()
+    try:
+        return parse_quantity(raw)
+    except InvalidQuantity:
+        raise InvalidConfig(
+            f"[{SECTION}] {key} must be a Kubernetes quantity such as 250m, 2 or 512Mi; got {raw!r}"
+        ) from None
+
+
 @_reader
 def enabled() -> bool:
     return _bool("enabled")
@@ -209,6 +322,86 @@ def kubernetes_conn_id() -> str:
 @_reader
 def namespace() -> str:
     return _raw("namespace").strip() or "default"
+
+
+@_reader
+def kubernetes_image() -> str:
+    return _raw("kubernetes_image").strip() or "python:3.11-slim"
+
+
+@_reader
+def kubernetes_service_account() -> str | None:
+    return _raw("kubernetes_service_account").strip() or None
+
+
+@_reader
+def kubernetes_settle_timeout() -> float:
+    return _positive_float("kubernetes_settle_timeout")
+
+
+@_reader
+def kubernetes_deferred_timeout() -> float:
+    return _positive_float("kubernetes_deferred_timeout")
+
+
+@_reader
+def kubernetes_in_progress_timeout() -> float:
+    return _positive_float("kubernetes_in_progress_timeout")
+
+
+@_reader
+def kubernetes_request_timeout() -> float:
+    return _positive_float("kubernetes_request_timeout")
+
+
+@_reader
+def kubernetes_max_retries() -> int:
+    return _integer("kubernetes_max_retries", 0)
+
+
+@_reader
+def kubernetes_retry_backoff() -> float:
+    return _positive_float("kubernetes_retry_backoff")
+
+
+@_reader
+def kubernetes_retry_backoff_max() -> float:
+    return _positive_float("kubernetes_retry_backoff_max")
+
+
+@_reader
+def kubernetes_default_cpu_request() -> float:
+    return _quantity("kubernetes_default_cpu_request")
+
+
+@_reader
+def kubernetes_default_memory_request() -> float:
+    return _quantity("kubernetes_default_memory_request")
+
+
+@_reader
+def kubernetes_memory_margin() -> float:
+    return _fraction("kubernetes_memory_margin")
+
+
+@_reader
+def kubernetes_memory_margin_min() -> float:
+    return _quantity("kubernetes_memory_margin_min")
+
+
+@_reader
+def kubernetes_kubelet_summary() -> bool:
+    return _bool("kubernetes_kubelet_summary")
+
+
+@_reader
+def kubernetes_capacity_ttl() -> float:
+    return _positive_float("kubernetes_capacity_ttl")
+
+
+@_reader
+def kubernetes_release_grace() -> int:
+    return _integer("kubernetes_release_grace", 0)
 
 
 @_reader

@@ -1,4 +1,6 @@
-"""Settings of the Kubernetes backends (one frozen dataclass; built from config by the caller)."""
+"""Settings of the Kubernetes backends: one frozen dataclass. ``runtime.kubernetes_settings()``
+fills it from the ``[predictive]`` options (``namespace``, ``kubernetes_*``); the backends
+themselves never read configuration."""
 
 from __future__ import annotations
 

@@ -1,0 +1,264 @@
+"""The composition root: the one place that turns ``[predictive]`` configuration into objects.
+
+Adapters (CLI commands, listeners, the maintenance DAG, executors, operators, triggers, the
+plugin) ask ``get_runtime()`` for what they need (a run store, the forecast service, a backend,
+settings values) instead of reading configuration themselves. Everything is built lazily, at
+most once per process, under one lock, so importing this module costs nothing (no SQLAlchemy, no
+Kubernetes client, never TensorFlow: the scheduler, executor and triggerer import it).
+
+Seams for later issues: ``planner()``, ``ledger()`` and ``shaper()`` get their builders here
+(one ``@_once`` method each, reading their options through ``config``), next to the ones below.
+``reset_runtime()`` forgets the process-wide instance and the config cache (tests, and a
+long-lived process after a configuration change).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from airflow_predictive import config
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.engine import Engine
+
+    from airflow_predictive.backends.kubernetes.settings import KubernetesSettings
+    from airflow_predictive.core.model.query import ForecastQuery, ServedForecast
+    from airflow_predictive.core.ports import ForecastService, ResourceBackend
+    from airflow_predictive.storage.model_store import ModelStore
+    from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
+    from airflow_predictive.storage.run_store import SqlRunStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    """What the recording listener and its sampler sidecar need, read once from configuration.
+
+    enabled: the master switch (False: nothing is recorded, tasks run as declared).
+    record_all_tasks: record every task, not only ``predictive=True`` ones.
+    sample_interval_s / flush_interval_s / start_timeout_s: the sampler's cadence and how long the
+        listener waits for it to start.
+    gpu_metrics: how GPU usage is read ('auto', 'nvml', 'nvidia-smi', 'off').
+    """
+
+    enabled: bool
+    record_all_tasks: bool
+    sample_interval_s: float
+    flush_interval_s: float
+    start_timeout_s: float
+    gpu_metrics: str
+
+
+def _once(fn: Callable[[Runtime], T]) -> Callable[[Runtime], T]:
+    """Build on first call, then return the same object (thread-safe; builders may nest)."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(self: Runtime) -> T:
+        try:
+            return self._built[name]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = fn(self)
+            return self._built[name]  # type: ignore[no-any-return]
+
+    return wrapper
+
+
+class Runtime:
+    """Lazily built, process-wide objects of the provider (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._built: dict[str, Any] = {}
+
+    # -- plain settings ------------------------------------------------------------------------
+
+    def enabled(self) -> bool:
+        return config.enabled()
+
+    def storage_url(self) -> str:
+        """The provider's database URL (``[predictive] sql_alchemy_conn`` or derived from Airflow's)."""
+        return config.storage_url()
+
+    @_once
+    def recording_settings(self) -> RecordingSettings:
+        return RecordingSettings(
+            enabled=config.enabled(),
+            record_all_tasks=config.record_all_tasks(),
+            sample_interval_s=config.sample_interval(),
+            flush_interval_s=config.sample_flush_interval(),
+            start_timeout_s=config.sampler_start_timeout(),
+            gpu_metrics=config.gpu_metrics(),
+        )
+
+    @_once
+    def kubernetes_settings(self) -> KubernetesSettings:
+        """``[predictive] namespace`` and the ``kubernetes_*`` options as one frozen value."""
+        from airflow_predictive.backends.kubernetes.settings import KubernetesSettings
+        from airflow_predictive.core.model.backend import MemoryMargin
+        from airflow_predictive.core.model.resources import ResourceVector
+
+        return KubernetesSettings(
+            namespace=config.namespace(),
+            image=config.kubernetes_image(),
+            service_account=config.kubernetes_service_account(),
+            settle_timeout_s=config.kubernetes_settle_timeout(),
+            deferred_timeout_s=config.kubernetes_deferred_timeout(),
+            in_progress_timeout_s=config.kubernetes_in_progress_timeout(),
+            request_timeout_s=config.kubernetes_request_timeout(),
+            max_retries=config.kubernetes_max_retries(),
+            backoff_base_s=config.kubernetes_retry_backoff(),
+            backoff_max_s=config.kubernetes_retry_backoff_max(),
+            memory_margin=MemoryMargin(
+                fraction=config.kubernetes_memory_margin(),
+                minimum_bytes=config.kubernetes_memory_margin_min(),
+            ),
+            default_requests=ResourceVector(
+                cpu_cores=config.kubernetes_default_cpu_request(),
+                memory_bytes=config.kubernetes_default_memory_request(),
+            ),
+            use_kubelet_summary=config.kubernetes_kubelet_summary(),
+            capacity_ttl_s=config.kubernetes_capacity_ttl(),
+            release_grace_s=config.kubernetes_release_grace(),
+        )
+
+    # -- storage ---------------------------------------------------------------------------------
+
+    @_once
+    def engine(self) -> Engine:
+        from airflow_predictive.storage.engine import engine_for
+
+        return engine_for(config.storage_url())
+
+    @_once
+    def run_store(self) -> SqlRunStore:
+        from airflow_predictive.storage.run_store import SqlRunStore
+
+        return SqlRunStore(self.engine())
+
+    @_once
+    def profile_store(self) -> ProfileStore:
+        from airflow_predictive.storage.profile_store import ProfileStore
+
+        return ProfileStore(self.engine())
+
+    @_once
+    def forecast_cache(self) -> ForecastCache:
+        from airflow_predictive.storage.profile_store import ForecastCache
+
+        return ForecastCache(self.engine())
+
+    @_once
+    def model_store(self) -> ModelStore:
+        from airflow_predictive.storage.model_store import ModelStore
+
+        return ModelStore(config.model_dir(), keep=config.model_versions_kept())
+
+    # -- the profiler, serving side ----------------------------------------------------------------
+
+    @_once
+    def forecasts(self) -> ForecastService:
+        """Serves "what will this run need"; never trains, never imports TensorFlow."""
+        try:  # the profiler's storage-backed service, once it exists (training/serving.py)
+            serving = importlib.import_module("airflow_predictive.training.serving")
+        except ImportError:
+            return CachedForecastService(self.forecast_cache())
+        build = getattr(serving, "build_forecast_service", None)
+        if build is None:
+            return CachedForecastService(self.forecast_cache())
+        service: ForecastService = build(self)
+        return service
+
+    # -- backends ----------------------------------------------------------------------------------
+
+    @_once
+    def local_backend(self) -> ResourceBackend:
+        """cgroups from ``[predictive] backend`` / ``cgroup_root`` (observe-only when 'none' or unwritable)."""
+        from airflow_predictive.backends.cgroups.backend import CgroupBackend
+        from airflow_predictive.backends.cgroups.hierarchy import CgroupLayout
+
+        layout = (
+            CgroupLayout(None, reason="[predictive] backend = none") if config.backend() == "none" else None
+        )
+        return CgroupBackend(layout, cgroup_root=config.cgroup_root())
+
+    @_once
+    def kubernetes_backend(self) -> ResourceBackend:
+        """The synchronous pod backend on ``[predictive] kubernetes_conn_id`` with ``kubernetes_settings()``."""
+        from airflow_predictive.backends.kubernetes.backend import KubernetesPodBackend
+
+        return KubernetesPodBackend.from_connection(
+            config.kubernetes_conn_id(), settings=self.kubernetes_settings()
+        )
+
+    # -- seams for the next issues (planner, ledger, shaper): add ``@_once`` builders here ----------
+
+
+class CachedForecastService:
+    """Stand-in ForecastService until the profiler's serving module exists: the task's cached
+    forecast (written by training), else the declared resources' fallback."""
+
+    def __init__(self, cache: ForecastCache) -> None:
+        self.cache = cache
+
+    def forecast_for(self, query: ForecastQuery) -> ServedForecast:
+        from airflow_predictive.core.model.query import ForecastSource, ServedForecast
+        from airflow_predictive.storage.engine import StorageUnavailable
+
+        try:
+            hit = self.cache.get(query.key)
+        except StorageUnavailable as exc:
+            log.warning(
+                "predictive: forecast of %s unavailable (%s); using declared resources", query.key, exc
+            )
+            return _declared(query, f"storage unavailable: {exc}")
+        if hit is None:
+            return _declared(query, "no cached forecast for this task yet")
+        return ServedForecast(
+            forecast=hit.forecast,
+            source=ForecastSource.TASK,
+            model_version=hit.model_version,
+            note=hit.explanation or "",
+        )
+
+
+def _declared(query: ForecastQuery, note: str) -> ServedForecast:
+    from airflow_predictive.core.model.query import ForecastSource, ServedForecast
+
+    source = ForecastSource.NONE if query.declared.is_empty() else ForecastSource.DECLARED
+    return ServedForecast(forecast=None, source=source, note=note)
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime (created on first use)."""
+    global _runtime
+    if _runtime is None:
+        with _runtime_lock:
+            if _runtime is None:
+                _runtime = Runtime()
+    return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the process-wide runtime and the config cache (tests; after a configuration change)."""
+    global _runtime
+    with _runtime_lock:
+        _runtime = None
+    config.reset_cache()
