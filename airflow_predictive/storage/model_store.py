@@ -4,9 +4,21 @@ Why: training runs in the maintenance DAG or the CLI; forecasting runs elsewhere
 meet here. Every saved model is a folder ``<model_dir>/<scope>/v000007/`` holding the estimator's
 own files under ``artefact/`` (JSON, ``.npz`` without pickle, Keras native ``.keras``: nothing
 else is accepted) and ``manifest.json`` (estimator name and class, version, creation time,
-evaluation scores, sha256 of every file). Loading verifies every checksum and refuses unknown
-files before the estimator reads anything, so a corrupt, truncated or tampered artefact raises
-``ModelUnavailable`` (callers log one line and fall back) instead of loading something else.
+evaluation scores, sha256 of every file).
+
+What the checks are, and are not:
+- Containment: a manifest entry is a relative path inside its version folder; absolute paths,
+  ``..`` parts and symbolic links anywhere in the folder are refused, so no manifest can make the
+  store read (or hash) a file outside its own folder.
+- The sha256 sums detect corruption (a truncated copy, a half-written file, a disk error, a file
+  swapped in by another training run): loading verifies every checksum and refuses files the
+  manifest does not list before the estimator reads anything, and raises ``ModelUnavailable``
+  (callers log one line and fall back). They are not authentication: whoever can write the model
+  folder can rewrite the manifest too, so the folder must be writable only by the deployment that
+  trains (the formats accepted are still pickle-free, so a rewritten folder cannot run code).
+- Pinning: ``ModelManifest.digest`` names the exact content of a version; a calibration fitted
+  for one version carries that digest, and ``check_pin`` refuses a version whose digest differs
+  (e.g. a folder recreated after the store was wiped, reusing the version number).
 
 This module never imports TensorFlow or any estimator module at import time: the estimator class
 is resolved, only inside the estimators package, when a model is loaded.
@@ -23,7 +35,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from airflow_predictive import config
@@ -72,6 +84,17 @@ class ModelManifest:
             "files": dict(self.files),
         }
 
+    @property
+    def digest(self) -> str:
+        """sha256 of what identifies this version's content (scope, version, class, file sums)."""
+        ident = {
+            "scope": self.scope,
+            "version": self.version,
+            "estimator_class": self.estimator_class,
+            "files": dict(sorted(self.files.items())),
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelManifest:
         return cls(
@@ -96,6 +119,38 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def contained(base: Path, rel: str) -> Path:
+    """``base / rel`` when ``rel`` is a plain relative path inside ``base``; else ModelUnavailable.
+
+    Refused: absolute paths (POSIX or Windows style), ``..`` or empty parts, backslashes, and any
+    path whose resolution (symbolic links followed) leaves ``base``.
+    """
+    pure = PurePosixPath(rel)
+    if (
+        not rel
+        or "\\" in rel
+        or pure.is_absolute()
+        or re.match(r"^[A-Za-z]:", rel)
+        or any(part in ("", ".", "..") for part in rel.split("/"))
+    ):
+        raise ModelUnavailable(f"refusing manifest entry {rel!r}: not a plain path inside the version folder")
+    path = base / pure
+    root = base.resolve()
+    resolved = path.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ModelUnavailable(f"refusing manifest entry {rel!r}: it resolves outside the version folder")
+    return path
+
+
+def _no_links(base: Path) -> None:
+    """Refuse a version folder holding a symbolic link anywhere (a link may point anywhere)."""
+    if base.is_symlink():
+        raise ModelUnavailable(f"refusing {base}: the version folder is a symbolic link")
+    for path in base.rglob("*"):
+        if path.is_symlink():
+            raise ModelUnavailable(f"refusing {base}: {path.relative_to(base)} is a symbolic link")
 
 
 def _folder_name(scope: str) -> str:
@@ -127,6 +182,7 @@ class ModelStore:
         tmp = folder / f".tmp-{uuid.uuid4().hex}"
         try:
             estimator.save(tmp / ARTEFACT_DIR)
+            _no_links(tmp)
             files: dict[str, str] = {}
             for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
                 if path.suffix not in ALLOWED_SUFFIXES:
@@ -199,20 +255,38 @@ class ModelStore:
         return manifest
 
     def verified(self, scope: str = GLOBAL_SCOPE, version: int | None = None) -> tuple[Path, ModelManifest]:
-        """(artefact folder, manifest) after checking every file's sha256 and that no file was added."""
+        """(artefact folder, manifest) after checking that every entry stays inside the version
+        folder, that no symbolic link is there, that no file was added, and every file's sha256."""
         manifest = self.manifest(scope, version)
         base = self._version_dir(scope, manifest.version)
+        root = self.root.resolve()
+        if root not in base.resolve().parents:
+            raise ModelUnavailable(f"{scope} v{manifest.version}: {base} resolves outside {self.root}")
+        _no_links(base)
+        checked = {rel: contained(base, rel) for rel in manifest.files}
         present = {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()} - {MANIFEST}
         extra = present - set(manifest.files)
         if extra:
             raise ModelUnavailable(f"{scope} v{manifest.version}: unexpected files {sorted(extra)}")
         for rel, digest in manifest.files.items():
-            path = base / rel
+            path = checked[rel]
             if not path.is_file():
                 raise ModelUnavailable(f"{scope} v{manifest.version}: missing {rel}")
             if _sha256(path) != digest:
                 raise ModelUnavailable(f"{scope} v{manifest.version}: checksum mismatch for {rel}")
         return base / ARTEFACT_DIR, manifest
+
+    def check_pin(self, scope: str, version: int, digest: str | None) -> ModelManifest:
+        """The manifest of ``scope`` v``version`` when its content digest is ``digest``; else
+        ``ModelUnavailable`` (a calibration fitted for another model's content must not be used
+        with this one). ``digest=None`` (nothing pinned) is refused too."""
+        manifest = self.manifest(scope, version)
+        if digest is None or manifest.digest != digest:
+            raise ModelUnavailable(
+                f"{scope} v{version}: the calibration was fitted for content "
+                f"{(digest or 'unknown')[:12]}, this version is {manifest.digest[:12]}"
+            )
+        return manifest
 
     def load(
         self,

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +20,6 @@ from airflow_predictive.storage.model_store import (
     ModelUnavailable,
     scope_for,
 )
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 KEY = TaskKey("etl", "load")
 
@@ -165,3 +164,75 @@ def test_a_broken_estimator_load_becomes_model_unavailable(tmp_path):
 def test_scope_folders_do_not_collide():
     assert scope_for(TaskKey("a", "b_c")) != scope_for(TaskKey("a_b", "c"))
     assert scope_for(None) == GLOBAL_SCOPE
+
+
+def _rewrite_manifest(store: ModelStore, scope: str, change) -> None:
+    directory, _ = store.verified(scope)
+    path = directory.parent / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("entry", ["../outside.json", "artefact/../../outside.json", "/etc/hostname"])
+def test_manifest_entries_outside_the_version_folder_are_refused(tmp_path, entry):
+    """A manifest naming a file outside its folder is refused before that file is read or hashed
+    (the outside file is valid and its checksum is right: only containment can refuse it)."""
+    store = _store(tmp_path)
+    store.save(VpaStyle(), scope_for(KEY))
+    outside = tmp_path / "models" / "outside.json"
+    outside.write_text("{}")
+    content = Path(entry).read_bytes() if entry.startswith("/") else b"{}"
+    digest = hashlib.sha256(content).hexdigest()
+    _rewrite_manifest(store, scope_for(KEY), lambda d: d["files"].update({entry: digest}))
+    with pytest.raises(ModelUnavailable, match="refusing manifest entry"):
+        store.load(scope_for(KEY))
+
+
+def test_a_symbolic_link_in_a_version_folder_is_refused(tmp_path):
+    store = _store(tmp_path)
+    store.save(VpaStyle(margin=0.3), scope_for(KEY))
+    directory, _ = store.verified(scope_for(KEY))
+    real = directory / "estimator.json"
+    outside = tmp_path / "elsewhere.json"
+    outside.write_bytes(real.read_bytes())  # same bytes: the checksum alone would accept it
+    real.unlink()
+    real.symlink_to(outside)
+    with pytest.raises(ModelUnavailable, match="symbolic link"):
+        store.load(scope_for(KEY))
+
+
+def test_a_scope_folder_linked_outside_the_store_is_refused(tmp_path):
+    elsewhere = _store(tmp_path / "other")
+    elsewhere.save(VpaStyle(), scope_for(KEY))
+    store = _store(tmp_path)
+    store.root.mkdir(parents=True)
+    folder = next(p for p in elsewhere.root.iterdir())
+    (store.root / folder.name).symlink_to(folder)
+    with pytest.raises(ModelUnavailable, match="outside"):
+        store.load(scope_for(KEY))
+
+
+def test_an_estimator_writing_a_link_cannot_be_saved(tmp_path):
+    class Linker(VpaStyle):
+        def save(self, directory):
+            super().save(directory)
+            (directory / "extra.json").symlink_to(tmp_path / "somewhere.json")
+
+    (tmp_path / "somewhere.json").write_text("{}")
+    with pytest.raises(ModelUnavailable, match="symbolic link"):
+        _store(tmp_path).save(Linker(), scope_for(KEY))
+
+
+def test_pin_refuses_a_version_whose_content_differs_from_the_calibrations(tmp_path):
+    store = _store(tmp_path)
+    first = store.save(VpaStyle(margin=0.1), scope_for(KEY))
+    assert store.check_pin(scope_for(KEY), 1, first.digest).version == 1
+    # the store is wiped and retrained: the same version number now holds another model
+    shutil.rmtree(store.root)
+    again = store.save(VpaStyle(margin=0.5), scope_for(KEY))
+    assert again.version == 1 and again.digest != first.digest
+    with pytest.raises(ModelUnavailable, match="calibration was fitted for"):
+        store.check_pin(scope_for(KEY), 1, first.digest)
+    with pytest.raises(ModelUnavailable):
+        store.check_pin(scope_for(KEY), 1, None)

@@ -31,6 +31,7 @@ import numpy as np
 from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.series import QUANTILES, DemandCurve, Forecast
 from airflow_predictive.core.profiler.estimators.base import ForecastQuery, NotFitted, RunExample
+from airflow_predictive.core.profiler.estimators.lstm_numpy import WEIGHTS_FILE, NumpyNetwork
 from airflow_predictive.core.profiler.features import FeatureEncoder, example_peak
 from airflow_predictive.core.profiler.windows import (
     WindowConfig,
@@ -137,6 +138,7 @@ class LstmForecaster:
         self.calibration: dict[str, dict[str, float]] = {}
         self.report: TrainingReport | None = None
         self._model: Any = None
+        self._numpy: NumpyNetwork | None = None
 
     # ------------------------------------------------------------------ training
 
@@ -286,7 +288,7 @@ class LstmForecaster:
         that only knows the training set's median would be guessing, so the chain's next level
         (operator prior, declared) answers instead.
         """
-        if self._model is None or self.encoder is None:
+        if (self._model is None and self._numpy is None) or self.encoder is None:
             raise NotFitted(f"{self.name}: predict() before fit() or load()")
         if not queries:
             return []
@@ -306,7 +308,11 @@ class LstmForecaster:
                 )
             wanted.append(anchored)
         windows = query_windows(queries, self.encoder, self.config.window)
-        curve, log_duration = _network().predict(self._model, windows.inputs())
+        if self._model is not None:
+            curve, log_duration = _network().predict(self._model, windows.inputs())
+        else:
+            assert self._numpy is not None
+            curve, log_duration = self._numpy.predict(windows.inputs())
         return [self._forecast(curve[i], log_duration[i], windows, i, wanted[i]) for i in range(len(queries))]
 
     def _forecast(
@@ -340,7 +346,9 @@ class LstmForecaster:
         if self._model is None or self.encoder is None:
             raise NotFitted(f"{self.name}: nothing to save before fit()")
         directory.mkdir(parents=True, exist_ok=True)
-        _network().save(self._model, str(directory / MODEL_FILE))
+        net = _network()
+        net.save(self._model, str(directory / MODEL_FILE))
+        np.savez(directory / WEIGHTS_FILE, **net.weight_arrays(self._model))
         state = {
             "version": STATE_VERSION,
             "estimator": self.name,
@@ -353,25 +361,44 @@ class LstmForecaster:
         (directory / STATE_FILE).write_text(json.dumps(state, sort_keys=True))
 
     @classmethod
+    def _from_state(cls, directory: Path) -> Self:
+        state = json.loads((directory / STATE_FILE).read_text())
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"state version {state.get('version')!r}, expected {STATE_VERSION}")
+        est = cls(LstmConfig.from_json(state["config"]))
+        est.encoder = FeatureEncoder.from_json(state["encoder"])
+        est.fine_tuned = tuple(state["fine_tuned"])
+        est.calibration = {
+            str(m): {str(q): float(f) for q, f in qs.items()} for m, qs in state["calibration"].items()
+        }
+        return est
+
+    @classmethod
     def load(cls, directory: Path) -> Self:
         """Load ``state.json`` + ``model.keras`` (safe mode); any damage raises ``NotFitted``."""
         net = _network()
         try:
-            state = json.loads((directory / STATE_FILE).read_text())
-            if state.get("version") != STATE_VERSION:
-                raise ValueError(f"state version {state.get('version')!r}, expected {STATE_VERSION}")
-            est = cls(LstmConfig.from_json(state["config"]))
-            est.encoder = FeatureEncoder.from_json(state["encoder"])
-            est.fine_tuned = tuple(state["fine_tuned"])
-            est.calibration = {
-                str(m): {str(q): float(f) for q, f in qs.items()} for m, qs in state["calibration"].items()
-            }
+            est = cls._from_state(directory)
             est._model = net.load(str(directory / MODEL_FILE))
         except LstmUnavailable:
             raise
         except Exception as exc:  # corrupt zip, tampered config, missing file, wrong shapes ...
             raise NotFitted(
                 f"cannot load the LSTM model from {directory}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return est
+
+    @classmethod
+    def load_numpy(cls, directory: Path) -> Self:
+        """Load ``state.json`` + ``weights.npz`` for numpy-only forecasting (no TensorFlow import);
+        it forecasts like ``load`` (same network, replayed by ``lstm_numpy``) but cannot train.
+        A model saved without weights (older versions) or any damage raises ``NotFitted``."""
+        try:
+            est = cls._from_state(directory)
+            est._numpy = NumpyNetwork.load(str(directory / WEIGHTS_FILE))
+        except Exception as exc:
+            raise NotFitted(
+                f"cannot load the LSTM weights from {directory} for numpy serving: {type(exc).__name__}: {exc}"
             ) from exc
         return est
 

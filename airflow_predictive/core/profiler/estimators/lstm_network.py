@@ -219,6 +219,15 @@ def save(model: keras.Model, path: str) -> None:
     model.save(path)
 
 
+def weight_arrays(model: keras.Model) -> dict[str, np.ndarray]:
+    """Every layer's weights as ``"<layer>/<index>"`` -> float32 array (what ``lstm_numpy`` replays)."""
+    return {
+        f"{layer.name}/{i}": np.asarray(w, dtype=np.float32)
+        for layer in model.layers
+        for i, w in enumerate(layer.get_weights())
+    }
+
+
 def load(path: str) -> keras.Model:
     """Keras native format, ``safe_mode=True`` (refuses lambdas / arbitrary code), not compiled."""
     model: keras.Model = keras.saving.load_model(path, safe_mode=True, compile=False)
