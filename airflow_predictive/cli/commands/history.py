@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_predictive import config
 from airflow_predictive.core.feedback import curve_summary
 from airflow_predictive.core.model.resources import GIB
 from airflow_predictive.core.model.runs import RunRecord, RunSource, TaskKey
-from airflow_predictive.storage.engine import StorageUnavailable, engine_for
-from airflow_predictive.storage.run_store import SqlRunStore
+from airflow_predictive.runtime import get_runtime
+from airflow_predictive.storage.engine import StorageUnavailable
+
+if TYPE_CHECKING:
+    from airflow_predictive.storage.run_store import SqlRunStore
 
 
 def _gib(value: float | None) -> str:
@@ -89,7 +91,7 @@ def render(store: SqlRunStore, key: TaskKey, limit: int, as_json: bool) -> str:
 
 def run(args: Any) -> None:
     key = TaskKey(args.dag_id, args.task_id)
-    store = SqlRunStore(engine_for(config.storage_url()))
+    store = get_runtime().run_store()
     try:
         print(render(store, key, args.limit, args.json))
     except StorageUnavailable as exc:

@@ -5,15 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from airflow_predictive import config
 from airflow_predictive.ingest.task_instances import airflow_rows, ingest
-from airflow_predictive.storage.engine import engine_for
-from airflow_predictive.storage.run_store import SqlRunStore
+from airflow_predictive.runtime import get_runtime
 
 
 def run(args: Any) -> None:
     since = datetime.fromisoformat(args.since) if args.since else None
-    store = SqlRunStore(engine_for(config.storage_url()))
+    store = get_runtime().run_store()
     summary = ingest(airflow_rows(args.dag_id, since), store)
     print(
         f"ingested {summary.stored} finished tries from Airflow's task history "

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_predictive import config
+from airflow_predictive.runtime import get_runtime
 from airflow_predictive.storage import migrate
-from airflow_predictive.storage.engine import engine_for
 
 
 def run(args: Any) -> None:
-    engine = engine_for(config.storage_url())
+    engine = get_runtime().engine()
     before = migrate.current_revision(engine)
     migrate.upgrade(engine)
     after = migrate.current_revision(engine)
