@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from airflow_predictive import config
@@ -81,3 +84,46 @@ def test_configuration_reference_is_generated_from_the_declarations() -> None:
         [sys.executable, "scripts/gen_config_docs.py", "--check"], cwd=root, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout
+
+
+# -- every declared option is read by the product ------------------------------------------------
+
+_READER_OF = {"sql_alchemy_conn": "storage_url"}  # options whose reader has another name
+_PACKAGE = Path(config.__file__).resolve().parent
+
+
+def _config_readers_called_outside_config() -> set[str]:
+    """Names ``config.<name>`` (or ``predictive_config.<name>``) referenced by product modules."""
+    called: set[str] = set()
+    for path in _PACKAGE.rglob("*.py"):
+        if path.name == "config.py" and path.parent == _PACKAGE:
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except SyntaxError:  # a module being written; its own tests fail on it
+            continue
+        aliases = {"config"}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "airflow_predictive":
+                aliases |= {a.asname or a.name for a in node.names if a.name == "config"}
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+            ):
+                called.add(node.attr)
+    return called
+
+
+def test_every_option_has_a_reader() -> None:
+    for key in config.OPTIONS:
+        reader = getattr(config, _READER_OF.get(key, key), None)
+        assert callable(reader), f"[predictive] {key} has no reader in config.py"
+        reader()  # the declared default is valid for its own reader
+
+
+def test_every_declared_option_is_read_by_the_product() -> None:
+    called = _config_readers_called_outside_config()
+    unused = sorted(k for k in config.OPTIONS if _READER_OF.get(k, k) not in called)
+    assert not unused, f"declared but never read outside config.py (use or remove them): {unused}"
