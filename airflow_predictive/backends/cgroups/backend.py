@@ -213,7 +213,17 @@ class CgroupBackend:
     # -- provision / adopt -------------------------------------------------------------------------
 
     @_locked
-    def provision(self, spec: ProvisionSpec, allocation: Allocation) -> Handle:
+    def provision(
+        self,
+        spec: ProvisionSpec,
+        allocation: Allocation,
+        *,
+        cwd: str | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+    ) -> Handle:
+        """Start ``spec.command`` in a new group; ``cwd`` / ``stdout`` / ``stderr`` (file descriptors)
+        override the backend's defaults for this one process (the emulator's kubelet uses them)."""
         if not spec.command:
             raise ProvisionError(
                 f"{spec.name}: no command to run (use adopt() for a running process)",
@@ -238,7 +248,12 @@ class CgroupBackend:
             argv = ["/bin/sh", "-c", _JOIN_AND_EXEC, "sh", str(len(procs)), *procs, *argv]
         try:
             proc = subprocess.Popen(
-                argv, env=env, stdout=self._stdout, stderr=self._stderr, start_new_session=True
+                argv,
+                env=env,
+                cwd=cwd,
+                stdout=self._stdout if stdout is None else stdout,
+                stderr=self._stderr if stderr is None else stderr,
+                start_new_session=True,
             )
         except OSError as exc:
             if group is not None:

@@ -29,7 +29,8 @@ from airflow_predictive.emulator.kubernetes.errors import (
 )
 from airflow_predictive.emulator.kubernetes.messages import Request, Response
 from airflow_predictive.emulator.kubernetes.metrics_routes import metrics_response, node_proxy
-from airflow_predictive.emulator.kubernetes.patch import apply_patch
+from airflow_predictive.emulator.kubernetes.logs_route import pod_log
+from airflow_predictive.emulator.kubernetes.patch import MERGE, apply_patch
 from airflow_predictive.emulator.kubernetes.resources import (
     NAMESPACES,
     NODES,
@@ -213,6 +214,12 @@ class Api:
 
     # ---- single objects -----------------------------------------------------------------------
     def _item(self, req: Request, resource: Resource, namespace: str, name: str, sub: str | None) -> Response:
+        if sub == "log":
+            if req.method != "GET":
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
+            return pod_log(self, namespace, name, req.query)
         if req.method == "GET":
             obj = self.store.get(resource, namespace, name)
             if resource is QUOTAS:
@@ -241,6 +248,11 @@ class Api:
             expected = (candidate.get("metadata") or {}).get("resourceVersion")
         else:
             candidate = apply_patch(req.content_type, current, req.body)
+            if sub == "resize" and req.content_type.split(";")[0].strip() == MERGE:
+                # A JSON merge patch replaces the container lists; the resize subresource then keeps
+                # only resources / resizePolicy of the named containers (dropNonResizeUpdates), so
+                # the rest of each container comes from the stored pod, as on a real API server.
+                candidate = _merge_resize_view(candidate, current)
             expected = (candidate.get("metadata") or {}).get("resourceVersion")
             if expected == current["metadata"].get("resourceVersion"):
                 expected = None  # a patch that does not name a version applies to the latest
@@ -490,6 +502,35 @@ class Api:
                 "storage", new_req
             )
         return self._replace(PVCS, namespace, name, candidate, expected, dry_run, keep_status=True)
+
+
+def _merge_resize_view(patched: Obj, current: Obj) -> Obj:
+    """``current`` with resources / resizePolicy of the containers the merge patch names.
+
+    A list naming a container the pod does not have is left as patched, so validation reports
+    the added / renamed container like upstream does.
+    """
+    out = copy.deepcopy(patched)
+    for field in ("containers", "initContainers"):
+        new_list = (patched.get("spec") or {}).get(field)
+        old_list = (current.get("spec") or {}).get(field) or []
+        if new_list is None or not isinstance(new_list, list):
+            continue
+        old_by_name = {c.get("name"): c for c in old_list}
+        if any(not isinstance(c, dict) or c.get("name") not in old_by_name for c in new_list):
+            continue
+        new_by_name = {c.get("name"): c for c in new_list}
+        merged = []
+        for old in old_list:
+            item = copy.deepcopy(old)
+            source = new_by_name.get(old.get("name"))
+            if source is not None:
+                for key in ("resources", "resizePolicy"):
+                    if key in source:
+                        item[key] = copy.deepcopy(source[key])
+            merged.append(item)
+        out.setdefault("spec", {})[field] = merged
+    return out
 
 
 def _line(type_: str, obj: Obj) -> bytes:

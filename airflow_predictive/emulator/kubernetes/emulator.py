@@ -21,7 +21,9 @@ from airflow_predictive.emulator.kubernetes.resources import NAMESPACES, NODES, 
 from airflow_predictive.emulator.kubernetes.store import Store
 
 if TYPE_CHECKING:
+    from airflow_predictive.backends.cgroups.backend import CgroupBackend
     from airflow_predictive.core.ports import Clock
+    from airflow_predictive.emulator.kubernetes.images import ImageMap
     from airflow_predictive.emulator.kubernetes.server import EmulatorHTTPServer
 
 
@@ -48,13 +50,28 @@ class Emulator:
         auto_tick: bool = True,
         tick_interval_s: float = 0.05,
         watch_poll_s: float = 0.5,
+        mode: str = "simulated",
+        images: ImageMap | None = None,
+        cgroups: CgroupBackend | None = None,
     ) -> None:
+        """``mode``: "simulated" (workload curves, scales to thousands of pods) or "process" (each
+        container a real local process under its own cgroup; see ``process_kubelet``)."""
         from airflow_predictive.core.ports import SystemClock
 
         self.clock: Clock = clock or SystemClock()
         self.store = Store(self._timestamp)
         self.lock = threading.RLock()
-        self.kubelet = Kubelet(self.store, self.clock, kubelet)
+        self.mode = mode
+        if mode == "process":
+            from airflow_predictive.emulator.kubernetes.process_kubelet import ProcessKubelet
+
+            self.kubelet: Kubelet = ProcessKubelet(
+                self.store, self.clock, kubelet, images=images, backend=cgroups
+            )
+        elif mode == "simulated":
+            self.kubelet = Kubelet(self.store, self.clock, kubelet)
+        else:
+            raise ValueError(f"unknown kubelet mode {mode!r} (simulated or process)")
         self.api = Api(self.store, self.kubelet, self.lock, watch_poll_s)
         self.faults = Faults()
         self.auto_tick = auto_tick
@@ -232,6 +249,7 @@ class Emulator:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
+        """Stop serving; the process kubelet kills its processes and removes its cgroups."""
         self._stop.set()
         self.store.close()
         if self._server is not None:
@@ -241,6 +259,8 @@ class Emulator:
         for t in self._threads:
             t.join(timeout=5)
         self._threads.clear()
+        with self.lock:
+            self.kubelet.shutdown()
 
     def __enter__(self) -> Emulator:
         return self if self._server is not None else self.start()

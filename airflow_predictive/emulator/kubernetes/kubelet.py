@@ -47,6 +47,7 @@ class KubeletConfig:
         measured about 1.8 s from PATCH to status).
     metrics_window_s: the window PodMetrics averages CPU over (metrics-server: 10-60 s).
     backoff_base_s / backoff_max_s: CrashLoopBackOff after a container died.
+    events: record core/v1 Events (Scheduled, Pulled, Created, Started, resize ...).
     """
 
     start_delay_s: float = 0.0
@@ -54,6 +55,7 @@ class KubeletConfig:
     metrics_window_s: float = 15.0
     backoff_base_s: float = 10.0
     backoff_max_s: float = 300.0
+    events: bool = True
 
 
 @dataclass
@@ -79,6 +81,9 @@ class ContainerRuntime:
     throttled_periods: float = 0.0
     oom_events: int = 0
     samples: deque[tuple[float, float]] = field(default_factory=deque)
+    sidecar: bool = False  # a restartable init container (restartPolicy: Always)
+    waiting: tuple[str, str] | None = None  # (reason, message): PodInitializing, ErrImagePull ...
+    stopping: bool = False  # sidecars being stopped once the app containers are done
 
     @property
     def container_id(self) -> str:
@@ -115,6 +120,9 @@ class PodRuntime:
     in_progress_error: str | None = None
     observed_generation: int = 0
     finished: bool = False
+    init_containers: dict[str, ContainerRuntime] = field(default_factory=dict)
+    initialized: bool = True  # all regular init containers completed (sidecars started)
+    init_failed: bool = False  # an init container failed under restartPolicy Never
     spec_cache: tuple[str, dict[str, dict[str, Any]]] | None = None  # (resourceVersion, resources)
     status_signature: tuple[Any, ...] | None = None  # what the last written status was built from
 
@@ -135,9 +143,19 @@ class PodRuntime:
             self.observed_generation,
             self.allocated,
             self.actual,
+            self.initialized,
+            self.init_failed,
             tuple(
-                (c.running, c.waiting_until, c.restart_count, c.terminated, c.last_terminated, c.started_ts)
-                for c in self.containers.values()
+                (
+                    c.running,
+                    c.waiting_until,
+                    c.restart_count,
+                    c.terminated,
+                    c.last_terminated,
+                    c.started_ts,
+                    c.waiting,
+                )
+                for c in (*self.init_containers.values(), *self.containers.values())
             ),
         )
 
@@ -159,6 +177,16 @@ def _spec_resources(pod: Obj) -> dict[str, dict[str, Any]]:
     }
 
 
+def _resources_message(actual: dict[str, dict[str, Any]]) -> str:
+    import json
+
+    return json.dumps(
+        {"containers": [{"name": n, "resources": r} for n, r in sorted(actual.items())]},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
 def _limit(resources: dict[str, Any], name: str) -> float:
     value = (resources.get("limits") or {}).get(name)
     return math.inf if value is None else float(quantity.parse(value))
@@ -174,9 +202,51 @@ class Kubelet:
         self.pods: dict[str, PodRuntime] = {}
         self._used: dict[str, dict[str, int]] = {}
         self._last = clock.monotonic()
+        self._event_names: dict[str, str] = {}
 
     def ts(self) -> str:
         return self.clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def event(
+        self,
+        pod: Obj,
+        reason: str,
+        message: str,
+        *,
+        type_: str = "Normal",
+        component: str = "kubelet",
+        container: str | None = None,
+    ) -> None:
+        """Record a core/v1 Event about ``pod`` (no-op when events are off)."""
+        if not self.config.events:
+            return
+        from airflow_predictive.emulator.kubernetes import events
+
+        field_path = None
+        if container is not None:
+            inits = {c.get("name") for c in pod["spec"].get("initContainers") or []}
+            field_path = f"spec.{'initContainers' if container in inits else 'containers'}{{{container}}}"
+        events.record(
+            self.store,
+            pod,
+            reason,
+            message,
+            self.ts(),
+            type_=type_,
+            component=component,
+            field_path=field_path,
+            names=self._event_names,
+        )
+
+    def shutdown(self) -> None:
+        """Stop whatever the kubelet runs (nothing for simulated containers)."""
+
+    def _forget(self, rt: PodRuntime) -> None:
+        """A pod vanished from the API (deleted with grace 0): drop what runs for it."""
+
+    def log_file(self, rt: PodRuntime, container: str, previous: bool) -> str | None:
+        """The log file of a container instance (None: nothing was captured, as when simulated)."""
+        return None
 
     # ---- the loop -----------------------------------------------------------------------------
     def tick(self) -> None:
@@ -187,7 +257,7 @@ class Kubelet:
         pods = self.store.snapshot(PODS)  # read-only views: writes go through store.replace
         live = {p["metadata"]["uid"] for p in pods}
         for uid in [u for u in self.pods if u not in live]:
-            del self.pods[uid]
+            self._forget(self.pods.pop(uid))
         self._used = self._usage_by_node()
         self._schedule([p for p in pods if not p["spec"].get("nodeName")], nodes)
         resizing: list[tuple[Obj, PodRuntime]] = []
@@ -274,8 +344,22 @@ class Kubelet:
                 self._set_unschedulable(pod, message)
                 continue
             self._bind(pod, chosen)
+            meta = pod["metadata"]
+            self.event(
+                pod,
+                "Scheduled",
+                f"Successfully assigned {meta['namespace']}/{meta['name']} to {chosen}",
+                component="default-scheduler",
+            )
 
     def _set_unschedulable(self, pod: Obj, message: str) -> None:
+        old = next(
+            (c for c in (pod.get("status") or {}).get("conditions", []) if c.get("type") == "PodScheduled"),
+            None,
+        )
+        if old is None or old.get("message") != message:
+            self.event(pod, "FailedScheduling", message, type_="Warning", component="default-scheduler")
+
         def mutate(cur: Obj) -> Obj:
             status = cur.setdefault("status", {})
             status["phase"] = "Pending"
@@ -344,11 +428,26 @@ class Kubelet:
             workloads = {n: Workload.idle() for n in names}
         ts = self.ts()
         rt.started, rt.start_ts = True, ts
+        for c in pod["spec"].get("initContainers") or []:
+            # Simulated init containers complete at once; native sidecars keep running (idle).
+            sidecar = c.get("restartPolicy") == "Always"
+            cr = ContainerRuntime(c["name"], c.get("image", ""), Workload.idle(), now, ts, sidecar=sidecar)
+            if not sidecar:
+                cr.running = False
+                cr.terminated = {
+                    "exitCode": 0,
+                    "reason": "Completed",
+                    "startedAt": ts,
+                    "finishedAt": ts,
+                    "containerID": cr.container_id,
+                }
+            rt.init_containers[c["name"]] = cr
         for c in pod["spec"]["containers"]:
             cr = ContainerRuntime(c["name"], c.get("image", ""), workloads[c["name"]], now, ts)
             cr.memory = cr.workload.at(0.0).memory
             cr.samples.append((now, 0.0))
             rt.containers[c["name"]] = cr
+            self.event(pod, "Started", f"Started container {c['name']}", container=c["name"])
 
     def _restart_policy(self, pod: Obj) -> str:
         return str(pod["spec"].get("restartPolicy", "Always"))
@@ -464,6 +563,9 @@ class Kubelet:
     def _pend(self, rt: PodRuntime, reason: str, message: str) -> None:
         if rt.pending is None or rt.pending[0] != reason:
             rt.pending_ts = self.ts()
+            pod = self._pod_of(rt)
+            if pod is not None:
+                self.event(pod, f"Resize{reason}", message, type_="Warning")
         if rt.pending_since is None:
             rt.pending_since = self.clock.monotonic()
         rt.pending = (reason, message)
@@ -488,13 +590,24 @@ class Kubelet:
             ):
                 rt.in_progress_error = f"memory limit ({int(limit)}) below current usage"
                 return
+        problem = self._apply_limits(pod, rt)
+        if problem is not None:
+            if rt.in_progress_error != problem:
+                self.event(pod, "ResizeError", problem, type_="Warning")
+            rt.in_progress_error = problem
+            return
         restart = self._needs_restart(pod, rt)
         rt.actual = {k: {p: dict(v) for p, v in r.items()} for k, r in rt.allocated.items()}
         rt.in_progress_due, rt.in_progress_error = None, None
+        self.event(pod, "ResizeCompleted", f"Pod resize completed: {_resources_message(rt.actual)}")
         for name in restart:
             cr = rt.containers[name]
             cr.restart_count += 1
             cr.started_at, cr.started_ts = now, self.ts()
+
+    def _apply_limits(self, pod: Obj, rt: PodRuntime) -> str | None:
+        """Put ``rt.allocated`` in force; the reason when that failed (simulated: always works)."""
+        return None
 
     def _needs_restart(self, pod: Obj, rt: PodRuntime) -> list[str]:
         out = []
@@ -510,6 +623,14 @@ class Kubelet:
                     out.append(c["name"])
                     break
         return out
+
+    def _pod_of(self, rt: PodRuntime) -> Obj | None:
+        from airflow_predictive.emulator.kubernetes.errors import ApiError
+
+        try:
+            return self.store.get(PODS, rt.namespace, rt.name)
+        except ApiError:
+            return None
 
     # ---- status -------------------------------------------------------------------------------
     def _write_status(self, pod: Obj, rt: PodRuntime) -> None:

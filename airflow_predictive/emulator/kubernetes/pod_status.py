@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_predictive.emulator.kubernetes.validation import compute_qos
 
 if TYPE_CHECKING:
-    from airflow_predictive.emulator.kubernetes.kubelet import Kubelet, PodRuntime
+    from airflow_predictive.emulator.kubernetes.kubelet import ContainerRuntime, Kubelet, PodRuntime
     from airflow_predictive.emulator.kubernetes.store import Obj
 
 
@@ -41,11 +41,20 @@ def pod_status(kubelet: Kubelet, pod: Obj, rt: PodRuntime) -> dict[str, Any]:
             body["message"] = message
         return body
 
+    sidecars = [c for c in rt.init_containers.values() if c.sidecar]
     running = any(c.running for c in rt.containers.values())
-    ready = running and all(c.running for c in rt.containers.values())
+    ready = running and all(c.running for c in (*rt.containers.values(), *sidecars))
+    pending_init = [n for n, c in rt.init_containers.items() if not c.sidecar and not _completed(c)]
+    pending_init += [n for n, c in rt.init_containers.items() if c.sidecar and not c.running]
+    initialized = rt.initialized
     conditions = [
         cond("PodReadyToStartContainers", True),
-        cond("Initialized", True),
+        cond(
+            "Initialized",
+            initialized,
+            None if initialized else "ContainersNotInitialized",
+            None if initialized else f"containers with incomplete status: [{' '.join(pending_init)}]",
+        ),
         cond("Ready", ready, None if ready else "PodCompleted" if rt.finished else "ContainersNotReady"),
         cond(
             "ContainersReady",
@@ -67,14 +76,25 @@ def pod_status(kubelet: Kubelet, pod: Obj, rt: PodRuntime) -> dict[str, Any]:
             )
         )
     statuses = [
-        container_status(kubelet, c, rt) for c in pod["spec"]["containers"] if c["name"] in rt.containers
+        container_status(kubelet, c, rt.containers[c["name"]], rt)
+        for c in pod["spec"]["containers"]
+        if c["name"] in rt.containers
+    ]
+    init_statuses = [
+        container_status(kubelet, c, rt.init_containers[c["name"]], rt)
+        for c in pod["spec"].get("initContainers") or []
+        if c["name"] in rt.init_containers
     ]
     exits = [cr.terminated["exitCode"] for cr in rt.containers.values() if cr.terminated]
-    if not rt.finished:
+    if rt.init_failed:
+        phase = "Failed"
+    elif not initialized:
+        phase = "Pending"
+    elif not rt.finished:
         phase = "Running"
     else:
-        phase = "Succeeded" if all(code == 0 for code in exits) else "Failed"
-    return {
+        phase = "Succeeded" if exits and all(code == 0 for code in exits) else "Failed"
+    body: dict[str, Any] = {
         "observedGeneration": gen,
         "phase": phase,
         "conditions": conditions,
@@ -86,12 +106,20 @@ def pod_status(kubelet: Kubelet, pod: Obj, rt: PodRuntime) -> dict[str, Any]:
         "containerStatuses": statuses,
         "qosClass": old.get("qosClass") or compute_qos(pod),
     }
+    if init_statuses:
+        body["initContainerStatuses"] = init_statuses
+    return body
 
 
-def container_status(kubelet: Kubelet, c: Obj, rt: PodRuntime) -> dict[str, Any]:
-    cr = rt.containers[c["name"]]
+def _completed(cr: ContainerRuntime) -> bool:
+    return cr.terminated is not None and cr.terminated.get("exitCode") == 0
+
+
+def container_status(kubelet: Kubelet, c: Obj, cr: ContainerRuntime, rt: PodRuntime) -> dict[str, Any]:
     if cr.running:
         state: dict[str, Any] = {"running": {"startedAt": cr.started_ts}}
+    elif cr.waiting is not None:
+        state = {"waiting": {"reason": cr.waiting[0], **({"message": cr.waiting[1]} if cr.waiting[1] else {})}}
     elif cr.waiting_until is not None:
         state = {
             "waiting": {
@@ -100,22 +128,29 @@ def container_status(kubelet: Kubelet, c: Obj, rt: PodRuntime) -> dict[str, Any]
                 f"restarting failed container={cr.name} pod={rt.name}_{rt.namespace}({rt.uid})",
             }
         }
+    elif cr.terminated is not None:
+        state = {"terminated": dict(cr.terminated)}
     else:
-        state = {"terminated": dict(cr.terminated or {})}
+        state = {"waiting": {"reason": "ContainerCreating"}}
     actual = rt.actual.get(c["name"], {})
-    return {
+    started = cr.running
+    body: dict[str, Any] = {
         "name": c["name"],
         "image": c.get("image", ""),
         "imageID": f"docker.io/library/{c.get('image', '')}@sha256:{hashlib.sha256(c.get('image', '').encode()).hexdigest()}",
         "containerID": cr.container_id,
         "ready": cr.running,
-        "started": cr.running,
+        "started": started,
         "restartCount": cr.restart_count,
         "state": state,
         "lastState": {"terminated": dict(cr.last_terminated)} if cr.last_terminated else {},
-        "allocatedResources": dict((rt.allocated.get(c["name"], {}) or {}).get("requests") or {}),
-        "resources": {k: dict(v) for k, v in actual.items() if v},
     }
+    if c["name"] in rt.allocated:
+        body["allocatedResources"] = dict((rt.allocated.get(c["name"], {}) or {}).get("requests") or {})
+        body["resources"] = {k: dict(v) for k, v in actual.items() if v}
+    if "containerID" in body and cr.waiting is not None and not cr.started_ts:
+        body.pop("containerID")
+    return body
 
 
 def _pod_ip(uid: str) -> str:

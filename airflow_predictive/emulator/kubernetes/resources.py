@@ -28,7 +28,7 @@ EMULATED_VERSION = {
 
 _RW = ("create", "delete", "get", "list", "patch", "update", "watch")
 
-PODS = Resource("pods", "Pod", "", "v1", True, (*_RW, "deletecollection"), ("po",), ("status", "resize"))
+PODS = Resource("pods", "Pod", "", "v1", True, (*_RW, "deletecollection"), ("po",), ("status", "resize", "log"))
 NODES = Resource("nodes", "Node", "", "v1", False, _RW, ("no",), ("status",))
 NAMESPACES = Resource("namespaces", "Namespace", "", "v1", False, _RW, ("ns",), ("status",))
 PVCS = Resource("persistentvolumeclaims", "PersistentVolumeClaim", "", "v1", True, _RW, ("pvc",), ("status",))
@@ -95,14 +95,14 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
             }
         )
         for sub in r.subresources:
-            kind = "Pod" if sub == "resize" else r.kind
+            kind = "Pod" if sub in ("resize", "log") else r.kind
             out.append(
                 {
                     "name": f"{r.plural}/{sub}",
                     "singularName": "",
                     "namespaced": r.namespaced,
                     "kind": kind,
-                    "verbs": ["get", "patch", "update"],
+                    "verbs": ["get"] if sub == "log" else ["get", "patch", "update"],
                 }
             )
     return {

@@ -1,0 +1,489 @@
+"""A kubelet that runs every container of a scheduled pod as a real local process in its own cgroup.
+
+Why it exists: the simulated kubelet can only say what a workload curve would do. This one makes
+Kubernetes paths real on a machine without a cluster: each container's ``command`` / ``args`` run
+(after the ``ImageMap`` resolved the image) with the container's ``env`` and ``workingDir``, in a
+per-container cgroup made by the local cgroup backend (``CgroupBackend``: limits from the
+container's resources, OOM kills read from the kernel's counter). It keeps the simulated
+kubelet's scheduler, resize admission and status formatting (one set of rules for both modes)
+and replaces what a container *is*:
+
+- lifecycle from real exits: init containers one after the other, native sidecars
+  (``restartPolicy: Always`` init containers) started first and kept running until the app
+  containers are done; ``restartPolicy`` with ``restartCount`` / ``lastState`` and CrashLoopBackOff;
+  ``OOMKilled`` / 137 only when the group's ``oom_kill`` counter moved;
+- deletion: SIGTERM to the container's process group, SIGKILL after the grace period;
+- in-place resize: the accepted limits are written to the cgroup after the actuation delay;
+- usage: CPU seconds, working set and block I/O read from the cgroup files;
+- logs: stdout / stderr captured per container instance with a timestamp per line;
+- bad input: a program that does not exist -> ``StartError`` / 128, an image the map does not know
+  -> ``ErrImagePull`` (the pod stays Pending), never an exception out of ``tick``.
+
+``shutdown`` (called by ``Emulator.stop``, also on SIGTERM through the CLI, and at interpreter exit)
+kills every process and removes every cgroup it made.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import re
+import signal
+import tempfile
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_predictive.backends.cgroups.backend import CgroupBackend
+from airflow_predictive.backends.cgroups.group import TaskGroup, group_from_ref
+from airflow_predictive.core.model.backend import Allocation, ExitKind, Handle, ProvisionSpec
+from airflow_predictive.core.model.resources import ResourceVector
+from airflow_predictive.core.ports import ProvisionError
+from airflow_predictive.emulator.kubernetes import quantity
+from airflow_predictive.emulator.kubernetes.images import ImageMap
+from airflow_predictive.emulator.kubernetes.kubelet import (
+    ContainerRuntime,
+    Kubelet,
+    KubeletConfig,
+    PodRuntime,
+)
+from airflow_predictive.emulator.kubernetes.logs import LogCapture
+from airflow_predictive.emulator.kubernetes.resources import PODS
+from airflow_predictive.emulator.kubernetes.workload import Workload
+
+if TYPE_CHECKING:
+    from airflow_predictive.core.ports import Clock
+    from airflow_predictive.emulator.kubernetes.store import Obj, Store
+
+log = logging.getLogger(__name__)
+
+START_ERROR_EXIT = 128  # what containerd reports for a container whose process could not start
+
+
+@dataclass
+class ProcessContainer(ContainerRuntime):
+    """A container instance backed by a process (``handle``) and its cgroup (``group``)."""
+
+    spec: dict[str, Any] = field(default_factory=dict)
+    handle: Handle | None = None
+    group: TaskGroup | None = None
+    capture: LogCapture | None = None
+    logs: list[str] = field(default_factory=list)  # one file per instance, oldest first
+    pull_failed_at: float | None = None
+    io_read: int = 0
+    io_write: int = 0
+
+
+def _allocation(resources: dict[str, Any]) -> Allocation:
+    def vec(part: str) -> ResourceVector:
+        values = resources.get(part) or {}
+        cpu, mem = values.get("cpu"), values.get("memory")
+        return ResourceVector(
+            cpu_cores=None if cpu is None else quantity.millis(cpu) / 1000.0,
+            memory_bytes=None if mem is None else float(quantity.integer(mem)),
+        )
+
+    return Allocation(requests=vec("requests"), limits=vec("limits"))
+
+
+def _leaf(*parts: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", "kube-" + "-".join(parts))[:60]
+
+
+class ProcessKubelet(Kubelet):
+    """The scheduler and resize rules of ``Kubelet`` over real processes under cgroups."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        config: KubeletConfig | None = None,
+        *,
+        images: ImageMap | None = None,
+        backend: CgroupBackend | None = None,
+        log_dir: str | None = None,
+    ) -> None:
+        super().__init__(store, clock, config)
+        self.images = images or ImageMap()
+        self.backend = backend or CgroupBackend()
+        self._own_log_dir = log_dir is None
+        self.log_dir = log_dir or tempfile.mkdtemp(prefix="kube-emulator-logs-")
+        self._kill_at: dict[str, float] = {}
+        self._closed = False
+        if not self.backend.layout.enforcing:
+            log.warning(
+                "kube-emulator process kubelet: no writable cgroups, limits are NOT enforced (%s)",
+                self.backend.layout.reason,
+            )
+        ref = weakref.ref(self)
+        atexit.register(lambda: (k := ref()) is not None and k.shutdown())
+
+    # ---- container lifecycle ------------------------------------------------------------------
+    def _start(self, pod: Obj, rt: PodRuntime, now: float) -> None:
+        ts = self.ts()
+        rt.started, rt.start_ts = True, ts
+        for c in pod["spec"].get("initContainers") or []:
+            cr = self._container(c, now, sidecar=c.get("restartPolicy") == "Always")
+            cr.waiting = ("PodInitializing", "")
+            rt.init_containers[c["name"]] = cr
+        for c in pod["spec"]["containers"]:
+            cr = self._container(c, now, sidecar=False)
+            cr.waiting = ("PodInitializing", "") if rt.init_containers else ("ContainerCreating", "")
+            rt.containers[c["name"]] = cr
+        rt.initialized = not rt.init_containers
+
+    @staticmethod
+    def _container(c: dict[str, Any], now: float, *, sidecar: bool) -> ProcessContainer:
+        cr = ProcessContainer(
+            c["name"], c.get("image", ""), Workload.idle(), now, "", sidecar=sidecar, spec=dict(c)
+        )
+        cr.running = False
+        return cr
+
+    def _advance_usage(self, pod: Obj, rt: PodRuntime, now: float, dt: float) -> None:
+        policy = self._restart_policy(pod)
+        if rt.finished:
+            self._stop_sidecars(pod, rt, now)
+            return
+        if not rt.initialized:
+            self._advance_init(pod, rt, policy, now)
+            if not rt.initialized:
+                return
+        for cr in rt.init_containers.values():
+            if cr.sidecar:
+                self._step(pod, rt, cr, "Always", now)  # sidecars always restart
+        for cr in rt.containers.values():
+            self._step(pod, rt, cr, policy, now)
+        if all(not c.running and c.waiting_until is None and c.waiting is None for c in rt.containers.values()):
+            rt.finished = True
+            self._stop_sidecars(pod, rt, now)
+
+    def _advance_init(self, pod: Obj, rt: PodRuntime, policy: str, now: float) -> None:
+        # Regular init containers restart on failure unless the pod's policy is Never.
+        init_policy = "Never" if policy == "Never" else "OnFailure"
+        for cr in rt.init_containers.values():
+            assert isinstance(cr, ProcessContainer)
+            if cr.sidecar:
+                if not cr.running:
+                    self._step(pod, rt, cr, "Always", now)
+                if not cr.running:
+                    return  # the next init container waits for this sidecar to start
+                self._sample(cr, now)
+                continue
+            if cr.terminated is not None and cr.terminated.get("exitCode") == 0:
+                continue
+            self._step(pod, rt, cr, init_policy, now)
+            if cr.terminated is not None and cr.terminated.get("exitCode") != 0:
+                rt.init_failed = rt.finished = True
+                for app in rt.containers.values():
+                    app.waiting = ("PodInitializing", "")
+                self._stop_sidecars(pod, rt, now)
+                return
+            if not (cr.terminated is not None and cr.terminated.get("exitCode") == 0):
+                return
+        rt.initialized = True
+        for app in rt.containers.values():
+            if app.waiting is not None and app.waiting[0] == "PodInitializing":
+                app.waiting = ("ContainerCreating", "")
+
+    def _step(self, pod: Obj, rt: PodRuntime, cr: ContainerRuntime, policy: str, now: float) -> None:
+        """Start, watch or restart one container."""
+        assert isinstance(cr, ProcessContainer)
+        if cr.running:
+            self._poll(pod, rt, cr, policy, now)
+            return
+        if cr.terminated is not None:
+            return
+        if cr.waiting_until is not None:
+            if now < cr.waiting_until:
+                return
+            cr.waiting_until = None
+        if cr.pull_failed_at is not None:
+            pulling = cr.waiting is not None and cr.waiting[0] == "ErrImagePull"
+            if pulling and now - cr.pull_failed_at >= self.config.backoff_base_s:
+                msg = f'Back-off pulling image "{cr.image}"'
+                cr.waiting = ("ImagePullBackOff", msg)
+                self.event(pod, "BackOff", msg, type_="Normal", container=cr.name)
+            return
+        self._spawn(pod, rt, cr, policy, now)
+
+    def _spawn(self, pod: Obj, rt: PodRuntime, cr: ProcessContainer, policy: str, now: float) -> None:
+        rule = self.images.rule_for(cr.image)
+        if rule is None:
+            msg = (
+                f'failed to pull and unpack image "{cr.image}": the emulator\'s image map has no rule '
+                "for it (no image is pulled here)"
+            )
+            cr.waiting, cr.pull_failed_at = ("ErrImagePull", msg), now
+            self.event(pod, "Failed", f'Failed to pull image "{cr.image}": {msg}', type_="Warning", container=cr.name)
+            self.event(pod, "Failed", "Error: ErrImagePull", type_="Warning", container=cr.name)
+            return
+        self.event(
+            pod, "Pulled", f'Container image "{cr.image}" already present on machine', container=cr.name
+        )
+        try:
+            launch = self.images.launch(rule, cr.spec)
+        except ValueError as exc:
+            self._start_error(pod, rt, cr, policy, now, str(exc))
+            return
+        folder = os.path.join(self.log_dir, f"{rt.namespace}_{rt.name}_{rt.uid}", cr.name)
+        os.makedirs(folder, exist_ok=True)
+        capture = LogCapture(os.path.join(folder, f"{len(cr.logs)}.log"))
+        out_fd, err_fd = capture.pipe("stdout"), capture.pipe("stderr")
+        resources = rt.actual.get(cr.name) or {
+            k: dict(v) for k, v in (cr.spec.get("resources") or {}).items() if k in ("requests", "limits")
+        }
+        try:
+            handle = self.backend.provision(
+                ProvisionSpec(name=_leaf(rt.namespace, rt.name, cr.name), command=launch.argv, env=launch.env),
+                _allocation(resources),
+                cwd=launch.cwd,
+                stdout=out_fd,
+                stderr=err_fd,
+            )
+        except (ProvisionError, ValueError, OSError) as exc:
+            self._start_error(pod, rt, cr, policy, now, _start_message(launch.argv[0], exc))
+            return
+        finally:  # the child has its copies; ours must go or the capture never sees EOF
+            os.close(out_fd)
+            os.close(err_fd)
+        cr.logs.append(capture.path)
+        cr.handle, cr.capture = handle, capture
+        cr.group = group_from_ref(handle.ref) if not handle.ref.startswith("pid:") else None
+        cr.running, cr.waiting, cr.started_at, cr.started_ts = True, None, now, self.ts()
+        cr.samples.clear()
+        cr.cpu_seconds = cr.cpu_rate = cr.memory = 0.0
+        self._sample(cr, now)
+        self.event(pod, "Created", f"Created container: {cr.name}", container=cr.name)
+        self.event(pod, "Started", f"Started container {cr.name}", container=cr.name)
+
+    def _start_error(
+        self, pod: Obj, rt: PodRuntime, cr: ProcessContainer, policy: str, now: float, message: str
+    ) -> None:
+        full = (
+            "failed to create containerd task: failed to create shim task: OCI runtime create failed: "
+            f"runc create failed: unable to start container process: {message}: unknown"
+        )
+        self.event(pod, "Failed", f"Error: {full}", type_="Warning", container=cr.name)
+        cr.started_ts = cr.started_ts or self.ts()
+        cr.waiting = None
+        self._exit(cr, rt, policy, START_ERROR_EXIT, "StartError", now)
+        record = cr.terminated if cr.terminated is not None else cr.last_terminated
+        if record is not None:
+            record["message"] = full
+            record["startedAt"] = "1970-01-01T00:00:00Z"
+
+    def _poll(self, pod: Obj, rt: PodRuntime, cr: ProcessContainer, policy: str, now: float) -> None:
+        assert cr.handle is not None
+        self._sample(cr, now)
+        state = self.backend.state(cr.handle)
+        if state.kind is ExitKind.RUNNING:
+            return
+        oom = state.kind is ExitKind.OOM_KILLED
+        code = state.exit_code if state.exit_code is not None else (137 if oom else 1)
+        reason = "OOMKilled" if oom else "Completed" if code == 0 else "Error"
+        if oom:
+            cr.oom_events = max(cr.oom_events, state.oom_events or 1)
+            self.event(
+                pod,
+                "OOMKilling",
+                f"Memory cgroup out of memory: container {cr.name} was killed by the kernel OOM killer "
+                f"({state.reason})",
+                type_="Warning",
+                container=cr.name,
+            )
+        self._release(cr)
+        self._exit(cr, rt, policy, code, reason, now)
+        if cr.waiting_until is not None:
+            self.event(
+                pod,
+                "BackOff",
+                f"Back-off restarting failed container {cr.name} in pod {rt.name}_{rt.namespace}({rt.uid})",
+                type_="Warning",
+                container=cr.name,
+            )
+
+    def _sample(self, cr: ProcessContainer, now: float) -> None:
+        """Usage from the kernel: CPU seconds, working set, block I/O, throttling, OOM kills."""
+        if cr.group is None:
+            return
+        reading = cr.group.read()
+        if reading is None:
+            return
+        if reading.cpu_seconds is not None:
+            cr.cpu_seconds = reading.cpu_seconds
+            cr.samples.append((now, reading.cpu_seconds))
+            if len(cr.samples) >= 2:
+                (t0, c0), (t1, c1) = cr.samples[-2], cr.samples[-1]
+                if t1 > t0:
+                    cr.cpu_rate = max(0.0, (c1 - c0) / (t1 - t0))
+            while len(cr.samples) > 2 and cr.samples[1][0] <= now - 4 * self.config.metrics_window_s:
+                cr.samples.popleft()
+        if reading.memory_working_set is not None:
+            cr.memory = float(reading.memory_working_set)
+        if reading.io is not None:
+            cr.fs_read_bytes, cr.fs_write_bytes = float(reading.io.read), float(reading.io.write)
+        if reading.oom_kills is not None:
+            cr.oom_events = max(cr.oom_events, reading.oom_kills)
+        stat = _cpu_stat(cr.group)
+        if stat:
+            cr.periods = float(stat.get("nr_periods", 0))
+            cr.throttled_periods = float(stat.get("nr_throttled", 0))
+
+    def _release(self, cr: ProcessContainer) -> None:
+        if cr.handle is not None:
+            try:
+                self.backend.release(cr.handle)
+            except Exception:  # never let cleanup of one container break the kubelet
+                log.exception("releasing container %s failed", cr.name)
+        if cr.capture is not None:
+            cr.capture.join(1.0)
+        cr.handle, cr.group, cr.capture = None, None, None
+        cr.running, cr.cpu_rate = False, 0.0
+
+    def _signal(self, cr: ProcessContainer, sig: int) -> None:
+        if cr.handle is not None and cr.handle.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(cr.handle.pid, sig)
+
+    def _stop_sidecars(self, pod: Obj, rt: PodRuntime, now: float) -> None:
+        for cr in rt.init_containers.values():
+            assert isinstance(cr, ProcessContainer)
+            if not cr.sidecar or not cr.running or cr.handle is None:
+                continue
+            if not cr.stopping:
+                cr.stopping = True
+                cr.started_at = now  # reused as "stop asked at"
+                self.event(pod, "Killing", f"Stopping container {cr.name}", container=cr.name)
+                self._signal(cr, signal.SIGTERM)
+            state = self.backend.state(cr.handle)
+            grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
+            if state.kind is ExitKind.RUNNING and now - cr.started_at < grace:
+                continue
+            code = state.exit_code if state.exit_code is not None else 137
+            self._release(cr)
+            cr.terminated = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": cr.started_ts,
+                "finishedAt": self.ts(),
+                "containerID": cr.container_id,
+            }
+
+    # ---- deletion -----------------------------------------------------------------------------
+    def _all(self, rt: PodRuntime) -> list[ProcessContainer]:
+        out = [*rt.init_containers.values(), *rt.containers.values()]
+        return [c for c in out if isinstance(c, ProcessContainer)]
+
+    def _terminate(self, pod: Obj, rt: PodRuntime) -> None:
+        now = self.clock.monotonic()
+        live = [c for c in self._all(rt) if c.handle is not None]
+        if rt.uid not in self._kill_at:
+            grace = pod["metadata"].get("deletionGracePeriodSeconds")
+            if grace is None:
+                grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+            self._kill_at[rt.uid] = now + float(grace)
+            for cr in live:
+                self.event(pod, "Killing", f"Stopping container {cr.name}", container=cr.name)
+                self._signal(cr, signal.SIGTERM)
+        exited = all(
+            c.handle is None or self.backend.state(c.handle).kind is not ExitKind.RUNNING for c in live
+        )
+        if not exited and now < self._kill_at[rt.uid]:
+            return
+        self._kill_at.pop(rt.uid, None)
+        for cr in live:
+            self._release(cr)
+        super()._terminate(pod, rt)
+
+    def _forget(self, rt: PodRuntime) -> None:
+        self._kill_at.pop(rt.uid, None)
+        for cr in self._all(rt):
+            self._release(cr)
+
+    # ---- resize -------------------------------------------------------------------------------
+    def _apply_limits(self, pod: Obj, rt: PodRuntime) -> str | None:
+        for name, res in rt.allocated.items():
+            if res == rt.actual.get(name):
+                continue
+            cr = rt.containers.get(name)
+            if not isinstance(cr, ProcessContainer) or cr.handle is None:
+                continue  # not running now: the next start uses the new limits
+            result = self.backend.resize(cr.handle, _allocation(res))
+            if result.status.value != "applied":
+                return f"failed to resize container {name}: {result.reason}"
+            cr.handle = Handle(
+                backend=cr.handle.backend,
+                name=cr.handle.name,
+                ref=cr.handle.ref,
+                allocation=_allocation(res),
+                pid=cr.handle.pid,
+            )
+        return None
+
+    def _needs_restart(self, pod: Obj, rt: PodRuntime) -> list[str]:
+        names = super()._needs_restart(pod, rt)
+        for name in names:  # RestartContainer: a real restart of the process
+            cr = rt.containers.get(name)
+            if isinstance(cr, ProcessContainer):
+                self.event(pod, "Killing", f"Container {name} resize requires restart", container=name)
+                self._release(cr)
+                cr.running = False
+        return names
+
+    # ---- logs and shutdown --------------------------------------------------------------------
+    def log_file(self, rt: PodRuntime, container: str, previous: bool) -> str | None:
+        cr = rt.containers.get(container) or rt.init_containers.get(container)
+        if not isinstance(cr, ProcessContainer) or not cr.logs:
+            return None
+        if previous:
+            return cr.logs[-2] if len(cr.logs) >= 2 else None
+        return cr.logs[-1]
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for rt in list(self.pods.values()):
+            for cr in self._all(rt):
+                self._signal(cr, signal.SIGKILL)
+                self._release(cr)
+        if self._own_log_dir:
+            import shutil
+
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    def running_pids(self) -> list[int]:
+        """Pids of the container processes alive now (tests check cleanup with it)."""
+        return [
+            c.handle.pid for rt in self.pods.values() for c in self._all(rt) if c.handle and c.handle.pid
+        ]
+
+    def pod_of_uid(self, uid: str) -> Obj | None:
+        rt = self.pods.get(uid)
+        if rt is None:
+            return None
+        try:
+            return self.store.get(PODS, rt.namespace, rt.name)
+        except Exception:
+            return None
+
+
+def _start_message(program: str, exc: Exception) -> str:
+    text = str(exc)
+    if "not an executable program" in text:
+        return f'exec: "{program}": executable file not found in $PATH'
+    return text
+
+
+def _cpu_stat(group: TaskGroup) -> dict[str, int]:
+    folder = group.dirs.get("cpu") or group.dirs.get("unified")
+    if folder is None:
+        return {}
+    try:
+        with open(os.path.join(folder, "cpu.stat")) as f:
+            return {k: int(v) for k, v in (line.split() for line in f if line.strip())}
+    except (OSError, ValueError):
+        return {}
