@@ -1,0 +1,421 @@
+"""The shaping policy: one pure decision per metric per tick (grow, reclaim or hold, and why).
+
+The seed's rule, made safe for a control loop: grow when actual > predicted x (1 + tolerance),
+reclaim when actual < predicted x (1 - tolerance). On top of it:
+
+- grow *ahead*: when the forecast for the next ``lookahead_s`` (scaled by how far usage already
+  runs above the forecast) comes within the headroom of the limit, grow now, before the ramp;
+- grow fast, shrink slow: a grow needs only ``grow_cooldown_s`` since the metric's last change and
+  goes straight to the need plus ``grow_margin``; a reclaim needs usage below the band for
+  ``reclaim_after_s`` without a break, ``shrink_cooldown_s`` since the last change, and moves only
+  ``shrink_fraction`` of the way down;
+- hysteresis: a change smaller than ``hysteresis`` (relative) is held back;
+- a reclaim never goes below the peak of the dwell window plus margin, and memory never below
+  usage + ``memory_margin`` (the backends' precheck rule);
+- plan steps are followed when the plan's allocation changes (an edge), not re-imposed every tick
+  (which would undo every grow);
+- QoS: requests and limits move together in a Guaranteed allocation; a Burstable one keeps its
+  request / limit ratio (so it stays Burstable).
+
+Oscillation bound (tested in tests/unit/core/shaping/test_policy.py): with a fixed forecast and a
+usage bounded in [lo, hi], over T seconds there are at most R = floor(T / shrink_cooldown_s) + 1
+reclaims per metric (each needs ``shrink_cooldown_s`` since any change), and between two reclaims
+at most G = ceil(ln((hi x (1 + grow_margin)) / L_min) / ln(1 + hysteresis)) + 1 grows (each grow
+multiplies the limit by at least 1 + hysteresis, or reaches the max bound once, and a grow never
+asks more than hi x (1 + grow_margin) when the forecast ahead stays below usage). So resizes per
+metric <= R + (R + 1) x G + (plan steps). Pure: no I/O, no clock; the controller owns the state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol
+
+from airflow_predictive.core.model.backend import Allocation, MemoryMargin
+from airflow_predictive.core.model.resources import Metric, ResourceVector, format_bytes
+from airflow_predictive.core.shaping.events import Action, Cause, MetricDecision, Verdict
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+SHAPED = (Metric.CPU_CORES, Metric.MEMORY_BYTES)
+
+
+class Expectation(Protocol):
+    """What the forecast says about one run, on the run's own timeline (seconds since start)."""
+
+    def predicted(self, metric: Metric, t_s: float) -> float | None:
+        """The forecast demand at ``t_s`` (None: no forecast for this metric)."""
+        ...
+
+    def ahead(self, metric: Metric, t_s: float, horizon_s: float) -> float | None:
+        """The largest forecast demand over [t_s, t_s + horizon_s]."""
+        ...
+
+
+class PlanView(Protocol):
+    """The plan's allocation at a moment (``AllocationPlan`` satisfies it)."""
+
+    def allocation_at(self, t_s: float) -> Allocation: ...
+
+
+@dataclass(frozen=True)
+class ShapingSettings:
+    """Tuning of the shaping policy (all fractions relative to the shaped value).
+
+    tolerance: the band around the forecast inside which nothing happens (0.15 = +-15 %).
+    grow_margin: headroom above the need when growing (and above the window peak when reclaiming).
+    near_limit: usage within this fraction of the limit counts as a grow signal (OOM / throttling).
+    hysteresis: smallest relative change worth a resize.
+    lookahead_s: how far ahead the forecast is read to grow before a rise (cover the actuation
+        delay: ~1.8 s on Kubernetes, plus one interval).
+    grow_cooldown_s / shrink_cooldown_s: minimum time since the metric's last change before a grow
+        / a reclaim.
+    reclaim_after_s: usage must stay below the band this long without a break before a reclaim;
+        it is also the window whose peak a reclaim never goes below.
+    shrink_fraction: how much of the gap between limit and need one reclaim closes.
+    memory_margin: a memory limit never goes below usage plus this margin.
+    minimum / maximum: bounds per metric (absent = unbounded); the DAG author's min / max.
+    metrics: which metrics are shaped (CPU and memory are the ones a backend can change live).
+    """
+
+    tolerance: float = 0.15
+    grow_margin: float = 0.25
+    near_limit: float = 0.1
+    hysteresis: float = 0.1
+    lookahead_s: float = 10.0
+    grow_cooldown_s: float = 2.0
+    shrink_cooldown_s: float = 60.0
+    reclaim_after_s: float = 15.0
+    shrink_fraction: float = 0.5
+    memory_margin: MemoryMargin = field(default_factory=MemoryMargin)
+    minimum: ResourceVector = field(default_factory=ResourceVector)
+    maximum: ResourceVector = field(default_factory=ResourceVector)
+    metrics: tuple[Metric, ...] = SHAPED
+
+    def __post_init__(self) -> None:
+        for name in ("tolerance", "near_limit", "hysteresis"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
+        if not 0.0 < self.shrink_fraction <= 1.0:
+            raise ValueError(f"shrink_fraction must lie in (0, 1], got {self.shrink_fraction!r}")
+        if self.grow_margin < 0:
+            raise ValueError("grow_margin must be >= 0")
+        if (1 + self.grow_margin) * (1 - self.near_limit) < 1 + self.hysteresis:
+            raise ValueError(
+                "a grow near the limit must clear the hysteresis: need "
+                "(1 + grow_margin) x (1 - near_limit) >= 1 + hysteresis"
+            )
+        for name in ("lookahead_s", "grow_cooldown_s", "shrink_cooldown_s", "reclaim_after_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+    def bounds(self, metric: Metric) -> tuple[float, float]:
+        lo = self.minimum.get(metric)
+        hi = self.maximum.get(metric)
+        return (0.0 if lo is None else lo, math.inf if hi is None else hi)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricHistory:
+    """What the controller remembers about one metric between ticks.
+
+    last_change_s: when the last change of this metric was submitted (None: never).
+    below_since_s: since when usage has been below the band without a break (None: it is not).
+    plan_seen: the plan's value at the last change (a plan step is an edge from this value).
+    """
+
+    last_change_s: float | None = None
+    below_since_s: float | None = None
+    plan_seen: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricObservation:
+    """One metric at one tick: usage now and its peak over the dwell window."""
+
+    usage: float | None
+    window_peak: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInput:
+    t_s: float
+    current: Allocation
+    observations: Mapping[Metric, MetricObservation]
+    expectation: Expectation | None = None
+    plan: Allocation | None = None  # the plan's allocation at t_s
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyOutput:
+    decisions: tuple[MetricDecision, ...]
+    histories: Mapping[Metric, MetricHistory]
+
+    def changes(self) -> dict[Metric, float]:
+        return {d.metric: d.target for d in self.decisions if d.wants_change and d.target is not None}
+
+
+def shaped_value(allocation: Allocation, metric: Metric) -> float | None:
+    """The value shaping moves: the limit, else the request (CPU of a Burstable pod without one)."""
+    limit = allocation.limits.get(metric)
+    return limit if limit is not None else allocation.requests.get(metric)
+
+
+def is_guaranteed(allocation: Allocation) -> bool:
+    """Kubernetes' Guaranteed class on cpu and memory: both requests set and equal to their limits."""
+    return all(
+        allocation.limits.get(m) is not None and allocation.requests.get(m) == allocation.limits.get(m)
+        for m in SHAPED
+    )
+
+
+def target_allocation(current: Allocation, changes: Mapping[Metric, float]) -> Allocation:
+    """``current`` with each changed metric moved to its new value, keeping the QoS class.
+
+    Guaranteed: request = limit = value. With a limit: the limit takes the value and the request
+    keeps its ratio to the limit. Request only: the request takes the value.
+    """
+    requests, limits = current.requests, current.limits
+    guaranteed = is_guaranteed(current)
+    for metric, value in changes.items():
+        old_limit, old_request = limits.get(metric), requests.get(metric)
+        if guaranteed:
+            requests, limits = requests.with_value(metric, value), limits.with_value(metric, value)
+        elif old_limit is not None:
+            limits = limits.with_value(metric, value)
+            if old_request is not None and old_limit > 0:
+                requests = requests.with_value(metric, min(value, old_request * value / old_limit))
+        else:
+            requests = requests.with_value(metric, value)
+    return Allocation(requests=requests, limits=limits)
+
+
+def _fmt(metric: Metric, value: float | None) -> str:
+    if value is None:
+        return "?"
+    return format_bytes(value) if metric is Metric.MEMORY_BYTES else f"{value:.2f}"
+
+
+def decide(
+    inp: PolicyInput, settings: ShapingSettings, histories: Mapping[Metric, MetricHistory]
+) -> PolicyOutput:
+    """Decide every shaped metric for one tick."""
+    decisions: list[MetricDecision] = []
+    out: dict[Metric, MetricHistory] = {}
+    for metric in settings.metrics:
+        history = histories.get(metric, MetricHistory())
+        decision, history = _decide_metric(metric, inp, settings, history)
+        if decision.cause is Cause.PLAN_STEP and decision.verdict is Verdict.AT_BOUND and inp.plan:
+            # a bound or the usage floor absorbs the step: take it as seen, do not retry it each tick
+            history = replace(history, plan_seen=shaped_value(inp.plan, metric))
+        decisions.append(decision)
+        out[metric] = history
+    return PolicyOutput(tuple(decisions), out)
+
+
+def _decide_metric(
+    metric: Metric, inp: PolicyInput, s: ShapingSettings, history: MetricHistory
+) -> tuple[MetricDecision, MetricHistory]:
+    t = inp.t_s
+    current = shaped_value(inp.current, metric)
+    obs = inp.observations.get(metric, MetricObservation(None))
+    usage = obs.usage
+    exp = inp.expectation
+    predicted = exp.predicted(metric, t) if exp is not None else None
+    ahead = exp.ahead(metric, t, s.lookahead_s) if exp is not None else None
+    plan_value = shaped_value(inp.plan, metric) if inp.plan is not None else None
+    if history.plan_seen is None and plan_value is not None:
+        history = replace(history, plan_seen=plan_value)
+    plan_step = (
+        plan_value
+        if plan_value is not None and history.plan_seen is not None and plan_value != history.plan_seen
+        else None
+    )
+
+    def make(
+        action: Action, cause: Cause, target: float | None, reason: str, verdict: Verdict | None = None
+    ) -> MetricDecision:
+        return MetricDecision(metric, action, cause, current, target, usage, predicted, reason, verdict)
+
+    if current is None:
+        return make(
+            Action.HOLD, Cause.NOT_SHAPED, None, "neither request nor limit set", Verdict.NO_CHANGE
+        ), history
+    lo, hi = s.bounds(metric)
+    if usage is None:
+        if plan_step is not None and plan_step > current:
+            return _grow(
+                make, metric, Cause.PLAN_STEP, plan_step, current, lo, hi, t, s, history, "plan step up"
+            )
+        return make(
+            Action.HOLD, Cause.NO_USAGE, None, "no usage reading this tick", Verdict.NO_USAGE
+        ), history
+
+    peak = max(usage, obs.window_peak or usage)
+    has_forecast = predicted is not None and predicted > 0
+    ratio = usage / predicted if has_forecast and predicted else None
+    ahead_eff = None if ahead is None else ahead * max(1.0, ratio or 1.0)
+
+    # -- grow signals (checked first: growing is never delayed by a reclaim in waiting) ----------
+    grow_cause: Cause | None = None
+    why = ""
+    if has_forecast and predicted is not None and usage > predicted * (1 + s.tolerance):
+        grow_cause = Cause.ABOVE_FORECAST
+        why = f"usage {_fmt(metric, usage)} > forecast {_fmt(metric, predicted)} x {1 + s.tolerance:g}"
+    elif usage >= current * (1 - s.near_limit):
+        grow_cause = Cause.NEAR_LIMIT
+        why = f"usage {_fmt(metric, usage)} within {s.near_limit:.0%} of {_fmt(metric, current)}"
+    elif ahead_eff is not None and ahead_eff >= current * (1 - s.near_limit):
+        grow_cause = Cause.FORECAST_RISE
+        why = f"forecast within {s.lookahead_s:g}s rises to {_fmt(metric, ahead_eff)} (limit {_fmt(metric, current)})"
+    elif plan_step is not None and plan_step > current:
+        grow_cause = Cause.PLAN_STEP
+        why = f"plan steps up to {_fmt(metric, plan_step)}"
+    if grow_cause is not None:
+        need = max(usage, ahead_eff or 0.0) * (1 + s.grow_margin)
+        if plan_step is not None and plan_step > current:
+            need = plan_step if grow_cause is Cause.PLAN_STEP else max(need, plan_step)
+        history = replace(history, below_since_s=None)
+        return _grow(make, metric, grow_cause, need, current, lo, hi, t, s, history, why)
+
+    # -- reclaim signals ---------------------------------------------------------------------------
+    if plan_step is not None and plan_step < current:
+        decision, history = _reclaim(
+            make,
+            metric,
+            Cause.PLAN_STEP,
+            max(plan_step, usage),
+            current,
+            lo,
+            hi,
+            usage,
+            t,
+            s,
+            history,
+            f"plan steps down to {_fmt(metric, plan_step)}",
+            dwell=False,
+        )
+        return decision, history
+    if has_forecast and predicted is not None:
+        below = usage < predicted * (1 - s.tolerance)
+        cause = Cause.BELOW_FORECAST
+        why = f"usage {_fmt(metric, usage)} < forecast {_fmt(metric, predicted)} x {1 - s.tolerance:g}"
+    else:
+        below = usage * (1 + s.grow_margin) < current * (1 - s.hysteresis)
+        cause = Cause.IDLE_LIMIT
+        why = f"usage {_fmt(metric, usage)} far below the limit {_fmt(metric, current)}"
+    if not below:
+        history = replace(history, below_since_s=None)
+        return make(Action.HOLD, Cause.WITHIN_BAND, None, "within the band", Verdict.NO_CHANGE), history
+    if history.below_since_s is None:
+        history = replace(history, below_since_s=t)
+    need = peak
+    if ahead is not None and ratio is not None:
+        need = max(need, ahead * ratio)
+    want = need * (1 + s.grow_margin)
+    return _reclaim(make, metric, cause, want, current, lo, hi, usage, t, s, history, why, dwell=True)
+
+
+def _grow(
+    make: _Make,
+    metric: Metric,
+    cause: Cause,
+    need: float,
+    current: float,
+    lo: float,
+    hi: float,
+    t: float,
+    s: ShapingSettings,
+    history: MetricHistory,
+    why: str,
+) -> tuple[MetricDecision, MetricHistory]:
+    target = min(max(need, lo), hi)
+    if need <= current:
+        return make(
+            Action.GROW, cause, need, f"{why}; the limit already covers {_fmt(metric, need)}", Verdict.NO_CHANGE
+        ), history
+    if target <= current:
+        return make(Action.GROW, cause, target, f"{why}; already at the maximum", Verdict.AT_BOUND), history
+    reaches_bound = target >= hi and hi > current
+    if target < current * (1 + s.hysteresis) and not reaches_bound:
+        return make(
+            Action.GROW,
+            cause,
+            target,
+            f"{why}; +{target / current - 1:.0%} is below the hysteresis {s.hysteresis:.0%}",
+            Verdict.HELD_BACK_HYSTERESIS,
+        ), history
+    if history.last_change_s is not None and t - history.last_change_s < s.grow_cooldown_s:
+        return make(
+            Action.GROW,
+            cause,
+            target,
+            f"{why}; {t - history.last_change_s:.1f}s since the last change (cooldown {s.grow_cooldown_s:g}s)",
+            Verdict.HELD_BACK_COOLDOWN,
+        ), history
+    return make(Action.GROW, cause, target, f"{why}: grow to {_fmt(metric, target)}"), history
+
+
+def _reclaim(
+    make: _Make,
+    metric: Metric,
+    cause: Cause,
+    want: float,
+    current: float,
+    lo: float,
+    hi: float,
+    usage: float,
+    t: float,
+    s: ShapingSettings,
+    history: MetricHistory,
+    why: str,
+    *,
+    dwell: bool,
+) -> tuple[MetricDecision, MetricHistory]:
+    target = current - s.shrink_fraction * (current - want) if dwell else want
+    floor = usage
+    if metric is Metric.MEMORY_BYTES:
+        floor = s.memory_margin.floor(usage)
+    target = min(max(target, floor, lo), hi)
+    if target >= current:
+        return make(
+            Action.RECLAIM,
+            cause,
+            target,
+            f"{why}; the usage floor / minimum leaves nothing to reclaim",
+            Verdict.AT_BOUND,
+        ), history
+    if dwell and history.below_since_s is not None and t - history.below_since_s < s.reclaim_after_s:
+        return make(
+            Action.RECLAIM,
+            cause,
+            target,
+            f"{why}; below the band for {t - history.below_since_s:.1f}s of {s.reclaim_after_s:g}s",
+            Verdict.HELD_BACK_HYSTERESIS,
+        ), history
+    if target > current * (1 - s.hysteresis):
+        return make(
+            Action.RECLAIM,
+            cause,
+            target,
+            f"{why}; -{1 - target / current:.0%} is below the hysteresis {s.hysteresis:.0%}",
+            Verdict.HELD_BACK_HYSTERESIS,
+        ), history
+    if history.last_change_s is not None and t - history.last_change_s < s.shrink_cooldown_s:
+        return make(
+            Action.RECLAIM,
+            cause,
+            target,
+            f"{why}; {t - history.last_change_s:.1f}s since the last change (cooldown {s.shrink_cooldown_s:g}s)",
+            Verdict.HELD_BACK_COOLDOWN,
+        ), history
+    return make(Action.RECLAIM, cause, target, f"{why}: reclaim to {_fmt(metric, target)}"), history
+
+
+class _Make(Protocol):
+    def __call__(
+        self, action: Action, cause: Cause, target: float | None, reason: str, verdict: Verdict | None = None
+    ) -> MetricDecision: ...

@@ -1,0 +1,317 @@
+"""The pure shaping policy: band, grow ahead, grow fast / shrink slow, floors, QoS, plan edges, and
+the oscillation bound."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from airflow_predictive.core.model.backend import Allocation, MemoryMargin
+from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
+from airflow_predictive.core.model.series import DemandCurve, Forecast
+from airflow_predictive.core.shaping.events import Action, Cause, Verdict
+from airflow_predictive.core.shaping.expectation import ForecastExpectation
+from airflow_predictive.core.shaping.policy import (
+    MetricHistory,
+    MetricObservation,
+    PolicyInput,
+    ShapingSettings,
+    decide,
+    is_guaranteed,
+    shaped_value,
+    target_allocation,
+)
+
+MEM = Metric.MEMORY_BYTES
+CPU = Metric.CPU_CORES
+
+
+@dataclass(frozen=True)
+class Flat:
+    """A forecast that is ``value`` until ``rise_at`` and ``risen`` after (per metric)."""
+
+    value: float
+    rise_at: float = math.inf
+    risen: float = 0.0
+    metric: Metric = MEM
+
+    def predicted(self, metric: Metric, t_s: float) -> float | None:
+        if metric is not self.metric:
+            return None
+        return self.risen if t_s >= self.rise_at else self.value
+
+    def ahead(self, metric: Metric, t_s: float, horizon_s: float) -> float | None:
+        if metric is not self.metric:
+            return None
+        return self.risen if t_s + horizon_s >= self.rise_at else self.value
+
+
+def _mem(limit_mb: float, request_mb: float | None = None) -> Allocation:
+    return Allocation(
+        requests=ResourceVector(memory_bytes=(request_mb if request_mb is not None else limit_mb) * MIB),
+        limits=ResourceVector(memory_bytes=limit_mb * MIB),
+    )
+
+
+def _one(
+    t: float,
+    current: Allocation,
+    used_mb: float | None,
+    *,
+    exp: Flat | None = None,
+    history: MetricHistory | None = None,
+    peak_mb: float | None = None,
+    settings: ShapingSettings | None = None,
+    plan: Allocation | None = None,
+):
+    s = settings or ShapingSettings(metrics=(MEM,))
+    obs = {
+        MEM: MetricObservation(
+            None if used_mb is None else used_mb * MIB, None if peak_mb is None else peak_mb * MIB
+        )
+    }
+    out = decide(PolicyInput(t, current, obs, exp, plan), s, {MEM: history or MetricHistory()})
+    return out.decisions[0], out.histories[MEM]
+
+
+def test_grows_when_usage_runs_above_the_forecast_band() -> None:
+    d, _ = _one(10, _mem(1000), 700, exp=Flat(500 * MIB))
+    assert d.cause is Cause.ABOVE_FORECAST and d.verdict is Verdict.NO_CHANGE  # 875 MiB < the limit
+    d, _ = _one(10, _mem(760), 700, exp=Flat(500 * MIB))
+    assert d.action is Action.GROW and d.cause is Cause.ABOVE_FORECAST and d.wants_change
+    assert d.target == pytest.approx(700 * MIB * 1.25)
+
+
+def test_holds_inside_the_tolerance_band() -> None:
+    d, h = _one(10, _mem(1000), 540, exp=Flat(500 * MIB))
+    assert d.action is Action.HOLD and d.verdict is Verdict.NO_CHANGE and not d.wants_change
+    assert h.below_since_s is None
+
+
+def test_grows_ahead_of_the_forecast_rise_before_usage_moves() -> None:
+    exp = Flat(400 * MIB, rise_at=20.0, risen=900 * MIB)
+    early, _ = _one(5, _mem(1000), 400, exp=exp)
+    assert early.action is Action.HOLD  # the rise is beyond the 10 s look-ahead
+    d, _ = _one(12, _mem(1000), 400, exp=exp)
+    assert d.cause is Cause.FORECAST_RISE and d.wants_change
+    assert d.target == pytest.approx(900 * MIB * 1.25)
+
+
+def test_grow_ahead_scales_the_forecast_by_how_far_usage_already_runs_above_it() -> None:
+    exp = Flat(400 * MIB, rise_at=20.0, risen=800 * MIB)
+    d, _ = _one(12, _mem(1000), 500, exp=exp)  # 25 % above forecast: above band too
+    assert d.wants_change
+    assert d.target == pytest.approx(800 * MIB * (500 / 400) * 1.25)
+
+
+def test_near_the_limit_grows_even_without_a_forecast() -> None:
+    d, _ = _one(3, _mem(500), 460, exp=None)
+    assert d.cause is Cause.NEAR_LIMIT and d.wants_change
+    assert d.target == pytest.approx(460 * MIB * 1.25)
+
+
+def test_a_grow_inside_the_cooldown_is_held_back_and_says_so() -> None:
+    d, _ = _one(3, _mem(500), 480, history=MetricHistory(last_change_s=2.0))
+    assert d.verdict is Verdict.HELD_BACK_COOLDOWN and "cooldown" in d.reason
+
+
+def test_reclaim_waits_for_usage_to_stay_below_the_band() -> None:
+    exp = Flat(800 * MIB)
+    d, h = _one(10, _mem(1000), 300, exp=exp)
+    assert d.action is Action.RECLAIM and d.verdict is Verdict.HELD_BACK_HYSTERESIS
+    assert h.below_since_s == 10
+    d, h = _one(24, _mem(1000), 300, exp=exp, history=h)
+    assert d.verdict is Verdict.HELD_BACK_HYSTERESIS  # 14 s of 15 s
+    d, h = _one(25, _mem(1000), 300, exp=exp, history=h, peak_mb=320)
+    assert d.wants_change and d.cause is Cause.BELOW_FORECAST
+    # shrinks half the way to max(window peak, forecast ahead x ratio) x (1 + margin)
+    want = max(320, 800 * (300 / 800)) * 1.25
+    assert d.target == pytest.approx((1000 - 0.5 * (1000 - want)) * MIB)
+    # a single reading back inside the band resets the dwell
+    d, h = _one(26, _mem(1000), 700, exp=exp, history=h)
+    assert h.below_since_s is None
+
+
+def test_memory_is_never_reclaimed_below_usage_plus_margin() -> None:
+    s = ShapingSettings(
+        metrics=(MEM,), shrink_fraction=1.0, grow_margin=0.3, memory_margin=MemoryMargin(0.5, 0)
+    )
+    d, _ = _one(100, _mem(4000), 300, peak_mb=300, history=MetricHistory(below_since_s=0), settings=s)
+    assert d.wants_change
+    assert d.target == pytest.approx(450 * MIB)  # usage + 50 % beats usage x 1.3
+
+
+def test_a_reclaim_inside_the_shrink_cooldown_is_held_back() -> None:
+    h = MetricHistory(last_change_s=50.0, below_since_s=0.0)
+    d, _ = _one(100, _mem(4000), 300, peak_mb=300, history=h)
+    assert d.verdict is Verdict.HELD_BACK_COOLDOWN
+    d, _ = _one(111, _mem(4000), 300, peak_mb=300, history=h)
+    assert d.wants_change
+
+
+def test_a_change_smaller_than_the_hysteresis_is_held_back() -> None:
+    s = ShapingSettings(metrics=(MEM,), hysteresis=0.3, grow_margin=0.5)
+    d, _ = _one(10, _mem(1000), 720, exp=Flat(600 * MIB), settings=s)  # wants +8 %
+    assert d.verdict is Verdict.HELD_BACK_HYSTERESIS and "hysteresis" in d.reason
+
+
+def test_the_maximum_bound_caps_a_grow_and_then_reports_at_bound() -> None:
+    s = ShapingSettings(metrics=(MEM,), maximum=ResourceVector(memory_bytes=1050 * MIB))
+    d, _ = _one(10, _mem(1000), 950, settings=s)
+    assert d.wants_change and d.target == pytest.approx(1050 * MIB)  # reaching the bound clears hysteresis
+    d, _ = _one(10, _mem(1050), 1000, settings=s)
+    assert d.verdict is Verdict.AT_BOUND
+
+
+def test_no_usage_holds_and_never_reclaims() -> None:
+    d, _ = _one(10, _mem(1000), None, exp=Flat(100 * MIB), history=MetricHistory(below_since_s=0))
+    assert d.verdict is Verdict.NO_USAGE and not d.wants_change
+
+
+def test_plan_steps_are_followed_once_not_reimposed_after_a_grow() -> None:
+    s = ShapingSettings(metrics=(MEM,))
+    d, h = _one(1, _mem(1000), 300, settings=s, plan=_mem(1000))
+    assert h.plan_seen == 1000 * MIB and not d.wants_change
+    d, h2 = _one(30, _mem(1000), 300, settings=s, plan=_mem(2000), history=h)
+    assert d.cause is Cause.PLAN_STEP and d.action is Action.GROW and d.target == pytest.approx(2000 * MIB)
+    # after the controller applied something else (plan_seen = the plan then), the plan is not re-imposed
+    d, _ = _one(
+        60, _mem(3000), 2400, settings=s, plan=_mem(2000), history=MetricHistory(plan_seen=2000 * MIB)
+    )
+    assert d.cause is not Cause.PLAN_STEP
+
+
+def test_plan_step_down_absorbed_by_the_usage_floor_is_taken_as_seen() -> None:
+    s = ShapingSettings(metrics=(MEM,))
+    out = decide(
+        PolicyInput(30, _mem(1000), {MEM: MetricObservation(950 * MIB)}, None, _mem(500)),
+        s,
+        {MEM: MetricHistory(plan_seen=1000 * MIB)},
+    )
+    # near the limit wins over the step down: grow
+    assert out.decisions[0].action is Action.GROW
+    out = decide(
+        PolicyInput(30, _mem(1000), {MEM: MetricObservation(800 * MIB)}, None, _mem(500)),
+        s,
+        {MEM: MetricHistory(plan_seen=1000 * MIB)},
+    )
+    d = out.decisions[0]
+    assert d.cause is Cause.PLAN_STEP and d.wants_change
+    assert d.target == pytest.approx(MemoryMargin().floor(800 * MIB))
+
+
+def test_guaranteed_stays_guaranteed_and_burstable_keeps_its_ratio() -> None:
+    g = Allocation.exactly(ResourceVector(cpu_cores=1.0, memory_bytes=1000 * MIB))
+    assert is_guaranteed(g)
+    moved = target_allocation(g, {MEM: 1500 * MIB})
+    assert is_guaranteed(moved) and moved.requests.memory_bytes == 1500 * MIB
+    b = Allocation(
+        requests=ResourceVector(cpu_cores=0.5, memory_bytes=500 * MIB),
+        limits=ResourceVector(cpu_cores=1.0, memory_bytes=1000 * MIB),
+    )
+    moved = target_allocation(b, {MEM: 2000 * MIB, CPU: 2.0})
+    assert not is_guaranteed(moved)
+    assert moved.requests.memory_bytes == pytest.approx(1000 * MIB)
+    assert moved.requests.cpu_cores == pytest.approx(1.0)
+    no_cpu_limit = Allocation(requests=ResourceVector(cpu_cores=0.5), limits=ResourceVector())
+    assert shaped_value(no_cpu_limit, CPU) == 0.5
+    assert target_allocation(no_cpu_limit, {CPU: 0.8}).requests.cpu_cores == 0.8
+
+
+def test_settings_refuse_a_near_limit_grow_that_could_not_clear_the_hysteresis() -> None:
+    with pytest.raises(ValueError, match="hysteresis"):
+        ShapingSettings(grow_margin=0.05, near_limit=0.1, hysteresis=0.1)
+
+
+def test_forecast_expectation_reads_the_quantile_and_the_peak_ahead() -> None:
+    curve = DemandCurve(MEM, 5.0, {0.5: np.array([1.0, 2.0, 3.0, 1.0]), 0.9: np.array([2.0, 3.0, 6.0, 2.0])})
+    exp = ForecastExpectation(Forecast({MEM: curve}, {0.5: 20.0}, "test"), quantile=0.9)
+    assert exp.predicted(MEM, 0.0) == 2.0
+    assert exp.predicted(MEM, 99.0) == 2.0  # late: the last step holds
+    assert exp.ahead(MEM, 0.0, 10.0) == 6.0
+    assert exp.ahead(MEM, 16.0, 10.0) == 2.0
+    assert exp.predicted(CPU, 0.0) is None
+
+
+# ---- oscillation ------------------------------------------------------------------------------
+
+
+def _simulate(
+    settings: ShapingSettings, usage: list[float], start_mb: float, exp: Flat
+) -> list[tuple[float, Action]]:
+    """Tick once a second through ``usage`` (MiB), applying every wanted change at once."""
+    current = _mem(start_mb)
+    history = MetricHistory()
+    peaks: list[float] = []
+    changes: list[tuple[float, Action]] = []
+    for t, used in enumerate(usage):
+        keep = int(settings.reclaim_after_s)
+        peaks = [*(peaks[-keep:] if keep else []), used]
+        out = decide(
+            PolicyInput(float(t), current, {MEM: MetricObservation(used * MIB, max(peaks) * MIB)}, exp),
+            settings,
+            {MEM: history},
+        )
+        d, history = out.decisions[0], out.histories[MEM]
+        if d.wants_change and d.target is not None:
+            current = target_allocation(current, {MEM: d.target})
+            history = MetricHistory(last_change_s=float(t))
+            changes.append((float(t), d.action))
+    return changes
+
+
+def _bound(settings: ShapingSettings, duration_s: float, hi_mb: float, min_limit_mb: float) -> int:
+    """The documented bound: R reclaims, at most G grows between two reclaims."""
+    reclaims = math.floor(duration_s / settings.shrink_cooldown_s) + 1
+    grows = (
+        math.ceil(
+            math.log(hi_mb * (1 + settings.grow_margin) / min_limit_mb) / math.log(1 + settings.hysteresis)
+        )
+        + 1
+    )
+    return reclaims + (reclaims + 1) * grows
+
+
+def _noisy(seconds: int, centre: float, amplitude: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [
+        centre * (1 + amplitude * (0.6 * math.sin(t / 7.0) + 0.4 * rng.uniform(-1, 1)))
+        for t in range(seconds)
+    ]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_noisy_usage_around_the_forecast_resizes_at_most_the_stated_bound(seed: int) -> None:
+    settings = ShapingSettings(metrics=(MEM,))
+    duration = 600
+    usage = _noisy(duration, 500.0, 0.3, seed)  # +-30 %: well outside the +-15 % band
+    changes = _simulate(settings, usage, 500.0, Flat(500 * MIB))
+    lo = min(usage)
+    bound = _bound(settings, duration, max(usage), lo)
+    reclaims = sum(1 for _, a in changes if a is Action.RECLAIM)
+    assert reclaims <= math.floor(duration / settings.shrink_cooldown_s) + 1
+    assert len(changes) <= bound
+    # in practice the band, dwell and hysteresis keep it far below the bound: a handful of changes
+    assert len(changes) <= 15, changes
+
+
+def test_without_hysteresis_and_cooldown_the_same_noise_would_exceed_the_bound() -> None:
+    """The bound is meaningful: a naive rule (no dwell, no cooldown, no hysteresis) breaks it."""
+    careful = ShapingSettings(metrics=(MEM,))
+    naive = ShapingSettings(
+        metrics=(MEM,),
+        hysteresis=0.0,
+        grow_cooldown_s=0.0,
+        shrink_cooldown_s=0.0,
+        reclaim_after_s=0.0,
+        shrink_fraction=1.0,
+        near_limit=0.0,
+        tolerance=0.0,
+    )
+    usage = _noisy(600, 500.0, 0.3, 1)
+    naive_changes = _simulate(naive, usage, 500.0, Flat(500 * MIB))
+    assert len(naive_changes) > _bound(careful, 600, max(usage), min(usage))
