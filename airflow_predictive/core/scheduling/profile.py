@@ -238,7 +238,9 @@ class Profile:
 
     def over_capacity(self) -> list[TimelinePoint]:
         """The intervals where the held charge exceeds the capacity (should be none)."""
-        bad = (self.usage > self.cap * (1 + _TOL) + _TOL).any(axis=1) if self.usage.size else np.zeros(0)
+        if not self.usage.size:
+            return []
+        bad: list[bool] = list((self.usage > self.cap * (1 + _TOL) + _TOL).any(axis=1))
         return [p for p, b in zip(self.points(), bad, strict=True) if b]
 
 
