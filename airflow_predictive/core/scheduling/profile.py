@@ -240,7 +240,7 @@ class Profile:
         """The intervals where the held charge exceeds the capacity (should be none)."""
         if not self.usage.size:
             return []
-        bad: list[bool] = list((self.usage > self.cap * (1 + _TOL) + _TOL).any(axis=1))
+        bad = [bool(x) for x in np.asarray((self.usage > self.cap * (1 + _TOL) + _TOL).any(axis=1))]
         return [p for p, b in zip(self.points(), bad, strict=True) if b]
 
 
