@@ -176,7 +176,7 @@ def test_plan_steps_are_followed_once_not_reimposed_after_a_grow() -> None:
     s = ShapingSettings(metrics=(MEM,))
     d, h = _one(1, _mem(1000), 300, settings=s, plan=_mem(1000))
     assert h.plan_seen == 1000 * MIB and not d.wants_change
-    d, h2 = _one(30, _mem(1000), 300, settings=s, plan=_mem(2000), history=h)
+    d, _h2 = _one(30, _mem(1000), 300, settings=s, plan=_mem(2000), history=h)
     assert d.cause is Cause.PLAN_STEP and d.action is Action.GROW and d.target == pytest.approx(2000 * MIB)
     # after the controller applied something else (plan_seen = the plan then), the plan is not re-imposed
     d, _ = _one(

@@ -1,0 +1,245 @@
+"""The shaping loop driven by a manual clock over the scripted backend: grows before OOM, reclaims,
+adjusts the ledger, records every decision, follows pending resizes, survives failing parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_predictive.backends.fake import FakeBackend, ManualClock, curve_script, ramp_script
+from airflow_predictive.core.model.backend import (
+    Allocation,
+    ExitKind,
+    Handle,
+    ProvisionSpec,
+    ResizeResult,
+)
+from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
+from airflow_predictive.core.shaping.controller import ControllerOptions, ShapingController
+from airflow_predictive.core.shaping.events import Action, ShapingEvent, Verdict
+from airflow_predictive.core.shaping.policy import MetricHistory, ShapingSettings
+
+MEM = Metric.MEMORY_BYTES
+
+
+@dataclass
+class Sink:
+    events: list[ShapingEvent] = field(default_factory=list)
+
+    def record(self, events: Any) -> None:
+        self.events.extend(events)
+
+
+@dataclass
+class Ledger:
+    calls: list[tuple[str, float, Allocation]] = field(default_factory=list)
+
+    def adjust(self, reservation_id: str, at: float, allocated: Allocation, **kw: Any) -> None:
+        self.calls.append((reservation_id, at, allocated))
+
+
+def _alloc(mb: float, cpu: float = 1.0) -> Allocation:
+    return Allocation(
+        requests=ResourceVector(cpu_cores=cpu / 2, memory_bytes=mb * MIB),
+        limits=ResourceVector(cpu_cores=cpu, memory_bytes=mb * MIB),
+    )
+
+
+def _run(ctrl: ShapingController, clock: ManualClock, seconds: float, step: float = 1.0) -> None:
+    t = 0.0
+    while t < seconds:
+        ctrl.tick()
+        if ctrl.finished is not None:
+            return
+        clock.advance(step)
+        t += step
+
+
+def _ramp_task(shaping: bool) -> tuple[FakeBackend, Handle, ShapingController, Sink, Ledger, ManualClock]:
+    clock = ManualClock()
+    backend = FakeBackend(clock)
+    # memory ramps 50 -> 600 MiB over 60 s, then holds for 30 s; it starts with 200 MiB
+    backend.add_script("ramp", ramp_script(600, 0.5, 90, ramp_s=60, base_mb=50))
+    handle = backend.provision(ProvisionSpec("ramp"), _alloc(200))
+    sink, ledger = Sink(), Ledger()
+    ctrl = ShapingController(
+        backend,
+        handle,
+        ShapingSettings(metrics=(MEM,) if shaping else ()),
+        clock=clock,
+        events=sink,
+        ledger=ledger,
+        reservation_id="r1",
+    )
+    return backend, handle, ctrl, sink, ledger, clock
+
+
+def test_grows_memory_before_oom_and_adjusts_the_ledger_for_each_grow() -> None:
+    backend, handle, ctrl, sink, ledger, clock = _ramp_task(shaping=True)
+    _run(ctrl, clock, 120)
+    assert backend.state(handle).kind is ExitKind.SUCCEEDED
+    grows = [e for e in sink.events if e.action is Action.GROW and e.verdict is Verdict.APPLIED]
+    assert len(grows) >= 2
+    assert all(e.after is not None and e.before is not None and e.after > e.before for e in grows)
+    assert len(ledger.calls) == ctrl.applied == len(grows)
+    assert ledger.calls[-1][2].limits.memory_bytes == grows[-1].after
+
+
+def test_the_same_task_is_oom_killed_without_shaping() -> None:
+    backend, handle, ctrl, sink, _, clock = _ramp_task(shaping=False)
+    _run(ctrl, clock, 120)
+    assert backend.state(handle).kind is ExitKind.OOM_KILLED
+    assert not sink.events
+
+
+def test_reclaims_when_use_drops_and_never_below_usage() -> None:
+    clock = ManualClock()
+    backend = FakeBackend(clock)
+    backend.add_script(
+        "drop",
+        curve_script(
+            [0, 20, 25, 300],
+            {MEM: [900 * MIB, 900 * MIB, 200 * MIB, 200 * MIB], Metric.CPU_CORES: [1.5, 1.5, 0.2, 0.2]},
+        ),
+    )
+    handle = backend.provision(ProvisionSpec("drop"), _alloc(1200, cpu=2.0))
+    sink = Sink()
+    ctrl = ShapingController(backend, handle, ShapingSettings(shrink_cooldown_s=20), clock=clock, events=sink)
+    _run(ctrl, clock, 200)
+    reclaims = [e for e in sink.events if e.action is Action.RECLAIM and e.verdict is Verdict.APPLIED]
+    metrics = {e.metric for e in reclaims}
+    assert metrics == {MEM, Metric.CPU_CORES}
+    for e in reclaims:
+        assert e.after is not None and e.usage is not None and e.after > e.usage
+    assert ctrl.allocation.limits.memory_bytes is not None
+    assert ctrl.allocation.limits.memory_bytes < 600 * MIB
+    assert ctrl.allocation.limits.memory_bytes >= 200 * MIB + 16 * MIB
+    held = [e for e in sink.events if e.verdict is Verdict.HELD_BACK_HYSTERESIS]
+    assert held and all(e.reason for e in held)  # the dwell before the first reclaim is recorded
+
+
+def test_a_resize_waiting_for_room_is_followed_on_later_ticks_then_applied() -> None:
+    clock = ManualClock()
+    backend = FakeBackend(
+        clock, allocatable=ResourceVector(cpu_cores=8, memory_bytes=1000 * MIB), defer_over_commit=True
+    )
+    backend.add_script("a", ramp_script(600, 0.1, 60, ramp_s=30, base_mb=300))  # +10 MiB/s
+    backend.add_script("hog", ramp_script(100, 0.1, 300, ramp_s=0))
+    handle = backend.provision(ProvisionSpec("a"), _alloc(400))
+    hog = backend.provision(ProvisionSpec("hog"), _alloc(580))
+    sink = Sink()
+    ctrl = ShapingController(backend, handle, ShapingSettings(metrics=(MEM,)), clock=clock, events=sink)
+    _run(ctrl, clock, 8)
+    assert ctrl.in_flight is not None  # the grow at 360 MiB waits for room held by the hog
+    assert any(e.verdict is Verdict.PENDING for e in sink.events)
+    assert ctrl.allocation.limits.memory_bytes == 400 * MIB  # what is in force, not what was asked
+    backend.release(hog)
+    _run(ctrl, clock, 80)
+    assert backend.state(handle).kind is ExitKind.SUCCEEDED
+    assert any(e.verdict is Verdict.APPLIED for e in sink.events)
+
+
+class Flaky(FakeBackend):
+    """Every part of the backend fails once in a while: raising, not answering."""
+
+    def usage(self, handle: Handle) -> ResourceVector | None:
+        if int(self.clock.monotonic()) % 5 == 0:
+            raise ConnectionError("metrics API down")
+        return super().usage(handle)
+
+    def resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
+        if int(self.clock.monotonic()) % 3 == 0:
+            raise RuntimeError("HTTP 500")
+        return super().resize(handle, allocation)
+
+
+class BrokenSink:
+    def record(self, events: Any) -> None:
+        raise OSError("database down")
+
+
+class BrokenLedger:
+    def adjust(self, *a: Any, **kw: Any) -> None:
+        raise OSError("database down")
+
+
+def test_failing_backend_sink_and_ledger_never_fail_the_task() -> None:
+    clock = ManualClock()
+    backend = Flaky(clock)
+    backend.add_script("ramp", ramp_script(600, 0.5, 90, ramp_s=60, base_mb=50))
+    handle = backend.provision(ProvisionSpec("ramp"), _alloc(200))
+    ctrl = ShapingController(
+        backend,
+        handle,
+        ShapingSettings(metrics=(MEM,)),
+        clock=clock,
+        events=BrokenSink(),
+        ledger=BrokenLedger(),
+        reservation_id="r",
+    )
+    _run(ctrl, clock, 120)
+    assert backend.state(handle).kind is ExitKind.SUCCEEDED  # still shaped in time despite the faults
+    assert ctrl.resizes > ctrl.applied  # some resizes raised, and were survived
+
+
+def test_reforecast_hook_replaces_the_expectation_from_the_observed_prefix() -> None:
+    clock = ManualClock()
+    backend = FakeBackend(clock)
+    backend.add_script("t", ramp_script(300, 0.5, 60, ramp_s=1, base_mb=300))
+    handle = backend.provision(ProvisionSpec("t"), _alloc(400))
+    seen: list[int] = []
+
+    @dataclass(frozen=True)
+    class Const:
+        value: float
+
+        def predicted(self, metric: Metric, t_s: float) -> float | None:
+            return self.value if metric is MEM else None
+
+        def ahead(self, metric: Metric, t_s: float, horizon_s: float) -> float | None:
+            return self.value if metric is MEM else None
+
+    def hook(prefix: Any) -> Const:
+        seen.append(len(prefix))
+        return Const(2000 * MIB)  # the prefix says: much more is coming
+
+    ctrl = ShapingController(
+        backend,
+        handle,
+        ShapingSettings(metrics=(MEM,)),
+        clock=clock,
+        expectation=Const(300 * MIB),
+        reforecast=hook,
+        options=ControllerOptions(reforecast_every_s=10),
+    )
+    _run(ctrl, clock, 30)
+    assert seen and seen[0] >= 2
+    assert ctrl.allocation.limits.memory_bytes is not None
+    assert ctrl.allocation.limits.memory_bytes >= 2000 * MIB  # grown ahead of the re-forecast rise
+
+
+def test_repeated_holds_are_stored_once_per_repeat_interval() -> None:
+    clock = ManualClock()
+    backend = FakeBackend(clock)
+    backend.add_script("t", ramp_script(100, 0.5, 200, ramp_s=0, base_mb=100))
+    handle = backend.provision(ProvisionSpec("t"), _alloc(1000))
+    sink = Sink()
+    ctrl = ShapingController(
+        backend,
+        handle,
+        ShapingSettings(metrics=(MEM,), shrink_cooldown_s=1000),
+        clock=clock,
+        events=sink,
+        options=ControllerOptions(repeat_event_s=30),
+    )
+    ctrl.histories[MEM] = MetricHistory(last_change_s=0.0)  # just changed: the cooldown holds
+    _run(ctrl, clock, 100)
+    cooldown = [e for e in sink.events if e.verdict is Verdict.HELD_BACK_COOLDOWN]
+    assert 1 <= len(cooldown) <= 4  # ~85 ticks held back by the cooldown, stored every 30 s
+
+
+def test_stops_when_the_task_ends() -> None:
+    _backend, _handle, ctrl, _, _, clock = _ramp_task(shaping=True)
+    _run(ctrl, clock, 200)
+    report = ctrl.tick()
+    assert not report.running and "succeeded" in report.note
