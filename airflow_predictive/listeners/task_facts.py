@@ -19,6 +19,7 @@ from typing import Any
 from airflow_predictive.core.model.quantity import InvalidQuantity, parse_quantity
 from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
 from airflow_predictive.core.model.runs import FeatureValue, RunIdentity, RunRecord, RunSource, TaskKey
+from airflow_predictive.core.profiler.run_features import run_features
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,11 @@ def record_for_running(ti: Any, hostname: str) -> RunRecord:
     """The RunRecord of a try that just started, from a RuntimeTaskInstance."""
     task = ti.task
     executor_config = getattr(task, "executor_config", None) or {}
-    features: dict[str, FeatureValue] = primitive_features(_resolved_params(ti))
+    # the profiler's one feature extraction (param.*, input_bytes from input_* / *_mb params or
+    # executor_config["predictive"]["input_size"], try_number): forecasts are asked with the same
+    features: dict[str, FeatureValue] = run_features(
+        _resolved_params(ti), executor_config=executor_config, try_number=int(ti.try_number)
+    )
     features["predictive"] = is_predictive(executor_config, task)
     map_index = getattr(ti, "map_index", -1)
     start = getattr(ti, "start_date", None) or datetime.now(UTC)

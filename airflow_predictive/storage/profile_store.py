@@ -72,10 +72,14 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _scores_json(record: SelectionRecord) -> str:
-    """Candidates' scores and the champion's calibration, as one JSON object."""
+def _scores_json(
+    record: SelectionRecord, model_version: str | None = None, model_digest: str | None = None
+) -> str:
+    """Candidates' scores and the champion's calibration, as one JSON object; the calibration
+    names the model version and content digest it was fitted for (``calibration_for``)."""
     return json.dumps(
         {
+            "calibration_for": {"model_version": model_version, "digest": model_digest},
             "candidates": [
                 {
                     "estimator": s.estimator,
@@ -93,6 +97,16 @@ def _scores_json(record: SelectionRecord) -> str:
             },
         }
     )
+
+
+def _calibration_digest(text: str | None) -> str | None:
+    """The model content digest a stored calibration was fitted for (None: not pinned)."""
+    try:
+        data = json.loads(text or "null")
+        digest = data.get("calibration_for", {}).get("digest") if isinstance(data, dict) else None
+    except (ValueError, AttributeError):
+        return None
+    return str(digest) if digest else None
 
 
 def _scores_from_json(
@@ -149,6 +163,15 @@ class TaskProfile:
     runs: int
     updated_at: datetime
     calibration: Mapping[Metric, Mapping[float, float]] = field(default_factory=dict)
+    calibration_digest: str | None = None  # content digest of the model the calibration was fitted for
+
+    @property
+    def calibration_version(self) -> str:
+        """Names the calibration: the model it was fitted for and when it was selected."""
+        pinned = (
+            f"{self.model_version}#{self.calibration_digest[:12]}" if self.calibration_digest else "baseline"
+        )
+        return f"{pinned}@{self.updated_at.isoformat(timespec='seconds')}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,10 +194,13 @@ class ProfileStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def record_selection(self, record: SelectionRecord, model_version: str | None = None) -> None:
-        """Append the selection and make it the task's current profile."""
+    def record_selection(
+        self, record: SelectionRecord, model_version: str | None = None, model_digest: str | None = None
+    ) -> None:
+        """Append the selection and make it the task's current profile. ``model_digest``: the
+        content digest (``ModelManifest.digest``) of ``model_version``, pinned with the calibration."""
         key = record.key
-        scores = _scores_json(record)
+        scores = _scores_json(record, model_version, model_digest)
         now = _aware(record.created_at)
         with guarded(self.engine, begin=True) as conn:
             conn.execute(
@@ -222,6 +248,7 @@ class ProfileStore:
             runs=int(row["runs"] or 0),
             updated_at=_aware(row["updated_at"]),
             calibration=cal,
+            calibration_digest=_calibration_digest(row["scores"]),
         )
 
     def profiles(self) -> list[TaskProfile]:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+COLD_START = "cold_start"  # model store name of the saved cold-start chain (serving's fallback)
+
 
 def scope_of(name: str) -> str:
     return f"estimator:{name}"
@@ -30,6 +32,7 @@ class ArtefactSaver:
         from airflow_predictive.storage.model_store import ModelStore
 
         self.store = ModelStore(None if root is None else os.fspath(root), keep=keep)
+        self.digests: dict[str, str] = {}  # label -> content digest (pinned with calibrations)
 
     def __call__(self, fitted: Mapping[str, Estimator]) -> dict[str, str]:
         labels: dict[str, str] = {}
@@ -42,4 +45,5 @@ class ArtefactSaver:
                 )
                 continue
             labels[name] = f"{name}:v{manifest.version}"
+            self.digests[labels[name]] = manifest.digest
         return labels

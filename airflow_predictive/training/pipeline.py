@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_predictive.core.profiler.estimators.base import ForecastQuery, RunExample
 from airflow_predictive.core.profiler.explain import explain
 from airflow_predictive.core.profiler.selection import SelectionPolicy, SelectionRecord, backtest, calibrated
+from airflow_predictive.training.artefacts import COLD_START
 from airflow_predictive.training.candidates import cold_start_chain
 
 if TYPE_CHECKING:
@@ -107,6 +108,12 @@ def train(
         except Exception as exc:  # a full disk must not lose the selection itself
             log.warning("predictive: saving the models failed (%s); forecasts are still cached", exc)
     chain = cold_start_chain().fit(examples)
+    if model_saver is not None:
+        try:  # the serving side's cold start (operator priors) without refitting on the hot path
+            model_saver({COLD_START: chain})
+        except Exception as exc:
+            log.warning("predictive: saving the cold-start chain failed (%s)", exc)
+    digests = dict(getattr(model_saver, "digests", {}) or {})
     by_task: dict[TaskKey, list[RunExample]] = {}
     for ex in examples:
         by_task.setdefault(ex.key, []).append(ex)
@@ -117,7 +124,7 @@ def train(
         sentence = explain(forecast, history[-1].record.declared) if forecast is not None else None
         version = versions.get(record.champion or "")
         if profiles is not None:
-            profiles.record_selection(record, version)
+            profiles.record_selection(record, version, digests.get(version or ""))
         if cache is not None and forecast is not None:
             cache.put(record.key, forecast, model_version=version, explanation=sentence, created_at=now)
         outcomes.append(

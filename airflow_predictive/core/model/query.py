@@ -29,7 +29,8 @@ class ForecastQuery:
     key: the task (dag, task, map index).
     features: what is known before the try starts, in the same vocabulary as
         ``RunRecord.features`` (numeric params such as ``input_mb``, ``input_size_bytes``,
-        ``try_number``, operator ...). Values that are unknown are simply absent.
+        ``try_number`` ...). Values that are unknown are simply absent. Build them with
+        ``core.profiler.features.run_features`` (the recorder uses the same function).
     declared: what the DAG author asked for (absent fields = not declared); the answer of last
         resort.
     """
@@ -37,6 +38,7 @@ class ForecastQuery:
     key: TaskKey
     features: Mapping[str, FeatureValue] = field(default_factory=dict)
     declared: ResourceVector = field(default_factory=ResourceVector)
+    operator: str | None = None  # operator class name (cold start: the operator type's prior)
 
     @property
     def try_number(self) -> int:

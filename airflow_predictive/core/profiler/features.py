@@ -18,15 +18,36 @@ import numpy as np
 from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.runs import FeatureValue, TaskKey
 from airflow_predictive.core.profiler.estimators.base import ForecastQuery, RunExample
+from airflow_predictive.core.profiler.run_features import (
+    INPUT_SIZE_KEYS,
+    PARAM_PREFIX,
+    SIZE_SUFFIXES,
+    UPSTREAM_OUTPUT_KEYS,
+    declared_input_size,
+    input_size,
+    numeric_feature,
+    param_input_bytes,
+    primitive_params,
+    run_features,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import datetime
 
-# Feature keys the importers and the recorder use for a run's input size (first present wins).
-INPUT_SIZE_KEYS: tuple[str, ...] = ("input_bytes", "input_size_bytes", "input_size")
-# Sizes of what upstream tasks produced, when the recorder knows them (kept as features whenever seen).
-UPSTREAM_OUTPUT_KEYS: tuple[str, ...] = ("upstream_output_bytes", "upstream_output_files")
+__all__ = [  # the per-run feature extraction lives in run_features (no numpy: the listener imports it)
+    "INPUT_SIZE_KEYS",
+    "PARAM_PREFIX",
+    "SIZE_SUFFIXES",
+    "UPSTREAM_OUTPUT_KEYS",
+    "declared_input_size",
+    "input_size",
+    "numeric_feature",
+    "param_input_bytes",
+    "primitive_params",
+    "run_features",
+]
+
 
 # Readings above these are treated as broken sensors, not as usage (1 PiB of memory, 100k cores ...).
 _ABSURD: dict[Metric, float] = {
@@ -102,23 +123,6 @@ def history_peaks(history: Sequence[RunExample], metric: Metric) -> np.ndarray:
 def history_durations(history: Sequence[RunExample]) -> np.ndarray:
     durations = [example_duration(e) for e in history]
     return np.array([d for d in durations if d is not None], dtype=float)
-
-
-def numeric_feature(features: Mapping[str, FeatureValue], keys: Sequence[str]) -> float | None:
-    """The first of ``keys`` that holds a finite, non-negative number (bools and text are not numbers)."""
-    for key in keys:
-        value = features.get(key)
-        if value is None or isinstance(value, bool | str):
-            continue
-        v = float(value)
-        if math.isfinite(v) and v >= 0:
-            return v
-    return None
-
-
-def input_size(features: Mapping[str, FeatureValue]) -> float | None:
-    """The run's input size in bytes, when an importer or the recorder supplied one."""
-    return numeric_feature(features, INPUT_SIZE_KEYS)
 
 
 def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:

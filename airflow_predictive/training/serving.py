@@ -1,0 +1,235 @@
+"""The storage-backed ForecastService: "what will this run need", per query, without TensorFlow.
+
+Why: the executor, the operators and the CLI ask for the forecast of one upcoming try with its own
+features (``ForecastQuery``). This adapter reads what training left (the task's profile: champion,
+pinned model version and calibration; the saved models; the cold-start chain) and the task's
+recent history from storage, keeps them in memory per task for ``ttl_s`` seconds, and evaluates
+the champion for the query in numpy (``core/profiler/serving.py``). It runs inside the scheduler,
+executor and triggerer: it never trains, never imports TensorFlow (the LSTM is loaded with
+``LstmForecaster.load_numpy``; an import contract in pyproject keeps it so), and never raises: a
+storage or model failure answers from the next level (declared resources at worst), logged once
+per task, and a failing store is not asked again for ``retry_s`` seconds (bounded delay).
+
+Costs: a cached task costs one numpy evaluation per distinct query (results are memoised per
+task and feature set); the first query of a task in ``ttl_s`` reads its profile and at most
+``history_runs`` records plus ``series_runs`` series (bench/serving_bench.py measures both).
+``invalidate(key)`` drops a task at once (the feedback loop calls it when a run finishes).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_predictive.core.model.query import ServedForecast
+from airflow_predictive.core.model.runs import Outcome
+from airflow_predictive.core.ports import SystemClock
+from airflow_predictive.core.profiler.estimators.base import RunExample
+from airflow_predictive.core.profiler.estimators.baselines import (
+    AutopilotStyle,
+    DeclaredResources,
+    FallbackChain,
+)
+from airflow_predictive.core.profiler.serving import ServingProfile, serve
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+    from sqlalchemy.engine import Engine
+
+    from airflow_predictive.core.model.query import ForecastQuery
+    from airflow_predictive.core.model.runs import TaskKey
+    from airflow_predictive.core.ports import Clock
+    from airflow_predictive.core.profiler.estimators.base import Estimator
+    from airflow_predictive.storage.model_store import ModelStore
+    from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore, TaskProfile
+    from airflow_predictive.storage.run_store import SqlRunStore
+
+log = logging.getLogger(__name__)
+
+# champions evaluated per query in numpy (their fit is a no-op or they are loaded from the store)
+PER_QUERY = frozenset({"last_run", "median_peak", "linear_input", "vpa", "autopilot", "declared", "lstm"})
+_LABEL = re.compile(r"^(?P<name>[A-Za-z0-9_]+):v(?P<version>\d+)$")
+
+
+@dataclass
+class _Entry:
+    expires: float
+    history: tuple[RunExample, ...]
+    profile: ServingProfile | None
+    memo: dict[Hashable, ServedForecast] = field(default_factory=dict)
+
+
+class StoredForecastService:
+    """``ForecastService`` over the provider's storage and model store (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        model_store: ModelStore | None = None,
+        ttl_s: float = 60.0,
+        retry_s: float = 10.0,
+        history_runs: int = 50,
+        series_runs: int = 5,
+        clock: Clock | None = None,
+    ) -> None:
+        from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
+        from airflow_predictive.storage.run_store import SqlRunStore
+
+        self.engine = engine
+        self.runs: SqlRunStore = SqlRunStore(engine)
+        self.profiles: ProfileStore = ProfileStore(engine)
+        self.cache: ForecastCache = ForecastCache(engine, ttl_s=ttl_s)
+        self.model_store = model_store
+        self.ttl_s = ttl_s
+        self.retry_s = retry_s
+        self.history_runs = history_runs
+        self.series_runs = series_runs
+        self.clock = clock or SystemClock()
+        self._entries: dict[TaskKey, _Entry] = {}
+        self._models: dict[tuple[str, int], Estimator] = {}
+        self._chain: Estimator | None = None
+        self._down_until = -1.0
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ the port
+
+    def forecast_for(self, query: ForecastQuery) -> ServedForecast:
+        now = self.clock.monotonic()
+        entry = self._entries.get(query.key)
+        if entry is None or entry.expires <= now:
+            if now < self._down_until:
+                return self._without_storage(query, "storage unavailable (retrying later)")
+            try:
+                entry = self._load(query.key, now)
+            except Exception as exc:  # database down, schema missing, unreadable rows ...
+                self._down_until = now + self.retry_s
+                self._warn("storage", f"predictive: forecasts unavailable ({exc}); using declared resources")
+                return self._without_storage(query, f"storage unavailable: {type(exc).__name__}")
+            self._entries[query.key] = entry
+        memo_key = (tuple(sorted((k, repr(v)) for k, v in query.features.items())), query.declared)
+        hit = entry.memo.get(memo_key)
+        if hit is None:
+            hit = serve(query, entry.history, entry.profile, self._cold_start())
+            if len(entry.memo) < 256:
+                entry.memo[memo_key] = hit
+        return hit
+
+    def invalidate(self, key: TaskKey | None = None) -> None:
+        """Forget a task (or everything): the next query reads storage again."""
+        if key is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(key, None)
+
+    # ------------------------------------------------------------------ loading
+
+    def _load(self, key: TaskKey, now: float) -> _Entry:
+        history = self._history(key)
+        record = self.profiles.profile(key)
+        return _Entry(now + self.ttl_s, history, self._serving_profile(record) if record else None)
+
+    def _history(self, key: TaskKey) -> tuple[RunExample, ...]:
+        from airflow_predictive.training.dataset import series_bulk
+
+        records = [
+            r for r in self.runs.runs(key, limit=2 * self.history_runs) if r.outcome is Outcome.SUCCESS
+        ][-self.history_runs :]
+        recent = [r.run_pk for r in records[-self.series_runs :] if r.run_pk is not None and r.n_samples > 0]
+        series = series_bulk(self.runs, recent) if recent else {}
+        out = []
+        for rec in records:
+            s = series.get(rec.run_pk) if rec.run_pk is not None else None
+            if s is not None and len(s) == 0:
+                s = None
+            if s is None and rec.peak.is_empty():
+                continue
+            out.append(RunExample(rec, s))
+        return tuple(out)
+
+    def _serving_profile(self, record: TaskProfile) -> ServingProfile:
+        champion = record.champion
+        base = ServingProfile(
+            champion=champion,
+            calibration=record.calibration,
+            model_version=record.model_version,
+            calibration_version=record.calibration_version,
+        )
+        if champion is None:
+            return ServingProfile(champion=None, note=f"no champion ({record.reason or 'not trained'})")
+        if champion not in PER_QUERY:
+            hit = self.cache.get(record.key)
+            return ServingProfile(
+                champion=champion,
+                precomputed=hit.forecast if hit is not None else None,
+                model_version=record.model_version,
+                calibration_version=record.calibration_version,
+                note=f"{champion} is not evaluated per query (statsmodels refits at every call)",
+            )
+        if champion != "lstm":
+            from airflow_predictive.training.candidates import KNOWN, estimator_class
+
+            estimator = estimator_class(champion)(**KNOWN[champion][2])
+            return ServingProfile(**{**_fields(base), "estimator": estimator})
+        try:
+            estimator = self._pinned_model(record)
+        except Exception as exc:
+            self._warn(str(record.key), f"predictive: {record.key}: {exc}; serving the next level")
+            return ServingProfile(champion=champion, note=str(exc))
+        return ServingProfile(**{**_fields(base), "estimator": estimator})
+
+    def _pinned_model(self, record: TaskProfile) -> Estimator:
+        """The exact model version the profile names, refused unless its content digest is the one
+        the calibration was fitted for (``ModelStore.check_pin``)."""
+        from airflow_predictive.core.profiler.estimators.lstm import LstmForecaster
+        from airflow_predictive.storage.model_store import ModelUnavailable
+        from airflow_predictive.training.artefacts import scope_of
+
+        match = _LABEL.match(record.model_version or "")
+        if match is None:
+            raise ModelUnavailable(f"profile names no saved model version ({record.model_version!r})")
+        if self.model_store is None:
+            raise ModelUnavailable("no model store configured")
+        scope, version = scope_of(match["name"]), int(match["version"])
+        self.model_store.check_pin(scope, version, record.calibration_digest)
+        cached = self._models.get((scope, version))
+        if cached is None:
+            with self._lock:
+                cached = self.model_store.load(scope, version, loader=LstmForecaster.load_numpy)
+                self._models[(scope, version)] = cached
+        return cached
+
+    def _cold_start(self) -> Estimator:
+        """The chain training saved (history -> operator prior -> declared), else one without the
+        operator prior (nothing to fit on the hot path)."""
+        if self._chain is None:
+            chain: Estimator | None = None
+            if self.model_store is not None:
+                from airflow_predictive.training.artefacts import COLD_START, scope_of
+
+                chain = self.model_store.load_or_none(scope_of(COLD_START))
+            self._chain = chain or FallbackChain([AutopilotStyle(), DeclaredResources()], name="cold_start")
+        return self._chain
+
+    def _without_storage(self, query: ForecastQuery, note: str) -> ServedForecast:
+        served = serve(query, (), None, FallbackChain([DeclaredResources()], name="declared_only"))
+        return ServedForecast(served.forecast, served.source, note=f"{note}; {served.note}")
+
+    def _warn(self, what: str, message: str) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(message)
+
+
+def _fields(profile: ServingProfile) -> dict[str, Any]:
+    return {k: getattr(profile, k) for k in profile.__dataclass_fields__}
+
+
+def build_forecast_service(runtime: Any) -> StoredForecastService:
+    """What ``runtime.Runtime.forecasts()`` builds: the service over the runtime's engine and model store."""
+    return StoredForecastService(runtime.engine(), model_store=runtime.model_store())

@@ -1,0 +1,213 @@
+"""The storage-backed ForecastService: forecasts for *this* run, through real stored runs."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from airflow_predictive.core.model.query import ForecastQuery, ForecastSource
+from airflow_predictive.core.model.resources import GIB, MIB, Metric, ResourceVector
+from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, RunSource, TaskKey
+from airflow_predictive.core.model.series import ResourceSample
+from airflow_predictive.core.profiler.features import run_features
+from airflow_predictive.core.profiler.selection import SelectionPolicy
+from airflow_predictive.storage.model_store import ModelStore
+from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
+from airflow_predictive.training.artefacts import ArtefactSaver
+from airflow_predictive.training.candidates import factories
+from airflow_predictive.training.dataset import load_examples
+from airflow_predictive.training.pipeline import train
+from airflow_predictive.training.serving import StoredForecastService
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from airflow_predictive.storage.run_store import SqlRunStore
+
+KEY = TaskKey("etl", "transform")
+MEM = Metric.MEMORY_BYTES
+BASELINES = ("last_run", "median_peak", "linear_input", "vpa")
+
+
+def _record_runs(store: SqlRunStore, key: TaskKey, sizes_mb: list[float], *, legacy: bool = False) -> None:
+    """Runs as the listener records them: features from the run's params (``input_mb``), memory
+    200 MiB + 2x the input, ramping to its peak. ``legacy``: only ``param.*`` features, as runs
+    recorded before ``run_features`` existed."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for i, mb in enumerate(sizes_mb):
+        features = {"param.input_mb": mb} if legacy else run_features({"input_mb": mb}, try_number=1)
+        start = t0 + timedelta(hours=i)
+        pk = store.start_run(
+            RunRecord(
+                identity=RunIdentity(key, f"run_{i}", 1, RunSource.LISTENER),
+                start=start,
+                operator="PythonOperator",
+                features=features,
+                declared=ResourceVector(memory_bytes=4 * GIB),
+            )
+        )
+        peak = (200 + 2 * mb) * MIB
+        samples = [
+            ResourceSample(
+                float(t), ResourceVector(cpu_cores=1.0, memory_bytes=peak * min(1.0, (t + 1) / 20))
+            )
+            for t in range(0, 40, 2)
+        ]
+        store.add_samples(pk, samples)
+        store.finish_run(
+            pk,
+            outcome=Outcome.SUCCESS,
+            end=start + timedelta(seconds=40),
+            peak=ResourceVector(memory_bytes=peak),
+        )
+
+
+def _train(store: SqlRunStore, tmp_path: Path, names: tuple[str, ...] = BASELINES) -> ModelStore:
+    saver = ArtefactSaver(tmp_path / "models")
+    train(
+        load_examples(store),
+        factories(names),
+        profiles=ProfileStore(store.engine),
+        cache=ForecastCache(store.engine),
+        model_saver=saver,
+        policy=SelectionPolicy(folds=2),
+    )
+    return saver.store
+
+
+SIZES = [100, 400, 250, 50, 300, 150, 350, 200, 450, 120, 380, 260]
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["run_features", "param_only"])
+def test_forecasts_of_two_runs_with_different_input_mb_differ_accordingly(run_store, tmp_path, legacy):
+    _record_runs(run_store, KEY, SIZES, legacy=legacy)
+    service = StoredForecastService(run_store.engine, model_store=_train(run_store, tmp_path))
+    small = service.forecast_for(ForecastQuery(KEY, run_features({"input_mb": 100})))
+    large = service.forecast_for(ForecastQuery(KEY, run_features({"input_mb": 800})))
+    assert small.source is ForecastSource.TASK and large.source is ForecastSource.TASK
+    assert small.forecast is not None and large.forecast is not None
+    p_small, p_large = small.forecast.curve(MEM).peak(0.5), large.forecast.curve(MEM).peak(0.5)
+    # the truth is 200 + 2 * input MiB: 400 MiB and 1800 MiB
+    assert p_small == pytest.approx(400 * MIB, rel=0.1)
+    assert p_large == pytest.approx(1800 * MIB, rel=0.1)
+    assert "champion" in small.note and small.calibration_version is not None
+
+
+def test_linear_in_input_wins_on_runs_whose_input_comes_from_params(run_store, tmp_path):
+    """The best cheap predictor fires on listener-recorded runs: their input size is only in a
+    param (``input_mb``), which the features turn into ``input_bytes``."""
+    _record_runs(run_store, KEY, SIZES, legacy=True)
+    _train(run_store, tmp_path)
+    profile = ProfileStore(run_store.engine).profile(KEY)
+    assert profile is not None and profile.champion == "linear_input"
+
+
+def test_a_task_without_profile_answers_from_history_then_declared_then_none(run_store, tmp_path):
+    _record_runs(run_store, KEY, SIZES[:2])
+    service = StoredForecastService(run_store.engine, model_store=ModelStore(tmp_path / "m", keep=2))
+    known = service.forecast_for(ForecastQuery(KEY, run_features({"input_mb": 100})))
+    assert known.source is ForecastSource.TASK and "no trained profile" in known.note
+    new = TaskKey("etl", "new")
+    declared = service.forecast_for(ForecastQuery(new, declared=ResourceVector(memory_bytes=2 * GIB)))
+    assert declared.source is ForecastSource.DECLARED
+    assert declared.forecast is not None and declared.forecast.curve(MEM).peak(0.99) == 2 * GIB
+    nothing = service.forecast_for(ForecastQuery(new))
+    assert nothing.source is ForecastSource.NONE and nothing.forecast is None
+
+
+def test_storage_down_answers_declared_within_the_call_and_logs_once(tmp_path, caplog):
+    from airflow_predictive.storage.engine import engine_for
+
+    engine = engine_for(f"sqlite:///{tmp_path / 'missing-dir' / 'nothing.db'}")
+    service = StoredForecastService(engine)
+    q = ForecastQuery(KEY, declared=ResourceVector(memory_bytes=GIB))
+    with caplog.at_level(logging.WARNING):
+        a = service.forecast_for(q)
+        b = service.forecast_for(q)
+    assert a.source is ForecastSource.DECLARED and b.source is ForecastSource.DECLARED
+    assert "storage unavailable" in a.note
+    assert len([r for r in caplog.records if "forecasts unavailable" in r.getMessage()]) == 1
+
+
+def test_invalidate_serves_a_newer_training_at_once(run_store, tmp_path):
+    _record_runs(run_store, KEY, SIZES)
+    service = StoredForecastService(run_store.engine, model_store=_train(run_store, tmp_path, ("vpa",)))
+    q = ForecastQuery(KEY, run_features({"input_mb": 100}))
+    assert service.forecast_for(q).forecast.estimator == "vpa"  # type: ignore[union-attr]
+    _train(run_store, tmp_path, ("linear_input",))
+    assert service.forecast_for(q).forecast.estimator == "vpa"  # type: ignore[union-attr]  (cached)
+    service.invalidate(KEY)
+    assert service.forecast_for(q).forecast.estimator == "linear_input"  # type: ignore[union-attr]
+
+
+@pytest.mark.tensorflow
+def test_lstm_champion_is_served_by_numpy_pinned_to_its_calibration(run_store, tmp_path):
+    pytest.importorskip("tensorflow")
+    from airflow_predictive.core.profiler.estimators.lstm import LstmConfig
+    from airflow_predictive.core.profiler.windows import WindowConfig
+
+    _record_runs(run_store, KEY, SIZES * 3)
+    tiny = LstmConfig(window=WindowConfig(horizon_steps=8, prefix_steps=4), units=8, hidden=16, epochs=3)
+    saver = ArtefactSaver(tmp_path / "models")
+    result = train(
+        load_examples(run_store),
+        factories(("lstm",), lstm={"config": tiny}),
+        profiles=ProfileStore(run_store.engine),
+        model_saver=saver,
+        policy=SelectionPolicy(folds=2),
+    )
+    assert result.tasks[0].champion == "lstm"
+    service = StoredForecastService(run_store.engine, model_store=saver.store)
+    served = service.forecast_for(ForecastQuery(KEY, run_features({"input_mb": 300})))
+    assert served.source is ForecastSource.TASK and served.model_version == "lstm:v1"
+    assert served.calibration_version is not None and served.calibration_version.startswith("lstm:v1#")
+    assert served.forecast is not None and served.forecast.estimator == "lstm"
+    # the model folder is replaced by another training's content under the same version number
+    shutil.rmtree(saver.store.root)
+    ArtefactSaver(tmp_path / "models")({"lstm": _refit(run_store, tiny)})
+    service.invalidate()
+    refused = service.forecast_for(ForecastQuery(KEY, run_features({"input_mb": 300})))
+    assert refused.source is not ForecastSource.TASK or refused.forecast.estimator != "lstm"  # type: ignore[union-attr]
+    assert "calibration was fitted for" in refused.note
+
+
+def _refit(run_store: SqlRunStore, config):  # another model with other weights
+    from dataclasses import replace
+
+    from airflow_predictive.core.profiler.estimators.lstm import LstmForecaster
+
+    return LstmForecaster(replace(config, seed=99)).fit(load_examples(run_store))
+
+
+def test_the_serving_path_imports_no_tensorflow():
+    code = (
+        "import sys\n"
+        "import airflow_predictive.training.serving\n"
+        "import airflow_predictive.core.profiler.serving\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'statsmodels') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_quantile_levels_follow_the_input_not_only_the_median(run_store, tmp_path):
+    """The served p99 also moves with the input (a band around this run's line, not the task's)."""
+    _record_runs(run_store, KEY, SIZES)
+    service = StoredForecastService(
+        run_store.engine, model_store=_train(run_store, tmp_path, ("linear_input",))
+    )
+    peaks = [
+        service.forecast_for(ForecastQuery(KEY, run_features({"input_mb": mb})))
+        .forecast.curve(MEM)
+        .peak(0.99)  # type: ignore[union-attr]
+        for mb in (50, 200, 450)
+    ]
+    assert np.all(np.diff(peaks) > 100 * MIB)
