@@ -42,11 +42,14 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "True",
     ),
     "sql_alchemy_conn": _opt(
-        "SQLAlchemy URL of the database holding the provider's tables (runs, samples, profiles). "
-        "Empty: Airflow's metadata database when it is PostgreSQL or MySQL; when Airflow runs on "
-        "SQLite, a sibling file predictive.db next to airflow.db (SQLite has one writer at a time "
-        "and the scheduler's transactions would stall every task's recording). Task processes cannot "
-        "use Airflow's ORM, so the provider always writes through its own engine on this URL.",
+        "SQLAlchemy URL of the database holding the provider's tables (runs, samples, profiles), "
+        "used by every process. Recommended in production: a dedicated least-privilege role "
+        "(`airflow predictive db-grants --role NAME` prints its SQL). Empty: outside task processes "
+        "Airflow's metadata database when it is PostgreSQL or MySQL, or a sibling file predictive.db "
+        "next to airflow.db when Airflow runs on SQLite; inside task processes (which never read the "
+        "metadata database's URL) the connection named by store_conn_id, else the SQLite sibling "
+        "the launching component passed down, else recording is disabled on that worker with one "
+        "warning. See docs/recording.md.",
         "string",
         "",
         "postgresql+psycopg2://airflow:airflow@localhost/airflow",
@@ -69,6 +72,23 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "blocks the task longer than this.",
         "float",
         "2.0",
+    ),
+    "record_budget": _opt(
+        "Seconds recording may add to a task's start or end at most, whatever the database does "
+        "(down, hung, locked): the bound of every database operation of the recorder and of the "
+        "lookup of store_conn_id. After one failure in a task process recording stops trying there "
+        "(one warning); the sampler retries outside the task path.",
+        "float",
+        "1.0",
+        "0.5",
+    ),
+    "store_conn_id": _opt(
+        "Airflow connection (postgres, mysql or sqlite) that task processes use to reach the "
+        "provider's tables when [predictive] sql_alchemy_conn is empty. Fetched through the Task "
+        "SDK (secrets backends apply), so workers need no metadata-database credentials; point it "
+        "at the same database as the server side with a least-privilege role.",
+        "string",
+        "predictive_store",
     ),
     "gpu_metrics": _opt(
         "How GPU usage is read: 'auto' (NVML, then nvidia-smi, else absent), 'nvml', 'nvidia-smi' or 'off'.",
@@ -427,37 +447,145 @@ def model_dir() -> str:
 
 _BLOCKED_MARKER = "airflow-db-not-allowed"
 
+#: set by components that launch local tasks (scheduler, `dags test`, CLI) when the provider's
+#: store is the SQLite sibling of Airflow's SQLite database: the only URL a task may inherit
+INHERITED_STORE_ENV = "AIRFLOW_PREDICTIVE_INHERITED_STORE"
+
+
+class RecordingUnavailable(InvalidConfig):
+    """No store a task process may use: recording is disabled on this worker (one warning)."""
+
+
+@_reader
+def record_budget() -> float:
+    return _positive_float("record_budget")
+
+
+@_reader
+def store_conn_id() -> str:
+    return _raw("store_conn_id").strip()
+
+
+def in_task_process() -> bool:
+    """True inside an Airflow 3 task (or trigger) process, where the metadata database is hidden."""
+    if _BLOCKED_MARKER in os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ""):
+        return True
+    try:
+        from airflow.configuration import conf
+
+        return _BLOCKED_MARKER in (conf.get("database", "sql_alchemy_conn", fallback="") or "")
+    except Exception:
+        return False
+
 
 @_reader
 def storage_url() -> str:
-    """The provider's database URL.
+    """The provider's database URL (the security model is in docs/recording.md).
 
-    ``[predictive] sql_alchemy_conn`` when set. Otherwise Airflow's metadata database, with one
-    exception: when that is SQLite, a sibling file ``predictive.db`` next to it. SQLite allows one
-    writer at a time and Airflow's scheduler holds long write transactions; sharing the file made
-    every task's first write wait for the scheduler (seen: 30 s). PostgreSQL and MySQL are shared.
-    Inside a task process Airflow 3 replaces ``[database] sql_alchemy_conn`` with a blocking
-    marker, so the environment variable and the config file are consulted before giving up.
+    a. ``[predictive] sql_alchemy_conn`` when set, everywhere.
+    b. inside a task process: the Airflow connection ``[predictive] store_conn_id``, fetched
+       through the Task SDK within ``record_budget`` seconds;
+    d. inside a task process: the SQLite sibling its launcher exported (``INHERITED_STORE_ENV``);
+    e. inside a task process, otherwise: ``RecordingUnavailable`` (tasks never read the metadata
+       database's URL, from the environment or airflow.cfg, and never write anywhere else).
+    c. outside task processes: Airflow's metadata database, or when that is SQLite the sibling
+       file ``predictive.db`` next to it (SQLite has one writer at a time and the scheduler's long
+       write transactions made every task's first write wait, seen: 30 s).
     """
     own = _raw("sql_alchemy_conn").strip()
     if own:
         return own
-    candidates: list[str | None] = []
-    try:
-        from airflow.configuration import conf
-
-        candidates.append(conf.get("database", "sql_alchemy_conn", fallback=None))
-    except Exception:
-        pass
-    candidates.append(os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"))
-    candidates.append(_from_config_file("database", "sql_alchemy_conn"))
-    for url in candidates:
-        if url and _BLOCKED_MARKER not in url:
-            return _sibling_for_sqlite(url)
+    if in_task_process():
+        conn_id = store_conn_id()
+        url = _connection_url(conn_id, record_budget()) if conn_id else None
+        if url:
+            return url
+        inherited = os.environ.get(INHERITED_STORE_ENV, "").strip()
+        if inherited.startswith("sqlite:///"):
+            return inherited
+        raise RecordingUnavailable(
+            "recording disabled on this worker: Airflow 3 hides the metadata database from tasks; "
+            f"set [{SECTION}] sql_alchemy_conn to a least-privilege role (airflow predictive "
+            f"db-grants) or create the connection {conn_id or 'predictive_store'}"
+        )
+    url = metadata_url()
+    if url:
+        return _sibling_for_sqlite(url)
     raise InvalidConfig(
         f"[{SECTION}] sql_alchemy_conn is empty and Airflow's metadata database URL is not readable "
         "here; set [predictive] sql_alchemy_conn (or AIRFLOW__PREDICTIVE__SQL_ALCHEMY_CONN)."
     )
+
+
+def metadata_url() -> str | None:
+    """Airflow's metadata database URL outside task processes (None where it is hidden)."""
+    try:
+        from airflow.configuration import conf
+
+        url = conf.get("database", "sql_alchemy_conn", fallback=None)
+    except Exception:
+        url = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    return url if url and _BLOCKED_MARKER not in url else None
+
+
+def inherited_store() -> str | None:
+    """The URL a component exports for the tasks it launches: only the SQLite sibling (no
+    credentials involved), never the metadata database itself; None otherwise."""
+    if _raw("sql_alchemy_conn").strip() or in_task_process():
+        return None
+    url = metadata_url()
+    if not url or not url.startswith("sqlite:///"):
+        return None
+    sibling = _sibling_for_sqlite(url)
+    return sibling if sibling != url else None
+
+
+def connection_to_url(conn: Any) -> str | None:
+    """A SQLAlchemy URL from an Airflow connection (postgres, mysql, sqlite); None for other types.
+    ``extra`` may give it whole as ``{"sqlalchemy_url": ...}``."""
+    from urllib.parse import quote
+
+    extra = getattr(conn, "extra_dejson", None) or {}
+    if isinstance(extra, dict) and isinstance(extra.get("sqlalchemy_url"), str):
+        return str(extra["sqlalchemy_url"])
+    kind = (getattr(conn, "conn_type", None) or "").lower()
+    if kind == "sqlite":
+        path = getattr(conn, "host", None) or getattr(conn, "schema", None) or ""
+        return f"sqlite:///{path}" if path else None
+    drivers = {
+        "postgres": "postgresql+psycopg2",
+        "postgresql": "postgresql+psycopg2",
+        "mysql": "mysql+pymysql",
+    }
+    if kind not in drivers:
+        return None
+    login = quote(getattr(conn, "login", None) or "", safe="")
+    password = getattr(conn, "password", None)
+    auth = f"{login}:{quote(password, safe='')}@" if password else (f"{login}@" if login else "")
+    port = getattr(conn, "port", None)
+    host = (getattr(conn, "host", None) or "localhost") + (f":{port}" if port else "")
+    return f"{drivers[kind]}://{auth}{host}/{getattr(conn, 'schema', None) or ''}"
+
+
+def _connection_url(conn_id: str, budget: float) -> str | None:
+    """``conn_id`` through the Task SDK (the supervisor asks the API server with the task's own
+    token; secrets backends apply), within ``budget`` seconds; None when absent or too slow."""
+    import threading
+
+    found: dict[str, Any] = {}
+
+    def lookup() -> None:
+        try:
+            from airflow.sdk import BaseHook
+
+            found["url"] = connection_to_url(BaseHook.get_connection(conn_id))
+        except Exception as exc:  # absent (AirflowNotFoundException) or unreachable
+            found["error"] = exc
+
+    worker = threading.Thread(target=lookup, name="predictive-store-conn", daemon=True)
+    worker.start()
+    worker.join(budget)
+    return found.get("url")
 
 
 def _sibling_for_sqlite(url: str) -> str:
@@ -467,22 +595,6 @@ def _sibling_for_sqlite(url: str) -> str:
     if not path or path == ":memory:":
         return url
     return "sqlite:///" + os.path.join(os.path.dirname(path), "predictive.db")
-
-
-def _from_config_file(section: str, key: str) -> str | None:
-    import configparser
-
-    home = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
-    path = os.environ.get("AIRFLOW_CONFIG", os.path.join(home, "airflow.cfg"))
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read(path)
-        value = parser.get(section, key, fallback=None)
-    except configparser.Error:
-        return None
-    if value:
-        return value.replace("{AIRFLOW_HOME}", home)
-    return None
 
 
 def reset_cache() -> None:

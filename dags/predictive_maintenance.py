@@ -1,4 +1,5 @@
-"""Maintenance DAG of the predictive provider: retrain tasks that have new runs (the feedback loop).
+"""Maintenance DAG of the predictive provider: close runs a crash left RUNNING (upkeep), then
+retrain tasks that have new runs (the feedback loop).
 
 Import-light at parse time: nothing beyond the Airflow SDK is imported at module level; the
 training code (numpy, statsmodels, TensorFlow) loads inside the task, on a worker, never in the
@@ -39,7 +40,16 @@ def predictive_maintenance() -> None:
             "champions": {str(t.key): t.champion for t in result.tasks},
         }
 
-    retrain_tasks_with_new_runs()
+    @task(execution_timeout=timedelta(minutes=5))
+    def close_stale_runs(older_than_s: float = 6 * 3600.0) -> dict[str, object]:
+        """Runs whose current leg started hours ago without an end: their task and sampler died."""
+        from airflow_predictive.cli.commands.upkeep import upkeep
+        from airflow_predictive.runtime import get_runtime
+
+        closed = upkeep(get_runtime().run_store(), older_than_s)
+        return {"closed": len(closed), "run_pks": closed[:100]}
+
+    close_stale_runs() >> retrain_tasks_with_new_runs()
 
 
 predictive_maintenance()

@@ -74,6 +74,34 @@ def _commands() -> list[Any]:
             ),
         ),
         ActionCommand(
+            name="upkeep",
+            help="Close recorded runs left RUNNING by a crash (no end and no sampler left)",
+            func=_lazy("upkeep"),
+            args=(
+                Arg(
+                    ("--older-than",),
+                    type=float,
+                    default=3600.0,
+                    help="seconds a leg must have run without an end (default 3600)",
+                ),
+                Arg(
+                    ("--waiting-older-than",),
+                    type=float,
+                    default=None,
+                    help="also close tries waiting (deferred) longer than this many seconds (default: never)",
+                ),
+            ),
+        ),
+        ActionCommand(
+            name="db-grants",
+            help="Print the SQL for a least-privilege PostgreSQL role that can record and nothing else",
+            func=_lazy("db_grants"),
+            args=(
+                Arg(("--role",), required=True, help="role name to create"),
+                Arg(("--password",), default=None, help="password (default: a placeholder to replace)"),
+            ),
+        ),
+        ActionCommand(
             name="kube-emulator",
             help="Serve a Kubernetes 1.35 API emulator on 127.0.0.1 and write a kubeconfig for it",
             func=_lazy("kube_emulator"),
@@ -90,6 +118,12 @@ def _commands() -> list[Any]:
 def get_predictive_cli_commands() -> list[CLICommand]:
     from airflow.cli.cli_config import GroupCommand
 
+    # Airflow builds its CLI from this function in every `airflow ...` process before it launches
+    # anything: `dags test --use-executor` creates no Job (no listener on_starting), yet its
+    # LocalExecutor forks task processes that must inherit the SQLite sibling store.
+    from airflow_predictive.listeners.run_recorder import export_inherited_store
+
+    export_inherited_store()
     return [
         GroupCommand(
             name="predictive",

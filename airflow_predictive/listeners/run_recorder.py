@@ -1,11 +1,20 @@
 """Listener that records every task try: start, samples (through the sampler sidecar) and outcome.
 
-Runs inside Airflow's task process (RuntimeTaskInstance hooks) and, for failures the scheduler
-or API server decides (killed tasks, zombies, UI state changes), on the server side with an ORM
-TaskInstance. Rules: hooks never raise and never block the task for long; every failure is logged
-once with a clear message, and the task goes on with its declared resources. Writes go through
-the provider's own engine on ``[predictive] sql_alchemy_conn`` (Airflow 3 task processes have no
-ORM access). Import-light: no numpy/SQLAlchemy at import time.
+Inside the task process (RuntimeTaskInstance hooks) it never touches the database: the start hook
+spawns the sampler sidecar and hands it the try's record on a pipe, the end hooks write the
+outcome on that pipe, and ``before_stopping`` tells it when the task process exits because the try
+deferred or was rescheduled (Airflow calls no end hook then). The sidecar, outside the task path,
+creates or resumes the run row, writes samples and records the end (``sampling.recorder``). Each
+hook costs the task a fork/exec and a pipe write: milliseconds, whatever the database does.
+
+Failures the scheduler or API server decide (killed tasks, zombies, UI marks) arrive as
+``on_task_instance_failed`` with an ORM TaskInstance; their write goes to a bounded background
+queue (``listeners.background``) so the scheduler loop and requests never wait for it.
+
+Rules: hooks never raise; a failure in a task process opens a circuit breaker (one clear warning,
+no further attempts in that process) and the task goes on with its declared resources. Components
+that launch local tasks export the SQLite sibling store to their children (``on_starting``; see
+``config.storage_url`` and docs/recording.md). Import-light: no numpy/SQLAlchemy at import time.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -24,7 +34,8 @@ from airflow_predictive import config
 
 if TYPE_CHECKING:
     from airflow_predictive.core.model.runs import Outcome
-    from airflow_predictive.storage.run_store import SqlRunStore
+    from airflow_predictive.listeners.background import BackgroundWriter
+    from airflow_predictive.sampling.launcher import RecorderHandle
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +52,50 @@ def _log_once(key: str, message: str, *args: Any, exc_info: bool = False) -> Non
     log.warning(message, *args, exc_info=exc_info)
 
 
+class _Breaker:
+    """Open after the first failure in this process: later hooks return at once."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.reason is not None
+
+    def trip(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            log.warning(
+                "predictive: recording stops in this task process (%s); the task is not affected "
+                "and runs with its declared resources",
+                reason,
+            )
+
+    def reset(self) -> None:
+        self.reason = None
+
+
+breaker = _Breaker()
+
+
 @dataclass
 class _Active:
-    run_pk: int
-    sidecar: Any  # airflow_predictive.sampling.launcher.SidecarHandle | None
+    ti: Any
+    recorder: RecorderHandle | None
     cgroup: str | None = None  # the task's cgroup ref when it runs in one of ours
 
 
 _active: dict[str, _Active] = {}
+_writer: BackgroundWriter | None = None
 
 
-def _store() -> SqlRunStore:
-    from airflow_predictive.storage.engine import engine_for
-    from airflow_predictive.storage.run_store import SqlRunStore
+def _background() -> BackgroundWriter:
+    global _writer
+    if _writer is None:
+        from airflow_predictive.listeners.background import BackgroundWriter
 
-    return SqlRunStore(engine_for(config.storage_url()))
+        _writer = BackgroundWriter()
+    return _writer
 
 
 def _ti_key(ti: Any) -> str:
@@ -68,67 +108,78 @@ def _is_task_process(ti: Any) -> bool:
 
 
 def _guarded(hook: str, fn: Any, *args: Any) -> None:
+    started = time.monotonic()
+    in_task = bool(args) and _is_task_process(args[0])
     try:
         if not config.enabled():
             return
         fn(*args)
     except Exception as exc:
-        from airflow_predictive.config import InvalidConfig
-        from airflow_predictive.storage.engine import StorageUnavailable
+        from airflow_predictive.config import InvalidConfig, RecordingUnavailable
 
-        expected = isinstance(exc, StorageUnavailable | InvalidConfig)
+        if isinstance(exc, RecordingUnavailable):
+            breaker.trip(str(exc))  # raised in task processes only
+            return
+        expected = isinstance(exc, InvalidConfig)
         _log_once(
             f"{hook}:{type(exc).__name__}",
             "predictive: could not record %s of a task try (%s: %s); the task is not affected "
             "and runs with its declared resources",
             hook,
             type(exc).__name__,
-            str(exc).splitlines()[0][:300],
+            str(exc).splitlines()[0][:300] if str(exc) else "",
             exc_info=not expected,
         )
+        if in_task:
+            breaker.trip(f"{hook} failed: {type(exc).__name__}")
+    finally:
+        elapsed = time.monotonic() - started
+        try:
+            budget = config.record_budget()
+        except Exception:
+            budget = 1.0
+        if in_task and elapsed > budget:
+            breaker.trip(f"the {hook} hook took {elapsed:.2f}s, more than record_budget {budget:g}s")
 
 
 # -- start ------------------------------------------------------------------------------------------
 
 
 def _on_running(ti: Any) -> None:
-    if not _is_task_process(ti):
+    if not _is_task_process(ti) or breaker.open:
         return
+    from dataclasses import replace
+
     from airflow_predictive.listeners.task_facts import record_for_running
 
     record = record_for_running(ti, socket.gethostname())
     if not (config.record_all_tasks() or record.features.get("predictive")):
         return
-    store = _store()
-    record = _with_interval(record)
-    run_pk = store.start_run(record)
+    url = config.storage_url()  # RecordingUnavailable: the breaker's one warning
+    record = replace(record, sample_interval_s=config.sample_interval())
     cgroup = _own_cgroup()
-    sidecar = _start_sampler(run_pk, record.start.timestamp() if record.start else None, cgroup)
-    _active[_ti_key(ti)] = _Active(run_pk=run_pk, sidecar=sidecar, cgroup=cgroup)
+    recorder = _start_recorder(record, url, cgroup)
+    if recorder is None:
+        breaker.trip("the resource sampler could not be started")
+    _active[_ti_key(ti)] = _Active(ti=ti, recorder=recorder, cgroup=cgroup)
 
 
-def _with_interval(record: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(record, sample_interval_s=config.sample_interval())
-
-
-def _start_sampler(run_pk: int, started_at: float | None, cgroup: str | None) -> Any:
+def _start_recorder(record: Any, url: str, cgroup: str | None) -> RecorderHandle | None:
     try:
-        from airflow_predictive.sampling.launcher import start_sidecar
+        from airflow_predictive.sampling.launcher import launch_recorder
     except ImportError as exc:
-        _log_once("sampler-import", "predictive: the sampler is unavailable (%s); no samples recorded", exc)
+        _log_once("sampler-import", "predictive: the sampler is unavailable (%s); nothing recorded", exc)
         return None
-    return start_sidecar(
-        run_pk,
+    budget = config.record_budget()
+    return launch_recorder(
+        record,
         os.getpid(),
-        config.storage_url(),
+        url,
         interval=config.sample_interval(),
         flush=config.sample_flush_interval(),
         cgroup=cgroup,
         gpu=config.gpu_metrics(),
-        timeout=config.sampler_start_timeout(),
-        started_at=started_at,
+        timeout=budget,
     )
 
 
@@ -146,22 +197,9 @@ def _own_cgroup() -> str | None:
 
 def _finish(ti: Any, outcome: Outcome, note: str | None, exit_code: int | None = None) -> None:
     active = _active.pop(_ti_key(ti), None)
-    if active is None:
+    if active is None or active.recorder is None:
         return
-    if active.sidecar is not None:
-        from airflow_predictive.sampling.launcher import stop_sidecar
-
-        stop_sidecar(active.sidecar, timeout=max(2.0, config.sample_interval() * 3))
-    store = _store()
-    peak = store.series(active.run_pk).peaks()
-    store.finish_run(
-        active.run_pk,
-        outcome=outcome,
-        end=datetime.now(UTC),
-        peak=peak,
-        exit_code=exit_code,
-        note=note,
-    )
+    active.recorder.end(outcome, datetime.now(UTC), exit_code, note)
 
 
 def _on_success(ti: Any) -> None:
@@ -204,8 +242,30 @@ def _on_failed(ti: Any, error: Any) -> None:
     _finish_from_server(ti, outcome, note)
 
 
+#: TaskInstanceState values with which a task process exits while its try goes on later
+_RESUMING_STATES = {"deferred": "deferred", "up_for_reschedule": "rescheduled", "awaiting_input": "deferred"}
+
+
+def _on_stopping() -> None:
+    """The task process is about to exit: a try still open here deferred or was rescheduled."""
+    from airflow_predictive.core.model.runs import LegEnd
+
+    for key, active in list(_active.items()):
+        state = getattr(active.ti, "state", None)
+        value = str(getattr(state, "value", state) or "")
+        _active.pop(key, None)
+        if active.recorder is None:
+            continue
+        reason = _RESUMING_STATES.get(value)
+        if reason is not None:
+            active.recorder.leg_ended(LegEnd(reason), datetime.now(UTC))
+        else:  # no end hook ran (an unexpected state): the sidecar records the try as vanished
+            active.recorder.close()
+
+
 def _finish_from_server(ti: Any, outcome: Outcome, note: str) -> None:
-    """The scheduler / API server failed a try (kill, zombie, UI): close its record if still open."""
+    """The scheduler / API server failed a try (kill, zombie, UI): close its record if still open,
+    on the background queue (never in the scheduler loop or the request)."""
     from airflow_predictive.core.model.runs import RunIdentity, RunSource, TaskKey
 
     map_index = getattr(ti, "map_index", -1)
@@ -215,21 +275,63 @@ def _finish_from_server(ti: Any, outcome: Outcome, note: str) -> None:
         try_number=int(ti.try_number),
         source=RunSource.LISTENER,
     )
-    store = _store()
-    record = store.get_run(identity)
-    if record is None or record.run_pk is None or record.outcome.finished:
+    url = config.storage_url()
+    budget = config.record_budget()
+    end = datetime.now(UTC)
+
+    def write() -> None:
+        from airflow_predictive.storage.engine import recording_engine
+        from airflow_predictive.storage.run_store import SqlRunStore
+
+        store = SqlRunStore(recording_engine(url, budget))
+        record = store.get_run(identity)
+        if record is None or record.run_pk is None or record.outcome.finished:
+            return
+        store.finish_run(
+            record.run_pk,
+            outcome=outcome,
+            end=end,
+            peak=store.series(record.run_pk).peaks(),
+            note=f"ended outside the task process: {note}",
+            only_if_running=True,
+        )
+
+    _background().submit(f"the failure of {identity.key}", write)
+
+
+def export_inherited_store() -> None:
+    """In a component that launches local tasks: pass the SQLite sibling store down to them (the
+    only URL a task may inherit; never the metadata database). No-op otherwise."""
+    try:
+        url = config.inherited_store()
+    except Exception as exc:
+        log.debug("predictive: no store to pass to tasks (%s)", exc)
         return
-    store.finish_run(
-        record.run_pk,
-        outcome=outcome,
-        end=datetime.now(UTC),
-        peak=store.series(record.run_pk).peaks(),
-        note=f"ended outside the task process: {note}",
-        only_if_running=True,
-    )
+    if url:
+        os.environ[config.INHERITED_STORE_ENV] = url
 
 
 # -- hooks (never raise) ------------------------------------------------------------------------------
+
+
+@hookimpl
+def on_starting(component: Any) -> None:
+    if type(component).__name__ == "TaskRunnerMarker":
+        return  # the task process itself: it inherits, it never exports
+    try:
+        export_inherited_store()
+    except Exception:  # never break a component's start
+        log.debug("predictive: on_starting failed", exc_info=True)
+
+
+@hookimpl
+def before_stopping(component: Any) -> None:
+    if type(component).__name__ != "TaskRunnerMarker" or not _active:
+        return
+    try:
+        _on_stopping()
+    except Exception:
+        log.debug("predictive: before_stopping failed", exc_info=True)
 
 
 @hookimpl

@@ -1,5 +1,13 @@
 """Start and stop the sampler sidecar from inside a task process (the listener calls these).
 
+``launch_recorder`` (what the listener uses) spawns the sidecar in ``--control`` mode and hands it
+the try's record on its stdin without waiting for anything: the task's start pays one
+fork/exec and a pipe write (milliseconds), never a database round trip. ``RecorderHandle.end`` /
+``.leg_ended`` write one more line at the task's end and return at once; the sidecar records it.
+The sidecar is run through ``sampling.escape.wrap`` so that it leaves the task's cgroup before
+the interpreter allocates anything.
+
+Older API, kept for the ``--run-pk`` mode:
 ``start_sidecar`` spawns ``python -m airflow_predictive.sampling.sidecar`` in its own session
 (so a kill of the task's process group spares it), with stdin/stdout closed and stderr in a log
 file, and waits at most ``timeout`` seconds for it to say it is sampling. ``stop_sidecar`` asks it
@@ -23,8 +31,16 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import airflow_predictive
+from airflow_predictive.sampling.escape import wrap
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from airflow_predictive.core.model.runs import LegEnd, Outcome, RunRecord
+    from airflow_predictive.sampling.control import Message
 
 log = logging.getLogger(__name__)
 
@@ -212,3 +228,122 @@ def stop_sidecar(handle: SidecarHandle | None, timeout: float = 5.0) -> StopStat
     except Exception as exc:
         log.warning("predictive: cannot stop the resource sampler of run %s (%s)", handle.run_pk, exc)
         return StopStatus.ERROR
+
+
+@dataclass
+class RecorderHandle:
+    """A sidecar recording one leg of a try; the listener talks to it through ``control``."""
+
+    target_pid: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    closed: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def send(self, message: Message, *, close: bool = False) -> bool:
+        """Write one control line (never blocks: a few hundred bytes into an empty pipe)."""
+        from airflow_predictive.sampling.control import encode
+
+        if self.closed or self.process.stdin is None:
+            return False
+        try:
+            self.process.stdin.write(encode(message))
+            self.process.stdin.flush()
+            return True
+        except (OSError, ValueError) as exc:  # the sidecar died: its log says why
+            log.warning("predictive: the resource sampler is gone (%s); log %s: %s", exc, self.log_path,
+                        _tail(self.log_path))  # fmt: skip
+            return False
+        finally:
+            if close:
+                self.close()
+
+    def end(self, outcome: Outcome, at: datetime, exit_code: int | None, note: str | None) -> bool:
+        from airflow_predictive.sampling.control import EndMessage
+
+        return self.send(EndMessage(outcome, at, exit_code, note), close=True)
+
+    def leg_ended(self, reason: LegEnd, at: datetime) -> bool:
+        from airflow_predictive.sampling.control import LegMessage
+
+        return self.send(LegMessage(reason, at), close=True)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.process.stdin.close()
+
+
+def recorder_command(
+    pid: int,
+    *,
+    interval: float,
+    flush: float,
+    cgroup: str | None,
+    gpu: str,
+    grace: float,
+    timeout: float,
+    catch_up: float,
+) -> list[str]:
+    cmd = [
+        sys.executable, "-m", SIDECAR_MODULE, "--control", "--pid", str(pid), "--url-env", URL_ENV,
+        "--interval", repr(float(interval)), "--flush", repr(float(flush)), "--gpu", gpu,
+        "--grace", repr(float(grace)), "--timeout", repr(float(timeout)), "--catch-up", repr(float(catch_up)),
+    ]  # fmt: skip
+    if cgroup:
+        cmd += ["--cgroup", cgroup]
+    return wrap(cmd, cgroup)
+
+
+def launch_recorder(
+    record: RunRecord,
+    pid: int,
+    url: str,
+    *,
+    interval: float = 1.0,
+    flush: float = 5.0,
+    cgroup: str | None = None,
+    gpu: str = "auto",
+    grace: float = 2.0,
+    timeout: float = 1.0,
+    catch_up: float = 300.0,
+    log_path: str | Path | None = None,
+) -> RecorderHandle | None:
+    """Spawn the recording sidecar for ``record`` sampling ``pid``; None (one warning) on failure."""
+    from airflow_predictive.sampling.control import StartMessage
+
+    try:
+        ident = record.identity
+        name = f"{ident.key.dag_id}.{ident.key.task_id}.{ident.key.map_index}.{ident.try_number}"
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:150]
+        path = (
+            Path(log_path)
+            if log_path
+            else Path(tempfile.gettempdir()) / "airflow-predictive" / (f"sampler-{safe}-{os.getpid()}.log")
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = recorder_command(
+            pid, interval=interval, flush=flush, cgroup=cgroup, gpu=gpu, grace=grace,
+            timeout=timeout, catch_up=catch_up,
+        )  # fmt: skip
+        with open(path, "ab") as err:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+                env=_child_env(url),
+                close_fds=True,
+            )
+        handle = RecorderHandle(target_pid=pid, process=proc, log_path=path)
+        if not handle.send(StartMessage(record)):
+            return None
+        return handle
+    except Exception as exc:
+        log.warning("predictive: cannot start the resource sampler (%s); the task runs unrecorded", exc)
+        return None

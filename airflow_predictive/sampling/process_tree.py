@@ -6,6 +6,10 @@ children count from the tick they appear. CPU and disk are rates of cumulative k
 which also include reaped children), memory is the sum of RSS. ``TreeAccountant`` keeps the
 counter arithmetic pure so that exits, reaping and pid reuse are tested without real processes.
 
+The sampler itself is never part of the tree: the sidecar is a child of the task process, so its
+pid (and everything it starts, e.g. ``nvidia-smi``) is passed as ``exclude`` and pruned from the
+walk with its whole subtree; otherwise its own memory and CPU would be counted as the task's.
+
 It must never raise into the sampler for a process that vanishes or hides mid-sample: such a
 process is skipped for that tick; ``read()`` returns None only when the task's own process is gone.
 """
@@ -26,7 +30,7 @@ from airflow_predictive.sampling.clock import MonotonicClock
 from airflow_predictive.sampling.network import TreeNetwork
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
 
     from airflow_predictive.core.ports import Clock
     from airflow_predictive.sampling.gpu import GpuReader
@@ -154,6 +158,29 @@ def direct_children(pid: int) -> list[int]:
     return kids
 
 
+def _prune(children: list[psutil.Process], exclude: frozenset[int]) -> list[psutil.Process]:
+    """``children`` without the excluded processes and their descendants."""
+    if not exclude:
+        return children
+    parents: dict[int, int] = {}
+    for child in children:
+        try:
+            parents[child.pid] = child.ppid()
+        except psutil.Error:
+            parents[child.pid] = -1
+
+    def excluded(pid: int) -> bool:
+        seen: set[int] = set()
+        while pid in parents and pid not in seen:
+            if pid in exclude:
+                return True
+            seen.add(pid)
+            pid = parents[pid]
+        return pid in exclude
+
+    return [c for c in children if not excluded(c.pid)]
+
+
 def _cpu_seconds(times: Any) -> float:
     total = float(times.user) + float(times.system)
     total += float(getattr(times, "children_user", 0.0) or 0.0)
@@ -171,8 +198,10 @@ class ProcessTreeSource:
         clock: Clock | None = None,
         network: bool = True,
         gpu: GpuReader | None = None,
+        exclude: Collection[int] = (),
     ) -> None:
         self.pid = pid
+        self.exclude = frozenset(p for p in exclude if p != pid)
         self._root = psutil.Process(pid)  # raises psutil.NoSuchProcess when it is already gone
         self._clock = clock or MonotonicClock()
         self._acct = TreeAccountant()
@@ -227,6 +256,8 @@ class ProcessTreeSource:
             queue = [self.pid]
             while queue:
                 for pid in direct_children(queue.pop()):
+                    if pid in self.exclude:
+                        continue  # the sampler and its own children: pruned with their subtree
                     known = self._procs.get(pid)
                     try:
                         out.append(known if known is not None else psutil.Process(pid))
@@ -239,7 +270,7 @@ class ProcessTreeSource:
             # between two scans: the processes already known (new ones join at the next scan)
             return [p for pid, p in self._procs.items() if pid != self.pid]
         started = time.perf_counter()
-        children = self._root.children(recursive=True)
+        children = _prune(self._root.children(recursive=True), self.exclude)
         cost = time.perf_counter() - started
         self._since_scan = 0
         self._scan_every = max(1, math.ceil(cost / SCAN_BUDGET_S))

@@ -70,7 +70,8 @@ class Sampler:
         self.source = source
         self.store = store
         self._clock = clock
-        self._t0 = clock.monotonic() - max(0.0, offset_s)
+        self._offset = max(0.0, offset_s)
+        self._t0 = clock.monotonic() - self._offset
         self._buffer: deque[tuple[float, ResourceVector]] = deque()  # (t_s, usage)
         self._max_buffer = max_buffer
         self._peak = ResourceVector()
@@ -80,6 +81,18 @@ class Sampler:
         self._dropping = False
         self._last_t: float | None = None
         self.gone = False
+
+    def rebase(self, offset_s: float) -> None:
+        """Say again how long after the run's start this sampler began (a resumed leg learns it from
+        the stored run): later samples and those still buffered move onto the run's clock."""
+        delta = max(0.0, offset_s) - self._offset
+        if delta == 0:
+            return
+        self._offset += delta
+        self._t0 -= delta
+        self._buffer = deque((t + delta, u) for t, u in self._buffer)
+        if self._last_t is not None:
+            self._last_t += delta
 
     @property
     def peak(self) -> ResourceVector:

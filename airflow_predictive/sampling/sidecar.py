@@ -1,6 +1,14 @@
-"""The sampler sidecar: ``python -m airflow_predictive.sampling.sidecar --run-pk N --pid P --url URL``.
+"""The sampler sidecar: ``python -m airflow_predictive.sampling.sidecar --control --pid P --url-env V``.
 
-A separate, detached process beside one task try. It samples the task every ``--interval``
+A separate, detached process beside one task try. With ``--control`` (what the listener uses) it
+owns the whole recording of the try: the listener only spawns it and writes JSON lines to its
+stdin (``sampling.control``); the sidecar creates or resumes the run row, writes samples and
+records the end or the leg's deferral (``sampling.recorder``), all outside the task path, with
+bounded database timeouts (``--timeout``) and a catch-up window (``--catch-up``) when the
+database is down. The older ``--run-pk N`` mode samples a row someone else created and ended.
+
+It never counts itself: its own pid and children are excluded from the task's process tree, and
+the launcher moved it out of the task's cgroup before the interpreter started. It samples the task every ``--interval``
 seconds, writes the samples every ``--flush`` seconds, and stops on SIGTERM/SIGINT (one final
 sample and flush: the listener does this before it records the outcome) or when the task is gone.
 When the task vanished without its end being recorded (the task process itself was killed), it
@@ -61,7 +69,7 @@ class StopReason(StrEnum):
 class SidecarArgs:
     """The sidecar's command line (see ``parse_args``)."""
 
-    run_pk: int
+    run_pk: int | None
     pid: int
     url: str
     interval: float = 1.0
@@ -72,6 +80,9 @@ class SidecarArgs:
     ready_file: str | None = None
     grace: float = 10.0
     started_at: float | None = None  # the run's start (epoch seconds): t_s counts from there
+    control: bool = False  # read the try's record and its end from stdin (sampling.control)
+    timeout: float = 1.0  # seconds any one database operation may take
+    catch_up: float = 300.0  # seconds to keep retrying the writes after the task ended
 
 
 def _positive(text: str) -> float:
@@ -90,7 +101,11 @@ def _non_negative(text: str) -> float:
 
 def parse_args(argv: Sequence[str]) -> SidecarArgs:
     p = argparse.ArgumentParser(prog="python -m airflow_predictive.sampling.sidecar")
-    p.add_argument("--run-pk", type=int, required=True)
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--run-pk", type=int, help="sample a run row someone else created and ends")
+    mode.add_argument(
+        "--control", action="store_true", help="read the try's record and end from stdin (the listener)"
+    )
     p.add_argument("--pid", type=int, required=True)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--url", help="SQLAlchemy URL of the provider's database")
@@ -106,6 +121,8 @@ def parse_args(argv: Sequence[str]) -> SidecarArgs:
     ready.add_argument("--ready-file", default=None, help="create this file once sampling")
     p.add_argument("--grace", type=_non_negative, default=10.0)
     p.add_argument("--started-at", type=float, default=None, help="the run's start, epoch seconds")
+    p.add_argument("--timeout", type=_positive, default=1.0, help="seconds per database operation")
+    p.add_argument("--catch-up", type=_non_negative, default=300.0, help="seconds to retry writes at the end")
     ns = p.parse_args(list(argv))
     values = vars(ns)
     env_name = values.pop("url_env")
@@ -124,8 +141,17 @@ def safe_url(url: str) -> str:
 class SidecarLoop:
     """Sampling and flushing on schedule; ``step()`` does what is due and says how long to wait."""
 
-    def __init__(self, sampler: Sampler, clock: Clock, *, interval: float, flush_every: float) -> None:
+    def __init__(
+        self,
+        sampler: Sampler,
+        clock: Clock,
+        *,
+        interval: float,
+        flush_every: float,
+        flusher: Any = None,
+    ) -> None:
         self.sampler = sampler
+        self._flusher = flusher if flusher is not None else sampler
         self._clock = clock
         self._interval = interval
         self._flush_every = flush_every
@@ -143,7 +169,7 @@ class SidecarLoop:
             missed = math.floor((now - self._next_tick) / self._interval) + 1
             self._next_tick += missed * self._interval
         if now >= self._next_flush:
-            self.sampler.flush()
+            self._flusher.flush()
             self._next_flush = now + self._flush_every
         return max(0.0, min(self._next_tick, self._next_flush) - self._clock.monotonic())
 
@@ -228,6 +254,7 @@ class _Signals:
 
     def __init__(self) -> None:
         self.stop = False
+        self.extra: list[int] = []  # more fds that wake the wait (the listener's control pipe)
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
@@ -245,8 +272,8 @@ class _Signals:
         if self.stop:
             return
         with contextlib.suppress(InterruptedError):
-            ready, _, _ = select.select([self._r], [], [], max(0.0, seconds))
-            if ready:
+            ready, _, _ = select.select([self._r, *self.extra], [], [], max(0.0, seconds))
+            if self._r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._r, 512)
 
@@ -265,11 +292,11 @@ def _signal_ready(args: SidecarArgs) -> None:
         log.warning("predictive sampler: cannot signal readiness (%s)", exc)
 
 
-def _open_store(url: str) -> SqlRunStore:
-    from airflow_predictive.storage.engine import engine_for
+def _open_store(url: str, timeout: float | None = None) -> SqlRunStore:
+    from airflow_predictive.storage.engine import engine_for, recording_engine
     from airflow_predictive.storage.run_store import SqlRunStore
 
-    return SqlRunStore(engine_for(url))
+    return SqlRunStore(engine_for(url) if timeout is None else recording_engine(url, timeout))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,14 +311,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.nice(5)  # yield to the task when the machine is saturated
     signals = _Signals()
     clock = MonotonicClock()
+    if args.control:
+        return _main_control(args, signals, clock)
     try:
-        source = build_source(args.pid, cgroup=args.cgroup, gpu_mode=args.gpu, clock=clock)
+        source = build_source(
+            args.pid, cgroup=args.cgroup, gpu_mode=args.gpu, clock=clock, exclude=(os.getpid(),)
+        )
     except TargetGone as exc:
         log.warning("predictive sampler: nothing to sample for run %s: %s", args.run_pk, exc)
         return ExitCode.TARGET_GONE
     offset = 0.0
     if args.started_at is not None:
         offset = max(0.0, clock.now().timestamp() - args.started_at)
+    assert args.run_pk is not None
     sampler = Sampler(args.run_pk, source, clock, offset_s=offset)
     sampler.tick()  # first reading: memory now, and the baseline of every rate
     loop = SidecarLoop(sampler, clock, interval=args.interval, flush_every=args.flush)  # grid from here
@@ -340,6 +372,108 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop_requested=signals.requested,
             oom_killed=lambda: source_oom_killed(getattr(source, "primary", None)),
         )
+    close = getattr(source, "close", None)
+    if callable(close):
+        close()
+    return ExitCode.OK
+
+
+def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -> int:
+    """The listener's mode: the whole recording of one try leg (see the module docstring)."""
+    from airflow_predictive.sampling.control import EndMessage, LegMessage
+    from airflow_predictive.sampling.recorder import ControlReader, RunWriter
+
+    control = ControlReader(sys.stdin.fileno())
+    start = control.wait_start(timeout=30.0)
+    if start is None:
+        log.warning("predictive sampler: the listener sent no START line; nothing recorded")
+        return ExitCode.BAD_ARGS
+    record = start.record
+    if args.cgroup:
+        from airflow_predictive.sampling.escape import inside
+
+        if inside(args.cgroup):
+            log.warning(
+                "predictive sampler: could not leave the task's cgroup %s; the sampler's own memory "
+                "counts against the task's limit there",
+                args.cgroup,
+            )
+    try:
+        source = build_source(
+            args.pid, cgroup=args.cgroup, gpu_mode=args.gpu, clock=clock, exclude=(os.getpid(),)
+        )
+    except TargetGone as exc:
+        log.warning("predictive sampler: nothing to sample for %s: %s", record.key, exc)
+        return ExitCode.TARGET_GONE
+    began = clock.now().timestamp()
+    offset = max(0.0, began - record.start.timestamp()) if record.start else 0.0
+    sampler = Sampler(0, source, clock, offset_s=offset)
+    sampler.tick()
+    writer = RunWriter(record, sampler, clock, leg_started_at_s=began)
+    signals.extra.append(control.fd)
+    ends: list[EndMessage | LegMessage] = []
+
+    def stop_requested() -> bool:
+        ends.extend(m for m in control.read() if isinstance(m, EndMessage | LegMessage))
+        return bool(ends) or signals.requested()
+
+    opened: dict[str, Any] = {}
+
+    def open_store() -> None:  # imports SQLAlchemy off the sampling grid
+        try:
+            opened["store"] = _open_store(args.url, args.timeout)
+        except Exception as exc:
+            opened["error"] = exc
+
+    opener = threading.Thread(target=open_store, name="open-store", daemon=True)
+    opener.start()
+
+    class _Flush:
+        """The loop's flush: attach the store once opened, create the row, then write samples."""
+
+        def flush(self) -> FlushStatus:
+            if writer.store is None and "store" in opened:
+                writer.store = opened["store"]
+            writer.flush()
+            return FlushStatus.WRITTEN
+
+    loop = SidecarLoop(sampler, clock, interval=args.interval, flush_every=args.flush, flusher=_Flush())
+    log.info(
+        "predictive sampler: recording %s (pid %s) every %.2fs with %s",
+        record.key, args.pid, args.interval, type(source).__name__,
+    )  # fmt: skip
+    reason = run_loop(loop, signals.wait, stop_requested)
+    if reason is StopReason.TARGET_GONE:
+        deadline = clock.monotonic() + 2.0  # the END / LEG line was written before the process exited
+        while not ends and not control.closed and clock.monotonic() < deadline:
+            stop_requested()
+            signals.wait(0.05)
+        stop_requested()
+    elif not sampler.gone:
+        sampler.tick()  # the final sample
+    opener.join(timeout=60)
+    if "store" not in opened:
+        log.error(
+            "predictive sampler: cannot use the database %s (%s); %s not recorded",
+            safe_url(args.url), opened.get("error", "timed out opening it"), record.key,
+        )  # fmt: skip
+        return ExitCode.STORAGE
+    writer.store = opened["store"]
+    end = ends[0] if ends else None
+    if end is None and args.grace > 0:
+        signals.wait(min(args.grace, 2.0))  # a server-side hook may record a better-informed end
+    writer.catch_up(
+        end,
+        budget_s=args.catch_up,
+        wait=signals.wait,
+        oom_killed=lambda: source_oom_killed(getattr(source, "primary", None)),
+    )
+    stats = sampler.stats
+    log.info(
+        "predictive sampler: %s (run %s leg %s) stopped (%s): %d samples, %d written, %d dropped",
+        record.key, writer.run_pk, writer.leg, type(end).__name__ if end else reason.value,
+        stats.samples, stats.written, stats.dropped,
+    )  # fmt: skip
     close = getattr(source, "close", None)
     if callable(close):
         close()

@@ -20,6 +20,8 @@ from airflow_predictive.sampling.gpu import build_gpu
 from airflow_predictive.sampling.process_tree import ProcessTreeSource
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from airflow_predictive.core.ports import Clock, UsageSource
 
 log = logging.getLogger(__name__)
@@ -90,10 +92,12 @@ def build_source(
     cgroup: str | None = None,
     gpu_mode: str = "auto",
     clock: Clock | None = None,
+    exclude: Collection[int] = (),
 ) -> ProcessTreeSource | CombinedSource:
-    """The source for the sidecar's command line; raises TargetGone when ``pid`` does not exist."""
+    """The source for the sidecar's command line; raises TargetGone when ``pid`` does not exist.
+    ``exclude``: processes never counted (the sidecar itself and its children)."""
     try:
-        tree = ProcessTreeSource(pid, clock=clock, gpu=build_gpu(gpu_mode))
+        tree = ProcessTreeSource(pid, clock=clock, gpu=build_gpu(gpu_mode), exclude=exclude)
     except psutil.NoSuchProcess as exc:
         raise TargetGone(f"process {pid} does not exist") from exc
     if not cgroup:

@@ -7,9 +7,11 @@ unreadable part absent rather than failing the whole query.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +20,18 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from airflow_predictive.core.model.resources import Metric, ResourceVector
 from airflow_predictive.core.model.runs import (
     FeatureValue,
+    LegEnd,
     Outcome,
     RunIdentity,
+    RunLeg,
     RunRecord,
     RunSource,
     TaskKey,
+    WaitInterval,
 )
 from airflow_predictive.core.model.series import ResourceSample, UsageSeries
 from airflow_predictive.storage.engine import guarded
-from airflow_predictive.storage.tables import METRIC_COLUMNS, resource_sample, task_run
+from airflow_predictive.storage.tables import METRIC_COLUMNS, resource_sample, run_leg, task_run
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -93,6 +98,16 @@ def _outcome(raw: str | None) -> Outcome:
         return Outcome.UNKNOWN
 
 
+@dataclass(frozen=True, slots=True)
+class LegStart:
+    """Where a leg's samples go: the run, the leg number, and the leg's start on the run's clock."""
+
+    run_pk: int
+    leg: int
+    t_start_s: float  # seconds since the run's start when this leg began
+    resumed: bool  # True: an earlier leg of the same try exists and its samples were kept
+
+
 class SqlRunStore:
     """RunStore over an SQLAlchemy engine whose schema was migrated (see ``migrations``)."""
 
@@ -150,9 +165,13 @@ class SqlRunStore:
             pk = self._find(conn, record.identity)
             if pk is None:
                 return int(conn.execute(insert(task_run).values(**row)).inserted_primary_key[0])
-            # the same try recorded again (a retried listener, a re-run): start afresh
+            # the same try recorded again as a whole (a re-run): start afresh. A try that resumes
+            # after a deferral goes through begin_leg, which keeps its samples.
             conn.execute(delete(resource_sample).where(resource_sample.c.run_pk == pk))
-            conn.execute(update(task_run).where(task_run.c.id == pk).values({**row, "n_samples": 0}))
+            conn.execute(delete(run_leg).where(run_leg.c.run_pk == pk))
+            conn.execute(
+                update(task_run).where(task_run.c.id == pk).values({**row, "n_samples": 0, "leg": 1})
+            )
             return pk
 
     def upsert_run(self, record: RunRecord) -> int:
@@ -165,6 +184,140 @@ class SqlRunStore:
             conn.execute(update(task_run).where(task_run.c.id == pk).values(**row))
             return pk
 
+    def begin_leg(self, record: RunRecord, at: datetime | None = None) -> LegStart:
+        """Start (or resume) a try: one try is one run across the task processes it takes.
+
+        New try: a row and its leg 1. A try already RUNNING (it deferred, or was rescheduled, and
+        resumes here): the same row, its samples kept, leg + 1; an earlier leg still open is closed
+        as SUPERSEDED. A try already finished and started again (a re-run of the same try): reset,
+        as ``start_run``. ``at``: when this leg began (default now).
+        """
+        at = _aware(at) or datetime.now(UTC)
+        row = self.row_values(record)
+        with self._begin() as conn:
+            pk = self._find(conn, record.identity)
+            if pk is not None:
+                cur = conn.execute(
+                    select(task_run.c.outcome, task_run.c.leg, task_run.c.start_date).where(
+                        task_run.c.id == pk
+                    )
+                ).one()
+                if cur.outcome == Outcome.RUNNING.value:
+                    leg = int(cur.leg or 1) + 1
+                    start = _aware(cur.start_date) or _aware(record.start) or at
+                    t_start = max(0.0, (at - start).total_seconds())
+                    conn.execute(
+                        update(run_leg)
+                        .where(run_leg.c.run_pk == pk, run_leg.c.ended_at.is_(None))
+                        .values(ended_at=at, end_reason=LegEnd.SUPERSEDED.value, t_end_s=t_start)
+                    )
+                    conn.execute(update(task_run).where(task_run.c.id == pk).values(leg=leg))
+                    conn.execute(insert(run_leg).values(run_pk=pk, leg=leg, started_at=at, t_start_s=t_start))
+                    return LegStart(run_pk=pk, leg=leg, t_start_s=t_start, resumed=True)
+                conn.execute(delete(resource_sample).where(resource_sample.c.run_pk == pk))
+                conn.execute(delete(run_leg).where(run_leg.c.run_pk == pk))
+                conn.execute(
+                    update(task_run).where(task_run.c.id == pk).values({**row, "n_samples": 0, "leg": 1})
+                )
+            else:
+                pk = int(conn.execute(insert(task_run).values(**row, leg=1)).inserted_primary_key[0])
+            start = _aware(record.start) or at
+            t_start = max(0.0, (at - start).total_seconds())
+            conn.execute(insert(run_leg).values(run_pk=pk, leg=1, started_at=at, t_start_s=t_start))
+            return LegStart(run_pk=pk, leg=1, t_start_s=t_start, resumed=False)
+
+    def end_leg(self, run_pk: int, leg: int, reason: LegEnd, at: datetime | None = None) -> bool:
+        """Record why leg ``leg`` ended (deferred, rescheduled, vanished). False when it was no longer
+        open or is not the run's current leg (a stale sidecar: a newer leg already runs)."""
+        at = _aware(at) or datetime.now(UTC)
+        with self._begin() as conn:
+            cur = conn.execute(
+                select(task_run.c.leg, task_run.c.start_date).where(task_run.c.id == run_pk)
+            ).one_or_none()
+            if cur is None or int(cur.leg or 1) != leg:
+                return False
+            start = _aware(cur.start_date)
+            t_end = max(0.0, (at - start).total_seconds()) if start else None
+            done = conn.execute(
+                update(run_leg)
+                .where(run_leg.c.run_pk == run_pk, run_leg.c.leg == leg, run_leg.c.ended_at.is_(None))
+                .values(ended_at=at, end_reason=reason.value, t_end_s=t_end)
+            ).rowcount
+            return bool(done)
+
+    def legs(self, run_pk: int) -> list[RunLeg]:
+        """The legs of a run, in order (empty for runs recorded before legs existed, or ingested)."""
+        c = run_leg.c
+        q = select(c.leg, c.t_start_s, c.t_end_s, c.end_reason).where(c.run_pk == run_pk).order_by(c.leg)
+        with self._connect() as conn:
+            rows = list(conn.execute(q))
+        out = []
+        for leg, t0, t1, reason in rows:
+            try:
+                end = LegEnd(reason) if reason else None
+            except ValueError:
+                end = LegEnd.CLOSED
+            out.append(RunLeg(leg=int(leg), t_start_s=_clean(t0), t_end_s=_clean(t1), end=end))
+        return out
+
+    def wait_intervals(self, run_pk: int) -> list[WaitInterval]:
+        """When the try waited between legs (deferred / rescheduled): no sample there is missing,
+        the task simply was not running."""
+        legs = self.legs(run_pk)
+        out = []
+        for before, after in itertools.pairwise(legs):
+            if before.end is not None and before.end.resumes and before.t_end_s is not None:
+                t1 = after.t_start_s if after.t_start_s is not None else before.t_end_s
+                out.append(WaitInterval(before.t_end_s, max(before.t_end_s, t1), before.end))
+        last = legs[-1] if legs else None
+        if last is not None and last.end is not None and last.end.resumes and last.t_end_s is not None:
+            out.append(WaitInterval(last.t_end_s, last.t_end_s, last.end))  # still waiting
+        return out
+
+    def close_stale(self, before: datetime, *, waiting_before: datetime | None = None) -> list[int]:
+        """Upkeep: close runs left RUNNING whose current leg started before ``before`` and has no
+        sampler left (a crash of the task process and its sidecar). A try waiting between legs
+        (deferred / rescheduled) is closed only when it waits since before ``waiting_before``
+        (default: never). Returns the keys closed, recorded UNKNOWN with a note."""
+        before = _aware(before) or datetime.now(UTC)
+        waiting_before = _aware(waiting_before)
+        t, lg = task_run.c, run_leg.c
+        q = (
+            select(t.id, t.start_date, lg.started_at, lg.ended_at, lg.end_reason)
+            .select_from(task_run.outerjoin(run_leg, and_(lg.run_pk == t.id, lg.leg == t.leg)))
+            .where(t.outcome == Outcome.RUNNING.value)
+        )
+        closed: list[int] = []
+        now = datetime.now(UTC)
+        with self._connect() as conn:
+            rows = list(conn.execute(q))
+        for pk, start, leg_start, leg_end, reason in rows:
+            waiting = reason in (LegEnd.DEFERRED.value, LegEnd.RESCHEDULED.value)
+            if waiting:
+                since = _aware(leg_end)
+                if waiting_before is None or since is None or since >= waiting_before:
+                    continue
+                note = "closed by upkeep: waited (deferred) longer than the upkeep horizon"
+            else:
+                began = _aware(leg_start) or _aware(start)
+                if began is None or began >= before:
+                    continue
+                note = "closed by upkeep: no end was recorded (task process and sampler lost)"
+            with self._begin() as conn:
+                done = conn.execute(
+                    update(task_run)
+                    .where(t.id == pk, t.outcome == Outcome.RUNNING.value)
+                    .values(outcome=Outcome.UNKNOWN.value, note=note, end_date=now)
+                ).rowcount
+                conn.execute(
+                    update(run_leg)
+                    .where(lg.run_pk == pk, lg.ended_at.is_(None))
+                    .values(ended_at=now, end_reason=LegEnd.CLOSED.value)
+                )
+            if done:
+                closed.append(int(pk))
+        return closed
+
     def finish_run(
         self,
         run_pk: int,
@@ -175,8 +328,11 @@ class SqlRunStore:
         exit_code: int | None = None,
         note: str | None = None,
         only_if_running: bool = False,
-    ) -> None:
-        """Record a try's end. ``only_if_running``: leave a try whose end is already recorded alone."""
+        leg: int | None = None,
+    ) -> bool:
+        """Record a try's end. ``only_if_running``: leave a try whose end is already recorded alone.
+        ``leg``: only when that leg is still the run's current one (a stale sidecar of an earlier
+        leg can never finish a newer leg). Returns whether the row was updated."""
         end = _aware(end) or datetime.now(UTC)
         with self._begin() as conn:
             start = conn.execute(select(task_run.c.start_date).where(task_run.c.id == run_pk)).scalar()
@@ -201,7 +357,20 @@ class SqlRunStore:
             stmt = update(task_run).where(task_run.c.id == run_pk)
             if only_if_running:
                 stmt = stmt.where(task_run.c.outcome == Outcome.RUNNING.value)
-            conn.execute(stmt.values(**values))
+            if leg is not None:
+                stmt = stmt.where(task_run.c.leg == leg)
+            done = bool(conn.execute(stmt.values(**values)).rowcount)
+            if done:
+                conn.execute(
+                    update(run_leg)
+                    .where(run_leg.c.run_pk == run_pk, run_leg.c.ended_at.is_(None))
+                    .values(
+                        ended_at=end,
+                        end_reason=LegEnd.FINISHED.value,
+                        t_end_s=values["duration_s"],
+                    )
+                )
+            return done
 
     def add_samples(self, run_pk: int, samples: Sequence[ResourceSample]) -> int:
         rows = []

@@ -67,6 +67,8 @@ task_run = Table(
     Column("note", Text, nullable=True),
     *_metric_columns("declared_"),
     *_metric_columns("peak_"),
+    # revision 0003_run_legs: the current leg (generation) of the try, see predictive_run_leg
+    Column("leg", Integer, nullable=False, default=1, server_default="1"),
     UniqueConstraint(
         "source", "dag_id", "task_id", "map_index", "run_id", "try_number", name="uq_predictive_task_run_try"
     ),
@@ -86,6 +88,28 @@ resource_sample = Table(
     Column("t_s", Float, nullable=False),
     *_metric_columns(""),
     Index("ix_predictive_resource_sample_run_t", "run_pk", "t_s"),
+)
+
+
+# -- run legs (revision 0003_run_legs): one try across the task processes it took ----------------
+
+run_leg = Table(
+    "predictive_run_leg",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "run_pk",
+        Integer,
+        ForeignKey("predictive_task_run.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("leg", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Column("end_reason", String(16), nullable=True),  # LegEnd value; None while the leg runs
+    Column("t_start_s", Float, nullable=True),  # seconds since the run's start (the samples' clock)
+    Column("t_end_s", Float, nullable=True),
+    UniqueConstraint("run_pk", "leg", name="uq_predictive_run_leg_run_leg"),
 )
 
 
@@ -139,4 +163,57 @@ selection_record = Table(
     Column("model_version", String(64), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_predictive_selection_task_created", "dag_id", "task_id", "map_index", "created_at"),
+)
+
+
+# -- scheduler (revision 0004_ledger): pools, reservations, plan and admission decisions -------
+
+ledger_pool = Table(
+    "predictive_pool",
+    metadata,
+    Column("name", String(250), primary_key=True),
+    Column("kind", String(16), nullable=False),  # PoolKind value
+    Column("capacity", Text, nullable=False),  # JSON {"requests": {...}, "limits": {...}}
+    Column("note", Text, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+reservation = Table(
+    "predictive_reservation",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("pool", String(250), ForeignKey("predictive_pool.name", ondelete="CASCADE"), nullable=False),
+    Column("dag_id", String(250), nullable=False),
+    Column("task_id", String(250), nullable=False),
+    Column("map_index", Integer, nullable=False, default=-1),
+    Column("run_id", String(250), nullable=False),
+    Column("try_number", Integer, nullable=False, default=1),
+    Column("holder", String(250), nullable=False),
+    Column("state", String(16), nullable=False),  # ReservationState value
+    Column("start_at", Float, nullable=False),  # wall-clock epoch seconds
+    Column("end_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("timeline", Text, nullable=False),  # JSON [{"at": s, "requests": {...}, "limits": {...}}]
+    Column("plan", Text, nullable=True),  # JSON plan it was made from
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_predictive_reservation_pool_state", "pool", "state"),
+)
+
+decision_record = Table(
+    "predictive_decision",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(16), nullable=False),  # "plan" | "admission"
+    Column("decision", String(32), nullable=False),  # PlanDecision / AdmissionDecision value
+    Column("dag_id", String(250), nullable=False),
+    Column("task_id", String(250), nullable=False),
+    Column("map_index", Integer, nullable=False, default=-1),
+    Column("run_id", String(250), nullable=False),
+    Column("try_number", Integer, nullable=False, default=1),
+    Column("pool", String(250), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("payload", Text, nullable=True),  # JSON: the plan, the bottleneck, the earliest start
+    Index("ix_predictive_decision_task_at", "dag_id", "task_id", "at"),
 )

@@ -102,3 +102,38 @@ class RunRecord:
         if self.start is None or self.end is None:
             return None
         return max(0.0, (self.end - self.start).total_seconds())
+
+
+class LegEnd(StrEnum):
+    """Why one leg (one task process) of a try ended. None on a leg that still runs."""
+
+    FINISHED = "finished"  # the try's outcome was recorded in this leg
+    DEFERRED = "deferred"  # handed to the triggerer; the try resumes in a new leg
+    RESCHEDULED = "rescheduled"  # a sensor in reschedule mode: the try resumes in a new leg
+    SUPERSEDED = "superseded"  # a newer leg started before this one's end was recorded
+    VANISHED = "vanished"  # the task process disappeared without an end
+    CLOSED = "closed"  # closed by upkeep (no sampler left to record its end)
+
+    @property
+    def resumes(self) -> bool:
+        """The try goes on in a later leg: the time until that leg is waiting, not running."""
+        return self in (LegEnd.DEFERRED, LegEnd.RESCHEDULED)
+
+
+@dataclass(frozen=True, slots=True)
+class RunLeg:
+    """One task process of a try: when it ran on the samples' clock (seconds since the run's start)."""
+
+    leg: int
+    t_start_s: float | None
+    t_end_s: float | None = None
+    end: LegEnd | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitInterval:
+    """Time between two legs when the try waited (deferred / rescheduled): no task process ran."""
+
+    t_start_s: float
+    t_end_s: float
+    reason: LegEnd
