@@ -217,3 +217,56 @@ decision_record = Table(
     Column("payload", Text, nullable=True),  # JSON: the plan, the bottleneck, the earliest start
     Index("ix_predictive_decision_task_at", "dag_id", "task_id", "at"),
 )
+
+
+# -- scheduler (revision 0004_ledger): pools, reservations, plan and admission decisions -------
+
+ledger_pool = Table(
+    "predictive_pool",
+    metadata,
+    Column("name", String(250), primary_key=True),
+    Column("kind", String(16), nullable=False),  # PoolKind value
+    Column("capacity", Text, nullable=False),  # JSON {"requests": {...}, "limits": {...}}
+    Column("note", Text, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+reservation = Table(
+    "predictive_reservation",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("pool", String(250), ForeignKey("predictive_pool.name", ondelete="CASCADE"), nullable=False),
+    Column("dag_id", String(250), nullable=False),
+    Column("task_id", String(250), nullable=False),
+    Column("map_index", Integer, nullable=False, default=-1),
+    Column("run_id", String(250), nullable=False),
+    Column("try_number", Integer, nullable=False, default=1),
+    Column("holder", String(250), nullable=False),
+    Column("state", String(16), nullable=False),  # ReservationState value
+    Column("start_at", Float, nullable=False),  # wall-clock epoch seconds
+    Column("end_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("timeline", Text, nullable=False),  # JSON [{"at": s, "requests": {...}, "limits": {...}}]
+    Column("plan", Text, nullable=True),  # JSON plan it was made from
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_predictive_reservation_pool_state", "pool", "state"),
+)
+
+decision_record = Table(
+    "predictive_decision",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(16), nullable=False),  # "plan" | "admission"
+    Column("decision", String(32), nullable=False),  # PlanDecision / AdmissionDecision value
+    Column("dag_id", String(250), nullable=False),
+    Column("task_id", String(250), nullable=False),
+    Column("map_index", Integer, nullable=False, default=-1),
+    Column("run_id", String(250), nullable=False),
+    Column("try_number", Integer, nullable=False, default=1),
+    Column("pool", String(250), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("payload", Text, nullable=True),  # JSON: the plan, the bottleneck, the earliest start
+    Index("ix_predictive_decision_task_at", "dag_id", "task_id", "at"),
+)

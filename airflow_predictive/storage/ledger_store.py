@@ -1,0 +1,448 @@
+"""The reservation ledger on the provider's database (SQLite or PostgreSQL), and the decision log.
+
+Why: several executors or schedulers (Airflow HA) share one pool; the only shared state between
+them is this ledger, so each change is one transaction that first locks the pool: ``SELECT ...
+FOR UPDATE`` on the pool's row in PostgreSQL, ``BEGIN IMMEDIATE`` (one writer at a time) in
+SQLite. Under the lock it loads the pool's active reservations, lapses those whose lease ended
+(a crashed executor), asks the pure rules in ``core/scheduling/ledger.py`` and writes the result.
+Errors never escape: they come back as ``LedgerStatus.UNAVAILABLE`` (one log line), and the
+caller runs the task on its declared resources.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+
+from airflow_predictive.core.model.plan import (
+    LedgerResult,
+    LedgerStatus,
+    Pool,
+    PoolKind,
+    PoolTimeline,
+    Reservation,
+    ReservationState,
+)
+from airflow_predictive.core.model.runs import RunIdentity, TaskKey
+from airflow_predictive.core.scheduling import codec
+from airflow_predictive.core.scheduling.ledger import (
+    decide_adjust,
+    decide_reserve,
+    expired,
+    new_reservation_id,
+    profile_of,
+    released,
+)
+from airflow_predictive.storage.engine import StorageUnavailable
+from airflow_predictive.storage.tables import decision_record, ledger_pool, reservation
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+    from sqlalchemy.engine import Connection, Engine, RowMapping
+
+    from airflow_predictive.core.model.backend import Allocation
+    from airflow_predictive.core.model.plan import ReservationRequest
+    from airflow_predictive.core.model.resources import ResourceVector
+    from airflow_predictive.core.scheduling.profile import Profile
+
+log = logging.getLogger(__name__)
+
+_ACTIVE = ReservationState.ACTIVE.value
+
+
+class SqlLedger:
+    """ReservationLedger (core/ports.py) on SQLAlchemy; safe across processes on one database."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._sqlite = engine.dialect.name == "sqlite"
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    def _locked(self, pool: str | None) -> _Tx:
+        return _Tx(self._engine, pool, sqlite=self._sqlite)
+
+    def _fail(self, what: str, exc: BaseException) -> LedgerResult:
+        text = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+        log.warning("predictive ledger unavailable (%s): %s", what, text)
+        return LedgerResult(LedgerStatus.UNAVAILABLE, f"ledger unavailable ({what}): {text}")
+
+    # -- pools ----------------------------------------------------------------------------------
+
+    def set_pool(self, pool: Pool) -> None:
+        now = datetime.now(UTC)
+        values = {
+            "kind": pool.kind.value,
+            "capacity": json.dumps(codec.capacity_to_dict(pool.capacity)),
+            "note": pool.note,
+            "updated_at": now,
+        }
+        dialect_insert = sqlite_insert if self._sqlite else pg_insert
+        stmt = dialect_insert(ledger_pool).values(name=pool.name, **values)
+        with self._locked(None) as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_=values))
+
+    def pools(self) -> list[Pool]:
+        with self._locked(None) as conn:
+            return [
+                _pool(r) for r in conn.execute(select(ledger_pool).order_by(ledger_pool.c.name)).mappings()
+            ]
+
+    def _pool_under_lock(self, conn: Connection, name: str) -> Pool | None:
+        q = select(ledger_pool).where(ledger_pool.c.name == name)
+        if not self._sqlite:
+            q = q.with_for_update()
+        row = conn.execute(q).mappings().first()
+        return None if row is None else _pool(row)
+
+    def _active(self, conn: Connection, pool: str, now: float) -> list[Reservation]:
+        """The pool's active reservations; those whose lease ended are lapsed here and now."""
+        rows = conn.execute(
+            select(reservation).where(and_(reservation.c.pool == pool, reservation.c.state == _ACTIVE))
+        ).mappings()
+        live: list[Reservation] = []
+        for row in rows:
+            res = _reservation(row)
+            if res.expires_at < now:
+                self._write(conn, expired(res, now))
+                log.info(
+                    "predictive ledger: reservation %s of %s lapsed (holder %s)",
+                    res.id,
+                    res.run.key,
+                    res.holder,
+                )
+            else:
+                live.append(res)
+        return live
+
+    def _write(self, conn: Connection, res: Reservation) -> None:
+        conn.execute(
+            update(reservation)
+            .where(reservation.c.id == res.id)
+            .values(
+                state=res.state.value,
+                end_at=res.end,
+                expires_at=res.expires_at,
+                timeline=json.dumps(codec.timeline_to_list(res.timeline)),
+            )
+        )
+
+    # -- the port -------------------------------------------------------------------------------
+
+    def reserve(self, request: ReservationRequest) -> LedgerResult:
+        try:
+            with self._locked(request.pool) as conn:
+                pool = self._pool_under_lock(conn, request.pool)
+                if pool is None:
+                    return LedgerResult(LedgerStatus.UNKNOWN, f"no pool named {request.pool!r}")
+                now = self._clock()
+                result = decide_reserve(
+                    request, pool, self._active(conn, pool.name, now), rid=new_reservation_id(), now=now
+                )
+                if result.reservation is not None:
+                    conn.execute(insert(reservation).values(**_row(result.reservation)))
+                return result
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            return self._fail("reserve", exc)
+
+    def adjust(
+        self,
+        reservation_id: str,
+        at: float,
+        allocated: Allocation,
+        *,
+        desired: Allocation | None = None,
+        actual: ResourceVector | None = None,
+        until: float | None = None,
+        force: bool = True,
+    ) -> LedgerResult:
+        try:
+            pool_name = self._pool_of(reservation_id)
+            if pool_name is None:
+                return LedgerResult(LedgerStatus.UNKNOWN, f"no active reservation {reservation_id}")
+            with self._locked(pool_name) as conn:
+                pool = self._pool_under_lock(conn, pool_name)
+                active = self._active(conn, pool_name, self._clock()) if pool is not None else []
+                res = next((r for r in active if r.id == reservation_id), None)
+                if pool is None or res is None:
+                    return LedgerResult(LedgerStatus.UNKNOWN, f"no active reservation {reservation_id}")
+                result = decide_adjust(
+                    res,
+                    pool,
+                    active,
+                    at=at,
+                    allocated=allocated,
+                    desired=desired,
+                    actual=actual,
+                    until=until,
+                    force=force,
+                )
+                if result.reservation is not None:
+                    self._write(conn, result.reservation)
+                return result
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            return self._fail("adjust", exc)
+
+    def _pool_of(self, reservation_id: str) -> str | None:
+        with self._locked(None) as conn:
+            row = conn.execute(
+                select(reservation.c.pool).where(
+                    and_(reservation.c.id == reservation_id, reservation.c.state == _ACTIVE)
+                )
+            ).first()
+            return None if row is None else str(row[0])
+
+    def release(self, reservation_id: str, at: float | None = None) -> LedgerResult:
+        try:
+            pool_name = self._pool_of(reservation_id)
+            if pool_name is None:
+                return LedgerResult(LedgerStatus.UNKNOWN, f"no active reservation {reservation_id}")
+            with self._locked(pool_name) as conn:
+                self._pool_under_lock(conn, pool_name)
+                row = (
+                    conn.execute(select(reservation).where(reservation.c.id == reservation_id))
+                    .mappings()
+                    .first()
+                )
+                if row is None or row["state"] != _ACTIVE:
+                    return LedgerResult(LedgerStatus.UNKNOWN, f"no active reservation {reservation_id}")
+                done = released(_reservation(row), self._clock() if at is None else at)
+                self._write(conn, done)
+                return LedgerResult(LedgerStatus.RELEASED, "released", reservation=done)
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            return self._fail("release", exc)
+
+    def renew(self, holder: str, until: float) -> int:
+        try:
+            with self._locked(None) as conn:
+                result = conn.execute(
+                    update(reservation)
+                    .where(
+                        and_(
+                            reservation.c.holder == holder,
+                            reservation.c.state == _ACTIVE,
+                            reservation.c.expires_at < until,
+                        )
+                    )
+                    .values(expires_at=until)
+                )
+                return int(result.rowcount or 0)
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            self._fail("renew", exc)
+            return 0
+
+    def expire(self, now: float) -> list[Reservation]:
+        out: list[Reservation] = []
+        try:
+            with self._locked(None) as conn:
+                rows = conn.execute(
+                    select(reservation).where(
+                        and_(reservation.c.state == _ACTIVE, reservation.c.expires_at < now)
+                    )
+                ).mappings()
+                for row in list(rows):
+                    lapsed = expired(_reservation(row), now)
+                    self._write(conn, lapsed)
+                    out.append(lapsed)
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            self._fail("expire", exc)
+        return out
+
+    def get(self, reservation_id: str) -> Reservation | None:
+        with self._locked(None) as conn:
+            row = (
+                conn.execute(select(reservation).where(reservation.c.id == reservation_id)).mappings().first()
+            )
+            return None if row is None else _reservation(row)
+
+    def reservations(self, pool: str | None = None) -> list[Reservation]:
+        with self._locked(None) as conn:
+            q = select(reservation).where(reservation.c.state == _ACTIVE)
+            if pool is not None:
+                q = q.where(reservation.c.pool == pool)
+            return [_reservation(r) for r in conn.execute(q.order_by(reservation.c.start_at)).mappings()]
+
+    def timeline(self, pool: str, start: float, end: float, *, include_ended: bool = False) -> PoolTimeline:
+        """Summed holdings over [start, end); ``include_ended`` adds released / expired ones (history)."""
+        with self._locked(None) as conn:
+            row = conn.execute(select(ledger_pool).where(ledger_pool.c.name == pool)).mappings().first()
+            if row is None:
+                raise KeyError(pool)
+            p = _pool(row)
+            q = select(reservation).where(
+                and_(reservation.c.pool == pool, reservation.c.end_at > start, reservation.c.start_at < end)
+            )
+            if not include_ended:
+                q = q.where(reservation.c.state == _ACTIVE)
+            held = [_reservation(r) for r in conn.execute(q).mappings()]
+        return PoolTimeline(p, profile_of(p, held).points(start, end))
+
+    def profile(self, pool: str) -> Profile:
+        """The pool's current profile (active reservations), for admission rounds."""
+        with self._locked(None) as conn:
+            row = conn.execute(select(ledger_pool).where(ledger_pool.c.name == pool)).mappings().first()
+            if row is None:
+                raise KeyError(pool)
+            p = _pool(row)
+            now = self._clock()
+            q = select(reservation).where(
+                and_(
+                    reservation.c.pool == pool,
+                    reservation.c.state == _ACTIVE,
+                    reservation.c.expires_at >= now,
+                )
+            )
+            held = [_reservation(r) for r in conn.execute(q).mappings()]
+        return profile_of(p, held)
+
+    def delete_pool(self, name: str) -> None:
+        with self._locked(None) as conn:
+            conn.execute(delete(ledger_pool).where(ledger_pool.c.name == name))
+
+
+class _Tx:
+    """One transaction holding the pool's lock (SQLite: the database's single writer lock)."""
+
+    def __init__(self, engine: Engine, pool: str | None, *, sqlite: bool) -> None:
+        self._engine = engine
+        self._pool = pool
+        self._sqlite = sqlite
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> Connection:
+        try:
+            conn = self._engine.connect()
+        except SQLAlchemyError as exc:
+            raise StorageUnavailable(f"predictive database unreachable: {getattr(exc, 'orig', exc)}") from exc
+        if self._sqlite and self._pool is not None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        self._conn = conn
+        return conn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        assert self._conn is not None
+        try:
+            if exc_type is None:
+                self._conn.commit()
+            else:
+                self._conn.rollback()
+        finally:
+            self._conn.close()
+
+
+def _pool(row: RowMapping) -> Pool:
+    return Pool(
+        name=row["name"],
+        kind=PoolKind(row["kind"]),
+        capacity=codec.capacity_from_dict(json.loads(row["capacity"])),
+        note=row["note"] or "",
+    )
+
+
+def _row(res: Reservation) -> dict[str, Any]:
+    key = res.run.key
+    return {
+        "id": res.id,
+        "pool": res.pool,
+        "dag_id": key.dag_id,
+        "task_id": key.task_id,
+        "map_index": key.map_index,
+        "run_id": res.run.run_id,
+        "try_number": res.run.try_number,
+        "holder": res.holder,
+        "state": res.state.value,
+        "start_at": res.start,
+        "end_at": res.end,
+        "expires_at": res.expires_at,
+        "priority": res.priority,
+        "timeline": json.dumps(codec.timeline_to_list(res.timeline)),
+        "plan": None if res.plan is None else json.dumps(codec.plan_to_dict(res.plan)),
+        "created_at": datetime.now(UTC),
+    }
+
+
+def _reservation(row: RowMapping) -> Reservation:
+    plan = None
+    if row["plan"]:
+        try:
+            plan = codec.plan_from_dict(json.loads(row["plan"]))
+        except ValueError:
+            plan = None  # the timeline is what counts; an unreadable plan is only lost detail
+    return Reservation(
+        id=row["id"],
+        pool=row["pool"],
+        run=RunIdentity(
+            TaskKey(row["dag_id"], row["task_id"], row["map_index"]), row["run_id"], row["try_number"]
+        ),
+        holder=row["holder"],
+        start=float(row["start_at"]),
+        end=float(row["end_at"]),
+        timeline=codec.timeline_from_list(json.loads(row["timeline"])),
+        expires_at=float(row["expires_at"]),
+        state=ReservationState(row["state"]),
+        plan=plan,
+        priority=int(row["priority"] or 0),
+    )
+
+
+class DecisionLog:
+    """Every plan and admission decision, stored for the UI and the CLI (never raises)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def record(
+        self,
+        *,
+        kind: str,
+        decision: str,
+        run: RunIdentity,
+        reason: str,
+        pool: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> bool:
+        key = run.key
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    insert(decision_record).values(
+                        at=datetime.now(UTC),
+                        kind=kind,
+                        decision=decision,
+                        dag_id=key.dag_id,
+                        task_id=key.task_id,
+                        map_index=key.map_index,
+                        run_id=run.run_id,
+                        try_number=run.try_number,
+                        pool=pool,
+                        reason=reason[:4000],
+                        payload=None if payload is None else json.dumps(payload, default=str),
+                    )
+                )
+            return True
+        except SQLAlchemyError as exc:
+            log.warning("predictive: could not store a %s decision: %s", kind, str(exc).splitlines()[0][:200])
+            return False
+
+    def recent(self, key: TaskKey | None = None, *, limit: int = 100) -> Iterator[dict[str, Any]]:
+        q = select(decision_record).order_by(decision_record.c.id.desc()).limit(limit)
+        if key is not None:
+            q = q.where(
+                and_(decision_record.c.dag_id == key.dag_id, decision_record.c.task_id == key.task_id)
+            )
+        with self._engine.connect() as conn:
+            rows = list(conn.execute(q).mappings())
+        for r in rows:
+            out = dict(r)
+            out["payload"] = json.loads(r["payload"]) if r["payload"] else None
+            yield out
