@@ -1,0 +1,17 @@
+"""The provider's example DAGs (`predictive_shapes`, `predictive_etl`) for a plain DAGs folder.
+
+They live in the installed package (airflow_provider_predictive/example_dags/), where Airflow
+loads them by itself as the bundle ``airflow-provider-predictive-example-dags`` when
+``[core] load_examples`` is on. This file defines them only when that is off, so that no dag_id
+is declared by two bundles. Import-light: the workloads are imported inside the tasks.
+"""
+
+from __future__ import annotations
+
+from airflow.configuration import conf
+
+if not conf.getboolean("core", "load_examples", fallback=True):
+    from airflow_provider_predictive.example_dags.predictive_examples import (  # noqa: F401
+        etl_dag,
+        shapes_dag,
+    )

@@ -1,0 +1,83 @@
+"""A default install (``[core] load_examples`` on) finds the provider's example DAGs where Airflow
+3.3 looks for them, logs no "Could not load provider module" traceback, and the same DAGs still
+come from a plain DAGs folder when examples are off, without two bundles declaring one dag_id."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.integration.airflow_runs.airflow_env import REPO, AirflowEnv
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.airflow
+
+OUR_DAGS = {"predictive_shapes", "predictive_etl"}
+BUNDLE = "airflow-provider-predictive-example-dags"
+SHIPPED = REPO / "airflow_provider_predictive" / "example_dags" / "predictive_examples.py"
+
+
+def _listed(env: AirflowEnv) -> dict[str, dict[str, str]]:
+    out = env.airflow("dags", "list", "--output", "json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("["))
+    return {d["dag_id"]: d for d in json.loads(line)}
+
+
+@pytest.fixture(scope="module")
+def examples_on(tmp_path_factory: pytest.TempPathFactory) -> tuple[AirflowEnv, str]:
+    env = AirflowEnv.create(tmp_path_factory.mktemp("af-examples"), {"AIRFLOW__CORE__LOAD_EXAMPLES": "True"})
+    env.migrate()
+    out = env.airflow("dags", "reserialize")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return env, out.stdout + out.stderr
+
+
+def test_bundle_refresh_logs_no_provider_module_error(examples_on: tuple[AirflowEnv, str]) -> None:
+    _, log = examples_on
+    assert "Could not load provider module" not in log
+    assert BUNDLE in log  # the lookup found our example_dags folder and made it a bundle
+
+
+def test_example_dags_are_listed_from_the_provider_bundle(examples_on: tuple[AirflowEnv, str]) -> None:
+    env, _ = examples_on
+    dags = _listed(env)
+    assert set(dags) >= OUR_DAGS
+    for dag_id in OUR_DAGS:
+        assert dags[dag_id]["bundle_name"] == BUNDLE
+        assert dags[dag_id]["fileloc"] == str(SHIPPED)
+    assert "predictive_maintenance" in dags  # the DAGs folder still loads next to the bundle
+
+
+def test_with_examples_off_the_dags_folder_declares_them_once(tmp_path: Path) -> None:
+    env = AirflowEnv.create(tmp_path, {"AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
+    env.migrate()
+    out = env.airflow("dags", "reserialize")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert BUNDLE not in out.stdout + out.stderr
+    dags = _listed(env)
+    assert set(dags) >= OUR_DAGS
+    for dag_id in OUR_DAGS:
+        assert dags[dag_id]["bundle_name"] == "dags-folder"
+        assert dags[dag_id]["fileloc"] == str(REPO / "dags" / "predictive_examples.py")
+
+
+def test_shipped_examples_parse_import_light() -> None:
+    # what parsing the file adds beyond the Airflow SDK itself
+    code = (
+        "import runpy, sys, json; import airflow.sdk;"
+        "before = set(sys.modules);"
+        f"runpy.run_path({str(SHIPPED)!r});"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    added = json.loads(out.stdout.strip().splitlines()[-1])
+    heavy = ("tensorflow", "keras", "statsmodels", "numpy", "sqlalchemy", "kubernetes", "airflow_predictive.")
+    assert [m for m in added if m.startswith(heavy)] == []
