@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from airflow_predictive.core.model.backend import ExitKind, ResizeResult, ResizeStatus
+from airflow_predictive.core.model.resources import ResourceVector
 from airflow_predictive.core.model.series import ResourceSample, UsageSeries
 from airflow_predictive.core.shaping.events import Action, MetricDecision, ShapingEvent, Verdict
 from airflow_predictive.core.shaping.policy import (
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from airflow_predictive.core.model.backend import Allocation, Handle
-    from airflow_predictive.core.model.resources import Metric, ResourceVector
+    from airflow_predictive.core.model.resources import Metric
     from airflow_predictive.core.ports import Clock, ResourceBackend
     from airflow_predictive.core.shaping.policy import Expectation, PlanView
 
@@ -149,7 +150,7 @@ class ShapingController:
     ) -> None:
         self.backend = backend
         self.handle = handle
-        self.settings = settings
+        self.settings = _within_backend_bounds(settings, backend, handle)
         self.clock = clock
         self.expectation = expectation
         self.plan = plan
@@ -163,7 +164,7 @@ class ShapingController:
         self.allocation: Allocation = handle.allocation
         self.started_s = clock.monotonic() if started_s is None else started_s
         self.histories: dict[Metric, MetricHistory] = {}
-        self.windows = {m: _Window(settings.reclaim_after_s) for m in settings.metrics}
+        self.windows = {m: _Window(settings.reclaim_after_s) for m in self.settings.metrics}
         self.prefix: deque[ResourceSample] = deque(maxlen=PREFIX_LIMIT)
         self.in_flight: _InFlight | None = None
         self.resizes = 0  # resize calls made (applied or not)
@@ -276,7 +277,7 @@ class ShapingController:
         changes = output.changes()
         if not changes:
             return None
-        target = target_allocation(self.allocation, changes)
+        target = target_allocation(self.allocation, changes, self.settings.minimum)
         wanted = tuple(d for d in output.decisions if d.metric in changes)
         try:
             if isinstance(self.backend, ResizeSubmitter):
@@ -415,3 +416,27 @@ class ShapingController:
             log.warning("shaping %s: %s (the task keeps its resources)", self.handle.name, message)
         else:
             log.debug("shaping %s: %s", self.handle.name, message)
+
+
+def _within_backend_bounds(
+    settings: ShapingSettings, backend: ResourceBackend, handle: Handle
+) -> ShapingSettings:
+    """``settings`` with min / max narrowed to what the backend can set, and only live metrics shaped."""
+    try:
+        caps = backend.capabilities()
+    except Exception as exc:
+        log.warning(
+            "shaping %s: backend capabilities unknown (%s); using the settings' bounds", handle.name, exc
+        )
+        return settings
+    lo, hi = dict(settings.minimum.present()), dict(settings.maximum.present())
+    for metric, bounds in caps.bounds.items():
+        lo[metric] = max(lo.get(metric, 0.0), bounds.minimum)
+        hi[metric] = min(hi.get(metric, bounds.maximum), bounds.maximum)
+    metrics = tuple(m for m in settings.metrics if m in caps.live) if caps.enforcing else ()
+    return replace(
+        settings,
+        minimum=ResourceVector.from_mapping(lo),
+        maximum=ResourceVector.from_mapping(hi),
+        metrics=metrics,
+    )

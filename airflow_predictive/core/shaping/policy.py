@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from airflow_predictive.core.model.backend import Allocation, MemoryMargin
-from airflow_predictive.core.model.resources import Metric, ResourceVector, format_bytes
+from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector, format_bytes
 from airflow_predictive.core.shaping.events import Action, Cause, MetricDecision, Verdict
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ class ShapingSettings:
         it is also the window whose peak a reclaim never goes below.
     shrink_fraction: how much of the gap between limit and need one reclaim closes.
     memory_margin: a memory limit never goes below usage plus this margin.
-    minimum / maximum: bounds per metric (absent = unbounded); the DAG author's min / max.
+    minimum / maximum: bounds per metric (absent = unbounded); the DAG author's min / max. By
+        default a reclaim stops at 0.1 core and 32 MiB (an idle task still gets scheduled).
     metrics: which metrics are shaped (CPU and memory are the ones a backend can change live).
     """
 
@@ -90,7 +91,9 @@ class ShapingSettings:
     reclaim_after_s: float = 15.0
     shrink_fraction: float = 0.5
     memory_margin: MemoryMargin = field(default_factory=MemoryMargin)
-    minimum: ResourceVector = field(default_factory=ResourceVector)
+    minimum: ResourceVector = field(
+        default_factory=lambda: ResourceVector(cpu_cores=0.1, memory_bytes=32 * MIB)
+    )
     maximum: ResourceVector = field(default_factory=ResourceVector)
     metrics: tuple[Metric, ...] = SHAPED
 
@@ -172,12 +175,16 @@ def is_guaranteed(allocation: Allocation) -> bool:
     )
 
 
-def target_allocation(current: Allocation, changes: Mapping[Metric, float]) -> Allocation:
+def target_allocation(
+    current: Allocation, changes: Mapping[Metric, float], minimum: ResourceVector | None = None
+) -> Allocation:
     """``current`` with each changed metric moved to its new value, keeping the QoS class.
 
     Guaranteed: request = limit = value. With a limit: the limit takes the value and the request
-    keeps its ratio to the limit. Request only: the request takes the value.
+    keeps its ratio to the limit (never below ``minimum``, never above the limit). Request only:
+    the request takes the value.
     """
+    floor = minimum or ResourceVector()
     requests, limits = current.requests, current.limits
     guaranteed = is_guaranteed(current)
     for metric, value in changes.items():
@@ -187,7 +194,8 @@ def target_allocation(current: Allocation, changes: Mapping[Metric, float]) -> A
         elif old_limit is not None:
             limits = limits.with_value(metric, value)
             if old_request is not None and old_limit > 0:
-                requests = requests.with_value(metric, min(value, old_request * value / old_limit))
+                scaled = max(old_request * value / old_limit, floor.get(metric) or 0.0)
+                requests = requests.with_value(metric, min(value, scaled))
         else:
             requests = requests.with_value(metric, value)
     return Allocation(requests=requests, limits=limits)
@@ -335,7 +343,11 @@ def _grow(
     target = min(max(need, lo), hi)
     if need <= current:
         return make(
-            Action.GROW, cause, need, f"{why}; the limit already covers {_fmt(metric, need)}", Verdict.NO_CHANGE
+            Action.GROW,
+            cause,
+            need,
+            f"{why}; the limit already covers {_fmt(metric, need)}",
+            Verdict.NO_CHANGE,
         ), history
     if target <= current:
         return make(Action.GROW, cause, target, f"{why}; already at the maximum", Verdict.AT_BOUND), history
@@ -385,7 +397,7 @@ def _reclaim(
             Action.RECLAIM,
             cause,
             target,
-            f"{why}; the usage floor / minimum leaves nothing to reclaim",
+            f"{why}; the window peak, usage floor or minimum leaves nothing to reclaim",
             Verdict.AT_BOUND,
         ), history
     if dwell and history.below_since_s is not None and t - history.below_since_s < s.reclaim_after_s:
