@@ -15,7 +15,6 @@ long-lived process after a configuration change).
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from airflow_predictive.backends.kubernetes.settings import KubernetesSettings
-    from airflow_predictive.core.model.query import ForecastQuery, ServedForecast
     from airflow_predictive.core.ports import ForecastService, ResourceBackend
     from airflow_predictive.storage.model_store import ModelStore
     from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
@@ -171,16 +169,11 @@ class Runtime:
 
     @_once
     def forecasts(self) -> ForecastService:
-        """Serves "what will this run need"; never trains, never imports TensorFlow."""
-        try:  # the profiler's storage-backed service, once it exists (training/serving.py)
-            serving = importlib.import_module("airflow_predictive.training.serving")
-        except ImportError:
-            return CachedForecastService(self.forecast_cache())
-        build = getattr(serving, "build_forecast_service", None)
-        if build is None:
-            return CachedForecastService(self.forecast_cache())
-        service: ForecastService = build(self)
-        return service
+        """Serves "what will this run need" (the profiler's numpy-only service over this runtime's
+        database and model store); never trains, never imports TensorFlow."""
+        from airflow_predictive.training.serving import build_forecast_service
+
+        return build_forecast_service(self)
 
     # -- backends ----------------------------------------------------------------------------------
 
@@ -205,41 +198,6 @@ class Runtime:
         )
 
     # -- seams for the next issues (planner, ledger, shaper): add ``@_once`` builders here ----------
-
-
-class CachedForecastService:
-    """Stand-in ForecastService until the profiler's serving module exists: the task's cached
-    forecast (written by training), else the declared resources' fallback."""
-
-    def __init__(self, cache: ForecastCache) -> None:
-        self.cache = cache
-
-    def forecast_for(self, query: ForecastQuery) -> ServedForecast:
-        from airflow_predictive.core.model.query import ForecastSource, ServedForecast
-        from airflow_predictive.storage.engine import StorageUnavailable
-
-        try:
-            hit = self.cache.get(query.key)
-        except StorageUnavailable as exc:
-            log.warning(
-                "predictive: forecast of %s unavailable (%s); using declared resources", query.key, exc
-            )
-            return _declared(query, f"storage unavailable: {exc}")
-        if hit is None:
-            return _declared(query, "no cached forecast for this task yet")
-        return ServedForecast(
-            forecast=hit.forecast,
-            source=ForecastSource.TASK,
-            model_version=hit.model_version,
-            note=hit.explanation or "",
-        )
-
-
-def _declared(query: ForecastQuery, note: str) -> ServedForecast:
-    from airflow_predictive.core.model.query import ForecastSource, ServedForecast
-
-    source = ForecastSource.NONE if query.declared.is_empty() else ForecastSource.DECLARED
-    return ServedForecast(forecast=None, source=source, note=note)
 
 
 _runtime: Runtime | None = None

@@ -5,14 +5,12 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
 
 from airflow_predictive import runtime
 from airflow_predictive.core.model.query import ForecastQuery, ForecastSource
-from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
+from airflow_predictive.core.model.resources import MIB, ResourceVector
 from airflow_predictive.core.model.runs import TaskKey
-from airflow_predictive.core.model.series import DemandCurve, Forecast
 from airflow_predictive.storage import migrate
 
 if TYPE_CHECKING:
@@ -126,15 +124,13 @@ def test_local_backend_none_is_observe_only(monkeypatch: pytest.MonkeyPatch) -> 
     assert not caps.enforcing and "backend = none" in caps.note
 
 
-def test_forecasts_serve_the_cached_forecast_with_its_model_version() -> None:
+def test_forecasts_are_the_profilers_service_over_the_runtimes_storage() -> None:
+    from airflow_predictive.training.serving import StoredForecastService
+
     rt = runtime.get_runtime()
-    migrate.upgrade(rt.engine())
-    key = TaskKey("d", "t")
-    forecast = _a_forecast()
-    rt.forecast_cache().put(key, forecast, model_version="peak:v3")
-    served = rt.forecasts().forecast_for(ForecastQuery(key=key))
-    assert served.source is ForecastSource.TASK and served.model_version == "peak:v3"
-    assert served.forecast is not None and served.forecast.estimator == forecast.estimator
+    service = rt.forecasts()
+    assert isinstance(service, StoredForecastService)
+    assert rt.forecasts() is service
 
 
 def test_forecasts_fall_back_to_declared_when_nothing_is_cached() -> None:
@@ -142,7 +138,8 @@ def test_forecasts_fall_back_to_declared_when_nothing_is_cached() -> None:
     migrate.upgrade(rt.engine())
     declared = ResourceVector(cpu_cores=1.0, memory_bytes=512 * MIB)
     served = rt.forecasts().forecast_for(ForecastQuery(key=TaskKey("d", "new"), declared=declared))
-    assert served.source is ForecastSource.DECLARED and served.forecast is None
+    assert served.source is ForecastSource.DECLARED and served.forecast is not None
+    assert served.forecast.peaks(0.9).memory_bytes == 512 * MIB
     nothing = rt.forecasts().forecast_for(ForecastQuery(key=TaskKey("d", "new")))
     assert nothing.source is ForecastSource.NONE
 
@@ -166,12 +163,3 @@ def test_importing_runtime_and_asking_for_forecasts_loads_no_heavy_module(tmp_pa
     )
     env = {"AIRFLOW__PREDICTIVE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'x.db'}", "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
-
-
-def _a_forecast() -> Forecast:
-    curve = DemandCurve(
-        metric=Metric.MEMORY_BYTES,
-        step_s=1.0,
-        quantiles={0.5: np.full(4, 100.0 * MIB), 0.9: np.full(4, 120.0 * MIB)},
-    )
-    return Forecast(estimator="peak", curves={Metric.MEMORY_BYTES: curve}, duration_s={0.5: 4.0})
