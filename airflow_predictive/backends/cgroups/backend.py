@@ -312,6 +312,45 @@ class CgroupBackend:
         )
         return handle
 
+    @_locked
+    def prepare(self, spec: ProvisionSpec, allocation: Allocation) -> Handle:
+        """An empty group with ``allocation`` for a process that joins it itself (it writes its pid
+        into ``procs_files(handle)``), e.g. an executor's worker just before it forks the task.
+
+        v1 memory moves the charge along (``move_charge_at_immigrate``). ``resize``, ``usage``,
+        ``state`` and ``release`` work on the handle as for ``adopt``. Raises ProvisionError
+        (UNSUPPORTED when observe-only: there is nothing to join)."""
+        if not self.layout.enforcing:
+            raise ProvisionError(
+                f"{spec.name}: observe-only cgroups ({self.layout.reason})", status=ResizeStatus.UNSUPPORTED
+            )
+        group = self._make_group(spec.name, allocation)
+        memory_dir = group.dirs.get("memory")
+        if memory_dir and group.version.value == "v1":
+            with (
+                contextlib.suppress(OSError),
+                open(os.path.join(memory_dir, "memory.move_charge_at_immigrate"), "w") as f,
+            ):
+                f.write("3")
+        handle = Handle(backend=self.name, name=spec.name, ref=group.ref, allocation=allocation)
+        self._tasks[group.ref] = _Task(
+            handle, group, None, CgroupUsageSource.for_group(group, self._clock), allocation
+        )
+        return handle
+
+    @_locked
+    def procs_files(self, handle: Handle) -> tuple[str, ...]:
+        """The files a process writes its pid into to join ``handle``'s group (empty when unknown)."""
+        task = self._tasks.get(handle.ref)
+        return () if task is None or task.group is None else tuple(task.group.procs_files())
+
+    @_locked
+    def peak_memory(self, handle: Handle) -> float | None:
+        """The group's memory high-water mark (bytes), None when unknown."""
+        task = self._tasks.get(handle.ref)
+        reading = None if task is None or task.group is None else task.group.read()
+        return None if reading is None or reading.memory_peak is None else float(reading.memory_peak)
+
     def _make_group(self, name: str, allocation: Allocation) -> TaskGroup:
         version = self.layout.version
         assert version is not None
