@@ -204,6 +204,44 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "kubernetes_release_grace": _opt(
         "gracePeriodSeconds used when a finished task's pod is deleted.", "integer", "0"
     ),
+    "default_enabled": _opt(
+        "Plan and reserve every task run by the PredictiveExecutor, not only tasks that opt in with "
+        'executor_config={"predictive": True} (or a dict of settings). A task opts out with '
+        '{"predictive": False}.',
+        "boolean",
+        "False",
+    ),
+    "pool_memory": _opt(
+        "Memory of the local pool the PredictiveExecutor reserves against (Kubernetes quantity). "
+        "Empty: this machine's memory, or the cgroup limit above the provider's task groups when lower.",
+        "string",
+        "",
+        "12Gi",
+    ),
+    "pool_cpus": _opt(
+        "CPU cores of the local pool the PredictiveExecutor reserves against. Empty: this machine's cores.",
+        "string",
+        "",
+        "4",
+    ),
+    "on_never_fits": _opt(
+        "What the PredictiveExecutor does with a task whose plan can never fit its pool: 'declared' runs "
+        "it on its declared resources (one log line), 'fail' fails it at once with the reason.",
+        "string",
+        "declared",
+    ),
+    "reservation_lease": _opt(
+        "Seconds a reservation outlives its executor's last heartbeat: reservations of an executor that "
+        "crashed lapse after this long, so capacity is never leaked.",
+        "float",
+        "120.0",
+    ),
+    "admission_max_wait": _opt(
+        "Seconds after which a task held back by admission is no longer overtaken by tasks that waited "
+        "less (no starvation). Keep it below [scheduler] task_queued_timeout.",
+        "float",
+        "300.0",
+    ),
 }
 
 
@@ -422,6 +460,40 @@ def kubernetes_capacity_ttl() -> float:
 @_reader
 def kubernetes_release_grace() -> int:
     return _integer("kubernetes_release_grace", 0)
+
+
+@_reader
+def default_enabled() -> bool:
+    return _bool("default_enabled")
+
+
+def _optional_quantity(key: str) -> float | None:
+    return None if not _raw(key).strip() else _quantity(key)
+
+
+@_reader
+def pool_memory() -> float | None:
+    return _optional_quantity("pool_memory")
+
+
+@_reader
+def pool_cpus() -> float | None:
+    return _optional_quantity("pool_cpus")
+
+
+@_reader
+def on_never_fits() -> str:
+    return _choice("on_never_fits", ("declared", "fail"))
+
+
+@_reader
+def reservation_lease() -> float:
+    return _positive_float("reservation_lease")
+
+
+@_reader
+def admission_max_wait() -> float:
+    return _positive_float("admission_max_wait")
 
 
 @_reader
