@@ -48,14 +48,15 @@ def test_invalid_choice_and_boolean(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_storage_defaults_to_a_sibling_file_when_airflow_uses_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW__PREDICTIVE__SQL_ALCHEMY_CONN", raising=False)
-    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite:////srv/airflow/airflow.db")
     monkeypatch.setattr(
         config, "_raw", lambda key: "" if key == "sql_alchemy_conn" else config.OPTIONS[key]["default"]
     )
     import airflow.configuration
 
-    monkeypatch.setattr(airflow.configuration.conf, "get", lambda *a, **k: "airflow-db-not-allowed:///")
+    monkeypatch.setattr(airflow.configuration.conf, "get", lambda *a, **k: "sqlite:////srv/airflow/airflow.db")
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite:////srv/airflow/airflow.db")
     assert config.storage_url() == "sqlite:////srv/airflow/predictive.db"
+    assert config.inherited_store() == "sqlite:////srv/airflow/predictive.db"
 
 
 def test_storage_shares_a_server_database(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,7 +89,8 @@ def test_configuration_reference_is_generated_from_the_declarations() -> None:
 
 # -- every declared option is read by the product ------------------------------------------------
 
-_READER_OF = {"sql_alchemy_conn": "storage_url"}  # options whose reader has another name
+# options whose reader has another name (store_conn_id: read by storage_url in task processes)
+_READER_OF = {"sql_alchemy_conn": "storage_url", "store_conn_id": "storage_url"}
 _PACKAGE = Path(config.__file__).resolve().parent
 
 
