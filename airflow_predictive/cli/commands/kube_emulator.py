@@ -45,6 +45,23 @@ ARGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     ),
     (("--start-delay",), {"type": float, "default": 0.5, "help": "seconds from binding to running"}),
     (("--metrics-window",), {"type": float, "default": 15.0, "help": "PodMetrics window in seconds"}),
+    (
+        ("--kubelet",),
+        {
+            "choices": ("simulated", "process"),
+            "default": "simulated",
+            "help": "simulated: workload curves (scales to thousands of pods); process: every container "
+            "runs as a local process under its own cgroup (real exits, OOM kills, logs, usage)",
+        },
+    ),
+    (
+        ("--image-map",),
+        {"default": None, "help": "JSON image map for --kubelet process (default: every image runs on the host)"},
+    ),
+    (
+        ("--backoff",),
+        {"type": float, "default": 10.0, "help": "CrashLoopBackOff base in seconds (default 10)"},
+    ),
 ]
 
 
@@ -58,18 +75,31 @@ def serve(args: Any, stop: threading.Event) -> None:
         NodeSpec(name=f"emulator-node-{i + 1}", cpu=args.node_cpu, memory=args.node_memory, gpus=args.gpus)
         for i in range(max(1, args.nodes))
     )
+    images = None
+    mode = getattr(args, "kubelet", "simulated")
+    if getattr(args, "image_map", None):
+        from airflow_predictive.emulator.kubernetes.images import ImageMapError, load_image_map
+
+        try:
+            images = load_image_map(args.image_map)
+        except ImageMapError as exc:
+            raise SystemExit(f"kube-emulator: {exc}") from None
     emulator = Emulator(
         kubelet=KubeletConfig(
             actuation_delay_s=args.actuation_delay,
             start_delay_s=args.start_delay,
             metrics_window_s=args.metrics_window,
+            backoff_base_s=getattr(args, "backoff", 10.0),
         ),
         nodes=nodes,
+        mode=mode,
+        images=images,
     ).start(args.host, args.port)
     path = emulator.write_kubeconfig(args.kubeconfig or _default_kubeconfig())
     print(f"kube-emulator (Kubernetes 1.35) serving at {emulator.url}", flush=True)
     print(f"kubeconfig: {path}", flush=True)
     print(f"  export KUBECONFIG={path}", flush=True)
+    print(f"kubelet: {mode}", flush=True)
     try:
         stop.wait()
     finally:

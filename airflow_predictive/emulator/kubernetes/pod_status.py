@@ -88,8 +88,8 @@ def pod_status(kubelet: Kubelet, pod: Obj, rt: PodRuntime) -> dict[str, Any]:
     exits = [cr.terminated["exitCode"] for cr in rt.containers.values() if cr.terminated]
     if rt.init_failed:
         phase = "Failed"
-    elif not initialized:
-        phase = "Pending"
+    elif not initialized or all(_never_started(c) for c in rt.containers.values()):
+        phase = "Pending"  # e.g. an image that cannot be pulled: no container ever started
     elif not rt.finished:
         phase = "Running"
     else:
@@ -109,6 +109,10 @@ def pod_status(kubelet: Kubelet, pod: Obj, rt: PodRuntime) -> dict[str, Any]:
     if init_statuses:
         body["initContainerStatuses"] = init_statuses
     return body
+
+
+def _never_started(cr: ContainerRuntime) -> bool:
+    return cr.waiting is not None and cr.last_terminated is None and cr.terminated is None
 
 
 def _completed(cr: ContainerRuntime) -> bool:

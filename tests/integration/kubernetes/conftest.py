@@ -107,3 +107,30 @@ def make_workload() -> Callable[[float, bool, float], ProvisionSpec]:
         )
 
     return make
+
+
+def require_cgroups() -> None:
+    """The process kubelet needs a writable cgroup hierarchy: fail in CI, skip elsewhere."""
+    import os
+
+    from airflow_predictive.backends.cgroups.hierarchy import detect
+
+    found = detect()
+    if not found.enforcing:
+        if os.environ.get("CI"):
+            pytest.fail(f"no writable cgroup hierarchy for the process kubelet: {found.reason}")
+        pytest.skip(f"no writable cgroup hierarchy here: {found.reason}")
+
+
+@pytest.fixture(scope="module")
+def process_emulator() -> Iterator[Emulator]:
+    """An emulator whose kubelet runs containers as real processes under cgroups (system clock)."""
+    require_cgroups()
+    em = Emulator(
+        mode="process",
+        kubelet=KubeletConfig(actuation_delay_s=0.5, backoff_base_s=0.5, metrics_window_s=2.0),
+        nodes=(NodeSpec(cpu="4", memory="8Gi"),),
+        watch_poll_s=0.05,
+    ).start()
+    yield em
+    em.stop()

@@ -160,10 +160,20 @@ def test_static_pods_cannot_be_resized(cluster: Cluster) -> None:
     assert _message(r) == 'Pod "p" is invalid: Forbidden: static pods cannot be resized'
 
 
-def test_json_merge_patch_replaces_the_container_list_and_fails(cluster: Cluster) -> None:
+def test_json_merge_patch_on_resize_takes_only_the_resources(cluster: Cluster) -> None:
     cluster.create_pod("p")
+    resources = {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}}
+    r = cluster.resize("p", [{"name": "c", "resources": resources}], ctype=MERGE)
+    assert r.status == 200, r.body
+    c = r.body["spec"]["containers"][0]
+    assert c["image"] == "busybox" and c["resources"]["limits"]["cpu"] == "1"
+
+
+def test_json_merge_patch_on_resize_replaces_the_whole_resources_block(cluster: Cluster) -> None:
+    cluster.create_pod("p")  # RFC 7386 replaces the list: requests left out are removed, as upstream
     r = cluster.resize("p", [{"name": "c", "resources": {"limits": {"cpu": "1"}}}], ctype=MERGE)
-    assert "spec.containers[0].image: Required value" in _message(r)
+    assert "resource requests cannot be removed" in _message(r)
+    assert "image: Required value" not in _message(r)
 
 
 def test_memory_limit_may_decrease_in_1_35(cluster: Cluster) -> None:
