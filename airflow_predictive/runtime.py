@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from airflow_predictive.backends.kubernetes.settings import KubernetesSettings
     from airflow_predictive.core.ports import ForecastService, ResourceBackend
+    from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
     from airflow_predictive.storage.model_store import ModelStore
     from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
     from airflow_predictive.storage.run_store import SqlRunStore
@@ -73,6 +74,23 @@ def _once(fn: Callable[[Runtime], T]) -> Callable[[Runtime], T]:
             return self._built[name]  # type: ignore[no-any-return]
 
     return wrapper
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    """The PredictiveExecutor's ``[predictive]`` options (see docs/configuration.md).
+
+    pool_memory_bytes / pool_cpus: the local pool's capacity (None: the machine's, or the cgroup
+    limit above the task groups). fail_fast: ``on_never_fits = fail``. lease_s: reservation lease.
+    max_wait_s: bounded waiting in admission.
+    """
+
+    default_enabled: bool
+    pool_memory_bytes: float | None
+    pool_cpus: float | None
+    fail_fast: bool
+    lease_s: float
+    max_wait_s: float
 
 
 class Runtime:
@@ -198,6 +216,32 @@ class Runtime:
         )
 
     # -- seams for the next issues (planner, ledger, shaper): add ``@_once`` builders here ----------
+
+    # -- scheduler (issue 10): the shared ledger, the decision log, the local pool's settings ------
+
+    @_once
+    def ledger(self) -> SqlLedger:
+        """The reservation ledger on the provider's database (shared by every executor / scheduler)."""
+        from airflow_predictive.storage.ledger_store import SqlLedger
+
+        return SqlLedger(self.engine())
+
+    @_once
+    def decision_log(self) -> DecisionLog:
+        from airflow_predictive.storage.ledger_store import DecisionLog
+
+        return DecisionLog(self.engine())
+
+    @_once
+    def scheduler_settings(self) -> SchedulerSettings:
+        return SchedulerSettings(
+            default_enabled=config.default_enabled(),
+            pool_memory_bytes=config.pool_memory(),
+            pool_cpus=config.pool_cpus(),
+            fail_fast=config.on_never_fits() == "fail",
+            lease_s=config.reservation_lease(),
+            max_wait_s=config.admission_max_wait(),
+        )
 
 
 _runtime: Runtime | None = None

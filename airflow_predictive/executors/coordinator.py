@@ -1,0 +1,430 @@
+"""What every PredictiveExecutor does around its base executor: forecast, plan, admit, reserve,
+step, renew, release. Executor-agnostic (the Local and Kubernetes executors feed it keys and
+launch what it admits), driven by ``tick(now)`` from the executor's heartbeat, never blocking.
+
+Never hurts the task: a forecast that fails or is missing plans the declared resources; a ledger
+that is unavailable launches the task on its declared resources (one log line per outage); a plan
+that can never fit runs declared or fails fast (``on_never_fits``); every decision is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from airflow_predictive.core.model.backend import Allocation
+from airflow_predictive.core.model.plan import (
+    AdmissionDecision,
+    AdmissionOutcome,
+    AllocationPlan,
+    LedgerStatus,
+    PlanOutcome,
+    Pool,
+    ReservationRequest,
+)
+from airflow_predictive.core.model.query import ForecastQuery, ForecastSource
+from airflow_predictive.core.model.resources import ResourceVector, format_bytes
+from airflow_predictive.core.scheduling import codec
+from airflow_predictive.core.scheduling.admission import AdmissionSettings, WaitingTask, admit_round
+from airflow_predictive.core.scheduling.ledger import profile_of
+from airflow_predictive.core.scheduling.planner import (
+    PlanSettings,
+    declared_plan,
+    oom_retry_plan,
+    plan_from_forecast,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_predictive.core.model.backend import Capabilities
+    from airflow_predictive.core.model.runs import RunIdentity
+    from airflow_predictive.core.ports import ForecastService, ReservationLedger
+    from airflow_predictive.executors.opt_in import TaskSettings
+    from airflow_predictive.storage.ledger_store import DecisionLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Waiting:
+    key: Any
+    run: RunIdentity
+    settings: TaskSettings
+    outcome: PlanOutcome
+    priority: int
+    queued_at: float
+    last_reason: str = ""
+
+
+@dataclass
+class Launch:
+    """What the executor must start: with ``allocation`` as limits (None: as Airflow would)."""
+
+    key: Any
+    run: RunIdentity
+    allocation: Allocation | None
+    plan: AllocationPlan | None
+    reservation_id: str | None
+    decision: AdmissionDecision
+    reason: str
+
+
+@dataclass
+class Running:
+    key: Any
+    run: RunIdentity
+    plan: AllocationPlan | None
+    reservation_id: str | None
+    started: float
+    end: float
+    next_step: int = 0
+    handle: Any = None
+    allocation: Allocation | None = None
+
+
+@dataclass
+class OomMemory:
+    """The last OOM-killed try of a task instance: what the next try plans from."""
+
+    peak: ResourceVector
+    still_rising: bool
+    plan: AllocationPlan | None
+
+
+@dataclass
+class CoordinatorSettings:
+    plan: PlanSettings = field(default_factory=PlanSettings)
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    lease_s: float = 120.0
+    extend_s: float = 60.0  # a task past its predicted end keeps this much more reserved, renewed
+
+
+class Coordinator:
+    """One pool, one holder (this executor instance); see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        ledger: ReservationLedger,
+        forecasts: ForecastService | None,
+        pool: Pool,
+        holder: str,
+        settings: CoordinatorSettings,
+        capabilities: Capabilities | None = None,
+        decisions: DecisionLog | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.forecasts = forecasts
+        self.pool = pool
+        self.holder = holder
+        self.settings = settings
+        self.capabilities = capabilities
+        self.decisions = decisions
+        self.clock = clock
+        self.waiting: dict[Any, Waiting] = {}
+        self.running: dict[Any, Running] = {}
+        self.oom: dict[tuple[Any, ...], OomMemory] = {}
+        self._ledger_down = False
+        self._last_renew = 0.0
+        self._pool_ok = self._publish_pool()
+
+    # -- pool -------------------------------------------------------------------------------------
+
+    def _publish_pool(self) -> bool:
+        if self.pool.capacity.is_unknown():
+            log.warning(
+                "predictive: capacity of pool %s is unknown: tasks are planned but never held back",
+                self.pool.name,
+            )
+        try:
+            self.ledger.set_pool(self.pool)
+            return True
+        except Exception as exc:
+            log.warning("predictive: could not publish pool %s to the ledger (%s)", self.pool.name, exc)
+            return False
+
+    def set_capacity(self, pool: Pool) -> None:
+        """The pool changed (quota edited, node added): later admissions use the new capacity."""
+        self.pool = pool
+        self._pool_ok = self._publish_pool()
+
+    # -- intake: forecast and plan ----------------------------------------------------------------
+
+    def plan_for(self, run: RunIdentity, settings: TaskSettings, query: ForecastQuery) -> PlanOutcome:
+        plan_settings = replace(
+            self.settings.plan,
+            risk=dict(settings.risk),
+            minimum=settings.minimum,
+            maximum=settings.maximum,
+            default_duration_s=settings.duration_s or self.settings.plan.default_duration_s,
+        )
+        previous = self.oom.get(_oom_key(run))
+        if previous is not None and run.try_number > 1:
+            out = oom_retry_plan(
+                previous.plan,
+                previous.peak,
+                still_rising=previous.still_rising,
+                settings=plan_settings,
+                declared=settings.declared,
+            )
+            log.info("predictive: %s try %d: %s", run.key, run.try_number, out.reason)
+            return out
+        if self.forecasts is None:
+            return declared_plan(settings.declared, plan_settings, "no forecast service: declared resources")
+        try:
+            served = self.forecasts.forecast_for(query)
+        except Exception as exc:  # a broken service never stops the task
+            log.warning(
+                "predictive: forecast for %s failed (%s); planning the declared resources", run.key, exc
+            )
+            return declared_plan(settings.declared, plan_settings, f"forecast failed: {exc}")
+        if served.forecast is None or served.source in (ForecastSource.NONE, ForecastSource.DECLARED):
+            why = f"no learned forecast ({served.source.value}{': ' + served.note if served.note else ''})"
+            return declared_plan(settings.declared, plan_settings, f"{why}; declared resources")
+        try:
+            return plan_from_forecast(
+                served.forecast,
+                declared=settings.declared,
+                settings=plan_settings,
+                capabilities=self.capabilities,
+                model_version=served.model_version,
+            )
+        except Exception as exc:  # a corrupt forecast (shape, NaN ...) plans the declared resources
+            log.warning(
+                "predictive: unusable forecast for %s (%s); planning the declared resources", run.key, exc
+            )
+            return declared_plan(settings.declared, plan_settings, f"unusable forecast: {exc}")
+
+    def submit(
+        self, key: Any, run: RunIdentity, settings: TaskSettings, query: ForecastQuery, priority: int
+    ) -> Waiting:
+        outcome = self.plan_for(run, settings, query)
+        self._record(
+            "plan", outcome.decision.value, run, outcome.reason, {"plan": codec.plan_to_dict(outcome.plan)}
+        )
+        item = Waiting(key, run, settings, outcome, priority, self.clock())
+        self.waiting[key] = item
+        return item
+
+    # -- admission ----------------------------------------------------------------------------------
+
+    def admit(self) -> list[Launch]:
+        """One admission round: what to launch now (the rest stays waiting)."""
+        if not self.waiting:
+            return []
+        now = self.clock()
+        if not self._pool_ok:
+            self._pool_ok = self._publish_pool()
+        try:
+            held = self.ledger.reservations(self.pool.name)
+            profile = profile_of(self.pool, [r for r in held if r.expires_at >= now])
+        except Exception as exc:
+            return self._all_declared(f"ledger unavailable: {exc}")
+        queue = [
+            WaitingTask(str(w.key), w.run, w.outcome.plan, w.priority, w.queued_at, w.settings.declared)
+            for w in self.waiting.values()
+        ]
+        by_name = {str(w.key): w for w in self.waiting.values()}
+        launches: list[Launch] = []
+        for task, outcome in admit_round(queue, profile, now, self.settings.admission):
+            item = by_name[task.key]
+            launch = self._act(item, outcome, now)
+            if launch is not None:
+                launches.append(launch)
+                del self.waiting[item.key]
+        return launches
+
+    def _act(self, item: Waiting, outcome: AdmissionOutcome, now: float) -> Launch | None:
+        d = outcome.decision
+        if d is AdmissionDecision.QUEUED:
+            if outcome.reason != item.last_reason:
+                if not item.last_reason:
+                    log.info("predictive: %s held back: %s", item.run.key, outcome.reason)
+                item.last_reason = outcome.reason
+                self._record("admission", d.value, item.run, outcome.reason, _payload(outcome))
+            return None
+        if d is AdmissionDecision.FAILED_FAST:
+            log.error("predictive: %s fails fast: %s", item.run.key, outcome.reason)
+            self._record("admission", d.value, item.run, outcome.reason, _payload(outcome))
+            return Launch(item.key, item.run, None, None, None, d, outcome.reason)
+        if d is AdmissionDecision.DECLARED_FALLBACK:
+            return self._declared(item, outcome.reason)
+        result = self.ledger.reserve(
+            ReservationRequest(
+                pool=self.pool.name,
+                run=item.run,
+                holder=self.holder,
+                plan=item.outcome.plan,
+                start=now,
+                lease_s=self.settings.lease_s,
+                priority=item.priority,
+            )
+        )
+        if result.status is LedgerStatus.RESERVED and result.reservation is not None:
+            self._ledger_down = False
+            self._record(
+                "admission",
+                d.value,
+                item.run,
+                outcome.reason,
+                {"reservation": result.reservation.id, "waited_s": now - item.queued_at},
+            )
+            plan = item.outcome.plan
+            return Launch(item.key, item.run, plan.initial, plan, result.reservation.id, d, outcome.reason)
+        if result.status is LedgerStatus.REFUSED:  # another executor got there first: next round
+            item.last_reason = result.reason
+            return None
+        # UNAVAILABLE / UNKNOWN pool: never hold the task hostage to the ledger
+        return self._declared(item, f"ledger: {result.reason}")
+
+    def _declared(self, item: Waiting, reason: str) -> Launch:
+        declared = item.settings.declared
+        allocation = None if declared.is_empty() else Allocation.exactly(declared)
+        what = "declared resources" if allocation is not None else "no limits (nothing declared)"
+        if "ledger" in reason:
+            if not self._ledger_down:
+                log.warning("predictive: %s; tasks run on their declared resources until it is back", reason)
+            self._ledger_down = True
+        else:
+            log.warning("predictive: %s runs on %s: %s", item.run.key, what, reason)
+        self._record("admission", AdmissionDecision.DECLARED_FALLBACK.value, item.run, reason, None)
+        return Launch(item.key, item.run, allocation, None, None, AdmissionDecision.DECLARED_FALLBACK, reason)
+
+    def _all_declared(self, reason: str) -> list[Launch]:
+        out = [self._declared(w, reason) for w in list(self.waiting.values())]
+        self.waiting.clear()
+        return out
+
+    # -- running tasks ------------------------------------------------------------------------------
+
+    def started(self, launch: Launch, handle: Any = None) -> Running:
+        now = self.clock()
+        plan = launch.plan
+        end = now + (plan.duration_s if plan is not None else 0.0)
+        item = Running(
+            launch.key,
+            launch.run,
+            plan,
+            launch.reservation_id,
+            now,
+            end,
+            handle=handle,
+            allocation=launch.allocation,
+        )
+        self.running[launch.key] = item
+        return item
+
+    def due_steps(self, now: float) -> list[tuple[Running, Allocation, str]]:
+        """Planned steps whose time has come (the executor applies them, then calls ``stepped``)."""
+        out = []
+        for item in self.running.values():
+            plan = item.plan
+            if plan is None or item.handle is None:
+                continue
+            while item.next_step < len(plan.steps) and plan.steps[item.next_step].at_s <= now - item.started:
+                step = plan.steps[item.next_step]
+                item.next_step += 1
+                out.append((item, step.allocation, step.reason))
+        return out
+
+    def stepped(
+        self, item: Running, allocated: Allocation, desired: Allocation, usage: ResourceVector | None
+    ) -> None:
+        """A step was applied (or not): the ledger holds max(desired, allocated, actual) from now."""
+        item.allocation = allocated
+        if item.reservation_id is None:
+            return
+        next_step = (
+            item.plan.steps[item.next_step] if item.plan and item.next_step < len(item.plan.steps) else None
+        )
+        until = None if next_step is None else item.started + next_step.at_s
+        result = self.ledger.adjust(
+            item.reservation_id, self.clock(), allocated, desired=desired, actual=usage, until=until
+        )
+        if result.status is LedgerStatus.OVERCOMMITTED:
+            log.warning("predictive: %s: %s", item.run.key, result.reason)
+
+    def keep_alive(self, now: float) -> None:
+        """Renew this holder's lease; extend reservations of tasks running past their predicted end."""
+        if now - self._last_renew >= self.settings.lease_s / 4:
+            self._last_renew = now
+            self.ledger.renew(self.holder, now + self.settings.lease_s)
+            self.ledger.expire(now)  # lapse what crashed holders left behind
+        for item in self.running.values():
+            if item.reservation_id is None or now < item.end - self.settings.extend_s / 2:
+                continue
+            charge = item.allocation or (item.plan.allocation_at(now - item.started) if item.plan else None)
+            if charge is None:
+                continue
+            item.end = now + self.settings.extend_s
+            result = self.ledger.adjust(item.reservation_id, now, charge, until=item.end)
+            if result.status is LedgerStatus.OVERCOMMITTED:
+                log.warning("predictive: %s runs past its predicted end: %s", item.run.key, result.reason)
+
+    def finished(
+        self,
+        key: Any,
+        *,
+        oom_killed: bool = False,
+        peak: ResourceVector | None = None,
+        still_rising: bool = False,
+    ) -> Running | None:
+        """The task ended: release its reservation now (early when before its predicted end)."""
+        item = self.running.pop(key, None)
+        if item is None:
+            return None
+        if item.reservation_id is not None:
+            self.ledger.release(item.reservation_id, self.clock())
+        if oom_killed:
+            mem = None if peak is None else peak.memory_bytes
+            self.oom[_oom_key(item.run)] = OomMemory(peak or ResourceVector(), still_rising, item.plan)
+            log.warning(
+                "predictive: %s try %d was OOM-killed (peak %s); the next try plans from that peak",
+                item.run.key,
+                item.run.try_number,
+                "unknown" if mem is None else format_bytes(mem),
+            )
+        return item
+
+    def forget(self, key: Any) -> None:
+        """Drop a waiting task (revoked, or handed back to the scheduler)."""
+        self.waiting.pop(key, None)
+
+    def release_all(self) -> None:
+        for key in list(self.running):
+            self.finished(key)
+
+    # -- records ------------------------------------------------------------------------------------
+
+    def _record(
+        self, kind: str, decision: str, run: RunIdentity, reason: str, payload: dict[str, Any] | None
+    ) -> None:
+        if self.decisions is not None:
+            self.decisions.record(
+                kind=kind, decision=decision, run=run, reason=reason, pool=self.pool.name, payload=payload
+            )
+
+
+def _oom_key(run: RunIdentity) -> tuple[Any, ...]:
+    return (run.key, run.run_id)
+
+
+def _payload(outcome: AdmissionOutcome) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if outcome.earliest_start is not None:
+        out["earliest_start"] = outcome.earliest_start
+    b = outcome.bottleneck
+    if b is not None:
+        out["bottleneck"] = {
+            "metric": b.metric.value,
+            "side": b.side,
+            "at": b.at,
+            "needed": b.needed,
+            "available": b.available,
+            "over_by": b.over_by,
+        }
+    return out

@@ -1,0 +1,301 @@
+"""PredictiveLocalExecutor: Airflow's LocalExecutor that plans, reserves and holds tasks back.
+
+Use alone (``[core] executor = airflow_predictive.executors.local_executor.PredictiveLocalExecutor``)
+or in a list (``[core] executor = LocalExecutor,predictive:airflow_predictive.executors.
+local_executor.PredictiveLocalExecutor`` and ``executor="predictive"`` on tasks). Tasks opt in with
+``executor_config={"predictive": True}`` (or a dict), ``default_args``, or ``[predictive]
+default_enabled``; every other workload runs exactly as LocalExecutor runs it.
+
+For an opted-in task the executor serves the forecast for this try, plans (coordinator.py), keeps
+the task queued while the plan does not fit the local pool, reserves it in the shared ledger, puts
+the task's process tree in its own cgroup with the planned limits (local_worker.py), applies the
+plan's timed steps from its heartbeat, and releases the reservation and the group when the task
+ends. Never imports TensorFlow; nothing here blocks the scheduler loop on the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import socket
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from airflow.executors.local_executor import LocalExecutor
+
+from airflow_predictive.core.model.backend import ExitKind, ProvisionSpec
+from airflow_predictive.core.model.plan import AdmissionDecision
+from airflow_predictive.core.model.query import ForecastQuery
+from airflow_predictive.core.model.resources import ResourceVector
+from airflow_predictive.core.model.runs import RunIdentity, TaskKey
+from airflow_predictive.core.profiler.run_features import run_features
+from airflow_predictive.executors.local_worker import GroupedWorkload, run_predictive_worker
+from airflow_predictive.executors.opt_in import task_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow_predictive.executors.coordinator import Coordinator, Launch, Running
+
+log = logging.getLogger(__name__)
+
+_RECENT = 5  # memory readings kept per task (is the curve still rising at an OOM kill?)
+
+
+def run_identity(ti: Any) -> RunIdentity:
+    map_index = getattr(ti, "map_index", -1)
+    return RunIdentity(
+        TaskKey(ti.dag_id, ti.task_id, -1 if map_index is None else int(map_index)),
+        str(ti.run_id),
+        int(getattr(ti, "try_number", 1) or 1),
+    )
+
+
+class PredictiveLocalExecutor(LocalExecutor):
+    """LocalExecutor + forecast -> plan -> admission -> reservation -> cgroup (module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._coordinator: Coordinator | None = None
+        self._backend: Any = None
+        self._held: dict[Any, Any] = {}  # key -> workload waiting for admission
+        self._inflight: set[Any] = set()  # keys handed to workers, until their result
+        self._usage: dict[Any, deque[float]] = {}
+        self._default_enabled = False
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        super().start()
+        try:
+            from airflow_predictive.executors.wiring import local_coordinator
+
+            self._coordinator, self._backend, self._default_enabled = local_coordinator(self._holder())
+        except Exception as exc:  # never stop the scheduler: run as LocalExecutor
+            log.warning("predictive: executor runs as a plain LocalExecutor (%s)", exc)
+            self._coordinator = None
+
+    def _holder(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    def _spawn_worker(self) -> None:
+        p = multiprocessing.Process(
+            target=run_predictive_worker,
+            kwargs={
+                "logger_name": self.log.name,
+                "input": self.activity_queue,
+                "output": self.result_queue,
+                "unread_messages": self._unread_messages,
+                "team_conf": self.conf,
+            },
+        )
+        p.start()
+        assert p.pid is not None
+        self.workers[p.pid] = p
+
+    def end(self) -> None:
+        super().end()
+        self._release_everything()
+
+    def terminate(self) -> None:
+        super().terminate()
+        self._release_everything()
+
+    def _release_everything(self) -> None:
+        if self._coordinator is None:
+            return
+        for key, item in list(self._coordinator.running.items()):
+            self._finish(key, item)
+
+    # -- queueing ------------------------------------------------------------------------------------
+
+    def _process_workloads(self, workload_list: Sequence[Any]) -> None:
+        passthrough = []
+        for workload in workload_list:
+            if not self._intake(workload):
+                passthrough.append(workload)
+        if passthrough:
+            self._inflight.update(w.key for w in passthrough if _is_task(w))
+            super()._process_workloads(passthrough)
+        self._admit()
+
+    def _intake(self, workload: Any) -> bool:
+        """Hold a predictive task for admission (True), or leave it to LocalExecutor (False)."""
+        coordinator = self._coordinator
+        if coordinator is None or not _is_task(workload):
+            return False
+        ti = workload.ti
+        try:
+            settings = task_settings(
+                getattr(ti, "executor_config", None), default_enabled=self._default_enabled
+            )
+            if not settings.enabled:
+                return False
+            run = run_identity(ti)
+            query = ForecastQuery(
+                key=run.key,
+                features=run_features(None, executor_config=ti.executor_config, try_number=run.try_number),
+                declared=settings.declared,
+            )
+            coordinator.submit(
+                workload.key, run, settings, query, int(getattr(ti, "priority_weight", 1) or 1)
+            )
+        except Exception as exc:  # planning must never stop the task
+            log.warning("predictive: %s.%s runs unplanned (%s)", ti.dag_id, ti.task_id, exc)
+            return False
+        self.queued_tasks.pop(workload.key, None)
+        self._held[workload.key] = workload
+        return True
+
+    def _admit(self) -> None:
+        coordinator = self._coordinator
+        if coordinator is None or not self._held:
+            return
+        try:
+            launches = coordinator.admit()
+        except Exception as exc:
+            log.warning("predictive: admission failed (%s); held tasks run on declared resources", exc)
+            launches = coordinator._all_declared(f"admission failed: {exc}")
+        for launch in launches:
+            self._launch(launch)
+
+    def _launch(self, launch: Launch) -> None:
+        workload = self._held.pop(launch.key, None)
+        if workload is None:
+            return
+        if launch.decision is AdmissionDecision.FAILED_FAST:
+            self.fail(launch.key, launch.reason)
+            return
+        coordinator = self._coordinator
+        assert coordinator is not None
+        handle, procs = None, ()
+        if launch.allocation is not None and self._backend is not None and hasattr(self._backend, "prepare"):
+            spec = ProvisionSpec(name=_group_name(launch.run), labels=_labels(launch.run))
+            try:
+                handle = self._backend.prepare(spec, launch.allocation)
+                procs = self._backend.procs_files(handle)
+            except Exception as exc:
+                log.warning("predictive: %s runs without its cgroup (%s)", launch.run.key, exc)
+                handle, procs = None, ()
+        coordinator.started(launch, handle)
+        self._inflight.add(launch.key)
+        self.activity_queue.put(GroupedWorkload(workload, tuple(procs)))  # type: ignore[arg-type]
+        with self._unread_messages:
+            self._unread_messages.value += 1
+        self._check_workers()
+
+    # -- heartbeat -----------------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        super().sync()
+        coordinator = self._coordinator
+        if coordinator is None:
+            return
+        now = coordinator.clock()
+        try:
+            self._apply_steps(now)
+            self._watch_usage()
+            coordinator.keep_alive(now)
+        except Exception as exc:  # the heartbeat must go on
+            log.warning("predictive: executor tick failed (%s)", exc)
+        self._admit()
+
+    def _apply_steps(self, now: float) -> None:
+        coordinator = self._coordinator
+        assert coordinator is not None
+        for item, target, reason in coordinator.due_steps(now):
+            result = self._backend.resize(item.handle, target)
+            usage = self._backend.usage(item.handle)
+            allocated = (
+                result.allocation if result.applied and result.allocation is not None else item.allocation
+            )
+            log.info(
+                "predictive: %s plan step (%s): %s (%s)",
+                item.run.key,
+                reason,
+                result.status.value,
+                result.reason,
+            )
+            coordinator.stepped(item, allocated or target, target, usage)
+
+    def _watch_usage(self) -> None:
+        coordinator = self._coordinator
+        assert coordinator is not None
+        for key, item in coordinator.running.items():
+            if item.handle is None:
+                continue
+            usage = self._backend.usage(item.handle)
+            if usage is not None and usage.memory_bytes is not None:
+                self._usage.setdefault(key, deque(maxlen=_RECENT)).append(usage.memory_bytes)
+
+    def _read_results(self) -> None:
+        while not self.result_queue.empty():
+            key, state, _exc = self.result_queue.get()
+            running_state = getattr(state, "value", state) == "running"
+            if not running_state:
+                self._inflight.discard(key)
+                coordinator = self._coordinator
+                item = coordinator.running.get(key) if coordinator is not None else None
+                if item is not None:
+                    self._finish(key, item)
+            self.change_state(key, state)
+
+    def _finish(self, key: Any, item: Running) -> None:
+        coordinator = self._coordinator
+        assert coordinator is not None
+        oom, peak, rising = False, None, False
+        if item.handle is not None:
+            try:
+                state = self._backend.state(item.handle)
+                oom = state.kind is ExitKind.OOM_KILLED or state.oom_events > 0
+                if oom:
+                    mem = self._backend.peak_memory(item.handle)
+                    peak = ResourceVector(memory_bytes=mem) if mem is not None else None
+                    recent = list(self._usage.get(key, ()))
+                    rising = len(recent) >= 2 and recent[-1] > recent[0]
+            except Exception as exc:
+                log.warning("predictive: could not read how %s ended (%s)", item.run.key, exc)
+            try:
+                self._backend.release(item.handle)
+            except Exception as exc:
+                log.warning("predictive: cgroup of %s not removed (%s)", item.run.key, exc)
+        self._usage.pop(key, None)
+        coordinator.finished(key, oom_killed=oom, peak=peak, still_rising=rising)
+
+    # -- what the scheduler asks ---------------------------------------------------------------------
+
+    def has_task(self, task_instance: Any) -> bool:
+        return super().has_task(task_instance) or task_instance.key in self._held
+
+    @property
+    def slots_available(self) -> int:
+        return self.parallelism - len(self.running) - len(self.queued_tasks) - len(self._held)
+
+    @property
+    def slots_occupied(self) -> int:
+        return len(self.running) + len(self.queued_tasks) + len(self._held)
+
+
+def _is_task(workload: Any) -> bool:
+    from airflow.executors import workloads
+
+    return isinstance(workload, workloads.ExecuteTask)
+
+
+def _group_name(run: RunIdentity) -> str:
+    key = run.key
+    raw = f"{key.dag_id}-{key.task_id}-{key.map_index}-{run.try_number}-{uuid.uuid4().hex[:8]}"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in raw)[:200]
+
+
+def _labels(run: RunIdentity) -> dict[str, str]:
+    key = run.key
+    return {
+        "dag_id": key.dag_id,
+        "task_id": key.task_id,
+        "map_index": str(key.map_index),
+        "run_id": run.run_id,
+        "try_number": str(run.try_number),
+    }

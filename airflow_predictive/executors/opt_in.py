@@ -1,0 +1,110 @@
+"""A task's predictive settings, read from its ``executor_config["predictive"]``.
+
+``True`` / ``False`` opt in or out; a dict opts in with settings: ``cpu`` / ``memory`` (the declared
+resources: the plan when nothing is forecast, and the fallback), ``risk`` (one quantile for every
+metric, or ``{"memory": 0.99, "cpu": 0.9}``), ``min`` / ``max`` (bounds, same keys), ``shaping``,
+``shadow_run``, ``duration`` (seconds, the plan's length when nothing predicts it) and ``enabled``.
+A DAG-wide default goes through ``default_args={"executor_config": {...}}``; ``[predictive]
+default_enabled`` opts in every task that says nothing. Bad values are ignored with one log line:
+a typo in a setting never stops the task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_predictive.core.model.quantity import InvalidQuantity, parse_quantity
+from airflow_predictive.core.model.resources import Metric, ResourceVector
+from airflow_predictive.core.scheduling.planner import DEFAULT_RISK
+from airflow_predictive.listeners.task_facts import PREDICTIVE_KEY, declared_resources
+
+log = logging.getLogger(__name__)
+
+_NAMES = {"cpu": Metric.CPU_CORES, "memory": Metric.MEMORY_BYTES, "gpu_memory": Metric.GPU_MEMORY_BYTES}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSettings:
+    """What one task asked of the PredictiveExecutor."""
+
+    enabled: bool
+    declared: ResourceVector = field(default_factory=ResourceVector)
+    risk: Mapping[Metric, float] = field(default_factory=lambda: dict(DEFAULT_RISK))
+    minimum: ResourceVector = field(default_factory=ResourceVector)
+    maximum: ResourceVector = field(default_factory=ResourceVector)
+    shaping: bool = False
+    shadow_run: bool | str = False
+    duration_s: float | None = None
+
+
+def _vector(raw: Any, what: str) -> ResourceVector:
+    if not isinstance(raw, Mapping):
+        if raw is not None:
+            log.warning("predictive: ignoring %s=%r (expected a dict such as {'memory': '2Gi'})", what, raw)
+        return ResourceVector()
+    values: dict[Metric, float | None] = {}
+    for name, value in raw.items():
+        metric = _NAMES.get(str(name))
+        if metric is None:
+            log.warning("predictive: ignoring %s key %r (known: %s)", what, name, ", ".join(_NAMES))
+            continue
+        try:
+            values[metric] = parse_quantity(value)
+        except InvalidQuantity:
+            log.warning("predictive: ignoring %s %s=%r (not a quantity)", what, name, value)
+    return ResourceVector.from_mapping(values)
+
+
+def _risk(raw: Any) -> dict[Metric, float]:
+    risk = dict(DEFAULT_RISK)
+    if raw is None:
+        return risk
+    items = (
+        {m: raw for m in (Metric.MEMORY_BYTES, Metric.CPU_CORES)}
+        if not isinstance(raw, Mapping)
+        else {_NAMES.get(str(k)): v for k, v in raw.items()}
+    )
+    for metric, value in items.items():
+        try:
+            q = float(value)
+        except (TypeError, ValueError):
+            q = -1.0
+        if metric is None or not 0 < q < 1:
+            log.warning("predictive: ignoring risk %r (a quantile between 0 and 1, e.g. 0.99)", raw)
+            continue
+        risk[metric] = q
+    return risk
+
+
+def task_settings(executor_config: Any, *, default_enabled: bool = False) -> TaskSettings:
+    """Settings of one task from its executor_config (never raises)."""
+    declared = declared_resources(executor_config, None)
+    cfg = executor_config.get(PREDICTIVE_KEY) if isinstance(executor_config, Mapping) else None
+    if cfg is None:
+        return TaskSettings(enabled=default_enabled, declared=declared)
+    if isinstance(cfg, bool):
+        return TaskSettings(enabled=cfg, declared=declared)
+    if not isinstance(cfg, Mapping):
+        log.warning("predictive: executor_config['predictive']=%r is neither a bool nor a dict; ignored", cfg)
+        return TaskSettings(enabled=default_enabled, declared=declared)
+    duration = cfg.get("duration")
+    try:
+        duration_s = float(duration) if duration is not None and float(duration) > 0 else None
+    except (TypeError, ValueError):
+        log.warning("predictive: ignoring duration=%r (seconds expected)", duration)
+        duration_s = None
+    return TaskSettings(
+        enabled=bool(cfg.get("enabled", True)),
+        declared=declared,
+        risk=_risk(cfg.get("risk")),
+        minimum=_vector(cfg.get("min"), "min"),
+        maximum=_vector(cfg.get("max"), "max"),
+        shaping=bool(cfg.get("shaping", False)),
+        shadow_run=cfg.get("shadow_run", False)
+        if isinstance(cfg.get("shadow_run", False), bool | str)
+        else False,
+        duration_s=duration_s,
+    )
