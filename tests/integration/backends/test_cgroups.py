@@ -27,6 +27,7 @@ from airflow_predictive.core.model.backend import (
     ResizeStatus,
 )
 from airflow_predictive.core.model.resources import MIB, ResourceVector
+from tests._real_parts import require_cgroups
 from tests.conformance.backend_suite import AdvanceTime, BackendConformance, ConformanceProfile, MakeWorkload
 
 if TYPE_CHECKING:
@@ -312,8 +313,8 @@ def test_disk_writes_show_as_write_rate(
         "    f.write(os.urandom(1 << 20)); f.flush(); os.fsync(f.fileno())\n"
         "time.sleep(30)\n"
     )
-    if not {"blkio", "io"} & set(backend.layout.parents):
-        pytest.skip(f"no writable blkio/io controller here: {backend.capabilities().note}")
+    # optional for the product (no disk limits without it), required to test them (tests/_real_parts.py)
+    require_cgroups("blkio|io")
     handle = backend.provision(
         ProvisionSpec(name="writer", command=(sys.executable, "-c", code)), _alloc(1.0, 256)
     )

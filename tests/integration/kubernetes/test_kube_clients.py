@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from airflow_predictive.backends.kubernetes.async_backend import AsyncKubernetes
 from airflow_predictive.backends.kubernetes.settings import KubernetesSettings
 from airflow_predictive.core.model.backend import Allocation, ResizeStatus
 from airflow_predictive.core.model.resources import MIB, ResourceVector
+from tests._real_parts import require_executable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -202,12 +202,11 @@ def test_async_backend_drives_many_pods_in_one_interval(
     asyncio.run(scenario())
 
 
-@pytest.mark.skipif(
-    shutil.which("kubectl") is None, reason="kubectl is not installed (Debian: kubernetes-client)"
-)
 def test_kubectl_shows_resized_status_and_refuses_qos_change(
     kubeconfig: Path, core: client.CoreV1Api, advance_time: Callable[[float], None]
 ) -> None:
+    require_executable("kubectl", "Debian: kubernetes-client")
+
     def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=60

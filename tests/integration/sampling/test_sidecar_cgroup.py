@@ -1,6 +1,6 @@
 """The sidecar with ``--cgroup``: cgroup accounting first, the tree for the rest, and OOM kills recorded.
 
-Needs a writable cgroup hierarchy (marker ``cgroups``); skips, with the detector's reason, elsewhere.
+Needs a writable cgroup hierarchy (marker ``cgroups``): skips locally, fails in CI without one.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_predictive.backends.cgroups.backend import CgroupBackend
-from airflow_predictive.backends.cgroups.hierarchy import detect
 from airflow_predictive.core.model.backend import Allocation, ExitKind, ProvisionSpec
 from airflow_predictive.core.model.resources import MIB, ResourceVector
 from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, TaskKey
 from airflow_predictive.sampling.launcher import start_sidecar, stop_sidecar
 from airflow_predictive.sampling.sources import CombinedSource, build_source
+from tests._real_parts import require_cgroups
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -46,9 +46,7 @@ time.sleep(30)
 
 @pytest.fixture
 def backend() -> Iterator[CgroupBackend]:
-    layout = detect()
-    if not layout.enforcing:
-        pytest.skip(f"no writable cgroup hierarchy here: {layout.reason}")
+    layout = require_cgroups("cpu", "memory")
     yield CgroupBackend(layout)
 
 

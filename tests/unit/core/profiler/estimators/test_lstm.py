@@ -18,6 +18,7 @@ from airflow_predictive.core.profiler.estimators.lstm import (
     LstmUnavailable,
 )
 from airflow_predictive.core.profiler.windows import WindowConfig, truncate
+from tests._real_parts import require_module
 
 MEM = Metric.MEMORY_BYTES
 TINY = LstmConfig(
@@ -57,7 +58,7 @@ def _dataset(make_run) -> tuple[list[RunExample], list[RunExample]]:
 
 @pytest.fixture(scope="module")
 def trained(synth):
-    pytest.importorskip("tensorflow")
+    require_module("tensorflow", "install the lstm extra")
     train, held = _dataset(synth.make_run)
     return LstmForecaster(TINY).fit(train), train, held
 

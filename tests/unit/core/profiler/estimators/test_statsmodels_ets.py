@@ -9,8 +9,9 @@ from airflow_predictive.core.model.resources import GIB, Metric
 from airflow_predictive.core.profiler.estimators.base import NotFitted
 from airflow_predictive.core.profiler.estimators.baselines import FallbackChain, MedianPeak
 from airflow_predictive.core.profiler.estimators.statsmodels_ets import StatsmodelsTrend
+from tests._real_parts import require_module
 
-pytest.importorskip("statsmodels")
+require_module("statsmodels", "install the statsmodels extra")
 MEM = Metric.MEMORY_BYTES
 
 
