@@ -79,6 +79,10 @@ class TryDriver(Protocol):
         (``NEVER``: not again); it may search the run's usage up to that step (observing it).
     decide(k, now_s, current): at step k (``now_s`` wall seconds into the try), the new limits to
         ask for, or None.
+
+    Optional attributes: ``static`` (limits per step fixed in advance), ``setup_s`` (time the
+    policy spent planning the try, counted as its first decision), ``overhead`` (an allocation
+    spent before the try, e.g. a shadow run: ``memory_alloc`` / ``cpu_alloc``, charged as waste).
     """
 
     def initial(self) -> Limits: ...
@@ -120,7 +124,7 @@ def run_try(run: SimRun, driver: TryDriver, settings: SimSettings) -> TryResult:
     """Simulate ``driver`` controlling one try of ``run`` (see the module docstring)."""
     t0 = time.perf_counter()
     current = driver.initial()
-    decision_s = [time.perf_counter() - t0]
+    decision_s = [time.perf_counter() - t0 + float(getattr(driver, "setup_s", 0.0))]
     static = getattr(driver, "static", None)
     if static is not None:
         return _run_static(run, static[0], static[1], tuple(decision_s))
@@ -157,13 +161,14 @@ def run_try(run: SimRun, driver: TryDriver, settings: SimSettings) -> TryResult:
             if asked is not None and asked != latest:
                 pending.append((k + delay, asked))
             wake = _wakeup(driver, k, current)
+    overhead = getattr(driver, "overhead", None)  # e.g. a shadow run before the try: pure cost
     return TryResult(
         steps=k,
         oom=oom,
         wall_s=acc.wall,
-        memory_alloc=acc.mem_alloc,
+        memory_alloc=acc.mem_alloc + (overhead.memory_alloc if overhead is not None else 0.0),
         memory_used=acc.mem_used,
-        cpu_alloc=acc.cpu_alloc,
+        cpu_alloc=acc.cpu_alloc + (overhead.cpu_alloc if overhead is not None else 0.0),
         cpu_used=acc.cpu_used,
         throttled_s=acc.throttled,
         resizes=resizes,

@@ -1,0 +1,341 @@
+"""Ours: the profiler's forecast, the product's planner and its shaping controller, on simulated tries.
+
+Nothing here decides a limit. The try starts with ``planner.plan_from_forecast`` (risk quantile
+curve -> initial allocation + timed steps, the same call the executor makes); while it runs, a real
+``ShapingController`` ticks every grid step on an injected clock, observing the try's usage
+through a simulated backend whose resizes are in force ``actuation_delay_s`` after submission
+(PENDING until then, as on Kubernetes). After an OOM kill the next try's plan is
+``planner.oom_retry_plan`` from the peak seen before the kill.
+
+``predictive_shadow`` adds the shadow run of a cold start (a task without a champion forecast): a
+short calibration run on small resources (at most ``shadow_budget`` of the predicted runtime, and
+``shadow_deadline_s``) whose observed prefix re-forecasts the curve before planning. Its
+allocation is charged to the try (it is capacity spent). Runs with history never shadow.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from airflow_predictive.core.model.backend import (
+    Allocation,
+    Bounds,
+    Capabilities,
+    ExitKind,
+    Handle,
+    ResizeResult,
+    ResizeStatus,
+    TaskState,
+)
+from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
+from airflow_predictive.simulation.execution import Limits
+from airflow_predictive.simulation.policies.base import TryContext, clamp, declared_limits
+
+if TYPE_CHECKING:
+    from airflow_predictive.core.model.backend import Capacity, ProvisionSpec
+    from airflow_predictive.core.model.plan import AllocationPlan
+    from airflow_predictive.core.model.series import Forecast
+    from airflow_predictive.core.scheduling.planner import PlanSettings
+    from airflow_predictive.core.shaping.policy import ShapingSettings
+    from airflow_predictive.simulation.execution import SimSettings, TryDriver, TryResult
+    from airflow_predictive.simulation.forecasting import HeldOutForecasts
+    from airflow_predictive.simulation.policies.base import NodeShape
+    from airflow_predictive.simulation.workload import SimRun, Workload
+
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+RISING_WINDOW_S = 10.0
+
+
+class SimClock:
+    """The controller's clock: the try's wall seconds, moved by the simulator."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def now(self) -> datetime:
+        return _EPOCH + timedelta(seconds=self.t)
+
+
+class SimBackend:
+    """The simulated try as a resource backend: usage from the true curve (as sampled), resizes
+    submitted now and in force once the simulator applies them (``poll_resize``)."""
+
+    name = "sim"
+
+    def __init__(self, node: NodeShape) -> None:
+        self.node = node
+        self.current: Limits | None = None
+        self.usage_now: ResourceVector | None = None
+        self.submitted: Allocation | None = None
+        self.in_flight: Allocation | None = None
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            live=frozenset({Metric.CPU_CORES, Metric.MEMORY_BYTES}),
+            provision_only=frozenset(),
+            bounds={
+                Metric.CPU_CORES: Bounds(0.01, self.node.cpu_cores, 0.001),
+                Metric.MEMORY_BYTES: Bounds(MIB, self.node.memory_bytes, 1.0),
+            },
+            note="simulated pool node",
+        )
+
+    def capacity(self) -> Capacity:  # pragma: no cover - the simulator places tries itself
+        raise NotImplementedError("the simulator places tries itself")
+
+    def provision(self, spec: ProvisionSpec, allocation: Allocation) -> Handle:  # pragma: no cover
+        raise NotImplementedError("the simulator provisions tries itself")
+
+    def state(self, handle: Handle) -> TaskState:
+        return TaskState(ExitKind.RUNNING)
+
+    def usage(self, handle: Handle) -> ResourceVector | None:
+        return self.usage_now
+
+    def _in_force(self) -> Allocation:
+        assert self.current is not None
+        return Allocation.exactly(
+            ResourceVector(cpu_cores=self.current.cpu_cores, memory_bytes=self.current.memory_bytes)
+        )
+
+    def submit_resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
+        wanted = _limits_of(allocation, self.current)
+        if wanted == self.current:
+            return ResizeResult(ResizeStatus.APPLIED, "already in force", self._in_force())
+        self.submitted = self.in_flight = allocation
+        return ResizeResult(ResizeStatus.PENDING, "actuating", None)
+
+    def poll_resize(self, handle: Handle) -> ResizeResult | None:
+        if self.in_flight is None:
+            return None
+        if _limits_of(self.in_flight, self.current) == self.current:
+            self.in_flight = None
+            return ResizeResult(ResizeStatus.APPLIED, "in force", self._in_force())
+        return ResizeResult(ResizeStatus.PENDING, "actuating", None)
+
+    def resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:  # pragma: no cover
+        return self.submit_resize(handle, allocation)
+
+    def release(self, handle: Handle) -> None:  # pragma: no cover
+        return None
+
+
+def _limits_of(allocation: Allocation, fallback: Limits | None) -> Limits:
+    lim = allocation.limits
+    mem = lim.memory_bytes if lim.memory_bytes is not None else (fallback.memory_bytes if fallback else 0.0)
+    cpu = lim.cpu_cores if lim.cpu_cores is not None else (fallback.cpu_cores if fallback else 1.0)
+    return Limits(float(mem), float(cpu))
+
+
+@dataclass
+class PredictiveSettings:
+    """plan: the planner's settings (risk quantiles, steps). shaping: the controller's policy
+    settings (``maximum`` is set to the node). expectation_quantile: the forecast quantile the
+    shaping band follows. shadow: run a shadow on cold start. shadow_budget / shadow_deadline_s:
+    its length as a share of the predicted runtime / at most. shadow_limits: its small resources."""
+
+    plan: PlanSettings | None = None
+    shaping: ShapingSettings | None = None
+    expectation_quantile: float = 0.9
+    shadow: bool = False
+    shadow_budget: float = 0.05
+    shadow_deadline_s: float = 120.0
+    shadow_limits: Limits = field(default_factory=lambda: Limits(2048 * MIB, 1.0))
+
+
+class PredictivePolicy:
+    def __init__(
+        self, forecasts: HeldOutForecasts, settings: PredictiveSettings | None = None, name: str | None = None
+    ) -> None:
+        from airflow_predictive.core.scheduling.planner import PlanSettings
+        from airflow_predictive.core.shaping.policy import ShapingSettings
+
+        self.forecasts = forecasts
+        self.settings = settings or PredictiveSettings()
+        self.plan_settings = self.settings.plan or PlanSettings()
+        self.shaping = self.settings.shaping or ShapingSettings()
+        self.name = name or ("predictive_shadow" if self.settings.shadow else "predictive")
+        self.workload: Workload | None = None
+        self.plans: dict[tuple[int, int], AllocationPlan] = {}
+        self.shadows = 0
+        self.shadow_seconds = 0.0
+
+    def prepare(self, workload: Workload, settings: SimSettings) -> None:
+        self.workload = workload
+        self.plans = {}
+        self.shadows = 0
+        self.shadow_seconds = 0.0
+
+    def driver(self, ctx: TryContext) -> TryDriver:
+        from dataclasses import replace
+
+        from airflow_predictive.core.scheduling.planner import oom_retry_plan, plan_from_forecast
+        from airflow_predictive.core.shaping.expectation import ForecastExpectation
+
+        run = ctx.run
+        began = time.perf_counter()
+        declared_lim = declared_limits(run, ctx.node)
+        declared = ResourceVector(
+            cpu_cores=run.declared_cpu or None, memory_bytes=run.declared_memory or None
+        )
+        forecast = self.forecasts.forecasts.get(run.origin)
+        shadow = None
+        if self.settings.shadow and run.origin in self.forecasts.cold_start and ctx.attempt == 1:
+            shadow, forecast = self._shadow(run, forecast)
+        caps = SimBackend(ctx.node).capabilities()
+        if ctx.previous is not None and ctx.previous.oom:
+            prev_plan = self.plans.get((run.index, ctx.attempt - 1))
+            outcome = oom_retry_plan(
+                prev_plan,
+                ResourceVector(memory_bytes=ctx.previous.peak_seen),
+                still_rising=_still_rising(run, ctx.previous),
+                settings=self.plan_settings,
+                declared=declared,
+            )
+        else:
+            outcome = plan_from_forecast(
+                forecast, declared=declared, settings=self.plan_settings, capabilities=caps
+            )
+        plan = outcome.plan
+        self.plans[(run.index, ctx.attempt)] = plan
+        initial = clamp(_limits_of(plan.initial, declared_lim), ctx.node)
+        expectation = (
+            ForecastExpectation(forecast, quantile=self.settings.expectation_quantile)
+            if forecast is not None
+            else None
+        )
+        shaping = replace(
+            self.shaping,
+            maximum=ResourceVector(cpu_cores=ctx.node.cpu_cores, memory_bytes=ctx.node.memory_bytes),
+        )
+        planned_s = time.perf_counter() - began
+        return ShapedDriver(ctx, initial, plan, expectation, shaping, planned_s, shadow)
+
+    def _shadow(self, run: SimRun, forecast: Forecast | None) -> tuple[ShadowCost, Forecast | None]:
+        """The shadow run's observed prefix and the re-forecast it gives (cost charged to the try)."""
+        from dataclasses import replace
+
+        from airflow_predictive.core.model.series import UsageSeries
+        from airflow_predictive.core.profiler.selection import query_for
+        from airflow_predictive.simulation.forecasting import METRICS
+
+        assert self.workload is not None
+        predicted = forecast.duration_s.get(0.5) if forecast is not None else None
+        length = min(
+            self.settings.shadow_deadline_s, (predicted or run.duration_s) * self.settings.shadow_budget
+        )
+        steps = max(2, min(run.steps, int(length / run.grid_s)))
+        lim = self.settings.shadow_limits
+        mem = np.minimum(run.memory[:steps], lim.memory_bytes)  # a shadow is capped, never killed
+        cpu = np.minimum(run.cpu[:steps], lim.cpu_cores)
+        times = np.arange(steps) * run.grid_s
+        prefix = UsageSeries(times, {Metric.MEMORY_BYTES: mem, Metric.CPU_CORES: cpu})
+        query = replace(query_for(run.example, self.workload.history_of(run), METRICS), prefix=prefix)
+        fresh = self.forecasts.predict(run.key, query)
+        wall = steps * run.grid_s
+        self.shadows += 1
+        self.shadow_seconds += wall
+        cost = ShadowCost(wall, lim.memory_bytes * wall, float(mem.sum() * run.grid_s), lim.cpu_cores * wall)
+        return cost, fresh if fresh is not None else forecast
+
+    def finished(self, ctx: TryContext, result: TryResult) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class ShadowCost:
+    wall_s: float
+    memory_alloc: float
+    memory_used: float
+    cpu_alloc: float
+
+
+def _still_rising(run: SimRun, killed: TryResult) -> bool:
+    k = min(killed.steps, run.steps - 1)
+    back = max(0, k - int(RISING_WINDOW_S / run.grid_s))
+    return bool(run.memory[k] > run.memory[back] * 1.02)
+
+
+class ShapedDriver:
+    """One try under the real ``ShapingController``: a tick per grid step, resizes via SimBackend."""
+
+    def __init__(
+        self,
+        ctx: TryContext,
+        initial: Limits,
+        plan: AllocationPlan,
+        expectation: ForecastExpectation | None,
+        shaping: ShapingSettings,
+        planned_s: float,
+        shadow: ShadowCost | None,
+    ) -> None:
+        """``planned_s``: how long the planner took; ``shadow``: the cold start's shadow run."""
+        self.run = ctx.run
+        self.start = initial
+        self.plan = plan
+        self.expectation = expectation
+        self.shaping = shaping
+        self.setup_s = planned_s  # the planner's decision time (see run_try)
+        self.overhead = shadow  # the shadow run's allocation, charged to this try
+        self.node = ctx.node
+        self.clock = SimClock()
+        self.backend = SimBackend(ctx.node)
+        self.backend.current = initial
+        self._controller: ShapingController | None = None
+
+    def initial(self) -> Limits:
+        return self.start
+
+    def _make(self) -> ShapingController:
+        from airflow_predictive.core.shaping.controller import ShapingController
+
+        handle = Handle(
+            backend="sim",
+            name=f"run-{self.run.index}",
+            ref=f"sim/{self.run.index}",
+            allocation=Allocation.exactly(
+                ResourceVector(cpu_cores=self.start.cpu_cores, memory_bytes=self.start.memory_bytes)
+            ),
+        )
+        return ShapingController(
+            self.backend,  # type: ignore[arg-type]
+            handle,
+            self.shaping,
+            clock=self.clock,
+            expectation=self.expectation,
+            plan=self.plan,
+            run_key=str(self.run.key),
+            started_s=0.0,
+        )
+
+    def next_wakeup(self, k: int, current: Limits) -> int:
+        return k + 1
+
+    def decide(self, k: int, now_s: float, current: Limits) -> Limits | None:
+        if self._controller is None:
+            self._controller = self._make()
+        backend = self.backend
+        backend.current = current
+        i = k - 1  # the last completed sample
+        backend.usage_now = ResourceVector(
+            cpu_cores=float(min(self.run.cpu[i], current.cpu_cores)), memory_bytes=float(self.run.memory[i])
+        )
+        backend.submitted = None
+        self.clock.t = now_s
+        self._controller.tick()
+        if backend.submitted is None:
+            return None
+        return clamp(_limits_of(backend.submitted, current), self.node)
+
+
+if TYPE_CHECKING:
+    from airflow_predictive.core.shaping.controller import ShapingController
+    from airflow_predictive.core.shaping.expectation import ForecastExpectation
