@@ -102,6 +102,15 @@ def _commands() -> list[Any]:
             ),
         ),
         ActionCommand(
+            name="bench",
+            help="Replay a trace folder's held-out runs on a simulated pool under every sizing policy",
+            func=_lazy("bench"),
+            args=tuple(
+                Arg(flags, **kwargs)
+                for flags, kwargs in __import__("airflow_predictive.cli.commands.bench", fromlist=["ARGS"]).ARGS
+            ),
+        ),
+        ActionCommand(
             name="kube-emulator",
             help="Serve a Kubernetes 1.35 API emulator on 127.0.0.1 and write a kubeconfig for it",
             func=_lazy("kube_emulator"),
