@@ -25,11 +25,24 @@ How to plug a backend in: subclass ``BackendConformance`` in a test module (name
     clock for simulated ones. The suite only waits through it (polling with a bound, never
     asserting on durations).
 
+``read_back`` -> Callable[[Handle], ResourceVector | None]
+    The limits *in force* for a handle, read from where they are enforced, never from the
+    backend's own bookkeeping or reports: the cgroup files of the process's cgroup (found through
+    ``/proc/<pid>/cgroup``: ``memory.limit_in_bytes`` / ``memory.max``, ``cpu.cfs_quota_us`` /
+    ``cpu.max``), the pod's ``status.containerStatuses[].resources`` through the cluster's API, the
+    fake's simulated kernel. A metric without a limit in force is ``None``; ``None`` as a whole
+    when nothing can be read (task gone, pod not started yet).
+
 ``conformance_profile`` -> ConformanceProfile  (optional; defaults to ``ConformanceProfile()``)
     Sizes and waiting bounds for this backend (see the dataclass).
 
 An observe-only backend (``capabilities().enforcing`` False) must answer every resize with
 UNSUPPORTED; the suite checks that instead of the enforcing outcomes, and skips only the OOM test.
+
+Every allocation the suite asks for is checked where it is enforced (``read_back``): after
+provision, after each applied resize (and that the backend's report matches it), and unchanged
+after a rejected or infeasible one. An observe-only backend must have no limit at or below the
+one asked in force (it must not pretend).
 
 What the suite checks, in order of a task's life: provision -> usage over time -> resize up ->
 resize down (applied above usage, rejected below it) -> capabilities honoured (a metric that is
@@ -62,6 +75,20 @@ if TYPE_CHECKING:
 
 MakeWorkload = Callable[[float, bool, float], ProvisionSpec]
 AdvanceTime = Callable[[float], None]
+ReadBack = Callable[[Handle], ResourceVector | None]
+
+
+def _covers(in_force: Allocation, asked: Allocation) -> bool:
+    """Requests at least as asked; limits at least as asked or absent (not enforced: unlimited)."""
+    for metric, want in asked.requests.present().items():
+        got = in_force.requests.get(metric)
+        if got is None or got < want * (1 - 1e-3):
+            return False
+    for metric, want in asked.limits.present().items():
+        got = in_force.limits.get(metric)
+        if got is not None and got < want * (1 - 1e-3):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -77,6 +104,11 @@ class ConformanceProfile:
     settle_seconds: how long the suite waits (through advance_time) for a condition to show.
     poll_seconds: step of that waiting.
     reported: metrics the backend must eventually report for a running, busy task.
+    cpu_limit_may_be_unset: the backend may leave CPU without a limit where one was asked (never a
+        lower one): the Kubernetes backend leaves the CPU limit out of a pod whose requests would
+        equal its limits, so that the pod stays Burstable and can be resized in place.
+    memory_tolerance_bytes: how far the memory limit in force may sit from the one asked (the
+        kernel rounds it to a page).
     """
 
     memory_limit_mb: float = 256.0
@@ -90,6 +122,40 @@ class ConformanceProfile:
     poll_seconds: float = 0.2
     reported: frozenset[Metric] = field(
         default_factory=lambda: frozenset({Metric.CPU_CORES, Metric.MEMORY_BYTES})
+    )
+    cpu_limit_may_be_unset: bool = False
+    memory_tolerance_bytes: float = 4096.0
+
+
+def check_in_force(
+    in_force: ResourceVector | None, asked: Allocation, profile: ConformanceProfile, what: str
+) -> None:
+    """The limits read back equal the ones asked (memory within a page, CPU within 1%)."""
+    assert in_force is not None, f"{what}: no limit could be read back where it is enforced"
+    want_mem = asked.limits.memory_bytes
+    if want_mem is not None:
+        got = in_force.memory_bytes
+        assert got is not None, f"{what}: no memory limit in force, {want_mem / MIB:g} MiB asked"
+        assert abs(got - want_mem) <= profile.memory_tolerance_bytes, (
+            f"{what}: memory limit in force {got / MIB:g} MiB, asked {want_mem / MIB:g} MiB"
+        )
+    want_cpu = asked.limits.cpu_cores
+    if want_cpu is not None:
+        got = in_force.cpu_cores
+        if got is None:
+            assert profile.cpu_limit_may_be_unset, f"{what}: no CPU limit in force, {want_cpu:g} asked"
+        else:
+            assert abs(got - want_cpu) <= 0.01 * want_cpu + 0.001, (
+                f"{what}: CPU limit in force {got:g} cores, asked {want_cpu:g}"
+            )
+
+
+def check_not_enforced(in_force: ResourceVector | None, asked: Allocation, what: str) -> None:
+    """Observe-only: nothing at or below the asked memory limit holds the task."""
+    want_mem = asked.limits.memory_bytes
+    got = None if in_force is None else in_force.memory_bytes
+    assert want_mem is None or got is None or got > want_mem, (
+        f"{what}: observe-only, yet a memory limit of {got / MIB:g} MiB is in force"
     )
 
 
@@ -179,6 +245,19 @@ class BackendConformance:
         self._eventually(f"memory usage reaches {profile.workload_mb:g} MiB", holds, advance_time, profile)
         return seen[-1]
 
+    def _read_back(
+        self, read_back: ReadBack, handle: Handle, advance_time: AdvanceTime, profile: ConformanceProfile
+    ) -> ResourceVector | None:
+        """The limits in force, once they can be read (a pod reports them once it runs)."""
+        seen: list[ResourceVector | None] = []
+
+        def readable() -> bool:
+            seen.append(read_back(handle))
+            return seen[-1] is not None
+
+        self._eventually("the allocation in force can be read back", readable, advance_time, profile)
+        return seen[-1]
+
     @staticmethod
     def _enforcing_or_unsupported(backend: ResourceBackend, result: ResizeResult) -> bool:
         """True when the backend enforces limits; an observe-only backend must answer UNSUPPORTED."""
@@ -194,14 +273,23 @@ class BackendConformance:
         self,
         backend: ResourceBackend,
         make_workload: MakeWorkload,
+        advance_time: AdvanceTime,
+        read_back: ReadBack,
         provisioned: list[Handle],
         conformance_profile: ConformanceProfile,
     ) -> None:
-        handle = self._start_long(backend, make_workload, provisioned, conformance_profile)
+        profile = conformance_profile
+        handle = self._start_long(backend, make_workload, provisioned, profile)
+        asked = _alloc(profile.cpu_cores, profile.memory_limit_mb)
         assert handle.backend == backend.name
         assert handle.ref
-        assert handle.allocation == _alloc(conformance_profile.cpu_cores, conformance_profile.memory_limit_mb)
+        assert handle.allocation == asked
         assert backend.state(handle).kind is ExitKind.RUNNING
+        in_force = self._read_back(read_back, handle, advance_time, profile)
+        if backend.capabilities().enforcing:
+            check_in_force(in_force, asked, profile, "after provision")
+        else:
+            check_not_enforced(in_force, asked, "after provision")
 
     def test_usage_reports_memory_and_cpu_of_a_running_task(
         self,
@@ -239,18 +327,31 @@ class BackendConformance:
         self,
         backend: ResourceBackend,
         make_workload: MakeWorkload,
+        advance_time: AdvanceTime,
+        read_back: ReadBack,
         provisioned: list[Handle],
         conformance_profile: ConformanceProfile,
     ) -> None:
         profile = conformance_profile
         handle = self._start_long(backend, make_workload, provisioned, profile)
         bigger = _alloc(profile.cpu_cores * 1.5, profile.memory_limit_mb * 1.5)
+        before = self._read_back(read_back, handle, advance_time, profile)
         result = backend.resize(handle, bigger)
         if not self._enforcing_or_unsupported(backend, result):
+            assert read_back(handle) == before  # UNSUPPORTED changed nothing in force
             return
         assert result.status is ResizeStatus.APPLIED, result.reason
         assert result.applied
-        assert result.allocation == bigger
+        in_force = read_back(handle)
+        check_in_force(in_force, bigger, profile, "after an applied resize up")
+        assert result.allocation is not None
+        check_in_force(
+            in_force, Allocation.exactly(result.allocation.limits), profile, "the reported allocation"
+        )
+        # the allocation reported is the one in force (read back): it may differ from the one asked
+        # by the backend's documented adjustments (Kubernetes drops a CPU limit to stay Burstable),
+        # never by giving less than asked
+        assert result.allocation is not None and _covers(result.allocation, bigger), result.allocation
         assert backend.state(handle).kind is ExitKind.RUNNING
 
     def test_resize_down_applies_above_usage_and_is_rejected_below_it(
@@ -258,6 +359,7 @@ class BackendConformance:
         backend: ResourceBackend,
         make_workload: MakeWorkload,
         advance_time: AdvanceTime,
+        read_back: ReadBack,
         provisioned: list[Handle],
         conformance_profile: ConformanceProfile,
     ) -> None:
@@ -273,12 +375,15 @@ class BackendConformance:
         assert rejected.reason  # says why (below usage)
         assert not rejected.applied
         assert backend.state(handle).kind is ExitKind.RUNNING
+        check_in_force(read_back(handle), handle.allocation, profile, "after a rejected resize (unchanged)")
 
         smaller = _alloc(profile.cpu_cores * 0.5, (profile.memory_limit_mb + profile.workload_mb * 2) / 2)
         applied = backend.resize(handle, smaller)
         assert applied.status is ResizeStatus.APPLIED, applied.reason
-        assert applied.allocation == smaller
+        assert applied.allocation is not None and _covers(applied.allocation, smaller), applied.allocation
+        assert applied.allocation.limits.memory_bytes == smaller.limits.memory_bytes
         assert backend.state(handle).kind is ExitKind.RUNNING
+        check_in_force(read_back(handle), smaller, profile, "after an applied resize down")
 
     def test_resize_of_a_metric_that_is_not_live_is_unsupported(
         self,
@@ -305,6 +410,8 @@ class BackendConformance:
         self,
         backend: ResourceBackend,
         make_workload: MakeWorkload,
+        advance_time: AdvanceTime,
+        read_back: ReadBack,
         provisioned: list[Handle],
         conformance_profile: ConformanceProfile,
     ) -> None:
@@ -320,6 +427,10 @@ class BackendConformance:
         assert result.status is ResizeStatus.INFEASIBLE, result.reason
         assert result.reason
         assert backend.state(handle).kind is ExitKind.RUNNING
+        in_force = self._read_back(read_back, handle, advance_time, conformance_profile)
+        check_in_force(
+            in_force, handle.allocation, conformance_profile, "after an infeasible resize (unchanged)"
+        )
 
     def test_unknown_handle_is_gone_without_usage(
         self,
@@ -411,6 +522,7 @@ class BackendConformance:
         self,
         backend: ResourceBackend,
         make_workload: MakeWorkload,
+        read_back: ReadBack,
         provisioned: list[Handle],
         conformance_profile: ConformanceProfile,
     ) -> None:
@@ -434,6 +546,7 @@ class BackendConformance:
         bigger = _alloc(profile.cpu_cores, profile.memory_limit_mb * 1.5)
         if self._enforcing_or_unsupported(backend, result := backend.resize(handle, bigger)):
             assert result.applied, result
+            check_in_force(read_back(handle), bigger, profile, "after the resize that capacity accounts for")
             resized = backend.capacity()
             assert resized.allocated.memory_bytes == pytest.approx(
                 base_mem + profile.memory_limit_mb * 1.5 * MIB

@@ -150,6 +150,23 @@ class AsyncKubernetesPodBackend:
     async def aclose(self) -> None:
         await self._api_client.close()
 
+    # ---- control loop (a tick never blocks on one pod) ------------------------------------------
+    async def submit_resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
+        result: ResizeResult = await self._run(self._procs.submit(handle, allocation))
+        return result
+
+    async def poll_resize(self, handle: Handle) -> ResizeResult | None:
+        result: ResizeResult | None = await self._run(self._procs.poll(handle))
+        return result
+
+    async def attach(self, name: str) -> Handle | None:
+        result: Handle | None = await self._run(self._procs.attach(name))
+        return result
+
+    async def find(self, selector: str) -> list[Handle]:
+        result: list[Handle] = await self._run(self._procs.find(selector))
+        return result
+
     # ---- one shaping interval ---------------------------------------------------------------------
     async def usage_all(self) -> dict[str, ResourceVector]:
         """Usage of every managed pod of the namespace, by handle ref, from one list call."""

@@ -123,6 +123,23 @@ class KubernetesPodBackend:
     def close(self) -> None:
         self._api_client.close()
 
+    # ---- control loop (a tick never blocks on one pod) ------------------------------------------
+    def submit_resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
+        """Send the resize and return at once: PENDING while the kubelet actuates it."""
+        return self._run(self._procs.submit(handle, allocation))
+
+    def poll_resize(self, handle: Handle) -> ResizeResult | None:
+        """One status read of the resize in flight (None when there is none)."""
+        return self._run(self._procs.poll(handle))
+
+    def attach(self, name: str) -> Handle | None:
+        """A handle for an existing pod, state rebuilt from the cluster (after a restart)."""
+        return self._run(self._procs.attach(name))
+
+    def find(self, selector: str) -> list[Handle]:
+        """Handles of the pods matching a label selector, state rebuilt from the cluster."""
+        return self._run(self._procs.find(selector))
+
     # ---- I/O -------------------------------------------------------------------------------------
     def _run(self, proc: Any) -> Any:
         return drive(proc, self._execute)

@@ -91,6 +91,23 @@ class BackendState:
     final: dict[str, TaskState] = field(default_factory=dict)
     counters: dict[str, _Counters] = field(default_factory=dict)
     nodes: tuple[float, ResourceVector, ResourceVector] | None = None  # (read at, total, largest)
+    # per pod, kept across superseding targets: since when the node defers its resizes, and since
+    # when a resize has gone unobserved by the kubelet (a moving target must not reset these)
+    deferred_since: dict[str, float] = field(default_factory=dict)
+    unobserved_since: dict[str, float] = field(default_factory=dict)
+
+    def forget(self, ref: str) -> None:
+        """Drop everything held about a pod except that it was released."""
+        tables: tuple[dict[str, Any], ...] = (
+            self.allocations,
+            self.pending,
+            self.final,
+            self.counters,
+            self.deferred_since,
+            self.unobserved_since,
+        )
+        for table in tables:
+            table.pop(ref, None)
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -137,7 +154,7 @@ class Procedures:
         assert reply is not None
         if reply.ok or reply.status == 404:
             self.state.released.add(handle.ref)
-            self.state.counters.pop(handle.ref, None)
+            self.state.forget(handle.ref)
         else:
             log.warning("could not delete pod %s: %s", handle.ref, reply.message)
 
@@ -308,8 +325,11 @@ class Procedures:
         return (yield from self._follow(ref, name, started))
 
     def current(self, ref: str, pod: Pod) -> Allocation:
-        container = container_spec(pod, self.settings.container_name)
-        return self.state.allocations.get(ref) or allocation_of((container or {}).get("resources"))
+        """What is in force: remembered, else read back from the pod's status, else its spec."""
+        known = self.state.allocations.get(ref)
+        if known is not None:
+            return known
+        return in_force(pod, self.settings.container_name)
 
     def needs_usage(self, handle: Handle, target: Allocation, pod: Pod) -> bool:
         """True when the memory limit would go down (then usage must be known first)."""
@@ -393,11 +413,18 @@ class Procedures:
             return ResizeResult(ResizeStatus.ERROR, f"pod {ref} disappeared while resizing"), None
         obs = observe_resize(pod, pending.generation, s.container_name)
         revert = actual_resources(pod, s.container_name)
+        if obs.progress is not Progress.WAITING:
+            self.state.unobserved_since.pop(ref, None)
+        if obs.progress is not Progress.DEFERRED:
+            self.state.deferred_since.pop(ref, None)
         if obs.progress is Progress.DONE:
             self.state.pending.pop(ref, None)
-            self.state.allocations[ref] = pending.target
+            # the allocation reported is the one in force, read back (CPU-limit and default-request
+            # adjustments included), not the one asked for
+            applied = in_force(pod, s.container_name, fallback=pending.target)
+            self.state.allocations[ref] = applied
             reason = f"in force after {now - pending.since:.1f}s (generation {pending.generation})"
-            return ResizeResult(ResizeStatus.APPLIED, reason, pending.target), None
+            return ResizeResult(ResizeStatus.APPLIED, reason, applied), None
         if obs.progress is Progress.GONE:
             self.state.pending.pop(ref, None)
             return ResizeResult(
@@ -407,10 +434,23 @@ class Procedures:
             self.state.pending.pop(ref, None)
             reason = f"PodResizePending Infeasible: {obs.message}; spec reverted"
             return ResizeResult(ResizeStatus.INFEASIBLE, reason, current), revert
-        if obs.progress is Progress.DEFERRED and now - pending.since >= s.deferred_timeout_s:
-            self.state.pending.pop(ref, None)
-            reason = f"deferred for more than {s.deferred_timeout_s:g}s ({obs.message}); spec reverted"
-            return ResizeResult(ResizeStatus.INFEASIBLE, reason, current), revert
+        if obs.progress is Progress.DEFERRED:
+            deferred = self.state.deferred_since.setdefault(ref, now)
+            if now - deferred >= s.deferred_timeout_s:
+                self.state.pending.pop(ref, None)
+                self.state.deferred_since.pop(ref, None)
+                reason = f"deferred for more than {s.deferred_timeout_s:g}s ({obs.message}); spec reverted"
+                return ResizeResult(ResizeStatus.INFEASIBLE, reason, current), revert
+        if obs.progress is Progress.WAITING:
+            unseen = self.state.unobserved_since.setdefault(ref, pending.since)
+            if now - unseen >= s.unobserved_timeout_s:
+                self.state.pending.pop(ref, None)
+                self.state.unobserved_since.pop(ref, None)
+                reason = (
+                    f"not observed by the kubelet within {s.unobserved_timeout_s:g}s "
+                    f"(generation {pending.generation}); spec reverted"
+                )
+                return ResizeResult(ResizeStatus.ERROR, reason, current), revert
         if obs.progress in (Progress.IN_PROGRESS, Progress.IN_PROGRESS_ERROR):
             if pending.in_progress_since is None:
                 pending.in_progress_since = now
@@ -454,6 +494,85 @@ class Procedures:
         if not reply.ok:
             log.warning("could not revert the resize of %s: %s", ref, reply.message)
 
+    # ---- control loop: submit now, observe on later ticks ------------------------------------------
+    def submit(self, handle: Handle, target: Allocation) -> Proc[ResizeResult]:
+        """Send a resize without waiting for the kubelet: PENDING (with the allocation in force)
+        once accepted, or the final result when it must not be sent or the server refused it."""
+        ref = handle.ref
+        if ref in self.state.released:
+            return ResizeResult(ResizeStatus.ERROR, "the task was released")
+        pending = self.state.pending.get(ref)
+        if pending is not None and pending.target == target:
+            result = yield from self.poll(handle)
+            return result or ResizeResult(ResizeStatus.ERROR, "the resize in flight vanished")
+        _, name = split_ref(ref)
+        pod = yield from self._read_pod(name)
+        if pod is None:
+            return ResizeResult(ResizeStatus.ERROR, f"pod {ref} not found or unreadable")
+        _, largest = yield from self._nodes()
+        usage = (yield from self.usage(handle)) if self.needs_usage(handle, target, pod) else None
+        self.state.allocations.setdefault(ref, self.current(ref, pod))
+        prepared = self.prepare(handle, target, pod, usage, largest)
+        if isinstance(prepared, ResizeResult):
+            return prepared
+        patch = yield Call(Verb.PATCH_RESIZE, name, resize_body(self.settings.container_name, prepared))
+        assert patch is not None
+        started = self.after_patch(ref, target, patch)
+        if isinstance(started, ResizeResult):
+            return started
+        self.state.unobserved_since.setdefault(ref, started.since)
+        return ResizeResult(
+            ResizeStatus.PENDING,
+            f"submitted (generation {started.generation}); not yet observed by the kubelet",
+            self.state.allocations.get(ref),
+        )
+
+    def poll(self, handle: Handle) -> Proc[ResizeResult | None]:
+        """One status read of the resize in flight: its final result, PENDING, or None (none)."""
+        pending = self.state.pending.get(handle.ref)
+        if pending is None:
+            return None
+        _, name = split_ref(handle.ref)
+        pod = yield from self._read_pod(name)
+        result, revert = self.judge(handle.ref, pending, pod)
+        if revert:
+            yield from self._revert(handle.ref, name, revert)
+        return result if result is not None else self.still_pending(handle.ref, pending, pod)
+
+    def attach(self, name: str, pod: Pod | None = None) -> Proc[Handle | None]:
+        """Rebuild this backend's view of a pod from the cluster (after a restart, or a pod made
+        by someone else, e.g. KubernetesPodOperator): the allocation in force, and a resize in
+        flight when the spec is ahead of what the kubelet actuated. None when there is no pod."""
+        if pod is None:
+            pod = yield from self._read_pod(name)
+        if pod is None:
+            return None
+        ref = f"{self.settings.namespace}/{name}"
+        self.state.released.discard(ref)
+        allocation = in_force(pod, self.settings.container_name)
+        self.state.allocations[ref] = allocation
+        container = container_spec(pod, self.settings.container_name)
+        generation = int(pod.get("metadata", {}).get("generation", 0) or 0)
+        progress = observe_resize(pod, generation, self.settings.container_name).progress
+        if container is not None and progress not in (Progress.DONE, Progress.GONE):
+            target = allocation_of(container.get("resources"))
+            self.state.pending[ref] = PendingResize(target, generation, self.clock.monotonic())
+        return Handle(backend=BACKEND_NAME, name=name, ref=ref, allocation=allocation)
+
+    def find(self, selector: str) -> Proc[list[Handle]]:
+        """Handles of the pods matching a label selector (one list call), rebuilt as ``attach``."""
+        reply = yield Call(Verb.LIST_PODS, query=(("labelSelector", selector),))
+        assert reply is not None
+        if not reply.ok or not isinstance(reply.body, dict):
+            return []
+        handles = []
+        for pod in reply.body.get("items", []):
+            name = pod.get("metadata", {}).get("name", "")
+            handle = yield from self.attach(name, pod)
+            if handle is not None:
+                handles.append(handle)
+        return handles
+
     # ---- batch (shaping interval) --------------------------------------------------------------
     def usage_all(self) -> Proc[dict[str, ResourceVector]]:
         """Usage of every managed pod in the namespace in one metrics list call."""
@@ -467,6 +586,16 @@ class Procedures:
                 name = item.get("metadata", {}).get("name", "")
                 out[f"{self.settings.namespace}/{name}"] = usage_of(item)
         return out
+
+
+def in_force(pod: Pod, container: str, fallback: Allocation | None = None) -> Allocation:
+    """The allocation the kubelet actuated (status), else ``fallback``, else the spec."""
+    actual = actual_resources(pod, container)
+    if actual:
+        return allocation_of(actual)
+    if fallback is not None:
+        return fallback
+    return allocation_of((container_spec(pod, container) or {}).get("resources"))
 
 
 def drive(proc: Proc[T], execute: Any) -> T:

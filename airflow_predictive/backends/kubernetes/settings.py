@@ -36,6 +36,9 @@ class KubernetesSettings:
     capacity_ttl_s: how long node allocatable is cached.
     pool: allocatable to report when nodes cannot be listed (RBAC without nodes access).
     release_grace_s: gracePeriodSeconds when a task's pod is deleted.
+    unobserved_timeout_s: how long a resize may stay unobserved by the kubelet (observedGeneration
+        below the patch's generation, or actual resources never matching the spec without any
+        resize condition) before the spec is reverted and ERROR is reported.
     """
 
     namespace: str = "default"
@@ -59,3 +62,4 @@ class KubernetesSettings:
     capacity_ttl_s: float = 30.0
     pool: ResourceVector | None = None
     release_grace_s: int = 0
+    unobserved_timeout_s: float = 30.0

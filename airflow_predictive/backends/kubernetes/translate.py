@@ -62,7 +62,8 @@ def resource_requirements(
     A pod whose cpu and memory requests both equal their limits would be Guaranteed, and a QoS
     class never changes in place. Then the CPU limit is left out (CPU is weighted by its request,
     not capped) unless the pod already carries one, which cannot be removed: then it is set one
-    millicore above the request. Requests absent from the allocation take ``defaults``.
+    millicore above the request. Requests absent from the allocation take ``defaults``. A pod that
+    is Guaranteed already (``current``) keeps requests == limits: its class cannot change either.
     """
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
@@ -76,7 +77,9 @@ def resource_requirements(
         if lim is not None:
             limits[name] = _fmt(metric, lim)
     guaranteed = all(name in limits and limits[name] == requests.get(name) for name in ("cpu", "memory"))
-    if guaranteed:
+    if guaranteed and current is not None and is_guaranteed(current):
+        pass  # a Guaranteed pod (e.g. a user's KubernetesPodOperator pod) stays Guaranteed
+    elif guaranteed:
         has_cpu_limit = current is not None and "cpu" in (current.get("limits") or {})
         if has_cpu_limit:
             limits["cpu"] = f"{round(parse_quantity(requests['cpu']) * 1000) + 1}m"
@@ -89,6 +92,18 @@ def resource_requirements(
     if limits:
         out["limits"] = limits
     return out
+
+
+def is_guaranteed(res: ResourceRequirements) -> bool:
+    """cpu and memory requests set and equal to their limits (a missing request defaults to the limit)."""
+    requests = res.get("requests") or {}
+    limits = res.get("limits") or {}
+    for name in ("cpu", "memory"):
+        lim = _qty(limits.get(name))
+        req = _qty(requests.get(name, limits.get(name)))
+        if lim is None or req is None or not math.isclose(lim, req):
+            return False
+    return True
 
 
 def same_resources(a: ResourceRequirements | None, b: ResourceRequirements | None) -> bool:

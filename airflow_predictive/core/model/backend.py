@@ -143,7 +143,13 @@ class Capacity:
 
     @property
     def free(self) -> ResourceVector:
-        return self.allocatable.combine(self.allocated, lambda a, b: max(0.0, a - b))
+        """Allocatable less allocated, never below zero. A metric the pool does not hold (no
+        GPUs on any node) stays absent: something allocated elsewhere never shows up as free."""
+        out: dict[Metric, float | None] = {}
+        for metric, total in self.allocatable.items():
+            used = self.allocated.get(metric)
+            out[metric] = None if total is None else total if used is None else max(0.0, total - used)
+        return ResourceVector.from_mapping(out)
 
 
 @dataclass(frozen=True, slots=True)
