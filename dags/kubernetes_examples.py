@@ -47,6 +47,12 @@ def kubernetes_executor_example() -> None:
 
         pod = os.environ.get("AIRFLOW_IS_K8S_EXECUTOR_POD", "")
         print(f"kubernetes executor pod: {pod!r}, host {socket.gethostname()}, pid {os.getpid()}")
+        try:
+            with open("/proc/self/cgroup") as f:
+                memory = [line.strip() for line in f if ":memory:" in line or line.startswith("0::")]
+        except OSError:
+            memory = []
+        print(f"task cgroup: {memory[0] if memory else 'unknown'}")
         return pod
 
     where_am_i()
