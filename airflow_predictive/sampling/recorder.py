@@ -47,10 +47,11 @@ class ControlReader:
         self.fd = fd
         self.closed = False
         self._partial = b""
+        self._pending: list[Message] = []  # read while waiting for START, handed out by read()
         os.set_blocking(fd, False)
 
     def read(self) -> list[Message]:
-        out: list[Message] = []
+        out, self._pending = self._pending, []
         while not self.closed:
             try:
                 chunk = os.read(self.fd, 65536)
@@ -78,8 +79,10 @@ class ControlReader:
 
         deadline = time.monotonic() + timeout
         while True:
-            for msg in self.read():
+            messages = self.read()
+            for i, msg in enumerate(messages):
                 if isinstance(msg, StartMessage):
+                    self._pending = messages[i + 1 :]  # an END can follow at once (a short task)
                     return msg
             remaining = deadline - time.monotonic()
             if self.closed or remaining <= 0:
@@ -186,15 +189,17 @@ class RunWriter:
         budget_s: float,
         wait: Callable[[float], None],
         oom_killed: Callable[[], bool],
+        stop_requested: Callable[[], bool] = lambda: False,
     ) -> bool:
-        """``apply`` until it succeeds or ``budget_s`` is spent (backoff 1, 2, 4 ... 30 s)."""
+        """``apply`` until it succeeds or ``budget_s`` is spent (backoff 1, 2, 4 ... 30 s); a stop
+        request (SIGTERM) ends the retries after the current attempt."""
         deadline = time.monotonic() + budget_s
         delay = 1.0
         while True:
             if self.apply(end, oom_killed=oom_killed):
                 return True
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or stop_requested():
                 log.warning(
                     "predictive sampler: gave up recording %s after %.0f s: %d samples not written",
                     self.record.key, budget_s, self.sampler.stats.buffered,

@@ -467,6 +467,7 @@ def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -
         budget_s=args.catch_up,
         wait=signals.wait,
         oom_killed=lambda: source_oom_killed(getattr(source, "primary", None)),
+        stop_requested=signals.requested,
     )
     stats = sampler.stats
     log.info(
