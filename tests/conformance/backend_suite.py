@@ -245,17 +245,42 @@ class BackendConformance:
         self._eventually(f"memory usage reaches {profile.workload_mb:g} MiB", holds, advance_time, profile)
         return seen[-1]
 
-    def _read_back(
-        self, read_back: ReadBack, handle: Handle, advance_time: AdvanceTime, profile: ConformanceProfile
+    def _in_force(
+        self,
+        backend: ResourceBackend,
+        read_back: ReadBack,
+        handle: Handle,
+        asked: Allocation,
+        advance_time: AdvanceTime,
+        profile: ConformanceProfile,
+        what: str,
     ) -> ResourceVector | None:
-        """The limits in force, once they can be read (a pod reports them once it runs)."""
+        """Wait (in backend time) until ``asked`` is in force where it is enforced, and check it.
+
+        A task takes effect asynchronously (a process joins its cgroup as it starts, a kubelet
+        actuates a pod): the wait absorbs that. An observe-only backend must never show it.
+        """
+        enforcing = backend.capabilities().enforcing
         seen: list[ResourceVector | None] = []
 
-        def readable() -> bool:
+        def shows() -> bool:
             seen.append(read_back(handle))
-            return seen[-1] is not None
+            if not enforcing:
+                return seen[-1] is not None
+            try:
+                check_in_force(seen[-1], asked, profile, what)
+            except AssertionError:
+                return False
+            return True
 
-        self._eventually("the allocation in force can be read back", readable, advance_time, profile)
+        waited = 0.0
+        while not shows() and waited < profile.settle_seconds:
+            advance_time(profile.poll_seconds)
+            waited += profile.poll_seconds
+        if enforcing:
+            check_in_force(seen[-1], asked, profile, what)
+        else:
+            check_not_enforced(seen[-1], asked, what)
         return seen[-1]
 
     @staticmethod
@@ -285,11 +310,7 @@ class BackendConformance:
         assert handle.ref
         assert handle.allocation == asked
         assert backend.state(handle).kind is ExitKind.RUNNING
-        in_force = self._read_back(read_back, handle, advance_time, profile)
-        if backend.capabilities().enforcing:
-            check_in_force(in_force, asked, profile, "after provision")
-        else:
-            check_not_enforced(in_force, asked, "after provision")
+        self._in_force(backend, read_back, handle, asked, advance_time, profile, "after provision")
 
     def test_usage_reports_memory_and_cpu_of_a_running_task(
         self,
@@ -335,7 +356,9 @@ class BackendConformance:
         profile = conformance_profile
         handle = self._start_long(backend, make_workload, provisioned, profile)
         bigger = _alloc(profile.cpu_cores * 1.5, profile.memory_limit_mb * 1.5)
-        before = self._read_back(read_back, handle, advance_time, profile)
+        before = self._in_force(
+            backend, read_back, handle, handle.allocation, advance_time, profile, "before the resize up"
+        )
         result = backend.resize(handle, bigger)
         if not self._enforcing_or_unsupported(backend, result):
             assert read_back(handle) == before  # UNSUPPORTED changed nothing in force
@@ -418,6 +441,9 @@ class BackendConformance:
         allocatable = backend.capacity().allocatable.memory_bytes
         assert allocatable is not None and allocatable > 0
         handle = self._start_long(backend, make_workload, provisioned, conformance_profile)
+        self._in_force(
+            backend, read_back, handle, handle.allocation, advance_time, conformance_profile, "at start"
+        )
         huge = Allocation.exactly(
             ResourceVector(cpu_cores=conformance_profile.cpu_cores, memory_bytes=allocatable * 4)
         )
@@ -427,9 +453,11 @@ class BackendConformance:
         assert result.status is ResizeStatus.INFEASIBLE, result.reason
         assert result.reason
         assert backend.state(handle).kind is ExitKind.RUNNING
-        in_force = self._read_back(read_back, handle, advance_time, conformance_profile)
         check_in_force(
-            in_force, handle.allocation, conformance_profile, "after an infeasible resize (unchanged)"
+            read_back(handle),
+            handle.allocation,
+            conformance_profile,
+            "after an infeasible resize (unchanged)",
         )
 
     def test_unknown_handle_is_gone_without_usage(
@@ -522,6 +550,7 @@ class BackendConformance:
         self,
         backend: ResourceBackend,
         make_workload: MakeWorkload,
+        advance_time: AdvanceTime,
         read_back: ReadBack,
         provisioned: list[Handle],
         conformance_profile: ConformanceProfile,
@@ -543,6 +572,7 @@ class BackendConformance:
             max(0.0, during.allocatable.memory_bytes - during.allocated.memory_bytes)
         )
 
+        self._in_force(backend, read_back, handle, handle.allocation, advance_time, profile, "at start")
         bigger = _alloc(profile.cpu_cores, profile.memory_limit_mb * 1.5)
         if self._enforcing_or_unsupported(backend, result := backend.resize(handle, bigger)):
             assert result.applied, result

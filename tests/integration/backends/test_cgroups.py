@@ -28,7 +28,14 @@ from airflow_predictive.core.model.backend import (
 )
 from airflow_predictive.core.model.resources import MIB, ResourceVector
 from tests._real_parts import require_cgroups
-from tests.conformance.backend_suite import AdvanceTime, BackendConformance, ConformanceProfile, MakeWorkload
+from tests.conformance.backend_suite import (
+    AdvanceTime,
+    BackendConformance,
+    ConformanceProfile,
+    MakeWorkload,
+    ReadBack,
+)
+from tests.conformance.read_back import cgroup_read_back
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -111,6 +118,12 @@ def make_workload() -> MakeWorkload:
 @pytest.fixture
 def advance_time() -> AdvanceTime:
     return time.sleep
+
+
+@pytest.fixture
+def read_back() -> ReadBack:
+    """The limits of the cgroup the task's process is in, read from the kernel's files."""
+    return cgroup_read_back
 
 
 @pytest.fixture

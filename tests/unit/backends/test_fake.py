@@ -15,7 +15,8 @@ from airflow_predictive.core.model.backend import (
 )
 from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
 from airflow_predictive.core.ports import ProvisionError
-from tests.conformance.backend_suite import AdvanceTime, BackendConformance, MakeWorkload
+from tests.conformance.backend_suite import AdvanceTime, BackendConformance, MakeWorkload, ReadBack
+from tests.conformance.read_back import fake_limits
 
 _names = itertools.count()
 
@@ -43,6 +44,11 @@ def make_workload(backend: FakeBackend) -> MakeWorkload:
 @pytest.fixture
 def advance_time(clock: ManualClock) -> AdvanceTime:
     return clock.advance
+
+
+@pytest.fixture
+def read_back(backend: FakeBackend) -> ReadBack:
+    return lambda handle: fake_limits(backend, handle)
 
 
 class TestFakeConformance(BackendConformance):

@@ -17,7 +17,8 @@ from airflow_predictive.backends.gpu.discovery import Discovery, GpuDevice, disc
 from airflow_predictive.core.model.backend import Allocation, ExitKind, ProvisionSpec, ResizeStatus
 from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
 from airflow_predictive.core.ports import ProvisionError
-from tests.conformance.backend_suite import AdvanceTime, BackendConformance, MakeWorkload
+from tests.conformance.backend_suite import AdvanceTime, BackendConformance, MakeWorkload, ReadBack
+from tests.conformance.read_back import fake_limits
 from tests.unit.backends.gpu.fake_nvml import two_gpus
 
 if TYPE_CHECKING:
@@ -56,6 +57,11 @@ def make_workload(fake: FakeBackend) -> MakeWorkload:
 @pytest.fixture
 def advance_time(clock: ManualClock) -> AdvanceTime:
     return clock.advance
+
+
+@pytest.fixture
+def read_back(fake: FakeBackend) -> ReadBack:
+    return lambda handle: fake_limits(fake, handle)
 
 
 class TestGpuOverFakeConformance(BackendConformance):
