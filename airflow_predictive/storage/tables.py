@@ -218,55 +218,28 @@ decision_record = Table(
     Index("ix_predictive_decision_task_at", "dag_id", "task_id", "at"),
 )
 
-
-# -- scheduler (revision 0004_ledger): pools, reservations, plan and admission decisions -------
-
-ledger_pool = Table(
-    "predictive_pool",
-    metadata,
-    Column("name", String(250), primary_key=True),
-    Column("kind", String(16), nullable=False),  # PoolKind value
-    Column("capacity", Text, nullable=False),  # JSON {"requests": {...}, "limits": {...}}
-    Column("note", Text, nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-
-reservation = Table(
-    "predictive_reservation",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("pool", String(250), ForeignKey("predictive_pool.name", ondelete="CASCADE"), nullable=False),
-    Column("dag_id", String(250), nullable=False),
-    Column("task_id", String(250), nullable=False),
-    Column("map_index", Integer, nullable=False, default=-1),
-    Column("run_id", String(250), nullable=False),
-    Column("try_number", Integer, nullable=False, default=1),
-    Column("holder", String(250), nullable=False),
-    Column("state", String(16), nullable=False),  # ReservationState value
-    Column("start_at", Float, nullable=False),  # wall-clock epoch seconds
-    Column("end_at", Float, nullable=False),
-    Column("expires_at", Float, nullable=False),
-    Column("priority", Integer, nullable=False, default=0),
-    Column("timeline", Text, nullable=False),  # JSON [{"at": s, "requests": {...}, "limits": {...}}]
-    Column("plan", Text, nullable=True),  # JSON plan it was made from
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Index("ix_predictive_reservation_pool_state", "pool", "state"),
-)
-
-decision_record = Table(
-    "predictive_decision",
+# Every decision of the shaping controller (core/shaping/events.py), including the ones that changed
+# nothing (held back by hysteresis, deferred by the node), with its reason. Written by shaping loops
+# (worker, triggerer, executor) through storage/shaping_store.py; read by the UI / API and tests.
+shaping_event = Table(
+    "predictive_shaping_event",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", DateTime(timezone=True), nullable=False),
-    Column("kind", String(16), nullable=False),  # "plan" | "admission"
-    Column("decision", String(32), nullable=False),  # PlanDecision / AdmissionDecision value
-    Column("dag_id", String(250), nullable=False),
-    Column("task_id", String(250), nullable=False),
-    Column("map_index", Integer, nullable=False, default=-1),
-    Column("run_id", String(250), nullable=False),
-    Column("try_number", Integer, nullable=False, default=1),
-    Column("pool", String(250), nullable=True),
-    Column("reason", Text, nullable=True),
-    Column("payload", Text, nullable=True),  # JSON: the plan, the bottleneck, the earliest start
-    Index("ix_predictive_decision_task_at", "dag_id", "task_id", "at"),
+    Column("t_s", Float, nullable=False),  # seconds since shaping of this task started
+    Column("subject", String(250), nullable=False),  # backend ref: cgroup path, "namespace/pod"
+    Column("backend", String(32), nullable=False),
+    Column("run_key", String(1000), nullable=False, default=""),  # "dag/task/map/run/try", "" unknown
+    Column("metric", String(32), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("cause", String(32), nullable=False),
+    Column("verdict", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("before_value", Float, nullable=True),
+    Column("target_value", Float, nullable=True),
+    Column("after_value", Float, nullable=True),
+    Column("usage_value", Float, nullable=True),
+    Column("predicted_value", Float, nullable=True),
+    Index("ix_predictive_shaping_event_subject_at", "subject", "at"),
+    Index("ix_predictive_shaping_event_run_key", "run_key"),
 )
