@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from airflow_predictive.core.model.resources import GIB, Metric, ResourceVector
+from airflow_predictive.core.model.series import DemandCurve, Forecast
+from airflow_predictive.core.scheduling.planner import PlanSettings, plan_from_forecast
+from airflow_predictive.simulation.cluster import PoolSpec, replay
+from airflow_predictive.simulation.execution import SimSettings, run_try
+from airflow_predictive.simulation.forecasting import HeldOutForecasts
+from airflow_predictive.simulation.policies.base import NodeShape, TryContext
+from airflow_predictive.simulation.policies.predictive import PredictivePolicy, PredictiveSettings
+from tests.unit.simulation.helpers import sim_run, workload
+
+SETTINGS = SimSettings()
+NODE = NodeShape(64 * GIB, 32.0)
+
+
+def forecast(memory_gib: np.ndarray, cpu: float = 1.0, step_s: float = 10.0) -> Forecast:
+    mem = memory_gib * GIB
+    curves = {
+        Metric.MEMORY_BYTES: DemandCurve(
+            Metric.MEMORY_BYTES, step_s, {0.5: mem, 0.9: mem * 1.05, 0.99: mem * 1.1}
+        ),
+        Metric.CPU_CORES: DemandCurve(
+            Metric.CPU_CORES, step_s, {0.5: np.full(mem.size, cpu), 0.9: np.full(mem.size, cpu)}
+        ),
+    }
+    return Forecast(curves, {0.5: mem.size * step_s, 0.9: mem.size * step_s}, "test")
+
+
+def held(forecasts: dict[int, Forecast], cold: frozenset[int] = frozenset()) -> HeldOutForecasts:
+    return HeldOutForecasts(forecasts, {}, {"test": len(forecasts)}, cold, 0.0, ("test",))
+
+
+def test_the_try_starts_with_the_planners_initial_allocation() -> None:
+    f = forecast(np.concatenate([np.full(6, 1.0), np.full(6, 3.0)]))
+    run = sim_run(np.full(120, 0.9 * GIB))
+    policy = PredictivePolicy(held({0: f}))
+    policy.prepare(workload(run), SETTINGS)
+    driver = policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE))
+    expected = plan_from_forecast(
+        f,
+        declared=ResourceVector(cpu_cores=4.0, memory_bytes=8 * GIB),
+        settings=PlanSettings(),
+        capabilities=driver.backend.capabilities(),  # type: ignore[attr-defined]
+    ).plan
+    start = driver.initial()
+    assert start.memory_bytes == pytest.approx(expected.initial.limits.memory_bytes)
+    assert start.cpu_cores == pytest.approx(expected.initial.limits.cpu_cores)
+
+
+def test_shaping_grows_a_try_whose_usage_outruns_its_forecast_before_it_is_killed() -> None:
+    f = forecast(np.full(30, 1.0))  # says 1 GiB flat for 300 s
+    mem = np.concatenate([np.full(60, 0.9), np.linspace(0.9, 2.5, 120), np.full(120, 2.5)]) * GIB
+    run = sim_run(mem)
+    policy = PredictivePolicy(held({0: f}))
+    policy.prepare(workload(run), SETTINGS)
+    result = run_try(run, policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE)), SETTINGS)
+    assert not result.oom
+    assert result.resizes >= 2
+    assert max(lim.memory_bytes for _, lim in result.changes) >= 2.5 * GIB
+    assert len(result.decision_s) > 250  # one controller tick per second
+
+
+def test_after_an_oom_kill_the_retry_plan_starts_from_the_peak_before_the_kill() -> None:
+    f = forecast(np.full(30, 1.0))
+    mem = np.concatenate([np.full(60, 0.9), np.full(60, 1.5)]) * GIB  # a jump: nothing can grow in time
+    run = sim_run(mem)
+    result = replay(workload(run), PredictivePolicy(held({0: f})), PoolSpec(), SETTINGS)
+    first, retry = result.tries[0].result, result.tries[1].result
+    assert first.oom and not retry.oom
+    assert retry.changes[0][1].memory_bytes >= 1.2 * first.peak_seen
+
+
+def test_without_a_forecast_the_plan_is_the_declared_resources() -> None:
+    run = sim_run(np.full(30, GIB), declared_memory=6 * GIB, declared_cpu=2.0)
+    policy = PredictivePolicy(held({}))
+    policy.prepare(workload(run), SETTINGS)
+    start = policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE)).initial()
+    assert (start.memory_bytes, start.cpu_cores) == (6 * GIB, 2.0)
+
+
+def test_the_shadow_variant_runs_a_shadow_only_on_a_cold_start() -> None:
+    f = forecast(np.full(30, 1.0))
+    runs = [
+        sim_run(np.full(300, 0.9 * GIB), index=0),
+        sim_run(np.full(300, 0.9 * GIB), index=1, arrival_s=1.0),
+    ]
+    policy = PredictivePolicy(held({0: f, 1: f}, cold=frozenset({1})), PredictiveSettings(shadow=True))
+    assert policy.name == "predictive_shadow"
+    result = replay(workload(*runs), policy, PoolSpec(), SETTINGS)
+    assert policy.shadows == 1
+    by_run = {t.run: t.result for t in result.tries}
+    # the shadow's allocation is charged to the cold-start try
+    assert by_run[1].memory_alloc > by_run[0].memory_alloc
