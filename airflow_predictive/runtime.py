@@ -28,11 +28,15 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from airflow_predictive.backends.kubernetes.settings import KubernetesSettings
+    from airflow_predictive.core.model.backend import Handle
     from airflow_predictive.core.ports import ForecastService, ResourceBackend
+    from airflow_predictive.core.shaping.controller import ShapingController
+    from airflow_predictive.core.shaping.policy import ShapingSettings
     from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
     from airflow_predictive.storage.model_store import ModelStore
     from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
     from airflow_predictive.storage.run_store import SqlRunStore
+    from airflow_predictive.storage.shaping_store import SqlShapingEventStore
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +220,34 @@ class Runtime:
         )
 
     # -- seams for the next issues (planner, ledger, shaper): add ``@_once`` builders here ----------
+
+    # -- shaping (issue 11): the event store, and a controller wired to it and to the ledger ------
+
+    @_once
+    def shaping_events(self) -> SqlShapingEventStore:
+        from airflow_predictive.storage.shaping_store import SqlShapingEventStore
+
+        return SqlShapingEventStore(self.engine())
+
+    def shaper(
+        self,
+        backend: ResourceBackend,
+        handle: Handle,
+        settings: ShapingSettings | None = None,
+        **kwargs: Any,
+    ) -> ShapingController:
+        """A shaping controller for one provisioned task, its events stored and every applied
+        change adjusting ``reservation_id`` (a kwarg) in the ledger. Storage failures are the
+        controller's to survive (it logs them and keeps shaping)."""
+        from airflow_predictive.core.ports import SystemClock
+        from airflow_predictive.core.shaping.controller import ShapingController
+        from airflow_predictive.core.shaping.policy import ShapingSettings
+
+        kwargs.setdefault("clock", SystemClock())
+        kwargs.setdefault("events", self.shaping_events())
+        if kwargs.get("reservation_id"):
+            kwargs.setdefault("ledger", self.ledger())
+        return ShapingController(backend, handle, settings or ShapingSettings(), **kwargs)
 
     # -- scheduler (issue 10): the shared ledger, the decision log, the local pool's settings ------
 
