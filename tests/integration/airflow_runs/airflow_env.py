@@ -15,6 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[3]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -31,14 +32,24 @@ class AirflowEnv:
     home: Path
     env: dict[str, str]
     api: subprocess.Popen[bytes] | None = None
+    triggerer: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def create(cls, home: Path, extra: dict[str, str] | None = None) -> AirflowEnv:
+    def create(
+        cls,
+        home: Path,
+        extra: dict[str, str] | None = None,
+        *,
+        database_url: str | None = None,
+        dags_folder: Path | None = None,
+    ) -> AirflowEnv:
+        """``database_url``: Airflow's metadata database, set only through the environment (as in
+        containers and Helm charts); default: the embedded SQLite in ``home``."""
         port = free_port()
         env = {
             **os.environ,
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder or REPO / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
@@ -49,6 +60,8 @@ class AirflowEnv:
             **(extra or {}),
         }
         env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
+        if database_url:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = database_url
         return cls(home=home, env=env)
 
     @property
@@ -85,13 +98,21 @@ class AirflowEnv:
                 time.sleep(0.5)
         raise RuntimeError("api-server did not come up")
 
+    def start_triggerer(self) -> None:
+        """A real `airflow triggerer` beside the API server (deferred tasks resume through it)."""
+        log = open(self.home / "triggerer.log", "wb")  # noqa: SIM115 - kept open for its life
+        self.triggerer = subprocess.Popen(
+            [AIRFLOW, "triggerer"], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
     def stop(self) -> None:
-        if self.api is not None and self.api.poll() is None:
-            os.killpg(self.api.pid, 15)
-            try:
-                self.api.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.api.pid, 9)
+        for proc in (self.triggerer, self.api):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, 15)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, 9)
 
     def dags_test(
         self, dag_id: str, conf: dict[str, object], skip: str | None = None
@@ -104,3 +125,20 @@ class AirflowEnv:
     @property
     def predictive_url(self) -> str:
         return f"sqlite:///{self.home / 'predictive.db'}"
+
+
+def wait_recorded(store: Any, *, timeout: float = 60.0) -> list[Any]:
+    """The listener runs of ``store`` once no try is still RUNNING in an open leg: the sidecars
+    record the ends just after their task processes exit (outside the task path)."""
+    from airflow_predictive.core.model.runs import Outcome, RunSource
+
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = [r for r in store.runs() if r.identity.source is RunSource.LISTENER]
+        open_legs = [
+            r for r in runs
+            if r.outcome is Outcome.RUNNING and not any(leg.end for leg in store.legs(r.run_pk)[-1:])
+        ]  # fmt: skip
+        if not open_legs or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.5)
