@@ -8,8 +8,10 @@ from airflow_predictive.core.model.runs import TaskKey
 from airflow_predictive.simulation.workload import RunCurve, build_workload, scaled_up
 from tests.unit.simulation.helpers import example
 
+A = TaskKey("wf", "a")
 
-def examples(n: int = 6, key: TaskKey = TaskKey("wf", "a")) -> list:
+
+def examples(n: int = 6, key: TaskKey = A) -> list:
     return [
         example(
             np.full(10 + i, (1 + i) * GIB),
