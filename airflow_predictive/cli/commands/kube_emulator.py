@@ -56,7 +56,10 @@ ARGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     ),
     (
         ("--image-map",),
-        {"default": None, "help": "JSON image map for --kubelet process (default: every image runs on the host)"},
+        {
+            "default": None,
+            "help": "JSON image map for --kubelet process (default: every image runs on the host)",
+        },
     ),
     (
         ("--backoff",),

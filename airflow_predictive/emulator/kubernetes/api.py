@@ -27,9 +27,9 @@ from airflow_predictive.emulator.kubernetes.errors import (
     not_found,
     required,
 )
+from airflow_predictive.emulator.kubernetes.logs_route import pod_log
 from airflow_predictive.emulator.kubernetes.messages import Request, Response
 from airflow_predictive.emulator.kubernetes.metrics_routes import metrics_response, node_proxy
-from airflow_predictive.emulator.kubernetes.logs_route import pod_log
 from airflow_predictive.emulator.kubernetes.patch import MERGE, apply_patch
 from airflow_predictive.emulator.kubernetes.resources import (
     NAMESPACES,

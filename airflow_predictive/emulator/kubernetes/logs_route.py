@@ -77,7 +77,11 @@ def pod_log(api: Api, namespace: str, name: str, query: dict[str, str]) -> Respo
         path = None if rt is None else api.kubelet.log_file(rt, container, previous)
         waiting = None
         if cr is None or (not cr.running and cr.terminated is None and cr.last_terminated is None):
-            waiting = (cr.waiting[0] if cr is not None and cr.waiting else "ContainerCreating") if not path else None
+            waiting = (
+                (cr.waiting[0] if cr is not None and cr.waiting else "ContainerCreating")
+                if not path
+                else None
+            )
     if previous and path is None:
         raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
     if waiting is not None and path is None:

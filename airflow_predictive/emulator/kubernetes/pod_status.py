@@ -123,7 +123,9 @@ def container_status(kubelet: Kubelet, c: Obj, cr: ContainerRuntime, rt: PodRunt
     if cr.running:
         state: dict[str, Any] = {"running": {"startedAt": cr.started_ts}}
     elif cr.waiting is not None:
-        state = {"waiting": {"reason": cr.waiting[0], **({"message": cr.waiting[1]} if cr.waiting[1] else {})}}
+        state = {
+            "waiting": {"reason": cr.waiting[0], **({"message": cr.waiting[1]} if cr.waiting[1] else {})}
+        }
     elif cr.waiting_until is not None:
         state = {
             "waiting": {

@@ -117,8 +117,7 @@ class ProcessKubelet(Kubelet):
                 "kube-emulator process kubelet: no writable cgroups, limits are NOT enforced (%s)",
                 self.backend.layout.reason,
             )
-        ref = weakref.ref(self)
-        atexit.register(lambda: (k := ref()) is not None and k.shutdown())
+        atexit.register(_shutdown_at_exit, weakref.ref(self))
 
     # ---- container lifecycle ------------------------------------------------------------------
     def _start(self, pod: Obj, rt: PodRuntime, now: float) -> None:
@@ -156,7 +155,9 @@ class ProcessKubelet(Kubelet):
                 self._step(pod, rt, cr, "Always", now)  # sidecars always restart
         for cr in rt.containers.values():
             self._step(pod, rt, cr, policy, now)
-        if all(not c.running and c.waiting_until is None and c.waiting is None for c in rt.containers.values()):
+        if all(
+            not c.running and c.waiting_until is None and c.waiting is None for c in rt.containers.values()
+        ):
             rt.finished = True
             self._stop_sidecars(pod, rt, now)
 
@@ -217,7 +218,9 @@ class ProcessKubelet(Kubelet):
                 "for it (no image is pulled here)"
             )
             cr.waiting, cr.pull_failed_at = ("ErrImagePull", msg), now
-            self.event(pod, "Failed", f'Failed to pull image "{cr.image}": {msg}', type_="Warning", container=cr.name)
+            self.event(
+                pod, "Failed", f'Failed to pull image "{cr.image}": {msg}', type_="Warning", container=cr.name
+            )
             self.event(pod, "Failed", "Error: ErrImagePull", type_="Warning", container=cr.name)
             return
         self.event(
@@ -237,7 +240,9 @@ class ProcessKubelet(Kubelet):
         }
         try:
             handle = self.backend.provision(
-                ProvisionSpec(name=_leaf(rt.namespace, rt.name, cr.name), command=launch.argv, env=launch.env),
+                ProvisionSpec(
+                    name=_leaf(rt.namespace, rt.name, cr.name), command=launch.argv, env=launch.env
+                ),
                 _allocation(resources),
                 cwd=launch.cwd,
                 stdout=out_fd,
@@ -457,9 +462,7 @@ class ProcessKubelet(Kubelet):
 
     def running_pids(self) -> list[int]:
         """Pids of the container processes alive now (tests check cleanup with it)."""
-        return [
-            c.handle.pid for rt in self.pods.values() for c in self._all(rt) if c.handle and c.handle.pid
-        ]
+        return [c.handle.pid for rt in self.pods.values() for c in self._all(rt) if c.handle and c.handle.pid]
 
     def pod_of_uid(self, uid: str) -> Obj | None:
         rt = self.pods.get(uid)
@@ -469,6 +472,12 @@ class ProcessKubelet(Kubelet):
             return self.store.get(PODS, rt.namespace, rt.name)
         except Exception:
             return None
+
+
+def _shutdown_at_exit(ref: weakref.ref[ProcessKubelet]) -> None:
+    kubelet = ref()
+    if kubelet is not None:
+        kubelet.shutdown()
 
 
 def _start_message(program: str, exc: Exception) -> str:

@@ -28,7 +28,9 @@ EMULATED_VERSION = {
 
 _RW = ("create", "delete", "get", "list", "patch", "update", "watch")
 
-PODS = Resource("pods", "Pod", "", "v1", True, (*_RW, "deletecollection"), ("po",), ("status", "resize", "log"))
+PODS = Resource(
+    "pods", "Pod", "", "v1", True, (*_RW, "deletecollection"), ("po",), ("status", "resize", "log")
+)
 NODES = Resource("nodes", "Node", "", "v1", False, _RW, ("no",), ("status",))
 NAMESPACES = Resource("namespaces", "Namespace", "", "v1", False, _RW, ("ns",), ("status",))
 PVCS = Resource("persistentvolumeclaims", "PersistentVolumeClaim", "", "v1", True, _RW, ("pvc",), ("status",))

@@ -24,7 +24,6 @@ from tests.integration.airflow_runs.airflow_env import AirflowEnv, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from airflow_predictive.emulator.kubernetes.emulator import Emulator
 
@@ -61,7 +60,9 @@ class Run:
 
     def states(self, dag_id: str) -> dict[str, str]:
         with sqlite3.connect(self.env.home / "airflow.db") as db:
-            rows = db.execute("select task_id, state from task_instance where dag_id = ?", (dag_id,)).fetchall()
+            rows = db.execute(
+                "select task_id, state from task_instance where dag_id = ?", (dag_id,)
+            ).fetchall()
         return {task: state for task, state in rows}
 
 
@@ -114,7 +115,9 @@ def run(process_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) ->
 
 def _events(em: Emulator, pod_prefix: str) -> list[dict[str, object]]:
     return [
-        e for e in em.store.list(EVENTS, "default")[0] if str(e["involvedObject"]["name"]).startswith(pod_prefix)
+        e
+        for e in em.store.list(EVENTS, "default")[0]
+        if str(e["involvedObject"]["name"]).startswith(pod_prefix)
     ]
 
 
@@ -130,7 +133,11 @@ def test_pod_operator_streams_logs_and_reports_a_real_oom_kill(run: Run) -> None
     started = [e for e in _events(run.emulator, "hello-pod") if e["reason"] == "Started"]
     assert started
     # on_finish_action=delete_pod: the operator deleted both pods and the kubelet removed them
-    left = [p for p in run.emulator.store.list(PODS, "default")[0] if "kubernetes_pod_operator" in (p["metadata"].get("labels") or {})]
+    left = [
+        p
+        for p in run.emulator.store.list(PODS, "default")[0]
+        if "kubernetes_pod_operator" in (p["metadata"].get("labels") or {})
+    ]
     assert left == [] or all(p["metadata"].get("deletionTimestamp") for p in left)
 
 
@@ -138,7 +145,9 @@ def test_kubernetes_executor_runs_the_task_in_a_process_backed_pod(run: Run) -> 
     run.api.join(timeout=150)
     assert run.env.api is not None and run.env.api.poll() is None, "the API server did not start"
     out = run.env.dags_test("kubernetes_executor_example", {})
-    assert run.states("kubernetes_executor_example") == {"where_am_i": "success"}, (out.stdout + out.stderr)[-4000:]
+    assert run.states("kubernetes_executor_example") == {"where_am_i": "success"}, (out.stdout + out.stderr)[
+        -4000:
+    ]
 
     def worker_pods() -> list[dict[str, Any]]:
         return [
@@ -156,7 +165,11 @@ def test_kubernetes_executor_runs_the_task_in_a_process_backed_pod(run: Run) -> 
     pod = pods[0]
     assert pod["status"]["phase"] == "Succeeded"
     base = pod["spec"]["containers"][0]
-    assert base["name"] == "base" and base["args"][:3] == ["python", "-m", "airflow.sdk.execution_time.execute_workload"]
+    assert base["name"] == "base" and base["args"][:3] == [
+        "python",
+        "-m",
+        "airflow.sdk.execution_time.execute_workload",
+    ]
     term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["exitCode"] == 0 and term["reason"] == "Completed"
     logs = list((run.env.home / "logs").rglob("attempt=1.log"))

@@ -92,11 +92,16 @@ def finished(core: client.CoreV1Api, name: str, timeout: float = 60.0) -> client
 def container_of(em: Emulator, name: str, container: str = "c") -> ProcessContainer:
     kubelet = em.kubelet
     assert isinstance(kubelet, ProcessKubelet)
-    with em.lock:
-        rt = next(r for r in kubelet.pods.values() if r.name == name)
-        cr = rt.containers.get(container) or rt.init_containers[container]
-    assert isinstance(cr, ProcessContainer)
-    return cr
+
+    def find() -> ProcessContainer | None:
+        with em.lock:
+            rt = next((r for r in kubelet.pods.values() if r.name == name), None)
+            cr = None if rt is None else rt.containers.get(container) or rt.init_containers.get(container)
+        return cr if isinstance(cr, ProcessContainer) else None
+
+    found = wait_for(find, timeout=30)
+    assert isinstance(found, ProcessContainer)
+    return found
 
 
 def logs(core: client.CoreV1Api, name: str, **query: Any) -> str:
@@ -150,7 +155,9 @@ def test_exit_code_fails_the_pod_and_on_failure_restarts_with_last_state(core: c
     core.delete_namespaced_pod(restarting, "default", grace_period_seconds=0)
 
 
-def test_memory_above_the_limit_is_a_real_kernel_oom_kill(core: client.CoreV1Api, process_emulator: Emulator) -> None:
+def test_memory_above_the_limit_is_a_real_kernel_oom_kill(
+    core: client.CoreV1Api, process_emulator: Emulator
+) -> None:
     ramp = "b = []\nwhile True:\n    b.append(bytearray(8 * 1024 * 1024))"
     name = make_pod(core, ["python", "-c", ramp], memory="64Mi", image="python")
     pod = finished(core, name)
@@ -234,11 +241,13 @@ def test_init_containers_run_in_order_and_a_native_sidecar_keeps_running(
     assert statuses["second"].state.terminated.exit_code == 0
     # the sidecar is stopped once the app container is done, and the pod still succeeded
     wait_for(
-        lambda: next(
-            s
-            for s in core.read_namespaced_pod(name, "default").status.init_container_statuses
-            if s.name == "side"
-        ).state.terminated
+        lambda: (
+            next(
+                s
+                for s in core.read_namespaced_pod(name, "default").status.init_container_statuses
+                if s.name == "side"
+            ).state.terminated
+        )
     )
 
 
@@ -252,7 +261,7 @@ def test_failed_init_container_fails_the_pod_without_starting_the_app(core: clie
 
 
 def test_logs_filters_and_errors(core: client.CoreV1Api) -> None:
-    name = make_pod(core, ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; echo oops >&2"])
+    name = make_pod(core, ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; sleep 0.3; echo oops >&2"])
     finished(core, name)
     assert logs(core, name, tail_lines=2) == "line 5\noops\n"
     stamped = logs(core, name, timestamps=True).splitlines()
@@ -275,7 +284,9 @@ def test_follow_streams_lines_until_the_container_exits(core: client.CoreV1Api) 
 def test_delete_sends_sigterm_then_sigkill_after_the_grace_period(
     core: client.CoreV1Api, process_emulator: Emulator, tmp_path: Path
 ) -> None:
-    polite = make_pod(core, ["sh", "-c", f"trap 'echo term > {tmp_path}/polite; exit 0' TERM; while :; do sleep 0.1; done"])
+    polite = make_pod(
+        core, ["sh", "-c", f"trap 'echo term > {tmp_path}/polite; exit 0' TERM; while :; do sleep 0.1; done"]
+    )
     stubborn = make_pod(core, ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"], grace=1)
     wait_for(lambda: phase(core, polite) == "Running" and phase(core, stubborn) == "Running")
     pids = [container_of(process_emulator, n).handle.pid for n in (polite, stubborn)]  # type: ignore[union-attr]
@@ -296,7 +307,9 @@ def test_delete_sends_sigterm_then_sigkill_after_the_grace_period(
         wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), timeout=10)
 
 
-def test_metrics_and_summary_report_the_kernel_usage(core: client.CoreV1Api, process_emulator: Emulator) -> None:
+def test_metrics_and_summary_report_the_kernel_usage(
+    core: client.CoreV1Api, process_emulator: Emulator
+) -> None:
     burn = "import time\nb = bytearray(96 * 1024 * 1024)\nwhile True:\n    sum(range(10000))"
     name = make_pod(core, ["python", "-c", burn], memory="256Mi", cpu="500m", image="python")
     wait_for(lambda: phase(core, name) == "Running")
@@ -315,7 +328,10 @@ def test_metrics_and_summary_report_the_kernel_usage(core: client.CoreV1Api, pro
     cpu = int(m["containers"][0]["usage"]["cpu"].rstrip("n"))
     assert cpu <= 0.6e9  # the 500m CFS quota holds (rate over the window, small slack)
     summary = core.api_client.call_api(
-        "/api/v1/nodes/emulator-node-1/proxy/stats/summary", "GET", response_types_map={200: "object"}, _return_http_data_only=True
+        "/api/v1/nodes/emulator-node-1/proxy/stats/summary",
+        "GET",
+        response_types_map={200: "object"},
+        _return_http_data_only=True,
     )
     pod = next(p for p in summary["pods"] if p["podRef"]["name"] == name)
     assert pod["memory"]["workingSetBytes"] > 90 * MiB
@@ -341,7 +357,9 @@ def test_in_place_resize_raises_the_cgroup_limit_and_the_pod_survives_a_ramp(
     wait_for(lambda: phase(core, kept) == "Running" and phase(core, grown) == "Running")
     assert memory_limit_file(container_of(process_emulator, grown)) == 100 * MiB
     new = {"requests": {"cpu": "1", "memory": "300Mi"}, "limits": {"cpu": "1", "memory": "300Mi"}}
-    core.patch_namespaced_pod_resize(grown, "default", {"spec": {"containers": [{"name": "c", "resources": new}]}})
+    core.patch_namespaced_pod_resize(
+        grown, "default", {"spec": {"containers": [{"name": "c", "resources": new}]}}
+    )
 
     def actuated() -> bool:
         pod = core.read_namespaced_pod(grown, "default")
@@ -357,7 +375,8 @@ def test_in_place_resize_raises_the_cgroup_limit_and_the_pod_survives_a_ramp(
     term = finished(core, kept).status.container_statuses[0].state.terminated
     assert (term.exit_code, term.reason) == (137, "OOMKilled")
     reasons = [
-        e.reason for e in core.list_namespaced_event("default", field_selector=f"involvedObject.name={grown}").items
+        e.reason
+        for e in core.list_namespaced_event("default", field_selector=f"involvedObject.name={grown}").items
     ]
     assert "ResizeCompleted" in reasons
 
@@ -409,8 +428,17 @@ def cli_emulator(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], client
     require_cgroups()
     kc = tmp_path / "kc"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_predictive.cli.commands.kube_emulator", "--kubelet", "process",
-         "--kubeconfig", str(kc), "--start-delay", "0"],
+        [
+            sys.executable,
+            "-m",
+            "airflow_predictive.cli.commands.kube_emulator",
+            "--kubelet",
+            "process",
+            "--kubeconfig",
+            str(kc),
+            "--start-delay",
+            "0",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
