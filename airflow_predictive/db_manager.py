@@ -1,9 +1,11 @@
 """PredictiveDBManager: lets `airflow db migrate` create and upgrade the provider's tables.
 
-The one Airflow import of the storage package. The tables may live outside Airflow's metadata
-database (``[predictive] sql_alchemy_conn``), so every operation runs the provider's own Alembic
-migrations on the provider's own engine; creating tables straight from the ORM is never used,
-which keeps the migration files the only schema definition that reaches a database.
+An Airflow-facing adapter (Airflow instantiates it by the class path in provider_info), so it
+takes the provider's engine from the runtime; the storage package below it imports no Airflow.
+The tables may live outside Airflow's metadata database (``[predictive] sql_alchemy_conn``), so
+every operation runs the provider's own Alembic migrations on the provider's own engine; creating
+tables straight from the ORM is never used, which keeps the migration files the only schema
+definition that reaches a database.
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from typing import Any
 
 from airflow.utils.db_manager import BaseDBManager
 
-from airflow_predictive import config
+from airflow_predictive.runtime import get_runtime
 from airflow_predictive.storage import migrate
-from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.tables import VERSION_TABLE, metadata
 
 
@@ -26,10 +27,10 @@ class PredictiveDBManager(BaseDBManager):
     supports_table_dropping = True
 
     def _engine(self) -> Any:
-        return engine_for(config.storage_url())
+        return get_runtime().engine()
 
     def get_alembic_config(self) -> Any:
-        return migrate.alembic_config(config.storage_url())
+        return migrate.alembic_config(get_runtime().storage_url())
 
     def get_current_revision(self) -> Any:
         return migrate.current_revision(self._engine())

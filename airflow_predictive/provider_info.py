@@ -31,6 +31,6 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "cli": ["airflow_predictive.cli.definition.get_predictive_cli_commands"],
-        "db-managers": ["airflow_predictive.storage.db_manager.PredictiveDBManager"],
+        "db-managers": ["airflow_predictive.db_manager.PredictiveDBManager"],
         "executors": [],
     }

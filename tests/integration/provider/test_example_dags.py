@@ -45,6 +45,18 @@ def test_bundle_refresh_logs_no_provider_module_error(examples_on: tuple[Airflow
     assert BUNDLE in log  # the lookup found our example_dags folder and made it a bundle
 
 
+def test_airflow_db_migrate_creates_the_provider_tables_through_its_db_manager(
+    examples_on: tuple[AirflowEnv, str],
+) -> None:
+    import sqlite3
+
+    env, _ = examples_on
+    # Airflow on SQLite: the provider's tables live in the sibling predictive.db (config.storage_url)
+    with sqlite3.connect(env.home / "predictive.db") as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"predictive_task_run", "predictive_alembic_version"} <= tables
+
+
 def test_example_dags_are_listed_from_the_provider_bundle(examples_on: tuple[AirflowEnv, str]) -> None:
     env, _ = examples_on
     dags = _listed(env)
