@@ -136,6 +136,14 @@ class KubernetesPodBackend:
         """A handle for an existing pod, state rebuilt from the cluster (after a restart)."""
         return self._run(self._procs.attach(name))
 
+    def snapshot(self, selector: str) -> tuple[dict[str, Any], dict[str, ResourceVector]]:
+        """Pods matching ``selector`` (by ref) and their usage, from two list calls."""
+        return self._run(self._procs.snapshot(selector))
+
+    def attach_pod(self, pod: Any) -> Handle | None:
+        """``attach`` from a pod body already read (no extra request)."""
+        return self._run(self._procs.attach(str(pod.get("metadata", {}).get("name", "")), pod))
+
     def find(self, selector: str) -> list[Handle]:
         """Handles of the pods matching a label selector, state rebuilt from the cluster."""
         return self._run(self._procs.find(selector))

@@ -573,6 +573,27 @@ class Procedures:
                 handles.append(handle)
         return handles
 
+    def snapshot(self, selector: str) -> Proc[tuple[dict[str, Pod], dict[str, ResourceVector]]]:
+        """Pods matching ``selector`` and their usage, in two list calls (one shaping interval of
+        many pods costs two requests, not two per pod)."""
+        query = (("labelSelector", selector),) if selector else ()
+        reply = yield Call(Verb.LIST_PODS, query=query)
+        assert reply is not None
+        pods: dict[str, Pod] = {}
+        if reply.ok and isinstance(reply.body, dict):
+            for pod in reply.body.get("items", []):
+                pods[f"{self.settings.namespace}/{pod.get('metadata', {}).get('name', '')}"] = pod
+        usage: dict[str, ResourceVector] = {}
+        if pods:
+            metrics = yield Call(Verb.LIST_POD_METRICS, query=query)
+            assert metrics is not None
+            if metrics.ok and isinstance(metrics.body, dict):
+                for item in metrics.body.get("items", []):
+                    usage[f"{self.settings.namespace}/{item.get('metadata', {}).get('name', '')}"] = usage_of(
+                        item
+                    )
+        return pods, usage
+
     # ---- batch (shaping interval) --------------------------------------------------------------
     def usage_all(self) -> Proc[dict[str, ResourceVector]]:
         """Usage of every managed pod in the namespace in one metrics list call."""

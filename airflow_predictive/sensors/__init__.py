@@ -1,0 +1,1 @@
+"""Sensors of the provider: in-flight shaping of running pods."""

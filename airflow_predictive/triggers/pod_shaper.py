@@ -1,0 +1,227 @@
+"""One shaping round over the pods a label selector finds: what the trigger runs every interval
+(in a thread, off the triggerer's event loop) and what the sensor's poke mode runs in the worker.
+
+Why a round and not a loop: the trigger owns time (``asyncio.sleep``) and the sensor owns it in
+poke mode (``poke_interval``); both call ``round()``. A round costs two list calls for all pods
+(pods + their metrics, ``KubernetesPodBackend.snapshot``), plus one call per pod that is being
+resized. Nothing here survives a triggerer restart but the primitives it was built from: pods
+and their resizes in flight are found again in the cluster (``attach``), the run's start time
+comes back from ``started_at``. It never raises for cluster or storage failures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_predictive.backends.kubernetes.translate import task_state
+from airflow_predictive.core.model.backend import ExitKind, TaskState
+from airflow_predictive.core.ports import SystemClock
+from airflow_predictive.core.shaping.controller import ShapingController
+
+if TYPE_CHECKING:
+    from airflow_predictive.backends.kubernetes.backend import KubernetesPodBackend
+    from airflow_predictive.core.model.backend import (
+        Allocation,
+        Capabilities,
+        Capacity,
+        Handle,
+        ProvisionSpec,
+        ResizeResult,
+    )
+    from airflow_predictive.core.model.resources import ResourceVector
+    from airflow_predictive.core.ports import Clock
+    from airflow_predictive.core.shaping.controller import EventSink, LedgerAdjuster
+    from airflow_predictive.core.shaping.policy import ShapingSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PodTarget:
+    """Which pods to shape, as primitives (trigger kwargs).
+
+    selector: label selector of the pods (the operator / executor labels them).
+    container: the container to shape ("base" for KubernetesPodOperator pods).
+    conn_id / kubeconfig: how to reach the cluster (a kubeconfig path wins; neither: the
+        runtime's ``[predictive] kubernetes_conn_id``).
+    """
+
+    selector: str
+    namespace: str = "default"
+    container: str = "task"
+    conn_id: str | None = None
+    kubeconfig: str | None = None
+
+
+class SnapshotPods:
+    """The controller's view of the pods: state and usage from this round's snapshot, resizes
+    through the backend (submit now, poll on later rounds)."""
+
+    def __init__(self, backend: KubernetesPodBackend, container: str) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.container = container
+        self.pods: dict[str, Any] = {}
+        self.usage_by_ref: dict[str, ResourceVector] = {}
+        self._caps: Capabilities | None = None
+
+    def refresh(self, selector: str) -> None:
+        self.pods, self.usage_by_ref = self.backend.snapshot(selector)
+
+    def capabilities(self) -> Capabilities:
+        if self._caps is None:
+            self._caps = self.backend.capabilities()
+        return self._caps
+
+    def capacity(self) -> Capacity:
+        return self.backend.capacity()
+
+    def provision(self, spec: ProvisionSpec, allocation: Allocation) -> Handle:
+        raise NotImplementedError("the shaper adopts pods, it never creates them")
+
+    def state(self, handle: Handle) -> TaskState:
+        pod = self.pods.get(handle.ref)
+        if pod is None:
+            return TaskState(ExitKind.GONE, reason="pod not found (deleted?)")
+        return task_state(pod, self.container)
+
+    def usage(self, handle: Handle) -> ResourceVector | None:
+        return self.usage_by_ref.get(handle.ref)
+
+    def resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
+        return self.backend.submit_resize(handle, allocation)
+
+    def submit_resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
+        return self.backend.submit_resize(handle, allocation)
+
+    def poll_resize(self, handle: Handle) -> ResizeResult | None:
+        return self.backend.poll_resize(handle)
+
+    def release(self, handle: Handle) -> None:
+        """Shaping never deletes the pods it shapes."""
+
+
+@dataclass
+class RoundReport:
+    found: int
+    running: int
+    finished: dict[str, str] = field(default_factory=dict)  # ref -> ExitKind value
+    resizes: int = 0
+    applied: int = 0
+    note: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.found > 0 and self.running == 0
+
+    def as_event(self) -> dict[str, Any]:
+        return {
+            "found": self.found,
+            "running": self.running,
+            "finished": dict(self.finished),
+            "resizes": self.resizes,
+            "applied": self.applied,
+            "note": self.note,
+        }
+
+
+class PodShaper:
+    """Shapes every pod matching ``target.selector``, one ``round()`` at a time."""
+
+    def __init__(
+        self,
+        target: PodTarget,
+        settings: ShapingSettings,
+        *,
+        backend: KubernetesPodBackend | None = None,
+        started_at: float | None = None,
+        clock: Clock | None = None,
+        events: EventSink | None = None,
+        ledger: LedgerAdjuster | None = None,
+        reservation_id: str | None = None,
+        run_key: str = "",
+    ) -> None:
+        self.target = target
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.started_at = time.time() if started_at is None else started_at
+        self._backend = backend
+        self._view: SnapshotPods | None = None
+        self.events = events
+        self.ledger = ledger
+        self.reservation_id = reservation_id
+        self.run_key = run_key
+        self.controllers: dict[str, ShapingController] = {}
+
+    def _pods(self) -> SnapshotPods:
+        if self._view is None:
+            self._view = SnapshotPods(self._backend or build_backend(self.target), self.target.container)
+        return self._view
+
+    def round(self) -> RoundReport:
+        try:
+            view = self._pods()
+            view.refresh(self.target.selector)
+        except Exception as exc:  # cluster unreachable: try again next round, the pods run on
+            log.warning("shaping %s: cluster unavailable this round: %s", self.target.selector, exc)
+            return RoundReport(len(self.controllers), self._running(), note=f"cluster unavailable: {exc}")
+        for ref, pod in view.pods.items():
+            if ref not in self.controllers:
+                self._adopt(view, pod)
+        for ctrl in self.controllers.values():
+            if ctrl.finished is None:
+                ctrl.tick()
+        report = RoundReport(len(self.controllers), self._running())
+        for ref, ctrl in self.controllers.items():
+            report.resizes += ctrl.resizes
+            report.applied += ctrl.applied
+            if ctrl.finished is not None:
+                report.finished[ref] = ctrl.finished.value
+        return report
+
+    def _running(self) -> int:
+        return sum(1 for c in self.controllers.values() if c.finished is None)
+
+    def _adopt(self, view: SnapshotPods, pod: Any) -> None:
+        handle = view.backend.attach_pod(pod)
+        if handle is None:
+            return
+        elapsed = max(0.0, time.time() - self.started_at)
+        self.controllers[handle.ref] = ShapingController(
+            view,  # type: ignore[arg-type]  # the ResourceBackend shape, state/usage from the snapshot
+            handle,
+            self.settings,
+            clock=self.clock,
+            events=self.events,
+            ledger=self.ledger,
+            reservation_id=self.reservation_id,
+            run_key=self.run_key,
+            started_s=self.clock.monotonic() - elapsed,
+        )
+        log.info("shaping %s (allocation in force %s)", handle.ref, handle.allocation)
+
+    def close(self) -> None:
+        if self._view is not None:
+            self._view.backend.close()
+
+
+def build_backend(target: PodTarget) -> KubernetesPodBackend:
+    """The sync pod backend for ``target`` (kubeconfig, connection, or the runtime's settings)."""
+    from dataclasses import replace
+
+    from airflow_predictive.backends.kubernetes.backend import KubernetesPodBackend
+    from airflow_predictive.runtime import get_runtime
+
+    try:
+        base = get_runtime().kubernetes_settings()
+    except Exception:  # no Airflow configuration readable (tests, a bare triggerer): defaults
+        from airflow_predictive.backends.kubernetes.settings import KubernetesSettings
+
+        base = KubernetesSettings()
+    settings = replace(base, namespace=target.namespace, container_name=target.container)
+    if target.kubeconfig:
+        return KubernetesPodBackend.from_kubeconfig(target.kubeconfig, settings=settings)
+    return KubernetesPodBackend.from_connection(target.conn_id, settings=settings)
