@@ -124,6 +124,23 @@ def test_local_backend_none_is_observe_only(monkeypatch: pytest.MonkeyPatch) -> 
     assert not caps.enforcing and "backend = none" in caps.note
 
 
+def test_local_backend_detects_under_the_configured_cgroup_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_predictive.backends.cgroups import backend as backend_mod
+    from airflow_predictive.backends.cgroups.hierarchy import CgroupLayout
+
+    seen: list[str] = []
+
+    def fake_detect(root: str = "") -> CgroupLayout:
+        seen.append(root)
+        return CgroupLayout(None, reason="test")
+
+    monkeypatch.setattr(backend_mod, "detect", fake_detect)
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__CGROUP_ROOT", "/jobs/airflow")
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__BACKEND", "cgroups")
+    runtime.get_runtime().local_backend()
+    assert seen == ["/jobs/airflow"]
+
+
 def test_forecasts_are_the_profilers_service_over_the_runtimes_storage() -> None:
     from airflow_predictive.training.serving import StoredForecastService
 

@@ -164,18 +164,6 @@ class CgroupBackend:
         elif self.layout.reason:
             log.info("cgroup backend uses %s (%s)", self.layout.version, self.layout.reason)
 
-    @classmethod
-    def from_config(
-        cls, *, clock: Clock | None = None, stdout: int | None = None, stderr: int | None = None
-    ) -> CgroupBackend:
-        """Built from ``[predictive] backend`` ('none': observe-only) and ``cgroup_root`` (empty: detect)."""
-        from airflow_predictive import config
-
-        layout = None
-        if config.backend() == "none":
-            layout = CgroupLayout(None, reason="[predictive] backend = none")
-        return cls(layout, cgroup_root=config.cgroup_root(), clock=clock, stdout=stdout, stderr=stderr)
-
     # -- what this backend can do ----------------------------------------------------------------
 
     def capabilities(self) -> Capabilities:

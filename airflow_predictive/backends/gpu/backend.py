@@ -67,12 +67,11 @@ class GpuBackend:
             log.info("no GPU available to predictive tasks: %s", self.discovery.reason)
 
     @classmethod
-    def from_config(cls, inner: ResourceBackend) -> GpuBackend:
-        """Discovery as ``[predictive] gpu_metrics`` says ('auto', 'nvml', 'nvidia-smi', 'off')."""
-        from airflow_predictive import config
+    def for_mode(cls, inner: ResourceBackend, mode: str) -> GpuBackend:
+        """Discovery as ``mode`` says ('auto', 'nvml', 'nvidia-smi', 'off': ``[predictive]
+        gpu_metrics``, which the runtime reads)."""
         from airflow_predictive.backends.gpu.discovery import load_nvml
 
-        mode = config.gpu_metrics()
         nvml = load_nvml() if mode in ("auto", "nvml") else None
         return cls(inner, discover(mode, nvml=nvml), nvml=nvml)
 

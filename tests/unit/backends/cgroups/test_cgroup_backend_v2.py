@@ -212,43 +212,6 @@ def test_unwritable_parent_is_a_provision_error(tmp_path: Path) -> None:
         backend.provision(ProvisionSpec(name="t", command=("true",)), _alloc(1, 64))
 
 
-def test_backend_none_in_config_means_observe_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_predictive import config
-
-    monkeypatch.setenv("AIRFLOW__PREDICTIVE__BACKEND", "none")
-    monkeypatch.setenv("AIRFLOW__PREDICTIVE__CGROUP_ROOT", "")  # env: no Airflow config import
-    config.reset_cache()
-    try:
-        backend = CgroupBackend.from_config()
-    finally:
-        monkeypatch.undo()
-        config.reset_cache()
-    assert not backend.capabilities().enforcing
-    assert "backend = none" in backend.capabilities().note
-
-
-def test_configured_root_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from airflow_predictive import config
-    from airflow_predictive.backends.cgroups import backend as backend_mod
-
-    seen: list[str] = []
-
-    def fake_detect(root: str = "") -> CgroupLayout:
-        seen.append(root)
-        return CgroupLayout(None, reason="test")
-
-    monkeypatch.setattr(backend_mod, "detect", fake_detect)
-    monkeypatch.setenv("AIRFLOW__PREDICTIVE__CGROUP_ROOT", "/jobs/airflow")
-    monkeypatch.setenv("AIRFLOW__PREDICTIVE__BACKEND", "cgroups")
-    config.reset_cache()
-    try:
-        CgroupBackend.from_config()
-    finally:
-        monkeypatch.undo()
-        config.reset_cache()
-    assert seen == ["/jobs/airflow"]
-
-
 def test_sigkill_at_the_limit_counts_as_oom_where_the_kernel_has_no_counter(backend: CgroupBackend) -> None:
     handle = _start(backend)
     assert _joined(handle)
