@@ -13,6 +13,7 @@ run $PY bench/backends_bench.py
 if [ -d "$DATA" ]; then
   run $PY bench/profiler_bench.py --data "$DATA"
   run $PY bench/estimators_bench.py --data "$DATA/kseg-eager" --out docs/benchmarks/estimators.md
+  run $PY bench/cluster_bench.py --data "$DATA"
 else
   echo "== profiler benchmark skipped: no trace folder at $DATA (pass SHARED_DATA=...)"
 fi
