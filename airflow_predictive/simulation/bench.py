@@ -122,14 +122,14 @@ def make_policies(names: Sequence[str], forecasts: HeldOutForecasts | None) -> l
                 raise ValueError(f"{name} needs the profiler's forecasts")
             out.append(PredictivePolicy(forecasts, PredictiveSettings(shadow=name == "predictive_shadow")))
         else:
-            factory: Callable[[], Policy] = {
+            baselines: dict[str, Callable[[], Policy]] = {
                 "declared": DeclaredPolicy,
                 "vpa": VpaPolicy,
                 "autopilot": AutopilotPolicy,
                 "reactive": ReactivePolicy,
                 "oracle": OraclePolicy,
-            }[name]
-            out.append(factory())
+            }
+            out.append(baselines[name]())
     return out
 
 

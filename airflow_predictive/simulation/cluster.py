@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from airflow_predictive.core.model.resources import GIB
 from airflow_predictive.simulation.execution import run_try
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from airflow_predictive.simulation.execution import Limits, SimSettings, TryResult
     from airflow_predictive.simulation.policies.base import Policy
-    from airflow_predictive.simulation.workload import Workload
+    from airflow_predictive.simulation.workload import SimRun, Workload
 
 
 @dataclass(frozen=True)
@@ -189,9 +189,9 @@ def replay(
     while events:
         now, kind, _, payload = heapq.heappop(events)
         if kind == _ARRIVE:
-            enqueue(TryContext(payload, 1, None, now, settings, shape))  # type: ignore[arg-type]
+            enqueue(TryContext(cast("SimRun", payload), 1, None, now, settings, shape))
         elif kind == _CHANGE:
-            node, dmem, dcpu = payload  # type: ignore[misc]
+            node, dmem, dcpu = cast("tuple[int, float, float]", payload)
             nd = nodes[node]
             nd.mem += dmem
             nd.cpu += dcpu
@@ -202,7 +202,7 @@ def replay(
             if dmem >= 0 and dcpu >= 0:
                 continue  # nothing was freed: no queued try can start now
         else:
-            node, lim, ctx, record = payload  # type: ignore[misc]
+            node, lim, ctx, record = cast("tuple[int, Limits, TryContext, TryRecord]", payload)
             nd = nodes[node]
             nd.mem -= lim.memory_bytes
             nd.cpu -= lim.cpu_cores

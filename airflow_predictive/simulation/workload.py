@@ -204,7 +204,7 @@ def scaled_up(workload: Workload, executions: int, *, gap_s: float = 60.0) -> Wo
         raise ValueError("nothing to scale up: the workload has no runs")
     span = max(r.arrival_s for r in workload.runs) + gap_s
     copies = math.ceil(executions / len(workload.runs))
-    runs = []
+    runs: list[SimRun] = []
     for c in range(copies):
         for r in workload.runs:
             if len(runs) == executions:
