@@ -201,6 +201,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "kubernetes_capacity_ttl": _opt(
         "Seconds the nodes' allocatable resources are cached by the Kubernetes backend.", "float", "30.0"
     ),
+    "kubernetes_unobserved_timeout": _opt(
+        "Seconds a resize may stay unobserved by the kubelet (the pod's observedGeneration below the "
+        "patch's, or its actual resources never matching the spec without any resize condition) "
+        "before the backend reverts the spec and reports an ERROR.",
+        "float",
+        "30.0",
+    ),
     "kubernetes_release_grace": _opt(
         "gracePeriodSeconds used when a finished task's pod is deleted.", "integer", "0"
     ),
@@ -455,6 +462,11 @@ def kubernetes_kubelet_summary() -> bool:
 @_reader
 def kubernetes_capacity_ttl() -> float:
     return _positive_float("kubernetes_capacity_ttl")
+
+
+@_reader
+def kubernetes_unobserved_timeout() -> float:
+    return _positive_float("kubernetes_unobserved_timeout")
 
 
 @_reader

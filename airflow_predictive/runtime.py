@@ -52,6 +52,7 @@ class RecordingSettings:
     sample_interval_s / flush_interval_s / start_timeout_s: the sampler's cadence and how long the
         listener waits for it to start.
     gpu_metrics: how GPU usage is read ('auto', 'nvml', 'nvidia-smi', 'off').
+    budget_s: the most recording may add to a task's start or end when the store misbehaves.
     """
 
     enabled: bool
@@ -60,6 +61,7 @@ class RecordingSettings:
     flush_interval_s: float
     start_timeout_s: float
     gpu_metrics: str
+    budget_s: float
 
 
 def _once(fn: Callable[[Runtime], T]) -> Callable[[Runtime], T]:
@@ -122,6 +124,7 @@ class Runtime:
             flush_interval_s=config.sample_flush_interval(),
             start_timeout_s=config.sampler_start_timeout(),
             gpu_metrics=config.gpu_metrics(),
+            budget_s=config.record_budget(),
         )
 
     @_once
@@ -153,6 +156,7 @@ class Runtime:
             use_kubelet_summary=config.kubernetes_kubelet_summary(),
             capacity_ttl_s=config.kubernetes_capacity_ttl(),
             release_grace_s=config.kubernetes_release_grace(),
+            unobserved_timeout_s=config.kubernetes_unobserved_timeout(),
         )
 
     # -- storage ---------------------------------------------------------------------------------

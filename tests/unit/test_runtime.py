@@ -85,6 +85,7 @@ def test_kubernetes_options_become_the_backend_settings(monkeypatch: pytest.Monk
         "KUBERNETES_KUBELET_SUMMARY": "true",
         "KUBERNETES_CAPACITY_TTL": "5",
         "KUBERNETES_RELEASE_GRACE": "10",
+        "KUBERNETES_UNOBSERVED_TIMEOUT": "12",
     }.items():
         monkeypatch.setenv(f"AIRFLOW__PREDICTIVE__{key}", value)
     s = runtime.get_runtime().kubernetes_settings()
@@ -94,6 +95,7 @@ def test_kubernetes_options_become_the_backend_settings(monkeypatch: pytest.Monk
     assert s.default_requests == ResourceVector(cpu_cores=0.25, memory_bytes=256 * MIB)
     assert (s.memory_margin.fraction, s.memory_margin.minimum_bytes) == (0.2, 32 * MIB)
     assert (s.use_kubelet_summary, s.capacity_ttl_s, s.release_grace_s) == (True, 5.0, 10)
+    assert s.unobserved_timeout_s == 12.0
 
 
 def test_invalid_kubernetes_option_fails_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,8 +116,9 @@ def test_recording_settings_collect_the_recording_options(monkeypatch: pytest.Mo
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__ENABLED", "false")
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__SAMPLE_INTERVAL", "0.25")
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__GPU_METRICS", "off")
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__RECORD_BUDGET", "0.3")
     rec = runtime.get_runtime().recording_settings()
-    assert (rec.enabled, rec.sample_interval_s, rec.gpu_metrics) == (False, 0.25, "off")
+    assert (rec.enabled, rec.sample_interval_s, rec.gpu_metrics, rec.budget_s) == (False, 0.25, "off", 0.3)
 
 
 def test_local_backend_none_is_observe_only(monkeypatch: pytest.MonkeyPatch) -> None:
