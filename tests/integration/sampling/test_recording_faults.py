@@ -26,6 +26,7 @@ from airflow_predictive.sampling.launcher import launch_recorder
 from airflow_predictive.storage import migrate
 from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.run_store import SqlRunStore
+from tests._real_parts import require
 from tests.faulty_db import Proxy, table_lock
 
 if TYPE_CHECKING:
@@ -37,10 +38,8 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     url = os.environ.get("AIRFLOW_PREDICTIVE_TEST_PG_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("AIRFLOW_PREDICTIVE_TEST_PG_URL is not set")
-        pytest.skip("AIRFLOW_PREDICTIVE_TEST_PG_URL not set")
+    require(url, "PostgreSQL: AIRFLOW_PREDICTIVE_TEST_PG_URL is not set")
+    assert url is not None
     name = f"t_rec_{uuid.uuid4().hex[:10]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

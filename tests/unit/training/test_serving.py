@@ -25,6 +25,7 @@ from airflow_predictive.training.candidates import factories
 from airflow_predictive.training.dataset import load_examples
 from airflow_predictive.training.pipeline import train
 from airflow_predictive.training.serving import StoredForecastService
+from tests._real_parts import require_module
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -149,7 +150,7 @@ def test_invalidate_serves_a_newer_training_at_once(run_store, tmp_path):
 
 @pytest.mark.tensorflow
 def test_lstm_champion_is_served_by_numpy_pinned_to_its_calibration(run_store, tmp_path):
-    pytest.importorskip("tensorflow")
+    require_module("tensorflow", "install the lstm extra")
     from airflow_predictive.core.profiler.estimators.lstm import LstmConfig
     from airflow_predictive.core.profiler.windows import WindowConfig
 
