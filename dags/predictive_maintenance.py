@@ -25,12 +25,12 @@ from airflow.sdk import dag, task
 def predictive_maintenance() -> None:
     @task(execution_timeout=timedelta(minutes=30))
     def retrain_tasks_with_new_runs(min_new_runs: int = 3) -> dict[str, object]:
-        from airflow_predictive import config
-        from airflow_predictive.storage.engine import engine_for
+        from airflow_predictive.runtime import get_runtime
         from airflow_predictive.training.maintenance import retrain
 
+        runtime = get_runtime()
         result = retrain(
-            engine_for(config.storage_url()), model_dir=config.model_dir(), min_new_runs=min_new_runs
+            runtime.engine(), model_dir=str(runtime.model_store().root), min_new_runs=min_new_runs
         )
         if result is None:
             return {"retrained": 0}
