@@ -207,7 +207,7 @@ def plan_from_forecast(
         if merged and merged[-1][1] == row:
             continue
         merged.append((a * block_s, row))
-    allocs = [Allocation.exactly(ResourceVector.from_mapping(row)) for _, row in merged]
+    allocs = [_allocation(ResourceVector.from_mapping(row), settings) for _, row in merged]
     steps = tuple(
         PlanStep(at, alloc, _step_reason(prev, alloc))
         for (at, _), alloc, prev in zip(merged[1:], allocs[1:], allocs[:-1], strict=True)
@@ -229,6 +229,17 @@ def plan_from_forecast(
     )
     decision = PlanDecision.CLAMPED if clamped else PlanDecision.DEGRADED if coarse else PlanDecision.PLANNED
     return PlanOutcome(plan, decision, reason)
+
+
+def _allocation(vector: ResourceVector, settings: PlanSettings) -> Allocation:
+    """Requests = limits = the planned values, except CPU: compressible, so the forecast sets its
+    request (a cgroup weight, a Kubernetes request) and a limit only when the task's ``max`` asks
+    for one (a p90 usage curve as a hard quota would throttle the task whenever it runs above it)."""
+    cpu_max = settings.maximum.cpu_cores
+    limits = vector.with_value(Metric.CPU_CORES, cpu_max if vector.cpu_cores is not None else None)
+    if cpu_max is not None and vector.cpu_cores is not None and vector.cpu_cores > cpu_max:
+        vector = vector.with_value(Metric.CPU_CORES, cpu_max)
+    return Allocation(requests=vector, limits=limits)
 
 
 def _bounded(

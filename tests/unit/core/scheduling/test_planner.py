@@ -41,7 +41,8 @@ def test_plan_follows_the_risk_quantile_and_never_sits_below_the_curve() -> None
     plan = out.plan
     assert out.decision is PlanDecision.PLANNED and plan.source is PlanSource.FORECAST
     assert plan.initial.limits.memory_bytes == 1 * GIB
-    assert plan.initial.limits.cpu_cores == 1.0  # p90 for CPU
+    assert plan.initial.requests.cpu_cores == 1.0  # p90 for CPU, as a request
+    assert plan.initial.limits.cpu_cores is None  # compressible: no forecast-derived hard quota
     assert [s.at_s for s in plan.steps] == [300.0, 600.0]
     for t in np.arange(0, 900, 5):
         assert plan.allocation_at(float(t)).limits.memory_bytes >= RAMP[int(t // 10)] * GIB
@@ -86,7 +87,7 @@ def test_granularity_and_max_bound_are_respected_and_said() -> None:
     for _a, _b, alloc in out.plan.segments():
         mem = alloc.limits.memory_bytes
         assert mem is not None and mem <= 3 * GIB and (mem / (256 * MIB)) == round(mem / (256 * MIB))
-        assert alloc.limits.cpu_cores == 0.4
+        assert alloc.requests.cpu_cores == 0.4
 
 
 def test_non_live_metrics_stay_at_their_peak() -> None:
@@ -157,4 +158,13 @@ def test_a_cpu_bottleneck_degrades_the_plan_instead_of_waiting() -> None:
     degraded, _start, b = against_pool(out.plan, busy, 0.0)
     assert b is not None and b.metric is Metric.CPU_CORES
     assert degraded is not None and degraded.decision is PlanDecision.DEGRADED
-    assert degraded.plan.initial.limits.cpu_cores == 1.0
+    assert degraded.plan.initial.requests.cpu_cores == 1.0
+
+
+def test_a_cpu_max_becomes_the_cpu_limit() -> None:
+    out = plan_from_forecast(
+        _forecast(RAMP, cpu=2.0),
+        declared=ResourceVector(),
+        settings=PlanSettings(maximum=ResourceVector(cpu_cores=1.5)),
+    )
+    assert out.plan.initial.limits.cpu_cores == 1.5 and out.plan.initial.requests.cpu_cores == 1.5
