@@ -14,18 +14,17 @@ log = logging.getLogger(__name__)
 
 
 def run(args: Any) -> None:
-    from airflow_predictive import config
-    from airflow_predictive.storage.engine import engine_for
-    from airflow_predictive.storage.run_store import SqlRunStore
+    from airflow_predictive.runtime import get_runtime
     from airflow_predictive.training.candidates import DEFAULT_CANDIDATES
     from airflow_predictive.training.maintenance import retrain
 
-    engine = engine_for(config.storage_url())
+    runtime = get_runtime()
+    engine = runtime.engine()
     dag_id = getattr(args, "dag_id", None)
     task_id = getattr(args, "task_id", None)
     keys = [
         k
-        for k in SqlRunStore(engine).task_keys()
+        for k in runtime.run_store().task_keys()
         if (dag_id is None or k.dag_id == dag_id) and (task_id is None or k.task_id == task_id)
     ]
     if not keys:
@@ -33,7 +32,8 @@ def run(args: Any) -> None:
         raise SystemExit(1)
     raw = getattr(args, "candidates", None)
     names = tuple(str(raw).split(",")) if raw else None
-    result = retrain(engine, model_dir=config.model_dir(), keys=keys, candidates=names or DEFAULT_CANDIDATES)
+    model_dir = str(runtime.model_store().root)
+    result = retrain(engine, model_dir=model_dir, keys=keys, candidates=names or DEFAULT_CANDIDATES)
     if result is None:
         print("No finished successful runs to learn from.", file=sys.stderr)
         raise SystemExit(1)
