@@ -52,9 +52,7 @@ def record(
     }
     if field_path:
         involved["fieldPath"] = field_path
-    try:
-        store.get(EVENTS, ns, name)
-    except ApiError:
+    if known is None:
         body = {
             "metadata": {"name": name, "namespace": ns},
             "involvedObject": involved,

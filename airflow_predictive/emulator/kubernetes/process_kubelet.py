@@ -95,6 +95,8 @@ def _leaf(*parts: str) -> str:
 class ProcessKubelet(Kubelet):
     """The scheduler and resize rules of ``Kubelet`` over real processes under cgroups."""
 
+    events_default = True
+
     def __init__(
         self,
         store: Store,
