@@ -9,6 +9,7 @@ mkdir -p docs/benchmarks
 rc=0
 run() { echo; echo "== $*"; "$@" || { echo "!! failed: $*"; rc=1; }; }
 run $PY bench/sampler_overhead.py
+run $PY bench/recording_bench.py
 run $PY bench/backends_bench.py
 if [ -d "$DATA" ]; then
   run $PY bench/profiler_bench.py --data "$DATA"
