@@ -681,7 +681,17 @@ def _sibling_for_sqlite(url: str) -> str:
     return "sqlite:///" + os.path.join(os.path.dirname(path), "predictive.db")
 
 
+_ON_RESET: list[Callable[[], None]] = []
+
+
+def on_reset(callback: Callable[[], None]) -> None:
+    """Call ``callback`` on every ``reset_cache`` (the runtime forgets what it built from config)."""
+    _ON_RESET.append(callback)
+
+
 def reset_cache() -> None:
     """Forget cached values (tests, and after `airflow config` changes in a long-lived process)."""
     for fn in _READERS:
         fn.cache_clear()
+    for callback in _ON_RESET:
+        callback()

@@ -294,9 +294,18 @@ def get_runtime() -> Runtime:
     return _runtime
 
 
-def reset_runtime() -> None:
-    """Forget the process-wide runtime and the config cache (tests; after a configuration change)."""
+def _forget_runtime() -> None:
     global _runtime
     with _runtime_lock:
         _runtime = None
+
+
+config.on_reset(_forget_runtime)  # what the runtime built is stale once configuration is re-read
+
+
+def reset_runtime() -> None:
+    """Forget the process-wide runtime and the config cache (tests; after a configuration change).
+
+    ``config.reset_cache()`` does the same: a runtime never outlives the configuration it read.
+    """
     config.reset_cache()

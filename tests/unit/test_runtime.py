@@ -58,6 +58,12 @@ def test_stores_use_the_configured_database(tmp_path: Path) -> None:
     assert str(rt.engine().url) == f"sqlite:///{tmp_path / 'p.db'}"
 
 
+def test_resetting_the_config_cache_forgets_the_runtime_too() -> None:
+    first = runtime.get_runtime()
+    runtime.config.reset_cache()
+    assert runtime.get_runtime() is not first
+
+
 def test_reset_rereads_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     assert runtime.get_runtime().kubernetes_settings().namespace == "default"
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__NAMESPACE", "batch")
