@@ -32,6 +32,11 @@ def _age(created: str | None, now: datetime) -> str:
     return f"{s}s"
 
 
+def _is_sidecar(pod: Obj, name: Any) -> bool:
+    spec = next((c for c in pod.get("spec", {}).get("initContainers") or [] if c.get("name") == name), {})
+    return spec.get("restartPolicy") == "Always"
+
+
 def _pod_cells(pod: Obj) -> list[Any]:
     status = pod.get("status") or {}
     statuses = status.get("containerStatuses") or []
@@ -39,11 +44,26 @@ def _pod_cells(pod: Obj) -> list[Any]:
     ready = sum(1 for c in statuses if c.get("ready"))
     restarts = sum(int(c.get("restartCount", 0)) for c in statuses)
     reason = status.get("phase", "Pending")
-    for c in statuses:
+    inits = [c for c in status.get("initContainerStatuses") or [] if not _is_sidecar(pod, c.get("name"))]
+    initializing = False
+    for i, c in enumerate(inits):  # kubectl: Init:<reason> or Init:<done>/<total>
+        state = c.get("state") or {}
+        term, wait = state.get("terminated"), state.get("waiting")
+        if term and term.get("exitCode") == 0:
+            continue
+        initializing = True
+        if term:
+            reason = f"Init:{term.get('reason') or 'ExitCode:' + str(term.get('exitCode'))}"
+        elif wait and wait.get("reason") and wait["reason"] != "PodInitializing":
+            reason = f"Init:{wait['reason']}"
+        else:
+            reason = f"Init:{i}/{len(inits)}"
+        break
+    for c in [] if initializing else reversed(statuses):
         state = c.get("state") or {}
         if "waiting" in state and state["waiting"].get("reason"):
             reason = state["waiting"]["reason"]
-        elif "terminated" in state and state["terminated"].get("reason") and reason == "Running":
+        elif "terminated" in state and state["terminated"].get("reason"):
             reason = state["terminated"]["reason"]
     if pod.get("metadata", {}).get("deletionTimestamp"):
         reason = "Terminating"

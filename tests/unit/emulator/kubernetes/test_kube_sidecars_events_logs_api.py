@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from airflow_predictive.emulator.kubernetes.kubelet import KubeletConfig
+from airflow_predictive.emulator.kubernetes.messages import Request
 from airflow_predictive.emulator.kubernetes.resources import EVENTS
 from tests.unit.emulator.kubernetes.conftest import BURSTABLE, Cluster, container, make_cluster
 
@@ -79,3 +80,23 @@ def test_discovery_lists_pods_log_as_get_only(cluster: Cluster) -> None:
     doc = cluster.call("GET", "/api/v1").body
     log = next(r for r in doc["resources"] if r["name"] == "pods/log")
     assert log["verbs"] == ["get"] and log["kind"] == "Pod"
+
+
+def _status_cell(cluster: Cluster, name: str) -> str:
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io"
+    request = Request(
+        "GET", f"/api/v1/namespaces/default/pods/{name}", {}, None, "application/json", None, accept
+    )
+    table = cluster.em.api.handle(request).body
+    return str(table["rows"][0]["cells"][2])
+
+
+def test_kubectl_status_column_shows_the_container_reason_like_kubectl(cluster: Cluster) -> None:
+    oom = {"points": [{"t": 0, "memory": "10Mi"}, {"t": 1, "memory": "1Gi"}]}
+    cluster.create_pod("p", restartPolicy="Never", workload=oom)
+    cluster.advance(3)
+    assert _status_cell(cluster, "p") == "OOMKilled"
+    done = {"points": [{"t": 0, "memory": "10Mi"}], "duration": 1}
+    cluster.create_pod("q", restartPolicy="Never", workload=done)
+    cluster.advance(3)
+    assert _status_cell(cluster, "q") == "Completed"
