@@ -152,7 +152,9 @@ class RunWriter:
         assert self.store is not None and self.run_pk is not None
         try:
             if isinstance(end, LegMessage):
-                if not self.store.end_leg(self.run_pk, self.leg or 1, end.reason, end.at):
+                if not self.store.end_leg(
+                    self.run_pk, self.leg or 1, end.reason, end.at, last_sample_t_s=self.sampler.last_t_s
+                ):
                     log.info("predictive sampler: leg %s of run %s was superseded", self.leg, self.run_pk)
                 return True
             peak = self.sampler.peak

@@ -95,6 +95,11 @@ class Sampler:
             self._last_t += delta
 
     @property
+    def last_t_s(self) -> float | None:
+        """t_s of the latest sample taken (None before the first)."""
+        return self._last_t
+
+    @property
     def peak(self) -> ResourceVector:
         """The highest value of each metric over every reading so far (absent if never measured)."""
         return self._peak

@@ -226,9 +226,18 @@ class SqlRunStore:
             conn.execute(insert(run_leg).values(run_pk=pk, leg=1, started_at=at, t_start_s=t_start))
             return LegStart(run_pk=pk, leg=1, t_start_s=t_start, resumed=False)
 
-    def end_leg(self, run_pk: int, leg: int, reason: LegEnd, at: datetime | None = None) -> bool:
+    def end_leg(
+        self,
+        run_pk: int,
+        leg: int,
+        reason: LegEnd,
+        at: datetime | None = None,
+        *,
+        last_sample_t_s: float | None = None,
+    ) -> bool:
         """Record why leg ``leg`` ended (deferred, rescheduled, vanished). False when it was no longer
-        open or is not the run's current leg (a stale sidecar: a newer leg already runs)."""
+        open or is not the run's current leg (a stale sidecar: a newer leg already runs). The leg
+        ends at ``at`` or at its last sample (``last_sample_t_s``), whichever is later."""
         at = _aware(at) or datetime.now(UTC)
         with self._begin() as conn:
             cur = conn.execute(
@@ -238,6 +247,8 @@ class SqlRunStore:
                 return False
             start = _aware(cur.start_date)
             t_end = max(0.0, (at - start).total_seconds()) if start else None
+            if last_sample_t_s is not None and math.isfinite(last_sample_t_s):
+                t_end = max(t_end or 0.0, last_sample_t_s)
             done = conn.execute(
                 update(run_leg)
                 .where(run_leg.c.run_pk == run_pk, run_leg.c.leg == leg, run_leg.c.ended_at.is_(None))
