@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from airflow_predictive.traces.common import ImportSummary
 
 BASELINES: tuple[str, ...] = ("declared", "vpa", "autopilot", "reactive", "oracle")
-OURS: tuple[str, ...] = ("predictive", "predictive_shadow")
+OURS: tuple[str, ...] = ("predictive", "predictive_shadow", "predictive_plan")
 ALL_POLICIES: tuple[str, ...] = BASELINES + OURS
+DEFAULT_POLICIES: tuple[str, ...] = (*BASELINES, "predictive", "predictive_shadow")
 # The recording machine of kseg-eager ran at most 32 declared cores at once; 64 GiB is half the
 # declared memory it held at its busiest (124 GiB) and above the true peak-memory sum (42 GiB).
 DEFAULT_POOL = PoolSpec(nodes=1, cpu_cores=32.0, memory_bytes=64 * GIB)
@@ -40,7 +41,7 @@ BENCH_CANDIDATES: tuple[str, ...] = ("last_run", "median_peak", "linear_input", 
 
 @dataclass(frozen=True)
 class BenchOptions:
-    policies: tuple[str, ...] = ALL_POLICIES
+    policies: tuple[str, ...] = DEFAULT_POLICIES
     candidates: tuple[str, ...] | None = BENCH_CANDIDATES
     pool: PoolSpec = DEFAULT_POOL
     settings: SimSettings = field(default_factory=SimSettings)
@@ -120,7 +121,8 @@ def make_policies(names: Sequence[str], forecasts: HeldOutForecasts | None) -> l
         if name in OURS:
             if forecasts is None:
                 raise ValueError(f"{name} needs the profiler's forecasts")
-            out.append(PredictivePolicy(forecasts, PredictiveSettings(shadow=name == "predictive_shadow")))
+            settings = PredictiveSettings(shadow=name == "predictive_shadow", shape=name != "predictive_plan")
+            out.append(PredictivePolicy(forecasts, settings))
         else:
             baselines: dict[str, Callable[[], Policy]] = {
                 "declared": DeclaredPolicy,

@@ -114,7 +114,7 @@ def _least_allocated(nodes: list[_Node], shape: NodeShape, limits: Limits) -> in
         free = shape.memory_bytes - nd.mem
         if (
             free + 1e-6 >= limits.memory_bytes
-            and nd.cpu + limits.cpu_cores <= shape.cpu_cores + 1e-9
+            and nd.cpu + limits.cpu_allocated <= shape.cpu_cores + 1e-9
             and free > room
         ):
             best, room = i, free
@@ -161,7 +161,7 @@ def replay(
         free_mem = max(shape.memory_bytes - nd.mem for nd in nodes)
         free_cpu = max(shape.cpu_cores - nd.cpu for nd in nodes)
         for item in queue:  # in queueing order: events are handled in time order
-            if item.limits.memory_bytes > free_mem + 1e-6 or item.limits.cpu_cores > free_cpu + 1e-9:
+            if item.limits.memory_bytes > free_mem + 1e-6 or item.limits.cpu_allocated > free_cpu + 1e-9:
                 kept.append(item)
                 continue
             node = _least_allocated(nodes, shape, item.limits)
@@ -172,13 +172,13 @@ def replay(
             record = TryRecord(item.ctx.run.index, item.ctx.attempt, item.ctx.now_s, now, result)
             first = result.changes[0][1]
             nodes[node].mem += first.memory_bytes
-            nodes[node].cpu += first.cpu_cores
+            nodes[node].cpu += first.cpu_allocated
             prev = first
             for at, lim in result.changes[1:]:
                 push(
                     now + at,
                     _CHANGE,
-                    (node, lim.memory_bytes - prev.memory_bytes, lim.cpu_cores - prev.cpu_cores),
+                    (node, lim.memory_bytes - prev.memory_bytes, lim.cpu_allocated - prev.cpu_allocated),
                 )
                 prev = lim
             push(now + result.wall_s, _END, (node, prev, item.ctx, record))
@@ -205,7 +205,7 @@ def replay(
             node, lim, ctx, record = cast("tuple[int, Limits, TryContext, TryRecord]", payload)
             nd = nodes[node]
             nd.mem -= lim.memory_bytes
-            nd.cpu -= lim.cpu_cores
+            nd.cpu -= lim.cpu_allocated
             tries.append(record)
             last_end = max(last_end, now)
             policy.finished(ctx, record.result)

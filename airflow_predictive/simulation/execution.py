@@ -35,16 +35,28 @@ NEVER = 1 << 62
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """A simulated allocation: the memory limit (bytes) and CPU limit (cores); requests = limits."""
+    """A simulated allocation: the memory limit (bytes, also its request) and the CPU limit (cores).
+
+    cpu_request: what the try reserves of CPU when it differs from its limit (a plan that sets a
+    CPU request but no limit runs with the node as its limit: never throttled below the node).
+    The CPU the try holds in the pool and in the slack figures is ``cpu_allocated``.
+    """
 
     memory_bytes: float
     cpu_cores: float
+    cpu_request: float | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.memory_bytes) and self.memory_bytes >= 0):
             raise ValueError(f"memory limit must be finite and >= 0, got {self.memory_bytes!r}")
         if not (math.isfinite(self.cpu_cores) and self.cpu_cores > 0):
             raise ValueError(f"CPU limit must be finite and > 0, got {self.cpu_cores!r}")
+        if self.cpu_request is not None and not (0 < self.cpu_request <= self.cpu_cores + 1e-9):
+            raise ValueError(f"CPU request must lie in (0, limit], got {self.cpu_request!r}")
+
+    @property
+    def cpu_allocated(self) -> float:
+        return self.cpu_cores if self.cpu_request is None else self.cpu_request
 
 
 @dataclass(frozen=True)
@@ -250,7 +262,7 @@ class _Accumulator:
             mem_used += g * float((run.memory[k:stop][slow] * (factor - 1.0)).sum())
         self.wall += wall
         self.mem_alloc += lim.memory_bytes * wall
-        self.cpu_alloc += lim.cpu_cores * wall
+        self.cpu_alloc += lim.cpu_allocated * wall
         self.mem_used += mem_used
         self.cpu_used += g * float(run.cpu_cumsum[stop] - run.cpu_cumsum[k])
 
@@ -263,5 +275,5 @@ class _Accumulator:
         self.wall += wall
         self.mem_alloc += lim.memory_bytes * wall
         self.mem_used += lim.memory_bytes * wall
-        self.cpu_alloc += lim.cpu_cores * wall
+        self.cpu_alloc += lim.cpu_allocated * wall
         self.cpu_used += min(u, lim.cpu_cores) * wall

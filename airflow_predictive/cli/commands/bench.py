@@ -18,7 +18,10 @@ from typing import Any
 ARGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--traces",), {"required": True, "help": "trace folder (runs.csv + samples.csv.gz, ...)"}),
     (("--json",), {"action": "store_true", "help": "print one JSON object as the last line"}),
-    (("--policies",), {"help": "comma-separated policies (default: all)"}),
+    (
+        ("--policies",),
+        {"help": "comma-separated policies (default: all but predictive_plan, the plan without shaping)"},
+    ),
     (("--candidates",), {"help": "comma-separated profiler estimators (default: the benchmark's set)"}),
     (("--nodes",), {"type": int, "default": None, "help": "nodes in the pool (default 1)"}),
     (("--node-cpus",), {"type": float, "default": None, "help": "cores per node (default 32)"}),
@@ -50,7 +53,7 @@ def options_from(args: Any) -> Any:
     from dataclasses import replace
 
     from airflow_predictive.core.model.resources import GIB
-    from airflow_predictive.simulation.bench import ALL_POLICIES, DEFAULT_POOL, BenchOptions
+    from airflow_predictive.simulation.bench import DEFAULT_POLICIES, DEFAULT_POOL, BenchOptions
 
     pool = DEFAULT_POOL
     if args.nodes is not None:
@@ -60,7 +63,7 @@ def options_from(args: Any) -> Any:
     if args.node_memory_gib is not None:
         pool = replace(pool, memory_bytes=args.node_memory_gib * GIB)
     policies = (
-        tuple(p.strip() for p in args.policies.split(",") if p.strip()) if args.policies else ALL_POLICIES
+        tuple(p.strip() for p in args.policies.split(",") if p.strip()) if args.policies else DEFAULT_POLICIES
     )
     options = BenchOptions(policies=policies, pool=pool, max_runs=args.max_runs)
     if args.candidates:

@@ -7,7 +7,8 @@ through a simulated backend whose resizes are in force ``actuation_delay_s`` aft
 (PENDING until then, as on Kubernetes). After an OOM kill the next try's plan is
 ``planner.oom_retry_plan`` from the peak seen before the kill.
 
-``predictive_shadow`` adds the shadow run of a cold start (a task without a champion forecast): a
+``predictive_plan`` is the plan alone (its timed steps, no shaping): what the forecast and the
+planner give before any feedback. ``predictive_shadow`` adds the shadow run of a cold start (a task without a champion forecast): a
 short calibration run on small resources (at most ``shadow_budget`` of the predicted runtime, and
 ``shadow_deadline_s``) whose observed prefix re-forecasts the curve before planning. Its
 allocation is charged to the try (it is capacity spent). Runs with history never shadow.
@@ -33,8 +34,8 @@ from airflow_predictive.core.model.backend import (
     TaskState,
 )
 from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
-from airflow_predictive.simulation.execution import Limits
-from airflow_predictive.simulation.policies.base import TryContext, clamp, declared_limits
+from airflow_predictive.simulation.execution import NEVER, Limits
+from airflow_predictive.simulation.policies.base import TryContext, declared_limits
 
 if TYPE_CHECKING:
     from airflow_predictive.core.model.backend import Capacity, ProvisionSpec
@@ -70,11 +71,12 @@ class SimBackend:
 
     name = "sim"
 
-    def __init__(self, node: NodeShape) -> None:
+    def __init__(self, node: NodeShape, allocation: Allocation | None = None) -> None:
         self.node = node
-        self.current: Limits | None = None
+        self.allocation = allocation or Allocation()  # in force
+        self.current: Limits | None = None  # in force, as the simulator sees it
         self.usage_now: ResourceVector | None = None
-        self.submitted: Allocation | None = None
+        self.submitted: Allocation | None = None  # asked for during the last tick
         self.in_flight: Allocation | None = None
 
     def capabilities(self) -> Capabilities:
@@ -100,25 +102,21 @@ class SimBackend:
     def usage(self, handle: Handle) -> ResourceVector | None:
         return self.usage_now
 
-    def _in_force(self) -> Allocation:
-        assert self.current is not None
-        return Allocation.exactly(
-            ResourceVector(cpu_cores=self.current.cpu_cores, memory_bytes=self.current.memory_bytes)
-        )
-
     def submit_resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
-        wanted = _limits_of(allocation, self.current)
-        if wanted == self.current:
-            return ResizeResult(ResizeStatus.APPLIED, "already in force", self._in_force())
+        if limits_of(allocation, self.node, self.current) == self.current:
+            self.allocation = allocation
+            return ResizeResult(ResizeStatus.APPLIED, "already in force", allocation)
         self.submitted = self.in_flight = allocation
         return ResizeResult(ResizeStatus.PENDING, "actuating", None)
 
     def poll_resize(self, handle: Handle) -> ResizeResult | None:
-        if self.in_flight is None:
+        flight = self.in_flight
+        if flight is None:
             return None
-        if _limits_of(self.in_flight, self.current) == self.current:
+        if limits_of(flight, self.node, self.current) == self.current:
             self.in_flight = None
-            return ResizeResult(ResizeStatus.APPLIED, "in force", self._in_force())
+            self.allocation = flight
+            return ResizeResult(ResizeStatus.APPLIED, "in force", flight)
         return ResizeResult(ResizeStatus.PENDING, "actuating", None)
 
     def resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:  # pragma: no cover
@@ -128,21 +126,34 @@ class SimBackend:
         return None
 
 
-def _limits_of(allocation: Allocation, fallback: Limits | None) -> Limits:
-    lim = allocation.limits
-    mem = lim.memory_bytes if lim.memory_bytes is not None else (fallback.memory_bytes if fallback else 0.0)
-    cpu = lim.cpu_cores if lim.cpu_cores is not None else (fallback.cpu_cores if fallback else 1.0)
-    return Limits(float(mem), float(cpu))
+def limits_of(allocation: Allocation, node: NodeShape, fallback: Limits | None) -> Limits:
+    """An allocation as simulated limits: memory from its limit (else request); CPU limit from its
+    limit, or the node when it has none (a request alone never throttles), with the request kept."""
+    req, lim = allocation.requests, allocation.limits
+    mem = lim.memory_bytes if lim.memory_bytes is not None else req.memory_bytes
+    if mem is None:
+        mem = fallback.memory_bytes if fallback is not None else node.memory_bytes
+    cpu_limit = min(lim.cpu_cores, node.cpu_cores) if lim.cpu_cores is not None else node.cpu_cores
+    cpu_request = req.cpu_cores
+    if cpu_request is None and lim.cpu_cores is None:
+        cpu_request = fallback.cpu_allocated if fallback is not None else None
+    if cpu_request is not None:
+        cpu_request = min(max(cpu_request, 0.01), cpu_limit)
+        if cpu_request >= cpu_limit:
+            cpu_request = None
+    return Limits(float(min(mem, node.memory_bytes)), float(max(cpu_limit, 0.01)), cpu_request)
 
 
 @dataclass
 class PredictiveSettings:
-    """plan: the planner's settings (risk quantiles, steps). shaping: the controller's policy
+    """plan: the planner's settings (risk quantiles, steps). shape: run the shaping controller
+    (False: the plan's timed steps only, as the executor applies them). shaping: the controller's policy
     settings (``maximum`` is set to the node). expectation_quantile: the forecast quantile the
     shaping band follows. shadow: run a shadow on cold start. shadow_budget / shadow_deadline_s:
     its length as a share of the predicted runtime / at most. shadow_limits: its small resources."""
 
     plan: PlanSettings | None = None
+    shape: bool = True
     shaping: ShapingSettings | None = None
     expectation_quantile: float = 0.9
     shadow: bool = False
@@ -162,7 +173,8 @@ class PredictivePolicy:
         self.settings = settings or PredictiveSettings()
         self.plan_settings = self.settings.plan or PlanSettings()
         self.shaping = self.settings.shaping or ShapingSettings()
-        self.name = name or ("predictive_shadow" if self.settings.shadow else "predictive")
+        default = "predictive_shadow" if self.settings.shadow else "predictive"
+        self.name = name or (default if self.settings.shape else "predictive_plan")
         self.workload: Workload | None = None
         self.plans: dict[tuple[int, int], AllocationPlan] = {}
         self.shadows = 0
@@ -206,7 +218,7 @@ class PredictivePolicy:
             )
         plan = outcome.plan
         self.plans[(run.index, ctx.attempt)] = plan
-        initial = clamp(_limits_of(plan.initial, declared_lim), ctx.node)
+        initial = limits_of(plan.initial, ctx.node, declared_lim)
         expectation = (
             ForecastExpectation(forecast, quantile=self.settings.expectation_quantile)
             if forecast is not None
@@ -217,7 +229,9 @@ class PredictivePolicy:
             maximum=ResourceVector(cpu_cores=ctx.node.cpu_cores, memory_bytes=ctx.node.memory_bytes),
         )
         planned_s = time.perf_counter() - began
-        return ShapedDriver(ctx, initial, plan, expectation, shaping, planned_s, shadow)
+        if not self.settings.shape:
+            return PlanStepsDriver(ctx, initial, plan, planned_s)
+        return ShapedDriver(ctx, initial, plan.initial, plan, expectation, shaping, planned_s, shadow)
 
     def _shadow(self, run: SimRun, forecast: Forecast | None) -> tuple[ShadowCost, Forecast | None]:
         """The shadow run's observed prefix and the re-forecast it gives (cost charged to the try)."""
@@ -264,6 +278,29 @@ def _still_rising(run: SimRun, killed: TryResult) -> bool:
     return bool(run.memory[k] > run.memory[back] * 1.02)
 
 
+class PlanStepsDriver:
+    """The plan alone: each timed step is asked for at its time (in force after the actuation
+    delay), nothing reacts to usage. Separates what the forecast + planner give from shaping."""
+
+    def __init__(self, ctx: TryContext, initial: Limits, plan: AllocationPlan, planned_s: float) -> None:
+        self.start = initial
+        self.node = ctx.node
+        self.setup_s = planned_s
+        g = ctx.run.grid_s
+        self.asks = {max(1, round(step.at_s / g)): step.allocation for step in plan.steps}
+
+    def initial(self) -> Limits:
+        return self.start
+
+    def next_wakeup(self, k: int, current: Limits) -> int:
+        later = [s for s in self.asks if s > k]
+        return min(later) if later else NEVER
+
+    def decide(self, k: int, now_s: float, current: Limits) -> Limits | None:
+        alloc = self.asks.get(k)
+        return None if alloc is None else limits_of(alloc, self.node, current)
+
+
 class ShapedDriver:
     """One try under the real ``ShapingController``: a tick per grid step, resizes via SimBackend."""
 
@@ -271,6 +308,7 @@ class ShapedDriver:
         self,
         ctx: TryContext,
         initial: Limits,
+        allocation: Allocation,
         plan: AllocationPlan,
         expectation: ForecastExpectation | None,
         shaping: ShapingSettings,
@@ -287,7 +325,7 @@ class ShapedDriver:
         self.overhead = shadow  # the shadow run's allocation, charged to this try
         self.node = ctx.node
         self.clock = SimClock()
-        self.backend = SimBackend(ctx.node)
+        self.backend = SimBackend(ctx.node, allocation)
         self.backend.current = initial
         self._controller: ShapingController | None = None
 
@@ -301,9 +339,7 @@ class ShapedDriver:
             backend="sim",
             name=f"run-{self.run.index}",
             ref=f"sim/{self.run.index}",
-            allocation=Allocation.exactly(
-                ResourceVector(cpu_cores=self.start.cpu_cores, memory_bytes=self.start.memory_bytes)
-            ),
+            allocation=self.backend.allocation,
         )
         return ShapingController(
             self.backend,  # type: ignore[arg-type]
@@ -333,7 +369,7 @@ class ShapedDriver:
         self._controller.tick()
         if backend.submitted is None:
             return None
-        return clamp(_limits_of(backend.submitted, current), self.node)
+        return limits_of(backend.submitted, self.node, current)
 
 
 if TYPE_CHECKING:

@@ -48,7 +48,9 @@ def test_the_try_starts_with_the_planners_initial_allocation() -> None:
     ).plan
     start = driver.initial()
     assert start.memory_bytes == pytest.approx(expected.initial.limits.memory_bytes)
-    assert start.cpu_cores == pytest.approx(expected.initial.limits.cpu_cores)
+    # the planner reserves CPU as a request; without a CPU limit the try may use the node
+    assert start.cpu_allocated == pytest.approx(expected.initial.requests.cpu_cores)
+    assert start.cpu_cores == pytest.approx(expected.initial.limits.cpu_cores or NODE.cpu_cores)
 
 
 def test_shaping_grows_a_try_whose_usage_outruns_its_forecast_before_it_is_killed() -> None:
@@ -95,3 +97,29 @@ def test_the_shadow_variant_runs_a_shadow_only_on_a_cold_start() -> None:
     by_run = {t.run: t.result for t in result.tries}
     # the shadow's allocation is charged to the cold-start try
     assert by_run[1].memory_alloc > by_run[0].memory_alloc
+
+
+def test_the_plan_alone_applies_its_timed_steps_after_the_actuation_delay() -> None:
+    f = forecast(np.concatenate([np.full(6, 1.0), np.full(6, 3.0)]))  # 60 s at 1 GiB, then 3 GiB
+    run = sim_run(np.concatenate([np.full(70, 0.9), np.full(50, 2.5)]) * GIB)
+    policy = PredictivePolicy(held({0: f}), PredictiveSettings(shape=False))
+    assert policy.name == "predictive_plan"
+    policy.prepare(workload(run), SETTINGS)
+    driver = policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE))
+    plan = driver.plan if hasattr(driver, "plan") else None
+    result = run_try(run, driver, SETTINGS)
+    assert plan is None  # no controller: just the steps
+    assert result.resizes >= 1
+    assert len(result.decision_s) == 1 + result.resizes
+
+
+def test_a_cpu_request_without_a_limit_reserves_the_request_and_never_throttles_below_the_node() -> None:
+    from airflow_predictive.core.model.backend import Allocation
+    from airflow_predictive.simulation.policies.predictive import limits_of
+
+    alloc = Allocation(
+        requests=ResourceVector(cpu_cores=1.5, memory_bytes=2 * GIB),
+        limits=ResourceVector(memory_bytes=2 * GIB),
+    )
+    lim = limits_of(alloc, NODE, None)
+    assert (lim.memory_bytes, lim.cpu_cores, lim.cpu_allocated) == (2 * GIB, NODE.cpu_cores, 1.5)
