@@ -99,24 +99,23 @@ class AsyncKubernetesPodBackend:
         return cls(await config.new_client_from_config(config_file=path, context=context), **kwargs)
 
     @classmethod
-    async def from_connection(cls, conn_id: str | None = None, **kwargs: Any) -> AsyncKubernetesPodBackend:
-        """Through the cncf-kubernetes provider's ``AsyncKubernetesHook`` (kubeconfig, in-cluster)."""
+    async def from_connection(
+        cls, conn_id: str, settings: KubernetesSettings | None = None, **kwargs: Any
+    ) -> AsyncKubernetesPodBackend:
+        """Through the cncf-kubernetes provider's ``AsyncKubernetesHook`` (kubeconfig, in-cluster).
+
+        The connection's namespace, when it names one, wins over ``settings.namespace``.
+        """
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
         from kubernetes_asyncio import client
 
-        from airflow_predictive import config as predictive_config
-
-        hook = AsyncKubernetesHook(
-            conn_id=conn_id or predictive_config.kubernetes_conn_id(),
-            client_configuration=client.Configuration(),
-        )
+        hook = AsyncKubernetesHook(conn_id=conn_id, client_configuration=client.Configuration())
         await hook._load_config()  # fills hook.client_configuration; get_conn() would close it on exit
         namespace = hook.get_namespace()  # a coroutine on the async hook (its fields are read async)
         if inspect.isawaitable(namespace):
             namespace = await namespace
-        settings: KubernetesSettings = kwargs.pop("settings", None) or KubernetesSettings(
-            namespace=namespace or predictive_config.namespace()
-        )
+        settings = settings or KubernetesSettings()
+        settings = replace(settings, namespace=namespace or settings.namespace)
         return cls(client.ApiClient(configuration=hook.client_configuration), settings, **kwargs)
 
     # ---- ResourceBackend, awaitable --------------------------------------------------------------

@@ -85,16 +85,19 @@ class KubernetesPodBackend:
         return cls(client.ApiClient(configuration), **kwargs)
 
     @classmethod
-    def from_connection(cls, conn_id: str | None = None, **kwargs: Any) -> KubernetesPodBackend:
-        """Through the cncf-kubernetes provider's connection (kubeconfig, in-cluster, dict)."""
+    def from_connection(
+        cls, conn_id: str, settings: KubernetesSettings | None = None, **kwargs: Any
+    ) -> KubernetesPodBackend:
+        """Through the cncf-kubernetes provider's connection (kubeconfig, in-cluster, dict).
+
+        The connection's namespace, when it names one, wins over ``settings.namespace``
+        (``runtime.kubernetes_backend()`` passes ``[predictive] kubernetes_conn_id`` and settings).
+        """
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
-        from airflow_predictive import config as predictive_config
-
-        hook = KubernetesHook(conn_id=conn_id or predictive_config.kubernetes_conn_id())
-        settings: KubernetesSettings = kwargs.pop("settings", None) or KubernetesSettings(
-            namespace=hook.get_namespace() or predictive_config.namespace()
-        )
+        hook = KubernetesHook(conn_id=conn_id)
+        settings = settings or KubernetesSettings()
+        settings = replace(settings, namespace=hook.get_namespace() or settings.namespace)
         return cls(hook.get_conn(), settings, **kwargs)
 
     # ---- ResourceBackend -----------------------------------------------------------------------
