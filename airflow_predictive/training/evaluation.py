@@ -206,7 +206,11 @@ def evaluate(
     for ex in examples:
         by_task.setdefault(ex.key, []).append(ex)
     position = {id(ex): i for runs in by_task.values() for i, ex in enumerate(runs)}
-    queries = [query_for(ex, by_task[ex.key][: position[id(ex)]], metrics) for ex in test]
+    h = policy.max_history
+    queries = [
+        query_for(ex, by_task[ex.key][max(0, position[id(ex)] - h) : position[id(ex)]], metrics)
+        for ex in test
+    ]
     forecasts: dict[str, list[Forecast | None]] = {n: _predict_all(e, queries) for n, e in fitted.items()}
     prof: list[Forecast | None] = []
     for i, ex in enumerate(test):
@@ -255,10 +259,12 @@ def _summaries(
 ) -> tuple[dict[Metric, Summary], dict[TaskKey, dict[Metric, Summary]]]:
     overall = {m: summarise(m, [s for _, s in scored]) for m in metrics}
     overall = {m: s for m, s in overall.items() if s.runs}
-    keys = sorted({k for k, _ in scored})
+    grouped: dict[TaskKey, list[RunScore]] = {}
+    for k, s in scored:
+        grouped.setdefault(k, []).append(s)
     tasks: dict[TaskKey, dict[Metric, Summary]] = {}
-    for k in keys:
-        mine = [s for kk, s in scored if kk == k]
+    for k in sorted(grouped):
+        mine = grouped[k]
         tasks[k] = {m: summarise(m, mine) for m in metrics if any(s.metric is m for s in mine)}
     return overall, tasks
 

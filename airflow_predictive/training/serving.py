@@ -28,11 +28,8 @@ from airflow_predictive.core.model.query import ServedForecast
 from airflow_predictive.core.model.runs import Outcome
 from airflow_predictive.core.ports import SystemClock
 from airflow_predictive.core.profiler.estimators.base import RunExample
-from airflow_predictive.core.profiler.estimators.baselines import (
-    AutopilotStyle,
-    DeclaredResources,
-    FallbackChain,
-)
+from airflow_predictive.core.profiler.estimators.baselines import DeclaredResources, FallbackChain
+from airflow_predictive.core.profiler.estimators.scaled_curve import ScaledCurve
 from airflow_predictive.core.profiler.serving import ServingProfile, serve
 
 if TYPE_CHECKING:
@@ -51,7 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # champions evaluated per query in numpy (their fit is a no-op or they are loaded from the store)
-PER_QUERY = frozenset({"last_run", "median_peak", "linear_input", "vpa", "autopilot", "declared", "lstm"})
+PER_QUERY = frozenset(
+    {"scaled_curve", "last_run", "median_peak", "linear_input", "vpa", "autopilot", "declared", "lstm"}
+)
 _LABEL = re.compile(r"^(?P<name>[A-Za-z0-9_]+):v(?P<version>\d+)$")
 
 
@@ -171,7 +170,7 @@ class StoredForecastService:
                 calibration_version=record.calibration_version,
                 note=f"{champion} is not evaluated per query (statsmodels refits at every call)",
             )
-        if champion != "lstm":
+        if champion != "lstm" and record.model_version is None:  # trained without a model store
             from airflow_predictive.training.candidates import KNOWN, estimator_class
 
             estimator = estimator_class(champion)(**KNOWN[champion][2])
@@ -185,7 +184,7 @@ class StoredForecastService:
 
     def _pinned_model(self, record: TaskProfile) -> Estimator:
         """The exact model version the profile names, refused unless its content digest is the one
-        the calibration was fitted for (``ModelStore.check_pin``)."""
+        the calibration was fitted for (``ModelStore.check_pin``); the LSTM without TensorFlow."""
         from airflow_predictive.core.profiler.estimators.lstm import LstmForecaster
         from airflow_predictive.storage.model_store import ModelUnavailable
         from airflow_predictive.training.artefacts import scope_of
@@ -199,21 +198,22 @@ class StoredForecastService:
         self.model_store.check_pin(scope, version, record.calibration_digest)
         cached = self._models.get((scope, version))
         if cached is None:
+            loader = LstmForecaster.load_numpy if match["name"] == "lstm" else None
             with self._lock:
-                cached = self.model_store.load(scope, version, loader=LstmForecaster.load_numpy)
+                cached = self.model_store.load(scope, version, loader=loader)
                 self._models[(scope, version)] = cached
         return cached
 
     def _cold_start(self) -> Estimator:
-        """The chain training saved (history -> operator prior -> declared), else one without the
-        operator prior (nothing to fit on the hot path)."""
+        """The chain training saved (scaled curve -> operator prior -> declared), else one without
+        the operator prior and with the scaled curve's defaults (nothing to fit on the hot path)."""
         if self._chain is None:
             chain: Estimator | None = None
             if self.model_store is not None:
                 from airflow_predictive.training.artefacts import COLD_START, scope_of
 
                 chain = self.model_store.load_or_none(scope_of(COLD_START))
-            self._chain = chain or FallbackChain([AutopilotStyle(), DeclaredResources()], name="cold_start")
+            self._chain = chain or FallbackChain([ScaledCurve(), DeclaredResources()], name="cold_start")
         return self._chain
 
     def _without_storage(self, query: ForecastQuery, note: str) -> ServedForecast:

@@ -17,7 +17,6 @@ It must never raise on bad data: runs with no usable actual value get ``None`` f
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -93,10 +92,11 @@ def stepped(curve: np.ndarray, step_s: float, min_step_s: float = MIN_STEP_S) ->
     if curve.size == 0:
         return curve
     block = max(1, math.ceil(min_step_s / step_s))
-    out = np.empty_like(curve)
-    for i in range(0, curve.size, block):
-        out[i : i + block] = np.max(curve[i : i + block])
-    return out
+    if block == 1:
+        return curve.copy()
+    starts = np.arange(0, curve.size, block)
+    tops = np.maximum.reduceat(curve, starts)  # one vectorised pass, not a Python loop per block
+    return np.repeat(tops, block)[: curve.size].astype(curve.dtype, copy=False)
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,10 @@ def score_run(
     actual_peak: float | None,
     segments: int = DEFAULT_SEGMENTS,
     min_step_s: float = MIN_STEP_S,
+    with_waste: bool = True,
 ) -> RunScore | None:
-    """Score one metric's forecast against the run's series (or only its peak when no series)."""
+    """Score one metric's forecast against the run's series (or only its peak when no series).
+    ``with_waste=False`` skips the allocation figures (the backtest only ranks by loss)."""
     actual = actual_curve(series, curve.metric, curve.step_s) if series is not None else None
     if actual is not None:
         peak = float(np.max(actual))
@@ -172,17 +174,19 @@ def score_run(
         losses = [pinball(actual, aligned(c, actual.size), q) for q, c in curve.quantiles.items()]
         seg = segment_error(actual, aligned(p50, actual.size), segments)
         # waste on one fine grid for every forecast, so coarse and fine forecasts compare fairly
-        fine = max(1.0, (series.duration_s if series is not None else 0.0) / 4096)
-        actual_fine = actual_curve(series, curve.metric, fine) if series is not None else None
-        fine_actual = actual_fine if actual_fine is not None else actual
-        waste = {
-            q: memory_waste(
-                on_grid(stepped(c, curve.step_s, min_step_s), curve.step_s, fine, fine_actual.size),
-                fine_actual,
-                fine,
-            )
-            for q, c in curve.quantiles.items()
-        }
+        waste = {}
+        if with_waste:
+            fine = max(1.0, (series.duration_s if series is not None else 0.0) / 4096)
+            actual_fine = actual_curve(series, curve.metric, fine) if series is not None else None
+            fine_actual = actual_fine if actual_fine is not None else actual
+            waste = {
+                q: memory_waste(
+                    on_grid(stepped(c, curve.step_s, min_step_s), curve.step_s, fine, fine_actual.size),
+                    fine_actual,
+                    fine,
+                )
+                for q, c in curve.quantiles.items()
+            }
         duration = actual.size * curve.step_s
     else:
         losses = [
@@ -210,14 +214,12 @@ def segment_error(
     if n == 0:
         return None
     k = max(1, min(segments, n))
-    bounds = np.linspace(0, n, k + 1).astype(int)
-    errs = []
-    for a, b in itertools.pairwise(bounds):
-        if b <= a:
-            continue
-        top = float(np.max(actual[a:b]))
-        errs.append(abs(float(np.max(predicted[a:b])) - top) / top if top > 0 else 0.0)
-    return float(np.mean(errs)) if errs else None
+    bounds = np.unique(np.linspace(0, n, k + 1).astype(int)[:-1])  # segment starts (non-empty)
+    top = np.maximum.reduceat(actual[:n], bounds)
+    pred = np.maximum.reduceat(predicted[:n], bounds)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        errs = np.where(top > 0, np.abs(pred - top) / top, 0.0)
+    return float(np.mean(errs)) if errs.size else None
 
 
 def flat_waste(level: float, actual: np.ndarray, step_s: float) -> WasteFigures:

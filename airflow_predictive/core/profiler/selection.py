@@ -53,6 +53,9 @@ class SelectionPolicy:
         ``curve_lookahead`` share of the run, so a run faster than forecast is still covered when
         its peak comes early: the band follows the curve over time instead of holding the peak).
     curve_lookahead: the share of the forecast's timeline the "curve" mode looks ahead.
+    max_history: earlier runs of the task a forecast sees (the newest ones): bounds the cost of
+        one forecast, so backtest and evaluation grow linearly with a task's runs (older runs
+        add nothing the newest hundred do not say).
     memory_under_penalty: added to the score per unit of the mean relative shortfall of the p99
         memory peak below the actual peak, plus this much times the share of runs under it.
     metrics: what is forecast and scored.
@@ -65,6 +68,7 @@ class SelectionPolicy:
     min_calibration_runs: int = 5
     calibration_mode: str = "widen"
     curve_lookahead: float = 0.3
+    max_history: int = 100
 
 
 @dataclass(frozen=True)
@@ -128,11 +132,15 @@ def query_for(
     )
 
 
-def score_example(forecast_curves: Mapping[Metric, DemandCurve], example: RunExample) -> list[RunScore]:
+def score_example(
+    forecast_curves: Mapping[Metric, DemandCurve], example: RunExample, *, with_waste: bool = True
+) -> list[RunScore]:
     """Scores of every forecast metric the run measured (metrics it never measured are skipped)."""
     out = []
     for metric, curve in forecast_curves.items():
-        s = score_run(curve, series=example.series, actual_peak=example.record.peak.get(metric))
+        s = score_run(
+            curve, series=example.series, actual_peak=example.record.peak.get(metric), with_waste=with_waste
+        )
         if s is not None:
             out.append(s)
     return out
@@ -213,7 +221,8 @@ def backtest(
                 runs = by_task[key]
                 for i in range(start, end):
                     try:
-                        forecast = model.predict(query_for(runs[i], runs[:i], policy.metrics))
+                        history = runs[max(0, i - policy.max_history) : i]
+                        forecast = model.predict(query_for(runs[i], history, policy.metrics))
                     except Exception as exc:
                         tally.error = f"predict: {type(exc).__name__}: {exc}"
                         break
@@ -223,7 +232,7 @@ def backtest(
                     if missing:  # e.g. a model trained on other dimensions: it cannot win here
                         tally.error = f"predict: no forecast of {', '.join(missing)}"
                         break
-                    run_scores = score_example(forecast.curves, runs[i])
+                    run_scores = score_example(forecast.curves, runs[i], with_waste=False)
                     if not run_scores:
                         continue
                     tally.forecasts += 1

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # which ForecastSource each cold-start level stands for
 CHAIN_SOURCES: dict[str, ForecastSource] = {
+    "scaled_curve": ForecastSource.TASK,
     "autopilot": ForecastSource.TASK,
     "median_peak": ForecastSource.TASK,
     "last_run": ForecastSource.TASK,
