@@ -170,18 +170,13 @@ def replay(
                 continue
             result = run_try(item.ctx.run, item.driver, settings)  # type: ignore[arg-type]
             record = TryRecord(item.ctx.run.index, item.ctx.attempt, item.ctx.now_s, now, result)
-            first = result.changes[0][1]
-            nodes[node].mem += first.memory_bytes
-            nodes[node].cpu += first.cpu_allocated
-            prev = first
-            for at, lim in result.changes[1:]:
-                push(
-                    now + at,
-                    _CHANGE,
-                    (node, lim.memory_bytes - prev.memory_bytes, lim.cpu_allocated - prev.cpu_allocated),
-                )
-                prev = lim
-            push(now + result.wall_s, _END, (node, prev, item.ctx, record))
+            at, mem, cpu = result.change_at, result.change_memory, result.change_cpu
+            nodes[node].mem += mem[0]
+            nodes[node].cpu += cpu[0]
+            for i in range(1, len(at)):
+                push(now + at[i], _CHANGE, (node, mem[i] - mem[i - 1], cpu[i] - cpu[i - 1]))
+            held = (mem[-1], cpu[-1])
+            push(now + result.wall_s, _END, (node, held, item.ctx, record))
             free_mem = max(shape.memory_bytes - nd.mem for nd in nodes)
             free_cpu = max(shape.cpu_cores - nd.cpu for nd in nodes)
         queue[:] = kept
@@ -202,10 +197,10 @@ def replay(
             if dmem >= 0 and dcpu >= 0:
                 continue  # nothing was freed: no queued try can start now
         else:
-            node, lim, ctx, record = cast("tuple[int, Limits, TryContext, TryRecord]", payload)
+            node, held, ctx, record = cast("tuple[int, tuple[float, float], TryContext, TryRecord]", payload)
             nd = nodes[node]
-            nd.mem -= lim.memory_bytes
-            nd.cpu -= lim.cpu_allocated
+            nd.mem -= held[0]
+            nd.cpu -= held[1]
             tries.append(record)
             last_end = max(last_end, now)
             policy.finished(ctx, record.result)

@@ -112,7 +112,8 @@ class TryResult:
     ``steps`` (that step counts in the integrals, its usage capped at the limit).
     wall_s: wall seconds the try ran. *_alloc / *_used: integrals (bytes*s, cores*s) over the try.
     throttled_s: wall seconds during which CPU usage was above the limit. resizes: applied changes.
-    changes: (seconds after start, limits) where the allocation changed (the first is the start).
+    change_at / change_memory / change_cpu: where the allocation changed (seconds after start; the
+    first is the start) and to what; ``changes`` gives them as (seconds, limits).
     peak_seen: the highest memory usage observed (at a kill: the limit it hit). limit_at_end: the
     limits in force when it ended. decision_s: wall-clock seconds the policy spent deciding, per decision.
     """
@@ -126,10 +127,22 @@ class TryResult:
     cpu_used: float
     throttled_s: float
     resizes: int
-    changes: tuple[tuple[float, Limits], ...]
+    change_at: tuple[float, ...]
+    change_memory: tuple[float, ...]
+    change_cpu: tuple[float, ...]  # CPU allocated (the request when it differs from the limit)
     peak_seen: float
     limit_at_end: Limits
     decision_s: tuple[float, ...] = field(default=())
+    change_limits: tuple[Limits, ...] | None = None  # None: limits = (memory, cpu) as allocated
+
+    @property
+    def changes(self) -> tuple[tuple[float, Limits], ...]:
+        if self.change_limits is not None:
+            return tuple(zip(self.change_at, self.change_limits, strict=True))
+        return tuple(
+            (t, Limits(m, c))
+            for t, m, c in zip(self.change_at, self.change_memory, self.change_cpu, strict=True)
+        )
 
 
 def run_try(run: SimRun, driver: TryDriver, settings: SimSettings) -> TryResult:
@@ -174,6 +187,7 @@ def run_try(run: SimRun, driver: TryDriver, settings: SimSettings) -> TryResult:
                 pending.append((k + delay, asked))
             wake = _wakeup(driver, k, current)
     overhead = getattr(driver, "overhead", None)  # e.g. a shadow run before the try: pure cost
+    changes = acc.changes or [(0.0, current)]
     return TryResult(
         steps=k,
         oom=oom,
@@ -184,7 +198,10 @@ def run_try(run: SimRun, driver: TryDriver, settings: SimSettings) -> TryResult:
         cpu_used=acc.cpu_used,
         throttled_s=acc.throttled,
         resizes=resizes,
-        changes=tuple(acc.changes) or ((0.0, current),),
+        change_at=tuple(t for t, _ in changes),
+        change_memory=tuple(lim.memory_bytes for _, lim in changes),
+        change_cpu=tuple(lim.cpu_allocated for _, lim in changes),
+        change_limits=tuple(lim for _, lim in changes),
         peak_seen=current.memory_bytes if oom else (run.peak_memory if k else 0.0),
         limit_at_end=current,
         decision_s=tuple(decision_s),
@@ -207,8 +224,8 @@ def _run_static(run: SimRun, mem: np.ndarray, cpu: np.ndarray, decision_s: tuple
     changed = np.flatnonzero((mem[1:] != mem[:-1]) | (cpu[1:] != cpu[:-1])) + 1
     before = np.concatenate([[0.0], np.cumsum(extra)])[np.searchsorted(slow, changed)]
     at = g * changed + before
-    changes = [(0.0, Limits(float(mem[0]), float(cpu[0])))]
-    changes.extend((float(t), Limits(float(mem[i]), float(cpu[i]))) for t, i in zip(at, changed, strict=True))
+    first = np.zeros(1, dtype=int)
+    idx = np.concatenate([first, changed])
     cpu_used = g * float(u.sum()) + (float((cpu[slow] * extra).sum()) if oom else 0.0)
     return TryResult(
         steps=k,
@@ -219,10 +236,12 @@ def _run_static(run: SimRun, mem: np.ndarray, cpu: np.ndarray, decision_s: tuple
         cpu_alloc=g * float(cpu.sum()) + float((cpu[slow] * extra).sum()),
         cpu_used=cpu_used,
         throttled_s=float(g * slow.size + extra.sum()),
-        resizes=len(changes) - 1,
-        changes=tuple(changes),
+        resizes=int(changed.size),
+        change_at=tuple([0.0, *at.tolist()]),
+        change_memory=tuple(mem[idx].tolist()),
+        change_cpu=tuple(cpu[idx].tolist()),
         peak_seen=float(mem[-1]) if oom else run.peak_memory,
-        limit_at_end=changes[-1][1],
+        limit_at_end=Limits(float(mem[-1]), float(cpu[-1])),
         decision_s=decision_s,
     )
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from airflow_predictive.core.model.resources import MIB, Metric
-from airflow_predictive.simulation.execution import Limits
+from airflow_predictive.simulation.execution import NEVER, Limits
 from airflow_predictive.simulation.policies.base import (
     FlatDriver,
     StaticDriver,
@@ -137,9 +137,18 @@ class VpaInPlace:
         return self.start
 
     def next_wakeup(self, k: int, current: Limits) -> int:
-        if k < self.first:
-            return self.first
-        return self.first + ((k - self.first) // self.loop + 1) * self.loop
+        """The first loop tick whose scraped peak would ask for a grow (the loop ticks in between
+        change nothing: skipping them is exact, and keeps a try to a few array searches)."""
+        threshold = current.memory_bytes * (1 + self.TOLERANCE) / (1 + self.MARGIN)
+        seen = max(0, (k // self.scrape) * self.scrape)
+        over = np.flatnonzero(self.memory[seen:] > threshold)
+        if not over.size:
+            return NEVER
+        j = seen + int(over[0])  # this sample is visible from the scrape after it
+        visible = (j // self.scrape + 1) * self.scrape
+        tick = max(visible, k + 1, self.first)
+        i = -(-(tick - self.first) // self.loop)  # ceil
+        return self.first + i * self.loop
 
     def decide(self, k: int, now_s: float, current: Limits) -> Limits | None:
         seen = (k // self.scrape) * self.scrape  # samples up to the last scrape
