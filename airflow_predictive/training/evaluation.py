@@ -34,12 +34,13 @@ from airflow_predictive.training.dataset import chronological, split_chronologic
 from airflow_predictive.training.pipeline import fit_all
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from airflow_predictive.core.model.runs import TaskKey
     from airflow_predictive.core.model.series import Forecast
     from airflow_predictive.core.profiler.estimators.base import Estimator, ForecastQuery, RunExample
     from airflow_predictive.core.profiler.selection import EstimatorFactory
+    from airflow_predictive.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -190,18 +191,27 @@ def evaluate(
     train_fraction: float = 0.5,
     policy: SelectionPolicy | None = None,
     prefix_fraction: float | None = 0.2,
+    progress: Progress | None = None,
 ) -> Evaluation:
+    """``progress``: counts one item per candidate and backtest fold, per fit, per estimator's
+    forecasts and per estimator scored (the CLI draws it with an ETA on stderr)."""
     began = time.monotonic()
     examples = chronological(examples)
     metrics = measured_metrics(examples)
     policy = policy or SelectionPolicy(metrics=metrics)
     train, test = split_chronologically(examples, train_fraction)
-    selections = tuple(backtest(candidates, train, policy))
+    everything = {**dict(references or {}), **candidates}
+    if progress is not None:
+        n = len(everything)
+        progress.add(policy.folds * len(candidates) + 1 + 3 * n + (n if prefix_fraction else 0))
+    step = progress.step if progress is not None else None
+    selections = tuple(backtest(candidates, train, policy, on_step=step))
     champion = {r.key: r.champion for r in selections}
     calibration = {r.key: r.calibration for r in selections}
-    everything = {**dict(references or {}), **candidates}
-    fitted, fit_seconds = fit_all(set(everything), everything, train)
+    fitted, fit_seconds = fit_all(set(everything), everything, train, on_step=step)
     chain = cold_start_chain().fit(train)
+    if step is not None:
+        step("cold-start chain")
     by_task: dict[TaskKey, list[RunExample]] = {}
     for ex in examples:
         by_task.setdefault(ex.key, []).append(ex)
@@ -211,7 +221,11 @@ def evaluate(
         query_for(ex, by_task[ex.key][max(0, position[id(ex)] - h) : position[id(ex)]], metrics)
         for ex in test
     ]
-    forecasts: dict[str, list[Forecast | None]] = {n: _predict_all(e, queries) for n, e in fitted.items()}
+    forecasts: dict[str, list[Forecast | None]] = {}
+    for n, e in fitted.items():
+        forecasts[n] = _predict_all(e, queries)
+        if step is not None:
+            step(f"forecast {n}")
     prof: list[Forecast | None] = []
     for i, ex in enumerate(test):
         name = champion.get(ex.key)
@@ -237,9 +251,11 @@ def evaluate(
             scored.extend((ex.key, s) for s in score_example(f.curves, ex))
         all_scores[name] = scored
         reports[name] = EstimatorReport(name, *_summaries(scored, metrics), failures=failures)
+        if step is not None and name != PROFILER:
+            step(f"score {name}")
     if prefix_fraction:
         reports = _with_prefix(
-            reports, fitted, champion, calibration, chain, test, queries, forecasts, prefix_fraction
+            reports, fitted, champion, calibration, chain, test, queries, forecasts, prefix_fraction, step
         )
     return Evaluation(
         reports=reports,
@@ -279,6 +295,7 @@ def _with_prefix(
     queries: Sequence[ForecastQuery],
     forecasts: Mapping[str, Sequence[Forecast | None]],
     fraction: float,
+    step: Callable[[str], None] | None = None,
 ) -> dict[str, EstimatorReport]:
     from dataclasses import replace
 
@@ -291,8 +308,15 @@ def _with_prefix(
             idx.append(i)
             prefixed.append(replace(queries[i], prefix=pre))
     if not idx:
+        if step is not None:
+            for n in fitted:
+                step(f"prefix {n}")
         return reports
-    with_prefix = {n: _predict_all(e, prefixed) for n, e in fitted.items()}
+    with_prefix = {}
+    for n, e in fitted.items():
+        with_prefix[n] = _predict_all(e, prefixed)
+        if step is not None:
+            step(f"prefix {n}")
     out = dict(reports)
     for name in [*fitted, PROFILER]:
         at_start, after = [], []

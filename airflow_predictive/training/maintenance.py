@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -53,6 +53,7 @@ def retrain(
     keys: list[TaskKey] | None = None,
     min_new_runs: int = 1,
     candidates: tuple[str, ...] | None = None,
+    progress: Any = None,
 ) -> TrainingResult | None:
     """Retrain ``keys`` (or the tasks with new runs); None when nothing is due."""
     from airflow_predictive.core.profiler.selection import SelectionPolicy
@@ -79,4 +80,5 @@ def retrain(
         model_saver=ArtefactSaver(model_dir) if model_dir else None,
         policy=SelectionPolicy(folds=2, metrics=measured_metrics(examples)),
         only=only,
+        progress=progress,
     )

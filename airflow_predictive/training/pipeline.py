@@ -20,7 +20,7 @@ from airflow_predictive.training.artefacts import COLD_START
 from airflow_predictive.training.candidates import cold_start_chain
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
 
     from airflow_predictive.core.model.runs import TaskKey
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from airflow_predictive.core.profiler.estimators.base import Estimator
     from airflow_predictive.core.profiler.selection import EstimatorFactory
     from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
+    from airflow_predictive.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,10 @@ def next_query(history: Sequence[RunExample]) -> ForecastQuery:
 
 
 def fit_all(
-    names: set[str], candidates: Mapping[str, EstimatorFactory], examples: Sequence[RunExample]
+    names: set[str],
+    candidates: Mapping[str, EstimatorFactory],
+    examples: Sequence[RunExample],
+    on_step: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Estimator], dict[str, float]]:
     """Fit each named candidate once on ``examples``; a failing one is logged and left out."""
     fitted: dict[str, Estimator] = {}
@@ -78,6 +82,8 @@ def fit_all(
         except Exception as exc:
             log.warning("predictive: %s could not be fitted on all runs: %s", name, exc)
         seconds[name] = time.monotonic() - began
+        if on_step is not None:
+            on_step(f"fit {name}")
     return fitted, seconds
 
 
@@ -91,16 +97,23 @@ def train(
     policy: SelectionPolicy | None = None,
     now: datetime | None = None,
     only: frozenset[TaskKey] | None = None,
+    progress: Progress | None = None,
 ) -> TrainingResult:
     """Select, fit, save and precompute. ``model_saver(fitted) -> {name: version label}``.
 
     ``only``: re-select and re-forecast just these tasks (models still learn from all examples).
+    ``progress``: one item per candidate and backtest fold, per champion fit, and the caching.
     """
     began = time.monotonic()
     policy = policy or SelectionPolicy()
-    records = backtest(candidates, examples, policy, only)
+    step = progress.step if progress is not None else None
+    if progress is not None:
+        progress.add(policy.folds * len(candidates))
+    records = backtest(candidates, examples, policy, only, on_step=step)
     champions = {r.champion for r in records if r.champion is not None}
-    fitted, fit_seconds = fit_all(champions, candidates, examples)
+    if progress is not None:
+        progress.add(len(champions) + 1)
+    fitted, fit_seconds = fit_all(champions, candidates, examples, on_step=step)
     versions: dict[str, str] = {}
     if model_saver is not None and fitted:
         try:
@@ -136,6 +149,8 @@ def train(
                 selection=record,
             )
         )
+    if step is not None:
+        step("forecasts cached")
     return TrainingResult(
         tasks=tuple(outcomes),
         examples=len(examples),

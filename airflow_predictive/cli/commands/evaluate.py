@@ -21,8 +21,10 @@ def evaluate_traces(
     candidates: tuple[str, ...] | None = None,
     train_fraction: float = 0.5,
     folds: int = 2,
+    progress: Any = None,
 ) -> tuple[Any, Any]:
-    """Import ``traces`` into a temporary store and evaluate; returns (ImportSummary, Evaluation)."""
+    """Import ``traces`` into a temporary store and evaluate; returns (ImportSummary, Evaluation).
+    ``progress``: a ``training.progress.Progress`` (the CLI's bar with an ETA on stderr)."""
     from sqlalchemy import create_engine
 
     from airflow_predictive.core.profiler.selection import SelectionPolicy
@@ -51,7 +53,10 @@ def evaluate_traces(
         factories(REFERENCES),
         train_fraction=train_fraction,
         policy=policy,
+        progress=progress,
     )
+    if progress is not None:
+        progress.close()
     return summary, result
 
 
@@ -61,10 +66,11 @@ def _pct(v: float | None) -> str:
 
 def run(args: Any) -> None:
     from airflow_predictive.traces import TraceFormatError
+    from airflow_predictive.training.progress import Progress
 
     names = tuple(args.candidates.split(",")) if getattr(args, "candidates", None) else None
     try:
-        summary, result = evaluate_traces(Path(args.traces), candidates=names)
+        summary, result = evaluate_traces(Path(args.traces), candidates=names, progress=Progress("evaluate"))
     except TraceFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

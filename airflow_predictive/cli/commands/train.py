@@ -33,7 +33,13 @@ def run(args: Any) -> None:
     raw = getattr(args, "candidates", None)
     names = tuple(str(raw).split(",")) if raw else None
     model_dir = str(runtime.model_store().root)
-    result = retrain(engine, model_dir=model_dir, keys=keys, candidates=names or DEFAULT_CANDIDATES)
+    from airflow_predictive.training.progress import Progress
+
+    progress = Progress("train")  # a bar with an ETA on stderr
+    result = retrain(
+        engine, model_dir=model_dir, keys=keys, candidates=names or DEFAULT_CANDIDATES, progress=progress
+    )
+    progress.close()
     if result is None:
         print("No finished successful runs to learn from.", file=sys.stderr)
         raise SystemExit(1)

@@ -179,9 +179,15 @@ def backtest(
     examples: Sequence[RunExample],
     policy: SelectionPolicy | None = None,
     only: frozenset[TaskKey] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> list[SelectionRecord]:
     """Backtest every candidate on every task in ``examples`` (or only the tasks in ``only``, while
-    still training on all of them) and pick each task's champion."""
+    still training on all of them) and pick each task's champion.
+
+    Cost: one fit per candidate and fold; every test run is forecast once, with at most
+    ``policy.max_history`` earlier runs, in one batch per candidate and fold where the candidate
+    offers ``predict_many`` (the LSTM). ``on_step(label)`` is called after each candidate and fold
+    (``policy.folds * len(candidates)`` calls in all), for progress reporting."""
     policy = policy or SelectionPolicy()
     by_task: dict[TaskKey, list[RunExample]] = {}
     for ex in examples:
@@ -205,6 +211,9 @@ def backtest(
             else:
                 train.extend(runs)  # tasks without this fold still teach global models
         if not tests:
+            for name in candidates:
+                if on_step is not None:
+                    on_step(f"backtest fold {fold + 1} {name}")
             continue
         for name, factory in candidates.items():
             try:
@@ -213,19 +222,24 @@ def backtest(
                 log.warning("predictive: candidate %s failed to fit (fold %d): %s", name, fold, exc)
                 for key, _, _ in tests:
                     tallies[key][name].error = f"fit: {type(exc).__name__}: {exc}"
+                if on_step is not None:
+                    on_step(f"backtest fold {fold + 1} {name}")
                 continue
+            batched = _batch_forecasts(model, by_task, tests, policy)
             for key, start, end in tests:
                 tally = tallies[key][name]
                 if tally.error is not None:
                     continue
                 runs = by_task[key]
                 for i in range(start, end):
-                    try:
-                        history = runs[max(0, i - policy.max_history) : i]
-                        forecast = model.predict(query_for(runs[i], history, policy.metrics))
-                    except Exception as exc:
-                        tally.error = f"predict: {type(exc).__name__}: {exc}"
-                        break
+                    forecast = batched.get((key, i))
+                    if forecast is None:
+                        try:
+                            history = runs[max(0, i - policy.max_history) : i]
+                            forecast = model.predict(query_for(runs[i], history, policy.metrics))
+                        except Exception as exc:
+                            tally.error = f"predict: {type(exc).__name__}: {exc}"
+                            break
                     missing = [
                         m.value for m in policy.metrics if m not in forecast.curves and _measured(runs[i], m)
                     ]
@@ -250,6 +264,8 @@ def backtest(
                             tally.under.append(s.under[top])
                             p99 = max(forecast.curves[Metric.MEMORY_BYTES].peak(top), 0.0)
                             tally.shortfall.append(max(0.0, s.actual_peak - p99) / max(s.actual_peak, 1e-9))
+            if on_step is not None:
+                on_step(f"backtest fold {fold + 1} {name}")
     records = []
     won: list[tuple[TaskKey, CandidateScore, int, int, str]] = []
     scores_of: dict[TaskKey, tuple[CandidateScore, ...]] = {}
@@ -276,6 +292,30 @@ def backtest(
             SelectionRecord(key, best.estimator, scores_of[key], n_runs, n_cuts, reason, calibration=cal)
         )
     return records
+
+
+def _batch_forecasts(
+    model: Estimator,
+    by_task: Mapping[TaskKey, Sequence[RunExample]],
+    tests: Sequence[tuple[TaskKey, int, int]],
+    policy: SelectionPolicy,
+) -> dict[tuple[TaskKey, int], Forecast]:
+    """Every test run's forecast in one ``predict_many`` call ({} when the model has none or the
+    batch fails: the caller then forecasts run by run and records the first error)."""
+    many = getattr(model, "predict_many", None)
+    if many is None:
+        return {}
+    index, queries = [], []
+    for key, start, end in tests:
+        runs = by_task[key]
+        for i in range(start, end):
+            index.append((key, i))
+            queries.append(query_for(runs[i], runs[max(0, i - policy.max_history) : i], policy.metrics))
+    try:
+        return dict(zip(index, many(queries), strict=True))
+    except Exception as exc:
+        log.info("predictive: batched backtest forecast failed (%s); run by run", exc)
+        return {}
 
 
 def _recent(t: _Tally, policy: SelectionPolicy) -> dict[Metric, list[float]]:

@@ -77,6 +77,9 @@ class LstmConfig:
     fine_tune_min_runs: tasks with at least this many training runs get their own adapter.
     unknown_task_rate: share of training windows shown with the "unknown task" id, so that the
         global model answers for tasks it never saw.
+    max_windows: at most this many training windows per fit (a seeded sample, the newest runs
+        of each task kept preferentially): beyond it more runs add little to a model of this
+        size, and the fit's cost stops growing with the history (linear-cost training).
     """
 
     metrics: tuple[Metric, ...] = (Metric.CPU_CORES, Metric.MEMORY_BYTES)
@@ -93,6 +96,7 @@ class LstmConfig:
     fine_tune_epochs: int = 10
     unknown_task_rate: float = 0.1
     min_windows: int = 8
+    max_windows: int = 6000
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -159,6 +163,8 @@ class LstmForecaster:
             raise NotFitted(f"{self.name}: {len(windows)} training windows, need at least {cfg.min_windows}")
         net.seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
+        if len(windows) > cfg.max_windows:
+            windows = windows.select(_bounded(windows.recency, cfg.max_windows, rng))
         model = net.build_model(
             net.NetworkShape(
                 n_static=encoder.n_static,
@@ -409,6 +415,16 @@ def _anchored(query: ForecastQuery, metric: Metric) -> bool:
     return (declared is not None and declared > 0) or any(
         example_peak(e, metric) is not None for e in query.history
     )
+
+
+def _bounded(recency: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A mask choosing ``n`` windows, each with a weight rising with its run's recency (newest
+    runs of a task 3x as likely as its oldest), without replacement."""
+    weights = 1.0 + 2.0 * np.clip(recency, 0.0, 1.0)
+    chosen = rng.choice(recency.size, size=n, replace=False, p=weights / weights.sum())
+    mask = np.zeros(recency.size, dtype=bool)
+    mask[chosen] = True
+    return mask
 
 
 def _targets(w: Windows) -> dict[str, np.ndarray]:
