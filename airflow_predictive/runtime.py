@@ -6,10 +6,11 @@ settings values) instead of reading configuration themselves. Everything is buil
 most once per process, under one lock, so importing this module costs nothing (no SQLAlchemy, no
 Kubernetes client, never TensorFlow: the scheduler, executor and triggerer import it).
 
-Seams for later issues: ``planner()``, ``ledger()`` and ``shaper()`` get their builders here
-(one ``@_once`` method each, reading their options through ``config``), next to the ones below.
-``reset_runtime()`` forgets the process-wide instance and the config cache (tests, and a
-long-lived process after a configuration change).
+A new part gets its builder here: one ``@_once`` method reading its options through ``config``
+(the scheduler's ``ledger()`` / ``decision_log()`` / ``scheduler_settings()`` and the shaping
+``shaper()`` / ``shaping_events()`` were added that way). ``reset_runtime()`` (or
+``config.reset_cache()``) forgets the process-wide instance together with the config cache
+(tests, and a long-lived process after a configuration change).
 """
 
 from __future__ import annotations
