@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 START_ERROR_EXIT = 128  # what containerd reports for a container whose process could not start
+SAMPLE_INTERVAL_S = 0.25  # cgroup usage read-outs (metrics resolution is seconds anyway)
 
 
 @dataclass
@@ -72,8 +73,7 @@ class ProcessContainer(ContainerRuntime):
     capture: LogCapture | None = None
     logs: list[str] = field(default_factory=list)  # one file per instance, oldest first
     pull_failed_at: float | None = None
-    io_read: int = 0
-    io_write: int = 0
+    sampled_at: float = -1e9
 
 
 def _allocation(resources: dict[str, Any]) -> Allocation:
@@ -262,7 +262,7 @@ class ProcessKubelet(Kubelet):
         cr.running, cr.waiting, cr.started_at, cr.started_ts = True, None, now, self.ts()
         cr.samples.clear()
         cr.cpu_seconds = cr.cpu_rate = cr.memory = 0.0
-        self._sample(cr, now)
+        self._sample(cr, now, force=True)
         self.event(pod, "Created", f"Created container: {cr.name}", container=cr.name)
         self.event(pod, "Started", f"Started container {cr.name}", container=cr.name)
 
@@ -284,7 +284,10 @@ class ProcessKubelet(Kubelet):
 
     def _poll(self, pod: Obj, rt: PodRuntime, cr: ProcessContainer, policy: str, now: float) -> None:
         assert cr.handle is not None
-        self._sample(cr, now)
+        alive = _alive(cr.handle.pid)  # one /proc read per tick
+        self._sample(cr, now, force=not alive)
+        if alive:
+            return
         state = self.backend.state(cr.handle)
         if state.kind is ExitKind.RUNNING:
             return
@@ -312,10 +315,12 @@ class ProcessKubelet(Kubelet):
                 container=cr.name,
             )
 
-    def _sample(self, cr: ProcessContainer, now: float) -> None:
-        """Usage from the kernel: CPU seconds, working set, block I/O, throttling, OOM kills."""
-        if cr.group is None:
+    def _sample(self, cr: ProcessContainer, now: float, *, force: bool = False) -> None:
+        """Usage from the kernel: CPU seconds, working set, block I/O, throttling, OOM kills
+        (at most every ``SAMPLE_INTERVAL_S`` unless ``force``)."""
+        if cr.group is None or (not force and now - cr.sampled_at < SAMPLE_INTERVAL_S):
             return
+        cr.sampled_at = now
         reading = cr.group.read()
         if reading is None:
             return
@@ -487,6 +492,18 @@ def _start_message(program: str, exc: Exception) -> str:
     if "not an executable program" in text:
         return f'exec: "{program}": executable file not found in $PATH'
     return text
+
+
+def _alive(pid: int | None) -> bool:
+    """Running (not exited, not a zombie waiting to be reaped) from one read of /proc/<pid>/stat."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _cpu_stat(group: TaskGroup) -> dict[str, int]:
