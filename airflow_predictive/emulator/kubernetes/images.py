@@ -28,6 +28,10 @@ class ImageMapError(ValueError):
     """A malformed image map file (the message names the entry)."""
 
 
+class ContainerConfigError(ValueError):
+    """The container's configuration cannot be resolved (Kubernetes: CreateContainerConfigError)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ImageRule:
     """One image pattern and what it stands for.
@@ -83,10 +87,12 @@ class ImageMap:
         repo = _repository(image)
         return next((r for r in self.rules if r.matches(repo)), None)
 
-    def launch(self, rule: ImageRule, container: dict[str, Any]) -> Launch:
-        """argv / env / cwd of ``container`` (a pod spec container) under ``rule``.
+    def launch(self, rule: ImageRule, container: dict[str, Any], pod: dict[str, Any] | None = None) -> Launch:
+        """argv / env / cwd of ``container`` (a pod spec container of ``pod``) under ``rule``.
 
-        Raises ``ValueError`` with the runtime's message when there is nothing to run.
+        Raises ``ValueError`` with the runtime's message when there is nothing to run, and
+        ``ContainerConfigError`` for an ``env`` entry it cannot resolve (only ``value`` and the
+        downward API ``fieldRef`` are supported: there are no Secrets or ConfigMaps here).
         """
         command = [str(x) for x in (container.get("command") or [])]
         args = [str(x) for x in (container.get("args") or [])]
@@ -104,9 +110,35 @@ class ImageMap:
         env.update(dict(rule.env))
         for item in container.get("env") or []:
             if isinstance(item, dict) and item.get("name"):
-                env[str(item["name"])] = str(item.get("value") or "")
+                env[str(item["name"])] = _env_value(item, pod or {})
         cwd = container.get("workingDir")
         return Launch(tuple(argv), env, str(cwd) if cwd else None)
+
+
+def _env_value(item: dict[str, Any], pod: dict[str, Any]) -> str:
+    source = item.get("valueFrom")
+    if not source:
+        return str(item.get("value") or "")
+    field = (source.get("fieldRef") or {}).get("fieldPath") if isinstance(source, dict) else None
+    if field is None:
+        kind = next(iter(source), "valueFrom") if isinstance(source, dict) else "valueFrom"
+        raise ContainerConfigError(f"env {item['name']}: {kind} is not supported by the emulator")
+    meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    values = {
+        "metadata.name": meta.get("name"),
+        "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"),
+        "spec.nodeName": spec.get("nodeName"),
+        "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
+        "status.podIP": status.get("podIP", "127.0.0.1"),
+        "status.hostIP": status.get("hostIP", "127.0.0.1"),
+    }
+    if field.startswith("metadata.labels['") or field.startswith("metadata.annotations['"):
+        kind, _, key = field.partition("['")
+        return str((meta.get(kind.split(".")[1]) or {}).get(key.rstrip("']"), ""))
+    if field not in values:
+        raise ContainerConfigError(f"env {item['name']}: unsupported fieldPath {field!r}")
+    return str(values[field] or "")
 
 
 DEFAULT_RULES: tuple[ImageRule, ...] = (

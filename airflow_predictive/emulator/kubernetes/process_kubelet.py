@@ -42,7 +42,7 @@ from airflow_predictive.core.model.backend import Allocation, ExitKind, Handle, 
 from airflow_predictive.core.model.resources import ResourceVector
 from airflow_predictive.core.ports import ProvisionError
 from airflow_predictive.emulator.kubernetes import quantity
-from airflow_predictive.emulator.kubernetes.images import ImageMap
+from airflow_predictive.emulator.kubernetes.images import ContainerConfigError, ImageMap
 from airflow_predictive.emulator.kubernetes.kubelet import (
     ContainerRuntime,
     Kubelet,
@@ -225,11 +225,17 @@ class ProcessKubelet(Kubelet):
             )
             self.event(pod, "Failed", "Error: ErrImagePull", type_="Warning", container=cr.name)
             return
-        self.event(
-            pod, "Pulled", f'Container image "{cr.image}" already present on machine', container=cr.name
-        )
+        if cr.waiting is None or cr.waiting[0] != "CreateContainerConfigError":
+            self.event(
+                pod, "Pulled", f'Container image "{cr.image}" already present on machine', container=cr.name
+            )
         try:
-            launch = self.images.launch(rule, cr.spec)
+            launch = self.images.launch(rule, cr.spec, pod)
+        except ContainerConfigError as exc:
+            if cr.waiting is None or cr.waiting[0] != "CreateContainerConfigError":
+                self.event(pod, "Failed", f"Error: {exc}", type_="Warning", container=cr.name)
+            cr.waiting = ("CreateContainerConfigError", str(exc))
+            return
         except ValueError as exc:
             self._start_error(pod, rt, cr, policy, now, str(exc))
             return

@@ -469,3 +469,17 @@ def test_cli_process_kubelet_cleans_up_on_sigterm(
     assert proc.wait(timeout=20) == 0
     assert not os.path.exists(f"/proc/{pid}")
     assert not os.path.isdir(folder)
+
+
+def test_an_env_from_a_secret_waits_with_create_container_config_error(core: client.CoreV1Api) -> None:
+    secret = {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}
+    name = make_pod(core, ["sh", "-c", "echo $TOKEN"], extra={"env": [secret]})
+
+    def waiting() -> str | None:
+        cs = core.read_namespaced_pod(name, "default").status.container_statuses
+        w = cs[0].state.waiting if cs else None
+        return w.reason if w is not None and w.reason != "ContainerCreating" else None
+
+    assert wait_for(waiting) == "CreateContainerConfigError"
+    assert phase(core, name) == "Pending"
+    core.delete_namespaced_pod(name, "default", grace_period_seconds=0)

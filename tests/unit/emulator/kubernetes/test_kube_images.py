@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_predictive.emulator.kubernetes.images import ImageMap, ImageMapError, ImageRule, load_image_map
+from airflow_predictive.emulator.kubernetes.images import (
+    ContainerConfigError,
+    ImageMap,
+    ImageMapError,
+    ImageRule,
+    load_image_map,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -90,3 +96,18 @@ def test_load_image_map_from_json_and_refuse_malformed_entries(tmp_path: Path) -
         load_image_map(bad)
     with pytest.raises(ImageMapError, match="cannot read image map"):
         load_image_map(tmp_path / "missing.json")
+
+
+def test_downward_api_env_resolves_and_secrets_are_a_config_error() -> None:
+    rule = ImageRule("x", cmd=("true",))
+    pod = {"metadata": {"name": "p", "namespace": "ns", "labels": {"app": "a"}}, "spec": {"nodeName": "n1"}}
+    env = [
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+    ]
+    launch = ImageMap((rule,)).launch(rule, {"env": env}, pod)
+    assert (launch.env["POD"], launch.env["NODE"], launch.env["APP"]) == ("p", "n1", "a")
+    secret = [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
+    with pytest.raises(ContainerConfigError, match="secretKeyRef is not supported"):
+        ImageMap((rule,)).launch(rule, {"env": secret}, pod)
