@@ -116,6 +116,10 @@ class Runtime:
         """The provider's database URL (``[predictive] sql_alchemy_conn`` or derived from Airflow's)."""
         return config.storage_url()
 
+    def kubernetes_conn_id(self) -> str:
+        """The cncf-kubernetes connection of the Kubernetes backends (``[predictive] kubernetes_conn_id``)."""
+        return config.kubernetes_conn_id()
+
     @_once
     def recording_settings(self) -> RecordingSettings:
         return RecordingSettings(
@@ -221,7 +225,7 @@ class Runtime:
         from airflow_predictive.backends.kubernetes.backend import KubernetesPodBackend
 
         return KubernetesPodBackend.from_connection(
-            config.kubernetes_conn_id(), settings=self.kubernetes_settings()
+            self.kubernetes_conn_id(), settings=self.kubernetes_settings()
         )
 
     # -- seams for the next issues (planner, ledger, shaper): add ``@_once`` builders here ----------
