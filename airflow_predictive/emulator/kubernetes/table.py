@@ -73,6 +73,8 @@ def _pod_cells(pod: Obj) -> list[Any]:
 def table(
     resource: Resource, items: list[Obj], resource_version: str, now: datetime, full: bool
 ) -> dict[str, Any]:
+    if resource.kind == "Event":
+        return _event_table(items, resource_version, now, full)
     is_pod = resource.kind == "Pod"
     columns: list[dict[str, Any]] = [
         {
@@ -129,6 +131,56 @@ def table(
                 "apiVersion": "meta.k8s.io/v1",
                 "metadata": meta,
             }
+        )
+        rows.append({"cells": cells, "object": row_object})
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": columns,
+        "rows": rows,
+    }
+
+
+def _col(name: str, priority: int = 0, type_: str = "string", fmt: str = "") -> dict[str, Any]:
+    return {"name": name, "type": type_, "format": fmt, "description": name, "priority": priority}
+
+
+def _event_table(items: list[Obj], resource_version: str, now: datetime, full: bool) -> dict[str, Any]:
+    """Like the API server's event printer: kubectl shows LAST SEEN TYPE REASON OBJECT MESSAGE."""
+    columns = [
+        _col("Last Seen"),
+        _col("Type"),
+        _col("Reason"),
+        _col("Object"),
+        _col("Subobject", 1),
+        _col("Source", 1),
+        _col("Message"),
+        _col("First Seen", 1),
+        _col("Count", 1, "integer"),
+        _col("Name", 1, fmt="name"),
+    ]
+    rows = []
+    for ev in sorted(items, key=lambda e: str(e.get("lastTimestamp") or "")):
+        meta = ev.get("metadata") or {}
+        obj = ev.get("involvedObject") or {}
+        source = ev.get("source") or {}
+        cells = [
+            _age(ev.get("lastTimestamp"), now),
+            ev.get("type", ""),
+            ev.get("reason", ""),
+            f"{str(obj.get('kind', '')).lower()}/{obj.get('name', '')}",
+            obj.get("fieldPath", ""),
+            ", ".join(v for v in (source.get("component"), source.get("host")) if v),
+            ev.get("message", ""),
+            _age(ev.get("firstTimestamp"), now),
+            int(ev.get("count") or 1),
+            meta.get("name", ""),
+        ]
+        row_object = (
+            ev
+            if full
+            else {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}
         )
         rows.append({"cells": cells, "object": row_object})
     return {

@@ -100,3 +100,18 @@ def test_kubectl_status_column_shows_the_container_reason_like_kubectl(cluster: 
     cluster.create_pod("q", restartPolicy="Never", workload=done)
     cluster.advance(3)
     assert _status_cell(cluster, "q") == "Completed"
+
+
+def test_events_table_has_kubectl_columns() -> None:
+    c = make_cluster()
+    c.em.kubelet.config = KubeletConfig(events=True)
+    c.create_pod("p")
+    c.advance(1)
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io"
+    table = c.em.api.handle(
+        Request("GET", "/api/v1/namespaces/default/events", {}, None, "application/json", None, accept)
+    ).body
+    names = [col["name"] for col in table["columnDefinitions"] if col["priority"] == 0]
+    assert names == ["Last Seen", "Type", "Reason", "Object", "Message"]
+    first = table["rows"][0]["cells"]
+    assert first[1:4] == ["Normal", "Scheduled", "pod/p"]
