@@ -21,6 +21,7 @@ import numpy as np
 from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.series import UsageSeries
 from airflow_predictive.core.profiler.metrics import RunScore, Summary, summarise
+from airflow_predictive.core.profiler.prefix import condition_on_prefix, needs_conditioning
 from airflow_predictive.core.profiler.selection import (
     SelectionPolicy,
     SelectionRecord,
@@ -312,9 +313,15 @@ def _with_prefix(
             for n in fitted:
                 step(f"prefix {n}")
         return reports
-    with_prefix = {}
+    with_prefix: dict[str, list[Forecast | None]] = {}
     for n, e in fitted.items():
-        with_prefix[n] = _predict_all(e, prefixed)
+        raw = _predict_all(e, prefixed)
+        if needs_conditioning(e):  # an at-start estimator: re-forecast the rest from the prefix
+            raw = [
+                condition_on_prefix(f, prefixed[j].prefix) if f is not None else None
+                for j, f in enumerate(raw)
+            ]
+        with_prefix[n] = raw
         if step is not None:
             step(f"prefix {n}")
     out = dict(reports)
@@ -331,7 +338,7 @@ def _with_prefix(
                     f1 = calibrated(f1, calibration.get(ex.key, {}))
                 if f1 is None:
                     try:
-                        f1 = chain.predict(prefixed[j])
+                        f1 = condition_on_prefix(chain.predict(prefixed[j]), prefixed[j].prefix)
                     except Exception:
                         f1 = None
             else:

@@ -1,7 +1,8 @@
 """On-demand re-forecast of running tasks from their observed prefixes (the shaping loop's call).
 
 Holds fitted estimators by name and each task's champion; ``reforecast`` answers many running
-tasks at once, batching the queries of estimators that offer ``predict_many`` (the LSTM) into one
+tasks at once (champions that forecast at start only are conditioned on the prefix by
+``core/profiler/prefix.condition_on_prefix``, in numpy), batching the queries of estimators that offer ``predict_many`` (the LSTM) into one
 network call. A task whose champion cannot answer falls back to the cold-start chain; one that
 nothing can answer is left out of the result (the caller keeps its current allocation).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from airflow_predictive.core.profiler.prefix import PrefixPolicy, condition_on_prefix, needs_conditioning
 from airflow_predictive.core.profiler.selection import calibrated
 
 if TYPE_CHECKING:
@@ -31,11 +33,19 @@ class Reforecaster:
         champions: Mapping[TaskKey, str | None],
         fallback: Estimator,
         calibrations: Mapping[TaskKey, Mapping[Metric, Mapping[float, float]]] | None = None,
+        prefix_policy: PrefixPolicy | None = None,
     ) -> None:
         self.estimators = dict(estimators)
         self.champions = dict(champions)
         self.fallback = fallback
         self.calibrations = dict(calibrations or {})
+        self.prefix_policy = prefix_policy or PrefixPolicy()
+
+    def _with_prefix(self, estimator: Estimator, query: ForecastQuery, forecast: Forecast) -> Forecast:
+        """Estimators that forecast at start only are conditioned on the observed prefix here."""
+        if query.prefix is None or not needs_conditioning(estimator):
+            return forecast
+        return condition_on_prefix(forecast, query.prefix, self.prefix_policy)
 
     def reforecast(self, queries: Sequence[ForecastQuery]) -> dict[TaskKey, Forecast]:
         groups: dict[str, list[ForecastQuery]] = {}
@@ -51,7 +61,7 @@ class Reforecaster:
                     forecasts = many(group) if many is not None else [est.predict(q) for q in group]
                     out.update(
                         {
-                            q.key: calibrated(f, self.calibrations.get(q.key, {}))
+                            q.key: self._with_prefix(est, q, calibrated(f, self.calibrations.get(q.key, {})))
                             for q, f in zip(group, forecasts, strict=True)
                         }
                     )
@@ -60,7 +70,7 @@ class Reforecaster:
                     log.warning("predictive: %s could not re-forecast %d tasks (%s)", name, len(group), exc)
             for q in group:
                 try:
-                    out[q.key] = self.fallback.predict(q)
+                    out[q.key] = self._with_prefix(self.fallback, q, self.fallback.predict(q))
                 except Exception as exc:
                     log.info("predictive: no re-forecast for %s (%s)", q.key, exc)
         return out

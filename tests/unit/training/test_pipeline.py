@@ -79,5 +79,24 @@ def test_reforecast_of_many_running_tasks_falls_back_per_task(filled_store: SqlR
     out = ref.reforecast(queries)
     assert out[ALIGN].estimator == "vpa"
     assert ONCE in out and TaskKey("wf", "unknown") not in out
-    curve = out[ALIGN].curve(Metric.MEMORY_BYTES)
-    assert curve is not None and np.all(curve.at(0.99) >= curve.at(0.5))
+
+
+def test_reforecast_uses_the_prefix_of_a_try_running_far_above_its_history(filled_store: SqlRunStore) -> None:
+    """A try whose first fifth already holds 3x the task's usual memory gets a higher rest-of-run
+    forecast than the same query without its prefix (fails if the prefix is dropped anywhere)."""
+    from airflow_predictive.core.model.series import UsageSeries
+
+    examples = load_examples(filled_store)
+    align = [e for e in examples if e.key == ALIGN]
+    fitted = {"vpa": factories(("vpa",))["vpa"]().fit(examples)}
+    ref = Reforecaster(fitted, {ALIGN: "vpa"}, cold_start_chain().fit(examples))
+    pre = truncated(align[-1].series, 0.2)  # type: ignore[arg-type]
+    assert pre is not None
+    usual = float(np.median([e.record.peak.memory_bytes or 0 for e in align]))
+    hot = UsageSeries(pre.times, {Metric.MEMORY_BYTES: np.full(len(pre), 3 * usual)})
+    with_prefix = ref.reforecast([ForecastQuery(ALIGN, history=tuple(align[:-1]), prefix=hot)])[ALIGN]
+    without = ref.reforecast([ForecastQuery(ALIGN, history=tuple(align[:-1]))])[ALIGN]
+    elapsed = float(hot.times[-1] - hot.times[0])
+    a, b = with_prefix.curve(Metric.MEMORY_BYTES), without.curve(Metric.MEMORY_BYTES)
+    assert a is not None and b is not None
+    assert a.value_at(elapsed + 1, 0.5) > 1.3 * b.value_at(elapsed + 1, 0.5)

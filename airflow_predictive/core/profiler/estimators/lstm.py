@@ -134,6 +134,7 @@ class LstmForecaster:
     """Estimator contract (``fit`` / ``predict`` / ``save`` / ``load``) plus ``predict_many``."""
 
     name = "lstm"
+    uses_prefix = True  # conditions on query.prefix itself (see core/profiler/prefix.py)
 
     def __init__(self, config: LstmConfig | None = None) -> None:
         self.config = config or LstmConfig()
