@@ -24,7 +24,7 @@ ARGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     ),
     (("--candidates",), {"help": "comma-separated profiler estimators (default: the benchmark's set)"}),
     (("--nodes",), {"type": int, "default": None, "help": "nodes in the pool (default 1)"}),
-    (("--node-cpus",), {"type": float, "default": None, "help": "cores per node (default 32)"}),
+    (("--node-cpus",), {"type": float, "default": None, "help": "cores per node (default 64)"}),
     (("--node-memory-gib",), {"type": float, "default": None, "help": "GiB per node (default 64)"}),
     (("--max-runs",), {"type": int, "default": None, "help": "replay only the first N held-out runs"}),
 )
