@@ -30,6 +30,7 @@ from airflow_predictive.core.ports import SystemClock
 from airflow_predictive.core.profiler.estimators.base import RunExample
 from airflow_predictive.core.profiler.estimators.baselines import DeclaredResources, FallbackChain
 from airflow_predictive.core.profiler.estimators.scaled_curve import ScaledCurve
+from airflow_predictive.core.profiler.online import OnlineProfile, OnlineUpdate
 from airflow_predictive.core.profiler.serving import ServingProfile, serve
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ class StoredForecastService:
         self._chain: Estimator | None = None
         self._down_until = -1.0
         self._warned: set[str] = set()
+        self._online: dict[TaskKey, tuple[str | None, OnlineProfile]] = {}
+        self._drifted: set[TaskKey] = set()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ the port
@@ -119,6 +122,65 @@ class StoredForecastService:
                 entry.memo[memo_key] = hit
         return hit
 
+    # ------------------------------------------------------------------ online updates
+
+    def observe(self, run: RunExample) -> OnlineUpdate | None:
+        """Fold one finished run of a task into what is served for it, at once (no TensorFlow, a
+        few milliseconds): the run joins the task's cached history (baselines, scaled curve and
+        LSTM features see it on the next query), and the task's calibration is updated from the
+        forecast this service would have served for it (``core/profiler/online.py``). A task whose
+        forecasts drifted is listed by ``retrain_due``. A task not cached here is only forgotten
+        (its next query reads storage, run included). Only successful runs teach."""
+        from airflow_predictive.core.model.query import ForecastQuery as RunQuery
+
+        if run.record.outcome is not Outcome.SUCCESS:
+            return None
+        key = run.key
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        query = RunQuery(key, run.record.features, run.record.declared, run.record.operator)
+        served = serve(query, entry.history, entry.profile, self._cold_start())
+        online = self._online_for(key, entry.profile)
+        update = online.update(run, served.forecast)
+        entry.history = (*entry.history, run)[-self.history_runs :]
+        entry.memo.clear()
+        if entry.profile is not None and entry.profile.estimator is not None:
+            entry.profile = _online_profile(entry.profile, update)
+        if update.drifted:
+            self._drifted.add(key)
+            log.info("predictive: forecasts of %s drifted (%s); retraining is due", key, update.drifted)
+        return update
+
+    def observe_latest(self, key: TaskKey) -> OnlineUpdate | None:
+        """``observe`` the task's newest successful run, read from storage (what the executor or
+        the feedback loop calls when a try of ``key`` finished). Never raises."""
+        if key not in self._entries:
+            return None
+        try:
+            newest = self._history(key, runs=1, series=1)
+        except Exception as exc:
+            self._warn("observe", f"predictive: online update unavailable ({exc})")
+            return None
+        if not newest or any(e.record.run_pk == newest[-1].record.run_pk for e in self._entries[key].history):
+            return None
+        return self.observe(newest[-1])
+
+    def retrain_due(self) -> frozenset[TaskKey]:
+        """Tasks whose forecasts drifted since the last call (the maintenance DAG retrains them)."""
+        due, self._drifted = frozenset(self._drifted), set()
+        return due
+
+    def _online_for(self, key: TaskKey, profile: ServingProfile | None) -> OnlineProfile:
+        """The task's online state for its current training (a new training starts a new one)."""
+        pin = _pin(profile) if profile is not None else None
+        held = self._online.get(key)
+        if held is None or held[0] != pin:
+            base = profile.calibration if profile is not None else {}
+            held = (pin, OnlineProfile(base=base))
+            self._online[key] = held
+        return held[1]
+
     def invalidate(self, key: TaskKey | None = None) -> None:
         """Forget a task (or everything): the next query reads storage again."""
         if key is None:
@@ -131,15 +193,27 @@ class StoredForecastService:
     def _load(self, key: TaskKey, now: float) -> _Entry:
         history = self._history(key)
         record = self.profiles.profile(key)
-        return _Entry(now + self.ttl_s, history, self._serving_profile(record) if record else None)
+        profile = self._serving_profile(record) if record else None
+        held = self._online.get(key)
+        if (
+            profile is not None
+            and profile.estimator is not None
+            and held is not None
+            and held[0] == _pin(profile)
+            and held[1].runs_seen
+        ):
+            profile = _online_profile(profile, held[1])  # keep what online updates learned
+        return _Entry(now + self.ttl_s, history, profile)
 
-    def _history(self, key: TaskKey) -> tuple[RunExample, ...]:
+    def _history(
+        self, key: TaskKey, runs: int | None = None, series: int | None = None
+    ) -> tuple[RunExample, ...]:
         from airflow_predictive.training.dataset import series_bulk
 
-        records = [
-            r for r in self.runs.runs(key, limit=2 * self.history_runs) if r.outcome is Outcome.SUCCESS
-        ][-self.history_runs :]
-        recent = [r.run_pk for r in records[-self.series_runs :] if r.run_pk is not None and r.n_samples > 0]
+        wanted = self.history_runs if runs is None else runs
+        records = [r for r in self.runs.runs(key, limit=2 * wanted) if r.outcome is Outcome.SUCCESS][-wanted:]
+        with_series = self.series_runs if series is None else series
+        recent = [r.run_pk for r in records[-with_series:] if r.run_pk is not None and r.n_samples > 0]
         series = series_bulk(self.runs, recent) if recent else {}
         out = []
         for rec in records:
@@ -224,6 +298,25 @@ class StoredForecastService:
         if what not in self._warned:
             self._warned.add(what)
             log.warning(message)
+
+
+def _online_profile(profile: ServingProfile, online: OnlineUpdate | OnlineProfile) -> ServingProfile:
+    """``profile`` with the online calibration; the version keeps the pinned model and says how
+    many runs were folded in since training."""
+    calibration = online.calibration if isinstance(online, OnlineUpdate) else online.calibration()
+    base = _pin(profile)
+    return ServingProfile(
+        **{
+            **_fields(profile),
+            "calibration": calibration,
+            "calibration_version": f"{base}+online:{online.runs_seen}",
+        }
+    )
+
+
+def _pin(profile: ServingProfile) -> str:
+    """The training's calibration version (without the online suffix)."""
+    return (profile.calibration_version or "").split("+online")[0]
 
 
 def _fields(profile: ServingProfile) -> dict[str, Any]:

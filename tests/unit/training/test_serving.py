@@ -6,6 +6,7 @@ import logging
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from airflow_predictive.core.model.query import ForecastQuery, ForecastSource
 from airflow_predictive.core.model.resources import GIB, MIB, Metric, ResourceVector
 from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, RunSource, TaskKey
 from airflow_predictive.core.model.series import ResourceSample
+from airflow_predictive.core.profiler.estimators.base import RunExample
 from airflow_predictive.core.profiler.features import run_features
 from airflow_predictive.core.profiler.selection import SelectionPolicy
 from airflow_predictive.storage.model_store import ModelStore
@@ -212,3 +214,30 @@ def test_quantile_levels_follow_the_input_not_only_the_median(run_store, tmp_pat
         for mb in (50, 200, 450)
     ]
     assert np.all(np.diff(peaks) > 100 * MIB)
+
+
+def test_a_finished_run_changes_the_next_forecast_at_once(run_store, tmp_path):
+    """Online update: a run far above its forecast joins the history and widens the calibration
+    without retraining; a regime change asks for retraining."""
+    from airflow_predictive.training.dataset import load_examples as load
+
+    _record_runs(run_store, KEY, SIZES)
+    service = StoredForecastService(
+        run_store.engine, model_store=_train(run_store, tmp_path, ("median_peak",))
+    )
+    q = ForecastQuery(KEY, run_features({"input_mb": 200}))
+    before = service.forecast_for(q)
+    assert before.forecast is not None
+    _record_runs(run_store, TaskKey("etl", "other"), [3000] * 8)  # runs of another task, 6.2 GiB
+    big = [e for e in load(run_store) if e.key.task_id == "other"]
+    updates = []
+    for i, run in enumerate(big):
+        moved = RunExample(
+            replace(run.record, identity=replace(run.record.identity, key=KEY, run_id=f"x{i}")), run.series
+        )
+        updates.append(service.observe(moved))
+    after = service.forecast_for(q)
+    assert after.forecast is not None and after.calibration_version.endswith("+online:8")  # type: ignore[union-attr]
+    assert after.forecast.curve(MEM).peak(0.99) > 2 * before.forecast.curve(MEM).peak(0.99)
+    assert any(u is not None and u.drifted for u in updates)
+    assert service.retrain_due() == frozenset({KEY}) and service.retrain_due() == frozenset()
