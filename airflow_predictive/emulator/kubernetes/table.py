@@ -33,7 +33,8 @@ def _age(created: str | None, now: datetime) -> str:
 
 
 def _is_sidecar(pod: Obj, name: Any) -> bool:
-    spec = next((c for c in pod.get("spec", {}).get("initContainers") or [] if c.get("name") == name), {})
+    inits: list[dict[str, Any]] = pod.get("spec", {}).get("initContainers") or []
+    spec: dict[str, Any] = next((c for c in inits if c.get("name") == name), {})
     return spec.get("restartPolicy") == "Always"
 
 
