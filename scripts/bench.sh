@@ -11,6 +11,7 @@ run() { echo; echo "== $*"; "$@" || { echo "!! failed: $*"; rc=1; }; }
 run $PY bench/sampler_overhead.py
 run $PY bench/recording_bench.py
 run $PY bench/backends_bench.py
+run $PY bench/kube_process_bench.py
 if [ -d "$DATA" ]; then
   run $PY bench/profiler_bench.py --data "$DATA"
   run $PY bench/estimators_bench.py --data "$DATA/kseg-eager" --out docs/benchmarks/estimators.md
