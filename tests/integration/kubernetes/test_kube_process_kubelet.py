@@ -483,3 +483,23 @@ def test_an_env_from_a_secret_waits_with_create_container_config_error(core: cli
     assert wait_for(waiting) == "CreateContainerConfigError"
     assert phase(core, name) == "Pending"
     core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
+
+
+def test_resize_above_the_node_is_infeasible_and_leaves_the_cgroup_alone(
+    core: client.CoreV1Api, process_emulator: Emulator
+) -> None:
+    name = make_pod(core, ["sleep", "300"], memory="64Mi")
+    wait_for(lambda: phase(core, name) == "Running")
+    huge = {"requests": {"cpu": "1", "memory": "64Gi"}, "limits": {"cpu": "1", "memory": "64Gi"}}
+    core.patch_namespaced_pod_resize(
+        name, "default", {"spec": {"containers": [{"name": "c", "resources": huge}]}}
+    )
+
+    def pending() -> client.V1PodCondition | None:
+        conds = core.read_namespaced_pod(name, "default").status.conditions
+        return next((c for c in conds if c.type == "PodResizePending"), None)
+
+    cond = wait_for(pending)
+    assert cond.reason == "Infeasible" and "Node didn't have enough capacity: memory" in cond.message
+    assert memory_limit_file(container_of(process_emulator, name)) == 64 * MiB
+    core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
