@@ -581,7 +581,7 @@ def storage_url() -> str:
         return own
     if in_task_process():
         conn_id = store_conn_id()
-        url = _connection_url(conn_id, record_budget()) if conn_id else None
+        url, why = _connection_url(conn_id, record_budget()) if conn_id else (None, "store_conn_id is empty")
         if url:
             return url
         inherited = os.environ.get(INHERITED_STORE_ENV, "").strip()
@@ -590,7 +590,7 @@ def storage_url() -> str:
         raise RecordingUnavailable(
             "recording disabled on this worker: Airflow 3 hides the metadata database from tasks; "
             f"set [{SECTION}] sql_alchemy_conn to a least-privilege role (airflow predictive "
-            f"db-grants) or create the connection {conn_id or 'predictive_store'}"
+            f"db-grants) or create the connection {conn_id or 'predictive_store'} ({why})"
         )
     url = metadata_url()
     if url:
@@ -651,9 +651,9 @@ def connection_to_url(conn: Any) -> str | None:
     return f"{drivers[kind]}://{auth}{host}/{getattr(conn, 'schema', None) or ''}"
 
 
-def _connection_url(conn_id: str, budget: float) -> str | None:
+def _connection_url(conn_id: str, budget: float) -> tuple[str | None, str]:
     """``conn_id`` through the Task SDK (the supervisor asks the API server with the task's own
-    token; secrets backends apply), within ``budget`` seconds; None when absent or too slow."""
+    token; secrets backends apply), within ``budget`` seconds: (URL, "") or (None, why not)."""
     import threading
 
     found: dict[str, Any] = {}
@@ -662,14 +662,26 @@ def _connection_url(conn_id: str, budget: float) -> str | None:
         try:
             from airflow.sdk import BaseHook
 
-            found["url"] = connection_to_url(BaseHook.get_connection(conn_id))
+            conn = BaseHook.get_connection(conn_id)
+            found["type"] = getattr(conn, "conn_type", None)
+            found["url"] = connection_to_url(conn)
         except Exception as exc:  # absent (AirflowNotFoundException) or unreachable
             found["error"] = exc
 
     worker = threading.Thread(target=lookup, name="predictive-store-conn", daemon=True)
     worker.start()
     worker.join(budget)
-    return found.get("url")
+    if found.get("url"):
+        return found["url"], ""
+    if "error" in found:
+        exc = found["error"]
+        return (
+            None,
+            f"connection {conn_id}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+        )
+    if worker.is_alive():
+        return None, f"connection {conn_id} not fetched within record_budget {budget:g}s"
+    return None, f"connection {conn_id} of type {found.get('type')!r} is not a database connection"
 
 
 def _sibling_for_sqlite(url: str) -> str:

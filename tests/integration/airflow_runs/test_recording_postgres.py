@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 
-EXAMPLES = ("example_bash_operator", "tutorial")  # runnable offline, no extra providers
+EXAMPLES = tuple(
+    os.environ.get("RECORDING_PG_EXAMPLES", "example_bash_operator,tutorial").split(",")
+)  # runnable offline, no extra providers
 SHAPES = {"input_mb": 64, "cpu_seconds": 2}
 
 
@@ -65,17 +67,21 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         with owner.connect() as conn:
             conn.execute(text(grants_sql(role, db, password)))
         owner.dispose()
-        host, port = host_port.split(":")
+        # --conn-uri: `--conn-type postgres` is stored as "generic" without the postgres provider
         out = env.airflow(
-            "connections", "add", "predictive_store", "--conn-type", "postgres", "--conn-host", host,
-            "--conn-port", port, "--conn-login", role, "--conn-password", password, "--conn-schema", db,
-        )  # fmt: skip
+            "connections",
+            "add",
+            "predictive_store",
+            "--conn-uri",
+            f"postgres://{role}:{password}@{host_port}/{db}",
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         env.start_api_server()
         outputs = []
         for dag_id, conf in [*((d, {}) for d in EXAMPLES), ("predictive_shapes", SHAPES)]:
             out = env.dags_test(dag_id, conf)
             outputs.append(out.stdout + out.stderr)
+            (home / f"dags-test-{dag_id}.log").write_text(out.stdout + out.stderr)
             assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
         wait_recorded(SqlRunStore(engine_for(metadata_url)))
         yield Deployment(
