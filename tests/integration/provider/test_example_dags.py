@@ -24,10 +24,12 @@ SHIPPED = REPO / "airflow_provider_predictive" / "example_dags" / "predictive_ex
 
 
 def _listed(env: AirflowEnv) -> dict[str, dict[str, str]]:
-    out = env.airflow("dags", "list", "--output", "json")
-    assert out.returncode == 0, out.stderr[-2000:]
-    line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("["))
-    return {d["dag_id"]: d for d in json.loads(line)}
+    """The DAGs the refresh serialized, as the metadata database holds them (what the UI lists)."""
+    import sqlite3
+
+    with sqlite3.connect(env.home / "airflow.db") as db:
+        rows = db.execute("SELECT dag_id, bundle_name, fileloc FROM dag WHERE NOT is_stale").fetchall()
+    return {r[0]: {"dag_id": r[0], "bundle_name": r[1], "fileloc": r[2]} for r in rows}
 
 
 @pytest.fixture(scope="module")
