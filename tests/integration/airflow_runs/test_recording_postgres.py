@@ -22,6 +22,7 @@ from airflow_predictive.cli.commands.db_grants import grants_sql
 from airflow_predictive.core.model.runs import Outcome, RunSource
 from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.run_store import SqlRunStore
+from tests._real_parts import require
 from tests.integration.airflow_runs.airflow_env import AirflowEnv, wait_recorded
 
 if TYPE_CHECKING:
@@ -43,10 +44,8 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     admin_url = os.environ.get("AIRFLOW_PREDICTIVE_TEST_PG_URL")
-    if not admin_url:
-        if os.environ.get("CI"):
-            pytest.fail("AIRFLOW_PREDICTIVE_TEST_PG_URL is not set")
-        pytest.skip("AIRFLOW_PREDICTIVE_TEST_PG_URL not set")
+    require(admin_url, "PostgreSQL: AIRFLOW_PREDICTIVE_TEST_PG_URL is not set")
+    assert admin_url is not None
     suffix = uuid.uuid4().hex[:10]
     db, role, password = f"af_{suffix}", f"rec_{suffix}", uuid.uuid4().hex
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
