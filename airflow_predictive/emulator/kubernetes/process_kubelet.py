@@ -192,8 +192,19 @@ class ProcessKubelet(Kubelet):
                 app.waiting = ("ContainerCreating", "")
 
     def _step(self, pod: Obj, rt: PodRuntime, cr: ContainerRuntime, policy: str, now: float) -> None:
-        """Start, watch or restart one container."""
+        """Start, watch or restart one container; a failure here never stops the kubelet's loop."""
         assert isinstance(cr, ProcessContainer)
+        try:
+            self._step_container(pod, rt, cr, policy, now)
+        except Exception as exc:  # an emulator bug or a host problem: fail this container, not all
+            log.exception("container %s of pod %s/%s failed in the kubelet", cr.name, rt.namespace, rt.name)
+            self._release(cr)
+            if cr.terminated is None:
+                self._start_error(pod, rt, cr, policy, now, f"emulator error: {exc}")
+
+    def _step_container(
+        self, pod: Obj, rt: PodRuntime, cr: ProcessContainer, policy: str, now: float
+    ) -> None:
         if cr.running:
             self._poll(pod, rt, cr, policy, now)
             return

@@ -503,3 +503,20 @@ def test_resize_above_the_node_is_infeasible_and_leaves_the_cgroup_alone(
     assert cond.reason == "Infeasible" and "Node didn't have enough capacity: memory" in cond.message
     assert memory_limit_file(container_of(process_emulator, name)) == 64 * MiB
     core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
+
+
+def test_a_host_failure_while_starting_fails_that_container_not_the_emulator(
+    core: client.CoreV1Api, process_emulator: Emulator
+) -> None:
+    kubelet = process_emulator.kubelet
+    assert isinstance(kubelet, ProcessKubelet)
+    before = kubelet.log_dir
+    kubelet.log_dir = "/dev/null/not-a-folder"  # the log folder cannot be made
+    try:
+        broken = make_pod(core, ["true"])
+        term = finished(core, broken).status.container_statuses[0].state.terminated
+    finally:
+        kubelet.log_dir = before
+    assert (term.exit_code, term.reason) == (128, "StartError") and "emulator error" in term.message
+    fine = make_pod(core, ["true"])  # the kubelet goes on with the next pod
+    assert finished(core, fine).status.phase == "Succeeded"
