@@ -71,7 +71,10 @@ class RunStore(Protocol):
         exit_code: int | None = None,
         note: str | None = None,
         only_if_running: bool = False,
-    ) -> None: ...
+        leg: int | None = None,
+    ) -> bool:
+        """Record a try's end; ``leg``: only while that leg is the current one. True if recorded."""
+        ...
 
     def upsert_run(self, record: RunRecord) -> int:
         """Insert or update a finished record as a whole (ingest, trace import)."""
