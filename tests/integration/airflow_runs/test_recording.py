@@ -14,7 +14,7 @@ from airflow_predictive.core.model.resources import MIB, Metric
 from airflow_predictive.core.model.runs import Outcome, RunSource, TaskKey
 from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.run_store import SqlRunStore
-from tests.integration.airflow_runs.airflow_env import AirflowEnv
+from tests.integration.airflow_runs.airflow_env import AirflowEnv, wait_recorded
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,7 +35,9 @@ def airflow_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Airf
             "predictive_shapes", {"input_mb": INPUT_MB, "cpu_seconds": CPU_SECONDS}, skip="disk_io|network"
         )
         assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-        yield env, SqlRunStore(engine_for(env.predictive_url))
+        store = SqlRunStore(engine_for(env.predictive_url))
+        wait_recorded(store)  # the sidecars record the ends just after their tasks exit
+        yield env, store
     finally:
         env.stop()
 
