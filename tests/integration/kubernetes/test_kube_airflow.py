@@ -175,4 +175,7 @@ def test_kubernetes_executor_runs_the_task_in_a_process_backed_pod(run: Run) -> 
     logs = list((run.env.home / "logs").rglob("attempt=1.log"))
     task_log = "\n".join(p.read_text() for p in logs if "kubernetes_executor_example" in str(p))
     assert "kubernetes executor pod: 'True'" in task_log
+    # the worker reported the outcome itself, through the API server's execution API
+    api_log = (run.env.home / "api-server.log").read_text()
+    assert "new_state=success" in api_log and "execution_api" in api_log
     assert "/airflow-predictive/kube-default-" in task_log  # the task process ran in the pod's cgroup
