@@ -67,12 +67,6 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "float",
         "5.0",
     ),
-    "sampler_start_timeout": _opt(
-        "Seconds the listener waits for the sampler process to confirm it started; it never "
-        "blocks the task longer than this.",
-        "float",
-        "2.0",
-    ),
     "record_budget": _opt(
         "Seconds recording may add to a task's start or end at most, whatever the database does "
         "(down, hung, locked): the bound of every database operation of the recorder and of the "
@@ -357,11 +351,6 @@ def sample_interval() -> float:
 @_reader
 def sample_flush_interval() -> float:
     return _positive_float("sample_flush_interval")
-
-
-@_reader
-def sampler_start_timeout() -> float:
-    return _positive_float("sampler_start_timeout")
 
 
 @_reader

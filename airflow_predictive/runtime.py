@@ -50,17 +50,16 @@ class RecordingSettings:
 
     enabled: the master switch (False: nothing is recorded, tasks run as declared).
     record_all_tasks: record every task, not only ``predictive=True`` ones.
-    sample_interval_s / flush_interval_s / start_timeout_s: the sampler's cadence and how long the
-        listener waits for it to start.
+    sample_interval_s / flush_interval_s: the sampler's cadence.
     gpu_metrics: how GPU usage is read ('auto', 'nvml', 'nvidia-smi', 'off').
-    budget_s: the most recording may add to a task's start or end when the store misbehaves.
+    budget_s: the most recording may add to a task's start or end (also how long the listener
+        waits for the sampler to start) when anything misbehaves.
     """
 
     enabled: bool
     record_all_tasks: bool
     sample_interval_s: float
     flush_interval_s: float
-    start_timeout_s: float
     gpu_metrics: str
     budget_s: float
 
@@ -127,7 +126,6 @@ class Runtime:
             record_all_tasks=config.record_all_tasks(),
             sample_interval_s=config.sample_interval(),
             flush_interval_s=config.sample_flush_interval(),
-            start_timeout_s=config.sampler_start_timeout(),
             gpu_metrics=config.gpu_metrics(),
             budget_s=config.record_budget(),
         )

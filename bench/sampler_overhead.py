@@ -215,7 +215,7 @@ def main() -> None:
         f"network tx median {statistics.median(net) / 1e6 if net else float('nan'):.1f} MB/s "
         f"({len(net)} of {len(samples)} samples carry network).",
         "",
-        "Start-up is what the listener waits for (`sampler_start_timeout`); readiness is signalled after",
+        "Start-up is what the listener waits for (at most `record_budget`); readiness is signalled after",
         "the first reading and before SQLAlchemy and numpy are imported.",
         "",
         "<details><summary>sidecar log</summary>",
