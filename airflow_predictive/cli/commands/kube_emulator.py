@@ -1,7 +1,8 @@
 """`airflow predictive kube-emulator`: serve the Kubernetes API emulator and write a kubeconfig.
 
 For trying the Kubernetes backend, kubectl or the official clients on a machine without a
-cluster. It binds only 127.0.0.1 (or the given loopback host), prints the URL and the kubeconfig
+cluster. ``--kubelet process`` runs pods' containers as local processes under cgroups (anyone who
+can reach the loopback port can then run programs as this user: it says so on start). It binds only 127.0.0.1 (or the given loopback host), prints the URL and the kubeconfig
 path, and serves until interrupted (Ctrl-C / SIGTERM). It never touches a real cluster or an
 existing kubeconfig unless that path is given explicitly.
 """
@@ -103,6 +104,15 @@ def serve(args: Any, stop: threading.Event) -> None:
     print(f"kubeconfig: {path}", flush=True)
     print(f"  export KUBECONFIG={path}", flush=True)
     print(f"kubelet: {mode}", flush=True)
+    if mode == "process":
+        import sys
+
+        print(
+            f"kube-emulator: the process kubelet runs every pod's commands as local processes "
+            f"(uid {os.getuid()}); any client of {emulator.url} can run programs here",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         stop.wait()
     finally:

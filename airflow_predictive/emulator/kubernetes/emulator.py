@@ -3,7 +3,12 @@
 ``Emulator(...).start()`` serves on 127.0.0.1 (a free port unless one is given) and, unless
 ``auto_tick=False``, ticks the kubelet on a background thread with the system clock. Tests pass a
 manual clock and ``auto_tick=False`` and call ``tick()`` themselves. It never binds anything but
-the loopback address it is given and never writes outside the kubeconfig path it is handed.
+the loopback address it is given and never writes outside the kubeconfig path it is handed (the
+process kubelet also writes container logs to a temporary folder and makes cgroups, all removed
+by ``stop()``).
+
+``mode="simulated"`` (default) uses workload curves; ``mode="process"`` runs each container as a
+local process under its own cgroup (``process_kubelet``). Both share the store, API and rules.
 """
 
 from __future__ import annotations
