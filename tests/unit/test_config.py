@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from airflow_predictive import config
 from airflow_predictive.provider_info import get_provider_info
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +57,9 @@ def test_storage_defaults_to_a_sibling_file_when_airflow_uses_sqlite(monkeypatch
     )
     import airflow.configuration
 
-    monkeypatch.setattr(airflow.configuration.conf, "get", lambda *a, **k: "sqlite:////srv/airflow/airflow.db")
+    monkeypatch.setattr(
+        airflow.configuration.conf, "get", lambda *a, **k: "sqlite:////srv/airflow/airflow.db"
+    )
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite:////srv/airflow/airflow.db")
     assert config.storage_url() == "sqlite:////srv/airflow/predictive.db"
     assert config.inherited_store() == "sqlite:////srv/airflow/predictive.db"
@@ -94,27 +100,63 @@ _READER_OF = {"sql_alchemy_conn": "storage_url", "store_conn_id": "storage_url"}
 _PACKAGE = Path(config.__file__).resolve().parent
 
 
-def _config_readers_called_outside_config() -> set[str]:
-    """Names ``config.<name>`` (or ``predictive_config.<name>``) referenced by product modules."""
-    called: set[str] = set()
+def _modules() -> Iterator[tuple[Path, ast.Module]]:
     for path in _PACKAGE.rglob("*.py"):
-        if path.name == "config.py" and path.parent == _PACKAGE:
-            continue
         try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
+            yield path, ast.parse(path.read_text(encoding="utf-8"))
         except SyntaxError:  # a module being written; its own tests fail on it
             continue
-        aliases = {"config"}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module == "airflow_predictive":
-                aliases |= {a.asname or a.name for a in node.names if a.name == "config"}
-        for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Attribute)
-                and isinstance(node.value, ast.Name)
-                and node.value.id in aliases
-            ):
-                called.add(node.attr)
+
+
+def _config_reads(tree: ast.AST) -> set[str]:
+    """Names ``config.<name>`` (or an alias of the config module) referenced under ``tree``."""
+    aliases = {"config"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "airflow_predictive":
+            aliases |= {a.asname or a.name for a in node.names if a.name == "config"}
+    return {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+    }
+
+
+def _config_readers_called_outside_config() -> set[str]:
+    """Readers the product calls: directly, or through a runtime builder that something calls.
+
+    A read inside ``runtime.py`` counts only when its method is used by a module outside the
+    runtime (or by another used runtime method): a builder nobody asks for uses no option.
+    """
+    called: set[str] = set()
+    runtime_methods: dict[str, ast.FunctionDef] = {}
+    used_attrs: set[str] = set()
+    for path, tree in _modules():
+        if path.parent == _PACKAGE and path.name == "config.py":
+            continue
+        if path.parent == _PACKAGE and path.name == "runtime.py":
+            runtime_methods = {
+                f.name: f
+                for cls in tree.body
+                if isinstance(cls, ast.ClassDef) and cls.name == "Runtime"
+                for f in cls.body
+                if isinstance(f, ast.FunctionDef)
+            }
+            continue
+        called |= _config_reads(tree)
+        used_attrs |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    used = {m for m in runtime_methods if m in used_attrs}
+    while True:  # methods used by used methods
+        more = {
+            n.attr
+            for m in used
+            for n in ast.walk(runtime_methods[m])
+            if isinstance(n, ast.Attribute) and n.attr in runtime_methods
+        } - used
+        if not more:
+            break
+        used |= more
+    for m in used:
+        called |= _config_reads(runtime_methods[m])
     return called
 
 
