@@ -40,7 +40,12 @@ class ControlError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class StartMessage:
+    """The try's record, and the task process's RSS when the hook ran (a first sample that a
+    task shorter than the sidecar's start-up would otherwise lack)."""
+
     record: RunRecord
+    at: datetime | None = None
+    rss_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,8 @@ class EndMessage:
     at: datetime
     exit_code: int | None = None
     note: str | None = None
+    rss_bytes: int | None = None  # the task process's RSS at its end hook (a last sample)
+    hwm_bytes: int | None = None  # its own peak RSS (VmHWM): the peak is never below it
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,25 @@ def _ts(value: datetime | None) -> float | None:
 
 def _dt(value: Any) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(float(value), UTC)
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and value >= 0 else None
+
+
+def own_memory() -> tuple[int | None, int | None]:
+    """(RSS, VmHWM) of this process in bytes from /proc/self/status (None where unreadable)."""
+    rss = hwm = None
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return rss, hwm
 
 
 def _vector(values: Any) -> ResourceVector:
@@ -126,7 +152,12 @@ def decode_record(data: dict[str, Any]) -> RunRecord:
 
 def encode(message: Message) -> bytes:
     if isinstance(message, StartMessage):
-        body: dict[str, Any] = {"type": "start", "record": encode_record(message.record)}
+        body: dict[str, Any] = {
+            "type": "start",
+            "record": encode_record(message.record),
+            "at": _ts(message.at),
+            "rss": message.rss_bytes,
+        }
         line = json.dumps(body, default=str, separators=(",", ":"))
         if len(line) > MAX_START_BYTES:
             body["record"]["executor_config"] = None
@@ -139,6 +170,8 @@ def encode(message: Message) -> bytes:
                 "at": message.at.timestamp(),
                 "exit_code": message.exit_code,
                 "note": message.note,
+                "rss": message.rss_bytes,
+                "hwm": message.hwm_bytes,
             }
         )
     else:
@@ -151,13 +184,14 @@ def decode(line: bytes | str) -> Message:
         data = json.loads(line)
         kind = data["type"]
         if kind == "start":
-            return StartMessage(decode_record(data["record"]))
+            return StartMessage(decode_record(data["record"]), _dt(data.get("at")), _int(data.get("rss")))
         at = _dt(data.get("at")) or datetime.now(UTC)
         if kind == "end":
             code = data.get("exit_code")
             return EndMessage(
-                Outcome(data["outcome"]), at, None if code is None else int(code), data.get("note")
-            )
+                Outcome(data["outcome"]), at, None if code is None else int(code), data.get("note"),
+                _int(data.get("rss")), _int(data.get("hwm")),
+            )  # fmt: skip
         if kind == "leg":
             return LegMessage(LegEnd(data["reason"]), at)
     except (ValueError, KeyError, TypeError) as exc:

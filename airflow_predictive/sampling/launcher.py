@@ -262,9 +262,11 @@ class RecorderHandle:
                 self.close()
 
     def end(self, outcome: Outcome, at: datetime, exit_code: int | None, note: str | None) -> bool:
-        from airflow_predictive.sampling.control import EndMessage
+        """The try's outcome, with the caller's own RSS and peak RSS when it is the task process."""
+        from airflow_predictive.sampling.control import EndMessage, own_memory
 
-        return self.send(EndMessage(outcome, at, exit_code, note), close=True)
+        rss, hwm = own_memory() if os.getpid() == self.target_pid else (None, None)
+        return self.send(EndMessage(outcome, at, exit_code, note, rss, hwm), close=True)
 
     def leg_ended(self, reason: LegEnd, at: datetime) -> bool:
         from airflow_predictive.sampling.control import LegMessage
@@ -341,7 +343,12 @@ def launch_recorder(
                 close_fds=True,
             )
         handle = RecorderHandle(target_pid=pid, process=proc, log_path=path)
-        if not handle.send(StartMessage(record)):
+        from datetime import UTC, datetime
+
+        from airflow_predictive.sampling.control import own_memory
+
+        rss = own_memory()[0] if pid == os.getpid() else None
+        if not handle.send(StartMessage(record, datetime.now(UTC), rss)):
             return None
         return handle
     except Exception as exc:

@@ -299,6 +299,11 @@ class ProcessTreeSource:
                 out[reading.key] = reading
         self._procs = {pid: procs[pid] for pid in (r.pid for r in out.values())}
         self._procs[self.pid] = self._root
+        try:  # the root exited while we read it: a zombie's RSS of 0 is not a reading of the task
+            if self._root.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except psutil.NoSuchProcess:
+            return None
         return out
 
     def _read_one(self, proc: psutil.Process) -> ProcReading | None:

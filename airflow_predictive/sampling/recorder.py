@@ -17,6 +17,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from airflow_predictive.core.model.resources import ResourceVector
 from airflow_predictive.core.model.runs import LegEnd, Outcome
 from airflow_predictive.sampling.control import (
     ControlError,
@@ -29,6 +30,7 @@ from airflow_predictive.sampling.control import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import datetime
 
     from airflow_predictive.core.model.runs import RunRecord
     from airflow_predictive.core.ports import Clock
@@ -141,6 +143,13 @@ class RunWriter:
         if self.ensure_run():
             self.sampler.flush()
 
+    def task_reading(self, at: datetime | None, rss_bytes: int | None) -> None:
+        """The task process's own RSS at one of its hooks, as a sample of this leg."""
+        if at is None or rss_bytes is None:
+            return
+        dt = at.timestamp() - self._leg_started
+        self.sampler.add_reading(dt, ResourceVector(memory_bytes=float(rss_bytes)))
+
     def apply(self, end: EndMessage | LegMessage | None, *, oom_killed: Callable[[], bool]) -> bool:
         """Write the remaining samples and the end; True when everything is written."""
         if not self.ensure_run():
@@ -160,6 +169,8 @@ class RunWriter:
             peak = self.sampler.peak
             with contextlib.suppress(Exception):
                 peak = self.store.series(self.run_pk).peaks().maximum(peak)
+            if isinstance(end, EndMessage) and end.hwm_bytes:
+                peak = peak.maximum(ResourceVector(memory_bytes=float(end.hwm_bytes)))
             if isinstance(end, EndMessage):
                 done = self.store.finish_run(
                     self.run_pk, outcome=end.outcome, end=end.at, peak=peak,

@@ -94,6 +94,17 @@ class Sampler:
         if self._last_t is not None:
             self._last_t += delta
 
+    def add_reading(self, seconds_since_created: float, usage: ResourceVector) -> None:
+        """A reading someone else took (the task process at its start / end hook), placed on this
+        sampler's clock ``seconds_since_created`` after it was created (negative: before)."""
+        t_s = self._offset + seconds_since_created
+        if t_s < 0:
+            return
+        clean = _clean(usage)
+        self._peak = self._peak.maximum(clean)
+        self._samples += 1
+        self._append((t_s, clean))
+
     @property
     def last_t_s(self) -> float | None:
         """t_s of the latest sample taken (None before the first)."""

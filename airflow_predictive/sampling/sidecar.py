@@ -410,6 +410,7 @@ def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -
     sampler = Sampler(0, source, clock, offset_s=offset)
     sampler.tick()
     writer = RunWriter(record, sampler, clock, leg_started_at_s=began)
+    writer.task_reading(start.at, start.rss_bytes)  # before our first reading: short tasks have one
     signals.extra.append(control.fd)
     ends: list[EndMessage | LegMessage] = []
 
@@ -451,6 +452,9 @@ def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -
         stop_requested()
     elif not sampler.gone:
         sampler.tick()  # the final sample
+    for message in ends[:1]:
+        if isinstance(message, EndMessage):
+            writer.task_reading(message.at, message.rss_bytes)
     opener.join(timeout=60)
     if "store" not in opened:
         log.error(
