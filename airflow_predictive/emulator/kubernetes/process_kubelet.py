@@ -169,11 +169,9 @@ class ProcessKubelet(Kubelet):
         for cr in rt.init_containers.values():
             assert isinstance(cr, ProcessContainer)
             if cr.sidecar:
+                self._step(pod, rt, cr, "Always", now)  # starts, watches or restarts it
                 if not cr.running:
-                    self._step(pod, rt, cr, "Always", now)
-                if not cr.running:
-                    return  # the next init container waits for this sidecar to start
-                self._sample(cr, now)
+                    return  # the next init container waits for this sidecar to (re)start
                 continue
             if cr.terminated is not None and cr.terminated.get("exitCode") == 0:
                 continue

@@ -520,3 +520,24 @@ def test_a_host_failure_while_starting_fails_that_container_not_the_emulator(
     assert (term.exit_code, term.reason) == (128, "StartError") and "emulator error" in term.message
     fine = make_pod(core, ["true"])  # the kubelet goes on with the next pod
     assert finished(core, fine).status.phase == "Succeeded"
+
+
+def test_a_sidecar_that_exits_is_restarted_while_the_app_runs(core: client.CoreV1Api) -> None:
+    side = {
+        "name": "side",
+        "image": "busybox",
+        "restartPolicy": "Always",
+        "command": ["sh", "-c", "sleep 0.3; exit 1"],
+    }
+    name = make_pod(core, ["sleep", "30"], init=[side])
+
+    def restarted() -> client.V1ContainerStatus | None:
+        pod = core.read_namespaced_pod(name, "default")
+        s = (pod.status.init_container_statuses or [None])[0]
+        return s if s is not None and s.restart_count >= 1 and pod.status.phase == "Running" else None
+
+    status = wait_for(restarted)
+    assert status.last_state.terminated.exit_code == 1
+    app = core.read_namespaced_pod(name, "default").status.container_statuses[0]
+    assert app.restart_count == 0 and app.state.running is not None
+    core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
