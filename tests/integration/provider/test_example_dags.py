@@ -95,3 +95,12 @@ def test_shipped_examples_parse_import_light() -> None:
     added = json.loads(out.stdout.strip().splitlines()[-1])
     heavy = ("tensorflow", "keras", "statsmodels", "numpy", "sqlalchemy", "kubernetes", "airflow_predictive.")
     assert [m for m in added if m.startswith(heavy)] == []
+
+
+def test_a_shipped_example_runs_from_the_provider_bundle(examples_on: tuple[AirflowEnv, str]) -> None:
+    env, _ = examples_on
+    out = env.airflow(
+        "dags", "test", "predictive_etl", "-c", json.dumps({"input_mb": 16, "cpu_seconds": 0.5})
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "Dag run in success state" in out.stdout + out.stderr
