@@ -7,7 +7,8 @@
   through the ``kube_emulator`` connection (a ``kubernetes`` connection whose ``kube_config_path``
   is the emulator's kubeconfig; start one with ``airflow predictive kube-emulator --kubelet
   process``). ``hello_pod`` prints a few lines; ``oom_pod`` allocates past its 128Mi limit and is
-  OOM-killed by the kernel, so that run fails on purpose.
+  OOM-killed by the kernel, so that run fails on purpose; ``deferred_pod`` is ``hello_pod`` with
+  ``deferrable=True`` (the trigger follows the pod through kubernetes_asyncio).
 
 Why the guard: importing the KubernetesPodOperator costs seconds (the kubernetes client), and this
 folder is parsed by every DAG test and scheduler here. The operator DAGs are only defined when the
@@ -65,8 +66,10 @@ def _operator_dags() -> None:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import models as k8s
 
-    def pod_task(task_id: str, script: str, memory: str) -> KubernetesPodOperator:
+    def pod_task(task_id: str, script: str, memory: str, deferrable: bool = False) -> KubernetesPodOperator:
         return KubernetesPodOperator(
+            deferrable=deferrable,
+            poll_interval=1,
             task_id=task_id,
             name=task_id.replace("_", "-"),
             kubernetes_conn_id=CONN_ID,
@@ -88,6 +91,7 @@ def _operator_dags() -> None:
     def kubernetes_pod_example() -> None:
         pod_task("hello_pod", HELLO, "128Mi")
         pod_task("oom_pod", RAMP, "128Mi")  # fails on purpose: OOMKilled (137) by the kernel
+        pod_task("deferred_pod", HELLO, "128Mi", deferrable=True)  # the trigger (kubernetes_asyncio) path
 
     kubernetes_pod_example()
 

@@ -2,7 +2,8 @@
 plain KubernetesExecutor of the cncf-kubernetes provider, with nothing of this project in between.
 
 One Airflow home (SQLite, migrated once) serves the module: ``airflow dags test`` runs the
-KubernetesPodOperator DAG in-process (a pod that prints lines, a pod OOM-killed by the kernel),
+KubernetesPodOperator DAG in-process (a pod that prints lines, a pod OOM-killed by the kernel, and
+a deferrable one whose trigger runs inline through kubernetes_asyncio),
 while the API server starts; then ``airflow dags test --use-executor`` with
 ``[core] executor = KubernetesExecutor`` sends a task to a worker pod whose
 ``python -m airflow.sdk.execution_time.execute_workload`` runs as a real process in its own cgroup
@@ -121,12 +122,15 @@ def _events(em: Emulator, pod_prefix: str) -> list[dict[str, object]]:
     ]
 
 
-def test_pod_operator_streams_logs_and_reports_a_real_oom_kill(run: Run) -> None:
+def test_pod_operator_streams_logs_defers_and_reports_a_real_oom_kill(run: Run) -> None:
     out = run.env.airflow("dags", "test", "kubernetes_pod_example", timeout=400)
     text = out.stdout + out.stderr
-    assert run.states("kubernetes_pod_example") == {"hello_pod": "success", "oom_pod": "failed"}, text[-4000:]
+    states = run.states("kubernetes_pod_example")
+    assert states == {"hello_pod": "success", "oom_pod": "failed", "deferred_pod": "success"}, text[-4000:]
     for i in range(3):
         assert f"[base] hello from the emulator pod {i} hi" in text  # the container's lines, via /log
+        # deferrable=True: the trigger (kubernetes_asyncio) watched the pod, the operator read its logs
+        assert f"[base] logs: hello from the emulator pod {i} hi" in text
     assert "'reason': 'OOMKilled'" in text and "'exit_code': 137" in text
     oom = [e for e in _events(run.emulator, "oom-pod") if e["reason"] == "OOMKilling"]
     assert oom and "kernel OOM killer" in str(oom[0]["message"])
