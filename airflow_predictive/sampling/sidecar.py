@@ -378,6 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return ExitCode.OK
 
 
+class _GoneSource:
+    """The source of a task that ended before the sidecar could read it."""
+
+    def read(self) -> None:
+        return None
+
+
 def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -> int:
     """The listener's mode: the whole recording of one try leg (see the module docstring)."""
     from airflow_predictive.sampling.control import EndMessage, LegMessage
@@ -398,13 +405,16 @@ def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -
                 "counts against the task's limit there",
                 args.cgroup,
             )
+    source: Any
     try:
         source = build_source(
             args.pid, cgroup=args.cgroup, gpu_mode=args.gpu, clock=clock, exclude=(os.getpid(),)
         )
-    except TargetGone as exc:
-        log.warning("predictive sampler: nothing to sample for %s: %s", record.key, exc)
-        return ExitCode.TARGET_GONE
+    except TargetGone:
+        # a task shorter than our start-up: it is recorded all the same, from the task process's
+        # own readings in the START / END lines
+        log.info("predictive sampler: %s ended before the first reading", record.key)
+        source = _GoneSource()
     began = clock.now().timestamp()
     offset = max(0.0, began - record.start.timestamp()) if record.start else 0.0
     sampler = Sampler(0, source, clock, offset_s=offset)
