@@ -53,6 +53,11 @@ class SelectionPolicy:
         ``curve_lookahead`` share of the run, so a run faster than forecast is still covered when
         its peak comes early: the band follows the curve over time instead of holding the peak).
     curve_lookahead: the share of the forecast's timeline the "curve" mode looks ahead.
+    default / min_gain / short_history: shrinkage of the choice (see ``_choose``): the robust
+        default stays champion unless another candidate's score is ``min_gain`` lower (twice that
+        with fewer than ``short_history`` runs).
+    pinball_cap: heavy-tail guard: one run's relative pinball loss counts at most this much (a
+        single run 30x its usual size must not decide the champion alone).
     max_history: earlier runs of the task a forecast sees (the newest ones): bounds the cost of
         one forecast, so backtest and evaluation grow linearly with a task's runs (older runs
         add nothing the newest hundred do not say).
@@ -69,6 +74,10 @@ class SelectionPolicy:
     calibration_mode: str = "widen"
     curve_lookahead: float = 0.3
     max_history: int = 100
+    default: str = "scaled_curve"
+    min_gain: float = 0.05
+    short_history: int = 20
+    pinball_cap: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -250,7 +259,9 @@ def backtest(
                     if not run_scores:
                         continue
                     tally.forecasts += 1
-                    tally.pinball.append(float(np.mean([s.pinball for s in run_scores])))
+                    tally.pinball.append(
+                        min(policy.pinball_cap, float(np.mean([s.pinball for s in run_scores])))
+                    )
                     if fold != tally.last_fold:
                         tally.last_fold, tally.last_fold_ratios = fold, {}
                     for s in run_scores:
@@ -282,8 +293,7 @@ def backtest(
         if not ok:
             records.append(SelectionRecord(key, None, scores, len(runs), len(cuts), NO_CANDIDATE))
             continue
-        best = min(ok, key=lambda s: (s.score, s.estimator))
-        reason = f"lowest penalised pinball loss ({best.score:.4f}) over {best.forecasts} backtest runs"
+        best, reason = _choose(ok, policy, len(runs))
         won.append((key, best, len(runs), len(cuts), reason))
     pooled = _pooled_spread([tallies[k][b.estimator] for k, b, *_ in won], policy)
     for key, best, n_runs, n_cuts, reason in won:
@@ -292,6 +302,27 @@ def backtest(
             SelectionRecord(key, best.estimator, scores_of[key], n_runs, n_cuts, reason, calibration=cal)
         )
     return records
+
+
+def _choose(ok: Sequence[CandidateScore], policy: SelectionPolicy, n_runs: int) -> tuple[CandidateScore, str]:
+    """The champion among eligible scores, shrunk towards the robust default: another candidate
+    must beat ``policy.default`` by ``policy.min_gain`` (relative), and by twice that with fewer
+    than ``policy.short_history`` runs, where a backtest of a few runs cannot tell candidates
+    apart (a lucky fold must not make a fragile model the champion)."""
+    best = min(ok, key=lambda s: (s.score, s.estimator))
+    default = next((s for s in ok if s.estimator == policy.default), None)
+    if default is None or best is default:
+        return best, f"lowest penalised pinball loss ({best.score:.4f}) over {best.forecasts} backtest runs"
+    gain = policy.min_gain * (2 if n_runs < policy.short_history else 1)
+    if best.score < default.score * (1 - gain):
+        return best, (
+            f"lowest penalised pinball loss ({best.score:.4f}) over {best.forecasts} backtest runs, "
+            f"{100 * (1 - best.score / default.score):.0f}% below {default.estimator}"
+        )
+    return default, (
+        f"{default.estimator} kept ({default.score:.4f}): {best.estimator} ({best.score:.4f}) was not "
+        f"{100 * gain:.0f}% better over {best.forecasts} backtest runs"
+    )
 
 
 def _batch_forecasts(

@@ -170,3 +170,18 @@ def test_curve_mode_pools_the_spread_of_all_tasks_so_a_lucky_task_is_not_too_tig
     alone = backtest({"flat": lambda: FlatHistoryPeak("flat")}, steady, curve)[0]
     assert alone.calibration[Metric.MEMORY_BYTES][0.99] == pytest.approx(1.0)
     assert lucky > 1.2  # widened by the other task's normalised spread
+
+
+def test_the_robust_default_stays_champion_unless_another_candidate_is_clearly_better():
+    from airflow_predictive.core.profiler.selection import CandidateScore, _choose
+
+    def score(name: str, value: float) -> CandidateScore:
+        return CandidateScore(name, 30, value, 0.0, 0.0, value)
+
+    policy = SelectionPolicy(default="scaled_curve", min_gain=0.05, short_history=20)
+    close = [score("scaled_curve", 0.100), score("lstm", 0.097)]
+    assert _choose(close, policy, n_runs=100)[0].estimator == "scaled_curve"
+    clear = [score("scaled_curve", 0.100), score("lstm", 0.091)]
+    assert _choose(clear, policy, n_runs=100)[0].estimator == "lstm"
+    assert _choose(clear, policy, n_runs=10)[0].estimator == "scaled_curve"  # short history: 10% needed
+    assert _choose([score("vpa", 0.2), score("median_peak", 0.1)], policy, 100)[0].estimator == "median_peak"
