@@ -248,8 +248,16 @@ class PredictiveLocalExecutor(LocalExecutor):
         oom, peak, rising = False, None, False
         if item.handle is not None:
             try:
+                if hasattr(self._backend, "joined"):
+                    self._backend.joined(item.handle)  # its worker has reported: the task ran
                 state = self._backend.state(item.handle)
                 oom = state.kind is ExitKind.OOM_KILLED or state.oom_events > 0
+                log.info(
+                    "predictive: %s ended in its cgroup: %s (%s)",
+                    item.run.key,
+                    state.kind.value,
+                    state.reason,
+                )
                 if oom:
                     mem = self._backend.peak_memory(item.handle)
                     peak = ResourceVector(memory_bytes=mem) if mem is not None else None

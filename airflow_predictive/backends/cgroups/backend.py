@@ -123,6 +123,7 @@ class _Task:
     allocation: Allocation
     released: bool = False
     final: TaskState | None = None
+    awaiting_join: bool = False  # prepared: no process has joined the group yet
 
 
 class CgroupBackend:
@@ -322,9 +323,22 @@ class CgroupBackend:
                 f.write("3")
         handle = Handle(backend=self.name, name=spec.name, ref=group.ref, allocation=allocation)
         self._tasks[group.ref] = _Task(
-            handle, group, None, CgroupUsageSource.for_group(group, self._clock), allocation
+            handle,
+            group,
+            None,
+            CgroupUsageSource.for_group(group, self._clock),
+            allocation,
+            awaiting_join=True,
         )
         return handle
+
+    @_locked
+    def joined(self, handle: Handle) -> None:
+        """The process meant to join a prepared group has joined (and may have exited since):
+        from now on an empty group means the task ended, and ``state`` says how."""
+        task = self._tasks.get(handle.ref)
+        if task is not None:
+            task.awaiting_join = False
 
     @_locked
     def procs_files(self, handle: Handle) -> tuple[str, ...]:
@@ -462,6 +476,11 @@ class CgroupBackend:
             return task.final
         if task.released:
             return TaskState(ExitKind.GONE, reason="released")
+        if task.awaiting_join:
+            if task.group is None or not task.group.pids():
+                # prepared and still empty: its process has not joined yet (not an exit)
+                return TaskState(ExitKind.RUNNING, reason="prepared: no process has joined yet")
+            task.awaiting_join = False
         ooms = self._oom_kills(task)
         if task.proc is not None:
             rc = task.proc.poll()

@@ -1,0 +1,189 @@
+"""The executor-agnostic coordinator on a real ledger (SQLite / PostgreSQL): plan, admit, step,
+release, and the faults (database down, forecast missing or corrupt, capacity unknown, quota
+changed under a running plan, an executor killed mid-plan)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+from sqlalchemy import create_engine
+
+from airflow_predictive.core.model.plan import (
+    AdmissionDecision,
+    PlanSource,
+    Pool,
+    PoolCapacity,
+    PoolKind,
+)
+from airflow_predictive.core.model.query import ForecastQuery, ForecastSource, ServedForecast
+from airflow_predictive.core.model.resources import GIB, Metric, ResourceVector
+from airflow_predictive.core.model.runs import RunIdentity, TaskKey
+from airflow_predictive.core.model.series import DemandCurve, Forecast
+from airflow_predictive.executors.coordinator import Coordinator, CoordinatorSettings
+from airflow_predictive.executors.opt_in import task_settings
+from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+POOL = Pool("local", PoolKind.LOCAL, PoolCapacity(limits=ResourceVector(memory_bytes=10 * GIB)))
+
+
+class Forecasts:
+    """A ForecastService answering a flat memory curve per task (or failing, or nothing)."""
+
+    def __init__(self, gib: float | None = 4.0, *, fail: bool = False, corrupt: bool = False) -> None:
+        self.gib, self.fail, self.corrupt = gib, fail, corrupt
+
+    def forecast_for(self, query: ForecastQuery) -> ServedForecast:
+        if self.fail:
+            raise RuntimeError("model store exploded")
+        if self.gib is None:
+            return ServedForecast(None, ForecastSource.NONE, note="no history")
+        curve = DemandCurve(Metric.MEMORY_BYTES, 10.0, {0.99: np.full(6, self.gib * GIB)})
+        duration = {0.9: float("nan")} if self.corrupt else {0.9: 60.0}
+        forecast = Forecast({Metric.MEMORY_BYTES: curve}, duration, "test")
+        if self.corrupt:
+            object.__setattr__(forecast, "curves", {Metric.MEMORY_BYTES: "not a curve"})
+        return ServedForecast(forecast, ForecastSource.TASK, model_version="v1")
+
+
+def _coordinator(ledger: object, forecasts: object = None, holder: str = "h1", **kw: object) -> Coordinator:
+    return Coordinator(
+        ledger=ledger,  # type: ignore[arg-type]
+        forecasts=forecasts if forecasts is not None else Forecasts(),  # type: ignore[arg-type]
+        pool=kw.pop("pool", POOL),  # type: ignore[arg-type]
+        holder=holder,
+        settings=CoordinatorSettings(lease_s=float(kw.pop("lease_s", 120.0))),  # type: ignore[arg-type]
+        decisions=kw.pop("decisions", None),  # type: ignore[arg-type]
+    )
+
+
+def _submit(c: Coordinator, task: str, declared: str = "1Gi", try_number: int = 1) -> None:
+    run = RunIdentity(TaskKey("d", task), "r1", try_number)
+    settings = task_settings({"predictive": {"memory": declared}})
+    c.submit(task, run, settings, ForecastQuery(run.key, declared=settings.declared), priority=1)
+
+
+@pytest.fixture
+def ledger(db_engine: Engine) -> SqlLedger:
+    return SqlLedger(db_engine)
+
+
+def test_tasks_beyond_the_pool_wait_and_start_when_capacity_frees(ledger: SqlLedger, db_engine: Engine) -> None:
+    c = _coordinator(ledger, decisions=DecisionLog(db_engine))
+    for t in ("a", "b", "c"):
+        _submit(c, t)
+    launched = c.admit()
+    assert [x.key for x in launched] == ["a", "b"] and set(c.waiting) == {"c"}
+    assert all(x.plan is not None and x.plan.source is PlanSource.FORECAST for x in launched)
+    for x in launched:
+        c.started(x)
+    assert c.admit() == []
+    c.finished("a")
+    [third] = c.admit()
+    assert third.key == "c" and third.decision is AdmissionDecision.ADMITTED
+    kinds = [(r["kind"], r["decision"]) for r in DecisionLog(db_engine).recent(TaskKey("d", "c"))]
+    assert ("admission", "queued") in kinds and ("admission", "admitted") in kinds and ("plan", "planned") in kinds
+
+
+def test_database_down_runs_the_task_on_its_declared_resources(caplog: pytest.LogCaptureFixture) -> None:
+    down = SqlLedger(create_engine("postgresql+psycopg2://x@127.0.0.1:1/none", connect_args={"connect_timeout": 1}))
+    c = _coordinator(down)
+    _submit(c, "a", declared="3Gi")
+    _submit(c, "b", declared="3Gi")
+    launched = c.admit()
+    assert {x.decision for x in launched} == {AdmissionDecision.DECLARED_FALLBACK}
+    assert all(x.allocation is not None and x.allocation.limits.memory_bytes == 3 * GIB for x in launched)
+    assert sum("declared resources" in r.message for r in caplog.records if r.levelname == "WARNING") == 1
+
+
+@pytest.mark.parametrize("forecasts", [Forecasts(None), Forecasts(fail=True), Forecasts(corrupt=True)])
+def test_a_missing_failing_or_corrupt_forecast_plans_the_declared_resources(
+    ledger: SqlLedger, forecasts: Forecasts
+) -> None:
+    c = _coordinator(ledger, forecasts)
+    _submit(c, "a", declared="2Gi")
+    [launch] = c.admit()
+    assert launch.decision is AdmissionDecision.ADMITTED
+    assert launch.plan is not None and launch.plan.source is PlanSource.DECLARED
+    assert launch.allocation is not None and launch.allocation.limits.memory_bytes == 2 * GIB
+
+
+def test_unknown_pool_capacity_never_holds_tasks_back(ledger: SqlLedger) -> None:
+    unknown = Pool("local", PoolKind.LOCAL, PoolCapacity())
+    c = _coordinator(ledger, pool=unknown)
+    for t in ("a", "b", "c", "d"):
+        _submit(c, t)
+    assert len(c.admit()) == 4
+
+
+def test_a_quota_cut_under_a_running_plan_keeps_it_running_and_holds_new_tasks(ledger: SqlLedger) -> None:
+    c = _coordinator(ledger)
+    _submit(c, "a")
+    [a] = c.admit()
+    c.started(a)
+    c.set_capacity(Pool("local", PoolKind.LOCAL, PoolCapacity(limits=ResourceVector(memory_bytes=5 * GIB))))
+    _submit(c, "b")
+    assert c.admit() == [] and "b" in c.waiting  # 4 GiB running + 4 GiB > 5 GiB: waits
+    assert "a" in c.running
+    c.finished("a")
+    assert [x.key for x in c.admit()] == ["b"]
+
+
+def test_a_plan_that_can_never_fit_runs_declared_or_fails_fast(ledger: SqlLedger) -> None:
+    small = Pool("local", PoolKind.LOCAL, PoolCapacity(limits=ResourceVector(memory_bytes=2 * GIB)))
+    c = _coordinator(ledger, pool=small)
+    _submit(c, "a", declared="1Gi")
+    [launch] = c.admit()
+    assert launch.decision is AdmissionDecision.DECLARED_FALLBACK
+    assert launch.allocation is not None and launch.allocation.limits.memory_bytes == 1 * GIB
+    c.settings.admission = type(c.settings.admission)(fail_fast=True)
+    _submit(c, "b")
+    [failed] = c.admit()
+    assert failed.decision is AdmissionDecision.FAILED_FAST and "never fit" in failed.reason
+
+
+def test_an_oom_killed_try_plans_the_next_from_its_peak(ledger: SqlLedger) -> None:
+    c = _coordinator(ledger, Forecasts(2.0))
+    _submit(c, "a")
+    [launch] = c.admit()
+    c.started(launch)
+    c.finished("a", oom_killed=True, peak=ResourceVector(memory_bytes=2 * GIB), still_rising=True)
+    _submit(c, "a", try_number=2)
+    [retry] = c.admit()
+    assert retry.plan is not None and retry.plan.source is PlanSource.OOM_RETRY
+    assert retry.allocation is not None and retry.allocation.limits.memory_bytes == 3 * GIB
+
+
+def _hold_and_die(url: str, ready: mp.synchronize.Event) -> None:  # type: ignore[name-defined]
+    c = _coordinator(SqlLedger(create_engine(url)), holder="doomed", lease_s=2.0)
+    _submit(c, "a", declared="1Gi")
+    [launch] = c.admit()
+    c.started(launch)
+    ready.set()
+    time.sleep(600)
+
+
+def test_an_executor_killed_mid_plan_leaves_no_reservation_behind(ledger: SqlLedger, db_engine: Engine) -> None:
+    ledger.set_pool(POOL)
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_hold_and_die, args=(db_engine.url.render_as_string(hide_password=False), ready))
+    proc.start()
+    assert ready.wait(60)
+    assert len(ledger.reservations("local")) == 1
+    os.kill(proc.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    proc.join(10)
+    time.sleep(2.5)  # its lease (2 s) runs out
+    c = _coordinator(ledger, Forecasts(8.0), holder="survivor")
+    _submit(c, "b")
+    [launch] = c.admit()  # 8 GiB fits only once the dead executor's 4 GiB lapsed
+    assert launch.decision is AdmissionDecision.ADMITTED
+    assert [r.holder for r in ledger.reservations("local")] == ["survivor"]
