@@ -96,6 +96,24 @@ class Evaluation:
             out[name] = out.get(name, 0) + 1
         return out
 
+    def beaten_by(self, key: TaskKey, metric: Metric = Metric.MEMORY_BYTES) -> dict[str, float]:
+        """Candidates whose held-out median peak error on ``key`` was lower than the profiler's as
+        served (name -> their median): where the champion lost to something simpler."""
+        mine = self.reports[PROFILER].tasks.get(key, {}).get(metric)
+        if mine is None or mine.peak_error_median is None:
+            return {}
+        out = {}
+        for name, rep in self.reports.items():
+            theirs = rep.tasks.get(key, {}).get(metric)
+            if (
+                name != PROFILER
+                and theirs is not None
+                and theirs.peak_error_median is not None
+                and theirs.peak_error_median < mine.peak_error_median - 1e-12
+            ):
+                out[name] = round(theirs.peak_error_median, 6)
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON: figures overall and per task, keyed by dimension, statistic and quantile."""
         prof = self.reports[PROFILER]
@@ -106,7 +124,12 @@ class Evaluation:
             "champions": self.champion_counts(),
             "overall": _by_dimension(prof.overall),
             "tasks": {
-                str(k): {"champion": champions.get(str(k)), **_by_dimension(v)} for k, v in prof.tasks.items()
+                str(k): {
+                    "champion": champions.get(str(k)),
+                    "beaten_by": self.beaten_by(k),
+                    **_by_dimension(v),
+                }
+                for k, v in prof.tasks.items()
             },
             "estimators": {
                 name: {

@@ -48,3 +48,14 @@ def test_no_candidates_still_reports_references(filled_store: SqlRunStore) -> No
     assert result.champion_counts() == {"cold_start": 3}
     assert result.reports[PROFILER].overall[Metric.MEMORY_BYTES].runs == 12
     assert result.reports["vpa"].overall[Metric.MEMORY_BYTES].coverage[0.99] == pytest.approx(1.0)
+
+
+def test_per_task_report_names_the_candidates_that_beat_the_champion(filled_store) -> None:
+    result = evaluate(load_examples(filled_store), factories(("median_peak", "vpa")), factories(("declared",)))
+    tasks = result.as_dict()["tasks"]
+    for name, figures in tasks.items():
+        mine = figures["memory"]["peak_error"]["median"]
+        for other, theirs in figures["beaten_by"].items():
+            assert theirs < mine and other != "profiler", name
+    # the declared resources (a flat 8 GiB) never forecast these runs better than the champion
+    assert all("declared" not in f["beaten_by"] for f in tasks.values())
