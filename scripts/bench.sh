@@ -15,6 +15,11 @@ run $PY bench/kube_process_bench.py
 if [ -d "$DATA" ]; then
   run $PY bench/profiler_bench.py --data "$DATA"
   run $PY bench/estimators_bench.py --data "$DATA/kseg-eager" --out docs/benchmarks/estimators.md
+  run $PY bench/serving_bench.py --data "$DATA"
+  run $PY bench/profiler_first_runs.py --data "$DATA"
+  run $PY bench/profiler_prefix.py --data "$DATA"
+  run $PY bench/profiler_heldout.py --data "$DATA"
+  run $PY bench/profiler_scaling.py --data "$DATA" --lstm
   run $PY bench/cluster_bench.py --data "$DATA"
 else
   echo "== profiler benchmark skipped: no trace folder at $DATA (pass SHARED_DATA=...)"
