@@ -111,6 +111,24 @@ def _commands() -> list[Any]:
             ),
         ),
         ActionCommand(
+            name="plan",
+            help="Forecast, plan and admission-now of a task's next try (what the PredictiveExecutor would do)",
+            func=_lazy("plan"),
+            args=tuple(
+                Arg(flags, **kwargs)
+                for flags, kwargs in __import__("airflow_predictive.cli.commands.plan", fromlist=["ARGS"]).ARGS
+            ),
+        ),
+        ActionCommand(
+            name="pools",
+            help="Each pool's capacity, reserved-over-time and the tasks held back with their reason",
+            func=_lazy("pools"),
+            args=tuple(
+                Arg(flags, **kwargs)
+                for flags, kwargs in __import__("airflow_predictive.cli.commands.pools", fromlist=["ARGS"]).ARGS
+            ),
+        ),
+        ActionCommand(
             name="kube-emulator",
             help="Serve a Kubernetes 1.35 API emulator on 127.0.0.1 and write a kubeconfig for it",
             func=_lazy("kube_emulator"),
