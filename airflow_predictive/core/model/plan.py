@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from airflow_predictive.core.model.backend import Allocation
-from airflow_predictive.core.model.resources import Metric, ResourceVector
+from airflow_predictive.core.model.resources import Metric, ResourceVector, format_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -288,10 +288,13 @@ class Bottleneck:
 
     def describe(self, start: float | None = None) -> str:
         when = f"+{self.at - start:.0f} s" if start is not None else f"t={self.at:.0f}"
-        unit = "B" if self.metric is Metric.MEMORY_BYTES or "bytes" in self.metric.value else ""
+
+        def fmt(v: float) -> str:
+            return format_bytes(v) if "bytes" in self.metric.value else f"{v:g}"
+
         return (
-            f"{self.metric.value} ({self.side}) at {when}: needs {self.needed:g}{unit}, "
-            f"{self.available:g}{unit} free of {self.capacity:g}{unit} (over by {self.over_by:g}{unit})"
+            f"{self.metric.value} ({self.side}) at {when}: needs {fmt(self.needed)}, "
+            f"{fmt(self.available)} free of {fmt(self.capacity)} (over by {fmt(self.over_by)})"
         )
 
 

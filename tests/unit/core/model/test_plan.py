@@ -96,4 +96,4 @@ def test_bottleneck_says_which_metric_when_and_by_how_much() -> None:
     b = Bottleneck(Metric.MEMORY_BYTES, "limits", at=1030.0, needed=3.0, available=1.0, capacity=4.0)
     assert b.over_by == 2.0
     text = b.describe(start=1000.0)
-    assert "memory_bytes" in text and "+30 s" in text and "over by 2" in text
+    assert "memory_bytes" in text and "+30 s" in text and "over by 2 B" in text
