@@ -432,22 +432,35 @@ class ProcessKubelet(Kubelet):
 
     # ---- resize -------------------------------------------------------------------------------
     def _apply_limits(self, pod: Obj, rt: PodRuntime) -> str | None:
+        """Write the allocated limits into each running container's cgroup and read them back.
+
+        The kubelet's rules (node capacity, memory below usage) were applied before; here only the
+        kernel can refuse. The cgroup backend's own ``resize`` policy (host-sized bounds, safety
+        margins) is deliberately not used: the emulated node, not this host, sets what fits.
+        """
         for name, res in rt.allocated.items():
-            if res == rt.actual.get(name):
+            before = rt.actual.get(name) or {}
+            if res == before:
                 continue
             cr = rt.containers.get(name)
-            if not isinstance(cr, ProcessContainer) or cr.handle is None:
-                continue  # not running now: the next start uses the new limits
-            result = self.backend.resize(cr.handle, _allocation(res))
-            if result.status.value != "applied":
-                return f"failed to resize container {name}: {result.reason}"
-            cr.handle = Handle(
-                backend=cr.handle.backend,
-                name=cr.handle.name,
-                ref=cr.handle.ref,
-                allocation=_allocation(res),
-                pid=cr.handle.pid,
-            )
+            if not isinstance(cr, ProcessContainer) or cr.handle is None or cr.group is None:
+                continue  # not running now (or observe-only): the next start uses the new limits
+            new, old = _allocation(res), _allocation(before)
+            try:
+                if new.limits.memory_bytes != old.limits.memory_bytes:
+                    cr.group.set_memory(new.limits.memory_bytes)
+                if (
+                    new.limits.cpu_cores != old.limits.cpu_cores
+                    or new.requests.cpu_cores != old.requests.cpu_cores
+                ):
+                    cr.group.set_cpu(new.limits.cpu_cores, new.requests.cpu_cores)
+            except (OSError, ValueError) as exc:
+                return f"failed to resize container {name}: {exc}"
+            reading = cr.group.read()
+            want = new.limits.memory_bytes
+            got = None if reading is None else reading.memory_limit
+            if want is not None and (got is None or abs(got - want) > 4096):
+                return f"failed to resize container {name}: memory limit reads back as {got}, not {int(want)}"
         return None
 
     def _needs_restart(self, pod: Obj, rt: PodRuntime) -> list[str]:

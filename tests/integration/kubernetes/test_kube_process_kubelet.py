@@ -541,3 +541,37 @@ def test_a_sidecar_that_exits_is_restarted_while_the_app_runs(core: client.CoreV
     app = core.read_namespaced_pod(name, "default").status.container_statuses[0]
     assert app.restart_count == 0 and app.state.running is not None
     core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
+
+
+def test_a_deferred_resize_is_applied_to_the_cpu_quota_once_room_frees_up(
+    core: client.CoreV1Api, process_emulator: Emulator
+) -> None:
+    holder = make_pod(core, ["sleep", "300"], cpu="2")  # the node has 4 cpu
+    grown = make_pod(core, ["sleep", "300"], cpu="1")
+    wait_for(lambda: phase(core, holder) == "Running" and phase(core, grown) == "Running")
+    more = {"requests": {"cpu": "3", "memory": "128Mi"}, "limits": {"cpu": "3", "memory": "128Mi"}}
+    core.patch_namespaced_pod_resize(
+        grown, "default", {"spec": {"containers": [{"name": "c", "resources": more}]}}
+    )
+
+    def condition(reason: str) -> client.V1PodCondition | None:
+        conds = core.read_namespaced_pod(grown, "default").status.conditions
+        return next((c for c in conds if c.type == "PodResizePending" and c.reason == reason), None)
+
+    cond = wait_for(lambda: condition("Deferred"))
+    assert "Node didn't have enough resource: cpu, requested: 3000" in cond.message
+    cr = container_of(process_emulator, grown)
+    assert cr.group is not None
+    quota_file = os.path.join(cr.group.dirs.get("cpu") or cr.group.dirs["unified"], "cpu.cfs_quota_us")
+    with open(quota_file) as f:
+        assert int(f.read()) == 100000  # still 1 cpu
+    core.delete_namespaced_pod(holder, "default", grace_period_seconds=0)
+
+    def applied() -> bool:
+        pod = core.read_namespaced_pod(grown, "default")
+        return pod.status.container_statuses[0].resources.limits.get("cpu") == "3"
+
+    wait_for(applied)
+    with open(quota_file) as f:
+        assert int(f.read()) == 300000  # 3 cpu of CFS quota per 100 ms period
+    core.delete_namespaced_pod(grown, "default", grace_period_seconds=0)
