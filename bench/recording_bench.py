@@ -384,8 +384,11 @@ def write_report(
     errors = sorted({e for c in caps for e in c.errors})
     if errors:
         lines += ["Errors seen:", "", *(f"- `{e}`" for e in errors[:10]), ""]
+    notes = ""
+    if REPORT.exists() and "\n## Notes" in REPORT.read_text():  # hand-written: kept across runs
+        notes = REPORT.read_text()[REPORT.read_text().index("\n## Notes") :]
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text("\n".join(lines))
+    REPORT.write_text("\n".join(lines) + notes)
     print(f"wrote {REPORT}")
 
 
