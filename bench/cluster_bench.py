@@ -248,6 +248,7 @@ def write_report(
         vpa = m["vpa"]
         less = 1 - ours.memory_waste_gib_s / vpa.memory_waste_gib_s if vpa.memory_waste_gib_s else 0.0
         at = reactive_oom_at(sweep, ours.memory_slack)
+        top = max(sweep, key=lambda p: p[2]) if sweep else None
         rows = [
             (
                 "predictive memory slack",
@@ -274,9 +275,19 @@ def write_report(
                 (
                     f"{ours.oom_per_1000:.1f} vs {at:.1f} / 1,000 at {pct(ours.memory_slack)} slack (reactive sweep, interpolated)"
                     if at is not None
-                    else f"{ours.oom_per_1000:.1f} / 1,000 at {pct(ours.memory_slack)}: outside the reactive sweep's range"
+                    else f"{ours.oom_per_1000:.1f} / 1,000 at {pct(ours.memory_slack)} slack; the reactive sweep's most "
+                    f"cautious setting already has {top[3]:.1f} / 1,000 at {pct(top[2])}"
+                    if top is not None and ours.memory_slack > top[2]
+                    else f"{ours.oom_per_1000:.1f} / 1,000 at {pct(ours.memory_slack)}: below the reactive sweep's range"
                 ),
-                at is not None and ours.oom_per_1000 < at,
+                (at is not None and ours.oom_per_1000 < at)
+                or (top is not None and ours.memory_slack > top[2] and ours.oom_per_1000 < top[3])
+                or (
+                    at is None
+                    and bool(sweep)
+                    and ours.memory_slack <= min(p[2] for p in sweep)
+                    and ours.oom_per_1000 < min(sweep, key=lambda p: p[2])[3]
+                ),
             ),
         ]
         rows.append(
@@ -358,7 +369,7 @@ def main() -> int:
     summary, examples = load_trace_folder(kseg)
     extra: dict[str, Any] = {"kseg-eager import": f"{summary.describe()}; {time.monotonic() - began:.0f} s"}
     workload = build_workload(examples, grid_s=1.0)
-    options = BenchOptions(policies=(*BASELINES, "predictive"), pool=DEFAULT_POOL)
+    options = BenchOptions(policies=(*BASELINES, "predictive", "predictive_plan"), pool=DEFAULT_POOL)
     if args.quick:
         workload = replace(workload, runs=workload.runs[:200])
         options = replace(options, candidates=("last_run", "median_peak", "linear_input"))
