@@ -8,7 +8,7 @@ is declared by two bundles. Import-light: the workloads are imported inside the 
 
 from __future__ import annotations
 
-from airflow.configuration import conf
+from airflow.sdk.configuration import conf  # the Task SDK's reader: works on workers without airflow-core
 
 if not conf.getboolean("core", "load_examples", fallback=True):
     from airflow_provider_predictive.example_dags.predictive_examples import (  # noqa: F401
