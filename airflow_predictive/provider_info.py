@@ -32,5 +32,5 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "cli": ["airflow_predictive.cli.definition.get_predictive_cli_commands"],
         "db-managers": ["airflow_predictive.db_manager.PredictiveDBManager"],
-        "executors": [],
+        "executors": ["airflow_predictive.executors.local_executor.PredictiveLocalExecutor"],
     }

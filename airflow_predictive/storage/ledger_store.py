@@ -30,6 +30,7 @@ from airflow_predictive.core.model.plan import (
     PoolTimeline,
     Reservation,
     ReservationState,
+    TimedAllocation,
 )
 from airflow_predictive.core.model.runs import RunIdentity, TaskKey
 from airflow_predictive.core.scheduling import codec
@@ -66,11 +67,16 @@ class SqlLedger:
         self._engine = engine
         self._clock = clock
         self._sqlite = engine.dialect.name == "sqlite"
+        # parsed timelines by reservation id, valid while the stored text is the same (a timeline
+        # only changes on adjust / release / expiry): every reserve re-reads the pool's active set
+        self._parsed: dict[str, tuple[str, tuple[TimedAllocation, ...]]] = {}
 
     # -- transactions ---------------------------------------------------------------------------
 
-    def _locked(self, pool: str | None) -> _Tx:
-        return _Tx(self._engine, pool, sqlite=self._sqlite)
+    def _locked(self, what: str | None) -> _Tx:
+        """A transaction; with ``what`` (a pool or reservation it will change) SQLite takes the
+        write lock at once (PostgreSQL locks the pool row inside, ``_pool_under_lock``)."""
+        return _Tx(self._engine, what, sqlite=self._sqlite)
 
     def _fail(self, what: str, exc: BaseException) -> LedgerResult:
         text = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
@@ -107,12 +113,21 @@ class SqlLedger:
 
     def _active(self, conn: Connection, pool: str, now: float) -> list[Reservation]:
         """The pool's active reservations; those whose lease ended are lapsed here and now."""
+        # the plan column is not needed to check a fit (the timeline is what is held): not parsed
+        columns = [c for c in reservation.c if c.name != "plan"]
         rows = conn.execute(
-            select(reservation).where(and_(reservation.c.pool == pool, reservation.c.state == _ACTIVE))
+            select(*columns).where(and_(reservation.c.pool == pool, reservation.c.state == _ACTIVE))
         ).mappings()
         live: list[Reservation] = []
+        if len(self._parsed) > 20_000:
+            self._parsed.clear()
         for row in rows:
-            res = _reservation(row)
+            text = row["timeline"]
+            hit = self._parsed.get(row["id"])
+            if hit is None or hit[0] != text:
+                hit = (text, codec.timeline_from_list(json.loads(text)))
+                self._parsed[row["id"]] = hit
+            res = _reservation(row, timeline=hit[1])
             if res.expires_at < now:
                 self._write(conn, expired(res, now))
                 log.info(
@@ -167,10 +182,10 @@ class SqlLedger:
         force: bool = True,
     ) -> LedgerResult:
         try:
-            pool_name = self._pool_of(reservation_id)
-            if pool_name is None:
-                return LedgerResult(LedgerStatus.UNKNOWN, f"no active reservation {reservation_id}")
-            with self._locked(pool_name) as conn:
+            with self._locked(reservation_id) as conn:
+                pool_name = self._pool_of(conn, reservation_id)
+                if pool_name is None:
+                    return LedgerResult(LedgerStatus.UNKNOWN, f"no active reservation {reservation_id}")
                 pool = self._pool_under_lock(conn, pool_name)
                 active = self._active(conn, pool_name, self._clock()) if pool is not None else []
                 res = next((r for r in active if r.id == reservation_id), None)
@@ -193,21 +208,21 @@ class SqlLedger:
         except (SQLAlchemyError, StorageUnavailable) as exc:
             return self._fail("adjust", exc)
 
-    def _pool_of(self, reservation_id: str) -> str | None:
-        with self._locked(None) as conn:
-            row = conn.execute(
-                select(reservation.c.pool).where(
-                    and_(reservation.c.id == reservation_id, reservation.c.state == _ACTIVE)
-                )
-            ).first()
-            return None if row is None else str(row[0])
+    def _pool_of(self, conn: Connection, reservation_id: str) -> str | None:
+        """The pool of an active reservation (the caller then locks that pool and re-reads)."""
+        row = conn.execute(
+            select(reservation.c.pool).where(
+                and_(reservation.c.id == reservation_id, reservation.c.state == _ACTIVE)
+            )
+        ).first()
+        return None if row is None else str(row[0])
 
     def release(self, reservation_id: str, at: float | None = None) -> LedgerResult:
         try:
-            pool_name = self._pool_of(reservation_id)
-            if pool_name is None:
-                return LedgerResult(LedgerStatus.UNKNOWN, f"no active reservation {reservation_id}")
-            with self._locked(pool_name) as conn:
+            with self._locked(reservation_id) as conn:
+                pool_name = self._pool_of(conn, reservation_id)
+                if pool_name is None:
+                    return LedgerResult(LedgerStatus.UNKNOWN, f"no active reservation {reservation_id}")
                 self._pool_under_lock(conn, pool_name)
                 row = (
                     conn.execute(select(reservation).where(reservation.c.id == reservation_id))
@@ -371,9 +386,9 @@ def _row(res: Reservation) -> dict[str, Any]:
     }
 
 
-def _reservation(row: RowMapping) -> Reservation:
+def _reservation(row: RowMapping, timeline: tuple[TimedAllocation, ...] | None = None) -> Reservation:
     plan = None
-    if row["plan"]:
+    if row.get("plan"):
         try:
             plan = codec.plan_from_dict(json.loads(row["plan"]))
         except ValueError:
@@ -387,7 +402,7 @@ def _reservation(row: RowMapping) -> Reservation:
         holder=row["holder"],
         start=float(row["start_at"]),
         end=float(row["end_at"]),
-        timeline=codec.timeline_from_list(json.loads(row["timeline"])),
+        timeline=timeline if timeline is not None else codec.timeline_from_list(json.loads(row["timeline"])),
         expires_at=float(row["expires_at"]),
         state=ReservationState(row["state"]),
         plan=plan,

@@ -15,6 +15,7 @@ the union of those open intervals. O(K * pieces) vectorised, one sort.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -40,9 +41,12 @@ def vector_array(vector: ResourceVector, *, absent: float = 0.0) -> np.ndarray:
     return np.array([absent if (v := vector.get(m)) is None else v for m in METRICS], dtype=float)
 
 
+@functools.lru_cache(maxsize=65536)
 def charge_array(charge: Allocation) -> np.ndarray:
-    """[16] requests then limits; absent = 0."""
-    return np.concatenate([vector_array(charge.requests), vector_array(charge.limits)])
+    """[16] requests then limits; absent = 0 (memoised, read-only: the same charges recur)."""
+    row = np.concatenate([vector_array(charge.requests), vector_array(charge.limits)])
+    row.setflags(write=False)
+    return row
 
 
 def capacity_array(capacity: PoolCapacity) -> np.ndarray:
@@ -215,16 +219,19 @@ class Profile:
         hi = np.concatenate(his)
         order = np.argsort(lo, kind="stable")
         lo, hi = lo[order], hi[order]
-        # running maximum of interval ends: s is free once it is not inside any (lo, hi)
-        s = not_before
+        # merge the open intervals into disjoint blocks (running maximum of their ends); s is
+        # feasible unless strictly inside a block, and a block's end is never inside the next one
         reach = np.maximum.accumulate(hi)
-        i = int(np.searchsorted(lo, s, side="left"))  # intervals with lo < s are 0 .. i-1
-        while True:
-            if i > 0 and reach[i - 1] > s + _TOL:
-                s = float(reach[i - 1])
-                i = int(np.searchsorted(lo, s, side="left"))
-                continue
-            return s
+        new_block = np.ones(lo.size, dtype=bool)
+        new_block[1:] = lo[1:] >= reach[:-1] - _TOL
+        first = np.nonzero(new_block)[0]
+        starts = lo[first]
+        ends = reach[np.append(first[1:] - 1, lo.size - 1)]
+        s = not_before
+        k = int(np.searchsorted(starts, s - _TOL, side="left")) - 1
+        if k >= 0 and ends[k] > s + _TOL:
+            s = float(ends[k])
+        return s
 
     def points(self, start: float | None = None, end: float | None = None) -> tuple[TimelinePoint, ...]:
         out: list[TimelinePoint] = []
