@@ -201,7 +201,7 @@ class PodShaper:
             run_key=self.run_key,
             started_s=self.clock.monotonic() - elapsed,
         )
-        log.info("shaping %s (allocation in force %s)", handle.ref, handle.allocation)
+        log.info("shaping %s (memory limit in force: %s)", handle.ref, handle.allocation.limits.memory_bytes)
 
     def close(self) -> None:
         if self._view is not None:
