@@ -107,7 +107,9 @@ def _commands() -> list[Any]:
             func=_lazy("bench"),
             args=tuple(
                 Arg(flags, **kwargs)
-                for flags, kwargs in __import__("airflow_predictive.cli.commands.bench", fromlist=["ARGS"]).ARGS
+                for flags, kwargs in __import__(
+                    "airflow_predictive.cli.commands.bench", fromlist=["ARGS"]
+                ).ARGS
             ),
         ),
         ActionCommand(
