@@ -1,0 +1,263 @@
+"""``PredictiveKubernetesPodOperator``: KubernetesPodOperator sized from the forecast and shaped
+while its pod runs.
+
+A drop-in subclass extended only through the parent's seams: ``build_pod_request_obj`` (size the
+base container from the plan, label the pod for shaping, make cpu / memory resizable in place)
+and ``callbacks`` (``on_pod_starting`` starts a shaping thread in the worker, ``on_pod_completion``
+/ ``on_pod_teardown`` stop it). Whenever anything predictive is unavailable (no forecast, storage
+down, planner error, cluster API failing) the pod runs with the declared ``container_resources``
+and one log line says why: the user's task never fails for prediction's sake.
+
+Not yet: deferrable mode shapes nothing (the parent's trigger follows the pod; shaping from the
+triggerer needs a trigger subclass), shadow runs, reservations in the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.cncf.kubernetes.callbacks import KubernetesPodOperatorCallback
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from kubernetes.client import models as k8s
+
+    from airflow_predictive.backends.kubernetes.payloads import ResourceRequirements
+    from airflow_predictive.core.model.backend import Allocation
+
+log = logging.getLogger(__name__)
+SHAPING_LABEL = "predictive.airflow.apache.org/shaped"
+
+
+class _Shaping(KubernetesPodOperatorCallback):
+    """Starts / stops the operator's shaping thread around the pod's run (sync mode)."""
+
+    @staticmethod
+    def on_pod_starting(*, pod: k8s.V1Pod, operator: Any, **kwargs: Any) -> None:
+        if isinstance(operator, PredictiveKubernetesPodOperator):
+            operator.start_shaping(pod)
+
+    @staticmethod
+    def on_pod_completion(*, operator: Any, **kwargs: Any) -> None:
+        if isinstance(operator, PredictiveKubernetesPodOperator):
+            operator.stop_shaping()
+
+    @staticmethod
+    def on_pod_teardown(*, operator: Any, **kwargs: Any) -> None:
+        if isinstance(operator, PredictiveKubernetesPodOperator):
+            operator.stop_shaping()
+
+
+class PredictiveKubernetesPodOperator(KubernetesPodOperator):
+    """KubernetesPodOperator with ``predictive=True``: planned resources and in-flight shaping.
+
+    predictive: size from the forecast and shape (False: exactly the parent).
+    shadow_run: "auto" | True | False (accepted; shadow runs are not implemented yet).
+    tolerance: the shaping band around the forecast (0.15 = +-15 %).
+    risk: forecast quantile the pod is sized at, per metric name ({"memory": 0.99, "cpu": 0.9}).
+    min_resources / max_resources: bounds, {"cpu": cores, "memory": bytes}.
+    shaping_interval_s: seconds between two shaping rounds while the pod runs.
+    shaping: further ``ShapingSettings`` as primitives (grow_margin, cooldowns ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        predictive: bool = True,
+        shadow_run: str | bool = "auto",
+        tolerance: float = 0.15,
+        risk: dict[str, float] | None = None,
+        min_resources: dict[str, float] | None = None,
+        max_resources: dict[str, float] | None = None,
+        shaping_interval_s: float = 2.0,
+        shaping: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        callbacks = kwargs.pop("callbacks", None)
+        listed = [] if not callbacks else list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        if predictive:
+            listed.append(_Shaping)
+        super().__init__(callbacks=listed, **kwargs)
+        if shadow_run not in ("auto", True, False):
+            raise ValueError(f"shadow_run must be 'auto', True or False, not {shadow_run!r}")
+        self.predictive = predictive
+        self.shadow_run = shadow_run
+        self.tolerance = tolerance
+        self.risk = dict(risk or {})
+        self.min_resources = dict(min_resources or {})
+        self.max_resources = dict(max_resources or {})
+        self.shaping_interval_s = shaping_interval_s
+        self.shaping = {"tolerance": tolerance, **(shaping or {})}
+        self.shaping_settings()  # a bad setting fails when the DAG is parsed
+        self._shaping_stop = threading.Event()
+        self._shaping_thread: threading.Thread | None = None
+        self.shaping_rounds = 0
+        self.plan_note = ""
+
+    # ---- settings ------------------------------------------------------------------------------
+    def shaping_settings(self) -> Any:
+        from dataclasses import replace
+
+        from airflow_predictive.core.model.resources import ResourceVector
+        from airflow_predictive.core.shaping.codec import settings_from_dict
+
+        settings = settings_from_dict(self.shaping)
+        if self.min_resources:
+            low = ResourceVector(
+                cpu_cores=self.min_resources.get("cpu"), memory_bytes=self.min_resources.get("memory")
+            )
+            settings = replace(settings, minimum=settings.minimum.combine(low, max))
+        if self.max_resources:
+            high = ResourceVector(
+                cpu_cores=self.max_resources.get("cpu"), memory_bytes=self.max_resources.get("memory")
+            )
+            settings = replace(settings, maximum=high)
+        return settings
+
+    # ---- sizing (seam: build_pod_request_obj) ----------------------------------------------------
+    def build_pod_request_obj(self, context: Context | None = None, *, dry_run: bool = False) -> k8s.V1Pod:
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        if not self.predictive:
+            return pod
+        pod.metadata.labels[SHAPING_LABEL] = _label(pod.metadata.name)
+        base = next((c for c in pod.spec.containers if c.name == self.base_container_name), None)
+        if base is None:
+            return pod
+        _resizable(base)
+        try:
+            planned = self._planned(base)
+        except Exception as exc:  # never hurt the task: declared resources, one line
+            self.plan_note = (
+                f"predictive sizing unavailable ({type(exc).__name__}: {exc}); declared resources"
+            )
+            self.log.warning("%s", self.plan_note)
+            return pod
+        if planned is not None:
+            from airflow_predictive.backends.kubernetes.translate import resource_requirements
+            from airflow_predictive.core.model.resources import ResourceVector
+
+            body = resource_requirements(planned, ResourceVector(), current=_as_dict(base.resources))
+            base.resources.requests = dict(body.get("requests") or {})
+            base.resources.limits = dict(body.get("limits") or {})
+        return pod
+
+    def _planned(self, base: k8s.V1Container) -> Allocation | None:
+        """The plan's initial allocation for this try, or None to keep the declared resources."""
+        from airflow_predictive.backends.kubernetes.translate import allocation_of
+        from airflow_predictive.core.model.query import ForecastQuery, ForecastSource
+        from airflow_predictive.core.model.resources import Metric, ResourceVector
+        from airflow_predictive.core.model.runs import TaskKey
+        from airflow_predictive.core.scheduling.planner import PlanSettings, plan_from_forecast
+        from airflow_predictive.runtime import get_runtime
+
+        declared_alloc = allocation_of(_as_dict(base.resources))
+        declared = declared_alloc.limits.combine(declared_alloc.requests, lambda lim, _req: lim)
+        key = TaskKey(self.dag_id, self.task_id, getattr(self, "map_index", -1) or -1)
+        served = get_runtime().forecasts().forecast_for(ForecastQuery(key, declared=declared))
+        if served.forecast is None or served.source in (ForecastSource.DECLARED, ForecastSource.NONE):
+            self.plan_note = f"no forecast ({served.note or served.source}); declared resources"
+            self.log.info("%s", self.plan_note)
+            return None
+        names = {"memory": Metric.MEMORY_BYTES, "cpu": Metric.CPU_CORES}
+        settings = PlanSettings(
+            risk={names[k]: v for k, v in self.risk.items() if k in names} or PlanSettings().risk,
+            minimum=ResourceVector(
+                cpu_cores=self.min_resources.get("cpu"), memory_bytes=self.min_resources.get("memory")
+            ),
+            maximum=ResourceVector(
+                cpu_cores=self.max_resources.get("cpu"), memory_bytes=self.max_resources.get("memory")
+            ),
+        )
+        outcome = plan_from_forecast(
+            served.forecast, declared=declared, settings=settings, model_version=served.model_version
+        )
+        self.plan_note = f"planned from {served.source}: {outcome.decision} ({outcome.reason})"
+        self.log.info("%s", self.plan_note)
+        return outcome.plan.initial
+
+    # ---- shaping (seam: callbacks) ------------------------------------------------------------------
+    def start_shaping(self, pod: k8s.V1Pod) -> None:
+        if self._shaping_thread is not None:
+            return
+        try:
+            shaper = self._shaper(pod)
+        except Exception as exc:
+            self.log.warning("shaping unavailable, the pod keeps its resources: %s", exc)
+            return
+        self._shaping_stop.clear()
+
+        def run() -> None:
+            try:
+                while not self._shaping_stop.is_set():
+                    report = shaper.round()
+                    self.shaping_rounds += 1
+                    if report.done:
+                        return
+                    self._shaping_stop.wait(self.shaping_interval_s)
+            except Exception:
+                log.exception("shaping thread of %s stopped; the pod keeps its resources", pod.metadata.name)
+            finally:
+                shaper.close()
+
+        self._shaping_thread = threading.Thread(target=run, name=f"shaping-{pod.metadata.name}", daemon=True)
+        self._shaping_thread.start()
+        self.log.info("shaping pod %s every %.1fs", pod.metadata.name, self.shaping_interval_s)
+
+    def stop_shaping(self) -> None:
+        self._shaping_stop.set()
+        if self._shaping_thread is not None:
+            self._shaping_thread.join(timeout=10)
+            self._shaping_thread = None
+
+    def _shaper(self, pod: k8s.V1Pod) -> Any:
+        from airflow_predictive.triggers.pod_shaper import PodShaper, PodTarget
+
+        events = None
+        try:
+            from airflow_predictive.runtime import get_runtime
+
+            events = get_runtime().shaping_events()
+        except Exception as exc:
+            self.log.info("shaping events will not be stored: %s", exc)
+        target = PodTarget(
+            selector=f"{SHAPING_LABEL}={_label(pod.metadata.name)}",
+            namespace=pod.metadata.namespace,
+            container=self.base_container_name,
+            conn_id=self.kubernetes_conn_id,
+            kubeconfig=self.config_file,
+        )
+        return PodShaper(
+            target, self.shaping_settings(), events=events, run_key=f"{self.dag_id}/{self.task_id}"
+        )
+
+    def on_kill(self) -> None:
+        self.stop_shaping()
+        super().on_kill()
+
+
+def _label(value: str) -> str:
+    from airflow_predictive.backends.kubernetes.translate import label_value
+
+    return label_value(value)
+
+
+def _as_dict(resources: Any) -> ResourceRequirements:
+    if resources is None:
+        return {}
+    return {"requests": dict(resources.requests or {}), "limits": dict(resources.limits or {})}
+
+
+def _resizable(container: k8s.V1Container) -> None:
+    """cpu and memory resizable in place without a restart (the default, made explicit)."""
+    from kubernetes.client import models as k8s_models
+
+    if container.resources is None:
+        container.resources = k8s_models.V1ResourceRequirements(requests={}, limits={})
+    if not container.resize_policy:
+        container.resize_policy = [
+            k8s_models.V1ContainerResizePolicy(resource_name="cpu", restart_policy="NotRequired"),
+            k8s_models.V1ContainerResizePolicy(resource_name="memory", restart_policy="NotRequired"),
+        ]
