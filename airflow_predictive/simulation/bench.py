@@ -1,8 +1,9 @@
 """The comparison in one call: every policy replays the same held-out runs of a trace folder.
 
-Used by `airflow predictive bench --traces DIR [--json]` and by bench/cluster_bench.py. The folder
-goes through the product's importers; runs are split per task (first half trains the profiler,
-the second half is replayed under each policy on the same pool with the same settings).
+Used by `airflow predictive bench --traces DIR [--json]` (or ``--from-store``: the provider's own
+recorded runs, such as the example DAGs') and by bench/cluster_bench.py. A folder goes through the
+product's importers; runs are split per task (first half trains the profiler, the second half is
+replayed under each policy on the same pool with the same settings).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
+    from airflow_predictive.core.profiler.estimators.base import RunExample
     from airflow_predictive.simulation.cluster import Replay
     from airflow_predictive.simulation.forecasting import HeldOutForecasts
     from airflow_predictive.simulation.metrics import PolicyMetrics
     from airflow_predictive.simulation.policies.base import Policy
     from airflow_predictive.simulation.workload import Workload
+    from airflow_predictive.storage.run_store import SqlRunStore
     from airflow_predictive.traces.common import ImportSummary
 
 BASELINES: tuple[str, ...] = ("declared", "vpa", "autopilot", "reactive", "oracle")
@@ -196,22 +199,56 @@ def run_bench(
     from dataclasses import replace
 
     from airflow_predictive.simulation.loading import load_trace_folder
+
+    say = log or (lambda _msg: None)
+    summary, examples = load_trace_folder(traces)
+    say(f"imported {summary.describe()}")
+    result = run_on_examples(
+        examples, options, progress=progress, log=log, source=f"{traces} ({summary.describe()})"
+    )
+    return replace(result, summary=summary)
+
+
+def run_from_store(
+    store: SqlRunStore,
+    options: BenchOptions | None = None,
+    *,
+    progress: bool | TextIO = False,
+    log: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """The same comparison on runs recorded by the provider itself (e.g. the example DAGs' runs)."""
+    from airflow_predictive.training.dataset import load_examples
+
+    examples = load_examples(store)
+    return run_on_examples(
+        examples, options, progress=progress, log=log, source="the provider's recorded runs"
+    )
+
+
+def run_on_examples(
+    examples: Sequence[RunExample],
+    options: BenchOptions | None = None,
+    *,
+    progress: bool | TextIO = False,
+    log: Callable[[str], None] | None = None,
+    source: str = "runs",
+) -> BenchResult:
+    """Split ``examples`` per task, replay the held-out half under every policy of ``options``."""
+    from dataclasses import replace
+
     from airflow_predictive.simulation.workload import build_workload
 
     options = options or BenchOptions()
     say = log or (lambda _msg: None)
-    summary, examples = load_trace_folder(traces)
-    say(f"imported {summary.describe()}")
     workload = build_workload(examples, grid_s=options.settings.grid_s, train_fraction=options.train_fraction)
     if options.max_runs is not None:
         workload = replace(workload, runs=workload.runs[: options.max_runs])
     if not workload.runs:
         raise ValueError(
-            f"{traces}: no held-out run has a memory series to replay ({summary.describe()}); "
-            "peak-only traces (Nextflow) cannot be replayed"
+            f"{source}: no held-out run has a memory series to replay; peak-only traces (Nextflow) "
+            "cannot be replayed, and a task needs at least two recorded runs"
         )
     say(
         f"replaying {len(workload.runs)} held-out runs of {workload.tasks} tasks on {options.pool.describe()}"
     )
-    result = run_on_workload(workload, options, progress=progress, log=log)
-    return replace(result, summary=summary)
+    return run_on_workload(workload, options, progress=progress, log=log)

@@ -1,6 +1,7 @@
 """`airflow predictive bench --traces DIR [--json]`: every sizing policy on the same held-out runs.
 
-DIR is any folder the profiler imports (k-Segments compact runs.csv + samples.csv.gz, ...) and is
+``--from-store`` replays the runs the provider recorded itself instead (the example DAGs' runs
+after `make demo`, or any recorded history on ``[predictive] sql_alchemy_conn``). DIR is any folder the profiler imports (k-Segments compact runs.csv + samples.csv.gz, ...) and is
 imported into a throw-away SQLite store (never the provider's database). Per task, the first half
 of the runs trains the profiler; the second half is replayed on a simulated pool under each policy
 (declared, vpa, autopilot, reactive, oracle, predictive, predictive_shadow). A table is printed;
@@ -16,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 ARGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
-    (("--traces",), {"required": True, "help": "trace folder (runs.csv + samples.csv.gz, ...)"}),
+    (("--traces",), {"help": "trace folder (runs.csv + samples.csv.gz, ...)"}),
+    (
+        ("--from-store",),
+        {"action": "store_true", "help": "replay the runs the provider recorded (e.g. the example DAGs')"},
+    ),
     (("--json",), {"action": "store_true", "help": "print one JSON object as the last line"}),
     (
         ("--policies",),
@@ -74,12 +79,20 @@ def options_from(args: Any) -> Any:
 
 
 def run(args: Any) -> None:
-    from airflow_predictive.simulation.bench import run_bench
+    from airflow_predictive.simulation.bench import run_bench, run_from_store
     from airflow_predictive.traces import TraceFormatError
 
+    if bool(args.traces) == bool(getattr(args, "from_store", False)):
+        print("error: give either --traces DIR or --from-store", file=sys.stderr)
+        raise SystemExit(2)
     try:
         options = options_from(args)
-        result = run_bench(Path(args.traces), options, progress=True, log=print)
+        if args.traces:
+            result = run_bench(Path(args.traces), options, progress=True, log=print)
+        else:
+            from airflow_predictive.runtime import get_runtime
+
+            result = run_from_store(get_runtime().run_store(), options, progress=True, log=print)
     except (TraceFormatError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
