@@ -32,5 +32,8 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "cli": ["airflow_predictive.cli.definition.get_predictive_cli_commands"],
         "db-managers": ["airflow_predictive.db_manager.PredictiveDBManager"],
-        "executors": ["airflow_predictive.executors.local_executor.PredictiveLocalExecutor"],
+        "executors": [
+            "airflow_predictive.executors.local_executor.PredictiveLocalExecutor",
+            "airflow_predictive.executors.kubernetes_executor.PredictiveKubernetesExecutor",
+        ],
     }

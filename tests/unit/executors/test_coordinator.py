@@ -76,7 +76,9 @@ def ledger(db_engine: Engine) -> SqlLedger:
     return SqlLedger(db_engine)
 
 
-def test_tasks_beyond_the_pool_wait_and_start_when_capacity_frees(ledger: SqlLedger, db_engine: Engine) -> None:
+def test_tasks_beyond_the_pool_wait_and_start_when_capacity_frees(
+    ledger: SqlLedger, db_engine: Engine
+) -> None:
     c = _coordinator(ledger, decisions=DecisionLog(db_engine))
     for t in ("a", "b", "c"):
         _submit(c, t)
@@ -90,11 +92,17 @@ def test_tasks_beyond_the_pool_wait_and_start_when_capacity_frees(ledger: SqlLed
     [third] = c.admit()
     assert third.key == "c" and third.decision is AdmissionDecision.ADMITTED
     kinds = [(r["kind"], r["decision"]) for r in DecisionLog(db_engine).recent(TaskKey("d", "c"))]
-    assert ("admission", "queued") in kinds and ("admission", "admitted") in kinds and ("plan", "planned") in kinds
+    assert (
+        ("admission", "queued") in kinds
+        and ("admission", "admitted") in kinds
+        and ("plan", "planned") in kinds
+    )
 
 
 def test_database_down_runs_the_task_on_its_declared_resources(caplog: pytest.LogCaptureFixture) -> None:
-    down = SqlLedger(create_engine("postgresql+psycopg2://x@127.0.0.1:1/none", connect_args={"connect_timeout": 1}))
+    down = SqlLedger(
+        create_engine("postgresql+psycopg2://x@127.0.0.1:1/none", connect_args={"connect_timeout": 1})
+    )
     c = _coordinator(down)
     _submit(c, "a", declared="3Gi")
     _submit(c, "b", declared="3Gi")
@@ -171,11 +179,15 @@ def _hold_and_die(url: str, ready: mp.synchronize.Event) -> None:  # type: ignor
     time.sleep(600)
 
 
-def test_an_executor_killed_mid_plan_leaves_no_reservation_behind(ledger: SqlLedger, db_engine: Engine) -> None:
+def test_an_executor_killed_mid_plan_leaves_no_reservation_behind(
+    ledger: SqlLedger, db_engine: Engine
+) -> None:
     ledger.set_pool(POOL)
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
-    proc = ctx.Process(target=_hold_and_die, args=(db_engine.url.render_as_string(hide_password=False), ready))
+    proc = ctx.Process(
+        target=_hold_and_die, args=(db_engine.url.render_as_string(hide_password=False), ready)
+    )
     proc.start()
     assert ready.wait(60)
     assert len(ledger.reservations("local")) == 1

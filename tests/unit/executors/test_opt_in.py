@@ -13,7 +13,15 @@ def test_true_and_false_opt_in_and_out_and_nothing_follows_the_default() -> None
 
 def test_a_dict_opts_in_with_its_declared_resources_and_settings() -> None:
     s = task_settings(
-        {"predictive": {"memory": "2Gi", "cpu": 1, "risk": {"memory": 0.95}, "max": {"memory": "4Gi"}, "duration": 90}}
+        {
+            "predictive": {
+                "memory": "2Gi",
+                "cpu": 1,
+                "risk": {"memory": 0.95},
+                "max": {"memory": "4Gi"},
+                "duration": 90,
+            }
+        }
     )
     assert s.enabled and s.declared.memory_bytes == 2 * GIB and s.declared.cpu_cores == 1.0
     assert s.risk[Metric.MEMORY_BYTES] == 0.95 and s.risk[Metric.CPU_CORES] == 0.9

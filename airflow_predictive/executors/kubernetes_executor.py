@@ -1,0 +1,266 @@
+"""PredictiveKubernetesExecutor: KubernetesExecutor that plans, reserves against the namespace's
+quota and holds tasks back instead of letting pod creation fail on quota.
+
+``[core] executor = airflow_predictive.executors.kubernetes_executor.PredictiveKubernetesExecutor``
+(or aliased in a list). Opted-in tasks (as for the local executor) get the forecast for this try,
+a plan, and wait QUEUED while the plan does not fit the namespace pool (ResourceQuota hard less
+other pods' use, nodes' allocatable less other pods' requests; refreshed every
+``CAPACITY_REFRESH_S``). Once admitted and reserved, the plan's initial requests/limits go into
+the worker pod through ``pod_override`` in ``execute_async``; timed steps are sent through the
+resize subresource (the provider's Kubernetes backend, found by the executor's pod labels); the
+reservation is released when the pod's task ends. Any failure of this machinery launches the
+task as KubernetesExecutor would (declared resources), with one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.cncf.kubernetes.executors.kubernetes_executor import KubernetesExecutor
+
+from airflow_predictive.core.model.plan import AdmissionDecision
+from airflow_predictive.core.model.query import ForecastQuery
+from airflow_predictive.core.profiler.run_features import run_features
+from airflow_predictive.executors.kubernetes_pool import (
+    namespace_capacity,
+    namespace_pool,
+    with_planned_resources,
+)
+from airflow_predictive.executors.local_executor import run_identity
+from airflow_predictive.executors.opt_in import task_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow_predictive.executors.coordinator import Coordinator, Launch
+
+log = logging.getLogger(__name__)
+
+CAPACITY_REFRESH_S = 30.0
+TERMINAL = {"success", "failed", "completed", "removed", "upstream_failed", "skipped"}
+
+
+class PredictiveKubernetesExecutor(KubernetesExecutor):
+    """KubernetesExecutor + forecast -> plan -> admission against the namespace -> pod_override."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._coordinator: Coordinator | None = None
+        self._held: dict[Any, Any] = {}
+        self._default_enabled = False
+        self._capacity_at = 0.0
+        self._pod_backend: Any = None
+
+    def start(self) -> None:
+        super().start()
+        try:
+            from airflow_predictive.core.scheduling.admission import AdmissionSettings
+            from airflow_predictive.executors.coordinator import Coordinator, CoordinatorSettings
+            from airflow_predictive.runtime import get_runtime
+
+            runtime = get_runtime()
+            settings = runtime.scheduler_settings()
+            self._default_enabled = settings.default_enabled
+            try:
+                forecasts = runtime.forecasts()
+            except Exception as exc:
+                log.warning("predictive: no forecast service (%s); declared resources are the plans", exc)
+                forecasts = None
+            self._coordinator = Coordinator(
+                ledger=runtime.ledger(),
+                forecasts=forecasts,
+                pool=namespace_pool(self._namespace(), self._read_capacity()),
+                holder=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
+                settings=CoordinatorSettings(
+                    admission=AdmissionSettings(max_wait_s=settings.max_wait_s, fail_fast=settings.fail_fast),
+                    lease_s=settings.lease_s,
+                ),
+                decisions=runtime.decision_log(),
+            )
+            self._capacity_at = time.monotonic()
+        except Exception as exc:
+            log.warning("predictive: executor runs as a plain KubernetesExecutor (%s)", exc)
+            self._coordinator = None
+
+    # -- the namespace pool ------------------------------------------------------------------------
+
+    def _namespace(self) -> str:
+        return str(getattr(self.kube_config, "kube_namespace", None) or "default")
+
+    def _read_capacity(self) -> Any:
+        """Quota hard less other pods' use (our reservations are in the ledger already)."""
+        quotas: list[dict[str, Any]] = []
+        try:
+            client = self.kube_client
+            if client is not None:
+                items = client.list_namespaced_resource_quota(self._namespace()).items
+                quotas = [client.api_client.sanitize_for_serialization(q) for q in items]
+        except Exception as exc:
+            log.warning("predictive: cannot read ResourceQuotas of %s (%s)", self._namespace(), exc)
+        ours = self._our_holdings()
+        return namespace_capacity(quotas, ours_used=ours[0], ours_limits=ours[1])
+
+    def _our_holdings(self) -> tuple[Any, Any]:
+        from airflow_predictive.core.model.resources import ResourceVector
+
+        coordinator = self._coordinator
+        req, lim = ResourceVector(), ResourceVector()
+        if coordinator is None:
+            return req, lim
+        for item in coordinator.running.values():
+            if item.allocation is not None:
+                req = req.plus(item.allocation.requests)
+                lim = lim.plus(item.allocation.limits)
+        return req, lim
+
+    # -- queueing ------------------------------------------------------------------------------------
+
+    def _process_workloads(self, workloads: Sequence[Any]) -> None:
+        passthrough = [w for w in workloads if not self._intake(w)]
+        if passthrough:
+            super()._process_workloads(passthrough)
+        self._admit()
+
+    def _intake(self, workload: Any) -> bool:
+        coordinator = self._coordinator
+        if coordinator is None:
+            return False
+        from airflow.executors import workloads as wl
+
+        if not isinstance(workload, wl.ExecuteTask):
+            return False
+        ti = workload.ti
+        try:
+            settings = task_settings(ti.executor_config, default_enabled=self._default_enabled)
+            if not settings.enabled:
+                return False
+            run = run_identity(ti)
+            query = ForecastQuery(
+                run.key,
+                features=run_features(None, executor_config=ti.executor_config, try_number=run.try_number),
+                declared=settings.declared,
+            )
+            coordinator.submit(ti.key, run, settings, query, int(getattr(ti, "priority_weight", 1) or 1))
+        except Exception as exc:
+            log.warning("predictive: %s.%s runs unplanned (%s)", ti.dag_id, ti.task_id, exc)
+            return False
+        self.queued_tasks.pop(ti.key, None)
+        self._held[ti.key] = workload
+        return True
+
+    def _admit(self) -> None:
+        coordinator = self._coordinator
+        if coordinator is None or not self._held:
+            return
+        try:
+            launches = coordinator.admit()
+        except Exception as exc:
+            launches = coordinator._all_declared(f"admission failed: {exc}")
+        for launch in launches:
+            self._launch(launch)
+
+    def _launch(self, launch: Launch) -> None:
+        workload = self._held.pop(launch.key, None)
+        if workload is None:
+            return
+        if launch.decision is AdmissionDecision.FAILED_FAST:
+            self.fail(launch.key, launch.reason)
+            return
+        assert self._coordinator is not None
+        config = workload.ti.executor_config or {}
+        if launch.allocation is not None and launch.plan is not None:
+            try:
+                config = with_planned_resources(config, launch.allocation)
+            except Exception as exc:
+                log.warning("predictive: %s keeps its declared pod resources (%s)", launch.run.key, exc)
+        self._coordinator.started(launch)
+        get_key = getattr(self, "get_task_key", None)
+        use_uuid = getattr(self, "supports_task_instance_uuid", False)
+        key = get_key(workload.ti) if use_uuid and get_key is not None else workload.ti.key
+        self.running.add(key)
+        self.execute_async(key=key, command=[workload], queue=workload.ti.queue, executor_config=config)
+
+    # -- heartbeat -----------------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        super().sync()
+        coordinator = self._coordinator
+        if coordinator is None:
+            return
+        try:
+            if time.monotonic() - self._capacity_at >= CAPACITY_REFRESH_S:
+                self._capacity_at = time.monotonic()
+                coordinator.set_capacity(namespace_pool(self._namespace(), self._read_capacity()))
+            self._apply_steps()
+            coordinator.keep_alive(coordinator.clock())
+        except Exception as exc:
+            log.warning("predictive: executor tick failed (%s)", exc)
+        self._admit()
+
+    def _apply_steps(self) -> None:
+        coordinator = self._coordinator
+        assert coordinator is not None
+        due = coordinator.due_steps(coordinator.clock())
+        if not due:
+            return
+        backend = self._pod_backend
+        if backend is None:
+            from airflow_predictive.runtime import get_runtime
+
+            backend = self._pod_backend = get_runtime().kubernetes_backend()
+        for item, target, reason in due:
+            key = item.run.key
+            selector = (
+                f"dag_id={_label(key.dag_id)},task_id={_label(key.task_id)},try_number={item.run.try_number}"
+            )
+            handles = backend.find(selector)
+            if not handles:
+                log.info("predictive: %s: no pod yet for plan step (%s)", key, reason)
+                continue
+            result = backend.submit_resize(handles[0], target)
+            log.info(
+                "predictive: %s plan step (%s): %s (%s)", key, reason, result.status.value, result.reason
+            )
+            coordinator.stepped(
+                item,
+                target if result.status.value in ("applied", "pending") else item.allocation or target,
+                target,
+                None,
+            )
+
+    def _change_state(self, results: Any, **kwargs: Any) -> None:
+        super()._change_state(results, **kwargs)
+        coordinator = self._coordinator
+        state = getattr(results.state, "value", results.state)
+        if coordinator is None or state is None or str(state) not in TERMINAL:
+            return
+        key = results.key
+        details = getattr(results, "failure_details", None) or {}
+        oom = str(details.get("container_reason", "")) == "OOMKilled"
+        item = coordinator.running.get(key)
+        peak = None
+        if oom and item is not None and item.allocation is not None:
+            peak = item.allocation.limits  # killed at its limit: that is the peak seen
+        coordinator.finished(key, oom_killed=oom, peak=peak, still_rising=oom)
+
+    def has_task(self, task_instance: Any) -> bool:
+        return super().has_task(task_instance) or task_instance.key in self._held
+
+    @property
+    def slots_available(self) -> int:
+        return super().slots_available - len(self._held)
+
+    @property
+    def slots_occupied(self) -> int:
+        return super().slots_occupied + len(self._held)
+
+
+def _label(value: str) -> str:
+    from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_value
+
+    return str(make_safe_label_value(value))

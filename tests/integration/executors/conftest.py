@@ -1,0 +1,7 @@
+"""The Kubernetes emulator fixtures (real HTTP, manual clock) for the executor tests."""
+
+from __future__ import annotations
+
+from tests.integration.kubernetes.conftest import clock, emulator, kubeconfig
+
+__all__ = ["clock", "emulator", "kubeconfig"]
