@@ -28,11 +28,14 @@ KEYS = {
 POLICIES = {"declared", "vpa", "autopilot", "reactive", "oracle", "predictive", "predictive_shadow"}
 
 
-def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    tmp_path: Path, *args: str, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path / "airflow_home"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        **(env_extra or {}),
     }
     return subprocess.run(
         [str(AIRFLOW), "predictive", "bench", *args],
@@ -67,3 +70,30 @@ def test_bench_on_a_folder_without_traces_is_a_clear_error(tmp_path: Path) -> No
     proc = _run(tmp_path, "--traces", str(tmp_path / "empty"), "--json")
     assert proc.returncode == 2
     assert "no trace found" in proc.stderr
+
+
+@pytest.mark.airflow
+def test_bench_replays_the_runs_the_provider_recorded(tmp_path: Path) -> None:
+    from tests.unit.simulation.test_bench import _recorded_store
+
+    store = _recorded_store(tmp_path)
+    url = str(store.engine.url)
+    store.engine.dispose()
+    proc = _run(
+        tmp_path,
+        "--from-store",
+        "--json",
+        "--policies",
+        "declared,oracle",
+        env_extra={"AIRFLOW__PREDICTIVE__SQL_ALCHEMY_CONN": url},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert figures["runs"] == 3 and set(figures["policies"]) == {"declared", "oracle"}
+
+
+@pytest.mark.airflow
+def test_bench_needs_exactly_one_source(tmp_path: Path) -> None:
+    proc = _run(tmp_path, "--json")
+    assert proc.returncode == 2
+    assert "either --traces DIR or --from-store" in proc.stderr
