@@ -1,0 +1,71 @@
+"""PredictiveKubernetesPodOperator extends the parent only through its seams and falls back to
+the declared container_resources whenever prediction is unavailable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes.client import models as k8s
+
+from airflow_predictive.operators.kubernetes_pod import (
+    SHAPING_LABEL,
+    PredictiveKubernetesPodOperator,
+    _Shaping,
+)
+
+DECLARED = k8s.V1ResourceRequirements(
+    requests={"cpu": "200m", "memory": "64Mi"}, limits={"cpu": "1", "memory": "128Mi"}
+)
+
+
+def _op(**kwargs: Any) -> PredictiveKubernetesPodOperator:
+    return PredictiveKubernetesPodOperator(
+        task_id="t",
+        image="python:3.11-slim",
+        cmds=["python", "-c", "pass"],
+        container_resources=DECLARED,
+        **kwargs,
+    )
+
+
+class Broken:
+    def forecasts(self) -> Any:
+        raise ConnectionError("predictive database down")
+
+
+def test_prediction_unavailable_runs_with_the_declared_resources(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("airflow_predictive.runtime.get_runtime", lambda: Broken())
+    op = _op()
+    pod = op.build_pod_request_obj(dry_run=True)
+    base = pod.spec.containers[0]
+    assert base.resources.limits == {"cpu": "1", "memory": "128Mi"}
+    assert base.resources.requests == {"cpu": "200m", "memory": "64Mi"}
+    assert "predictive sizing unavailable" in op.plan_note and "database down" in op.plan_note
+    assert pod.metadata.labels[SHAPING_LABEL]  # still shaped: the shaper finds it by this label
+    assert {p.resource_name: p.restart_policy for p in base.resize_policy} == {
+        "cpu": "NotRequired",
+        "memory": "NotRequired",
+    }
+
+
+def test_predictive_false_is_exactly_the_parent() -> None:
+    op = _op(predictive=False)
+    pod = op.build_pod_request_obj(dry_run=True)
+    assert SHAPING_LABEL not in pod.metadata.labels
+    assert _Shaping not in op.callbacks
+
+
+def test_shaping_is_attached_through_callbacks_next_to_the_users() -> None:
+    class Mine(_Shaping.__mro__[1]):  # a user's own KubernetesPodOperatorCallback
+        pass
+
+    op = _op(callbacks=Mine)
+    assert op.callbacks == [Mine, _Shaping]
+
+
+def test_bad_arguments_fail_when_the_dag_is_parsed() -> None:
+    with pytest.raises(ValueError, match="shadow_run"):
+        _op(shadow_run="sometimes")
+    with pytest.raises(ValueError, match="unknown shaping settings"):
+        _op(shaping={"tolerence": 0.1})
