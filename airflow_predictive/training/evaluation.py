@@ -226,8 +226,8 @@ def evaluate(
     train, test = split_chronologically(examples, train_fraction)
     everything = {**dict(references or {}), **candidates}
     if progress is not None:
-        n = len(everything)
-        progress.add(policy.folds * len(candidates) + 1 + 3 * n + (n if prefix_fraction else 0))
+        count = len(everything)
+        progress.add(policy.folds * len(candidates) + 1 + 3 * count + (count if prefix_fraction else 0))
     step = progress.step if progress is not None else None
     selections = tuple(backtest(candidates, train, policy, on_step=step))
     champion = {r.key: r.champion for r in selections}

@@ -158,7 +158,7 @@ class StoredForecastService:
         if key not in self._entries:
             return None
         try:
-            newest = self._history(key, runs=1, series=1)
+            newest = self._history(key, runs=1, series_runs=1)
         except Exception as exc:
             self._warn("observe", f"predictive: online update unavailable ({exc})")
             return None
@@ -206,13 +206,13 @@ class StoredForecastService:
         return _Entry(now + self.ttl_s, history, profile)
 
     def _history(
-        self, key: TaskKey, runs: int | None = None, series: int | None = None
+        self, key: TaskKey, runs: int | None = None, series_runs: int | None = None
     ) -> tuple[RunExample, ...]:
         from airflow_predictive.training.dataset import series_bulk
 
         wanted = self.history_runs if runs is None else runs
         records = [r for r in self.runs.runs(key, limit=2 * wanted) if r.outcome is Outcome.SUCCESS][-wanted:]
-        with_series = self.series_runs if series is None else series
+        with_series = self.series_runs if series_runs is None else series_runs
         recent = [r.run_pk for r in records[-with_series:] if r.run_pk is not None and r.n_samples > 0]
         series = series_bulk(self.runs, recent) if recent else {}
         out = []

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.series import DemandCurve
 from airflow_predictive.core.profiler.features import clean_array
 
@@ -105,12 +106,10 @@ def _conditioned(
 
 
 def window_error(
-    forecast: Forecast, series: UsageSeries, metric: object, start_s: float, window_s: float
+    forecast: Forecast, series: UsageSeries, metric: Metric, start_s: float, window_s: float
 ) -> float | None:
     """Relative error of the p50 forecast's maximum over ``(start_s, start_s + window_s]`` against
     the run's actual maximum there (the demand of the next minutes; None when not measurable)."""
-    from airflow_predictive.core.model.resources import Metric
-
     m = Metric(metric)
     curve = forecast.curve(m)
     raw = series.get(m)

@@ -51,7 +51,9 @@ def test_no_candidates_still_reports_references(filled_store: SqlRunStore) -> No
 
 
 def test_per_task_report_names_the_candidates_that_beat_the_champion(filled_store) -> None:
-    result = evaluate(load_examples(filled_store), factories(("median_peak", "vpa")), factories(("declared",)))
+    result = evaluate(
+        load_examples(filled_store), factories(("median_peak", "vpa")), factories(("declared",))
+    )
     tasks = result.as_dict()["tasks"]
     for name, figures in tasks.items():
         mine = figures["memory"]["peak_error"]["median"]

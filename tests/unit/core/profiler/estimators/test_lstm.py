@@ -155,7 +155,7 @@ def test_numpy_forward_pass_equals_keras(trained, tmp_path):
 def test_numpy_serving_never_imports_tensorflow(trained, tmp_path):
     import subprocess
 
-    model, train, held = trained
+    model, _, _ = trained
     model.save(tmp_path / "m")
     code = (
         "import sys\n"
