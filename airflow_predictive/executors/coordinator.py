@@ -241,10 +241,14 @@ class Coordinator:
     def _act(self, item: Waiting, outcome: AdmissionOutcome, now: float) -> Launch | None:
         d = outcome.decision
         if d is AdmissionDecision.QUEUED:
-            if outcome.reason != item.last_reason:
+            # one stored decision per distinct cause (metric and side), not per round: the text's
+            # numbers (wait, free bytes) change every heartbeat
+            b = outcome.bottleneck
+            cause = f"{b.metric.value}/{b.side}" if b is not None else outcome.reason.split(":")[0]
+            if cause != item.last_reason:
                 if not item.last_reason:
                     log.info("predictive: %s held back: %s", item.run.key, outcome.reason)
-                item.last_reason = outcome.reason
+                item.last_reason = cause
                 self._record("admission", d.value, item.run, outcome.reason, _payload(outcome))
             return None
         if d is AdmissionDecision.FAILED_FAST:
@@ -276,7 +280,8 @@ class Coordinator:
             plan = item.outcome.plan
             return Launch(item.key, item.run, plan.initial, plan, result.reservation.id, d, outcome.reason)
         if result.status is LedgerStatus.REFUSED:  # another executor got there first: next round
-            item.last_reason = result.reason
+            b = result.bottleneck
+            item.last_reason = f"{b.metric.value}/{b.side}" if b is not None else "refused"
             return None
         # UNAVAILABLE / UNKNOWN pool: never hold the task hostage to the ledger
         return self._declared(item, f"ledger: {result.reason}")

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.integration.kubernetes.conftest import clock, emulator, kubeconfig
+from tests.integration.kubernetes.conftest import clock, emulator, kubeconfig, process_emulator
 
-__all__ = ["clock", "emulator", "kubeconfig"]
+__all__ = ["clock", "emulator", "kubeconfig", "process_emulator"]
