@@ -95,10 +95,11 @@ class SnapshotPods:
         return self.backend.submit_resize(handle, allocation)
 
     def submit_resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
-        return self.backend.submit_resize(handle, allocation)
+        return self.backend.submit_resize(handle, allocation, self.pods.get(handle.ref))
 
     def poll_resize(self, handle: Handle) -> ResizeResult | None:
-        return self.backend.poll_resize(handle)
+        # the round's pod list already holds each pod's status: following a resize costs no request
+        return self.backend.poll_resize(handle, self.pods.get(handle.ref))
 
     def release(self, handle: Handle) -> None:
         """Shaping never deletes the pods it shapes."""

@@ -127,13 +127,15 @@ class KubernetesPodBackend:
         self._api_client.close()
 
     # ---- control loop (a tick never blocks on one pod) ------------------------------------------
-    def submit_resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
-        """Send the resize and return at once: PENDING while the kubelet actuates it."""
-        return self._run(self._procs.submit(handle, allocation))
+    def submit_resize(self, handle: Handle, allocation: Allocation, pod: Any = None) -> ResizeResult:
+        """Send the resize and return at once: PENDING while the kubelet actuates it. ``pod``: the
+        pod as just listed, to save the read."""
+        return self._run(self._procs.submit(handle, allocation, pod))
 
-    def poll_resize(self, handle: Handle) -> ResizeResult | None:
-        """One status read of the resize in flight (None when there is none)."""
-        return self._run(self._procs.poll(handle))
+    def poll_resize(self, handle: Handle, pod: Any = None) -> ResizeResult | None:
+        """One status read of the resize in flight (None when there is none); from ``pod`` (as
+        just listed) without any request."""
+        return self._run(self._procs.poll(handle, pod))
 
     def attach(self, name: str) -> Handle | None:
         """A handle for an existing pod, state rebuilt from the cluster (after a restart)."""

@@ -495,18 +495,20 @@ class Procedures:
             log.warning("could not revert the resize of %s: %s", ref, reply.message)
 
     # ---- control loop: submit now, observe on later ticks ------------------------------------------
-    def submit(self, handle: Handle, target: Allocation) -> Proc[ResizeResult]:
+    def submit(self, handle: Handle, target: Allocation, pod: Pod | None = None) -> Proc[ResizeResult]:
         """Send a resize without waiting for the kubelet: PENDING (with the allocation in force)
-        once accepted, or the final result when it must not be sent or the server refused it."""
+        once accepted, or the final result when it must not be sent or the server refused it.
+        ``pod``: the pod as just listed (a shaping round's snapshot), saving one read."""
         ref = handle.ref
         if ref in self.state.released:
             return ResizeResult(ResizeStatus.ERROR, "the task was released")
         pending = self.state.pending.get(ref)
         if pending is not None and pending.target == target:
-            result = yield from self.poll(handle)
+            result = yield from self.poll(handle, pod)
             return result or ResizeResult(ResizeStatus.ERROR, "the resize in flight vanished")
         _, name = split_ref(ref)
-        pod = yield from self._read_pod(name)
+        if pod is None:
+            pod = yield from self._read_pod(name)
         if pod is None:
             return ResizeResult(ResizeStatus.ERROR, f"pod {ref} not found or unreadable")
         _, largest = yield from self._nodes()
@@ -527,13 +529,15 @@ class Procedures:
             self.state.allocations.get(ref),
         )
 
-    def poll(self, handle: Handle) -> Proc[ResizeResult | None]:
-        """One status read of the resize in flight: its final result, PENDING, or None (none)."""
+    def poll(self, handle: Handle, pod: Pod | None = None) -> Proc[ResizeResult | None]:
+        """One status read of the resize in flight: its final result, PENDING, or None (none).
+        ``pod``: the pod as just listed (a shaping round's snapshot): no request at all."""
         pending = self.state.pending.get(handle.ref)
         if pending is None:
             return None
         _, name = split_ref(handle.ref)
-        pod = yield from self._read_pod(name)
+        if pod is None:
+            pod = yield from self._read_pod(name)
         result, revert = self.judge(handle.ref, pending, pod)
         if revert:
             yield from self._revert(handle.ref, name, revert)
