@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -55,7 +55,8 @@ class SelectionPolicy:
     curve_lookahead: the share of the forecast's timeline the "curve" mode looks ahead.
     default / min_gain / short_history: shrinkage of the choice (see ``_choose``): the robust
         default stays champion unless another candidate's score is ``min_gain`` lower (twice that
-        with fewer than ``short_history`` runs).
+        with fewer than ``short_history`` runs). ``"auto"``: the candidate best across all
+        tasks' backtests (``pooled_default``); or an estimator name.
     pinball_cap: heavy-tail guard: one run's relative pinball loss counts at most this much (a
         single run 30x its usual size must not decide the champion alone).
     max_history: earlier runs of the task a forecast sees (the newest ones): bounds the cost of
@@ -74,7 +75,7 @@ class SelectionPolicy:
     calibration_mode: str = "widen"
     curve_lookahead: float = 0.3
     max_history: int = 100
-    default: str = "scaled_curve"
+    default: str = "auto"
     min_gain: float = 0.05
     short_history: int = 20
     pinball_cap: float = 1.0
@@ -289,12 +290,14 @@ def backtest(
             continue
         scores = tuple(_combine(n, tallies[key][n], policy) for n in candidates)
         scores_of[key] = scores
-        ok = [s for s in scores if s.eligible]
-        if not ok:
+        if not any(s.eligible for s in scores):
             records.append(SelectionRecord(key, None, scores, len(runs), len(cuts), NO_CANDIDATE))
-            continue
-        best, reason = _choose(ok, policy, len(runs))
-        won.append((key, best, len(runs), len(cuts), reason))
+    default = pooled_default(scores_of.values()) if policy.default == AUTO else policy.default
+    for key, scores in scores_of.items():
+        ok = [s for s in scores if s.eligible]
+        if ok:
+            best, reason = _choose(ok, replace(policy, default=default or ""), len(by_task[key]))
+            won.append((key, best, len(by_task[key]), len(task_origins[key]), reason))
     pooled = _pooled_spread([tallies[k][b.estimator] for k, b, *_ in won], policy)
     for key, best, n_runs, n_cuts, reason in won:
         cal = _calibration(tallies[key][best.estimator], policy, pooled)
@@ -302,6 +305,30 @@ def backtest(
             SelectionRecord(key, best.estimator, scores_of[key], n_runs, n_cuts, reason, calibration=cal)
         )
     return records
+
+
+AUTO = "auto"
+
+
+def pooled_default(per_task: Iterable[Sequence[CandidateScore]]) -> str | None:
+    """The candidate that is best across tasks: lowest median of its score relative to each
+    task's best score, among candidates eligible on at least half of the tasks (None: no task).
+
+    The robust choice a task's own few folds must clearly beat (``_choose``): it is learned from
+    every task's backtest, so it moves to whatever generalises on this deployment's tasks (the
+    LSTM where curves are rich, a history baseline where only peaks are known)."""
+    ratios: dict[str, list[float]] = {}
+    tasks = 0
+    for scores in per_task:
+        ok = [s for s in scores if s.eligible]
+        if not ok:
+            continue
+        tasks += 1
+        top = min(s.score for s in ok)
+        for s in ok:
+            ratios.setdefault(s.estimator, []).append(s.score / top if top > 0 else 1.0)
+    eligible = {n: float(np.median(r)) for n, r in ratios.items() if len(r) * 2 >= tasks}
+    return min(eligible, key=lambda n: (eligible[n], n)) if eligible else None
 
 
 def _choose(ok: Sequence[CandidateScore], policy: SelectionPolicy, n_runs: int) -> tuple[CandidateScore, str]:

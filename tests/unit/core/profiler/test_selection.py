@@ -185,3 +185,23 @@ def test_the_robust_default_stays_champion_unless_another_candidate_is_clearly_b
     assert _choose(clear, policy, n_runs=100)[0].estimator == "lstm"
     assert _choose(clear, policy, n_runs=10)[0].estimator == "scaled_curve"  # short history: 10% needed
     assert _choose([score("vpa", 0.2), score("median_peak", 0.1)], policy, 100)[0].estimator == "median_peak"
+
+
+def test_the_pooled_default_is_the_candidate_best_across_tasks():
+    from airflow_predictive.core.profiler.selection import CandidateScore, pooled_default
+
+    def score(name: str, value: float, error: str | None = None) -> CandidateScore:
+        return CandidateScore(name, 30, value, 0.0, 0.0, value, error)
+
+    tasks = [
+        [score("lstm", 0.10), score("median_peak", 0.11)],
+        [score("lstm", 0.20), score("median_peak", 0.30)],
+        [score("lstm", 0.50), score("median_peak", 0.40)],  # one task prefers the baseline
+    ]
+    assert pooled_default(tasks) == "lstm"
+    # a candidate that cannot forecast most tasks (the LSTM on peak-only traces) is never the default
+    peaks_only = [[score("lstm", 0.01), score("median_peak", 0.2)]] + [
+        [score("lstm", float("inf"), "fit failed"), score("median_peak", 0.2)] for _ in range(3)
+    ]
+    assert pooled_default(peaks_only) == "median_peak"
+    assert pooled_default([]) is None
