@@ -460,8 +460,10 @@ def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -
             stop_requested()
             signals.wait(0.05)
         stop_requested()
-    elif not sampler.gone:
-        sampler.tick()  # the final sample
+    elif not sampler.gone and not ends:
+        sampler.tick()  # the final sample (stopped by a signal)
+    # after an END / LEG line the task process is exiting: a reading now would catch its teardown
+    # (seen: 50 MiB of a 700 MiB task); the END line carries the task's own last reading instead
     for message in ends[:1]:
         if isinstance(message, EndMessage):
             writer.task_reading(message.at, message.rss_bytes)

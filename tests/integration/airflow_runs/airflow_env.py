@@ -98,12 +98,20 @@ class AirflowEnv:
                 time.sleep(0.5)
         raise RuntimeError("api-server did not come up")
 
-    def start_triggerer(self) -> None:
-        """A real `airflow triggerer` beside the API server (deferred tasks resume through it)."""
-        log = open(self.home / "triggerer.log", "wb")  # noqa: SIM115 - kept open for its life
+    def start_triggerer(self, timeout: float = 300) -> None:
+        """A real `airflow triggerer` beside the API server (deferred tasks resume through it);
+        returns once its trigger loop runs (its log server on a free port: 8794 may be taken)."""
+        path = self.home / "triggerer.log"
+        log = open(path, "wb")  # noqa: SIM115 - kept open for its life
+        env = {**self.env, "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())}
         self.triggerer = subprocess.Popen(
-            [AIRFLOW, "triggerer"], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [AIRFLOW, "triggerer"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        deadline = time.monotonic() + timeout
+        while b"Starting the triggerer" not in path.read_bytes():
+            if self.triggerer.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"triggerer did not start: {path.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.5)
 
     def stop(self) -> None:
         for proc in (self.triggerer, self.api):
