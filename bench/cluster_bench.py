@@ -130,16 +130,19 @@ def plots(result: BenchResult, sweep: list[tuple[float, float, float, float]]) -
     xs = [100 * s for _, _, s, _ in sweep]
     ys = [o for _, _, _, o in sweep]
     ax.plot(xs, ys, "o--", color="grey", lw=1, ms=3, label="reactive (margins swept)")
-    colors = {"predictive": "tab:red", "predictive_shadow": "tab:pink", "oracle": "black"}
+    colors = {"predictive": "tab:red", "predictive_shadow": "tab:pink", "predictive_plan": "tab:orange"}
+    colors["oracle"] = "black"
+    shown: list[tuple[float, float]] = []
     for name, m in result.metrics.items():
-        ax.scatter(100 * m.memory_slack, m.oom_per_1000, s=40, color=colors.get(name, "tab:blue"), zorder=3)
-        ax.annotate(
-            name,
-            (100 * m.memory_slack, m.oom_per_1000),
-            fontsize=7,
-            xytext=(4, 3),
-            textcoords="offset points",
-        )
+        if name == "predictive_shadow" and m is result.metrics.get("predictive"):
+            continue  # the same figures (no cold start): one point, labelled as both
+        same = name == "predictive" and m is result.metrics.get("predictive_shadow")
+        label = "predictive (= predictive_shadow)" if same else name
+        x, y = 100 * m.memory_slack, m.oom_per_1000
+        ax.scatter(x, y, s=40, color=colors.get(name, "tab:blue"), zorder=3)
+        near = sum(1 for px, py in shown if abs(px - x) < 12 and abs(py - y) <= max(1.0, 0.5 * y))
+        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 3 + 9 * near), textcoords="offset points")
+        shown.append((x, y))
     ax.set_xlabel("memory slack (% of allocated memory*time unused)")
     ax.set_ylabel("OOM kills per 1,000 tries")
     ax.set_yscale("symlog", linthresh=1)
@@ -265,7 +268,8 @@ def write_report(
             (
                 "less memory waste than vpa, at no more OOM kills",
                 ">= 35%",
-                f"{100 * less:.1f}% less ({ours.memory_waste_gib_s:,.0f} vs {vpa.memory_waste_gib_s:,.0f} GiB*s; "
+                f"{100 * abs(less):.1f}% {'less' if less >= 0 else 'more'} ({ours.memory_waste_gib_s:,.0f} vs "
+                f"{vpa.memory_waste_gib_s:,.0f} GiB*s; "
                 f"OOM {ours.oom_per_1000:.1f} vs {vpa.oom_per_1000:.1f} / 1,000)",
                 less >= 0.35 and ours.oom_per_1000 <= vpa.oom_per_1000,
             ),
