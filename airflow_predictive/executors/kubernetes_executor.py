@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CAPACITY_REFRESH_S = 30.0
-TERMINAL = {"success", "failed", "completed", "removed", "upstream_failed", "skipped"}
+NOT_ENDED = {"running", "queued", "scheduled"}
 
 
 class PredictiveKubernetesExecutor(KubernetesExecutor):
@@ -237,7 +237,8 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         super()._change_state(results, **kwargs)
         coordinator = self._coordinator
         state = getattr(results.state, "value", results.state)
-        if coordinator is None or state is None or str(state) not in TERMINAL:
+        # the watcher reports a Succeeded pod with state None; RUNNING / QUEUED are not an end
+        if coordinator is None or (state is not None and str(state) in NOT_ENDED):
             return
         key = results.key
         details = getattr(results, "failure_details", None) or {}
@@ -247,6 +248,20 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         if oom and item is not None and item.allocation is not None:
             peak = item.allocation.limits  # killed at its limit: that is the peak seen
         coordinator.finished(key, oom_killed=oom, peak=peak, still_rising=oom)
+
+    def end(self) -> None:
+        try:
+            super().end()
+        finally:
+            if self._coordinator is not None:  # pods still finishing: their reservations end with us
+                self._coordinator.release_all()
+
+    def terminate(self) -> None:
+        try:
+            super().terminate()
+        finally:
+            if self._coordinator is not None:
+                self._coordinator.release_all()
 
     def has_task(self, task_instance: Any) -> bool:
         return super().has_task(task_instance) or task_instance.key in self._held

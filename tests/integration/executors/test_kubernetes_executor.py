@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,11 +97,18 @@ def test_the_second_task_waits_for_the_quota_instead_of_failing_and_both_succeed
 def test_each_worker_pod_carries_the_planned_resources(
     run: tuple[AirflowEnv, str], process_emulator: Emulator
 ) -> None:
-    pods = [
-        p
-        for p in process_emulator.store.list(PODS, "default")[0]
-        if (p["metadata"].get("labels") or {}).get("dag_id") == DAG
-    ]
+    def ours() -> list[dict]:  # type: ignore[type-arg]
+        return [
+            p
+            for p in process_emulator.store.list(PODS, "default")[0]
+            if (p["metadata"].get("labels") or {}).get("dag_id") == DAG
+        ]
+
+    # a task reports success through the API before its worker process has exited
+    deadline = time.monotonic() + 60
+    while any(p["status"]["phase"] == "Running" for p in ours()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pods = ours()
     assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
     for pod in pods:
         res = pod["spec"]["containers"][0]["resources"]
