@@ -8,8 +8,9 @@ and ``callbacks`` (``on_pod_starting`` starts a shaping thread in the worker, ``
 down, planner error, cluster API failing) the pod runs with the declared ``container_resources``
 and one log line says why: the user's task never fails for prediction's sake.
 
-Not yet: deferrable mode shapes nothing (the parent's trigger follows the pod; shaping from the
-triggerer needs a trigger subclass), shadow runs, reservations in the ledger.
+Deferrable mode: ``defer`` wraps the parent's ``KubernetesPodTrigger`` into
+``PredictiveKubernetesPodTrigger`` (the same trigger, plus a shaping loop beside its ``run``).
+Not yet: shadow runs, reservations in the ledger.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
     from airflow_predictive.backends.kubernetes.payloads import ResourceRequirements
     from airflow_predictive.core.model.backend import Allocation
 
+from airflow_predictive.triggers.kubernetes_pod import SHAPING_LABEL
+
 log = logging.getLogger(__name__)
-SHAPING_LABEL = "predictive.airflow.apache.org/shaped"
 
 
 class _Shaping(KubernetesPodOperatorCallback):
@@ -232,6 +234,35 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         return PodShaper(
             target, self.shaping_settings(), events=events, run_key=f"{self.dag_id}/{self.task_id}"
         )
+
+    # ---- deferrable mode (seam: the parent's trigger) ------------------------------------------------
+    def defer(
+        self, *, trigger: Any, method_name: str, kwargs: dict[str, Any] | None = None, timeout: Any = None
+    ) -> Any:
+        """Deferrable mode: the parent's KubernetesPodTrigger, wrapped so that it also shapes the pod."""
+        from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
+
+        from airflow_predictive.triggers.kubernetes_pod import PredictiveKubernetesPodTrigger
+
+        if self.predictive and type(trigger) is KubernetesPodTrigger:
+            try:
+                trigger = PredictiveKubernetesPodTrigger.wrapping(
+                    trigger,
+                    shaping=self.shaping_primitives(),
+                    shaping_interval_s=self.shaping_interval_s,
+                    shaping_kubeconfig=self.config_file,
+                    shaping_run_key=f"{self.dag_id}/{self.task_id}",
+                )
+            except Exception as exc:  # never hurt the task: defer unshaped
+                self.log.warning(
+                    "shaping unavailable in deferrable mode, the pod keeps its resources: %s", exc
+                )
+        return super().defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout)
+
+    def shaping_primitives(self) -> dict[str, Any]:
+        from airflow_predictive.core.shaping.codec import settings_to_dict
+
+        return settings_to_dict(self.shaping_settings())
 
     def on_kill(self) -> None:
         self.stop_shaping()

@@ -1,7 +1,8 @@
 """PredictiveKubernetesPodOperator through real Airflow (`airflow dags test`) against the emulator's
 process kubelet (containers are real processes under cgroups; 1.8 s actuation): the shaped pod is
-resized in place mid-flight, its cgroup memory limit really changes, and it succeeds; the same
-ramp without shaping is OOM-killed by the kernel. No forecast exists yet, so it is sized from
+resized in place mid-flight, its cgroup memory limit really changes, and it succeeds, in both
+modes (non-deferrable: a worker thread shapes; deferrable: its trigger waits for the pod and
+shapes it); the same ramp without shaping is OOM-killed by the kernel. No forecast exists yet, so it is sized from
 its declared container_resources (the fallback) and shaping does the rest."""
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def test_operator_pod_is_resized_in_place_and_completes_unshaped_is_oom_killed(
         states = dict(
             db.execute("select task_id, state from task_instance where dag_id = 'predictive_pod'").fetchall()
         )
-    assert states == {"shaped": "success", "unshaped": "failed"}, text[-5000:]
+    assert states == {"shaped": "success", "unshaped": "failed", "deferred": "success"}, text[-5000:]
     pods = {p["metadata"]["name"]: p for p in emulator.store.list(PODS, "default")[0]}
     shaped = next(p for n, p in pods.items() if n.startswith("shaped-ramp"))
     unshaped = next(p for n, p in pods.items() if n.startswith("unshaped-ramp"))
@@ -83,5 +84,8 @@ def test_operator_pod_is_resized_in_place_and_completes_unshaped_is_oom_killed(
     assert term["reason"] == "OOMKilled" and term["exitCode"] == 137
     events = SqlShapingEventStore(engine_for(env.predictive_url)).events()
     grows = [e for e in events if e.action is Action.GROW and e.verdict is Verdict.APPLIED]
-    assert grows and all(e.subject.startswith("default/shaped-ramp") for e in grows)
-    assert max(e.after or 0 for e in grows) > 256 * 1024 * 1024  # the real cgroup limit moved past the ramp
+    assert {e.subject.split("/")[1].split("-ramp")[0] for e in grows} == {"shaped", "deferred"}
+    for mode in ("shaped", "deferred"):  # both operator modes: the real cgroup limit moved past the ramp
+        assert max(e.after or 0 for e in grows if f"/{mode}-ramp" in e.subject) > 256 * 1024 * 1024
+    deferred = next(p for n, p in pods.items() if n.startswith("deferred-ramp"))
+    assert deferred["metadata"]["generation"] > 1

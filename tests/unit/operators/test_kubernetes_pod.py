@@ -69,3 +69,26 @@ def test_bad_arguments_fail_when_the_dag_is_parsed() -> None:
         _op(shadow_run="sometimes")
     with pytest.raises(ValueError, match="unknown shaping settings"):
         _op(shaping={"tolerence": 0.1})
+
+
+def test_deferrable_mode_wraps_the_parents_trigger_and_it_serialises_with_shaping() -> None:
+    import importlib
+
+    from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from airflow_predictive.triggers.kubernetes_pod import PredictiveKubernetesPodTrigger
+
+    op = _op(deferrable=True, shaping_interval_s=0.5)
+    parent = KubernetesPodTrigger(
+        pod_name="p-1", pod_namespace="default", trigger_start_time=None, base_container_name="base"
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        op.defer(trigger=parent, method_name="trigger_reentry")
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, PredictiveKubernetesPodTrigger) and trigger.pod_name == "p-1"
+    path, kwargs = trigger.serialize()
+    module, _, name = path.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+    assert rebuilt.serialize() == (path, kwargs)
+    assert kwargs["shaping_interval_s"] == 0.5 and kwargs["shaping"]["tolerance"] == 0.15

@@ -26,9 +26,14 @@ if os.environ.get("AIRFLOW_CONN_KUBE_EMULATOR"):
         requests={"cpu": "200m", "memory": "64Mi"}, limits={"cpu": "1", "memory": "128Mi"}
     )
     with DAG("predictive_pod", start_date=datetime(2026, 1, 1), schedule=None, catchup=False):
-        for name, predictive in (("shaped", True), ("unshaped", False)):
+        for name, predictive, deferrable in (
+            ("shaped", True, False),
+            ("unshaped", False, False),
+            ("deferred", True, True),  # its trigger waits for the pod and shapes it
+        ):
             PredictiveKubernetesPodOperator(
                 task_id=name,
+                deferrable=deferrable,
                 name=f"{name}-ramp",
                 image="python:3.11-slim",
                 cmds=["python", "-c", RAMP],
