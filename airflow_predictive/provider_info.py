@@ -32,6 +32,21 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "cli": ["airflow_predictive.cli.definition.get_predictive_cli_commands"],
         "db-managers": ["airflow_predictive.db_manager.PredictiveDBManager"],
+        "task-decorators": [
+            {
+                "name": "predictive_kubernetes",
+                "class-name": "airflow_predictive.decorators.predictive_kubernetes.predictive_kubernetes_task",
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Predictive resources",
+                "python-modules": [
+                    "airflow_predictive.triggers.shaping",
+                    "airflow_predictive.triggers.kubernetes_pod",
+                ],
+            }
+        ],
         "executors": [
             "airflow_predictive.executors.local_executor.PredictiveLocalExecutor",
             "airflow_predictive.executors.kubernetes_executor.PredictiveKubernetesExecutor",

@@ -1,0 +1,1 @@
+"""TaskFlow decorators of the provider (registered through provider info ``task-decorators``)."""
