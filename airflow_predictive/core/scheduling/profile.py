@@ -75,11 +75,13 @@ class Fit:
 class Profile:
     """What a pool holds over time (mutable while admission places tasks; copy() for what-ifs)."""
 
-    __slots__ = ("cap", "capacity", "times", "usage")
+    __slots__ = ("cap", "capacity", "cols", "limit", "times", "usage")
 
     def __init__(self, capacity: PoolCapacity, pieces: Iterable[Piece] = ()) -> None:
         self.capacity = capacity
         self.cap = capacity_array(capacity)  # [16]
+        self.cols = np.nonzero(np.isfinite(self.cap))[0]  # the constrained columns: only they are checked
+        self.limit = (self.cap * (1 + _TOL) + _TOL)[self.cols]
         starts: list[float] = []
         ends: list[float] = []
         rows: list[np.ndarray] = []
@@ -106,7 +108,7 @@ class Profile:
 
     def copy(self) -> Profile:
         out = Profile.__new__(Profile)
-        out.capacity, out.cap = self.capacity, self.cap
+        out.capacity, out.cap, out.cols, out.limit = self.capacity, self.cap, self.cols, self.limit
         out.times, out.usage = self.times.copy(), self.usage.copy()
         return out
 
@@ -165,14 +167,14 @@ class Profile:
                 continue
             lo = max(0, int(np.searchsorted(self.times, a, side="right")) - 1)
             hi = int(np.searchsorted(self.times, b, side="left"))
-            block = self.usage[lo:hi] + row  # [k, 16]
-            bad = block > self.cap * (1 + _TOL) + _TOL
+            block = self.usage[lo:hi][:, self.cols] + row[self.cols]  # [k, constrained]
+            bad = block > self.limit
             rows_bad = bad.any(axis=1)
             if rows_bad.any():
                 k = int(np.argmax(rows_bad))
                 at = max(a, float(self.times[lo + k]))
                 if worst is None or at < worst.at:
-                    col = int(np.argmax(bad[k]))
+                    col = int(self.cols[int(np.argmax(bad[k]))])
                     worst = self._bottleneck(col, at, row, self.usage[lo + k])
         return Fit(start, worst)
 
@@ -208,7 +210,7 @@ class Profile:
             if b <= a:
                 continue
             row = charge_array(charge)
-            bad = ((self.usage + row) > self.cap * (1 + _TOL) + _TOL).any(axis=1)  # [K]
+            bad = ((self.usage[:, self.cols] + row[self.cols]) > self.limit).any(axis=1)  # [K]
             if bad.any():
                 idx = np.nonzero(bad)[0]
                 los.append(self.times[idx] - b)
