@@ -212,9 +212,11 @@ class Coordinator:
 
     # -- admission ----------------------------------------------------------------------------------
 
-    def admit(self) -> list[Launch]:
-        """One admission round: what to launch now (the rest stays waiting)."""
-        if not self.waiting:
+    def admit(self, slots: int | None = None) -> list[Launch]:
+        """One admission round: what to launch now (the rest stays waiting). ``slots``: how many
+        tasks the executor can start now (free workers); admitted tasks beyond them wait, unreserved,
+        for the next round (a reservation starts when the task can)."""
+        if not self.waiting or (slots is not None and slots <= 0):
             return []
         now = self.clock()
         if not self._pool_ok:
@@ -232,6 +234,12 @@ class Coordinator:
         launches: list[Launch] = []
         for task, outcome in admit_round(queue, profile, now, self.settings.admission):
             item = by_name[task.key]
+            if (
+                slots is not None
+                and len(launches) >= slots
+                and outcome.decision is AdmissionDecision.ADMITTED
+            ):
+                continue  # fits, but no worker is free: next round
             launch = self._act(item, outcome, now)
             if launch is not None:
                 launches.append(launch)

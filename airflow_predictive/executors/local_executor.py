@@ -154,7 +154,7 @@ class PredictiveLocalExecutor(LocalExecutor):
         if coordinator is None or not self._held:
             return
         try:
-            launches = coordinator.admit()
+            launches = coordinator.admit(slots=self.parallelism - len(self._inflight))
         except Exception as exc:
             log.warning("predictive: admission failed (%s); held tasks run on declared resources", exc)
             launches = coordinator._all_declared(f"admission failed: {exc}")

@@ -199,3 +199,13 @@ def test_an_executor_killed_mid_plan_leaves_no_reservation_behind(
     [launch] = c.admit()  # 8 GiB fits only once the dead executor's 4 GiB lapsed
     assert launch.decision is AdmissionDecision.ADMITTED
     assert [r.holder for r in ledger.reservations("local")] == ["survivor"]
+
+
+def test_tasks_that_fit_but_have_no_free_worker_wait_unreserved(ledger: SqlLedger) -> None:
+    c = _coordinator(ledger, Forecasts(1.0))
+    for t in ("a", "b", "c"):
+        _submit(c, t)
+    assert [x.key for x in c.admit(slots=1)] == ["a"]
+    assert set(c.waiting) == {"b", "c"} and len(ledger.reservations("local")) == 1
+    assert c.admit(slots=0) == []
+    assert len(c.admit(slots=2)) == 2
