@@ -225,9 +225,5 @@ def build_backend(target: PodTarget) -> KubernetesPodBackend:
     settings = replace(base, namespace=target.namespace, container_name=target.container)
     if target.kubeconfig:
         return KubernetesPodBackend.from_kubeconfig(target.kubeconfig, settings=settings)
-    conn_id = target.conn_id
-    if not conn_id:
-        from airflow_predictive import config
-
-        conn_id = config.kubernetes_conn_id()
+    conn_id = target.conn_id or get_runtime().kubernetes_conn_id()
     return KubernetesPodBackend.from_connection(conn_id, settings=settings)
