@@ -118,7 +118,9 @@ def _commands() -> list[Any]:
             func=_lazy("plan"),
             args=tuple(
                 Arg(flags, **kwargs)
-                for flags, kwargs in __import__("airflow_predictive.cli.commands.plan", fromlist=["ARGS"]).ARGS
+                for flags, kwargs in __import__(
+                    "airflow_predictive.cli.commands.plan", fromlist=["ARGS"]
+                ).ARGS
             ),
         ),
         ActionCommand(
@@ -127,7 +129,9 @@ def _commands() -> list[Any]:
             func=_lazy("pools"),
             args=tuple(
                 Arg(flags, **kwargs)
-                for flags, kwargs in __import__("airflow_predictive.cli.commands.pools", fromlist=["ARGS"]).ARGS
+                for flags, kwargs in __import__(
+                    "airflow_predictive.cli.commands.pools", fromlist=["ARGS"]
+                ).ARGS
             ),
         ),
         ActionCommand(

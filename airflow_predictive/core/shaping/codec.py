@@ -45,7 +45,9 @@ def settings_from_dict(data: dict[str, Any] | None) -> ShapingSettings:
     known = {f.name for f in fields(ShapingSettings)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown shaping settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise ValueError(
+            f"unknown shaping settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
     kwargs: dict[str, Any] = {name: float(data[name]) for name in _SCALARS if name in data}
     if "memory_margin" in data:
         margin = data["memory_margin"]
