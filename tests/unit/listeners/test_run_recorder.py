@@ -205,6 +205,7 @@ def test_components_export_only_the_sqlite_sibling(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.delenv("AIRFLOW__PREDICTIVE__SQL_ALCHEMY_CONN", raising=False)
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite:////srv/af/airflow.db")
+
     def conf_get(metadata_url: str) -> Any:
         return lambda section, key, **k: metadata_url if section == "database" else k.get("fallback")
 
