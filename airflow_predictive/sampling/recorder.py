@@ -147,7 +147,9 @@ class RunWriter:
         """The task process's own RSS at one of its hooks, as a sample of this leg."""
         if at is None or rss_bytes is None:
             return
-        dt = at.timestamp() - self._leg_started
+        # a START reading taken just before this leg's sidecar began belongs to the leg's start: placed
+        # earlier it would fall inside the previous leg's wait (deferred) interval
+        dt = max(0.0, at.timestamp() - self._leg_started)
         self.sampler.add_reading(dt, ResourceVector(memory_bytes=float(rss_bytes)))
 
     def apply(self, end: EndMessage | LegMessage | None, *, oom_killed: Callable[[], bool]) -> bool:
