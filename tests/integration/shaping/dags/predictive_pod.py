@@ -14,7 +14,7 @@ from airflow.sdk import DAG
 
 RAMP = (
     "import time\nblocks = []\nfor i in range(32):\n    blocks.append(bytearray(b'\\x01') * (8 << 20))\n"
-    "    print('allocated', (i + 1) * 8, 'MiB', flush=True)\n    time.sleep(0.5)\n"
+    "    print('allocated', (i + 1) * 8, 'MiB', flush=True)\n    time.sleep(1.0)\n"
 )
 
 if os.environ.get("AIRFLOW_CONN_KUBE_EMULATOR"):
