@@ -7,7 +7,6 @@ nothing is left reserved and no cgroup is left behind. One Airflow home for the 
 from __future__ import annotations
 
 import glob
-import os
 import shutil
 import threading
 import time
@@ -27,6 +26,7 @@ from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
 from airflow_predictive.storage.run_store import SqlRunStore
 from airflow_predictive.training.serving import StoredForecastService
+from tests._real_parts import require_cgroups
 from tests.integration.airflow_runs.airflow_env import AirflowEnv
 
 if TYPE_CHECKING:
@@ -39,10 +39,6 @@ DAG = "predictive_admission"
 HOGS = [f"hog_{i}" for i in range(4)]
 SEED_PEAK_MIB = 300
 EXECUTOR = "airflow_predictive.executors.local_executor.PredictiveLocalExecutor"
-
-
-def _cgroups_writable() -> bool:
-    return bool(glob.glob("/sys/fs/cgroup/memory/")) and os.access("/sys/fs/cgroup/memory", os.W_OK)
 
 
 def _seed_history(store: SqlRunStore) -> None:
@@ -118,10 +114,7 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    if not _cgroups_writable():
-        if os.environ.get("CI"):
-            pytest.fail("cgroup v1 memory hierarchy not writable: the PredictiveExecutor test needs it")
-        pytest.skip("cgroup v1 memory hierarchy not writable here")
+    require_cgroups("memory", "cpu")  # fails in CI, skips on a machine without writable cgroups
     home = tmp_path_factory.mktemp("airflow-home")
     dags = home / "dags"
     dags.mkdir()
