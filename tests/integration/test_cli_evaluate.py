@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.integration.predictive_cli import run_predictive
 from tests.unit.training.synthetic_traces import write_trace
 
-AIRFLOW = Path(sys.executable).with_name("airflow")
+if TYPE_CHECKING:
+    import subprocess
+    from pathlib import Path
 
 
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow_home"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    }
-    return subprocess.run(
-        [str(AIRFLOW), "predictive", "evaluate", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    return run_predictive(tmp_path, "evaluate", *args)
 
 
 @pytest.mark.airflow
