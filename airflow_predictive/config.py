@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -570,17 +570,12 @@ def storage_url() -> str:
         return own
     if in_task_process():
         conn_id = store_conn_id()
-        url, why = _connection_url(conn_id, record_budget()) if conn_id else (None, "store_conn_id is empty")
+        url, why = (
+            ConnectionLookup(conn_id).result(record_budget()) if conn_id else (None, "store_conn_id is empty")
+        )
         if url:
             return url
-        inherited = os.environ.get(INHERITED_STORE_ENV, "").strip()
-        if inherited.startswith("sqlite:///"):
-            return inherited
-        raise RecordingUnavailable(
-            "recording disabled on this worker: Airflow 3 hides the metadata database from tasks; "
-            f"set [{SECTION}] sql_alchemy_conn to a least-privilege role (airflow predictive "
-            f"db-grants) or create the connection {conn_id or 'predictive_store'} ({why})"
-        )
+        return _inherited_sqlite() or _raise(_unavailable(conn_id, why))
     url = metadata_url()
     if url:
         return _sibling_for_sqlite(url)
@@ -588,6 +583,53 @@ def storage_url() -> str:
         f"[{SECTION}] sql_alchemy_conn is empty and Airflow's metadata database URL is not readable "
         "here; set [predictive] sql_alchemy_conn (or AIRFLOW__PREDICTIVE__SQL_ALCHEMY_CONN)."
     )
+
+
+def _unavailable(conn_id: str, why: str) -> RecordingUnavailable:
+    return RecordingUnavailable(
+        "recording disabled on this worker: Airflow 3 hides the metadata database from tasks; "
+        f"set [{SECTION}] sql_alchemy_conn to a least-privilege role (airflow predictive "
+        f"db-grants) or create the connection {conn_id or 'predictive_store'} ({why})"
+    )
+
+
+def _inherited_sqlite() -> str | None:
+    inherited = os.environ.get(INHERITED_STORE_ENV, "").strip()
+    return inherited if inherited.startswith("sqlite:///") else None
+
+
+#: how long a task's recording waits, in the background, for a connection lookup that outlasted
+#: the start hook's share of ``record_budget`` (the sidecar samples meanwhile)
+PENDING_STORE_WAIT_S = 60.0
+
+
+def recording_store(wait: float) -> str | ConnectionLookup:
+    """``storage_url()`` for a task's start hook, which may not wait long: when the connection
+    lookup (b) outlasts ``wait`` seconds, the lookup itself, still running; its answer goes to
+    the sidecar when it comes (``pending_store_url``). Seen on a loaded 2-core machine: > 1 s."""
+    own = _raw("sql_alchemy_conn").strip()
+    if own or not in_task_process():
+        return storage_url()
+    conn_id = store_conn_id()
+    if not conn_id:
+        return _inherited_sqlite() or _raise(_unavailable(conn_id, "store_conn_id is empty"))
+    lookup = ConnectionLookup(conn_id)
+    url, why = lookup.result(wait)
+    if url:
+        return url
+    if lookup.pending:
+        return lookup
+    return _inherited_sqlite() or _raise(_unavailable(conn_id, why))
+
+
+def pending_store_url(lookup: ConnectionLookup) -> str:
+    """The URL a pending lookup gave (or the inherited SQLite sibling); RecordingUnavailable."""
+    url, why = lookup.result(PENDING_STORE_WAIT_S)
+    return url or _inherited_sqlite() or _raise(_unavailable(lookup.conn_id, why))
+
+
+def _raise(exc: Exception) -> NoReturn:
+    raise exc
 
 
 def metadata_url() -> str | None:
@@ -640,37 +682,46 @@ def connection_to_url(conn: Any) -> str | None:
     return f"{drivers[kind]}://{auth}{host}/{getattr(conn, 'schema', None) or ''}"
 
 
-def _connection_url(conn_id: str, budget: float) -> tuple[str | None, str]:
-    """``conn_id`` through the Task SDK (the supervisor asks the API server with the task's own
-    token; secrets backends apply), within ``budget`` seconds: (URL, "") or (None, why not)."""
-    import threading
+class ConnectionLookup:
+    """``conn_id`` fetched through the Task SDK (the supervisor asks the API server with the task's
+    own token; secrets backends apply) on a daemon thread, so a caller can stop waiting for it and
+    take the answer later. The Task SDK's comms channel is thread-safe (a lock per request)."""
 
-    found: dict[str, Any] = {}
+    def __init__(self, conn_id: str) -> None:
+        import threading
 
-    def lookup() -> None:
+        self.conn_id = conn_id
+        self._found: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._lookup, name="predictive-store-conn", daemon=True)
+        self._thread.start()
+
+    def _lookup(self) -> None:
         try:
             from airflow.sdk import BaseHook
 
-            conn = BaseHook.get_connection(conn_id)
-            found["type"] = getattr(conn, "conn_type", None)
-            found["url"] = connection_to_url(conn)
+            conn = BaseHook.get_connection(self.conn_id)
+            self._found["type"] = getattr(conn, "conn_type", None)
+            self._found["url"] = connection_to_url(conn)
         except Exception as exc:  # absent (AirflowNotFoundException) or unreachable
-            found["error"] = exc
+            self._found["error"] = exc
 
-    worker = threading.Thread(target=lookup, name="predictive-store-conn", daemon=True)
-    worker.start()
-    worker.join(budget)
-    if found.get("url"):
-        return found["url"], ""
-    if "error" in found:
-        exc = found["error"]
-        return (
-            None,
-            f"connection {conn_id}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
-        )
-    if worker.is_alive():
-        return None, f"connection {conn_id} not fetched within record_budget {budget:g}s"
-    return None, f"connection {conn_id} of type {found.get('type')!r} is not a database connection"
+    @property
+    def pending(self) -> bool:
+        return self._thread.is_alive()
+
+    def result(self, timeout: float) -> tuple[str | None, str]:
+        """Wait at most ``timeout`` s: (URL, "") or (None, why not)."""
+        self._thread.join(max(0.0, timeout))
+        found = self._found
+        if found.get("url"):
+            return str(found["url"]), ""
+        if "error" in found:
+            exc = found["error"]
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            return None, f"connection {self.conn_id}: {type(exc).__name__}: {first}"
+        if self._thread.is_alive():
+            return None, f"connection {self.conn_id} not fetched within {timeout:g}s"
+        return None, f"connection {self.conn_id} of type {found.get('type')!r} is not a database connection"
 
 
 def _sibling_for_sqlite(url: str) -> str:

@@ -83,6 +83,12 @@ class _Active:
     ti: Any
     recorder: RecorderHandle | None
     cgroup: str | None = None  # the task's cgroup ref when it runs in one of ours
+    delivery: threading.Thread | None = None  # hands a late store URL to the sidecar
+
+    def settle(self) -> None:
+        """Before the last control line: give a late store URL the rest of this hook's budget."""
+        if self.delivery is not None and self.delivery.is_alive():
+            self.delivery.join(_share_of_budget())
 
 
 _active: dict[str, _Active] = {}
@@ -155,16 +161,43 @@ def _on_running(ti: Any) -> None:
     record = record_for_running(ti, socket.gethostname())
     if not (config.record_all_tasks() or record.features.get("predictive")):
         return
-    url = config.storage_url()  # RecordingUnavailable: the breaker's one warning
+    store = config.recording_store(_share_of_budget())  # RecordingUnavailable: the breaker's warning
     record = replace(record, sample_interval_s=config.sample_interval())
     cgroup = _own_cgroup()
-    recorder = _start_recorder(record, url, cgroup)
+    recorder = _start_recorder(record, store if isinstance(store, str) else None, cgroup)
     if recorder is None:
         breaker.trip("the resource sampler could not be started")
-    _active[_ti_key(ti)] = _Active(ti=ti, recorder=recorder, cgroup=cgroup)
+    active = _Active(ti=ti, recorder=recorder, cgroup=cgroup)
+    if recorder is not None and not isinstance(store, str):
+        active.delivery = threading.Thread(
+            target=_deliver_store, args=(recorder, store), name="predictive-store-url", daemon=True
+        )
+        active.delivery.start()
+    _active[_ti_key(ti)] = active
 
 
-def _start_recorder(record: Any, url: str, cgroup: str | None) -> RecorderHandle | None:
+def _share_of_budget() -> float:
+    """What one hook may wait for the store connection: most of ``record_budget`` (the rest is
+    the sidecar's fork/exec)."""
+    return max(0.0, config.record_budget() * 0.8)
+
+
+def _deliver_store(recorder: RecorderHandle, lookup: config.ConnectionLookup) -> None:
+    """The sidecar samples from the start; its store URL follows when the slow lookup answers."""
+    try:
+        url = config.pending_store_url(lookup)
+    except config.RecordingUnavailable as exc:
+        breaker.trip(str(exc))
+        recorder.give_store(None, str(exc)[:300])
+        return
+    except Exception as exc:  # never raise on a task's thread
+        recorder.give_store(None, f"{type(exc).__name__}: {exc}"[:300])
+        return
+    log.info("predictive: the store connection %s answered after the start hook", lookup.conn_id)
+    recorder.give_store(url)
+
+
+def _start_recorder(record: Any, url: str | None, cgroup: str | None) -> RecorderHandle | None:
     try:
         from airflow_predictive.sampling.launcher import launch_recorder
     except ImportError as exc:
@@ -199,6 +232,7 @@ def _finish(ti: Any, outcome: Outcome, note: str | None, exit_code: int | None =
     active = _active.pop(_ti_key(ti), None)
     if active is None or active.recorder is None:
         return
+    active.settle()
     active.recorder.end(outcome, datetime.now(UTC), exit_code, note)
 
 
@@ -257,6 +291,7 @@ def _on_stopping() -> None:
         if active.recorder is None:
             continue
         reason = _RESUMING_STATES.get(value)
+        active.settle()
         if reason is not None:
             active.recorder.leg_ended(LegEnd(reason), datetime.now(UTC))
         else:  # no end hook ran (an unexpected state): the sidecar records the try as vanished

@@ -1,7 +1,8 @@
 """The listener -> sidecar control channel: JSON lines on the sidecar's stdin.
 
 The listener (inside the task process) never touches the database: it spawns the sidecar, writes
-one START line (the try's record), and at the task's end one END line (the outcome) or one LEG
+one START line (the try's record), a STORE line when the store URL came after the sidecar started
+(a slow connection lookup), and at the task's end one END line (the outcome) or one LEG
 line (the task process exits because the try deferred / was rescheduled). Writes of a few hundred
 bytes to a pipe never block, so each hook costs the task microseconds whatever the database does.
 The sidecar, outside the task path, creates the run row, writes samples and records the end, and
@@ -68,7 +69,17 @@ class LegMessage:
     at: datetime
 
 
-Message = StartMessage | EndMessage | LegMessage
+@dataclass(frozen=True, slots=True)
+class StoreMessage:
+    """The store URL, when the listener's connection lookup outlasted the start hook (the sidecar
+    was started with ``--store-later``); ``url`` None: there is none (``why``), record nothing.
+    The URL travels on the pipe, never on the command line."""
+
+    url: str | None
+    why: str = ""
+
+
+Message = StartMessage | EndMessage | LegMessage | StoreMessage
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -174,6 +185,8 @@ def encode(message: Message) -> bytes:
                 "hwm": message.hwm_bytes,
             }
         )
+    elif isinstance(message, StoreMessage):
+        line = json.dumps({"type": "store", "url": message.url, "why": message.why})
     else:
         line = json.dumps({"type": "leg", "reason": message.reason.value, "at": message.at.timestamp()})
     return line.encode() + b"\n"
@@ -194,6 +207,9 @@ def decode(line: bytes | str) -> Message:
             )  # fmt: skip
         if kind == "leg":
             return LegMessage(LegEnd(data["reason"]), at)
+        if kind == "store":
+            url = data.get("url")
+            return StoreMessage(str(url) if url else None, str(data.get("why") or ""))
     except (ValueError, KeyError, TypeError) as exc:
         raise ControlError(f"unreadable control line {line[:200]!r}: {exc}") from exc
     raise ControlError(f"unknown control message type {kind!r}")

@@ -27,8 +27,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,11 +99,11 @@ def sidecar_command(
     return cmd
 
 
-def _child_env(url: str) -> dict[str, str]:
+def _child_env(url: str | None) -> dict[str, str]:
     """The task's environment plus the database URL (never on the command line, where `ps` shows
     it), with this package importable even when it is not installed."""
     env = dict(os.environ)
-    env[URL_ENV] = url
+    env[URL_ENV] = url or ""
     root = str(Path(airflow_predictive.__file__).resolve().parent.parent)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in paths:
@@ -238,6 +239,7 @@ class RecorderHandle:
     process: subprocess.Popen[bytes]
     log_path: Path
     closed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def pid(self) -> int:
@@ -247,19 +249,20 @@ class RecorderHandle:
         """Write one control line (never blocks: a few hundred bytes into an empty pipe)."""
         from airflow_predictive.sampling.control import encode
 
-        if self.closed or self.process.stdin is None:
-            return False
-        try:
-            self.process.stdin.write(encode(message))
-            self.process.stdin.flush()
-            return True
-        except (OSError, ValueError) as exc:  # the sidecar died: its log says why
-            log.warning("predictive: the resource sampler is gone (%s); log %s: %s", exc, self.log_path,
-                        _tail(self.log_path))  # fmt: skip
-            return False
-        finally:
-            if close:
-                self.close()
+        with self._lock:  # a STORE line may come from the lookup's thread
+            if self.closed or self.process.stdin is None:
+                return False
+            try:
+                self.process.stdin.write(encode(message))
+                self.process.stdin.flush()
+                return True
+            except (OSError, ValueError) as exc:  # the sidecar died: its log says why
+                log.warning("predictive: the resource sampler is gone (%s); log %s: %s", exc, self.log_path,
+                            _tail(self.log_path))  # fmt: skip
+                return False
+            finally:
+                if close:
+                    self._close()
 
     def end(self, outcome: Outcome, at: datetime, exit_code: int | None, note: str | None) -> bool:
         """The try's outcome, with the caller's own RSS and peak RSS when it is the task process."""
@@ -273,7 +276,17 @@ class RecorderHandle:
 
         return self.send(LegMessage(reason, at), close=True)
 
+    def give_store(self, url: str | None, why: str = "") -> bool:
+        """The store URL for a sidecar launched without one (``url`` None: there is none)."""
+        from airflow_predictive.sampling.control import StoreMessage
+
+        return self.send(StoreMessage(url, why))
+
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         self.closed = True
         if self.process.stdin is not None:
             with contextlib.suppress(OSError, ValueError):
@@ -290,6 +303,7 @@ def recorder_command(
     grace: float,
     timeout: float,
     catch_up: float,
+    store_later: bool = False,
 ) -> list[str]:
     cmd = [
         sys.executable, "-m", SIDECAR_MODULE, "--control", "--pid", str(pid), "--url-env", URL_ENV,
@@ -298,13 +312,15 @@ def recorder_command(
     ]  # fmt: skip
     if cgroup:
         cmd += ["--cgroup", cgroup]
+    if store_later:
+        cmd.append("--store-later")
     return wrap(cmd, cgroup)
 
 
 def launch_recorder(
     record: RunRecord,
     pid: int,
-    url: str,
+    url: str | None,
     *,
     interval: float = 1.0,
     flush: float = 5.0,
@@ -315,7 +331,8 @@ def launch_recorder(
     catch_up: float = 300.0,
     log_path: str | Path | None = None,
 ) -> RecorderHandle | None:
-    """Spawn the recording sidecar for ``record`` sampling ``pid``; None (one warning) on failure."""
+    """Spawn the recording sidecar for ``record`` sampling ``pid``; None (one warning) on failure.
+    ``url`` None: the caller gives it later (``RecorderHandle.give_store``)."""
     from airflow_predictive.sampling.control import StartMessage
 
     try:
@@ -330,7 +347,7 @@ def launch_recorder(
         path.parent.mkdir(parents=True, exist_ok=True)
         cmd = recorder_command(
             pid, interval=interval, flush=flush, cgroup=cgroup, gpu=gpu, grace=grace,
-            timeout=timeout, catch_up=catch_up,
+            timeout=timeout, catch_up=catch_up, store_later=url is None,
         )  # fmt: skip
         with open(path, "ab") as err:
             proc = subprocess.Popen(

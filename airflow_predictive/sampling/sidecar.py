@@ -83,6 +83,7 @@ class SidecarArgs:
     control: bool = False  # read the try's record and its end from stdin (sampling.control)
     timeout: float = 1.0  # seconds any one database operation may take
     catch_up: float = 300.0  # seconds to keep retrying the writes after the task ended
+    store_later: bool = False  # --control only: the URL comes in a STORE line, not the environment
 
 
 def _positive(text: str) -> float:
@@ -123,12 +124,17 @@ def parse_args(argv: Sequence[str]) -> SidecarArgs:
     p.add_argument("--started-at", type=float, default=None, help="the run's start, epoch seconds")
     p.add_argument("--timeout", type=_positive, default=1.0, help="seconds per database operation")
     p.add_argument("--catch-up", type=_non_negative, default=300.0, help="seconds to retry writes at the end")
+    p.add_argument(
+        "--store-later", action="store_true", help="with --control: the URL comes in a STORE line on stdin"
+    )
     ns = p.parse_args(list(argv))
     values = vars(ns)
+    if values["store_later"] and not values["control"]:
+        p.error("--store-later needs --control")
     env_name = values.pop("url_env")
     if env_name is not None:
         values["url"] = os.environ.get(env_name, "")
-        if not values["url"]:
+        if not values["url"] and not values["store_later"]:
             p.error(f"--url-env: environment variable {env_name} is not set")
     return SidecarArgs(**values)
 
@@ -385,9 +391,37 @@ class _GoneSource:
         return None
 
 
+#: how long a ``--store-later`` sidecar waits for its STORE line
+STORE_WAIT_S = 90.0
+
+
+class _StoreAddress:
+    """The store URL: known at start, or given later by a STORE line (``--store-later``)."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.why = ""
+        self._given = threading.Event()
+        if url is not None:
+            self._given.set()
+
+    @property
+    def given(self) -> bool:
+        return self._given.is_set()
+
+    def give(self, message: Any) -> None:
+        if not self.given:
+            self.url, self.why = message.url, message.why
+            self._given.set()
+
+    def wait(self, timeout: float) -> str | None:
+        self._given.wait(timeout)
+        return self.url
+
+
 def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -> int:
     """The listener's mode: the whole recording of one try leg (see the module docstring)."""
-    from airflow_predictive.sampling.control import EndMessage, LegMessage
+    from airflow_predictive.sampling.control import EndMessage, LegMessage, StoreMessage
     from airflow_predictive.sampling.recorder import ControlReader, RunWriter
 
     control = ControlReader(sys.stdin.fileno())
@@ -424,15 +458,24 @@ def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -
     signals.extra.append(control.fd)
     ends: list[EndMessage | LegMessage] = []
 
+    opened: dict[str, Any] = {}
+    where = _StoreAddress(None if args.store_later else args.url)
+
     def stop_requested() -> bool:
-        ends.extend(m for m in control.read() if isinstance(m, EndMessage | LegMessage))
+        for message in control.read():
+            if isinstance(message, StoreMessage):
+                where.give(message)
+            elif isinstance(message, EndMessage | LegMessage):
+                ends.append(message)
         return bool(ends) or signals.requested()
 
-    opened: dict[str, Any] = {}
-
     def open_store() -> None:  # imports SQLAlchemy off the sampling grid
+        url = where.wait(STORE_WAIT_S)
+        if url is None:
+            opened["error"] = where.why or f"no STORE line within {STORE_WAIT_S:g}s"
+            return
         try:
-            opened["store"] = _open_store(args.url, args.timeout)
+            opened["store"] = _open_store(url, args.timeout)
         except Exception as exc:
             opened["error"] = exc
 
@@ -467,11 +510,17 @@ def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -
     for message in ends[:1]:
         if isinstance(message, EndMessage):
             writer.task_reading(message.at, message.rss_bytes)
-    opener.join(timeout=60)
+    deadline = clock.monotonic() + 60.0
+    while opener.is_alive() and clock.monotonic() < deadline:
+        if not where.given:
+            stop_requested()  # a STORE line may still come while the task process lives
+            if control.closed and not where.given:
+                where.give(StoreMessage(None, "the task process ended before its store connection was fetched"))
+        opener.join(timeout=0.05)
     if "store" not in opened:
         log.error(
             "predictive sampler: cannot use the database %s (%s); %s not recorded",
-            safe_url(args.url), opened.get("error", "timed out opening it"), record.key,
+            safe_url(where.url or ""), opened.get("error", "timed out opening it"), record.key,
         )  # fmt: skip
         return ExitCode.STORAGE
     writer.store = opened["store"]

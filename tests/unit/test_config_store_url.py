@@ -98,3 +98,44 @@ def test_outside_tasks_the_server_database_is_shared_and_nothing_is_exported(
 )  # fmt: skip
 def test_connections_become_sqlalchemy_urls(conn: object, url: str | None) -> None:
     assert config.connection_to_url(conn) == url
+
+
+@pytest.mark.usefixtures("task_process")
+def test_a_slow_store_connection_is_handed_over_still_pending_and_answers_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from airflow.sdk import BaseHook
+
+    answer = threading.Event()
+
+    def slow(conn_id: str) -> object:
+        answer.wait(10)
+        return SimpleNamespace(conn_type="postgres", login="rec", password="pw", host="db", port=None,
+                               schema="airflow", extra_dejson={})  # fmt: skip
+
+    monkeypatch.setattr(BaseHook, "get_connection", staticmethod(slow))
+    store = config.recording_store(0.05)
+    assert isinstance(store, config.ConnectionLookup) and store.pending
+    answer.set()
+    assert config.pending_store_url(store) == "postgresql+psycopg2://rec:pw@db/airflow"
+
+
+@pytest.mark.usefixtures("task_process")
+def test_a_store_connection_that_fails_late_disables_recording_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from airflow.sdk import BaseHook
+
+    def failing(conn_id: str) -> object:
+        time.sleep(0.3)
+        raise RuntimeError("API server unreachable")
+
+    monkeypatch.setattr(BaseHook, "get_connection", staticmethod(failing))
+    store = config.recording_store(0.01)
+    assert isinstance(store, config.ConnectionLookup)
+    with pytest.raises(config.RecordingUnavailable, match="API server unreachable"):
+        config.pending_store_url(store)
