@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+
+from airflow_predictive.core.model.nodes import (
+    InstanceType,
+    InvalidNodePool,
+    Node,
+    NodePool,
+    NodeState,
+    WarmCapacity,
+    capacity_at,
+    choose_pool,
+)
+from airflow_predictive.core.model.resources import GIB, ResourceVector
+
+SMALL = InstanceType("small", ResourceVector(cpu_cores=2, memory_bytes=4 * GIB), hourly_cost=0.1)
+LARGE = InstanceType("large", ResourceVector(cpu_cores=8, memory_bytes=32 * GIB), hourly_cost=0.4)
+HUGE = InstanceType("huge", ResourceVector(cpu_cores=32, memory_bytes=128 * GIB), hourly_cost=1.6)
+
+
+def test_cheapest_fitting_instance_type_holds_the_demand() -> None:
+    pool = NodePool("general", (LARGE, SMALL))
+    assert pool.cheapest_fitting(ResourceVector(memory_bytes=3 * GIB)) is SMALL
+    assert pool.cheapest_fitting(ResourceVector(memory_bytes=6 * GIB)) is LARGE
+    assert pool.cheapest_fitting(ResourceVector(memory_bytes=64 * GIB)) is None
+    assert pool.largest() is LARGE
+
+
+def test_choose_pool_picks_the_cheapest_pool_whose_node_holds_the_peak() -> None:
+    default = NodePool("default", (SMALL,))
+    big = NodePool("highmem", (HUGE, LARGE))
+    assert choose_pool([default, big], ResourceVector(memory_bytes=2 * GIB)).pool is default  # type: ignore[union-attr]
+    choice = choose_pool([default, big], ResourceVector(memory_bytes=20 * GIB))
+    assert choice is not None and choice.pool is big and choice.instance_type is LARGE
+    assert choose_pool([default, big], ResourceVector(memory_bytes=512 * GIB)) is None
+
+
+def test_pool_limits_bound_the_nodes_it_may_add() -> None:
+    pool = NodePool("capped", (LARGE,), limits=ResourceVector(cpu_cores=16))
+    assert pool.room_for(ResourceVector(cpu_cores=8), LARGE)
+    assert not pool.room_for(ResourceVector(cpu_cores=16), LARGE)
+
+
+def test_invalid_pools_are_refused() -> None:
+    with pytest.raises(InvalidNodePool):
+        NodePool("empty", ())
+    with pytest.raises(InvalidNodePool):
+        NodePool("p", (SMALL,), provisioning_delay_s=-1)
+    with pytest.raises(InvalidNodePool):
+        InstanceType("x", ResourceVector(), hourly_cost=-1)
+    with pytest.raises(InvalidNodePool):
+        WarmCapacity("p", ResourceVector(), ready_by=10, expires_at=5, for_plan="r1")
+
+
+def test_capacity_at_counts_coming_nodes_once_they_are_ready() -> None:
+    nodes = [
+        Node("n1", "p", SMALL, ready_at=0, state=NodeState.READY),
+        Node("n2", "p", LARGE, ready_at=100),
+        Node("n3", "p", HUGE, ready_at=0, state=NodeState.DELETED),
+    ]
+    assert capacity_at(nodes, 50).cpu_cores == 2
+    assert capacity_at(nodes, 100).cpu_cores == 10
+    assert nodes[1].is_ready(100) and not nodes[1].is_ready(99)
+
+
+def test_warm_capacity_lapses_at_its_expiry() -> None:
+    warm = WarmCapacity("p", ResourceVector(memory_bytes=GIB), ready_by=10, expires_at=20, for_plan="r1")
+    assert not warm.lapsed(19.9) and warm.lapsed(20)
