@@ -23,6 +23,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_predictive import config
 
+# re-exported: adapters use these without reading config themselves
+from airflow_predictive.config import INHERITED_STORE_ENV as INHERITED_STORE_ENV
+from airflow_predictive.config import ConnectionLookup as ConnectionLookup  # noqa: TC001
+from airflow_predictive.config import InvalidConfig as InvalidConfig
+from airflow_predictive.config import RecordingUnavailable as RecordingUnavailable
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -114,6 +120,19 @@ class Runtime:
     def storage_url(self) -> str:
         """The provider's database URL (``[predictive] sql_alchemy_conn`` or derived from Airflow's)."""
         return config.storage_url()
+
+    def recording_store(self, wait: float) -> str | ConnectionLookup:
+        """The store a task's start hook records into, or the connection lookup still running
+        after ``wait`` seconds (``config.recording_store``); RecordingUnavailable when none."""
+        return config.recording_store(wait)
+
+    def pending_store_url(self, lookup: ConnectionLookup) -> str:
+        """The URL a lookup that outlasted the start hook gave (``config.pending_store_url``)."""
+        return config.pending_store_url(lookup)
+
+    def inherited_store(self) -> str | None:
+        """The SQLite sibling store a component passes down to the local tasks it launches."""
+        return config.inherited_store()
 
     def kubernetes_conn_id(self) -> str:
         """The cncf-kubernetes connection of the Kubernetes backends (``[predictive] kubernetes_conn_id``)."""

@@ -14,7 +14,7 @@ queue (``listeners.background``) so the scheduler loop and requests never wait f
 Rules: hooks never raise; a failure in a task process opens a circuit breaker (one clear warning,
 no further attempts in that process) and the task goes on with its declared resources. Components
 that launch local tasks export the SQLite sibling store to their children (``on_starting``; see
-``config.storage_url`` and docs/recording.md). Import-light: no numpy/SQLAlchemy at import time.
+``config.storage_url`` and docs/recording.md; settings through ``runtime``). Import-light: no numpy/SQLAlchemy at import time.
 """
 
 from __future__ import annotations
@@ -30,17 +30,22 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.listeners import hookimpl
 
-from airflow_predictive import config
+from airflow_predictive import runtime
 
 if TYPE_CHECKING:
     from airflow_predictive.core.model.runs import Outcome
     from airflow_predictive.listeners.background import BackgroundWriter
+    from airflow_predictive.runtime import RecordingSettings
     from airflow_predictive.sampling.launcher import RecorderHandle
 
 log = logging.getLogger(__name__)
 
 _logged: set[str] = set()
 _lock = threading.Lock()
+
+
+def _settings() -> RecordingSettings:
+    return runtime.get_runtime().recording_settings()
 
 
 def _log_once(key: str, message: str, *args: Any, exc_info: bool = False) -> None:
@@ -117,11 +122,11 @@ def _guarded(hook: str, fn: Any, *args: Any) -> None:
     started = time.monotonic()
     in_task = bool(args) and _is_task_process(args[0])
     try:
-        if not config.enabled():
+        if not _settings().enabled:
             return
         fn(*args)
     except Exception as exc:
-        from airflow_predictive.config import InvalidConfig, RecordingUnavailable
+        from airflow_predictive.runtime import InvalidConfig, RecordingUnavailable
 
         if isinstance(exc, RecordingUnavailable):
             breaker.trip(str(exc))  # raised in task processes only
@@ -141,7 +146,7 @@ def _guarded(hook: str, fn: Any, *args: Any) -> None:
     finally:
         elapsed = time.monotonic() - started
         try:
-            budget = config.record_budget()
+            budget = _settings().budget_s
         except Exception:
             budget = 1.0
         if in_task and elapsed > budget:
@@ -159,10 +164,11 @@ def _on_running(ti: Any) -> None:
     from airflow_predictive.listeners.task_facts import record_for_running
 
     record = record_for_running(ti, socket.gethostname())
-    if not (config.record_all_tasks() or record.features.get("predictive")):
+    settings = _settings()
+    if not (settings.record_all_tasks or record.features.get("predictive")):
         return
-    store = config.recording_store(_share_of_budget())  # RecordingUnavailable: the breaker's warning
-    record = replace(record, sample_interval_s=config.sample_interval())
+    store = runtime.get_runtime().recording_store(_share_of_budget())  # RecordingUnavailable: warns
+    record = replace(record, sample_interval_s=settings.sample_interval_s)
     cgroup = _own_cgroup()
     recorder = _start_recorder(record, store if isinstance(store, str) else None, cgroup)
     if recorder is None:
@@ -179,14 +185,14 @@ def _on_running(ti: Any) -> None:
 def _share_of_budget() -> float:
     """What one hook may wait for the store connection: most of ``record_budget`` (the rest is
     the sidecar's fork/exec)."""
-    return max(0.0, config.record_budget() * 0.8)
+    return max(0.0, _settings().budget_s * 0.8)
 
 
-def _deliver_store(recorder: RecorderHandle, lookup: config.ConnectionLookup) -> None:
+def _deliver_store(recorder: RecorderHandle, lookup: runtime.ConnectionLookup) -> None:
     """The sidecar samples from the start; its store URL follows when the slow lookup answers."""
     try:
-        url = config.pending_store_url(lookup)
-    except config.RecordingUnavailable as exc:
+        url = runtime.get_runtime().pending_store_url(lookup)
+    except runtime.RecordingUnavailable as exc:
         breaker.trip(str(exc))
         recorder.give_store(None, str(exc)[:300])
         return
@@ -203,16 +209,16 @@ def _start_recorder(record: Any, url: str | None, cgroup: str | None) -> Recorde
     except ImportError as exc:
         _log_once("sampler-import", "predictive: the sampler is unavailable (%s); nothing recorded", exc)
         return None
-    budget = config.record_budget()
+    settings = _settings()
     return launch_recorder(
         record,
         os.getpid(),
         url,
-        interval=config.sample_interval(),
-        flush=config.sample_flush_interval(),
+        interval=settings.sample_interval_s,
+        flush=settings.flush_interval_s,
         cgroup=cgroup,
-        gpu=config.gpu_metrics(),
-        timeout=budget,
+        gpu=settings.gpu_metrics,
+        timeout=settings.budget_s,
     )
 
 
@@ -310,8 +316,8 @@ def _finish_from_server(ti: Any, outcome: Outcome, note: str) -> None:
         try_number=int(ti.try_number),
         source=RunSource.LISTENER,
     )
-    url = config.storage_url()
-    budget = config.record_budget()
+    url = runtime.get_runtime().storage_url()
+    budget = _settings().budget_s
     end = datetime.now(UTC)
 
     def write() -> None:
@@ -338,12 +344,12 @@ def export_inherited_store() -> None:
     """In a component that launches local tasks: pass the SQLite sibling store down to them (the
     only URL a task may inherit; never the metadata database). No-op otherwise."""
     try:
-        url = config.inherited_store()
+        url = runtime.get_runtime().inherited_store()
     except Exception as exc:
         log.debug("predictive: no store to pass to tasks (%s)", exc)
         return
     if url:
-        os.environ[config.INHERITED_STORE_ENV] = url
+        os.environ[runtime.INHERITED_STORE_ENV] = url
 
 
 # -- hooks (never raise) ------------------------------------------------------------------------------

@@ -57,6 +57,10 @@ class AirflowEnv:
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__API_AUTH__JWT_SECRET": "test-secret-" + os.urandom(8).hex(),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # log servers on free ports: tests run beside each other (pytest-xdist) and beside
+            # other Airflows on this machine (8793 / 8794 may be taken)
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             **(extra or {}),
         }
         env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)

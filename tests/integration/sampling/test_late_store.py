@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,8 @@ from airflow_predictive.sampling.launcher import launch_recorder
 from airflow_predictive.sampling.sidecar import ExitCode
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow_predictive.storage.run_store import SqlRunStore
 
 
