@@ -13,7 +13,7 @@ case "${1:-}" in
     rm -rf "$DIR"; mkdir -p "$DIR"
     [ "$(id -u)" -eq 0 ] && chown postgres "$DIR"
     as_pg "$BINDIR/initdb -D $DIR/data -U postgres -A trust >/dev/null"
-    as_pg "$BINDIR/pg_ctl -D $DIR/data -l $DIR/log -w -o '-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c fsync=off' start >/dev/null"
+    as_pg "$BINDIR/pg_ctl -D $DIR/data -l $DIR/log -w -o '-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300' start >/dev/null"
     as_pg "$BINDIR/createdb -h 127.0.0.1 -p $PORT -U postgres predictive_test"
     echo "PostgreSQL started on 127.0.0.1:$PORT"
     ;;
