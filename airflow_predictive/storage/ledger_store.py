@@ -287,6 +287,40 @@ class SqlLedger:
                 q = q.where(reservation.c.pool == pool)
             return [_reservation(r) for r in conn.execute(q.order_by(reservation.c.start_at)).mappings()]
 
+    def history(self, pool: str, start: float, end: float, *, limit: int = 2000) -> list[Reservation]:
+        """Reservations of ``pool`` in any state overlapping [start, end), oldest first (the UI)."""
+        with self._locked(None) as conn:
+            q = (
+                select(reservation)
+                .where(
+                    and_(
+                        reservation.c.pool == pool, reservation.c.end_at > start, reservation.c.start_at < end
+                    )
+                )
+                .order_by(reservation.c.start_at)
+                .limit(limit)
+            )
+            return [_reservation(r) for r in conn.execute(q).mappings()]
+
+    def of_run(self, run: RunIdentity) -> list[Reservation]:
+        """Every reservation made for one try, in any state, oldest first (the UI's plan view)."""
+        key = run.key
+        with self._locked(None) as conn:
+            q = (
+                select(reservation)
+                .where(
+                    and_(
+                        reservation.c.dag_id == key.dag_id,
+                        reservation.c.task_id == key.task_id,
+                        reservation.c.map_index == key.map_index,
+                        reservation.c.run_id == run.run_id,
+                        reservation.c.try_number == run.try_number,
+                    )
+                )
+                .order_by(reservation.c.start_at)
+            )
+            return [_reservation(r) for r in conn.execute(q).mappings()]
+
     def timeline(self, pool: str, start: float, end: float, *, include_ended: bool = False) -> PoolTimeline:
         """Summed holdings over [start, end); ``include_ended`` adds released / expired ones (history)."""
         with self._locked(None) as conn:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, case, delete, func, insert, select, update
 
 from airflow_predictive.core.model.resources import Metric, ResourceVector
 from airflow_predictive.core.model.runs import (
@@ -106,6 +106,33 @@ class LegStart:
     leg: int
     t_start_s: float  # seconds since the run's start when this leg began
     resumed: bool  # True: an earlier leg of the same try exists and its samples were kept
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRunStats:
+    """Aggregates of one task's tries (``SqlRunStore.task_stats``); absent values are None."""
+
+    key: TaskKey
+    runs: int
+    oom_killed: int
+    last_start: datetime | None
+    declared_memory_bytes: float | None
+    declared_cpu_cores: float | None
+    peak_memory_max: float | None
+    peak_memory_avg: float | None
+    peak_cpu_max: float | None
+    peak_cpu_avg: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DailyRunStats:
+    """Tries started on one day (UTC, ``YYYY-MM-DD``) and their declared-minus-peak headroom."""
+
+    day: str
+    runs: int
+    oom_killed: int
+    memory_headroom_bytes: float
+    cpu_headroom_cores: float
 
 
 class SqlRunStore:
@@ -508,6 +535,98 @@ class SqlRunStore:
         q = select(t.dag_id, t.task_id, t.map_index).distinct().order_by(t.dag_id, t.task_id, t.map_index)
         with self._connect() as conn:
             return [TaskKey(r[0], r[1], int(r[2])) for r in conn.execute(q)]
+
+    # -- reads for the UI (issue 14): one page of a task's tries, aggregates per task and day ------
+
+    def runs_page(self, key: TaskKey, *, offset: int = 0, limit: int = 50) -> tuple[list[RunRecord], int]:
+        """One page of a task's tries, newest first, and how many tries the task has in all."""
+        t = task_run.c
+        where = and_(t.dag_id == key.dag_id, t.task_id == key.task_id, t.map_index == key.map_index)
+        q = (
+            select(task_run)
+            .where(where)
+            .order_by(t.start_date.desc().nulls_last(), t.id.desc())
+            .offset(max(0, offset))
+            .limit(max(0, limit))
+        )
+        with self._connect() as conn:
+            total = int(conn.execute(select(func.count()).select_from(task_run).where(where)).scalar_one())
+            rows = list(conn.execute(q).mappings())
+        return [self._record(r) for r in rows], total
+
+    def task_stats(self) -> list[TaskRunStats]:
+        """Per task: tries, OOM kills, last start, declared and peak memory / CPU (one query)."""
+        t = task_run.c
+        oom = func.sum(case((t.outcome == Outcome.OOM_KILLED.value, 1), else_=0))
+        q = (
+            select(
+                t.dag_id,
+                t.task_id,
+                t.map_index,
+                func.count(),
+                oom,
+                func.max(t.start_date),
+                func.max(t.declared_memory_bytes),
+                func.max(t.declared_cpu_cores),
+                func.max(t.peak_memory_bytes),
+                func.avg(t.peak_memory_bytes),
+                func.max(t.peak_cpu_cores),
+                func.avg(t.peak_cpu_cores),
+            )
+            .group_by(t.dag_id, t.task_id, t.map_index)
+            .order_by(t.dag_id, t.task_id, t.map_index)
+        )
+        with self._connect() as conn:
+            rows = list(conn.execute(q))
+        return [
+            TaskRunStats(
+                key=TaskKey(r[0], r[1], int(r[2])),
+                runs=int(r[3]),
+                oom_killed=int(r[4] or 0),
+                last_start=_aware(r[5]) if isinstance(r[5], datetime) else None,
+                declared_memory_bytes=_clean(r[6]),
+                declared_cpu_cores=_clean(r[7]),
+                peak_memory_max=_clean(r[8]),
+                peak_memory_avg=_clean(r[9]),
+                peak_cpu_max=_clean(r[10]),
+                peak_cpu_avg=_clean(r[11]),
+            )
+            for r in rows
+        ]
+
+    def daily_stats(self, dag_ids: Sequence[str] | None = None) -> list[DailyRunStats]:
+        """Per day of start: tries, OOM kills, and declared minus peak memory / CPU summed over the
+        tries that have both (the headroom a prediction can reclaim). ``dag_ids``: only these."""
+        t = task_run.c
+        both_mem = and_(t.declared_memory_bytes.is_not(None), t.peak_memory_bytes.is_not(None))
+        both_cpu = and_(t.declared_cpu_cores.is_not(None), t.peak_cpu_cores.is_not(None))
+        day = func.date(t.start_date)
+        q = (
+            select(
+                day,
+                func.count(),
+                func.sum(case((t.outcome == Outcome.OOM_KILLED.value, 1), else_=0)),
+                func.sum(case((both_mem, t.declared_memory_bytes - t.peak_memory_bytes), else_=0.0)),
+                func.sum(case((both_cpu, t.declared_cpu_cores - t.peak_cpu_cores), else_=0.0)),
+            )
+            .where(t.start_date.is_not(None))
+            .group_by(day)
+            .order_by(day)
+        )
+        if dag_ids is not None:
+            q = q.where(t.dag_id.in_(list(dag_ids)))
+        with self._connect() as conn:
+            rows = list(conn.execute(q))
+        return [
+            DailyRunStats(
+                day=str(r[0])[:10],
+                runs=int(r[1]),
+                oom_killed=int(r[2] or 0),
+                memory_headroom_bytes=float(r[3] or 0.0),
+                cpu_headroom_cores=float(r[4] or 0.0),
+            )
+            for r in rows
+        ]
 
     def stale_running(self, before: datetime) -> list[RunRecord]:
         """Runs still marked RUNNING that started before ``before`` (their end was never recorded)."""
