@@ -243,6 +243,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "float",
         "300.0",
     ),
+    "local_shaping_interval": _opt(
+        "Seconds between two shaping rounds of the PredictiveLocalExecutor (one thread shapes every "
+        "local task that opted in with executor_config={\"predictive\": {\"shaping\": True}}); usage is "
+        "read from each task's cgroup every round.",
+        "float",
+        "1.0",
+    ),
 }
 
 
@@ -495,6 +502,11 @@ def reservation_lease() -> float:
 @_reader
 def admission_max_wait() -> float:
     return _positive_float("admission_max_wait")
+
+
+@_reader
+def local_shaping_interval() -> float:
+    return _positive_float("local_shaping_interval")
 
 
 @_reader

@@ -94,7 +94,7 @@ class SchedulerSettings:
 
     pool_memory_bytes / pool_cpus: the local pool's capacity (None: the machine's, or the cgroup
     limit above the task groups). fail_fast: ``on_never_fits = fail``. lease_s: reservation lease.
-    max_wait_s: bounded waiting in admission.
+    max_wait_s: bounded waiting in admission. shaping_interval_s: the local shaping loop's period.
     """
 
     default_enabled: bool
@@ -103,6 +103,7 @@ class SchedulerSettings:
     fail_fast: bool
     lease_s: float
     max_wait_s: float
+    shaping_interval_s: float = 1.0
 
 
 class Runtime:
@@ -299,6 +300,7 @@ class Runtime:
             fail_fast=config.on_never_fits() == "fail",
             lease_s=config.reservation_lease(),
             max_wait_s=config.admission_max_wait(),
+            shaping_interval_s=config.local_shaping_interval(),
         )
 
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from airflow_predictive.core.model.backend import Capabilities
     from airflow_predictive.core.model.runs import RunIdentity
+    from airflow_predictive.core.model.series import Forecast
     from airflow_predictive.core.ports import ForecastService, ReservationLedger
     from airflow_predictive.executors.opt_in import TaskSettings
     from airflow_predictive.storage.ledger_store import DecisionLog
@@ -57,6 +58,7 @@ class Waiting:
     priority: int
     queued_at: float
     last_reason: str = ""
+    forecast: Forecast | None = None  # what the plan came from (the shaping loop compares usage to it)
 
 
 @dataclass
@@ -70,6 +72,8 @@ class Launch:
     reservation_id: str | None
     decision: AdmissionDecision
     reason: str
+    settings: TaskSettings | None = None
+    forecast: Forecast | None = None
 
 
 @dataclass
@@ -83,6 +87,7 @@ class Running:
     next_step: int = 0
     handle: Any = None
     allocation: Allocation | None = None
+    shaped: bool = False  # a shaping loop owns its resizes (and follows the plan's steps itself)
 
 
 @dataclass
@@ -155,6 +160,11 @@ class Coordinator:
     # -- intake: forecast and plan ----------------------------------------------------------------
 
     def plan_for(self, run: RunIdentity, settings: TaskSettings, query: ForecastQuery) -> PlanOutcome:
+        return self._plan(run, settings, query)[0]
+
+    def _plan(
+        self, run: RunIdentity, settings: TaskSettings, query: ForecastQuery
+    ) -> tuple[PlanOutcome, Forecast | None]:
         plan_settings = replace(
             self.settings.plan,
             risk=dict(settings.risk),
@@ -172,19 +182,21 @@ class Coordinator:
                 declared=settings.declared,
             )
             log.info("predictive: %s try %d: %s", run.key, run.try_number, out.reason)
-            return out
+            return out, None
         if self.forecasts is None:
-            return declared_plan(settings.declared, plan_settings, "no forecast service: declared resources")
+            return declared_plan(
+                settings.declared, plan_settings, "no forecast service: declared resources"
+            ), None
         try:
             served = self.forecasts.forecast_for(query)
         except Exception as exc:  # a broken service never stops the task
             log.warning(
                 "predictive: forecast for %s failed (%s); planning the declared resources", run.key, exc
             )
-            return declared_plan(settings.declared, plan_settings, f"forecast failed: {exc}")
+            return declared_plan(settings.declared, plan_settings, f"forecast failed: {exc}"), None
         if served.forecast is None or served.source in (ForecastSource.NONE, ForecastSource.DECLARED):
             why = f"no learned forecast ({served.source.value}{': ' + served.note if served.note else ''})"
-            return declared_plan(settings.declared, plan_settings, f"{why}; declared resources")
+            return declared_plan(settings.declared, plan_settings, f"{why}; declared resources"), None
         try:
             return plan_from_forecast(
                 served.forecast,
@@ -192,21 +204,21 @@ class Coordinator:
                 settings=plan_settings,
                 capabilities=self.capabilities,
                 model_version=served.model_version,
-            )
+            ), served.forecast
         except Exception as exc:  # a corrupt forecast (shape, NaN ...) plans the declared resources
             log.warning(
                 "predictive: unusable forecast for %s (%s); planning the declared resources", run.key, exc
             )
-            return declared_plan(settings.declared, plan_settings, f"unusable forecast: {exc}")
+            return declared_plan(settings.declared, plan_settings, f"unusable forecast: {exc}"), None
 
     def submit(
         self, key: Any, run: RunIdentity, settings: TaskSettings, query: ForecastQuery, priority: int
     ) -> Waiting:
-        outcome = self.plan_for(run, settings, query)
+        outcome, forecast = self._plan(run, settings, query)
         self._record(
             "plan", outcome.decision.value, run, outcome.reason, {"plan": codec.plan_to_dict(outcome.plan)}
         )
-        item = Waiting(key, run, settings, outcome, priority, self.clock())
+        item = Waiting(key, run, settings, outcome, priority, self.clock(), forecast=forecast)
         self.waiting[key] = item
         return item
 
@@ -286,7 +298,17 @@ class Coordinator:
                 {"reservation": result.reservation.id, "waited_s": now - item.queued_at},
             )
             plan = item.outcome.plan
-            return Launch(item.key, item.run, plan.initial, plan, result.reservation.id, d, outcome.reason)
+            return Launch(
+                item.key,
+                item.run,
+                plan.initial,
+                plan,
+                result.reservation.id,
+                d,
+                outcome.reason,
+                settings=item.settings,
+                forecast=item.forecast,
+            )
         if result.status is LedgerStatus.REFUSED:  # another executor got there first: next round
             b = result.bottleneck
             item.last_reason = f"{b.metric.value}/{b.side}" if b is not None else "refused"
@@ -305,7 +327,16 @@ class Coordinator:
         else:
             log.warning("predictive: %s runs on %s: %s", item.run.key, what, reason)
         self._record("admission", AdmissionDecision.DECLARED_FALLBACK.value, item.run, reason, None)
-        return Launch(item.key, item.run, allocation, None, None, AdmissionDecision.DECLARED_FALLBACK, reason)
+        return Launch(
+            item.key,
+            item.run,
+            allocation,
+            None,
+            None,
+            AdmissionDecision.DECLARED_FALLBACK,
+            reason,
+            settings=item.settings,
+        )
 
     def _all_declared(self, reason: str) -> list[Launch]:
         out = [self._declared(w, reason) for w in list(self.waiting.values())]
@@ -336,7 +367,7 @@ class Coordinator:
         out = []
         for item in self.running.values():
             plan = item.plan
-            if plan is None or item.handle is None:
+            if plan is None or item.handle is None or item.shaped:
                 continue
             while item.next_step < len(plan.steps) and plan.steps[item.next_step].at_s <= now - item.started:
                 step = plan.steps[item.next_step]

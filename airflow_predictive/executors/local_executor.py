@@ -9,8 +9,10 @@ default_enabled``; every other workload runs exactly as LocalExecutor runs it.
 For an opted-in task the executor serves the forecast for this try, plans (coordinator.py), keeps
 the task queued while the plan does not fit the local pool, reserves it in the shared ledger, puts
 the task's process tree in its own cgroup with the planned limits (local_worker.py), applies the
-plan's timed steps from its heartbeat, and releases the reservation and the group when the task
-ends. Never imports TensorFlow; nothing here blocks the scheduler loop on the network.
+plan's timed steps from its heartbeat, shapes the tasks that ask for it (``"shaping": True``: one
+thread grows and reclaims every such task's limits from its cgroup's usage each second, the ledger
+following every applied change: local_shaping.py), and releases the reservation and the group when
+the task ends. Never imports TensorFlow; nothing here blocks the scheduler loop on the network.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow_predictive.executors.coordinator import Coordinator, Launch, Running
+    from airflow_predictive.executors.local_shaping import LocalShaping
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class PredictiveLocalExecutor(LocalExecutor):
         self._inflight: set[Any] = set()  # keys handed to workers, until their result
         self._usage: dict[Any, deque[float]] = {}
         self._default_enabled = False
+        self._shaping: LocalShaping | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -76,6 +80,14 @@ class PredictiveLocalExecutor(LocalExecutor):
         except Exception as exc:  # never stop the scheduler: run as LocalExecutor
             log.warning("predictive: executor runs as a plain LocalExecutor (%s)", exc)
             self._coordinator = None
+            return
+        try:
+            from airflow_predictive.executors.wiring import local_shaping
+
+            self._shaping = local_shaping(self._backend)
+        except Exception as exc:  # planning and reservations go on; tasks keep their planned limits
+            log.warning("predictive: no shaping of local tasks (%s)", exc)
+            self._shaping = None
 
     def _holder(self) -> str:
         return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -106,6 +118,8 @@ class PredictiveLocalExecutor(LocalExecutor):
     def _release_everything(self) -> None:
         if self._coordinator is None:
             return
+        if self._shaping is not None:
+            self._shaping.close()  # the thread stops first: nothing resizes a group being removed
         for key, item in list(self._coordinator.running.items()):
             self._finish(key, item)
 
@@ -179,7 +193,9 @@ class PredictiveLocalExecutor(LocalExecutor):
             except Exception as exc:
                 log.warning("predictive: %s runs without its cgroup (%s)", launch.run.key, exc)
                 handle, procs = None, ()
-        coordinator.started(launch, handle)
+        item = coordinator.started(launch, handle)
+        if handle is not None and self._shaping is not None and launch.settings and launch.settings.shaping:
+            self._shaping.start(item, launch.settings, launch.forecast)
         self._inflight.add(launch.key)
         self.activity_queue.put(GroupedWorkload(workload, tuple(procs)))  # type: ignore[arg-type]
         with self._unread_messages:
@@ -196,6 +212,7 @@ class PredictiveLocalExecutor(LocalExecutor):
         now = coordinator.clock()
         try:
             self._apply_steps(now)
+            self._follow_shaping()
             self._watch_usage()
             coordinator.keep_alive(now)
         except Exception as exc:  # the heartbeat must go on
@@ -219,6 +236,16 @@ class PredictiveLocalExecutor(LocalExecutor):
                 result.reason,
             )
             coordinator.stepped(item, allocated or target, target, usage)
+
+    def _follow_shaping(self) -> None:
+        """What the shaping thread applied is what the task holds (renewals extend that)."""
+        shaping, coordinator = self._shaping, self._coordinator
+        if shaping is None or coordinator is None:
+            return
+        for key, item in coordinator.running.items():
+            allocation = shaping.allocation(key) if item.shaped else None
+            if allocation is not None:
+                item.allocation = allocation
 
     def _watch_usage(self) -> None:
         coordinator = self._coordinator
@@ -246,6 +273,11 @@ class PredictiveLocalExecutor(LocalExecutor):
         coordinator = self._coordinator
         assert coordinator is not None
         oom, peak, rising = False, None, False
+        if self._shaping is not None and item.shaped:
+            try:
+                self._shaping.stop(key)  # no tick runs past this: the group may go
+            except Exception as exc:
+                log.warning("predictive: shaping of %s did not stop cleanly (%s)", item.run.key, exc)
         if item.handle is not None:
             try:
                 if hasattr(self._backend, "joined"):

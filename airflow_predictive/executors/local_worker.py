@@ -75,7 +75,7 @@ def _write_pid(files: tuple[str, ...], pid: int) -> list[str]:
     return failed
 
 
-def _pids_in(files: tuple[str, ...]) -> set[int]:
+def pids_in(files: tuple[str, ...]) -> set[int]:
     out: set[int] = set()
     for path in files:
         with contextlib.suppress(OSError, ValueError), open(path) as fh:
@@ -109,7 +109,7 @@ class GroupJoin:
     def _watch(self) -> None:
         deadline = time.monotonic() + WATCH_TIMEOUT_S
         while not self._left.is_set() and time.monotonic() < deadline:
-            if _pids_in(self.target) - {self.pid}:
+            if pids_in(self.target) - {self.pid}:
                 self.leave()
                 return
             time.sleep(WATCH_INTERVAL_S)

@@ -2,8 +2,9 @@
 
 ``True`` / ``False`` opt in or out; a dict opts in with settings: ``cpu`` / ``memory`` (the declared
 resources: the plan when nothing is forecast, and the fallback), ``risk`` (one quantile for every
-metric, or ``{"memory": 0.99, "cpu": 0.9}``), ``min`` / ``max`` (bounds, same keys), ``shaping``,
-``shadow_run``, ``duration`` (seconds, the plan's length when nothing predicts it) and ``enabled``.
+metric, or ``{"memory": 0.99, "cpu": 0.9}``), ``min`` / ``max`` (bounds, same keys), ``shaping`` (``True``, or
+a dict of shaping settings such as ``{"reclaim_after_s": 5}``: the task's limits follow its use
+while it runs), ``shadow_run``, ``duration`` (seconds, the plan's length when nothing predicts it) and ``enabled``.
 A DAG-wide default goes through ``default_args={"executor_config": {...}}``; ``[predictive]
 default_enabled`` opts in every task that says nothing. Bad values are ignored with one log line:
 a typo in a setting never stops the task.
@@ -14,12 +15,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_predictive.core.model.quantity import InvalidQuantity, parse_quantity
 from airflow_predictive.core.model.resources import Metric, ResourceVector
 from airflow_predictive.core.scheduling.planner import DEFAULT_RISK
+from airflow_predictive.core.shaping.codec import settings_from_dict
 from airflow_predictive.listeners.task_facts import PREDICTIVE_KEY, declared_resources
+
+if TYPE_CHECKING:
+    from airflow_predictive.core.shaping.policy import ShapingSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,7 @@ class TaskSettings:
     shaping: bool = False
     shadow_run: bool | str = False
     duration_s: float | None = None
+    shaping_settings: ShapingSettings | None = None  # None: the policy's defaults
 
 
 def _vector(raw: Any, what: str) -> ResourceVector:
@@ -79,6 +85,16 @@ def _risk(raw: Any) -> dict[Metric, float]:
     return risk
 
 
+def _shaping(raw: Any) -> tuple[bool, ShapingSettings | None]:
+    if isinstance(raw, Mapping):
+        try:
+            return True, settings_from_dict(dict(raw))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("predictive: shaping=%r: %s; shaping with the default settings", raw, exc)
+            return True, None
+    return bool(raw), None
+
+
 def task_settings(executor_config: Any, *, default_enabled: bool = False) -> TaskSettings:
     """Settings of one task from its executor_config (never raises)."""
     declared = declared_resources(executor_config, None)
@@ -96,15 +112,17 @@ def task_settings(executor_config: Any, *, default_enabled: bool = False) -> Tas
     except (TypeError, ValueError):
         log.warning("predictive: ignoring duration=%r (seconds expected)", duration)
         duration_s = None
+    shaping, shaping_settings = _shaping(cfg.get("shaping", False))
     return TaskSettings(
         enabled=bool(cfg.get("enabled", True)),
         declared=declared,
         risk=_risk(cfg.get("risk")),
         minimum=_vector(cfg.get("min"), "min"),
         maximum=_vector(cfg.get("max"), "max"),
-        shaping=bool(cfg.get("shaping", False)),
+        shaping=shaping,
         shadow_run=cfg.get("shadow_run", False)
         if isinstance(cfg.get("shadow_run", False), bool | str)
         else False,
         duration_s=duration_s,
+        shaping_settings=shaping_settings,
     )

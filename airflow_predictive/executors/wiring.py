@@ -9,12 +9,15 @@ planned and recorded but never held back (logged once).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_predictive.core.model.plan import Pool, PoolCapacity, PoolKind
 from airflow_predictive.core.model.resources import ResourceVector
 from airflow_predictive.core.scheduling.admission import AdmissionSettings
 from airflow_predictive.executors.coordinator import Coordinator, CoordinatorSettings
+
+if TYPE_CHECKING:
+    from airflow_predictive.executors.local_shaping import LocalShaping
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +71,12 @@ def local_coordinator(holder: str) -> tuple[Coordinator, Any, bool]:
         decisions=runtime.decision_log(),
     )
     return coordinator, backend, settings.default_enabled
+
+
+def local_shaping(backend: Any) -> LocalShaping:
+    """The PredictiveLocalExecutor's shaping thread (``[predictive] local_shaping_interval``)."""
+    from airflow_predictive.executors.local_shaping import LocalShaping
+    from airflow_predictive.runtime import get_runtime
+
+    runtime = get_runtime()
+    return LocalShaping(runtime, backend, runtime.scheduler_settings().shaping_interval_s)

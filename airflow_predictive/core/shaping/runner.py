@@ -1,9 +1,10 @@
-"""Drives a ``ShapingController`` at a fixed interval until its task ends (local tasks, workers).
+"""Drives shaping controllers at a fixed interval until their tasks end (local tasks, workers).
 
 The controller does the work in ``tick()``; this only calls it on time, on a daemon thread or in
-the caller's thread, and stops when the task has ended or ``stop()`` is called. ``wait`` is
-injected (``threading.Event.wait`` by default) so tests never sleep for real. A tick that raises
-(it should not) is logged and the loop goes on: shaping must never take the task down.
+the caller's thread, and stops when the task has ended or ``stop()`` is called. ``ShapingLoop``
+drives one controller (a worker shaping its own pod); ``ShapingGroup`` drives any number on one
+thread (the PredictiveLocalExecutor: one round over N tasks, not N threads). A tick that raises (it
+should not) is logged once per task and the loop goes on: shaping must never take the task down.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from airflow_predictive.core.shaping.controller import ShapingController, TickReport
@@ -63,6 +64,96 @@ class ShapingLoop:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
+class Shaped(Protocol):
+    """What a ``ShapingGroup`` ticks: a ``ShapingController``, or an adapter around one."""
+
+    def tick(self) -> Any: ...
+
+
+class ShapingGroup:
+    """Ticks every member once per ``interval_s`` on one daemon thread (started on first ``add``).
+
+    ``remove(key)`` returns once no tick of that member is running (so the caller may release the
+    member's cgroup right after); ``close()`` stops the thread and forgets everyone. ``round()``
+    is one pass in the caller's thread (tests, benchmarks). A member whose tick raises is logged
+    once (then at debug) and ticked again next round.
+    """
+
+    def __init__(self, interval_s: float = 1.0, *, name: str = "shaping-group") -> None:
+        if not interval_s > 0:
+            raise ValueError("interval_s must be positive")
+        self.interval_s = interval_s
+        self.name = name
+        self.rounds = 0
+        self._members: dict[Any, Shaped] = {}
+        self._lock = threading.Lock()  # held while one member ticks, and to add / remove
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed: set[Any] = set()
+
+    def add(self, key: Any, member: Shaped) -> None:
+        with self._lock:
+            self._members[key] = member
+            self._failed.discard(key)
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
+                self._thread.start()
+
+    def remove(self, key: Any) -> Shaped | None:
+        with self._lock:
+            self._failed.discard(key)
+            return self._members.pop(key, None)
+
+    def get(self, key: Any) -> Shaped | None:
+        return self._members.get(key)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def round(self) -> int:
+        """Tick every member once; returns how many were ticked."""
+        ticked = 0
+        for key in list(self._members):
+            if self._stop.is_set():
+                break
+            with self._lock:
+                member = self._members.get(key)
+                if member is None:
+                    continue
+                try:
+                    member.tick()
+                except Exception:
+                    if key not in self._failed:
+                        self._failed.add(key)
+                        log.exception("shaping tick of %s failed; the task keeps its resources", key)
+                    else:
+                        log.debug("shaping tick of %s failed again", key, exc_info=True)
+                ticked += 1
+        self.rounds += 1
+        return ticked
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.round()
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+        with self._lock:
+            self._members.clear()
+            self._failed.clear()
+        self._thread = None
 
     @property
     def alive(self) -> bool:

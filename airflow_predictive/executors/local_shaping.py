@@ -1,0 +1,249 @@
+"""Shaping of local tasks under the PredictiveLocalExecutor: one thread, one round over every task.
+
+Why one thread for all (``ShapingGroup``) rather than one ``ShapingLoop`` per task: a round is a
+few cgroup file reads per task (well under a millisecond each), so one thread keeps up with many
+tasks at a 1 s interval; N threads would contend for the same cgroup backend lock and the GIL and
+cost a thread per running task for nothing. The executor's own heartbeat is not used either: it
+runs every few seconds and blocks on the scheduler, too slow to catch a memory ramp.
+
+A task is shaped once its process has joined its cgroup (``LocalShapedTask`` waits for a pid in
+the group: before that the group is empty and reads as idle, which must not be reclaimed). Its
+controller is the runtime's (events stored, applied changes adjusting the reservation), over a
+``PoolGate``: a grow is first reserved in the ledger (``force=False``) and held with "pool full"
+when the pool has no room; a reclaim is released by the controller's own adjust after it applied.
+Nothing here may hurt the task: a failure is logged once and the task keeps its current limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from airflow_predictive.core.model.backend import ResizeResult, ResizeStatus
+from airflow_predictive.core.model.plan import LedgerStatus
+from airflow_predictive.core.model.resources import ResourceVector
+from airflow_predictive.core.shaping.policy import ShapingSettings
+from airflow_predictive.core.shaping.runner import ShapingGroup
+from airflow_predictive.executors.local_worker import pids_in
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_predictive.core.model.backend import Allocation, Capabilities, Handle, TaskState
+    from airflow_predictive.core.model.runs import RunIdentity
+    from airflow_predictive.core.ports import ReservationLedger, ResourceBackend
+    from airflow_predictive.core.shaping.controller import ShapingController, TickReport
+    from airflow_predictive.executors.coordinator import Running
+    from airflow_predictive.executors.opt_in import TaskSettings
+
+log = logging.getLogger(__name__)
+
+POOL_FULL = "pool full"
+
+
+def shaping_run_key(run: RunIdentity) -> str:
+    """The ``run_key`` of a local task's shaping events: ``dag/task[map]/run_id/try``."""
+    key = run.key
+    task = key.task_id if key.map_index < 0 else f"{key.task_id}[{key.map_index}]"
+    return f"{key.dag_id}/{task}/{run.run_id}/{run.try_number}"
+
+
+def _grows(current: Allocation, target: Allocation) -> bool:
+    for side_now, side_new in ((current.limits, target.limits), (current.requests, target.requests)):
+        for metric, value in side_new.present().items():
+            before = side_now.get(metric)
+            if before is None or value > before:
+                return True
+    return False
+
+
+class PoolGate:
+    """``backend`` for one reserved task, as its shaping controller sees it: a grow goes through the
+    ledger first (see the module docstring). Every other call is the backend's."""
+
+    def __init__(
+        self,
+        backend: ResourceBackend,
+        ledger: ReservationLedger,
+        reservation_id: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.ledger = ledger
+        self.reservation_id = reservation_id
+        self.clock = clock
+        self.held = 0  # grows held back because the pool had no room
+        self._in_force: dict[str, Allocation] = {}
+        self._ledger_warned = False
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.backend, "name", "cgroups"))
+
+    def capabilities(self) -> Capabilities:
+        return self.backend.capabilities()
+
+    def state(self, handle: Handle) -> TaskState:
+        return self.backend.state(handle)
+
+    def usage(self, handle: Handle) -> ResourceVector | None:
+        return self.backend.usage(handle)
+
+    def resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
+        current = self._in_force.get(handle.ref, handle.allocation)
+        reserved_ahead = False
+        if _grows(current, allocation):
+            result = self.ledger.adjust(
+                self.reservation_id,
+                self.clock(),
+                allocation,
+                desired=allocation,
+                actual=self._usage(handle),
+                force=False,
+            )
+            if result.status is LedgerStatus.REFUSED:
+                self.held += 1
+                return ResizeResult(
+                    ResizeStatus.REJECTED, f"{POOL_FULL}: {result.reason}", allocation=current
+                )
+            if result.status is LedgerStatus.ADJUSTED:
+                reserved_ahead = True
+            elif not self._ledger_warned:  # ledger down / reservation gone: the task's need comes first
+                self._ledger_warned = True
+                log.warning(
+                    "predictive: %s grows without a ledger check (%s: %s)",
+                    handle.name,
+                    result.status.value,
+                    result.reason,
+                )
+        out = self.backend.resize(handle, allocation)
+        if out.applied:
+            self._in_force[handle.ref] = out.allocation or allocation
+        elif reserved_ahead:  # give back what was reserved for a grow that did not happen
+            self.ledger.adjust(self.reservation_id, self.clock(), out.allocation or current, force=True)
+        return out
+
+    def _usage(self, handle: Handle) -> ResourceVector | None:
+        try:
+            return self.backend.usage(handle)
+        except Exception:
+            return None
+
+
+class LocalShapedTask:
+    """One task in the executor's shaping group: its controller is built when the task's process is
+    in its cgroup (``procs_files`` non-empty), then ticked every round."""
+
+    def __init__(self, name: str, procs_files: tuple[str, ...], build: Callable[[], ShapingController]):
+        self.name = name
+        self.procs_files = procs_files
+        self._build = build
+        self.controller: ShapingController | None = None
+        self.last: TickReport | None = None
+
+    def tick(self) -> TickReport | None:
+        if self.controller is None:
+            if self.procs_files and not pids_in(self.procs_files):
+                return None  # the task's process has not joined yet: an empty group is not idle
+            self.controller = self._build()
+        self.last = self.controller.tick()
+        return self.last
+
+    @property
+    def allocation(self) -> Allocation | None:
+        return None if self.controller is None else self.controller.allocation
+
+
+def shaping_settings_for(task: TaskSettings) -> ShapingSettings:
+    """The task's shaping settings with its ``min`` / ``max`` as the bounds (they win over the defaults)."""
+    base = task.shaping_settings or ShapingSettings()
+    lo = {**base.minimum.present(), **task.minimum.present()}
+    hi = {**base.maximum.present(), **task.maximum.present()}
+    return replace(base, minimum=ResourceVector.from_mapping(lo), maximum=ResourceVector.from_mapping(hi))
+
+
+class LocalShaping:
+    """The executor's shaping: ``start`` a task after its launch, ``stop`` it before its cgroup is
+    released, ``close`` on executor end. ``runtime`` builds the controllers (``runtime.shaper``)."""
+
+    def __init__(self, runtime: Any, backend: ResourceBackend, interval_s: float) -> None:
+        self.runtime = runtime
+        self.backend = backend
+        self.group = ShapingGroup(interval_s, name="predictive-local-shaping")
+        self.tasks: dict[Any, LocalShapedTask] = {}
+        self.gates: dict[Any, PoolGate] = {}
+
+    def start(self, item: Running, task: TaskSettings, forecast: Any = None) -> bool:
+        """Shape ``item`` (launched in its cgroup); False (logged) when it cannot be shaped."""
+        handle = item.handle
+        if handle is None:
+            return False
+        try:
+            settings = shaping_settings_for(task)
+            procs = tuple(self.backend.procs_files(handle)) if hasattr(self.backend, "procs_files") else ()
+            backend: Any = self.backend
+            if item.reservation_id is not None:
+                backend = self.gates[item.key] = PoolGate(
+                    self.backend, self.runtime.ledger(), item.reservation_id
+                )
+            expectation = None
+            if forecast is not None:
+                from airflow_predictive.core.shaping.expectation import ForecastExpectation
+
+                expectation = ForecastExpectation(forecast, quantiles=dict(task.risk))
+            plan = item.plan
+
+            def build() -> ShapingController:
+                return self.runtime.shaper(  # type: ignore[no-any-return]
+                    backend,
+                    handle,
+                    settings,
+                    expectation=expectation,
+                    plan=plan,
+                    reservation_id=item.reservation_id,
+                    run_key=shaping_run_key(item.run),
+                )
+
+            shaped = LocalShapedTask(handle.name, procs, build)
+            self.tasks[item.key] = shaped
+            self.group.add(item.key, shaped)
+        except Exception as exc:
+            log.warning("predictive: %s is not shaped (%s); it keeps its planned limits", item.run.key, exc)
+            self.tasks.pop(item.key, None)
+            self.gates.pop(item.key, None)
+            return False
+        item.shaped = True
+        log.info(
+            "predictive: shaping %s every %.1fs (%s)",
+            item.run.key,
+            self.group.interval_s,
+            "forecast" if expectation is not None else "no forecast: near-limit grows, idle reclaims",
+        )
+        return True
+
+    def stop(self, key: Any) -> LocalShapedTask | None:
+        """Stop shaping ``key``; returns once no tick of it runs (its cgroup may be released)."""
+        self.group.remove(key)
+        self.gates.pop(key, None)
+        shaped = self.tasks.pop(key, None)
+        if shaped is not None and shaped.controller is not None:
+            ctrl = shaped.controller
+            log.info(
+                "predictive: shaping of %s ended: %d resize(s), %d applied",
+                shaped.name,
+                ctrl.resizes,
+                ctrl.applied,
+            )
+        return shaped
+
+    def allocation(self, key: Any) -> Allocation | None:
+        shaped = self.tasks.get(key)
+        return None if shaped is None else shaped.allocation
+
+    def close(self) -> None:
+        self.group.close()
+        self.tasks.clear()
+        self.gates.clear()
