@@ -361,6 +361,9 @@ class Api:
         if errors:
             raise invalid_object("Pod", meta.get("name", ""), errors)
         quota.admit(self.store, namespace, meta["name"], pod)
+        from airflow_predictive.emulator.kubernetes import priority
+
+        priority.admit(self.store, pod)
         pod["status"] = {"phase": "Pending", "qosClass": validation.compute_qos(pod)}
 
     @staticmethod

@@ -22,11 +22,19 @@ from typing import TYPE_CHECKING, Any
 from airflow_predictive.emulator.kubernetes.api import DEFAULT_CLASS_ANNOTATION, Api
 from airflow_predictive.emulator.kubernetes.faults import Faults
 from airflow_predictive.emulator.kubernetes.kubelet import Kubelet, KubeletConfig
-from airflow_predictive.emulator.kubernetes.resources import NAMESPACES, NODES, PVCS, STORAGE_CLASSES
+from airflow_predictive.emulator.kubernetes.resources import (
+    NAMESPACES,
+    NODEPOOLS,
+    NODES,
+    PRIORITY_CLASSES,
+    PVCS,
+    STORAGE_CLASSES,
+)
 from airflow_predictive.emulator.kubernetes.store import Store
 
 if TYPE_CHECKING:
     from airflow_predictive.backends.cgroups.backend import CgroupBackend
+    from airflow_predictive.core.model.nodes import NodePool
     from airflow_predictive.core.ports import Clock
     from airflow_predictive.emulator.kubernetes.images import ImageMap
     from airflow_predictive.emulator.kubernetes.server import EmulatorHTTPServer
@@ -58,9 +66,12 @@ class Emulator:
         mode: str = "simulated",
         images: ImageMap | None = None,
         cgroups: CgroupBackend | None = None,
+        node_pools: tuple[NodePool, ...] = (),
     ) -> None:
         """``mode``: "simulated" (workload curves, scales to thousands of pods) or "process" (each
-        container a real local process under its own cgroup; see ``process_kubelet``)."""
+        container a real local process under its own cgroup; see ``process_kubelet``).
+        ``node_pools``: Karpenter NodePools served under karpenter.sh/v1 whose nodes the emulated
+        autoscaler (``nodes.NodeAutoscaler``) launches for Pending pods and consolidates."""
         from airflow_predictive.core.ports import SystemClock
 
         self.clock: Clock = clock or SystemClock()
@@ -78,6 +89,9 @@ class Emulator:
         else:
             raise ValueError(f"unknown kubelet mode {mode!r} (simulated or process)")
         self.api = Api(self.store, self.kubelet, self.lock, watch_poll_s)
+        from airflow_predictive.emulator.kubernetes.nodes import NodeAutoscaler
+
+        self.autoscaler = NodeAutoscaler(self.store, self.clock, self.kubelet)
         self.faults = Faults()
         self.auto_tick = auto_tick
         self.tick_interval_s = tick_interval_s
@@ -97,6 +111,9 @@ class Emulator:
             )
         for node in nodes:
             self.add_node(node)
+        self._add_priority_classes()
+        for pool in node_pools:
+            self.add_node_pool(pool)
         self.store.create(
             STORAGE_CLASSES,
             "",
@@ -172,11 +189,25 @@ class Emulator:
             },
         )
 
+    def _add_priority_classes(self) -> None:
+        from airflow_predictive.emulator.kubernetes.priority import builtin_classes
+
+        for obj in builtin_classes():
+            self.store.create(PRIORITY_CLASSES, "", obj)
+
+    def add_node_pool(self, pool: NodePool) -> None:
+        """Serve ``pool`` as a karpenter.sh/v1 NodePool; the autoscaler launches its nodes."""
+        from airflow_predictive.backends.nodes.karpenter import to_object
+
+        self.store.create(NODEPOOLS, "", to_object(pool))
+
     # ---- time ---------------------------------------------------------------------------------
     def tick(self) -> None:
-        """One step of every simulated controller (scheduler, kubelet, volume expansion)."""
+        """One step of every simulated controller (scheduler, kubelet, node autoscaler, volume
+        expansion)."""
         with self.lock:
             self.kubelet.tick()
+            self.autoscaler.tick()
             self._tick_volumes()
 
     def _tick_volumes(self) -> None:

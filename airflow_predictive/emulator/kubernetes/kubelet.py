@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from airflow_predictive.emulator.kubernetes import quantity
+from airflow_predictive.emulator.kubernetes import quantity, scheduling
 from airflow_predictive.emulator.kubernetes.pod_status import pod_status
 from airflow_predictive.emulator.kubernetes.resources import NODES, PODS
 from airflow_predictive.emulator.kubernetes.workload import (
@@ -335,15 +335,21 @@ class Kubelet:
             short: dict[str, int] = {}
             chosen = None
             for name, node in sorted(nodes.items()):
+                unfit = scheduling.unfit_reason(pod, node)
+                if unfit is not None:
+                    short[unfit] = short.get(unfit, 0) + 1
+                    continue
                 alloc, used = self._allocatable(node), self._allocated_on(name)
                 lacking = [r for r, v in want.items() if v > 0 and used.get(r, 0) + v > alloc.get(r, 0)]
                 if not lacking:
                     chosen = name
                     break
                 for r in lacking:
-                    short[r] = short.get(r, 0) + 1
+                    short[f"Insufficient {r}"] = short.get(f"Insufficient {r}", 0) + 1
+            if chosen is None and self._preempt(pod, want, nodes):
+                continue
             if chosen is None:
-                reasons = ", ".join(f"{n} Insufficient {r}" for r, n in sorted(short.items()))
+                reasons = ", ".join(f"{n} {r}" for r, n in sorted(short.items()))
                 message = (
                     f"0/{len(nodes)} nodes are available: {reasons}."
                     if nodes
@@ -359,6 +365,94 @@ class Kubelet:
                 f"Successfully assigned {meta['namespace']}/{meta['name']} to {chosen}",
                 component="default-scheduler",
             )
+
+    def _preempt(self, pod: Obj, want: dict[str, int], nodes: dict[str, Obj]) -> bool:
+        """Evict lower-priority pods from one node so that ``pod`` fits there (the scheduler's
+        preemption); True while the pod waits for its victims to go."""
+        from airflow_predictive.emulator.kubernetes import priority
+
+        prio = priority.priority_of(pod)
+        if (pod.get("spec") or {}).get("preemptionPolicy") == "Never":
+            return False
+        nominated = (pod.get("status") or {}).get("nominatedNodeName")
+        bound = [p for p in self.store.snapshot(PODS) if p["spec"].get("nodeName")]
+        if nominated and any(
+            p["spec"]["nodeName"] == nominated and p["metadata"].get("deletionTimestamp") for p in bound
+        ):
+            return True  # victims still terminating
+        if not any(priority.priority_of(p) < prio for p in bound):
+            return False
+        best: tuple[str, list[priority.Candidate]] | None = None
+        for name, node in sorted(nodes.items()):
+            if scheduling.unfit_reason(pod, node) is not None:
+                continue
+            on_node = []
+            for p in bound:
+                rt = self.pods.get(p["metadata"]["uid"])
+                if p["spec"]["nodeName"] == name and rt is not None and not rt.finished:
+                    meta = p["metadata"]
+                    on_node.append(
+                        priority.Candidate(
+                            meta["namespace"],
+                            meta["name"],
+                            priority.priority_of(p),
+                            _requests_of(rt.allocated),
+                        )
+                    )
+            victims = priority.victims_for(
+                want, self._allocatable(node), self._allocated_on(name), on_node, prio
+            )
+            if victims is not None and (best is None or len(victims) < len(best[1])):
+                best = (name, victims)
+        if best is None:
+            return False
+        node_name, victims = best
+        meta = pod["metadata"]
+        for victim in victims:
+            self._evict(victim.namespace, victim.name, f"Preempted by pod {meta['uid']} on node {node_name}")
+
+        def nominate(cur: Obj) -> Obj:
+            cur.setdefault("status", {})["nominatedNodeName"] = node_name
+            return cur
+
+        self._write(pod, nominate, spec=False)
+        return True
+
+    def _evict(self, namespace: str, name: str, message: str, reason: str = "PreemptionByScheduler") -> None:
+        """Delete a pod with its grace period and a ``DisruptionTarget`` condition (preemption,
+        consolidation)."""
+        from airflow_predictive.emulator.kubernetes.errors import ApiError
+
+        try:
+            victim = self.store.get(PODS, namespace, name)
+        except ApiError:
+            return
+        self.event(
+            victim,
+            "Preempted" if reason == "PreemptionByScheduler" else "Evicted",
+            message,
+            component="default-scheduler",
+        )
+        grace = int(victim["spec"].get("terminationGracePeriodSeconds", 30))
+
+        def mutate(cur: Obj) -> Obj:
+            cur["metadata"].setdefault("deletionTimestamp", self.ts())
+            cur["metadata"].setdefault("deletionGracePeriodSeconds", grace)
+            status = cur.setdefault("status", {})
+            status["conditions"] = [
+                *(c for c in status.get("conditions", []) if c.get("type") != "DisruptionTarget"),
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": self.ts(),
+                    "reason": reason,
+                    "message": message,
+                },
+            ]
+            return cur
+
+        self._write(victim, mutate, spec=False)
 
     def _set_unschedulable(self, pod: Obj, message: str) -> None:
         old = next(

@@ -39,12 +39,28 @@ EVENTS = Resource("events", "Event", "", "v1", True, _RW, ("ev",))
 STORAGE_CLASSES = Resource("storageclasses", "StorageClass", "storage.k8s.io", "v1", False, _RW, ("sc",))
 POD_METRICS = Resource("pods", "PodMetrics", "metrics.k8s.io", "v1beta1", True, ("get", "list"))
 NODE_METRICS = Resource("nodes", "NodeMetrics", "metrics.k8s.io", "v1beta1", False, ("get", "list"))
+PRIORITY_CLASSES = Resource(
+    "priorityclasses", "PriorityClass", "scheduling.k8s.io", "v1", False, _RW, ("pc",)
+)
+NODEPOOLS = Resource("nodepools", "NodePool", "karpenter.sh", "v1", False, _RW, (), ("status",))
 
-STORED: tuple[Resource, ...] = (PODS, NODES, NAMESPACES, PVCS, QUOTAS, EVENTS, STORAGE_CLASSES)
+STORED: tuple[Resource, ...] = (
+    PODS,
+    NODES,
+    NAMESPACES,
+    PVCS,
+    QUOTAS,
+    EVENTS,
+    STORAGE_CLASSES,
+    PRIORITY_CLASSES,
+    NODEPOOLS,
+)
 GROUPS: dict[tuple[str, str], tuple[Resource, ...]] = {
     ("", "v1"): (PODS, NODES, NAMESPACES, PVCS, QUOTAS, EVENTS),
     ("storage.k8s.io", "v1"): (STORAGE_CLASSES,),
     ("metrics.k8s.io", "v1beta1"): (POD_METRICS, NODE_METRICS),
+    ("scheduling.k8s.io", "v1"): (PRIORITY_CLASSES,),
+    ("karpenter.sh", "v1"): (NODEPOOLS,),
 }
 
 
