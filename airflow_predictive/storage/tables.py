@@ -243,3 +243,25 @@ shaping_event = Table(
     Index("ix_predictive_shaping_event_subject_at", "subject", "at"),
     Index("ix_predictive_shaping_event_run_key", "run_key"),
 )
+
+
+# -- shadow runs (revision 0009_shadow_forecasts): the re-forecast a shadow left for its real try ----
+
+shadow_forecast = Table(
+    "predictive_shadow_forecast",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_id", String(250), nullable=False),
+    Column("task_id", String(250), nullable=False),
+    Column("map_index", Integer, nullable=False, default=-1),
+    Column("run_id", String(250), nullable=False),
+    Column("shadow_run_pk", Integer, nullable=True),  # the shadow's predictive_task_run row (source shadow)
+    Column("estimator", String(100), nullable=False),
+    Column("model_version", String(64), nullable=True),
+    Column("curves", Text, nullable=False),  # JSON, as predictive_forecast.curves
+    Column("duration", Text, nullable=False),
+    Column("peak_only", Integer, nullable=False, default=0),
+    Column("note", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("dag_id", "task_id", "map_index", "run_id", name="uq_predictive_shadow_forecast_run"),
+)

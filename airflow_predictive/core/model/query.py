@@ -39,6 +39,7 @@ class ForecastQuery:
     features: Mapping[str, FeatureValue] = field(default_factory=dict)
     declared: ResourceVector = field(default_factory=ResourceVector)
     operator: str | None = None  # operator class name (cold start: the operator type's prior)
+    run_id: str | None = None  # the DAG run of the try (a shadow run's re-forecast is served for it)
 
     @property
     def try_number(self) -> int:
@@ -53,6 +54,7 @@ class ForecastSource(StrEnum):
     GLOBAL = "global"  # the global model / cross-task prior
     OPERATOR = "operator"  # prior of the operator type
     DECLARED = "declared"  # nothing learned: the declared resources as a flat curve
+    SHADOW = "shadow"  # re-forecast for this DAG run from its shadow run's observed prefix
     NONE = "none"  # nothing at all (no history, nothing declared)
 
 

@@ -54,6 +54,7 @@ class RunSource(StrEnum):
     LISTENER = "listener"  # recorded live by the provider's listener and sampler
     INGEST = "ingest"  # backfilled from Airflow's task_instance table (no samples)
     TRACE = "trace"  # imported from a public trace (k-Segments, Nextflow)
+    SHADOW = "shadow"  # a shadow run: a short calibration run before the real try (never trains)
 
 
 @dataclass(frozen=True, slots=True)
