@@ -1,0 +1,235 @@
+"""The RBAC manifests grant exactly what the package's Kubernetes client calls need.
+
+The scan reads every module of ``airflow_predictive`` (not the emulator, which *serves* the API)
+for calls of methods of the official client's API classes (``CoreV1Api.read_namespaced_pod``,
+``CustomObjectsApi.list_namespaced_custom_object("metrics.k8s.io", ..., "pods")``, ...), turns
+each into the RBAC permission it needs (group, resource[/subresource], verb) and compares the
+set with the rules of ``docker/kubernetes/rbac*.yaml``: a new call without a rule fails, and so
+does a rule without a call. Inside ``match`` statements on ``Verb.X`` the permission a case's
+call needs must also be the one ``calls.VERBS[Verb.X]`` declares (the declared list is what
+tests/unit/backends/kubernetes/test_kube_rbac.py holds the Role to).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from airflow_predictive.backends.kubernetes.calls import VERBS, Verb
+from tests._real_parts import require_module
+
+ROOT = Path(__file__).resolve().parents[3]
+PACKAGE = ROOT / "airflow_predictive"
+MANIFESTS = sorted((ROOT / "docker" / "kubernetes").glob("rbac*.yaml"))
+SKIPPED = ("emulator",)  # the emulator answers the API; it never calls a cluster
+
+Permission = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
+
+# API class name (without "Api") -> API group
+GROUPS = {
+    "CoreV1": "",
+    "AppsV1": "apps",
+    "BatchV1": "batch",
+    "PolicyV1": "policy",
+    "AutoscalingV1": "autoscaling",
+    "AutoscalingV2": "autoscaling",
+    "RbacAuthorizationV1": "rbac.authorization.k8s.io",
+    "NetworkingV1": "networking.k8s.io",
+    "StorageV1": "storage.k8s.io",
+    "CoordinationV1": "coordination.k8s.io",
+    "EventsV1": "events.k8s.io",
+    "SchedulingV1": "scheduling.k8s.io",
+}
+VERB_OF = {
+    "read": "get",
+    "get": "get",  # CustomObjectsApi.get_*
+    "list": "list",
+    "create": "create",
+    "delete": "delete",
+    "patch": "patch",
+    "replace": "update",
+    "connect_get": "get",
+    "connect_post": "create",
+}
+SUBRESOURCES = (
+    "resize",
+    "status",
+    "log",
+    "binding",
+    "eviction",
+    "ephemeralcontainers",
+    "scale",
+    "exec",
+    "attach",
+    "portforward",
+    "proxy",
+)
+NOT_RESOURCE_CALLS = ("get_api_resources", "get_api_group", "get_api_versions", "get_code")
+
+
+@cache
+def client_methods() -> dict[str, str]:
+    """Method name -> API class name (without "Api") for every resource method of the client."""
+    client = require_module("kubernetes.client", "the kubernetes extra")
+    out: dict[str, str] = {}
+    for name in dir(client):
+        if not name.endswith("Api") or name in ("ApiClient",):
+            continue
+        for method in dir(getattr(client, name)):
+            if method.startswith("_") or method.endswith("_with_http_info") or method in NOT_RESOURCE_CALLS:
+                continue
+            if re.match(r"^(read|list|create|delete|patch|replace|connect_get|connect_post|get)_", method):
+                out.setdefault(method, name[: -len("Api")])
+    return out
+
+
+def _plural(snake: str) -> str:
+    word = snake.replace("_", "")
+    if word.endswith("s"):  # endpoints
+        return word
+    return word[:-1] + "ies" if word.endswith("y") else word + "s"
+
+
+def permission_of(call: ast.Call, method: str) -> Permission:
+    """The RBAC permission one client call needs."""
+    api = client_methods()[method]
+    op, _, rest = method.partition("_")
+    if op == "connect":
+        op2, _, rest = rest.partition("_")
+        op = f"connect_{op2}"
+    verb = VERB_OF[op]
+    if any(k.arg == "watch" and isinstance(k.value, ast.Constant) and k.value.value for k in call.keywords):
+        verb = "watch"
+    if api == "CustomObjects":
+        # (group, version, [namespace,] plural, ...): literals in our code, or the test says why not
+        args = [a.value if isinstance(a, ast.Constant) else None for a in call.args]
+        plural = args[3] if "namespaced" in rest else args[2]
+        if not isinstance(args[0], str) or not isinstance(plural, str):
+            raise AssertionError(f"{method}: group and plural must be literals to be checked")
+        return (args[0], plural, verb)
+    if api not in GROUPS:
+        raise AssertionError(f"{method} of {api}Api: add its API group to GROUPS in this test")
+    rest = rest.removeprefix("namespaced_").removesuffix("_with_path")
+    for sub in SUBRESOURCES:
+        if rest.endswith(f"_{sub}"):
+            return (GROUPS[api], f"{_plural(rest[: -len(sub) - 1])}/{sub}", verb)
+    return (GROUPS[api], _plural(rest), verb)
+
+
+def scan(source: str) -> tuple[set[Permission], list[tuple[str, Permission]]]:
+    """(every permission the source's client calls need, [(Verb case, permission)] in match cases)."""
+    tree = ast.parse(source)
+    used: set[Permission] = set()
+    cased: list[tuple[str, Permission]] = []
+
+    def calls_in(nodes: list[ast.stmt]) -> list[Permission]:
+        found = []
+        for stmt in nodes:
+            for node in ast.walk(stmt):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in client_methods()
+                ):
+                    found.append(permission_of(node, node.func.attr))
+        return found
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Match):
+            for case in node.cases:
+                pattern = case.pattern
+                if (
+                    isinstance(pattern, ast.MatchValue)
+                    and isinstance(pattern.value, ast.Attribute)
+                    and isinstance(pattern.value.value, ast.Name)
+                    and pattern.value.value.id == "Verb"
+                ):
+                    cased += [(pattern.value.attr, p) for p in calls_in(case.body)]
+    used.update(calls_in(tree.body))
+    return used, cased
+
+
+@cache
+def package_calls() -> tuple[frozenset[Permission], tuple[tuple[str, str, Permission], ...]]:
+    used: set[Permission] = set()
+    cased: list[tuple[str, str, Permission]] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in SKIPPED:
+            continue
+        found, in_cases = scan(path.read_text())
+        used |= found
+        cased += [(str(rel), verb, perm) for verb, perm in in_cases]
+    return frozenset(used), tuple(cased)
+
+
+def granted(kinds: tuple[str, ...] = ("Role", "ClusterRole")) -> set[Permission]:
+    out: set[Permission] = set()
+    for path in MANIFESTS:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc["kind"] not in kinds:
+                continue
+            for rule in doc["rules"]:
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        out.update((group, resource, verb) for verb in rule["verbs"])
+    return out
+
+
+def test_the_manifests_grant_exactly_what_the_code_calls() -> None:
+    used, _ = package_calls()
+    assert used, "the scan found no Kubernetes client call at all: the scanner is broken"
+    assert granted() - used == set(), "rules without a call in the code"
+    assert used - granted() == set(), "calls without a rule in docker/kubernetes/rbac*.yaml"
+
+
+def test_each_backend_case_calls_what_calls_py_declares() -> None:
+    _, cased = package_calls()
+    assert {verb for _, verb, _ in cased} == {v.name for v in Verb}
+    for where, verb, perm in cased:
+        declared = VERBS[Verb[verb]]
+        assert perm == (declared.group, declared.resource, declared.verb), f"{where}: Verb.{verb}"
+
+
+def test_the_executor_quota_read_has_its_rule() -> None:
+    """The one call outside the backends (through Airflow's kube client) is not forgotten."""
+    source = (PACKAGE / "executors" / "kubernetes_executor.py").read_text()
+    used, _ = scan(source)
+    assert ("", "resourcequotas", "list") in used
+    assert ("", "resourcequotas", "list") in granted(("Role",))
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("core.patch_namespaced_pod_status('p', ns, body)", ("", "pods/status", "patch")),
+        ("core.read_namespaced_pod_log('p', ns)", ("", "pods/log", "get")),
+        ("await core.list_namespaced_pod(ns, watch=True)", ("", "pods", "watch")),
+        ("core.list_namespaced_event(ns)", ("", "events", "list")),
+        ("apps.replace_namespaced_deployment('d', ns, body)", ("apps", "deployments", "update")),
+        ("core.connect_get_node_proxy_with_path('n', 'stats/summary')", ("", "nodes/proxy", "get")),
+        (
+            "custom.get_namespaced_custom_object('metrics.k8s.io', 'v1beta1', ns, 'pods', name)",
+            ("metrics.k8s.io", "pods", "get"),
+        ),
+        ("core.list_persistent_volume()", ("", "persistentvolumes", "list")),
+    ],
+)
+def test_a_new_call_is_seen_with_the_permission_it_needs(source: str, expected: Permission) -> None:
+    used, _ = scan(f"async def f():\n    {source}\n" if "await" in source else source)
+    assert used == {expected}
+
+
+def test_every_binding_refers_to_a_role_in_the_manifests() -> None:
+    docs = [d for p in MANIFESTS for d in yaml.safe_load_all(p.read_text()) if d]
+    roles = {(d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] in ("Role", "ClusterRole")}
+    bindings = [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert bindings
+    for binding in bindings:
+        assert (binding["roleRef"]["kind"], binding["roleRef"]["name"]) in roles
+        assert all(s["kind"] == "ServiceAccount" and s["namespace"] == "airflow" for s in binding["subjects"])
