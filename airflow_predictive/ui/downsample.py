@@ -8,6 +8,7 @@ order), so the global peak and trough of every bucket are kept exactly. Pure num
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,7 @@ def min_max_buckets(times: np.ndarray, values: np.ndarray, max_points: int) -> D
     buckets = limit // 2
     edges = np.linspace(0, t.size, buckets + 1).astype(int)
     keep: list[int] = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         if hi <= lo:
             continue
         chunk = v[lo:hi]
