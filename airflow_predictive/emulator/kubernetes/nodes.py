@@ -147,8 +147,17 @@ class NodeAutoscaler:
     def _provision(
         self, now: float, pools: dict[str, NodePool], nodes: dict[str, Obj], pods: list[Obj]
     ) -> None:
+        # room on every schedulable node, booting or Ready (one that just became Ready holds pods
+        # the scheduler has not placed yet): no second node for a pod that will land there
+        bound: dict[str, list[Obj]] = {}
+        for pod in pods:
+            node_name = pod["spec"].get("nodeName")
+            if node_name and (pod.get("status") or {}).get("phase") not in DONE:
+                bound.setdefault(node_name, []).append(pod)
         booting: dict[str, dict[str, int]] = {
-            name: allocatable_of(nodes[name]) for name in self._launches if name in nodes
+            name: self._free(node, bound.get(name, []))
+            for name, node in nodes.items()
+            if not (node.get("spec") or {}).get("unschedulable")
         }
         for pod in sorted(pods, key=lambda p: int(p["metadata"]["resourceVersion"])):
             if not self._waiting(pod):
