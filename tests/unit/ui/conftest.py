@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,6 +14,8 @@ from airflow_predictive.ui.queries import UiStores
 from tests.integration.ui.seed import Seeded, seed
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from sqlalchemy.engine import Engine
 
 

@@ -1,0 +1,52 @@
+"""The plugin registers the UI where Airflow 3.3 looks for it, and stays import-light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from fastapi.testclient import TestClient
+
+from airflow_predictive.plugins.predictive_plugin import URL_PREFIX, LazyApp, PredictivePlugin
+
+
+def test_mounts_one_app_under_a_prefix_airflow_accepts() -> None:
+    from airflow.api_fastapi.app import RESERVED_URL_PREFIXES
+
+    (entry,) = PredictivePlugin.fastapi_apps
+    assert entry["url_prefix"] == URL_PREFIX == "/predictive"
+    assert not any(URL_PREFIX.startswith(p) for p in RESERVED_URL_PREFIXES)
+    assert isinstance(entry["app"], LazyApp)
+
+
+def test_has_a_nav_entry_and_a_task_instance_resources_tab() -> None:
+    from airflow.api_fastapi.core_api.datamodels.plugins import ExternalViewResponse
+
+    views = {v["destination"]: ExternalViewResponse(**v) for v in PredictivePlugin.external_views}
+    assert set(views) == {"nav", "task_instance"}
+    assert views["nav"].href == "/predictive/"
+    tab = views["task_instance"]
+    assert tab.name == "Resources"
+    for placeholder in ("{DAG_ID}", "{TASK_ID}", "{RUN_ID}", "{MAP_INDEX}"):
+        assert placeholder in tab.href
+    assert tab.href.startswith("/predictive/try?")
+
+
+def test_lazy_app_builds_the_ui_on_its_first_request() -> None:
+    app = LazyApp()
+    assert app._app is None
+    response = TestClient(app).get("/openapi.json")
+    assert response.status_code == 200
+    assert "/api/overview" in response.json()["paths"]
+    assert app._app is not None
+
+
+def test_importing_the_plugin_imports_neither_fastapi_nor_the_ui() -> None:
+    code = (
+        "import sys, airflow_predictive.plugins.predictive_plugin\n"
+        "print(sorted(m for m in ('fastapi', 'airflow_predictive.ui.app', 'tensorflow') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"
