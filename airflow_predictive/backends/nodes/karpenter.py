@@ -28,6 +28,8 @@ NODEPOOL_LABEL = "karpenter.sh/nodepool"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 INSTANCE_TYPES_ANNOTATION = "predictive.airflow.apache.org/instance-types"
 PROVISIONING_DELAY_ANNOTATION = "predictive.airflow.apache.org/provisioning-delay"
+# when a booting node is expected Ready (the emulator writes it; a real node may not carry it)
+READY_AT_ANNOTATION = "emulator.predictive.airflow.apache.org/ready-at"
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 

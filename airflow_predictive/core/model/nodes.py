@@ -190,3 +190,9 @@ def capacity_at(nodes: Iterable[Node], at: float) -> ResourceVector:
         if node.is_live() and (node.state is NodeState.READY or node.ready_at <= at):
             total = total.plus(node.allocatable)
     return total
+
+
+def launch_at(warm: WarmCapacity, pool: NodePool, margin_s: float = 0.0) -> float:
+    """When placeholders for ``warm`` must exist so that a node the pool has to boot for them is
+    Ready by ``warm.ready_by``: the pool's provisioning delay plus ``margin_s`` before it."""
+    return warm.ready_by - pool.provisioning_delay_s - margin_s

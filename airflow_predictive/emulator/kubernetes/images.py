@@ -144,6 +144,7 @@ def _env_value(item: dict[str, Any], pod: dict[str, Any]) -> str:
 DEFAULT_RULES: tuple[ImageRule, ...] = (
     ImageRule("python", cmd=("python3",)),
     ImageRule("apache/airflow*", cmd=("bash",)),
+    ImageRule("registry.k8s.io/pause", entrypoint=("sleep", "infinity")),  # placeholder pods
     ImageRule("*", cmd=("sh",)),
 )
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-READY_AT_ANNOTATION = "emulator.predictive.airflow.apache.org/ready-at"
+READY_AT_ANNOTATION = karpenter.READY_AT_ANNOTATION
 NOT_READY_TAINT = {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
 DONE = ("Succeeded", "Failed")
 

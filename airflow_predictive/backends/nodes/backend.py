@@ -1,0 +1,454 @@
+"""``NodePoolBackend``: node pools as a resource backend, through the Kubernetes API only.
+
+- capacity: the nodes of every Karpenter NodePool (``karpenter.sh/v1``), present (Ready) and
+  coming (launched, not Ready yet), against the pools' ``limits`` and instance types;
+- provision: warm capacity ahead of a plan step as a placeholder pod (``placeholders``), released
+  when the real pod lands (``settle``) or the plan lapses; the CapacityBuffer API is detected
+  through discovery (``mechanism``) but this version always uses placeholders (see docs/nodes.md);
+- steering: the pool (and instance type) whose node holds a task's predicted peak.
+
+It never raises for expected failures: API errors are logged once and answered with an empty
+result (no pools: nothing to warm, the task runs as it would have); ``provision`` raises
+``ProvisionError`` when no placeholder was created. Uses the official sync client with raw JSON
+(``_preload_content=False``), as the Kubernetes backend does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from airflow_predictive.backends.nodes import karpenter, placeholders
+from airflow_predictive.core.model.backend import (
+    Allocation,
+    Capabilities,
+    Capacity,
+    ExitKind,
+    Handle,
+    ResizeResult,
+    ResizeStatus,
+    TaskState,
+)
+from airflow_predictive.core.model.nodes import (
+    InstanceType,
+    InvalidNodePool,
+    Node,
+    NodePool,
+    NodeState,
+    PoolChoice,
+    WarmCapacity,
+    choose_pool,
+    launch_at,
+)
+from airflow_predictive.core.model.resources import ResourceVector
+from airflow_predictive.core.ports import ProvisionError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from airflow_predictive.core.model.backend import ProvisionSpec
+
+log = logging.getLogger(__name__)
+BACKEND_NAME = "nodes"
+CAPACITY_BUFFER_GROUP = "autoscaling.x-k8s.io"
+POOL_LABEL_KEY = "predictive.airflow.apache.org/pool"  # ProvisionSpec.labels: which pool to warm
+
+
+class Mechanism(StrEnum):
+    """How warm capacity is made on this cluster."""
+
+    PLACEHOLDERS = "placeholders"
+    CAPACITY_BUFFER = "capacity_buffer"  # the cluster serves autoscaling.x-k8s.io CapacityBuffers
+
+
+@dataclass(frozen=True)
+class NodePoolSettings:
+    """namespace: where placeholders live. margin_s: how much earlier than the pool's
+    provisioning delay placeholders are created. placeholders: their PriorityClass and image."""
+
+    namespace: str = "default"
+    margin_s: float = 10.0
+    request_timeout_s: float = 10.0
+    placeholders: placeholders.PlaceholderSettings = field(default_factory=placeholders.PlaceholderSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """One pool and its nodes now: Ready ones (present) and booting ones (coming)."""
+
+    pool: NodePool
+    nodes: tuple[Node, ...]
+
+    @property
+    def present(self) -> ResourceVector:
+        return _sum(n.allocatable for n in self.nodes if n.state is NodeState.READY)
+
+    @property
+    def coming(self) -> ResourceVector:
+        return _sum(n.allocatable for n in self.nodes if n.state is NodeState.PROVISIONING)
+
+
+def _sum(vectors: Iterable[ResourceVector]) -> ResourceVector:
+    total = ResourceVector(cpu_cores=0.0, memory_bytes=0.0)
+    for v in vectors:
+        total = total.plus(v)
+    return total
+
+
+class NodePoolBackend:
+    """Pools, warm capacity and steering over a ``kubernetes.client.ApiClient``."""
+
+    name = BACKEND_NAME
+
+    def __init__(
+        self,
+        api_client: Any,
+        settings: NodePoolSettings | None = None,
+        *,
+        now: Callable[[], float] | None = None,
+    ) -> None:
+        from kubernetes import client
+
+        self.settings = settings or NodePoolSettings()
+        self._api_client = api_client
+        self._core = client.CoreV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+        self._scheduling = client.SchedulingV1Api(api_client)
+        self._now = now or time.time
+        self._class_ready = False
+        self._warned: set[str] = set()
+
+    @classmethod
+    def from_kubeconfig(cls, path: str, *, context: str | None = None, **kwargs: Any) -> NodePoolBackend:
+        from kubernetes import config
+
+        return cls(config.new_client_from_config(config_file=path, context=context), **kwargs)
+
+    def close(self) -> None:
+        self._api_client.close()
+
+    # ---- I/O -------------------------------------------------------------------------------------
+    def _kw(self) -> dict[str, Any]:
+        return {"_preload_content": False, "_request_timeout": self.settings.request_timeout_s}
+
+    @staticmethod
+    def _json(resp: Any) -> dict[str, Any]:
+        data = resp.data
+        return dict(json.loads(data)) if data else {}
+
+    def _warn(self, what: str, exc: BaseException) -> None:
+        message = f"{what}: {type(exc).__name__}: {getattr(exc, 'reason', None) or exc}"
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("node pools: %s", message)
+
+    # ---- pools -----------------------------------------------------------------------------------
+    def mechanism(self) -> Mechanism:
+        """CAPACITY_BUFFER when discovery lists a ``capacitybuffers`` resource, else PLACEHOLDERS."""
+        from kubernetes import client
+
+        try:
+            groups = self._json(client.ApisApi(self._api_client).get_api_versions(**self._kw()))
+            for group in groups.get("groups") or []:
+                if group.get("name") != CAPACITY_BUFFER_GROUP:
+                    continue
+                version = (group.get("preferredVersion") or {}).get("version", "")
+                doc = self._json(
+                    self._api_client.call_api(
+                        f"/apis/{CAPACITY_BUFFER_GROUP}/{version}",
+                        "GET",
+                        header_params={"Accept": "application/json"},
+                        auth_settings=["BearerToken"],
+                        _return_http_data_only=True,
+                        **self._kw(),
+                    )
+                )
+                if any(r.get("name") == "capacitybuffers" for r in doc.get("resources") or []):
+                    return Mechanism.CAPACITY_BUFFER
+        except Exception as exc:  # discovery failing must not stop warm capacity
+            self._warn("API discovery failed", exc)
+        return Mechanism.PLACEHOLDERS
+
+    def pools(self) -> list[NodePool]:
+        """The cluster's NodePools with a known instance-type catalog ([] when none or on error)."""
+        try:
+            body = self._json(
+                self._custom.list_cluster_custom_object(
+                    karpenter.GROUP, karpenter.VERSION, karpenter.PLURAL, **self._kw()
+                )
+            )
+        except Exception as exc:
+            self._warn("cannot list NodePools", exc)
+            return []
+        out = []
+        for obj in body.get("items") or []:
+            try:
+                pool = karpenter.from_object(obj)
+            except InvalidNodePool as exc:
+                self._warn("NodePool ignored", exc)
+                continue
+            if pool.instance_types:
+                out.append(pool)
+        return out
+
+    def pool_states(self) -> list[PoolState]:
+        """Each pool with its nodes (Ready = present, not Ready = coming)."""
+        pools = self.pools()
+        if not pools:
+            return []
+        try:
+            items = self._json(self._core.list_node(label_selector=karpenter.NODEPOOL_LABEL, **self._kw()))
+        except Exception as exc:
+            self._warn("cannot list nodes", exc)
+            items = {}
+        by_pool: dict[str, list[Node]] = {p.name: [] for p in pools}
+        types = {p.name: {t.name: t for t in p.instance_types} for p in pools}
+        now = self._now()
+        for obj in items.get("items") or []:
+            node = _node_of(obj, types, now)
+            if node is not None:
+                by_pool[node.pool].append(node)
+        return [PoolState(p, tuple(by_pool[p.name])) for p in pools]
+
+    def steer(self, peak: ResourceVector, pools: list[NodePool] | None = None) -> PoolChoice | None:
+        """The cheapest pool / instance type one node of which holds ``peak`` (None: none does,
+        or the cluster has no pools: the task keeps its default placement)."""
+        return choose_pool(self.pools() if pools is None else pools, peak)
+
+    # ---- ResourceBackend -------------------------------------------------------------------------
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            live=frozenset(),
+            provision_only=frozenset(),
+            bounds={},
+            note="node pools: warm capacity through placeholder pods; nothing is resized live",
+        )
+
+    def capacity(self) -> Capacity:
+        """Allocatable of the pools' Ready nodes and the requests of the pods bound to them."""
+        states = self.pool_states()
+        allocatable = _sum(s.present for s in states)
+        ready = {n.name for s in states for n in s.nodes if n.state is NodeState.READY}
+        allocated = ResourceVector(cpu_cores=0.0, memory_bytes=0.0)
+        try:
+            pods = self._json(self._core.list_pod_for_all_namespaces(**self._kw()))
+        except Exception as exc:
+            self._warn("cannot list pods", exc)
+            pods = {}
+        for pod in pods.get("items") or []:
+            phase = (pod.get("status") or {}).get("phase")
+            if (pod.get("spec") or {}).get("nodeName") in ready and phase not in ("Succeeded", "Failed"):
+                allocated = allocated.plus(_pod_requests(pod))
+        return Capacity(allocatable=allocatable, allocated=allocated)
+
+    def provision(self, spec: ProvisionSpec, allocation: Allocation) -> Handle:
+        """A placeholder holding ``allocation.requests`` for the plan ``spec.name`` in the pool
+        ``spec.labels["predictive.airflow.apache.org/pool"]`` (else the steered one), until
+        ``spec.annotations["predictive.airflow.apache.org/expires-at"]`` (epoch s; else 1 h)."""
+        size = allocation.requests if not allocation.requests.is_empty() else allocation.limits
+        pool = spec.labels.get(POOL_LABEL_KEY)
+        if not pool:
+            choice = self.steer(size)
+            if choice is None:
+                raise ProvisionError(
+                    f"no node pool has an instance type that holds {size}", status=ResizeStatus.INFEASIBLE
+                )
+            pool = choice.pool.name
+        now = self._now()
+        expires = float(spec.annotations.get(placeholders.EXPIRES_ANNOTATION, now + 3600.0))
+        return self.warm(
+            WarmCapacity(pool, size, ready_by=min(now, expires), expires_at=expires, for_plan=spec.name)
+        )
+
+    def warm(self, warm: WarmCapacity) -> Handle:
+        """Create the placeholder for ``warm`` (idempotent: an existing one is kept)."""
+        body = placeholders.placeholder_pod(warm, self.settings.placeholders)
+        name = body["metadata"]["name"]
+        handle = Handle(self.name, warm.for_plan, name, Allocation.exactly(warm.size))
+        self._ensure_priority_class()
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._core.create_namespaced_pod(self.settings.namespace, body, **self._kw())
+        except ApiException as exc:
+            if exc.status == 409:
+                return handle  # already warm
+            raise ProvisionError(f"placeholder {name}: {exc.status} {exc.reason}") from exc
+        except Exception as exc:
+            raise ProvisionError(f"placeholder {name}: {type(exc).__name__}: {exc}") from exc
+        log.info(
+            "warm capacity for %s: placeholder %s in pool %s (%s) until %.0f",
+            warm.for_plan,
+            name,
+            warm.pool,
+            warm.size,
+            warm.expires_at,
+        )
+        return handle
+
+    def provision_due(
+        self, warms: Iterable[WarmCapacity], *, pools: list[NodePool] | None = None
+    ) -> list[Handle]:
+        """Create the placeholders whose launch time (ready_by - provisioning delay - margin) has
+        come and whose plan has not lapsed; the others wait for a later call."""
+        by_name = {p.name: p for p in (self.pools() if pools is None else pools)}
+        now = self._now()
+        made = []
+        for warm in warms:
+            pool = by_name.get(warm.pool)
+            if pool is None or warm.lapsed(now) or launch_at(warm, pool, self.settings.margin_s) > now:
+                continue
+            try:
+                made.append(self.warm(warm))
+            except ProvisionError as exc:
+                self._warn(f"warm capacity for {warm.for_plan} not made", exc)
+        return made
+
+    def resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
+        return ResizeResult(ResizeStatus.UNSUPPORTED, "placeholders are replaced, never resized")
+
+    def usage(self, handle: Handle) -> ResourceVector | None:
+        return ResourceVector() if self._placeholder(handle.ref) is not None else None
+
+    def state(self, handle: Handle) -> TaskState:
+        pod = self._placeholder(handle.ref)
+        if pod is None:
+            return TaskState(ExitKind.GONE, reason="placeholder gone (preempted, landed or released)")
+        node = (pod.get("spec") or {}).get("nodeName")
+        return TaskState(
+            ExitKind.RUNNING, reason=f"holding room on {node}" if node else "pending: node coming"
+        )
+
+    def release(self, handle: Handle) -> None:
+        self._delete(handle.ref)
+
+    # ---- lifecycle of placeholders ---------------------------------------------------------------
+    def placeholders(self) -> list[dict[str, Any]]:
+        try:
+            body = self._json(
+                self._core.list_namespaced_pod(
+                    self.settings.namespace, label_selector=placeholders.SELECTOR, **self._kw()
+                )
+            )
+        except Exception as exc:
+            self._warn("cannot list placeholders", exc)
+            return []
+        return list(body.get("items") or [])
+
+    def landed(self, for_plan: str) -> int:
+        """The real pod of ``for_plan`` is placed: delete its placeholders; returns how many."""
+        label = placeholders.plan_label(for_plan)
+        gone = 0
+        for pod in self.placeholders():
+            if (pod["metadata"].get("labels") or {}).get(placeholders.PLAN_LABEL) == label:
+                gone += self._delete(pod["metadata"]["name"])
+        return gone
+
+    def settle(self) -> int:
+        """Delete placeholders whose plan lapsed (``expires-at`` passed) or whose real pod (same
+        ``for-plan`` label, not a placeholder) is bound to a node; returns how many."""
+        now = self._now()
+        try:
+            body = self._json(
+                self._core.list_namespaced_pod(
+                    self.settings.namespace, label_selector=placeholders.PLAN_LABEL, **self._kw()
+                )
+            )
+        except Exception as exc:
+            self._warn("cannot list pods", exc)
+            return 0
+        landed = set()
+        held = []
+        for pod in body.get("items") or []:
+            labels = pod["metadata"].get("labels") or {}
+            if labels.get(placeholders.ROLE_LABEL) == placeholders.PLACEHOLDER:
+                held.append(pod)
+            elif (pod.get("spec") or {}).get("nodeName"):
+                landed.add(labels.get(placeholders.PLAN_LABEL))
+        gone = 0
+        for pod in held:
+            meta = pod["metadata"]
+            expires = placeholders.parse_iso(
+                (meta.get("annotations") or {}).get(placeholders.EXPIRES_ANNOTATION, "")
+            )
+            lapsed = expires is not None and expires <= now
+            if lapsed or (meta.get("labels") or {}).get(placeholders.PLAN_LABEL) in landed:
+                gone += self._delete(meta["name"])
+        return gone
+
+    def _placeholder(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self._json(self._core.read_namespaced_pod(name, self.settings.namespace, **self._kw()))
+        except ApiException as exc:
+            if exc.status != 404:
+                self._warn(f"cannot read placeholder {name}", exc)
+            return None
+        except Exception as exc:
+            self._warn(f"cannot read placeholder {name}", exc)
+            return None
+
+    def _delete(self, name: str) -> int:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._core.delete_namespaced_pod(
+                name, self.settings.namespace, grace_period_seconds=0, **self._kw()
+            )
+            return 1
+        except ApiException as exc:
+            if exc.status != 404:
+                self._warn(f"cannot delete placeholder {name}", exc)
+        except Exception as exc:
+            self._warn(f"cannot delete placeholder {name}", exc)
+        return 0
+
+    def _ensure_priority_class(self) -> None:
+        if self._class_ready:
+            return
+        from kubernetes.client.exceptions import ApiException
+
+        body = placeholders.priority_class(self.settings.placeholders)
+        try:
+            self._scheduling.create_priority_class(body, **self._kw())
+        except ApiException as exc:
+            if exc.status != 409:
+                raise ProvisionError(
+                    f"PriorityClass {body['metadata']['name']}: {exc.status} {exc.reason}"
+                ) from exc
+        self._class_ready = True
+
+
+def _node_of(obj: dict[str, Any], types: dict[str, dict[str, InstanceType]], now: float) -> Node | None:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    pool = labels.get(karpenter.NODEPOOL_LABEL)
+    itype = types.get(pool or "", {}).get(labels.get(karpenter.INSTANCE_TYPE_LABEL, ""))
+    if pool is None or itype is None:
+        return None
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (obj.get("status") or {}).get("conditions") or []
+    )
+    annotations = obj["metadata"].get("annotations") or {}
+    ready_at = placeholders.parse_iso(annotations.get(karpenter.READY_AT_ANNOTATION, "")) or now
+    if (obj.get("spec") or {}).get("unschedulable"):
+        state = NodeState.DRAINING
+    else:
+        state = NodeState.READY if ready else NodeState.PROVISIONING
+    return Node(obj["metadata"]["name"], pool, itype, ready_at=ready_at, state=state)
+
+
+def _pod_requests(pod: dict[str, Any]) -> ResourceVector:
+    total = ResourceVector(cpu_cores=0.0, memory_bytes=0.0)
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        requests = (c.get("resources") or {}).get("requests") or {}
+        try:
+            total = total.plus(karpenter.vector_of(requests))
+        except ValueError:
+            continue
+    return total
