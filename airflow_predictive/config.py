@@ -250,6 +250,31 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "float",
         "1.0",
     ),
+    "shadow_budget": _opt(
+        "A shadow run's length as a share of the task's predicted runtime (0.05 = 5%), never longer "
+        "than shadow_deadline. See docs/shaping.md#shadow-runs.",
+        "float",
+        "0.05",
+    ),
+    "shadow_deadline": _opt("Hard deadline of a shadow run, in seconds.", "float", "120.0"),
+    "shadow_min_runs": _opt(
+        "With shadow_run='auto', a task with fewer successful runs than this is shadowed (cold start).",
+        "integer",
+        "3",
+    ),
+    "shadow_drift_threshold": _opt(
+        "With shadow_run='auto', a task whose newest runs' peaks are off the forecast by more than this "
+        "(median relative error) is shadowed (drift).",
+        "float",
+        "0.3",
+    ),
+    "shadow_cpu": _opt("CPU cores a shadow run gets (its cgroup's or pod's limit).", "float", "0.5"),
+    "shadow_memory": _opt(
+        "Memory a shadow run gets (Kubernetes quantity); a shadow that needs more is OOM-killed, "
+        "which tells the re-forecast the task needs at least that.",
+        "string",
+        "512Mi",
+    ),
 }
 
 
@@ -507,6 +532,39 @@ def admission_max_wait() -> float:
 @_reader
 def local_shaping_interval() -> float:
     return _positive_float("local_shaping_interval")
+
+
+@_reader
+def shadow_budget() -> float:
+    value = _positive_float("shadow_budget")
+    if value > 1:
+        raise InvalidConfig(f"[{SECTION}] shadow_budget must be a share of the runtime in (0, 1], got {value}")
+    return value
+
+
+@_reader
+def shadow_deadline() -> float:
+    return _positive_float("shadow_deadline")
+
+
+@_reader
+def shadow_min_runs() -> int:
+    return _integer("shadow_min_runs", 0)
+
+
+@_reader
+def shadow_drift_threshold() -> float:
+    return _positive_float("shadow_drift_threshold")
+
+
+@_reader
+def shadow_cpu() -> float:
+    return _positive_float("shadow_cpu")
+
+
+@_reader
+def shadow_memory() -> float:
+    return _quantity("shadow_memory")
 
 
 @_reader

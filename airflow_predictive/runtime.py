@@ -37,12 +37,14 @@ if TYPE_CHECKING:
     from airflow_predictive.backends.kubernetes.settings import KubernetesSettings
     from airflow_predictive.core.model.backend import Handle
     from airflow_predictive.core.ports import ForecastService, ResourceBackend
+    from airflow_predictive.core.shadow.policy import ShadowSettings
     from airflow_predictive.core.shaping.controller import ShapingController
     from airflow_predictive.core.shaping.policy import ShapingSettings
     from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
     from airflow_predictive.storage.model_store import ModelStore
     from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
     from airflow_predictive.storage.run_store import SqlRunStore
+    from airflow_predictive.storage.shadow_store import SqlShadowForecastStore
     from airflow_predictive.storage.shaping_store import SqlShapingEventStore
 
 log = logging.getLogger(__name__)
@@ -220,9 +222,34 @@ class Runtime:
     def forecasts(self) -> ForecastService:
         """Serves "what will this run need" (the profiler's numpy-only service over this runtime's
         database and model store); never trains, never imports TensorFlow."""
+        from airflow_predictive.core.shadow.serving import ShadowOverlay
         from airflow_predictive.training.serving import build_forecast_service
 
-        return build_forecast_service(self)
+        # a query of a shadowed DAG run (ForecastQuery.run_id) gets its shadow's re-forecast
+        return ShadowOverlay(build_forecast_service(self), self.shadow_forecasts())
+
+    # -- shadow runs (issue 11 item 6) ----------------------------------------------------------
+
+    @_once
+    def shadow_forecasts(self) -> SqlShadowForecastStore:
+        """Where a shadow run leaves the re-forecast of its real try (``predictive_shadow_forecast``)."""
+        from airflow_predictive.storage.shadow_store import SqlShadowForecastStore
+
+        return SqlShadowForecastStore(self.engine())
+
+    @_once
+    def shadow_settings(self) -> ShadowSettings:
+        """``[predictive] shadow_*`` as the shadow policy's settings."""
+        from airflow_predictive.core.shadow.policy import ShadowSettings
+
+        return ShadowSettings(
+            min_runs=config.shadow_min_runs(),
+            drift_threshold=config.shadow_drift_threshold(),
+            budget=config.shadow_budget(),
+            deadline_s=config.shadow_deadline(),
+            cpu_cores=config.shadow_cpu(),
+            memory_bytes=config.shadow_memory(),
+        )
 
     # -- backends ----------------------------------------------------------------------------------
 

@@ -487,6 +487,8 @@ class SqlRunStore:
             q = q.where(t.dag_id == key.dag_id, t.task_id == key.task_id, t.map_index == key.map_index)
         if source is not None:
             q = q.where(t.source == source.value)
+        else:  # shadow runs are calibration, never history: asked for only by their source
+            q = q.where(t.source != RunSource.SHADOW.value)
         if limit is not None:
             # the newest `limit` runs, returned oldest first
             q = q.order_by(t.start_date.desc(), t.id.desc()).limit(limit)

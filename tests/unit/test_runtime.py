@@ -151,11 +151,13 @@ def test_local_backend_detects_under_the_configured_cgroup_root(monkeypatch: pyt
 
 
 def test_forecasts_are_the_profilers_service_over_the_runtimes_storage() -> None:
+    from airflow_predictive.core.shadow.serving import ShadowOverlay
     from airflow_predictive.training.serving import StoredForecastService
 
     rt = runtime.get_runtime()
     service = rt.forecasts()
-    assert isinstance(service, StoredForecastService)
+    assert isinstance(service, ShadowOverlay)  # a shadowed DAG run is served its shadow's re-forecast
+    assert isinstance(service.inner, StoredForecastService)
     assert rt.forecasts() is service
 
 
