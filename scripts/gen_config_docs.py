@@ -1,6 +1,10 @@
-"""Write docs/configuration.md from the one declaration of every option (config.OPTIONS).
+"""Write docs/configuration.md from what the provider publishes to Airflow.
 
-`python scripts/gen_config_docs.py` rewrites it; `--check` exits 1 when it is out of date (a test runs that).
+The table is rendered from ``get_provider_info()["config"]`` (the section ``airflow config list``
+shows, built from the one declaration of every option in ``config.OPTIONS``), so the reference
+documents exactly what Airflow sees. `python scripts/gen_config_docs.py` rewrites it; `--check`
+exits 1 when it is out of date (tests/unit/test_config.py and tests/unit/deploy/test_config_docs.py
+run that).
 """
 
 from __future__ import annotations
@@ -11,16 +15,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from airflow_predictive.config import OPTIONS, SECTION  # noqa: E402
+from airflow_predictive.provider_info import get_provider_info  # noqa: E402
 
 TARGET = REPO / "docs" / "configuration.md"
 
 
 def render() -> str:
+    ((section, published),) = get_provider_info()["config"].items()
     lines = [
         "# Configuration reference: the `[predictive]` section",
         "",
-        "Generated from `airflow_predictive/config.py` (`python scripts/gen_config_docs.py`); do not edit by hand.",
+        'Generated from the provider info Airflow reads (`get_provider_info()["config"]`, declared in',
+        "`airflow_predictive/config.py`) by `python scripts/gen_config_docs.py`; do not edit by hand.",
         "Every option can also be set as an environment variable `AIRFLOW__PREDICTIVE__<OPTION>`.",
         "An invalid value fails loudly with the option's name (`InvalidConfig`); where a failure would touch a",
         "user's task, the listener logs it once and the task runs with its declared resources.",
@@ -28,14 +34,14 @@ def render() -> str:
         "| option | type | default | description |",
         "|---|---|---|---|",
     ]
-    for name, opt in OPTIONS.items():
+    for name, opt in published["options"].items():
         default = opt["default"] if opt["default"] != "" else "(empty)"
         desc = opt["description"].replace("|", "\\|")
         if opt.get("example"):
             desc += f" Example: `{opt['example']}`."
         lines.append(f"| `{name}` | {opt['type']} | `{default}` | {desc} |")
     lines.append("")
-    lines.append(f"Section name: `[{SECTION}]`.")
+    lines.append(f"Section name: `[{section}]`.")
     return "\n".join(lines) + "\n"
 
 
