@@ -156,6 +156,7 @@ class PodShaper:
         self.reservation_id = reservation_id
         self.run_key = run_key
         self.controllers: dict[str, ShapingController] = {}
+        self._protected: set[str] = set()  # pods carrying do-not-disrupt while shaped
 
     def _pods(self) -> SnapshotPods:
         if self._view is None:
@@ -175,6 +176,7 @@ class PodShaper:
         for ctrl in self.controllers.values():
             if ctrl.finished is None:
                 ctrl.tick()
+        self._unprotect_finished(view)
         report = RoundReport(len(self.controllers), self._running())
         for ref, ctrl in self.controllers.items():
             report.resizes += ctrl.resizes
@@ -203,6 +205,24 @@ class PodShaper:
             started_s=self.clock.monotonic() - elapsed,
         )
         log.info("shaping %s (memory limit in force: %s)", handle.ref, handle.allocation.limits.memory_bytes)
+        self._protect(view, handle.ref, on=True)
+
+    def _protect(self, view: SnapshotPods, ref: str, *, on: bool) -> None:
+        """do-not-disrupt / safe-to-evict annotations while shaped (docs/nodes.md)."""
+        from airflow_predictive.backends.nodes.disruption import set_protected
+
+        core = getattr(view.backend, "_core", None)
+        if core is None:
+            return
+        if set_protected(core, self.target.namespace, ref, on=on) and on:
+            self._protected.add(ref)
+        elif not on:
+            self._protected.discard(ref)
+
+    def _unprotect_finished(self, view: SnapshotPods) -> None:
+        for ref, ctrl in self.controllers.items():
+            if ctrl.finished is not None and ref in self._protected:
+                self._protect(view, ref, on=False)
 
     def close(self) -> None:
         if self._view is not None:
