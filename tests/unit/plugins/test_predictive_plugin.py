@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from fastapi.testclient import TestClient
 
 from airflow_predictive.plugins.predictive_plugin import URL_PREFIX, LazyApp, PredictivePlugin
@@ -39,14 +36,3 @@ def test_lazy_app_builds_the_ui_on_its_first_request() -> None:
     assert response.status_code == 200
     assert "/api/overview" in response.json()["paths"]
     assert app._app is not None
-
-
-def test_importing_the_plugin_imports_neither_fastapi_nor_the_ui() -> None:
-    code = (
-        "import sys, airflow_predictive.plugins.predictive_plugin\n"
-        "print(sorted(m for m in ('fastapi', 'airflow_predictive.ui.app', 'tensorflow') if m in sys.modules))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert out.stdout.strip() == "[]"

@@ -17,15 +17,19 @@ from tests.integration.ui.seed import seed
 from tests.unit.ui.conftest import AllowDags, stores_on
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import Iterator
+
+    from fastapi import FastAPI
+
+    from tests.integration.ui.seed import Seeded
 
 
-@pytest.fixture
-def app_on(tmp_path: Path):
+@pytest.fixture(scope="module")
+def app_on(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI, Seeded]]:
     from airflow_predictive.storage import migrate
     from airflow_predictive.storage.engine import engine_for
 
-    engine = engine_for(f"sqlite:///{tmp_path / 'ui.db'}")
+    engine = engine_for(f"sqlite:///{tmp_path_factory.mktemp('ui_app') / 'ui.db'}")
     migrate.upgrade(engine)
     data = seed(engine, runs=3, samples=400)
     app = create_app()
@@ -34,7 +38,7 @@ def app_on(tmp_path: Path):
     engine.dispose()
 
 
-def _as(app, *dags: str) -> TestClient:
+def _as(app: FastAPI, *dags: str) -> TestClient:
     app.dependency_overrides[access.dag_access] = lambda: AllowDags(*dags)
     return TestClient(app, raise_server_exceptions=False)
 
@@ -56,7 +60,7 @@ def test_api_routes_refuse_requests_without_login(path: str) -> None:
     assert "ui_demo" not in response.text
 
 
-def test_a_dag_the_user_may_not_read_gets_403(app_on) -> None:
+def test_a_dag_the_user_may_not_read_gets_403(app_on: tuple[FastAPI, Seeded]) -> None:
     app, data = app_on
     client = _as(app, "ui_secret")
     assert client.get(f"/api/tries/{data.latest.run_pk}").status_code == 403
@@ -71,7 +75,7 @@ def test_a_dag_the_user_may_not_read_gets_403(app_on) -> None:
     assert {t["dag_id"] for t in overview["tasks"]} == {"ui_secret"}
 
 
-def test_allowed_user_gets_pages_of_runs_and_the_try(app_on) -> None:
+def test_allowed_user_gets_pages_of_runs_and_the_try(app_on: tuple[FastAPI, Seeded]) -> None:
     app, data = app_on
     client = _as(app, "ui_demo")
     page = client.get("/api/tasks/ui_demo/transform/runs", params={"limit": 2, "offset": 1}).json()
