@@ -144,6 +144,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 run.key,
                 features=run_features(None, executor_config=ti.executor_config, try_number=run.try_number),
                 declared=settings.declared,
+                run_id=run.run_id,  # a shadow run's re-forecast for this DAG run, when there is one
             )
             coordinator.submit(ti.key, run, settings, query, int(getattr(ti, "priority_weight", 1) or 1))
         except Exception as exc:

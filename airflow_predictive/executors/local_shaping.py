@@ -7,7 +7,9 @@ cost a thread per running task for nothing. The executor's own heartbeat is not 
 runs every few seconds and blocks on the scheduler, too slow to catch a memory ramp.
 
 A task is shaped once its process has joined its cgroup (``LocalShapedTask`` waits for a pid in
-the group: before that the group is empty and reads as idle, which must not be reclaimed). Its
+the group: before that the group is empty and reads as idle, which must not be reclaimed), and for
+its first ``warmup_s`` it is only grown, never reclaimed below its planned allocation: an Airflow
+task process starts small and then parses its DAG and imports its code faster than a grow follows. Its
 controller is the runtime's (events stored, applied changes adjusting the reservation), over a
 ``PoolGate``: a grow is first reserved in the ledger (``force=False``) and held with "pool full"
 when the pool has no room; a reclaim is released by the controller's own adjust after it applied.
@@ -135,26 +137,60 @@ class PoolGate:
 
 class LocalShapedTask:
     """One task in the executor's shaping group: its controller is built when the task's process is
-    in its cgroup (``procs_files`` non-empty), then ticked every round."""
+    in its cgroup (``procs_files`` non-empty), then ticked every round; during the first
+    ``warmup_s`` its minimum is the allocation it started with (grows only)."""
 
-    def __init__(self, name: str, procs_files: tuple[str, ...], build: Callable[[], ShapingController]):
+    def __init__(
+        self,
+        name: str,
+        procs_files: tuple[str, ...],
+        build: Callable[[], ShapingController],
+        *,
+        warmup_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.procs_files = procs_files
         self._build = build
+        self.warmup_s = warmup_s
+        self.clock = clock
         self.controller: ShapingController | None = None
         self.last: TickReport | None = None
+        self.joined_at: float | None = None
+        self._settings: ShapingSettings | None = None  # the real settings, while warming up
 
     def tick(self) -> TickReport | None:
         if self.controller is None:
             if self.procs_files and not pids_in(self.procs_files):
                 return None  # the task's process has not joined yet: an empty group is not idle
             self.controller = self._build()
+            self.joined_at = self.clock()
+            if self.warmup_s > 0:
+                self._settings = self.controller.settings
+                self.controller.settings = _no_reclaim_below(self._settings, self.controller.allocation)
+        if self._settings is not None and self.clock() - (self.joined_at or 0.0) >= self.warmup_s:
+            self.controller.settings, self._settings = self._settings, None  # warm-up over
         self.last = self.controller.tick()
         return self.last
 
     @property
+    def warming_up(self) -> bool:
+        return self._settings is not None
+
+    @property
     def allocation(self) -> Allocation | None:
         return None if self.controller is None else self.controller.allocation
+
+
+def _no_reclaim_below(settings: ShapingSettings, allocation: Allocation) -> ShapingSettings:
+    lo = dict(settings.minimum.present())
+    for metric in settings.metrics:
+        value = allocation.limits.get(metric)
+        if value is None:
+            value = allocation.requests.get(metric)
+        if value is not None:
+            lo[metric] = max(lo.get(metric, 0.0), value)
+    return replace(settings, minimum=ResourceVector.from_mapping(lo))
 
 
 def shaping_settings_for(task: TaskSettings) -> ShapingSettings:
@@ -207,7 +243,7 @@ class LocalShaping:
                     run_key=shaping_run_key(item.run),
                 )
 
-            shaped = LocalShapedTask(handle.name, procs, build)
+            shaped = LocalShapedTask(handle.name, procs, build, warmup_s=task.shaping_warmup_s)
             self.tasks[item.key] = shaped
             self.group.add(item.key, shaped)
         except Exception as exc:

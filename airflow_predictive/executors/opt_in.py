@@ -3,8 +3,8 @@
 ``True`` / ``False`` opt in or out; a dict opts in with settings: ``cpu`` / ``memory`` (the declared
 resources: the plan when nothing is forecast, and the fallback), ``risk`` (one quantile for every
 metric, or ``{"memory": 0.99, "cpu": 0.9}``), ``min`` / ``max`` (bounds, same keys), ``shaping`` (``True``, or
-a dict of shaping settings such as ``{"reclaim_after_s": 5}``: the task's limits follow its use
-while it runs), ``shadow_run``, ``duration`` (seconds, the plan's length when nothing predicts it) and ``enabled``.
+a dict of shaping settings such as ``{"reclaim_after_s": 5}``, plus ``warmup_s``: the task's limits
+follow its use while it runs), ``shadow_run``, ``duration`` (seconds, the plan's length when nothing predicts it) and ``enabled``.
 A DAG-wide default goes through ``default_args={"executor_config": {...}}``; ``[predictive]
 default_enabled`` opts in every task that says nothing. Bad values are ignored with one log line:
 a typo in a setting never stops the task.
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# no reclaim below the planned allocation during a task's first seconds: an Airflow task process
+# starts small (fork of its supervisor) and then parses its DAG and imports its code, faster than
+# a grow can follow (a reclaimed starting task was OOM-killed on a loaded 2-core machine)
+DEFAULT_WARMUP_S = 30.0
+
 _NAMES = {"cpu": Metric.CPU_CORES, "memory": Metric.MEMORY_BYTES, "gpu_memory": Metric.GPU_MEMORY_BYTES}
 
 
@@ -44,6 +49,7 @@ class TaskSettings:
     shadow_run: bool | str = False
     duration_s: float | None = None
     shaping_settings: ShapingSettings | None = None  # None: the policy's defaults
+    shaping_warmup_s: float = DEFAULT_WARMUP_S
 
 
 def _vector(raw: Any, what: str) -> ResourceVector:
@@ -85,14 +91,23 @@ def _risk(raw: Any) -> dict[Metric, float]:
     return risk
 
 
-def _shaping(raw: Any) -> tuple[bool, ShapingSettings | None]:
+def _shaping(raw: Any) -> tuple[bool, ShapingSettings | None, float]:
     if isinstance(raw, Mapping):
+        options = dict(raw)
+        warmup = DEFAULT_WARMUP_S
+        if "warmup_s" in options:
+            try:
+                warmup = max(0.0, float(options.pop("warmup_s")))
+            except (TypeError, ValueError):
+                log.warning(
+                    "predictive: ignoring shaping warmup_s=%r (seconds expected)", raw.get("warmup_s")
+                )
         try:
-            return True, settings_from_dict(dict(raw))
+            return True, settings_from_dict(options), warmup
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("predictive: shaping=%r: %s; shaping with the default settings", raw, exc)
-            return True, None
-    return bool(raw), None
+            return True, None, warmup
+    return bool(raw), None, DEFAULT_WARMUP_S
 
 
 def task_settings(executor_config: Any, *, default_enabled: bool = False) -> TaskSettings:
@@ -112,7 +127,7 @@ def task_settings(executor_config: Any, *, default_enabled: bool = False) -> Tas
     except (TypeError, ValueError):
         log.warning("predictive: ignoring duration=%r (seconds expected)", duration)
         duration_s = None
-    shaping, shaping_settings = _shaping(cfg.get("shaping", False))
+    shaping, shaping_settings, warmup_s = _shaping(cfg.get("shaping", False))
     return TaskSettings(
         enabled=bool(cfg.get("enabled", True)),
         declared=declared,
@@ -125,4 +140,5 @@ def task_settings(executor_config: Any, *, default_enabled: bool = False) -> Tas
         else False,
         duration_s=duration_s,
         shaping_settings=shaping_settings,
+        shaping_warmup_s=warmup_s,
     )
