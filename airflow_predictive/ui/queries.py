@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from airflow_predictive.core.shaping.events import ShapingEvent
     from airflow_predictive.runtime import Runtime
     from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
-    from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
-    from airflow_predictive.storage.run_store import SqlRunStore
+    from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore, TaskProfile
+    from airflow_predictive.storage.run_store import SqlRunStore, TaskRunStats
     from airflow_predictive.storage.shaping_store import SqlShapingEventStore
     from airflow_predictive.ui.access import DagAccess
 
@@ -179,7 +179,7 @@ class UiQueries:
             ],
         )
 
-    def _task_summary(self, stats: Any, profile: Any) -> m.TaskSummary:
+    def _task_summary(self, stats: TaskRunStats, profile: TaskProfile | None) -> m.TaskSummary:
         cached = self.stores.forecasts.get(stats.key)
         mem_p99 = cpu_p90 = None
         if cached is not None:
@@ -262,7 +262,7 @@ class UiQueries:
         return self._detail(record, [r.identity.try_number for r in tries] or [record.identity.try_number])
 
     def _tries(self, key: TaskKey, run_id: str, most: int = 50) -> list[RunRecord]:
-        found = []
+        found: list[RunRecord] = []
         for n in range(1, most + 1):
             record = self.stores.runs.get_run(RunIdentity(key, run_id, n))
             if record is None:
@@ -482,7 +482,7 @@ def _event_view(e: ShapingEvent) -> m.ShapingEventView:
     )
 
 
-def _champion(profile: Any) -> m.ChampionView | None:
+def _champion(profile: TaskProfile | None) -> m.ChampionView | None:
     if profile is None:
         return None
     return m.ChampionView(
