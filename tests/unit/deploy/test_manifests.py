@@ -21,7 +21,7 @@ from tests._real_parts import require_module
 ROOT = Path(__file__).resolve().parents[3]
 KUBE = ROOT / "docker" / "kubernetes"
 HELM = ROOT / "docker" / "helm"
-MANIFESTS = sorted(KUBE.glob("rbac*.yaml"))
+MANIFESTS = sorted(p for p in KUBE.glob("*.yaml") if p.name != "kind.yaml")  # kind's own format
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -34,7 +34,7 @@ def _validate() -> Any:
 
 @pytest.mark.parametrize("version", ["1.33.0", "1.35.0"])
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
-def test_rbac_manifests_validate_strictly(path: Path, version: str) -> None:
+def test_manifests_validate_strictly(path: Path, version: str) -> None:
     kv = _validate()
     docs = _docs(path)
     assert docs
@@ -90,6 +90,18 @@ def test_helm_values_set_only_declared_predictive_options() -> None:
         if OPTIONS[option]["type"] == "boolean":
             assert str(value) in ("True", "False"), option
     assert predictive["namespace"] == _values()["config"]["kubernetes_executor"]["namespace"]
+
+
+def test_helm_values_share_the_model_store_with_every_component() -> None:
+    """Training writes artefacts the scheduler and triggerer load: one folder, the PVC's."""
+    values = _values()
+    (volume,) = values["volumes"]
+    (pvc,) = [d for d in _docs(KUBE / "model-store-pvc.yaml") if d["kind"] == "PersistentVolumeClaim"]
+    assert volume["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+    (mount,) = values["volumeMounts"]
+    assert mount["name"] == volume["name"]
+    assert values["config"]["predictive"]["model_dir"].startswith(mount["mountPath"] + "/")
 
 
 def test_helm_values_give_every_component_the_store_connection() -> None:

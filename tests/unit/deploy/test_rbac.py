@@ -95,12 +95,64 @@ def client_methods() -> dict[str, str]:
 
 def _plural(snake: str) -> str:
     word = snake.replace("_", "")
+    if word.endswith("ss"):  # priorityclass
+        return word + "es"
     if word.endswith("s"):  # endpoints
         return word
     return word[:-1] + "ies" if word.endswith("y") else word + "s"
 
 
-def permission_of(call: ast.Call, method: str) -> Permission:
+def cluster_wide(method: str) -> bool:
+    """A call that needs a ClusterRole: cluster-scoped resources and every-namespace lists."""
+    return "namespaced" not in method
+
+
+def _literal(node: ast.expr, constants: dict[str, object]) -> object:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return constants.get(f"{node.value.id}.{node.attr}")
+    if isinstance(node, ast.Name):
+        return constants.get(node.id)
+    return None
+
+
+def module_constants(tree: ast.Module) -> dict[str, object]:
+    """String constants the module can name: its own ``NAME = "..."`` and, for every
+    ``from airflow_predictive.x import mod``, ``mod.NAME`` read from that module's source."""
+
+    def own(t: ast.Module) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for stmt in t.body:
+            if not isinstance(stmt, ast.Assign):
+                continue
+            for target in stmt.targets:
+                pairs = (
+                    zip(target.elts, stmt.value.elts, strict=False)
+                    if isinstance(target, ast.Tuple) and isinstance(stmt.value, ast.Tuple)
+                    else [(target, stmt.value)]
+                )
+                out.update(
+                    {
+                        t.id: v.value
+                        for t, v in pairs
+                        if isinstance(t, ast.Name) and isinstance(v, ast.Constant)
+                    }
+                )
+        return out
+
+    constants = own(tree)
+    for stmt in ast.walk(tree):
+        if isinstance(stmt, ast.ImportFrom) and (stmt.module or "").startswith("airflow_predictive"):
+            for alias in stmt.names:
+                path = ROOT / Path(*f"{stmt.module}.{alias.name}".split(".")).with_suffix(".py")
+                if path.exists():
+                    for name, value in own(ast.parse(path.read_text())).items():
+                        constants[f"{alias.asname or alias.name}.{name}"] = value
+    return constants
+
+
+def permission_of(call: ast.Call, method: str, constants: dict[str, object] | None = None) -> Permission:
     """The RBAC permission one client call needs."""
     api = client_methods()[method]
     op, _, rest = method.partition("_")
@@ -111,24 +163,28 @@ def permission_of(call: ast.Call, method: str) -> Permission:
     if any(k.arg == "watch" and isinstance(k.value, ast.Constant) and k.value.value for k in call.keywords):
         verb = "watch"
     if api == "CustomObjects":
-        # (group, version, [namespace,] plural, ...): literals in our code, or the test says why not
-        args = [a.value if isinstance(a, ast.Constant) else None for a in call.args]
+        # (group, version, [namespace,] plural, ...): literals or module constants, else the test says why
+        args = [_literal(a, constants or {}) for a in call.args]
         plural = args[3] if "namespaced" in rest else args[2]
         if not isinstance(args[0], str) or not isinstance(plural, str):
             raise AssertionError(f"{method}: group and plural must be literals to be checked")
         return (args[0], plural, verb)
     if api not in GROUPS:
         raise AssertionError(f"{method} of {api}Api: add its API group to GROUPS in this test")
-    rest = rest.removeprefix("namespaced_").removesuffix("_with_path")
+    rest = rest.removeprefix("namespaced_").removesuffix("_with_path").removesuffix("_for_all_namespaces")
     for sub in SUBRESOURCES:
         if rest.endswith(f"_{sub}"):
             return (GROUPS[api], f"{_plural(rest[: -len(sub) - 1])}/{sub}", verb)
     return (GROUPS[api], _plural(rest), verb)
 
 
-def scan(source: str) -> tuple[set[Permission], list[tuple[str, Permission]]]:
-    """(every permission the source's client calls need, [(Verb case, permission)] in match cases)."""
+def scan(
+    source: str, cluster: set[Permission] | None = None
+) -> tuple[set[Permission], list[tuple[str, Permission]]]:
+    """(every permission the source's client calls need, [(Verb case, permission)] in match cases).
+    Permissions of cluster-wide calls are also added to ``cluster``."""
     tree = ast.parse(source)
+    constants = module_constants(tree)
     used: set[Permission] = set()
     cased: list[tuple[str, Permission]] = []
 
@@ -141,7 +197,9 @@ def scan(source: str) -> tuple[set[Permission], list[tuple[str, Permission]]]:
                     and isinstance(node.func, ast.Attribute)
                     and node.func.attr in client_methods()
                 ):
-                    found.append(permission_of(node, node.func.attr))
+                    found.append(permission_of(node, node.func.attr, constants))
+                    if cluster is not None and cluster_wide(node.func.attr):
+                        cluster.add(found[-1])
         return found
 
     for node in ast.walk(tree):
@@ -160,8 +218,12 @@ def scan(source: str) -> tuple[set[Permission], list[tuple[str, Permission]]]:
 
 
 @cache
-def package_calls() -> tuple[frozenset[Permission], tuple[tuple[str, str, Permission], ...]]:
+def package_calls() -> tuple[
+    frozenset[Permission], tuple[tuple[str, str, Permission], ...], frozenset[Permission]
+]:
+    """(permissions of every call, (file, Verb case, permission) of backend cases, cluster-wide ones)."""
     used: set[Permission] = set()
+    cluster: set[Permission] = set()
     cased: list[tuple[str, str, Permission]] = []
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE)
@@ -170,10 +232,10 @@ def package_calls() -> tuple[frozenset[Permission], tuple[tuple[str, str, Permis
         source = path.read_text()
         if not set(re.findall(r"\.(\w+)\(", source)) & client_methods().keys():
             continue  # no client method named in it: nothing to parse
-        found, in_cases = scan(source)
+        found, in_cases = scan(source, cluster)
         used |= found
         cased += [(str(rel), verb, perm) for verb, perm in in_cases]
-    return frozenset(used), tuple(cased)
+    return frozenset(used), tuple(cased), frozenset(cluster)
 
 
 def granted(kinds: tuple[str, ...] = ("Role", "ClusterRole")) -> set[Permission]:
@@ -190,14 +252,20 @@ def granted(kinds: tuple[str, ...] = ("Role", "ClusterRole")) -> set[Permission]
 
 
 def test_the_manifests_grant_exactly_what_the_code_calls() -> None:
-    used, _ = package_calls()
+    used = package_calls()[0]
     assert used, "the scan found no Kubernetes client call at all: the scanner is broken"
     assert granted() - used == set(), "rules without a call in the code"
     assert used - granted() == set(), "calls without a rule in docker/kubernetes/rbac*.yaml"
 
 
+def test_cluster_wide_calls_are_granted_by_a_cluster_role() -> None:
+    cluster = package_calls()[2]
+    assert ("", "nodes", "list") in cluster  # list_node is cluster-scoped
+    assert cluster - granted(("ClusterRole",)) == set()
+
+
 def test_each_backend_case_calls_what_calls_py_declares() -> None:
-    _, cased = package_calls()
+    cased = package_calls()[1]
     assert {verb for _, verb, _ in cased} == {v.name for v in Verb}
     for where, verb, perm in cased:
         declared = VERBS[Verb[verb]]
@@ -226,6 +294,8 @@ def test_the_executor_quota_read_has_its_rule() -> None:
             ("metrics.k8s.io", "pods", "get"),
         ),
         ("core.list_persistent_volume()", ("", "persistentvolumes", "list")),
+        ("core.list_pod_for_all_namespaces()", ("", "pods", "list")),
+        ("scheduling.create_priority_class(body)", ("scheduling.k8s.io", "priorityclasses", "create")),
     ],
 )
 def test_a_new_call_is_seen_with_the_permission_it_needs(source: str, expected: Permission) -> None:
