@@ -49,7 +49,8 @@ def predictive_local_shaping() -> None:
     def drops() -> list:
         from airflow_predictive.examples.workloads import cpu_burn, idle, memory_ramp
 
-        busy = [memory_ramp(128, steps=2, step_s=0.2, hold_s=0.5).as_dict(), cpu_burn(2.0).as_dict()]
+        # 16 MiB/s: a reclaim while it started (a loaded machine outlasts the warm-up) is grown back
+        busy = [memory_ramp(96, steps=6, step_s=1.0, hold_s=0.5).as_dict(), cpu_burn(2.0).as_dict()]
         return [*busy, idle(14.0).as_dict()]  # then nearly nothing: memory and CPU are reclaimed
 
     ramp_shaped()
