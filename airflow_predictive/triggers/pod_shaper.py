@@ -214,7 +214,8 @@ class PodShaper:
         core = getattr(view.backend, "_core", None)
         if core is None:
             return
-        if set_protected(core, self.target.namespace, ref, on=on) and on:
+        namespace, _, name = ref.rpartition("/")  # the pod backend's ref: "<namespace>/<name>"
+        if set_protected(core, namespace or self.target.namespace, name, on=on) and on:
             self._protected.add(ref)
         elif not on:
             self._protected.discard(ref)

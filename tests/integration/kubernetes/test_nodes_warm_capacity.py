@@ -231,3 +231,53 @@ def test_a_shaped_pod_is_never_consolidated_away_while_it_runs(tmp_path: Path) -
         assert names == {node_a}
     finally:
         cluster.close()
+
+
+def test_the_pod_shaper_protects_the_pods_it_shapes_until_shaping_ends(tmp_path: Path) -> None:
+    import json
+
+    from airflow_predictive.backends.kubernetes.backend import KubernetesPodBackend
+    from airflow_predictive.backends.kubernetes.settings import KubernetesSettings
+    from airflow_predictive.core.model.resources import MIB, Metric
+    from airflow_predictive.core.shaping.policy import ShapingSettings
+    from airflow_predictive.emulator.kubernetes.workload import WORKLOAD_ANNOTATION
+    from airflow_predictive.triggers.pod_shaper import PodShaper, PodTarget
+
+    cluster = Cluster(tmp_path)
+    try:
+        kubeconfig = str(tmp_path / "kubeconfig")
+        pods = KubernetesPodBackend.from_kubeconfig(
+            kubeconfig,
+            settings=KubernetesSettings(backoff_base_s=0.05),
+            clock=cluster.clock,
+            sleep=cluster.advance,
+        )
+        workload = {"points": [{"t": 0, "cpu": 0.1, "memory": "64Mi"}], "duration": 5}
+        spec = ProvisionSpec(
+            name="shaped-1",
+            image="python:3.11-slim",
+            command=("python", "-c", "pass"),
+            annotations={WORKLOAD_ANNOTATION: json.dumps(workload)},
+        )
+        vec = ResourceVector(cpu_cores=0.5, memory_bytes=256 * MIB)
+        handle = pods.provision(spec, Allocation(vec, vec))
+        cluster.advance(1.0)
+        shaper = PodShaper(
+            PodTarget(selector=f"predictive.airflow.apache.org/task={handle.name}", container="task"),
+            ShapingSettings(metrics=(Metric.MEMORY_BYTES,)),
+            backend=pods,
+            clock=cluster.clock,
+        )
+        shaper.round()
+        annotations = cluster.pod(handle.name)["metadata"]["annotations"]  # type: ignore[index]
+        assert annotations["karpenter.sh/do-not-disrupt"] == "true"
+        assert annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+        cluster.advance(6.0)
+        report = shaper.round()
+        assert report.done
+        annotations = cluster.pod(handle.name)["metadata"].get("annotations") or {}  # type: ignore[index]
+        assert "karpenter.sh/do-not-disrupt" not in annotations
+        assert "cluster-autoscaler.kubernetes.io/safe-to-evict" not in annotations
+        shaper.close()
+    finally:
+        cluster.close()
