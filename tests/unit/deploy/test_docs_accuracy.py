@@ -1,0 +1,50 @@
+"""The user and operations docs name only options and commands that exist.
+
+Docs rot silently when an option is renamed or a command dropped; these checks make the rename
+fail here instead. Options: every ``[predictive] name``; commands: every ``airflow predictive
+<command>`` (and the user guide lists them all); benchmark reports: all linked from operations.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from airflow_predictive.config import OPTIONS
+
+ROOT = Path(__file__).resolve().parents[3]
+DOCS = [ROOT / "docs" / "user-guide.md", ROOT / "docs" / "operations.md", ROOT / "README.md"]
+DEFINITION = ROOT / "airflow_predictive" / "cli" / "definition.py"
+
+
+def _commands() -> set[str]:
+    return set(re.findall(r'name="([a-z-]+)"', DEFINITION.read_text())) - {"predictive"}
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_named_options_are_declared(doc: Path) -> None:
+    named = set(re.findall(r"\[predictive\] ([a-z_]+)", doc.read_text()))
+    assert named - set(OPTIONS) == set()
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_named_commands_exist(doc: Path) -> None:
+    named = set(re.findall(r"airflow predictive ([a-z][a-z-]*)", doc.read_text()))
+    assert named, "each of these docs shows commands"
+    assert named - _commands() == set()
+
+
+def test_the_user_guide_lists_every_command() -> None:
+    text = (ROOT / "docs" / "user-guide.md").read_text()
+    listed = set(re.findall(r"^    airflow predictive ([a-z-]+)", text, re.MULTILINE))
+    assert listed == _commands()
+
+
+def test_every_benchmark_report_is_linked_from_operations() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    reports = {p.name for p in (ROOT / "docs" / "benchmarks").glob("*.md")}
+    linked = set(re.findall(r"\(benchmarks/([\w.-]+\.md)\)", text))
+    assert reports - linked == set(), "link the new benchmark report in docs/operations.md#benchmarks"
+    assert linked - reports == set()
