@@ -114,6 +114,19 @@ def test_tasks_reach_the_store_through_a_least_privilege_connection() -> None:
         assert f"AIRFLOW_CONN_{conn_id.upper()}" not in _env(service)
 
 
+def test_the_model_store_is_one_volume_the_image_prepared() -> None:
+    """Training (a task) writes artefacts the scheduler loads: one volume in every container, at
+    a folder the image creates as the airflow user (a fresh named volume takes its ownership)."""
+    compose = _compose()
+    env = _env("airflow-scheduler")
+    model_dir = env["AIRFLOW__PREDICTIVE__MODEL_DIR"]
+    for service in AIRFLOW_SERVICES:
+        mounts = dict(v.split(":", 1) for v in compose["services"][service]["volumes"])
+        assert model_dir.startswith(mounts["predictive-models"] + "/"), service
+    assert "predictive-models" in compose["volumes"]
+    assert f"mkdir -p {model_dir}" in (ROOT / "docker" / "Dockerfile").read_text()
+
+
 def test_components_share_the_jwt_secret_and_the_execution_api() -> None:
     envs = [_env(s) for s in AIRFLOW_SERVICES]
     assert len({e["AIRFLOW__API_AUTH__JWT_SECRET"] for e in envs}) == 1
