@@ -10,7 +10,13 @@ from airflow.sdk import dag, task
 RAMP = {"target_mb": 192, "steps": 16, "step_s": 0.75, "hold_s": 1.0}  # 16 MiB/s for 12 s
 LIMIT = "160Mi"  # the ramp alone passes it: the task's baseline plus 192 MiB does not fit
 # shaping settings for a short test: grow early and wide, reclaim after 3 s below the band
-SHAPING = {"grow_margin": 0.5, "grow_cooldown_s": 1.0, "reclaim_after_s": 3.0, "shrink_cooldown_s": 4.0}
+SHAPING = {
+    "grow_margin": 0.5,
+    "near_limit": 0.25,
+    "grow_cooldown_s": 1.0,
+    "reclaim_after_s": 3.0,
+    "shrink_cooldown_s": 4.0,
+}
 
 
 def _ramp() -> dict:
