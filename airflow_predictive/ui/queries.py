@@ -275,7 +275,7 @@ class UiQueries:
         return found
 
     def _detail(self, record: RunRecord, tries: list[int]) -> m.TryDetail:
-        series = self.stores.runs.series(record.run_pk or 0)
+        series = self.stores.runs.series_fast(record.run_pk or 0)
         curves = []
         for metric in series.metrics:
             arr = series.get(metric)
@@ -424,7 +424,7 @@ class UiQueries:
         record = self.stores.runs.get_run(res.run)
         if record is None or record.start is None or record.run_pk is None:
             return
-        series = self.stores.runs.series(record.run_pk)
+        series = self.stores.runs.series_fast(record.run_pk)
         if not len(series):
             return
         wall = record.start.timestamp() + series.times

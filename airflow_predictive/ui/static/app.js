@@ -282,6 +282,7 @@
       var status = document.getElementById("status");
       Promise.resolve().then(function () { return PAGES[name](main); }).then(function () {
         status.textContent = "";
+        Predictive.readyMs = performance.now();  // ms since navigation start: the page-load figure
         Predictive.ready = true;
         document.body.setAttribute("data-ready", "true");
       }).catch(function (err) {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 
 from airflow_predictive.core.model.resources import MIB
@@ -140,3 +141,14 @@ def test_pool_shows_reserved_memory_and_hides_unreadable_held_back_tasks(
     assert "0.5 GiB free" in detail.held_back[0].reason
     with pytest.raises(NotFound):
         q.pool_detail(AllowDags("ui_demo"), "no-such-pool", window_s=3600)
+
+
+def test_column_wise_series_read_equals_the_stores_series(seeded: tuple[UiStores, Seeded]) -> None:
+    stores, data = seeded
+    pk = data.latest.run_pk or 0
+    slow, fast = stores.runs.series(pk), stores.runs.series_fast(pk)
+    assert fast.metrics == slow.metrics
+    assert np.array_equal(fast.times, slow.times)
+    for metric in slow.metrics:
+        assert np.allclose(fast.values[metric], slow.values[metric], equal_nan=True)
+    assert len(stores.runs.series_fast(10**9)) == 0
