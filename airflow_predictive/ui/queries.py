@@ -385,7 +385,8 @@ class UiQueries:
                 reserved_mem[inside] += charge.requests.get(Metric.MEMORY_BYTES) or 0.0
                 reserved_cpu[inside] += charge.requests.get(Metric.CPU_CORES) or 0.0
             self._add_usage(res, grid, used_mem, used_cpu, seen)
-        readable = access.allowed({d["dag_id"] for d in self._held_back(name)})
+        decisions = self._held_back(name)
+        readable = access.allowed({d["dag_id"] for d in decisions})
         return m.PoolDetail(
             pool=_pool_summary(pool, sum(1 for r in held if r.state.value == "active")),
             start=start,
@@ -405,7 +406,7 @@ class UiQueries:
                     decision=d["decision"],
                     reason=d["reason"] or "",
                 )
-                for d in self._held_back(name)
+                for d in decisions
                 if d["dag_id"] in readable
             ],
         )
