@@ -64,6 +64,28 @@ def test_every_long_running_service_has_a_health_check() -> None:
         assert check["retries"] >= 1
 
 
+def _airflow_source(relative: str) -> str:
+    spec = importlib.util.find_spec("airflow")
+    assert spec is not None and spec.origin is not None
+    return (Path(spec.origin).parent / relative).read_text()
+
+
+def test_health_checks_ask_what_the_installed_airflow_serves() -> None:
+    """Job types of `airflow jobs check`, the scheduler's health port and the API's version route,
+    read from the installed Airflow's source (a renamed job type would leave a service unhealthy)."""
+    services = _compose()["services"]
+    choices = re.search(r'\("--job-type",\),\s*choices=\(([^)]*)\)', _airflow_source("cli/cli_config.py"))
+    job_types = set(re.findall(r'"(\w+)"', choices.group(1))) if choices else set()
+    for name in ("airflow-dag-processor", "airflow-triggerer"):
+        (used,) = re.findall(r"--job-type (\w+)", services[name]["healthcheck"]["test"][1])
+        assert used in job_types, name
+    config = yaml.safe_load(_airflow_source("config_templates/config.yml"))
+    port = config["scheduler"]["options"]["scheduler_health_check_server_port"]["default"]
+    assert f"http://localhost:{port}/health" in services["airflow-scheduler"]["healthcheck"]["test"]
+    assert 'prefix="/version"' in _airflow_source("api_fastapi/core_api/routes/public/version.py")
+    assert "http://localhost:8080/api/v2/version" in services["airflow-apiserver"]["healthcheck"]["test"]
+
+
 def test_components_wait_for_a_healthy_database_and_a_finished_migration() -> None:
     services = _compose()["services"]
     assert services["airflow-init"]["depends_on"]["postgres"]["condition"] == "service_healthy"
