@@ -10,7 +10,12 @@ and one log line says why: the user's task never fails for prediction's sake.
 
 Deferrable mode: ``defer`` wraps the parent's ``KubernetesPodTrigger`` into
 ``PredictiveKubernetesPodTrigger`` (the same trigger, plus a shaping loop beside its ``run``).
-Not yet: shadow runs, reservations in the ledger.
+
+Shadow run (``shadow_run``): before the real pod is sized, when the policy says so (cold start,
+drift, or asked), a shadow pod of the same image and command (or ``shadow_cmds``) runs with small
+resources, env ``AIRFLOW_PREDICTIVE_SHADOW=1`` and a hard deadline (deleted when it is reached);
+its observed prefix re-forecasts the real pod's plan (``operators/shadow_run.ShadowCalibration``).
+A shadow that fails in any way leaves the un-shadowed plan. Not yet: reservations in the ledger.
 """
 
 from __future__ import annotations
@@ -57,7 +62,9 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
     """KubernetesPodOperator with ``predictive=True``: planned resources and in-flight shaping.
 
     predictive: size from the forecast and shape (False: exactly the parent).
-    shadow_run: "auto" | True | False (accepted; shadow runs are not implemented yet).
+    shadow_run: "auto" (shadow on cold start or drift) | True | False.
+    shadow_cmds: the command of the shadow pod (a dry variant of a side-effecting task); default
+        the real pod's command and args.
     tolerance: the shaping band around the forecast (0.15 = +-15 %).
     risk: forecast quantile the pod is sized at, per metric name ({"memory": 0.99, "cpu": 0.9}).
     min_resources / max_resources: bounds, {"cpu": cores, "memory": bytes}.
@@ -70,6 +77,7 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         *,
         predictive: bool = True,
         shadow_run: str | bool = "auto",
+        shadow_cmds: list[str] | None = None,
         tolerance: float = 0.15,
         risk: dict[str, float] | None = None,
         min_resources: dict[str, float] | None = None,
@@ -87,6 +95,8 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
             raise ValueError(f"shadow_run must be 'auto', True or False, not {shadow_run!r}")
         self.predictive = predictive
         self.shadow_run = shadow_run
+        self.shadow_cmds = list(shadow_cmds) if shadow_cmds else None
+        self.shadow_summary: dict[str, Any] | None = None
         self.tolerance = tolerance
         self.risk = dict(risk or {})
         self.min_resources = dict(min_resources or {})
@@ -129,8 +139,10 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         if base is None:
             return pod
         _resizable(base)
+        if not dry_run and context is not None and self.shadow_summary is None:
+            self.shadow_summary = self._shadow(context, pod, base)
         try:
-            planned = self._planned(base)
+            planned = self._planned(base, context)
         except Exception as exc:  # never hurt the task: declared resources, one line
             self.plan_note = (
                 f"predictive sizing unavailable ({type(exc).__name__}: {exc}); declared resources"
@@ -146,7 +158,7 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
             base.resources.limits = dict(body.get("limits") or {})
         return pod
 
-    def _planned(self, base: k8s.V1Container) -> Allocation | None:
+    def _planned(self, base: k8s.V1Container, context: Context | None = None) -> Allocation | None:
         """The plan's initial allocation for this try, or None to keep the declared resources."""
         from airflow_predictive.backends.kubernetes.translate import allocation_of
         from airflow_predictive.core.model.query import ForecastQuery, ForecastSource
@@ -158,7 +170,8 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         declared_alloc = allocation_of(_as_dict(base.resources))
         declared = declared_alloc.limits.combine(declared_alloc.requests, lambda lim, _req: lim)
         key = TaskKey(self.dag_id, self.task_id, getattr(self, "map_index", -1) or -1)
-        served = get_runtime().forecasts().forecast_for(ForecastQuery(key, declared=declared))
+        run_id = str(context["run_id"]) if context is not None and context.get("run_id") else None
+        served = get_runtime().forecasts().forecast_for(ForecastQuery(key, declared=declared, run_id=run_id))
         if served.forecast is None or served.source in (ForecastSource.DECLARED, ForecastSource.NONE):
             self.plan_note = f"no forecast ({served.note or served.source}); declared resources"
             self.log.info("%s", self.plan_note)
@@ -179,6 +192,87 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         self.plan_note = f"planned from {served.source}: {outcome.decision} ({outcome.reason})"
         self.log.info("%s", self.plan_note)
         return outcome.plan.initial
+
+    # ---- shadow run (before the real pod is sized) -------------------------------------------------
+    def _shadow(self, context: Context, pod: k8s.V1Pod, base: k8s.V1Container) -> dict[str, Any]:
+        """Run the shadow pod when the policy says so; never raises (the summary says what happened)."""
+        try:
+            return self._run_shadow(context, pod, base)
+        except Exception as exc:  # a shadow never fails the real pod
+            self.log.warning(
+                "predictive: shadow pod unavailable (%s: %s); the pod is planned un-shadowed",
+                type(exc).__name__,
+                exc,
+            )
+            return {"shadowed": False, "reason": "error", "note": f"{type(exc).__name__}: {exc}"}
+
+    def _run_shadow(self, context: Context, pod: k8s.V1Pod, base: k8s.V1Container) -> dict[str, Any]:
+        from airflow_predictive.backends.kubernetes.translate import allocation_of
+        from airflow_predictive.core.model.backend import ProvisionSpec
+        from airflow_predictive.core.model.runs import TaskKey
+        from airflow_predictive.core.ports import SystemClock
+        from airflow_predictive.core.shadow.runner import run_shadow
+        from airflow_predictive.operators.shadow_run import SHADOW_ENV, ShadowCalibration, shadow_settings
+
+        if self.shadow_run is False:
+            return {"shadowed": False, "reason": "disabled", "note": "shadow_run=False"}
+        declared_alloc = allocation_of(_as_dict(base.resources))
+        declared = declared_alloc.limits.combine(declared_alloc.requests, lambda lim, _req: lim)
+        key = TaskKey(self.dag_id, self.task_id, getattr(self, "map_index", -1) or -1)
+        run_id = str(context["run_id"])
+        settings = shadow_settings()
+        calibration = ShadowCalibration(key, run_id, settings, declared)
+        plan = calibration.plan(self.shadow_run)
+        if not plan.decision.run or plan.budget is None:
+            self.log.info("predictive: no shadow pod: %s", plan.decision.note)
+            return {"shadowed": False, "reason": plan.decision.reason.value, "note": plan.decision.note}
+        backend = self._shadow_backend(pod.metadata.namespace)
+        env = {e.name: e.value for e in (base.env or []) if e.value is not None}
+        command = tuple(self.shadow_cmds or [*(base.command or []), *(base.args or [])])
+        spec = ProvisionSpec(
+            name=_label(f"{pod.metadata.name}-shadow"),
+            command=command,
+            image=base.image,
+            env={**env, SHADOW_ENV: "1"},
+            labels={
+                "dag_id": key.dag_id,
+                "task_id": key.task_id,
+                "predictive.airflow.apache.org/shadow": "1",
+            },
+        )
+        self.log.info(
+            "predictive: shadow pod %s (%s), budget %s", spec.name, plan.decision.note, plan.budget.note
+        )
+        try:
+            run = run_shadow(
+                backend,
+                lambda allocation: backend.provision(spec, allocation),
+                plan.budget,
+                clock=SystemClock(),
+                sample_interval_s=settings.sample_interval_s,
+            )
+        finally:
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+        ti = context.get("ti")
+        return calibration.finish(
+            plan, run, try_number=int(getattr(ti, "try_number", 1) or 1), operator=type(self).__name__
+        )
+
+    def _shadow_backend(self, namespace: str | None) -> Any:
+        """The pod backend on this operator's cluster (its kubeconfig, else its connection)."""
+        from dataclasses import replace
+
+        from airflow_predictive.backends.kubernetes.backend import KubernetesPodBackend
+        from airflow_predictive.runtime import get_runtime
+
+        settings = get_runtime().kubernetes_settings()
+        if namespace:
+            settings = replace(settings, namespace=namespace)
+        if self.config_file:
+            return KubernetesPodBackend.from_kubeconfig(self.config_file, settings=settings)
+        return KubernetesPodBackend.from_connection(self.kubernetes_conn_id, settings=settings)
 
     # ---- shaping (seam: callbacks) ------------------------------------------------------------------
     def start_shaping(self, pod: k8s.V1Pod) -> None:
