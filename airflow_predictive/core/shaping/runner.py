@@ -79,10 +79,12 @@ class Shaped(Protocol):
 class ShapingGroup:
     """Ticks every member once per ``interval_s`` on one daemon thread (started on first ``add``).
 
-    ``remove(key)`` returns once no tick of that member is running (so the caller may release the
-    member's cgroup right after); ``close()`` stops the thread and forgets everyone. ``round()``
-    is one pass in the caller's thread (tests, benchmarks). A member whose tick raises is logged
-    once (then at debug) and ticked again next round.
+    ``remove(key)`` waits (at most ``wait_s``) for a tick of that member in progress, so the caller
+    may release the member's cgroup right after; it never waits for other members' ticks, and
+    ``add`` never waits for a tick at all (the executor calls both from the scheduler's loop).
+    ``close()`` stops the thread and forgets everyone. ``round()`` is one pass in the caller's
+    thread (tests, benchmarks). A member whose tick raises is logged once (then at debug) and
+    ticked again next round.
     """
 
     def __init__(self, interval_s: float = 1.0, *, name: str = "shaping-group") -> None:
@@ -91,28 +93,37 @@ class ShapingGroup:
         self.interval_s = interval_s
         self.name = name
         self.rounds = 0
-        self._members: dict[Any, Shaped] = {}
-        self._lock = threading.Lock()  # held while one member ticks, and to add / remove
+        self._members: dict[Any, tuple[Shaped, threading.Lock]] = {}
+        self._lock = threading.Lock()  # guards the members dict only (held briefly)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed: set[Any] = set()
 
     def add(self, key: Any, member: Shaped) -> None:
         with self._lock:
-            self._members[key] = member
+            self._members[key] = (member, threading.Lock())
             self._failed.discard(key)
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
                 self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
                 self._thread.start()
 
-    def remove(self, key: Any) -> Shaped | None:
+    def remove(self, key: Any, wait_s: float = 2.0) -> Shaped | None:
         with self._lock:
             self._failed.discard(key)
-            return self._members.pop(key, None)
+            entry = self._members.pop(key, None)
+        if entry is None:
+            return None
+        member, ticking = entry
+        if ticking.acquire(timeout=wait_s):  # its tick in progress (if any) has ended
+            ticking.release()
+        else:
+            log.warning("shaping tick of %s still running after %.1fs; going on without it", key, wait_s)
+        return member
 
     def get(self, key: Any) -> Shaped | None:
-        return self._members.get(key)
+        entry = self._members.get(key)
+        return None if entry is None else entry[0]
 
     def __len__(self) -> int:
         return len(self._members)
@@ -120,12 +131,13 @@ class ShapingGroup:
     def round(self) -> int:
         """Tick every member once; returns how many were ticked."""
         ticked = 0
-        for key in list(self._members):
+        with self._lock:
+            snapshot = list(self._members.items())
+        for key, (member, ticking) in snapshot:
             if self._stop.is_set():
                 break
-            with self._lock:
-                member = self._members.get(key)
-                if member is None:
+            with ticking:
+                if key not in self._members:  # removed since the snapshot
                     continue
                 try:
                     member.tick()

@@ -28,7 +28,7 @@ class Member:
 def test_one_round_ticks_every_member_and_survives_a_failing_one(caplog: pytest.LogCaptureFixture) -> None:
     group = ShapingGroup(1.0)
     good, bad = Member(), Member(fail=True)
-    group._members.update({"good": good, "bad": bad})  # no thread: rounds driven here
+    group._members.update({"good": (good, threading.Lock()), "bad": (bad, threading.Lock())})  # no thread
     with caplog.at_level(logging.DEBUG, logger="airflow_predictive.core.shaping.runner"):
         for _ in range(3):
             assert group.round() == 2
@@ -39,7 +39,7 @@ def test_one_round_ticks_every_member_and_survives_a_failing_one(caplog: pytest.
 def test_a_removed_member_is_not_ticked_again() -> None:
     group = ShapingGroup(1.0)
     a, b = Member(), Member()
-    group._members.update({"a": a, "b": b})
+    group._members.update({"a": (a, threading.Lock()), "b": (b, threading.Lock())})
     group.round()
     assert group.remove("a") is a and group.remove("a") is None
     group.round()
@@ -59,6 +59,34 @@ def test_the_thread_starts_with_the_first_member_and_stops_on_close() -> None:
     after = (first.ticks, second.ticks)
     time.sleep(0.05)
     assert (first.ticks, second.ticks) == after
+
+
+class Slow(Member):
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def tick(self) -> None:
+        super().tick()
+        self.release.wait(10)
+
+
+def test_remove_waits_for_that_members_tick_in_progress_and_no_longer() -> None:
+    group = ShapingGroup(0.01)
+    slow = Slow()
+    group.add("slow", slow)
+    assert slow.ticked.wait(10)  # its tick is now blocked inside
+    returned = threading.Event()
+    remover = threading.Thread(target=lambda: (group.remove("slow", wait_s=30), returned.set()))
+    remover.start()
+    assert not returned.wait(0.2)  # still waiting for the tick in progress
+    slow.release.set()
+    assert returned.wait(10)
+    ticks = slow.ticks
+    group.add("other", Member())  # the thread goes on with the others
+    time.sleep(0.05)
+    assert slow.ticks == ticks
+    group.close()
 
 
 def test_an_interval_must_be_positive() -> None:
