@@ -12,6 +12,7 @@ run $PY bench/sampler_overhead.py
 run $PY bench/recording_bench.py
 run $PY bench/backends_bench.py
 run $PY bench/kube_process_bench.py
+run $PY bench/nodes_warm_bench.py
 run $PY bench/shaping_bench.py
 run $PY bench/ui_bench.py
 run $PY bench/scheduler_bench.py --pg-url "${AIRFLOW_PREDICTIVE_TEST_PG_URL:-$(bash scripts/pg.sh url 2>/dev/null)}"
