@@ -111,14 +111,25 @@ class ShadowCalibration:
         budget = budget_for(predicted, self.settings) if decision.run else None
         return ShadowPlan(decision, budget, served if learned else None, note)
 
-    def finish(self, plan: ShadowPlan, run: ShadowRun, *, try_number: int, operator: str) -> dict[str, Any]:
-        """Record the shadow, re-forecast, store it for the real try; the summary (XCom-safe)."""
+    def finish(
+        self,
+        plan: ShadowPlan,
+        run: ShadowRun,
+        *,
+        try_number: int,
+        operator: str,
+        overhead: ResourceVector | None = None,
+    ) -> dict[str, Any]:
+        """Record the shadow, re-forecast, store it for the real try; the summary (XCom-safe).
+        ``overhead``: what the real try holds beyond the shadowed command (``reforecast``)."""
         from airflow_predictive.core.shadow.reforecast import reforecast
 
         run_pk = self._record(run, try_number, operator, plan)
         at_start = plan.served.forecast if plan.served is not None else None
         horizon = plan.budget.predicted_s if plan.budget is not None else self.settings.default_runtime_s
-        result = reforecast(run.observation, at_start, declared=self.declared, horizon_s=horizon)
+        result = reforecast(
+            run.observation, at_start, declared=self.declared, horizon_s=horizon, overhead=overhead
+        )
         stored = False
         if result.used and result.forecast is not None:
             stored = self._store(result.forecast, result.note, run_pk, plan)
@@ -134,6 +145,7 @@ class ShadowCalibration:
             "cost_cpu_core_s": round(cost.cpu_cores or 0.0, 3),
             "cost_memory_gib_s": round((cost.memory_bytes or 0.0) / 2**30, 3),
             "samples": len(run.samples),
+            "overhead_mib": round((overhead.memory_bytes or 0.0) / 2**20, 1) if overhead else 0.0,
             "run_pk": run_pk,
             "reforecast_stored": stored,
             "note": result.note,
@@ -337,7 +349,9 @@ class ShadowRunOperator(BaseOperator):
             run = starter.settled(run)
         ti = context.get("ti")
         try_number = int(getattr(ti, "try_number", 1) or 1)
-        summary = calibration.finish(plan, run, try_number=try_number, operator=type(self).__name__)
+        summary = calibration.finish(
+            plan, run, try_number=try_number, operator=type(self).__name__, overhead=_task_overhead()
+        )
         self.log.info(
             "predictive: shadow of %s ended %s after %.1f s (cost %.2f core-s); re-forecast stored: %s",
             self.target,
@@ -368,6 +382,20 @@ class ShadowRunOperator(BaseOperator):
         except Exception as exc:
             self.log.info("predictive: declared resources of %s unknown (%s)", self.target, exc)
             return ResourceVector()
+
+
+def _task_overhead() -> ResourceVector:
+    """The memory this task process holds on its own (its unique set size): the real try runs its
+    command under the same kind of Airflow task process, in the same cgroup; the shadow does not."""
+    from airflow_predictive.core.model.resources import ResourceVector
+
+    try:
+        import psutil
+
+        return ResourceVector(memory_bytes=float(psutil.Process().memory_full_info().uss))
+    except Exception as exc:  # no /proc/<pid>/smaps: the prefix alone
+        log.info("predictive: task process memory unknown (%s); the shadow's prefix alone", exc)
+        return ResourceVector()
 
 
 def _labels(key: TaskKey, run_id: str) -> dict[str, str]:

@@ -12,6 +12,9 @@ shadow used at least its memory limit), and the re-forecast only ever raises the
 at-start forecast, the shadow can only raise the declared resources (a 5% prefix says nothing about
 a late peak, so it never sizes a task below what its author declared, nor limits an undeclared one).
 A shadow that failed, never started or showed no usable prefix leaves the forecast as it was.
+``overhead``: what the real try holds that its shadow does not (locally, the Airflow task process
+the real command runs under: a bash command's shadow runs the command alone); added to the
+prefix's readings, so that the prefix is comparable with the real tries a forecast learned from.
 Pure numpy: no Airflow, no storage.
 """
 
@@ -89,6 +92,7 @@ def reforecast(
     declared: ResourceVector | None = None,
     horizon_s: float = 600.0,
     settings: ReforecastSettings | None = None,
+    overhead: ResourceVector | None = None,
 ) -> ShadowForecast:
     """The real try's forecast given its shadow (``at_start`` unchanged when the shadow is unusable)."""
     settings = settings or ReforecastSettings()
@@ -97,7 +101,7 @@ def reforecast(
         return ShadowForecast(
             at_start, False, f"shadow {observation.end.value} ({why}): un-shadowed forecast"
         )
-    prefix = _usable_prefix(observation, settings)
+    prefix = _usable_prefix(observation, settings, overhead or ResourceVector())
     if prefix is None:
         return ShadowForecast(
             at_start, False, f"shadow {observation.end.value} without a usable prefix: un-shadowed forecast"
@@ -119,7 +123,9 @@ def reforecast(
     )
 
 
-def _usable_prefix(observation: ShadowObservation, settings: ReforecastSettings) -> UsageSeries | None:
+def _usable_prefix(
+    observation: ShadowObservation, settings: ReforecastSettings, overhead: ResourceVector
+) -> UsageSeries | None:
     prefix = observation.prefix
     if prefix is None or len(prefix) < settings.min_samples:
         return None
@@ -139,6 +145,9 @@ def _usable_prefix(observation: ShadowObservation, settings: ReforecastSettings)
         mem = mem.copy()
         mem[-1] = max(float(np.nan_to_num(mem[-1])), limit)  # killed at its limit: it needed at least that
         values[Metric.MEMORY_BYTES] = mem
+    for metric, extra in overhead.present().items():
+        if metric in values and extra > 0:
+            values[metric] = values[metric] + extra
     return UsageSeries(prefix.times, values)
 
 

@@ -159,3 +159,20 @@ def test_bad_arguments_fail_when_the_dag_is_parsed() -> None:
         ShadowRunOperator(task_id="s", target="w", bash_command="true", shadow_run="maybe")
     with pytest.raises(ValueError, match="budget"):
         ShadowRunOperator(task_id="s", target="w", bash_command="true", budget=2.0)
+
+
+def test_a_shadow_store_down_at_store_time_leaves_the_real_try_unshadowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_predictive.storage.engine import StorageUnavailable
+    from airflow_predictive.storage.shadow_store import SqlShadowForecastStore
+
+    def down(self: object, stored: object) -> None:
+        raise StorageUnavailable("predictive database unreachable")
+
+    monkeypatch.setattr(SqlShadowForecastStore, "put", down)
+    summary = _op(bash_command=HOLD, env={"OUT": os.devnull}).execute(_context())
+    assert summary["shadowed"] and summary["end"] == "budget" and not summary["reforecast_stored"]
+    assert len(_shadow_runs()) == 1  # its cost is still recorded
+    served = runtime.get_runtime().forecasts().forecast_for(ForecastQuery(KEY, run_id="manual__1"))
+    assert served.source is not ForecastSource.SHADOW

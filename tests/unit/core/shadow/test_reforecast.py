@@ -78,3 +78,11 @@ def test_without_a_forecast_the_shadow_only_raises_declared_resources():
     assert within.forecast is None and not within.used
     # nothing declared: a 5% prefix is no reason to limit a task
     assert reforecast(_shadow(400 * MIB), None).forecast is None
+
+
+def test_the_real_trys_own_overhead_is_added_to_what_the_shadow_saw():
+    declared = ResourceVector(memory_bytes=64 * MIB)
+    out = reforecast(
+        _shadow(100 * MIB), None, declared=declared, overhead=ResourceVector(memory_bytes=60 * MIB)
+    )
+    assert out.forecast.curve(MEM).peak(0.99) == (100 + 60) * MIB * 1.25
