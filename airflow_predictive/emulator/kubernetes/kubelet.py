@@ -211,6 +211,7 @@ class Kubelet:
         self._used: dict[str, dict[str, int]] = {}
         self._last = clock.monotonic()
         self._event_names: dict[str, str] = {}
+        self._bound: list[Obj] | None = None
 
     def ts(self) -> str:
         return self.clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -326,6 +327,7 @@ class Kubelet:
         return out
 
     def _schedule(self, pending: list[Obj], nodes: dict[str, Obj]) -> None:
+        self._bound = None  # bound pods, read once per tick when a pod may preempt
         for pod in sorted(pending, key=lambda p: int(p["metadata"]["resourceVersion"])):
             if pod["metadata"].get("deletionTimestamp"):
                 self.store.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
@@ -375,7 +377,9 @@ class Kubelet:
         if (pod.get("spec") or {}).get("preemptionPolicy") == "Never":
             return False
         nominated = (pod.get("status") or {}).get("nominatedNodeName")
-        bound = [p for p in self.store.snapshot(PODS) if p["spec"].get("nodeName")]
+        if self._bound is None:
+            self._bound = [p for p in self.store.snapshot(PODS) if p["spec"].get("nodeName")]
+        bound = self._bound
         if nominated and any(
             p["spec"]["nodeName"] == nominated and p["metadata"].get("deletionTimestamp") for p in bound
         ):
@@ -489,6 +493,7 @@ class Kubelet:
         def mutate(cur: Obj) -> Obj:
             cur["spec"]["nodeName"] = node
             cur.setdefault("status", {})["phase"] = "Pending"
+            cur["status"].pop("nominatedNodeName", None)
             cur["status"]["conditions"] = [
                 {
                     "type": "PodScheduled",
