@@ -25,13 +25,15 @@ from airflow_predictive.core.model.plan import (
     TimedAllocation,
     resized_charge,
 )
+from airflow_predictive.core.scheduling.coming import pending, phantom_pieces, with_coming
 from airflow_predictive.core.scheduling.profile import Profile
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from airflow_predictive.core.model.backend import Allocation
     from airflow_predictive.core.model.resources import ResourceVector
+    from airflow_predictive.core.scheduling.coming import ComingCapacity
 
 MIN_PIECE_S = 1e-3
 
@@ -40,13 +42,32 @@ def new_reservation_id() -> str:
     return uuid.uuid4().hex
 
 
-def profile_of(pool: Pool, active: Iterable[Reservation], *, excluding: str | None = None) -> Profile:
+def profile_of(
+    pool: Pool,
+    active: Iterable[Reservation],
+    *,
+    excluding: str | None = None,
+    coming: Sequence[ComingCapacity] = (),
+    now: float | None = None,
+) -> Profile:
+    """The pool's profile; with ``coming`` (and ``now``), its capacity over time is present +
+    coming amounts ready by t (core/scheduling/coming.py)."""
     pieces = [p for r in active if r.id != excluding for p in r.pieces()]
-    return Profile(pool.capacity, pieces)
+    ahead = pending(coming, pool.name, now) if coming and now is not None else []
+    if not ahead:
+        return Profile(pool.capacity, pieces)
+    assert now is not None
+    return Profile(with_coming(pool.capacity, ahead), [*pieces, *phantom_pieces(pool.capacity, ahead, now)])
 
 
 def decide_reserve(
-    request: ReservationRequest, pool: Pool, active: Iterable[Reservation], *, rid: str, now: float
+    request: ReservationRequest,
+    pool: Pool,
+    active: Iterable[Reservation],
+    *,
+    rid: str,
+    now: float,
+    coming: Sequence[ComingCapacity] = (),
 ) -> LedgerResult:
     """RESERVED with the new reservation, or REFUSED with the first bottleneck."""
     timeline = Reservation.timeline_of(request.plan, request.start)
@@ -63,7 +84,7 @@ def decide_reserve(
         plan=request.plan,
         priority=request.priority,
     )
-    fit = profile_of(pool, active).fit(
+    fit = profile_of(pool, active, coming=coming, now=now).fit(
         [(a - request.start, b - request.start, c) for a, b, c in candidate.pieces()], request.start
     )
     if fit.bottleneck is not None:
@@ -104,10 +125,12 @@ def decide_adjust(
     actual: ResourceVector | None,
     until: float | None,
     force: bool,
+    coming: Sequence[ComingCapacity] = (),
+    now: float | None = None,
 ) -> LedgerResult:
     charge = resized_charge(allocated, desired, actual)
     updated = replace(res, timeline=adjusted_timeline(res, at, charge, until))
-    profile = profile_of(pool, active, excluding=res.id)
+    profile = profile_of(pool, active, excluding=res.id, coming=coming, now=at if now is None else now)
     ahead = [(max(a, at), b, c) for a, b, c in updated.pieces() if b > at]  # the past is past
     fit = profile.fit(ahead, 0.0)
     if fit.bottleneck is None:
@@ -146,6 +169,7 @@ class InMemoryLedger:
         self._lock = threading.Lock()
         self._pools: dict[str, Pool] = {}
         self._active: dict[str, Reservation] = {}
+        self._coming: dict[str, tuple[ComingCapacity, ...]] = {}
         self.history: list[Reservation] = []
 
     def set_pool(self, pool: Pool) -> None:
@@ -156,6 +180,23 @@ class InMemoryLedger:
         with self._lock:
             return list(self._pools.values())
 
+    def set_coming(self, pool: str, coming: Sequence[ComingCapacity]) -> None:
+        """Replace the pool's coming capacity (its owner, the node-pool backend, says what is on its way)."""
+        with self._lock:
+            self._coming[pool] = tuple(c for c in coming if c.pool == pool)
+
+    def coming(self, pool: str) -> tuple[ComingCapacity, ...]:
+        with self._lock:
+            return self._coming.get(pool, ())
+
+    def profile(self, pool: str) -> Profile:
+        """The pool's current profile with its coming capacity (for admission rounds)."""
+        with self._lock:
+            p = self._pools[pool]
+            return profile_of(
+                p, self._pool_active(pool), coming=self._coming.get(pool, ()), now=self._clock()
+            )
+
     def _pool_active(self, pool: str) -> list[Reservation]:
         return [r for r in self._active.values() if r.pool == pool]
 
@@ -165,7 +206,12 @@ class InMemoryLedger:
             if pool is None:
                 return LedgerResult(LedgerStatus.UNKNOWN, f"no pool named {request.pool!r}")
             result = decide_reserve(
-                request, pool, self._pool_active(pool.name), rid=new_reservation_id(), now=self._clock()
+                request,
+                pool,
+                self._pool_active(pool.name),
+                rid=new_reservation_id(),
+                now=self._clock(),
+                coming=self._coming.get(pool.name, ()),
             )
             if result.reservation is not None:
                 self._active[result.reservation.id] = result.reservation
@@ -196,6 +242,8 @@ class InMemoryLedger:
                 actual=actual,
                 until=until,
                 force=force,
+                coming=self._coming.get(res.pool, ()),
+                now=self._clock(),
             )
             if result.reservation is not None:
                 self._active[res.id] = result.reservation
