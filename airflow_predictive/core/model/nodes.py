@@ -20,6 +20,8 @@ from airflow_predictive.core.model.resources import ResourceVector
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from airflow_predictive.core.model.plan import AllocationPlan
+
 DEFAULT_PROVISIONING_DELAY_S = 90.0  # GKE documents 80-120 s for a new node
 DEFAULT_CONSOLIDATE_AFTER_S = 30.0  # Karpenter's consolidateAfter default is 0 s; 30 s is gentler
 
@@ -196,3 +198,15 @@ def launch_at(warm: WarmCapacity, pool: NodePool, margin_s: float = 0.0) -> floa
     """When placeholders for ``warm`` must exist so that a node the pool has to boot for them is
     Ready by ``warm.ready_by``: the pool's provisioning delay plus ``margin_s`` before it."""
     return warm.ready_by - pool.provisioning_delay_s - margin_s
+
+
+def warm_for_plan(
+    plan: AllocationPlan, *, pool: str, start_at: float, for_plan: str, hold_s: float = 300.0
+) -> WarmCapacity:
+    """Warm capacity sized from a plan: its predicted peak (the largest limit over the plan; a
+    request stands in for a missing limit), so that the node it brings holds the task at its
+    peak, in-place grows included; ready at the planned start, held ``hold_s`` past it for a task
+    that starts late."""
+    peak = plan.peak()
+    size = peak.limits.combine(peak.requests, lambda lim, _r: lim)
+    return WarmCapacity(pool, size, ready_by=start_at, expires_at=start_at + hold_s, for_plan=for_plan)

@@ -67,3 +67,29 @@ def test_capacity_at_counts_coming_nodes_once_they_are_ready() -> None:
 def test_warm_capacity_lapses_at_its_expiry() -> None:
     warm = WarmCapacity("p", ResourceVector(memory_bytes=GIB), ready_by=10, expires_at=20, for_plan="r1")
     assert not warm.lapsed(19.9) and warm.lapsed(20)
+
+
+def test_warm_capacity_from_a_plan_holds_its_predicted_peak_from_the_planned_start() -> None:
+    from airflow_predictive.core.model.backend import Allocation
+    from airflow_predictive.core.model.nodes import warm_for_plan
+    from airflow_predictive.core.model.plan import AllocationPlan, PlanStep
+
+    plan = AllocationPlan(
+        initial=Allocation(
+            ResourceVector(cpu_cores=1, memory_bytes=2 * GIB), ResourceVector(memory_bytes=4 * GIB)
+        ),
+        steps=(PlanStep(60, Allocation(limits=ResourceVector(cpu_cores=2, memory_bytes=12 * GIB)), "grow"),),
+        duration_s=600,
+    )
+    warm = warm_for_plan(plan, pool="highmem", start_at=1000.0, for_plan="r1", hold_s=120)
+    assert warm.size.memory_bytes == 12 * GIB  # the grow step's limit: the node must hold the peak
+    assert warm.size.cpu_cores == 2
+    assert (warm.pool, warm.ready_by, warm.expires_at, warm.for_plan) == ("highmem", 1000.0, 1120.0, "r1")
+
+
+def test_placeholders_launch_one_provisioning_delay_and_a_margin_ahead() -> None:
+    from airflow_predictive.core.model.nodes import launch_at
+
+    pool = NodePool("p", (SMALL,), provisioning_delay_s=90)
+    warm = WarmCapacity("p", ResourceVector(), ready_by=1000.0, expires_at=1300.0, for_plan="r1")
+    assert launch_at(warm, pool, margin_s=10) == 900.0
