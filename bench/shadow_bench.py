@@ -42,6 +42,7 @@ from airflow_predictive.training.candidates import factories  # noqa: E402
 from airflow_predictive.training.dataset import chronological, split_chronologically  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "shadow.md"
+NOTES = "<!-- notes: kept when the benchmark rewrites this file -->"
 MEM = Metric.MEMORY_BYTES
 UNCAPPED = ResourceVector(cpu_cores=1e6, memory_bytes=1e18)  # the replayed prefix is not capped
 
@@ -168,7 +169,10 @@ def main() -> int:
             "raises declared resources it already exceeded (never sizes a task below them).",
         ]
     text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    if out.exists() and NOTES in out.read_text():  # notes written by hand survive a re-run
+        text += "\n" + NOTES + out.read_text().split(NOTES, 1)[1]
+    out.write_text(text)
     print(text)
     return 0
 

@@ -22,6 +22,7 @@ if [ -d "$DATA" ]; then
   run $PY bench/serving_bench.py --data "$DATA"
   run $PY bench/profiler_first_runs.py --data "$DATA"
   run $PY bench/profiler_prefix.py --data "$DATA"
+  run $PY bench/shadow_bench.py --data "$DATA"
   run $PY bench/profiler_heldout.py --data "$DATA"
   run $PY bench/profiler_scaling.py --data "$DATA" --lstm
   run $PY bench/cluster_bench.py --data "$DATA"

@@ -272,7 +272,8 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
             settings = replace(settings, namespace=namespace)
         if self.config_file:
             return KubernetesPodBackend.from_kubeconfig(self.config_file, settings=settings)
-        return KubernetesPodBackend.from_connection(self.kubernetes_conn_id, settings=settings)
+        conn_id = self.kubernetes_conn_id or get_runtime().kubernetes_conn_id()
+        return KubernetesPodBackend.from_connection(conn_id, settings=settings)
 
     # ---- shaping (seam: callbacks) ------------------------------------------------------------------
     def start_shaping(self, pod: k8s.V1Pod) -> None:

@@ -238,7 +238,7 @@ def shadow_settings(**overrides: float | None) -> ShadowSettings:
     except Exception as exc:
         log.warning("predictive: shadow settings unreadable (%s); defaults", exc)
         base = ShadowSettings()
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     return replace(base, **given) if given else base
 
 
@@ -284,7 +284,8 @@ class ShadowRunOperator(BaseOperator):
             raise ValueError("ShadowRunOperator needs exactly one of bash_command or python_callable")
         ShadowMode.parse(shadow_run)  # a bad value fails when the DAG is parsed
         overrides = {"budget": budget, "deadline_s": deadline_s, "cpu_cores": cpu, "memory_bytes": memory}
-        replace(ShadowSettings(), **{k: v for k, v in overrides.items() if v is not None})  # validate
+        given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        replace(ShadowSettings(), **given)  # a bad value fails when the DAG is parsed
         self.target = target
         self.bash_command = bash_command
         self.python_callable = python_callable
