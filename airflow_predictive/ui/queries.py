@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from airflow_predictive.core.model.plan import AllocationPlan, Reservation
     from airflow_predictive.core.model.resources import ResourceVector
     from airflow_predictive.core.model.runs import RunRecord
+    from airflow_predictive.core.model.series import UsageSeries
     from airflow_predictive.core.shaping.events import ShapingEvent
     from airflow_predictive.runtime import Runtime
     from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
@@ -110,10 +111,14 @@ def run_summary(record: RunRecord) -> m.RunSummary:
 
 
 def in_force_series(
-    plan: AllocationPlan | None, declared: ResourceVector, events: Sequence[ShapingEvent]
+    plan: AllocationPlan | None,
+    declared: ResourceVector,
+    events: Sequence[ShapingEvent],
+    end_s: float | None = None,
 ) -> list[m.StepSeries]:
     """Limits in force over the try: the plan's steps (else the declared value from 0), with every
-    APPLIED shaping event's ``after`` value from its time on (events are what really changed)."""
+    APPLIED shaping event's ``after`` value from its time on (events are what really changed),
+    held until ``end_s`` (the try's duration) when that is later than the last change."""
     out: list[m.StepSeries] = []
     for metric in SHAPED:
         changes: list[tuple[float, float | None]] = []
@@ -127,6 +132,8 @@ def in_force_series(
         if not changes:
             continue
         changes.sort(key=lambda c: c[0])  # stable: at equal times the event (appended later) wins
+        if end_s is not None and end_s > changes[-1][0]:
+            changes.append((end_s, changes[-1][1]))
         out.append(
             m.StepSeries(
                 metric=metric.value, unit=_unit(metric), t=[c[0] for c in changes], v=[c[1] for c in changes]
@@ -303,7 +310,7 @@ class UiQueries:
             forecast=self._forecast(record.key),
             plan=_plan_view(plan_res) if plan_res is not None else None,
             planned=planned_series(plan) if plan is not None else [],
-            in_force=in_force_series(plan, record.declared, events),
+            in_force=in_force_series(plan, record.declared, events, _end_s(record, series)),
             shaping=[_event_view(e) for e in events],
             champion=_champion(profile),
         )
@@ -440,6 +447,13 @@ class UiQueries:
             values = np.nan_to_num(arr[idx], nan=0.0)
             target[inside] += values
             seen[inside] = True
+
+
+def _end_s(record: RunRecord, series: UsageSeries) -> float | None:
+    """How long the try lasted on the samples' clock (its duration, else its last sample)."""
+    if record.duration_s is not None:
+        return record.duration_s
+    return float(series.times[-1]) if len(series) else None
 
 
 def _stride_max(values: list[float], stride: int) -> list[float]:

@@ -9,6 +9,8 @@
   var COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
 
   var Predictive = { charts: {}, ready: false, errors: [] };
+  var TITLES = { cpu_cores: "CPU", memory_bytes: "Memory", disk_read_bps: "Disk read", disk_write_bps: "Disk write",
+    net_rx_bps: "Network received", net_tx_bps: "Network sent", gpu_util: "GPU utilisation", gpu_memory_bytes: "GPU memory" };
   window.Predictive = Predictive;
 
   function el(tag, attrs, children) {
@@ -108,6 +110,10 @@
         return o;
       }))
     };
+    if (data[0].length === 1) {  // one point: a readable range around it instead of uPlot's default
+      var x0 = data[0][0], pad = spec.time ? 86400 : 1;
+      opts.scales.x.range = [x0 - pad, x0 + pad];
+    }
     var plot = new uPlot(opts, data, box);
     var labels = series.map(function (s) { return s.label; });
     box.setAttribute("data-series", JSON.stringify(labels));
@@ -218,7 +224,7 @@
         series = series.concat(stepSeries(d.in_force, metric, "limit in force", unit.scale, { color: "#1f77b4", width: 2.5 }));
         var ev = d.shaping.filter(function (e) { return e.metric === metric && (e.after !== null || e.target !== null); });
         if (ev.length) series.push({ label: "shaping events", x: ev.map(function (e) { return e.t_s; }), y: ev.map(function (e) { return (e.after !== null ? e.after : e.target) * unit.scale; }), kind: "points", color: "#e377c2" });
-        chart(main, { id: "chart-" + metric, title: metric.replace(/_/g, " ") + " (" + unit.label + ")", xLabel: "seconds since start", yLabel: unit.label, series: series });
+        chart(main, { id: "chart-" + metric, title: (TITLES[metric] || metric) + " (" + unit.label + ")", xLabel: "seconds since start", yLabel: unit.label, series: series });
       });
       if (d.forecast) main.appendChild(el("p", { class: "note", text: "Forecast: " + d.forecast.estimator + (d.forecast.model_version ? " (model " + d.forecast.model_version + ")" : "") + ", the task's current cached forecast" + (d.forecast.explanation ? ": " + d.forecast.explanation : "") }));
       else main.appendChild(el("p", { class: "note", text: "No forecast stored for this task." }));

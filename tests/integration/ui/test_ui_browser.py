@@ -244,3 +244,24 @@ def test_pools_page_shows_reserved_memory_and_held_back_tasks(
     assert max(_series(memory, "reserved (GiB)")) >= 0.5
     assert max(_series(memory, "capacity (GiB)")) == pytest.approx(4.0)
     assert "0.5 GiB free" in browser.find_element("tag name", "main").text
+
+
+def test_airflow_ui_shows_the_nav_entry_as_a_frame_of_the_overview(
+    server: Server, browser: Any, artifacts: Path
+) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server.base + "/plugin/predictive")
+    frame = WebDriverWait(browser, 60, poll_frequency=0.2).until(
+        lambda d: next(iter(d.find_elements("css selector", "iframe")), None)
+    )
+    assert frame.get_attribute("src").endswith("/predictive/")
+    browser.switch_to.frame(frame)
+    try:
+        WebDriverWait(browser, 60, poll_frequency=0.2).until(
+            lambda d: d.find_element("tag name", "body").get_attribute("data-ready")
+        )
+        assert browser.find_element("tag name", "body").get_attribute("data-ready") == "true"
+    finally:
+        browser.switch_to.default_content()
+    browser.save_screenshot(str(artifacts / "airflow-nav-entry.png"))

@@ -83,6 +83,7 @@ def test_limit_in_force_follows_the_plan_then_the_applied_shaping_event(
         (0.0, PLAN_INITIAL),
         (200.0, PLAN_STEP),
         (250.0, SHAPED_TO),
+        (600.0, SHAPED_TO),  # held until the try's end
     ]
     assert [e.verdict for e in detail.shaping] == ["applied"]
     planned = next(s for s in detail.planned if s.metric == "memory_bytes")
