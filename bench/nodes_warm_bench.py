@@ -12,8 +12,15 @@ KubernetesPodOperator whose predicted peak (24Gi) fits no default node, steered 
 
 Measured per run: pod created -> pod Running (the task's wait for capacity), the whole
 ``dags test``, and whether the task's pod landed on a node that existed before it was created.
+
+Consolidation (``--consolidation``): a PredictiveKubernetesPodOperator (shaping on, so its pod
+carries ``karpenter.sh/do-not-disrupt`` while shaped) and the same operator with
+``predictive=False`` run on a pool node that becomes underused while they run (the pod beside it
+ends; another node has room for it) with a 3 s ``consolidateAfter``: whether the pod was evicted
+and the task's state.
+
 Each run uses a fresh emulator. Needs root (cgroups) and the cncf-kubernetes provider.
-Usage: ``.venv/bin/python bench/nodes_warm_bench.py [--delay 20] [--runs 2]``.
+Usage: ``.venv/bin/python bench/nodes_warm_bench.py [--delay 20] [--runs 2] [--consolidation]``.
 """
 
 from __future__ import annotations
@@ -67,15 +74,51 @@ def warm_capacity_demo():
 
 warm_capacity_demo()
 """
+GUARD_DAG = """
+from datetime import datetime
+
+from airflow.sdk import DAG
+from kubernetes.client import models as k8s
+
+from airflow_predictive.operators.kubernetes_pod import PredictiveKubernetesPodOperator
+
+SLEEP = "import time\\nfor i in range(30):\\n    print('working', i, flush=True)\\n    time.sleep(1)\\n"
+for predictive in (True, False):
+    with DAG(
+        f"consolidation_{'shaped' if predictive else 'unshaped'}",
+        start_date=datetime(2026, 1, 1),
+        schedule=None,
+        catchup=False,
+    ):
+        PredictiveKubernetesPodOperator(
+            task_id="long",
+            name="long-task",
+            image="python:3.11-slim",
+            cmds=["python", "-c", SLEEP],
+            kubernetes_conn_id="kube_emulator",
+            namespace="default",
+            node_selector={"karpenter.sh/nodepool": "highmem"},
+            container_resources=k8s.V1ResourceRequirements(
+                requests={"cpu": "500m", "memory": "2Gi"}, limits={"cpu": "1", "memory": "2Gi"}
+            ),
+            predictive=predictive,
+            shaping_interval_s=0.5,
+            shaping={"metrics": ["memory_bytes"]},
+            on_finish_action="keep_pod",
+            get_logs=True,
+            startup_timeout_seconds=120,
+            retries=0,
+        )
+"""
 
 
-def emulator(delay: float) -> Emulator:
+def emulator(delay: float, consolidate_after_s: float | None = None) -> Emulator:
     highmem = NodePool(
         "highmem",
         (InstanceType("n2-highmem-8", ResourceVector(cpu_cores=8, memory_bytes=64 * GIB), 0.52),),
         limits=ResourceVector(cpu_cores=64),
         provisioning_delay_s=delay,
-        consolidate_after_s=None,
+        consolidate_after_s=consolidate_after_s,
     )
     return Emulator(
         mode="process",
@@ -151,10 +194,98 @@ def one_run(env: AirflowEnv, kubeconfig: Path, delay: float, warm: bool) -> dict
         em.stop()
 
 
+def anchor(core: Any, name: str, memory: str, protect: bool) -> None:
+    res = {"cpu": "1", "memory": memory}
+    meta: dict[str, Any] = {"name": name}
+    if protect:
+        meta["annotations"] = {"karpenter.sh/do-not-disrupt": "true"}
+    core.create_namespaced_pod(
+        "default",
+        {
+            "metadata": meta,
+            "spec": {
+                "terminationGracePeriodSeconds": 0,
+                "nodeSelector": {"karpenter.sh/nodepool": "highmem"},
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": "registry.k8s.io/pause:3.10",
+                        "resources": {"requests": res, "limits": res},
+                    }
+                ],
+            },
+        },
+    )
+
+
+def consolidation_run(env: AirflowEnv, kubeconfig: Path, shaped: bool) -> dict[str, Any]:
+    """Node A: anchor-a (60Gi) + the task's pod (2Gi); node B: anchor-b (60Gi, do-not-disrupt).
+    Once the task's pod runs, anchor-a is deleted: A holds only the task's pod, which would fit
+    on B, so A is underused and consolidated after 3 s unless its pod forbids it."""
+    from kubernetes import client, config
+
+    em = emulator(3.0, consolidate_after_s=3.0)
+    try:
+        em.write_kubeconfig(kubeconfig)
+        core = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+        anchor(core, "anchor-a", "60Gi", protect=True)
+        while not any(p["spec"].get("nodeName") for p in em.store.snapshot(PODS)):
+            time.sleep(0.1)
+        anchor(core, "anchor-b", "60Gi", protect=True)
+        while sum(bool(p["spec"].get("nodeName")) for p in em.store.snapshot(PODS)) < 2:
+            time.sleep(0.1)
+        node_a = next(
+            p["spec"]["nodeName"] for p in em.store.snapshot(PODS) if p["metadata"]["name"] == "anchor-a"
+        )
+        evicted: dict[str, Any] = {"seen": False}
+
+        def watch() -> None:
+            deleted = False
+            while not evicted.get("stop"):
+                for pod in em.store.snapshot(PODS):
+                    if not pod["metadata"]["name"].startswith("long-task"):
+                        continue
+                    if not deleted and pod["status"].get("phase") == "Running":
+                        evicted["node"] = pod["spec"].get("nodeName")
+                        core.delete_namespaced_pod("anchor-a", "default", grace_period_seconds=0)
+                        deleted = True
+                    for c in pod["status"].get("conditions") or []:
+                        if c.get("type") == "DisruptionTarget":
+                            evicted["seen"] = True
+                            evicted["reason"] = c.get("reason")
+                time.sleep(0.05)
+
+        t = threading.Thread(target=watch, daemon=True)
+        t.start()
+        dag_id = f"consolidation_{'shaped' if shaped else 'unshaped'}"
+        out = env.airflow("dags", "test", dag_id, timeout=900)
+        evicted["stop"] = True
+        t.join()
+        import sqlite3
+
+        with sqlite3.connect(env.home / "airflow.db") as db:
+            row = db.execute("select state from task_instance where dag_id = ?", (dag_id,)).fetchone()
+        state = row[0] if row else None
+        if state != "success" and shaped:
+            print((out.stdout + out.stderr)[-3000:], file=sys.stderr)
+        nodes = {n["metadata"]["name"] for n in em.store.snapshot(NODES)}
+        return {
+            "shaped": shaped,
+            "task_state": state,
+            "pod_on_anchor_node": evicted.get("node") == node_a,
+            "evicted": evicted["seen"],
+            "eviction_reason": evicted.get("reason"),
+            "node_a_left_after": node_a in nodes,
+        }
+    finally:
+        em.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--delay", type=float, default=20.0, help="node provisioning delay (s)")
     ap.add_argument("--runs", type=int, default=2, help="runs per mode")
+    ap.add_argument("--consolidation", action="store_true", help="also the do-not-disrupt runs")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/nodes.md"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="nodes-bench-") as tmp:
@@ -162,6 +293,7 @@ def main() -> None:
         dags = home / "dags"
         dags.mkdir()
         (dags / "warm_capacity_demo.py").write_text(DAG)
+        (dags / "consolidation_demo.py").write_text(GUARD_DAG)
         kubeconfig = home / "kubeconfig"
         conn = {
             "conn_type": "kubernetes",
@@ -175,10 +307,18 @@ def main() -> None:
                 r = one_run(env, kubeconfig, args.delay, warm)
                 print(f"run {i} {'warm' if warm else 'cold'}: {r}", flush=True)
                 results.append(r)
-    write_report(Path(args.out), args, results)
+        guarded = []
+        if args.consolidation:
+            for shaped in (True, False):
+                g = consolidation_run(env, kubeconfig, shaped)
+                print(f"consolidation {'shaped' if shaped else 'unshaped'}: {g}", flush=True)
+                guarded.append(g)
+    write_report(Path(args.out), args, results, guarded)
 
 
-def write_report(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+def write_report(
+    path: Path, args: argparse.Namespace, results: list[dict[str, Any]], guarded: list[dict[str, Any]]
+) -> None:
     def rows(warm: bool) -> list[dict[str, Any]]:
         return [r for r in results if r["warm"] is warm]
 
@@ -186,7 +326,8 @@ def write_report(path: Path, args: argparse.Namespace, results: list[dict[str, A
         "# Warm capacity through real Airflow (node pools on the emulator)",
         "",
         "Reproduce: `.venv/bin/python bench/nodes_warm_bench.py "
-        f"--delay {args.delay:g} --runs {args.runs}` (root for cgroups; writes this file).",
+        f"--delay {args.delay:g} --runs {args.runs}{' --consolidation' if args.consolidation else ''}` "
+        "(root for cgroups; writes this file).",
         "",
         "`airflow dags test` runs a plain KubernetesPodOperator whose peak (24Gi) fits no default node,",
         "steered to the `highmem` NodePool, on the process-backed emulator (real processes under",
@@ -199,13 +340,34 @@ def write_report(path: Path, args: argparse.Namespace, results: list[dict[str, A
     ]
     for warm in (False, True):
         rs = rows(warm)
+        if not rs:
+            continue
         waits = [r["wait_s"] for r in rs]
         lines.append(
             f"| {'warm' if warm else 'cold'} | {len(rs)} | {sum(r['ok'] for r in rs)} | "
             f"{statistics.median(waits):.2f} | {max(waits):.2f} | "
             f"{sum(r['node_existed'] for r in rs)}/{len(rs)} | {statistics.mean(r['dags_test_s'] for r in rs):.1f} |"
         )
-    lines += ["", "Raw runs:", "", "```", *(json.dumps(r) for r in results), "```", ""]
+    if guarded:
+        lines += [
+            "",
+            "## Consolidation of a running pod",
+            "",
+            "A PredictiveKubernetesPodOperator (shaping on: its pod carries `karpenter.sh/do-not-disrupt`",
+            "while shaped) and the same operator with `predictive=False`, each on a pool node that turns",
+            "underused while it runs (the pod beside it is deleted; another node has room), pool",
+            "`consolidateAfter: 3s`.",
+            "",
+            "| operator | pod evicted | eviction reason | task state | its node still there after |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for g in guarded:
+            lines.append(
+                f"| {'shaped (predictive=True)' if g['shaped'] else 'unshaped (predictive=False)'} | "
+                f"{'yes' if g['evicted'] else 'no'} | {g['eviction_reason'] or '-'} | {g['task_state']} | "
+                f"{'yes' if g['node_a_left_after'] else 'no'} |"
+            )
+    lines += ["", "Raw runs:", "", "```", *(json.dumps(r) for r in [*results, *guarded]), "```", ""]
     path.write_text("\n".join(lines))
     print(f"wrote {path}")
 
