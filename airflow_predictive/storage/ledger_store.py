@@ -46,13 +46,14 @@ from airflow_predictive.storage.engine import StorageUnavailable
 from airflow_predictive.storage.tables import decision_record, ledger_pool, reservation
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from sqlalchemy.engine import Connection, Engine, RowMapping
 
     from airflow_predictive.core.model.backend import Allocation
     from airflow_predictive.core.model.plan import ReservationRequest
     from airflow_predictive.core.model.resources import ResourceVector
+    from airflow_predictive.core.scheduling.coming import ComingCapacity
     from airflow_predictive.core.scheduling.profile import Profile
 
 log = logging.getLogger(__name__)
@@ -105,11 +106,35 @@ class SqlLedger:
             ]
 
     def _pool_under_lock(self, conn: Connection, name: str) -> Pool | None:
+        return self._pool_and_coming_under_lock(conn, name)[0]
+
+    def _pool_and_coming_under_lock(
+        self, conn: Connection, name: str
+    ) -> tuple[Pool | None, tuple[ComingCapacity, ...]]:
         q = select(ledger_pool).where(ledger_pool.c.name == name)
         if not self._sqlite:
             q = q.with_for_update()
         row = conn.execute(q).mappings().first()
-        return None if row is None else _pool(row)
+        return (None, ()) if row is None else (_pool(row), _coming(row))
+
+    def set_coming(self, pool: str, coming: Sequence[ComingCapacity]) -> bool:
+        """Replace the pool's coming capacity (nodes booting, warm capacity being made); False when
+        the pool does not exist or the database is unavailable (logged)."""
+        text = json.dumps(codec.coming_to_list([c for c in coming if c.pool == pool]))
+        try:
+            with self._locked(pool) as conn:
+                if self._pool_under_lock(conn, pool) is None:
+                    return False
+                conn.execute(update(ledger_pool).where(ledger_pool.c.name == pool).values(coming=text))
+                return True
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            self._fail("set_coming", exc)
+            return False
+
+    def coming(self, pool: str) -> tuple[ComingCapacity, ...]:
+        with self._locked(None) as conn:
+            row = conn.execute(select(ledger_pool).where(ledger_pool.c.name == pool)).mappings().first()
+            return () if row is None else _coming(row)
 
     def _active(self, conn: Connection, pool: str, now: float) -> list[Reservation]:
         """The pool's active reservations; those whose lease ended are lapsed here and now."""
@@ -157,12 +182,17 @@ class SqlLedger:
     def reserve(self, request: ReservationRequest) -> LedgerResult:
         try:
             with self._locked(request.pool) as conn:
-                pool = self._pool_under_lock(conn, request.pool)
+                pool, coming = self._pool_and_coming_under_lock(conn, request.pool)
                 if pool is None:
                     return LedgerResult(LedgerStatus.UNKNOWN, f"no pool named {request.pool!r}")
                 now = self._clock()
                 result = decide_reserve(
-                    request, pool, self._active(conn, pool.name, now), rid=new_reservation_id(), now=now
+                    request,
+                    pool,
+                    self._active(conn, pool.name, now),
+                    rid=new_reservation_id(),
+                    now=now,
+                    coming=coming,
                 )
                 if result.reservation is not None:
                     conn.execute(insert(reservation).values(**_row(result.reservation)))
@@ -186,8 +216,9 @@ class SqlLedger:
                 pool_name = self._pool_of(conn, reservation_id)
                 if pool_name is None:
                     return LedgerResult(LedgerStatus.UNKNOWN, f"no active reservation {reservation_id}")
-                pool = self._pool_under_lock(conn, pool_name)
-                active = self._active(conn, pool_name, self._clock()) if pool is not None else []
+                pool, coming = self._pool_and_coming_under_lock(conn, pool_name)
+                now = self._clock()
+                active = self._active(conn, pool_name, now) if pool is not None else []
                 res = next((r for r in active if r.id == reservation_id), None)
                 if pool is None or res is None:
                     return LedgerResult(LedgerStatus.UNKNOWN, f"no active reservation {reservation_id}")
@@ -201,6 +232,8 @@ class SqlLedger:
                     actual=actual,
                     until=until,
                     force=force,
+                    coming=coming,
+                    now=now,
                 )
                 if result.reservation is not None:
                     self._write(conn, result.reservation)
@@ -336,8 +369,9 @@ class SqlLedger:
             held = [_reservation(r) for r in conn.execute(q).mappings()]
         return PoolTimeline(p, profile_of(p, held).points(start, end))
 
-    def profile(self, pool: str) -> Profile:
-        """The pool's current profile (active reservations), for admission rounds."""
+    def profile(self, pool: str, *, with_coming: bool = True) -> Profile:
+        """The pool's current profile (active reservations; with its coming capacity unless
+        ``with_coming`` is False), for admission rounds."""
         with self._locked(None) as conn:
             row = conn.execute(select(ledger_pool).where(ledger_pool.c.name == pool)).mappings().first()
             if row is None:
@@ -352,7 +386,8 @@ class SqlLedger:
                 )
             )
             held = [_reservation(r) for r in conn.execute(q).mappings()]
-        return profile_of(p, held)
+            coming = _coming(row) if with_coming else ()
+        return profile_of(p, held, coming=coming, now=now)
 
     def delete_pool(self, name: str) -> None:
         with self._locked(None) as conn:
@@ -396,6 +431,19 @@ def _pool(row: RowMapping) -> Pool:
         capacity=codec.capacity_from_dict(json.loads(row["capacity"])),
         note=row["note"] or "",
     )
+
+
+def _coming(row: RowMapping) -> tuple[ComingCapacity, ...]:
+    """The pool row's coming capacity; unreadable text counts as nothing coming (logged): coming
+    capacity only ever adds room, so losing it can delay a task, never over-commit the pool."""
+    text = row.get("coming")
+    if not text:
+        return ()
+    try:
+        return codec.coming_from_list(json.loads(text))
+    except ValueError as exc:
+        log.warning("predictive ledger: unreadable coming capacity of pool %s: %s", row["name"], exc)
+        return ()
 
 
 def _row(res: Reservation) -> dict[str, Any]:

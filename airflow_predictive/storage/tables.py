@@ -176,6 +176,8 @@ ledger_pool = Table(
     Column("capacity", Text, nullable=False),  # JSON {"requests": {...}, "limits": {...}}
     Column("note", Text, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # JSON [{"pool", "ready_at", "requests", "limits", "source", "ref"}]: capacity on its way (0008)
+    Column("coming", Text, nullable=True),
 )
 
 reservation = Table(

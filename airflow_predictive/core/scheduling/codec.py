@@ -100,3 +100,59 @@ def capacity_from_dict(raw: Any) -> PoolCapacity:
     return PoolCapacity(
         requests=vector_from_dict(raw.get("requests")), limits=vector_from_dict(raw.get("limits"))
     )
+
+
+def coming_to_list(coming: Any) -> list[JSON]:
+    """Coming capacity (``core/scheduling/coming.py::ComingCapacity``) as JSON-ready dicts."""
+    return [
+        {
+            "pool": c.pool,
+            "ready_at": c.ready_at,
+            **capacity_to_dict(c.amount),
+            "source": c.source,
+            "ref": c.ref,
+        }
+        for c in coming
+    ]
+
+
+def coming_from_list(raw: Any) -> tuple[Any, ...]:
+    from airflow_predictive.core.scheduling.coming import ComingCapacity
+
+    if raw is None:
+        return ()
+    try:
+        return tuple(
+            ComingCapacity(
+                pool=str(c["pool"]),
+                amount=capacity_from_dict(c),
+                ready_at=float(c["ready_at"]),
+                source=str(c.get("source", "")),
+                ref=str(c.get("ref", "")),
+            )
+            for c in raw
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"unreadable coming capacity: {exc!r}") from exc
+
+
+def start_choice_to_dict(choice: Any) -> JSON:
+    """The payload stored with a ``start`` decision (``core/scheduling/start_choice.py``)."""
+    b = choice.bottleneck
+    return {
+        "decision": choice.decision.value,
+        "start": choice.start,
+        "ready_at": choice.ready_at,
+        "waits_for": choice.waits_for,
+        "plan": plan_to_dict(choice.plan),
+        "bottleneck": None
+        if b is None
+        else {
+            "metric": b.metric.value,
+            "side": b.side,
+            "at": b.at,
+            "needed": b.needed,
+            "available": b.available,
+            "capacity": b.capacity,
+        },
+    }
