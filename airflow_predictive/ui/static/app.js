@@ -97,6 +97,7 @@
       width: Math.max(480, Math.min(1100, (parent.clientWidth || 900) - 10)),
       height: 280,
       scales: { x: { time: !!spec.time } },
+      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },  // axes say UTC
       axes: [
         { label: spec.xLabel },
         { label: spec.yLabel, size: 70 }

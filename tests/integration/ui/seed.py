@@ -7,7 +7,6 @@ hide (``ui_secret.hidden``). Values are chosen so a test can assert them after t
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -73,7 +72,7 @@ def seed(engine: Engine, *, runs: int = 3, samples: int = 600, hidden: bool = Tr
     """Write ``runs`` demo tries of ``samples`` one-second readings each (the newest last)."""
     store = SqlRunStore(engine)
     now = datetime.now(UTC)
-    base = now - timedelta(seconds=runs * 3600 + samples)
+    base = now - timedelta(seconds=(runs - 1) * 3600 + samples + 60)  # the newest try ended a minute ago
     latest: RunRecord | None = None
     readings = _samples(samples)
     peak = ResourceVector(
@@ -156,11 +155,10 @@ def seed(engine: Engine, *, runs: int = 3, samples: int = 600, hidden: bool = Tr
         quantiles={Metric.MEMORY_BYTES: 0.99, Metric.CPU_CORES: 0.9},
         model_version="v3",
     )
-    # the newest try's reservation starts now so it shows in the pool's last hour
+    # the newest try's reservation, from its start: it shows (reserved and used) in the pool's last hour
+    started = (latest.start or now).timestamp()
     result = ledger.reserve(
-        ReservationRequest(
-            pool=POOL, run=latest.identity, holder="ui-test", plan=plan, start=time.time() - 60
-        )
+        ReservationRequest(pool=POOL, run=latest.identity, holder="ui-test", plan=plan, start=started)
     )
     assert result.ok, result.reason
     DecisionLog(engine).record(

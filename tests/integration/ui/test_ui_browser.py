@@ -243,6 +243,8 @@ def test_pools_page_shows_reserved_memory_and_held_back_tasks(
     assert memory["labels"] == ["reserved (GiB)", "used (GiB)", "capacity (GiB)"]
     assert max(_series(memory, "reserved (GiB)")) >= 0.5
     assert max(_series(memory, "capacity (GiB)")) == pytest.approx(4.0)
+    used = _series(memory, "used (GiB)")  # the newest try's measured memory (100-400 MiB ramp)
+    assert used and 0.09 < max(used) <= SPIKE_BYTES / MIB / 1024
     assert "0.5 GiB free" in browser.find_element("tag name", "main").text
 
 

@@ -138,6 +138,8 @@ def test_pool_shows_reserved_memory_and_hides_unreadable_held_back_tasks(
     detail = q.pool_detail(AllowDags("ui_demo"), POOL, window_s=3600)
     assert max(detail.reserved_memory_bytes) >= PLAN_INITIAL
     assert detail.pool.capacity_requests["memory_bytes"] == 4 * 1024 * MIB
+    used = [v for v in detail.used_memory_bytes if v is not None]
+    assert used and 100 * MIB <= max(used) <= 700 * MIB  # the newest try's samples on the wall clock
     assert [(h.dag_id, h.decision) for h in detail.held_back] == [("ui_demo", "queued")]
     assert "0.5 GiB free" in detail.held_back[0].reason
     with pytest.raises(NotFound):
