@@ -5,6 +5,7 @@ memory back to the pool, a task is shaped only once its process joined its group
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from airflow_predictive.backends.fake import FakeBackend, ManualClock, curve_script, ramp_script
@@ -24,17 +25,22 @@ from airflow_predictive.core.scheduling.ledger import InMemoryLedger
 from airflow_predictive.core.shaping.controller import ShapingController
 from airflow_predictive.core.shaping.events import Action, ShapingEvent, Verdict
 from airflow_predictive.core.shaping.policy import ShapingSettings
+from airflow_predictive.executors.coordinator import Running
 from airflow_predictive.executors.local_shaping import (
     POOL_FULL,
     LocalShapedTask,
+    LocalShaping,
     PoolGate,
     shaping_run_key,
     shaping_settings_for,
 )
 from airflow_predictive.executors.opt_in import DEFAULT_WARMUP_S, task_settings
+from airflow_predictive.storage.ledger_store import SqlLedger
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    import pytest
 
 MEM, CPU = Metric.MEMORY_BYTES, Metric.CPU_CORES
 
@@ -54,12 +60,14 @@ def _alloc(mb: float, cpu: float = 1.0) -> Allocation:
 class Rig:
     """One task of ``script`` reserved at ``start_mb`` in a pool of ``pool_mb``, shaped through a gate."""
 
-    def __init__(self, script: Any, start_mb: float, pool_mb: float, settings: ShapingSettings) -> None:
+    def __init__(
+        self, script: Any, start_mb: float, pool_mb: float, settings: ShapingSettings, engine: Any = None
+    ) -> None:
         self.clock = ManualClock()
         self.wall = lambda: self.clock.now().timestamp()
         self.backend = FakeBackend(self.clock)
         self.backend.add_script("task", script)
-        self.ledger = InMemoryLedger(clock=self.wall)
+        self.ledger: Any = InMemoryLedger(clock=self.wall) if engine is None else SqlLedger(engine, self.wall)
         self.ledger.set_pool(
             Pool("local", PoolKind.LOCAL, PoolCapacity(limits=ResourceVector(memory_bytes=pool_mb * MIB)))
         )
@@ -118,6 +126,16 @@ def test_a_grow_the_pool_cannot_hold_is_held_with_pool_full_and_nothing_over_com
     assert max(rig.reserved_mb()) <= 300  # the ledger never holds more than the pool
     assert (rig.ctrl.allocation.limits.memory_bytes or 0) <= 300 * MIB  # nor does the task's limit
     assert rig.applied(Action.GROW)  # the grows that fitted were applied
+
+
+def test_pool_full_holds_on_the_database_ledger_too(db_engine: Any) -> None:
+    """The same gate over the SQL ledger (SQLite, and PostgreSQL when available)."""
+    grow = Rig(
+        ramp_script(600, 0.5, 90, ramp_s=60, base_mb=50), 200, 300, ShapingSettings(metrics=(MEM,)), db_engine
+    )
+    grow.run(100)
+    assert any(POOL_FULL in e.reason for e in grow.sink.events if e.verdict is Verdict.REJECTED)
+    assert 200 < max(grow.reserved_mb()) <= 300
 
 
 def test_a_reclaim_gives_the_memory_back_to_the_pool_never_below_usage() -> None:
@@ -204,3 +222,35 @@ def test_the_task_settings_carry_shaping_options_bounds_and_warm_up() -> None:
 def test_shaping_events_of_a_local_task_are_keyed_by_its_try() -> None:
     run = RunIdentity(TaskKey("dag", "task", 3), "manual__1", 2)
     assert shaping_run_key(run) == "dag/task[3]/manual__1/2"
+
+
+class BrokenRuntime:
+    """A runtime whose controller cannot be built (database down while the task starts)."""
+
+    def ledger(self) -> Any:
+        return InMemoryLedger()
+
+    def shaper(self, *args: Any, **kwargs: Any) -> ShapingController:
+        raise RuntimeError("event store unavailable")
+
+
+def test_a_task_whose_shaping_breaks_keeps_its_limits_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock()
+    backend = FakeBackend(clock)
+    backend.add_script("t", ramp_script(100, 0.5, 60, ramp_s=1, base_mb=100))
+    handle = backend.provision(ProvisionSpec("t"), _alloc(128))
+    item = Running("k", RunIdentity(TaskKey("d", "t"), "r"), None, None, 0.0, 60.0, handle=handle)
+    shaping = LocalShaping(BrokenRuntime(), backend, 1.0)
+    try:
+        assert shaping.start(item, task_settings({"predictive": {"shaping": True}}))
+        with caplog.at_level(logging.DEBUG):
+            for _ in range(3):
+                shaping.group.round()
+        assert sum("failed; the task keeps its resources" in r.getMessage() for r in caplog.records) == 1
+        assert backend.state(handle).kind is ExitKind.RUNNING
+        assert shaping.allocation("k") is None  # nothing applied: the task holds what it started with
+        assert shaping.stop("k") is not None and len(shaping.group) == 0
+    finally:
+        shaping.close()
