@@ -19,6 +19,7 @@ from airflow_predictive.core.model.nodes import InstanceType, NodePool, NodeStat
 from airflow_predictive.core.model.resources import GIB, ResourceVector
 from airflow_predictive.emulator.kubernetes.emulator import Emulator, NodeSpec
 from airflow_predictive.emulator.kubernetes.kubelet import KubeletConfig
+from airflow_predictive.emulator.kubernetes.resources import PODS as _PODS
 from tests.integration.kubernetes.conftest import StepClock
 
 if TYPE_CHECKING:
@@ -100,9 +101,6 @@ class Cluster:
     def close(self) -> None:
         self.backend.close()
         self.em.stop()
-
-
-from airflow_predictive.emulator.kubernetes.resources import PODS as _PODS  # noqa: E402
 
 
 @pytest.fixture
