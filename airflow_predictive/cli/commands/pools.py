@@ -1,8 +1,11 @@
-"""`airflow predictive pools [--json]`: each pool's capacity, what is reserved over time, and the
-tasks admission holds back with their reason (from the ledger and the stored decisions).
+"""`airflow predictive pools [--json]`: each pool's capacity, present and coming, what is reserved
+over time, and the tasks admission holds back with their reason (from the ledger and the stored
+decisions).
 
-JSON keys: ``pools[].capacity``, ``pools[].timeline[].reserved``, ``pools[].queued[]`` (vectors
-keyed by metric names such as ``memory_bytes``, ``cpu_cores``).
+JSON keys: ``pools[].capacity`` (present), ``pools[].coming[]`` (capacity on its way: ``ready_at``,
+``in_s``, ``capacity``, ``source``), ``pools[].capacity_over_time[]`` (``at``, ``in_s``,
+``capacity``: present + coming ready by then), ``pools[].timeline[].reserved``,
+``pools[].queued[]`` (vectors keyed by metric names such as ``memory_bytes``, ``cpu_cores``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from airflow_predictive.core.model.resources import ResourceVector, format_bytes
 from airflow_predictive.core.scheduling import codec
+from airflow_predictive.core.scheduling.coming import capacity_steps, pending
 from airflow_predictive.runtime import get_runtime
 from airflow_predictive.storage.engine import StorageUnavailable
 
@@ -64,6 +68,8 @@ def build(now: float, horizon_s: float) -> dict[str, Any]:
     pools = []
     for pool in ledger.pools():
         timeline = ledger.timeline(pool.name, now, now + horizon_s)
+        coming = ledger.coming(pool.name)
+        ahead = pending(coming, pool.name, now)
         pools.append(
             {
                 "name": pool.name,
@@ -71,6 +77,29 @@ def build(now: float, horizon_s: float) -> dict[str, Any]:
                 "note": pool.note,
                 "capacity": _flat(pool.capacity.requests, pool.capacity.limits),
                 "capacity_detail": codec.capacity_to_dict(pool.capacity),
+                "coming": [
+                    {
+                        "ready_at": c.ready_at,
+                        "in_s": c.ready_at - now,
+                        "capacity": _flat(c.amount.requests, c.amount.limits),
+                        "capacity_detail": codec.capacity_to_dict(c.amount),
+                        "source": c.source,
+                        "ref": c.ref,
+                    }
+                    for c in ahead
+                    if c.ready_at <= now + horizon_s
+                ],
+                "overdue": len([c for c in coming if c.pool == pool.name and c.ready_at <= now]),
+                "capacity_over_time": [
+                    {
+                        "at": step.at,
+                        "in_s": step.at - now,
+                        "capacity": _flat(step.capacity.requests, step.capacity.limits),
+                        "sources": list(step.sources),
+                    }
+                    for step in capacity_steps(pool, coming, now)
+                    if step.at <= now + horizon_s
+                ],
                 "timeline": [
                     {
                         "start": p.start,
@@ -98,6 +127,15 @@ def render_text(out: dict[str, Any]) -> str:
     now = out["now"]
     for p in out["pools"]:
         lines.append(f"pool {p['name']} ({p['kind']}): capacity {_vec(p['capacity'])}  [{p['note']}]")
+        for c in p["coming"]:
+            lines.append(
+                f"  coming in {c['in_s']:>6.0f} s: +{_vec(c['capacity'])}  [{c['source'] or c['ref']}]"
+            )
+        if len(p["capacity_over_time"]) > 1:
+            last = p["capacity_over_time"][-1]
+            lines.append(f"  capacity in {last['in_s']:.0f} s: {_vec(last['capacity'])} (present + coming)")
+        if p["overdue"]:
+            lines.append(f"  {p['overdue']} coming amount(s) overdue (not counted until present)")
         lines.append(f"  {p['reservations']} active reservation(s)")
         for point in p["timeline"][:20]:
             lines.append(
