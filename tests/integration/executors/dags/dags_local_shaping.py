@@ -25,8 +25,8 @@ def _ramp() -> dict:
     return memory_ramp(**RAMP).as_dict()
 
 
-@dag(dag_id="predictive_local_shaping", schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
-def predictive_local_shaping() -> None:
+@dag(dag_id="shaping_local", schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
+def shaping_local() -> None:
     # min = its limit: grown only (the ramp twin of ramp_unshaped, not reclaimed while it starts)
     @task(
         retries=0,
@@ -64,4 +64,4 @@ def predictive_local_shaping() -> None:
     drops()
 
 
-predictive_local_shaping()
+shaping_local()
