@@ -145,3 +145,20 @@ def test_pages_and_the_bundled_chart_library_are_served() -> None:
     lib = client.get("/static/vendor/uPlot.iife.min.js")
     assert lib.status_code == 200 and "uPlot" in lib.text
     assert client.get("/static/vendor/uPlot.LICENSE").status_code == 200
+
+
+def test_stores_that_cannot_be_built_give_503_without_the_cause(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow_predictive import runtime
+
+    def broken() -> None:
+        raise RuntimeError("bad [predictive] sql_alchemy_conn = postgresql://u:secret@h/db")
+
+    monkeypatch.setattr(runtime, "get_runtime", broken)
+    app = create_app()
+    with caplog.at_level(logging.ERROR, logger="airflow_predictive.ui.app"):
+        response = _as(app, "ui_demo").get("/api/overview")
+    assert response.status_code == 503
+    assert response.json() == {"detail": UNAVAILABLE}
+    assert "secret" not in response.text and "secret" in caplog.text
