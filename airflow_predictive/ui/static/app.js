@@ -29,6 +29,7 @@
     return fetch("api/" + path, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) {
         if (r.status === 401 || r.status === 403) throw new Error(r.status === 401 ? "Please log in to Airflow first." : "You may not see this DAG.");
+        if (r.status === 404) throw new Error("Nothing recorded for this yet: the provider stores a try once its task has run with recording on.");
         if (!r.ok) return r.json().catch(function () { return {}; }).then(function (b) { throw new Error(b.detail || ("HTTP " + r.status)); });
         return r.json();
       });
