@@ -105,6 +105,32 @@ def mode_row(replay: NodeReplay, needing: set[int]) -> dict[str, Any]:
     }
 
 
+def why_slow(pods: list[Any], base: NodeReplay, warm: NodeReplay, delay_s: float) -> dict[str, list[int]]:
+    """The new-node pods of ``base`` by what their placeholder could do: [fast, slow] counts each
+    (slow = waited more than half the delay with warm capacity)."""
+    by = {p.index: p for p in pods}
+    lat = {p.index: p.latency_s for p in warm.pods}
+    out: dict[str, list[int]] = {}
+    for r in base.pods:
+        if not r.waited_for_node:
+            continue
+        p = by[r.index]
+        if p.warm_at_s is None:
+            cause = "no start prediction"
+        elif p.warm_at_s >= p.submit_s:
+            cause = "predicted start too late (placeholder after submit)"
+        elif (p.warm_until_s or 0) < p.submit_s:
+            cause = "placeholder lapsed before submit"
+        elif p.submit_s - p.warm_at_s < delay_s:
+            cause = "placeholder ahead by less than the delay"
+        else:
+            cause = "placeholder ahead by the delay or more"
+        slot = out.setdefault(cause, [0, 0])
+        slow = (lat.get(r.index) or 0.0) > delay_s / 2 or lat.get(r.index) is None
+        slot[1 if slow else 0] += 1
+    return out
+
+
 def run_scenario(pods_by_sizing: dict[Sizing, list[Any]], sc: Scenario) -> dict[str, dict[str, Any]]:
     pool = NodePool(
         "default", INSTANCE_TYPES, provisioning_delay_s=sc.delay_s, consolidate_after_s=sc.scale_down_after_s
@@ -118,6 +144,9 @@ def run_scenario(pods_by_sizing: dict[Sizing, list[Any]], sc: Scenario) -> dict[
         base = replays[f"reactive_{sizing.value}"]
         needing = {p.index for p in base.pods if p.waited_for_node}
         out[name] = mode_row(replays[name], needing)
+    out["warm_plan"]["why"] = why_slow(
+        pods_by_sizing[Sizing.PLAN], replays["reactive_plan"], replays["warm_plan"], sc.delay_s
+    )
     return out
 
 
@@ -171,6 +200,16 @@ def render(report: dict[str, Any], notes: str) -> str:
                 f"{r['placeholders_made']} / {r['placeholders_used']} / {r['placeholders_lapsed']} | "
                 f"{r['nodes_never_used']} |"
             )
+        why = rows["warm_plan"].get("why") or {}
+        lines += [
+            "",
+            "warm_plan's new-node pods by what their placeholder could do (fast = waited at most half "
+            "the delay, slow = more):",
+            "",
+            "| placeholder | fast | slow |",
+            "|---|---|---|",
+            *[f"| {k} | {v[0]} | {v[1]} |" for k, v in sorted(why.items())],
+        ]
     lines += ["", *[f"- {x}" for x in report["facts"]], "", NOTES_MARKER, notes.rstrip(), ""]
     return "\n".join(lines)
 

@@ -13,8 +13,11 @@ makes both from what a scheduler would know, and nothing it would not:
   slot (the *releaser*: the latest end within ``match_window_s`` before the start) is known; its
   end is predicted from its own forecast's duration (p50, the window's late edge at p90). The
   prediction is known from the later of the releaser's start and the moment the task became
-  ready (the latest end of an earlier run of the same sample group). A task with no releaser in
-  the replay, or whose releaser has no forecast, gets no placeholder (it is served reactively).
+  ready (the latest end of an earlier run of the same sample group). A releaser outside the
+  replay (a run of the training half: it ran in the recording, so it gated the start, but it is
+  not a pod here) is predicted from its task's *earlier* recorded durations only (median, and
+  the 90th percentile as the late edge), never from its own. A task with no releaser, or whose
+  releaser has no prediction, gets no placeholder (it is served reactively).
 
 The placeholder is made ``lead = provisioning delay + margin_s`` before the predicted start
 (never before the prediction is known) and lapses ``lapse_margin_s`` after the late edge.
@@ -27,6 +30,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from airflow_predictive.core.model.resources import ResourceVector
 from airflow_predictive.simulation.nodes import PodSpec
 
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from airflow_predictive.core.model.series import Forecast
+    from airflow_predictive.core.profiler.estimators.base import RunExample
     from airflow_predictive.core.scheduling.planner import PlanSettings
     from airflow_predictive.simulation.workload import SimRun, Workload
 
@@ -135,12 +141,51 @@ def requests_of(
     return float(mem), float(cpu)
 
 
-def sample_group(run: SimRun) -> str:
+def sample_group(example: RunExample) -> str:
     """The run's sample (kseg-eager: ``DA100_L1`` -> ``DA100``), else its run id."""
-    sample = run.example.record.features.get("sample")
+    sample = example.record.features.get("sample")
     if isinstance(sample, str) and sample:
         return sample.split("_")[0]
-    return run.example.record.identity.run_id
+    return example.record.identity.run_id
+
+
+def _seconds(ex: RunExample) -> float | None:
+    rec = ex.record
+    if rec.start is None or rec.end is None:
+        return None
+    return (rec.end - rec.start).total_seconds()
+
+
+def training_arrivals(
+    workload: Workload, group: Callable[[RunExample], str], *, first_index: int
+) -> list[Arrival]:
+    """The runs outside the replay as releasers, on the replay's clock, each predicted from its
+    task's earlier runs' durations (None without any)."""
+    if not workload.runs:
+        return []
+    ref = workload.runs[0]
+    start0 = ref.example.record.start
+    if start0 is None:
+        return []
+    t0 = start0.timestamp() - ref.arrival_s
+    by_task: dict[object, list[RunExample]] = {}
+    for ex in workload.train:
+        if ex.record.start is not None:
+            by_task.setdefault(ex.key, []).append(ex)
+    out: list[Arrival] = []
+    for runs in by_task.values():
+        runs.sort(key=lambda e: e.record.start or 0)
+        earlier: list[float] = []
+        for ex in runs:
+            d = _seconds(ex)
+            assert ex.record.start is not None
+            if d is not None and d > 0:
+                submit = ex.record.start.timestamp() - t0
+                p50 = float(np.median(earlier)) if earlier else None
+                p90 = float(np.percentile(earlier, 90)) if earlier else None
+                out.append(Arrival(first_index + len(out), group(ex), submit, submit + d, p50, p90))
+                earlier.append(d)
+    return out
 
 
 def pods_for(
@@ -151,23 +196,29 @@ def pods_for(
     provisioning_delay_s: float,
     plan_settings: PlanSettings,
     settings: WarmSettings | None = None,
-    group: Callable[[SimRun], str] = sample_group,
+    group: Callable[[RunExample], str] | None = None,
+    releasers_outside: bool = True,
 ) -> tuple[list[PodSpec], dict[int, StartPrediction]]:
-    """The workload's runs as pods (with placeholders timed from the predicted starts)."""
+    """The workload's runs as pods (with placeholders timed from the predicted starts);
+    ``releasers_outside``: runs of the training half may be releasers (see the module docstring)."""
     settings = settings or WarmSettings()
+    group = group or sample_group
     arrivals = []
     for run in workload.runs:
         f = forecasts.get(run.origin)
         arrivals.append(
             Arrival(
                 index=run.index,
-                group=group(run),
+                group=group(run.example),
                 submit_s=run.arrival_s,
                 end_s=run.arrival_s + run.duration_s,
                 duration_p50=duration_quantile(f, 0.5),
                 duration_p90=duration_quantile(f, 0.9),
             )
         )
+    if releasers_outside:
+        first = max((r.index for r in workload.runs), default=0) + 1
+        arrivals.extend(training_arrivals(workload, group, first_index=first))
     starts = predict_starts(arrivals, settings)
     lead = provisioning_delay_s + settings.margin_s
     pods = []
