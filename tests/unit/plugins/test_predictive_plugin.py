@@ -36,3 +36,16 @@ def test_lazy_app_builds_the_ui_on_its_first_request() -> None:
     assert response.status_code == 200
     assert "/api/overview" in response.json()["paths"]
     assert app._app is not None
+
+
+def test_openapi_docs_and_pages_work_under_the_mount_prefix() -> None:
+    from fastapi import FastAPI
+
+    root = FastAPI()
+    root.mount(URL_PREFIX, LazyApp())  # what airflow/api_fastapi/app.py::init_plugins does
+    client = TestClient(root)
+    docs = client.get("/predictive/docs")
+    assert docs.status_code == 200 and "/predictive/openapi.json" in docs.text
+    assert client.get("/predictive/openapi.json").status_code == 200
+    page = client.get("/predictive")
+    assert page.status_code == 200 and str(page.url).endswith("/predictive/")  # relative links resolve
