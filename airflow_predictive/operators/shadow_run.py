@@ -247,7 +247,8 @@ class ShadowRunOperator(BaseOperator):
     ``ShadowRunOperator(task_id="shadow", target="work", bash_command=...) >> work``.
 
     bash_command / python_callable (+ op_args, op_kwargs): what the real task runs (or a dry
-        variant of a side-effecting task); exactly one. The callable runs in a forked child
+        variant of a side-effecting task); at most one. Neither: the target's own (a BashOperator's
+        rendered ``bash_command``, a PythonOperator's ``python_callable``). The callable runs in a forked child
         process adopted into the shadow's cgroup, with ``AIRFLOW_PREDICTIVE_SHADOW=1`` set.
     shadow_run: "auto" (cold start or drift) | True | False.
     budget / deadline_s / cpu / memory (bytes) / min_runs: override ``[predictive] shadow_*``.
@@ -280,8 +281,8 @@ class ShadowRunOperator(BaseOperator):
         super().__init__(**kwargs)
         from airflow_predictive.core.shadow.policy import ShadowMode, ShadowSettings
 
-        if (bash_command is None) == (python_callable is None):
-            raise ValueError("ShadowRunOperator needs exactly one of bash_command or python_callable")
+        if bash_command is not None and python_callable is not None:
+            raise ValueError("ShadowRunOperator takes at most one of bash_command or python_callable")
         ShadowMode.parse(shadow_run)  # a bad value fails when the DAG is parsed
         overrides = {"budget": budget, "deadline_s": deadline_s, "cpu_cores": cpu, "memory_bytes": memory}
         given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
@@ -325,6 +326,8 @@ class ShadowRunOperator(BaseOperator):
         self.log.info(
             "predictive: shadow of %s (%s), budget %s", self.target, plan.decision.note, plan.budget.note
         )
+        if self.bash_command is None and self.python_callable is None:
+            self._command_of_target(context)
         backend = get_runtime().local_backend()
         name = f"shadow-{self.target}-{uuid.uuid4().hex[:8]}"[:63]
         env = {**self.env, SHADOW_ENV: "1"}
@@ -362,6 +365,22 @@ class ShadowRunOperator(BaseOperator):
             summary["reforecast_stored"],
         )
         return summary
+
+    def _command_of_target(self, context: Context) -> None:
+        """The target's own command: a BashOperator's (rendered) bash_command or a PythonOperator's callable."""
+        dag = context.get("dag") or getattr(self, "dag", None)
+        task = dag.get_task(self.target) if dag is not None else None
+        command = getattr(task, "bash_command", None)
+        if isinstance(command, str):
+            self.bash_command = str(task.render_template(command, context)) if task is not None else command
+            return
+        fn = getattr(task, "python_callable", None)
+        if callable(fn):
+            self.python_callable = fn
+            self.op_args = list(getattr(task, "op_args", None) or [])
+            self.op_kwargs = dict(getattr(task, "op_kwargs", None) or {})
+            return
+        raise ValueError(f"no bash_command or python_callable given, and {self.target!r} has neither")
 
     def _declared(self, context: Context) -> ResourceVector:
         from airflow_predictive.core.model.resources import ResourceVector

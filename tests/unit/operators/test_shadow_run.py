@@ -153,8 +153,8 @@ def test_a_well_known_task_is_not_shadowed_unless_asked() -> None:
 
 
 def test_bad_arguments_fail_when_the_dag_is_parsed() -> None:
-    with pytest.raises(ValueError, match="exactly one"):
-        ShadowRunOperator(task_id="s", target="w")
+    with pytest.raises(ValueError, match="at most one"):
+        ShadowRunOperator(task_id="s", target="w", bash_command="true", python_callable=print)
     with pytest.raises(ValueError, match="shadow_run"):
         ShadowRunOperator(task_id="s", target="w", bash_command="true", shadow_run="maybe")
     with pytest.raises(ValueError, match="budget"):
@@ -176,3 +176,18 @@ def test_a_shadow_store_down_at_store_time_leaves_the_real_try_unshadowed(
     assert len(_shadow_runs()) == 1  # its cost is still recorded
     served = runtime.get_runtime().forecasts().forecast_for(ForecastQuery(KEY, run_id="manual__1"))
     assert served.source is not ForecastSource.SHADOW
+
+
+def test_without_a_command_the_shadow_runs_the_targets_own_rendered_bash_command(tmp_path: Path) -> None:
+    from airflow.providers.standard.operators.bash import BashOperator
+    from airflow.sdk import DAG
+
+    out = tmp_path / "flag"
+    with DAG("dag", schedule=None) as dag:
+        shadow = ShadowRunOperator(
+            task_id="shadow", target="work", deadline_s=2.0, declared={"memory": 64 * MIB}
+        )
+        BashOperator(task_id="work", bash_command=f"echo -n {{{{ run_id }}}} > {out}; sleep 30")
+    summary = shadow.execute({**_context("manual__7"), "dag": dag})
+    assert summary["shadowed"] and summary["end"] == "budget", summary
+    assert out.read_text() == "manual__7"  # the target's template, rendered for this run
