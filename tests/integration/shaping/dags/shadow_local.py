@@ -21,7 +21,8 @@ HOLD = (
 )
 
 with DAG("predictive_shadow_local", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
-    shadow = ShadowRunOperator(task_id="shadow", target="work", bash_command=HOLD, deadline_s=3.0)
+    # no command given: the shadow runs the target's own (rendered) bash_command
+    shadow = ShadowRunOperator(task_id="shadow", target="work", deadline_s=3.0)
     work = BashOperator(
         task_id="work",
         bash_command=HOLD,
