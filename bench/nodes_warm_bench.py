@@ -243,10 +243,18 @@ def consolidation_run(env: AirflowEnv, kubeconfig: Path, shaped: bool) -> dict[s
             deleted = False
             while not evicted.get("stop"):
                 for pod in em.store.snapshot(PODS):
-                    if not pod["metadata"]["name"].startswith("long-task"):
-                        continue
+                    selector = pod["spec"].get("nodeSelector") or {}
+                    if (
+                        not pod["metadata"]["name"].startswith("long-task")
+                        or selector.get("karpenter.sh/nodepool") != "highmem"
+                    ):
+                        continue  # the task's pod only (not a shadow-run pod beside it)
                     if not deleted and pod["status"].get("phase") == "Running":
                         evicted["node"] = pod["spec"].get("nodeName")
+                        evicted["requests"] = pod["spec"]["containers"][0]["resources"].get("requests")
+                        evicted["placement"] = {
+                            p["metadata"]["name"]: p["spec"].get("nodeName") for p in em.store.snapshot(PODS)
+                        }
                         core.delete_namespaced_pod("anchor-a", "default", grace_period_seconds=0)
                         deleted = True
                     for c in pod["status"].get("conditions") or []:
@@ -276,6 +284,8 @@ def consolidation_run(env: AirflowEnv, kubeconfig: Path, shaped: bool) -> dict[s
             "evicted": evicted["seen"],
             "eviction_reason": evicted.get("reason"),
             "node_a_left_after": node_a in nodes,
+            "task_requests": evicted.get("requests"),
+            "placement_at_start": evicted.get("placement"),
         }
     finally:
         em.stop()
