@@ -153,7 +153,6 @@ def test_the_shadow_pod_runs_small_with_a_deadline_before_the_real_pod_is_sized(
 def test_a_shadow_whose_cluster_cannot_be_reached_leaves_the_declared_resources(
     cluster: tuple[Emulator, Path], tmp_path: Path
 ) -> None:
-    _, kubeconfig = cluster
     from airflow_predictive.emulator.kubernetes.emulator import write_kubeconfig
     from tests.integration.airflow_runs.airflow_env import free_port
 
