@@ -257,6 +257,10 @@ def consolidation_run(env: AirflowEnv, kubeconfig: Path, shaped: bool) -> dict[s
                         }
                         core.delete_namespaced_pod("anchor-a", "default", grace_period_seconds=0)
                         deleted = True
+                    if (pod["metadata"].get("annotations") or {}).get(
+                        "karpenter.sh/do-not-disrupt"
+                    ) == "true":
+                        evicted["protected"] = True
                     for c in pod["status"].get("conditions") or []:
                         if c.get("type") == "DisruptionTarget":
                             evicted["seen"] = True
@@ -281,6 +285,7 @@ def consolidation_run(env: AirflowEnv, kubeconfig: Path, shaped: bool) -> dict[s
             "shaped": shaped,
             "task_state": state,
             "pod_on_anchor_node": evicted.get("node") == node_a,
+            "do_not_disrupt_seen": bool(evicted.get("protected")),
             "evicted": evicted["seen"],
             "eviction_reason": evicted.get("reason"),
             "node_a_left_after": node_a in nodes,
@@ -329,35 +334,42 @@ def main() -> None:
 def write_report(
     path: Path, args: argparse.Namespace, results: list[dict[str, Any]], guarded: list[dict[str, Any]]
 ) -> None:
-    def rows(warm: bool) -> list[dict[str, Any]]:
-        return [r for r in results if r["warm"] is warm]
-
-    lines = [
-        "# Warm capacity through real Airflow (node pools on the emulator)",
-        "",
-        "Reproduce: `.venv/bin/python bench/nodes_warm_bench.py "
-        f"--delay {args.delay:g} --runs {args.runs}{' --consolidation' if args.consolidation else ''}` "
-        "(root for cgroups; writes this file).",
-        "",
-        "`airflow dags test` runs a plain KubernetesPodOperator whose peak (24Gi) fits no default node,",
-        "steered to the `highmem` NodePool, on the process-backed emulator (real processes under",
-        f"cgroups) whose autoscaler boots a node in {args.delay:g} s. *cold*: nothing ahead. *warm*: the",
-        "node-pool backend made a placeholder from the plan one provisioning delay ahead of the task's",
-        "start; the task's pod preempted it. *wait* = pod created -> pod Running (polled every 20 ms).",
-        "",
-        "| mode | runs | succeeded | wait p50 (s) | wait max (s) | landed on a node that already existed | `dags test` mean (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for warm in (False, True):
-        rs = rows(warm)
-        if not rs:
-            continue
-        waits = [r["wait_s"] for r in rs]
-        lines.append(
-            f"| {'warm' if warm else 'cold'} | {len(rs)} | {sum(r['ok'] for r in rs)} | "
-            f"{statistics.median(waits):.2f} | {max(waits):.2f} | "
-            f"{sum(r['node_existed'] for r in rs)}/{len(rs)} | {statistics.mean(r['dags_test_s'] for r in rs):.1f} |"
+    flags = f"--delay {args.delay:g} --runs {args.runs}" + (" --consolidation" if args.consolidation else "")
+    if Path(args.out).resolve() != (ROOT / "docs/benchmarks/nodes.md").resolve():
+        flags += (
+            f" --out {Path(args.out).relative_to(ROOT) if Path(args.out).is_relative_to(ROOT) else args.out}"
         )
+    lines = [
+        "# Node pools through real Airflow (emulator)",
+        "",
+        f"Reproduce: `.venv/bin/python bench/nodes_warm_bench.py {flags}` (root for cgroups; writes this file).",
+        "",
+    ]
+    if results:
+        lines += [
+            "## Warm capacity",
+            "",
+            "`airflow dags test` runs a plain KubernetesPodOperator whose peak (24Gi) fits no default node,",
+            "steered to the `highmem` NodePool, on the process-backed emulator (real processes under",
+            f"cgroups) whose autoscaler boots a node in {args.delay:g} s. *cold*: nothing ahead. *warm*: the",
+            "node-pool backend made a placeholder from the plan one provisioning delay ahead of the task's",
+            "start; the task's pod preempted it. *wait* = pod created -> pod Running (polled every 20 ms).",
+            "",
+            "| mode | runs | succeeded | wait p50 (s) | wait max (s) | landed on a node that already existed"
+            " | `dags test` mean (s) |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for warm in (False, True):
+            rs = [r for r in results if r["warm"] is warm]
+            if not rs:
+                continue
+            waits = [r["wait_s"] for r in rs]
+            lines.append(
+                f"| {'warm' if warm else 'cold'} | {len(rs)} | {sum(r['ok'] for r in rs)} | "
+                f"{statistics.median(waits):.2f} | {max(waits):.2f} | "
+                f"{sum(r['node_existed'] for r in rs)}/{len(rs)} | "
+                f"{statistics.mean(r['dags_test_s'] for r in rs):.1f} |"
+            )
     if guarded:
         lines += [
             "",
@@ -368,8 +380,9 @@ def write_report(
             "underused while it runs (the pod beside it is deleted; another node has room), pool",
             "`consolidateAfter: 3s`.",
             "",
-            "| operator | pod evicted | eviction reason | task state | its node still there after |",
-            "| --- | --- | --- | --- | --- |",
+            "| operator | task pod on the node that turned underused | do-not-disrupt seen on it | task pod evicted"
+            " | eviction reason | task state |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for g in guarded:
             lines.append(
