@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 errors = [starts[p.index].start_s - p.submit_s for p in pods if p.index in starts]
                 ahead = [p for p in pods if p.warm_at_s is not None and p.warm_at_s < p.submit_s]
                 coverage = {
-                    "predicted": len(starts),
+                    "predicted": sum(1 for p in pods if p.index in starts),
                     "placeholder_ahead": len(ahead),
                     "lead_met": sum(1 for p in ahead if p.submit_s - (p.warm_at_s or 0) >= sc.delay_s),
                     "start_error_p50_s": pctl([abs(e) for e in errors], 50),
