@@ -387,8 +387,8 @@ def write_report(
         for g in guarded:
             lines.append(
                 f"| {'shaped (predictive=True)' if g['shaped'] else 'unshaped (predictive=False)'} | "
-                f"{'yes' if g['evicted'] else 'no'} | {g['eviction_reason'] or '-'} | {g['task_state']} | "
-                f"{'yes' if g['node_a_left_after'] else 'no'} |"
+                f"{'yes' if g['pod_on_anchor_node'] else 'no'} | {'yes' if g['do_not_disrupt_seen'] else 'no'} | "
+                f"{'yes' if g['evicted'] else 'no'} | {g['eviction_reason'] or '-'} | {g['task_state']} |"
             )
     lines += ["", "Raw runs:", "", "```", *(json.dumps(r) for r in [*results, *guarded]), "```", ""]
     path.write_text("\n".join(lines))
