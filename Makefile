@@ -7,6 +7,8 @@ UV := $(BIN)/uv
 AIRFLOW_VERSION ?= 3.3.2
 SHARED_DATA ?= ../shared/data
 export AIRFLOW_PREDICTIVE_TEST_PG_PORT ?= 55432
+# two pytest-xdist workers: the real-Airflow modules mostly wait on their processes
+TEST_WORKERS ?= 2
 
 .PHONY: help venv system-deps install lint typecheck contracts test unit demo bench clean pg-start pg-stop
 
@@ -47,7 +49,8 @@ pg-stop:
 
 test: install lint typecheck contracts pg-start
 	@set -o pipefail; \
-	AIRFLOW_PREDICTIVE_TEST_PG_URL="$$(bash scripts/pg.sh url)" $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS); \
+	AIRFLOW_PREDICTIVE_TEST_PG_URL="$$(bash scripts/pg.sh url)" $(BIN)/pytest -q -p no:cacheprovider \
+		-n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); \
 	rc=$$?; bash scripts/pg.sh stop; exit $$rc
 
 unit: install
