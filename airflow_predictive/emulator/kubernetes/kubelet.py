@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from airflow_predictive.emulator.kubernetes import quantity, scheduling
+from airflow_predictive.emulator.kubernetes import priority, quantity, scheduling
 from airflow_predictive.emulator.kubernetes.pod_status import pod_status
 from airflow_predictive.emulator.kubernetes.resources import NODES, PODS
 from airflow_predictive.emulator.kubernetes.workload import (
@@ -212,6 +212,7 @@ class Kubelet:
         self._last = clock.monotonic()
         self._event_names: dict[str, str] = {}
         self._bound: list[Obj] | None = None
+        self._lowest: int | None = None
 
     def ts(self) -> str:
         return self.clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -371,21 +372,20 @@ class Kubelet:
     def _preempt(self, pod: Obj, want: dict[str, int], nodes: dict[str, Obj]) -> bool:
         """Evict lower-priority pods from one node so that ``pod`` fits there (the scheduler's
         preemption); True while the pod waits for its victims to go."""
-        from airflow_predictive.emulator.kubernetes import priority
-
         prio = priority.priority_of(pod)
         if (pod.get("spec") or {}).get("preemptionPolicy") == "Never":
             return False
         nominated = (pod.get("status") or {}).get("nominatedNodeName")
         if self._bound is None:
             self._bound = [p for p in self.store.snapshot(PODS) if p["spec"].get("nodeName")]
+            self._lowest = min((priority.priority_of(p) for p in self._bound), default=None)
         bound = self._bound
         if nominated and any(
             p["spec"]["nodeName"] == nominated and p["metadata"].get("deletionTimestamp") for p in bound
         ):
             return True  # victims still terminating
-        if not any(priority.priority_of(p) < prio for p in bound):
-            return False
+        if self._lowest is None or self._lowest >= prio:
+            return False  # nothing of lower priority to evict
         best: tuple[str, list[priority.Candidate]] | None = None
         for name, node in sorted(nodes.items()):
             if scheduling.unfit_reason(pod, node) is not None:
