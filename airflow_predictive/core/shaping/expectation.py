@@ -46,7 +46,16 @@ class ForecastExpectation:
         return float(values[i])
 
     def ahead(self, metric: Metric, t_s: float, horizon_s: float) -> float | None:
-        found = self._curve(metric)
+        return self._ahead(self._curve(metric), t_s, horizon_s)
+
+    def ahead_at(self, metric: Metric, t_s: float, horizon_s: float, quantile: float) -> float | None:
+        """The largest demand over [t_s, t_s + horizon_s] at another ``quantile`` of the forecast."""
+        curve = self.forecast.curve(metric)
+        if curve is None:
+            return None
+        return self._ahead((curve.at(quantile), curve.step_s), t_s, horizon_s)
+
+    def _ahead(self, found: tuple[np.ndarray, float] | None, t_s: float, horizon_s: float) -> float | None:
         if found is None:
             return None
         values, step = found

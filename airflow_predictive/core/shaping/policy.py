@@ -54,6 +54,14 @@ class Expectation(Protocol):
         ...
 
 
+class QuantileExpectation(Expectation, Protocol):
+    """An expectation that can also read another quantile ahead (the guard's median)."""
+
+    def ahead_at(self, metric: Metric, t_s: float, horizon_s: float, quantile: float) -> float | None:
+        """The largest demand over [t_s, t_s + horizon_s] at ``quantile``."""
+        ...
+
+
 class PlanView(Protocol):
     """The plan's allocation at a moment (``AllocationPlan`` satisfies it)."""
 
@@ -96,6 +104,9 @@ class ShapingSettings:
     )
     maximum: ResourceVector = field(default_factory=ResourceVector)
     metrics: tuple[Metric, ...] = SHAPED
+    guard_quantile: float | None = 0.5
+    guard_horizon_s: float = 60.0
+    guard_margin: float = 0.25
 
     def __post_init__(self) -> None:
         for name in ("tolerance", "near_limit", "hysteresis"):
@@ -265,7 +276,16 @@ def _decide_metric(
     peak = max(usage, obs.window_peak or usage)
     has_forecast = predicted is not None and predicted > 0
     ratio = usage / predicted if has_forecast and predicted else None
-    ahead_eff = None if ahead is None else ahead * max(1.0, ratio or 1.0)
+    # the forecast ahead as this run will likely use it: scaled by how the run compares with its
+    # forecast so far (the window peak over the forecast now; a run at half its forecast rises by
+    # half as much), and only where the forecast *rises* ahead of now
+    seen = peak / predicted if has_forecast and predicted else None
+    rises = ahead is not None and predicted is not None and ahead > predicted * (1 + s.tolerance)
+    ahead_eff = ahead * seen if rises and ahead is not None and seen is not None else None
+    guard = _guard(exp, metric, t, s)
+    if guard is not None:  # expressed before the grow margin, which every need gets
+        guard = guard * (1 + s.guard_margin) / (1 + s.grow_margin)
+        ahead_eff = max(ahead_eff or 0.0, guard)
 
     # -- grow signals (checked first: growing is never delayed by a reclaim in waiting) ----------
     grow_cause: Cause | None = None
@@ -323,8 +343,26 @@ def _decide_metric(
     need = peak
     if ahead is not None and ratio is not None:
         need = max(need, ahead * ratio)
+    if guard is not None:
+        need = max(need, guard)
     want = need * (1 + s.grow_margin)
     return _reclaim(make, metric, cause, want, current, lo, hi, usage, t, s, history, why, dwell=True)
+
+
+def _guard(exp: Expectation | None, metric: Metric, t: float, s: ShapingSettings) -> float | None:
+    """The median forecast's peak over the guard horizon: a level the run typically reaches soon.
+
+    Forecasts are right about *levels* more often than about *when* a level is reached; a sharp
+    jump forecast a little late (or early) is covered only by holding the level the median
+    forecast reaches within ``guard_horizon_s``. Unscaled: a run below its median now may be late,
+    not small."""
+    if s.guard_quantile is None or exp is None:
+        return None
+    reader = getattr(exp, "ahead_at", None)
+    if reader is None:
+        return None
+    value = reader(metric, t, s.guard_horizon_s, s.guard_quantile)
+    return float(value) if value is not None and value > 0 else None
 
 
 def _grow(

@@ -33,6 +33,7 @@ from airflow_predictive.core.model.backend import (
     ResizeStatus,
     TaskState,
 )
+from airflow_predictive.core.model.plan import PlanSource
 from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
 from airflow_predictive.simulation.execution import NEVER, Limits
 from airflow_predictive.simulation.policies.base import TryContext, declared_limits
@@ -228,6 +229,12 @@ class PredictivePolicy:
             self.shaping,
             maximum=ResourceVector(cpu_cores=ctx.node.cpu_cores, memory_bytes=ctx.node.memory_bytes),
         )
+        retry_memory = (
+            plan.initial.limits.memory_bytes if outcome.plan.source is PlanSource.OOM_RETRY else None
+        )
+        if retry_memory is not None:
+            # the kill proved the run reaches the retry plan's memory: never reclaim below it
+            shaping = replace(shaping, minimum=shaping.minimum.with_value(Metric.MEMORY_BYTES, retry_memory))
         planned_s = time.perf_counter() - began
         if not self.settings.shape:
             return PlanStepsDriver(ctx, initial, plan, planned_s)

@@ -192,16 +192,22 @@ def test_reforecast_hook_replaces_the_expectation_from_the_observed_prefix() -> 
     @dataclass(frozen=True)
     class Const:
         value: float
+        rise_at: float = float("inf")
+        risen: float = 0.0
 
         def predicted(self, metric: Metric, t_s: float) -> float | None:
-            return self.value if metric is MEM else None
+            if metric is not MEM:
+                return None
+            return self.risen if t_s >= self.rise_at else self.value
 
         def ahead(self, metric: Metric, t_s: float, horizon_s: float) -> float | None:
-            return self.value if metric is MEM else None
+            if metric is not MEM:
+                return None
+            return self.risen if t_s + horizon_s >= self.rise_at else self.value
 
     def hook(prefix: Any) -> Const:
         seen.append(len(prefix))
-        return Const(2000 * MIB)  # the prefix says: much more is coming
+        return Const(300 * MIB, rise_at=25.0, risen=2000 * MIB)  # the prefix says: a rise is coming
 
     ctrl = ShapingController(
         backend,

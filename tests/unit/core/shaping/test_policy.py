@@ -108,6 +108,48 @@ def test_grow_ahead_scales_the_forecast_by_how_far_usage_already_runs_above_it()
     assert d.target == pytest.approx(800 * MIB * (500 / 400) * 1.25)
 
 
+def test_a_forecast_merely_above_the_limit_does_not_grow_back_a_reclaim() -> None:
+    """The oscillation of the former grow-ahead: a run at 40 % of a flat forecast, reclaimed to
+    its usage x 1.25, was grown back to the forecast 2 s later; a flat forecast is no rise."""
+    d, _ = _one(100, _mem(500), 320, exp=Flat(800 * MIB), peak_mb=330)
+    assert d.cause is not Cause.FORECAST_RISE and not (d.action is Action.GROW and d.wants_change)
+
+
+def test_grow_ahead_scales_a_forecast_rise_by_how_the_run_compares_with_its_forecast() -> None:
+    exp = Flat(800 * MIB, rise_at=20.0, risen=1600 * MIB)
+    d, _ = _one(12, _mem(600), 400, exp=exp, peak_mb=400)  # the run is at half its forecast
+    assert d.cause is Cause.FORECAST_RISE and d.wants_change
+    assert d.target == pytest.approx(1600 * MIB * 0.5 * 1.25)
+    small = Flat(800 * MIB, rise_at=20.0, risen=880 * MIB)  # +10 %: inside the band, no rise
+    d, _ = _one(12, _mem(600), 400, exp=small, peak_mb=400)
+    assert d.cause is not Cause.FORECAST_RISE
+
+
+@dataclass(frozen=True)
+class WithMedian(Flat):
+    """``Flat`` for the band quantile, plus a median whose peak ahead is ``median``."""
+
+    median: float = 0.0
+
+    def ahead_at(self, metric: Metric, t_s: float, horizon_s: float, quantile: float) -> float | None:
+        return self.median if metric is self.metric else None
+
+
+def test_the_median_guard_holds_the_level_the_median_forecast_reaches_soon() -> None:
+    exp = WithMedian(2000 * MIB, median=900 * MIB)
+    # a run far below its p90 would be reclaimed to its usage x 1.25; the median ahead holds it
+    d, _ = _one(100, _mem(2000), 300, exp=exp, peak_mb=300, history=MetricHistory(below_since_s=0))
+    assert d.wants_change and d.action is Action.RECLAIM
+    assert d.target == pytest.approx((2000 - 0.5 * (2000 - 900 * 1.25)) * MIB)
+    # and when the median ahead comes near the limit, it grows (even with usage far below)
+    d, _ = _one(100, _mem(950), 300, exp=exp, peak_mb=300)
+    assert d.cause is Cause.FORECAST_RISE and d.wants_change
+    assert d.target == pytest.approx(900 * MIB * 1.25)
+    off = ShapingSettings(metrics=(MEM,), guard_quantile=None)
+    d, _ = _one(100, _mem(950), 300, exp=exp, peak_mb=300, settings=off)
+    assert d.cause is not Cause.FORECAST_RISE
+
+
 def test_near_the_limit_grows_even_without_a_forecast() -> None:
     d, _ = _one(3, _mem(500), 460, exp=None)
     assert d.cause is Cause.NEAR_LIMIT and d.wants_change
