@@ -245,7 +245,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     ),
     "local_shaping_interval": _opt(
         "Seconds between two shaping rounds of the PredictiveLocalExecutor (one thread shapes every "
-        "local task that opted in with executor_config={\"predictive\": {\"shaping\": True}}); usage is "
+        'local task that opted in with executor_config={"predictive": {"shaping": True}}); usage is '
         "read from each task's cgroup every round.",
         "float",
         "1.0",
@@ -538,7 +538,9 @@ def local_shaping_interval() -> float:
 def shadow_budget() -> float:
     value = _positive_float("shadow_budget")
     if value > 1:
-        raise InvalidConfig(f"[{SECTION}] shadow_budget must be a share of the runtime in (0, 1], got {value}")
+        raise InvalidConfig(
+            f"[{SECTION}] shadow_budget must be a share of the runtime in (0, 1], got {value}"
+        )
     return value
 
 

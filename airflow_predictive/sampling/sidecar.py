@@ -515,7 +515,9 @@ def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -
         if not where.given:
             stop_requested()  # a STORE line may still come while the task process lives
             if control.closed and not where.given:
-                where.give(StoreMessage(None, "the task process ended before its store connection was fetched"))
+                where.give(
+                    StoreMessage(None, "the task process ended before its store connection was fetched")
+                )
         opener.join(timeout=0.05)
     if "store" not in opened:
         log.error(
