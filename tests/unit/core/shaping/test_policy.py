@@ -276,6 +276,8 @@ def test_forecast_expectation_reads_the_quantile_and_the_peak_ahead() -> None:
     assert exp.predicted(MEM, 99.0) == 2.0  # late: the last step holds
     assert exp.ahead(MEM, 0.0, 10.0) == 6.0
     assert exp.ahead(MEM, 16.0, 10.0) == 2.0
+    assert exp.ahead_at(MEM, 0.0, 10.0, 0.5) == 3.0  # the median's peak ahead (the guard)
+    assert exp.ahead_at(CPU, 0.0, 10.0, 0.5) is None
     assert exp.predicted(CPU, 0.0) is None
 
 
