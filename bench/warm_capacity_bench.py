@@ -12,7 +12,9 @@ pool (simulation/nodes.py). Modes, on the same runs and arrival times:
 - warm_plan: as reactive_plan, plus placeholders made a lead time (provisioning delay + margin)
   before each plan's predicted start (simulation/warm_capacity.py), released when the pod lands
   or the plan lapses;
-- warm_declared: declared requests with placeholders (isolates the placeholders' effect).
+- warm_declared: declared requests with placeholders (isolates the placeholders' effect);
+- warm_plan_always: warm_plan with a placeholder for every predicted start, even where a node is
+  predicted to have room then (warm_plan makes them only for the predicted shortfall).
 
 "Tasks needing a new node" are the pods that waited for a node in the reactive run of the same
 sizing; their latency is compared across modes on that same set of pods.
@@ -52,11 +54,13 @@ INSTANCE_TYPES = (
     InstanceType("n2-standard-16", ResourceVector(memory_bytes=58.5 * GIB, cpu_cores=15.89), 0.777),
     InstanceType("n2-standard-32", ResourceVector(memory_bytes=118.7 * GIB, cpu_cores=31.85), 1.554),
 )
-MODES: tuple[tuple[str, Sizing, bool], ...] = (
-    ("reactive_declared", Sizing.DECLARED, False),
-    ("warm_declared", Sizing.DECLARED, True),
-    ("reactive_plan", Sizing.PLAN, False),
-    ("warm_plan", Sizing.PLAN, True),
+# (name, sizing, placeholders, placeholders only for the predicted shortfall)
+MODES: tuple[tuple[str, Sizing, bool, bool], ...] = (
+    ("reactive_declared", Sizing.DECLARED, False, True),
+    ("warm_declared", Sizing.DECLARED, True, True),
+    ("reactive_plan", Sizing.PLAN, False, True),
+    ("warm_plan", Sizing.PLAN, True, True),
+    ("warm_plan_always", Sizing.PLAN, True, False),
 )
 
 
@@ -100,6 +104,7 @@ def mode_row(replay: NodeReplay, needing: set[int]) -> dict[str, Any]:
         "placeholders_made": replay.placeholders_made,
         "placeholders_used": replay.placeholders_used,
         "placeholders_lapsed": replay.placeholders_lapsed,
+        "placeholders_skipped": replay.placeholders_skipped,
         "nodes_never_used": sum(1 for n in replay.nodes if n.never_used),
         "unschedulable": replay.unschedulable,
         "not_started": sum(1 for p in replay.pods if p.start_s is None),
@@ -111,6 +116,7 @@ def why_slow(pods: list[Any], base: NodeReplay, warm: NodeReplay, delay_s: float
     (slow = waited more than half the delay with warm capacity)."""
     by = {p.index: p for p in pods}
     lat = {p.index: p.latency_s for p in warm.pods}
+    skipped = {p.index for p in warm.pods if p.placeholder_skipped}
     out: dict[str, list[int]] = {}
     for r in base.pods:
         if not r.waited_for_node:
@@ -118,6 +124,8 @@ def why_slow(pods: list[Any], base: NodeReplay, warm: NodeReplay, delay_s: float
         p = by[r.index]
         if p.warm_at_s is None:
             cause = "no start prediction"
+        elif r.index in skipped:
+            cause = "no placeholder: room predicted at its start"
         elif p.warm_at_s >= p.submit_s:
             cause = "predicted start too late (placeholder after submit)"
         elif (p.warm_until_s or 0) < p.submit_s:
@@ -137,11 +145,13 @@ def run_scenario(pods_by_sizing: dict[Sizing, list[Any]], sc: Scenario) -> dict[
         "default", INSTANCE_TYPES, provisioning_delay_s=sc.delay_s, consolidate_after_s=sc.scale_down_after_s
     )
     replays: dict[str, NodeReplay] = {}
-    for name, sizing, warm in MODES:
-        settings = NodeSimSettings(scale_down_after_s=sc.scale_down_after_s, warm=warm)
+    for name, sizing, warm, shortfall in MODES:
+        settings = NodeSimSettings(
+            scale_down_after_s=sc.scale_down_after_s, warm=warm, shortfall_only=shortfall
+        )
         replays[name] = replay_nodes(pods_by_sizing[sizing], pool, settings)
     out = {}
-    for name, sizing, _ in MODES:
+    for name, sizing, _, _ in MODES:
         base = replays[f"reactive_{sizing.value}"]
         needing = {p.index for p in base.pods if p.waited_for_node}
         out[name] = mode_row(replays[name], needing)
@@ -189,7 +199,7 @@ def render(report: dict[str, Any], notes: str) -> str:
             "",
             "| mode | new-node pods | new-node p50 / p95 s | all p50 / p95 / mean s | waited here | "
             "node-hours | cost USD | nodes | placeholder node-hours | placeholder-only node-hours | "
-            "placeholders made / used / lapsed | nodes never used |",
+            "placeholders made / used / lapsed / skipped | nodes never used |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in rows.items():
@@ -198,7 +208,8 @@ def render(report: dict[str, Any], notes: str) -> str:
                 f"{fmt(r['all_p50_s'])} / {fmt(r['all_p95_s'])} / {fmt(r['all_mean_s'], 1)} | {r['waited_here']} | "
                 f"{fmt(r['node_hours'], 1)} | {fmt(r['cost_usd'], 2)} | {r['nodes']} | "
                 f"{fmt(r['placeholder_node_hours'], 1)} | {fmt(r['placeholder_only_node_hours'], 1)} | "
-                f"{r['placeholders_made']} / {r['placeholders_used']} / {r['placeholders_lapsed']} | "
+                f"{r['placeholders_made']} / {r['placeholders_used']} / {r['placeholders_lapsed']} / "
+                f"{r['placeholders_skipped']} | "
                 f"{r['nodes_never_used']} |"
             )
         why = rows["warm_plan"].get("why") or {}

@@ -14,7 +14,11 @@ Two ways to get nodes, measured on the same pods:
   start less the lead time) and lapsing at ``warm_until_s``. A placeholder is a pending pod of the
   same requests at the lowest priority: it triggers a node like any pod, and real pods preempt it
   on Ready nodes (the preempted placeholder goes back to Pending). When its own pod arrives the
-  placeholder is deleted first, so the pod takes exactly the room that was made for it.
+  placeholder is deleted first, so the pod takes exactly the room that was made for it. With
+  ``shortfall_only`` (the default) a placeholder is made only for the shortfall: not when, at the
+  pod's predicted start, a node is predicted to have room for it (running pods whose own
+  predicted end comes before then free theirs; placeholders, waiting pods and that room already
+  promised to an earlier decision stay held), exactly as the ledger counts predicted releases.
 
 Placement is the same in both: a pod goes to the Ready node with the least free memory that holds
 it (bin packing, GKE's optimize-utilization profile), else to a node on its way, else a new node of
@@ -46,7 +50,9 @@ class PodSpec:
     """One replayed run as a pod: what it requests, when it is submitted, how long it runs.
 
     warm_at_s / warm_until_s: when its placeholder is made and when it lapses (None: no
-    placeholder; only used with warm capacity).
+    placeholder; only used with warm capacity). predicted_start_s: the start the placeholder is
+    for; predicted_duration_s: the pod's own predicted duration (its predicted end, once running,
+    is its start plus this). Both None when unknown.
     """
 
     index: int
@@ -56,6 +62,8 @@ class PodSpec:
     cpu: float  # cores requested
     warm_at_s: float | None = None
     warm_until_s: float | None = None
+    predicted_start_s: float | None = None
+    predicted_duration_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +72,13 @@ class NodeSimSettings:
 
     scale_down_after_s: how long a node stays empty (no pod, no placeholder) before it is
     removed (the cluster autoscaler's scale-down-unneeded-time, default 10 min).
-    warm: whether placeholders are made at all.
+    warm: whether placeholders are made at all. shortfall_only: make one only when no node is
+    predicted to have room for the pod at its predicted start (see the module docstring).
     """
 
     scale_down_after_s: float = 600.0
     warm: bool = False
+    shortfall_only: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +91,7 @@ class PodResult:
     start_s: float | None
     waited_for_node: bool
     had_placeholder: bool
+    placeholder_skipped: bool = False  # room was predicted at its start: no placeholder made
 
     @property
     def latency_s(self) -> float | None:
@@ -108,6 +119,7 @@ class NodeReplay:
     placeholders_made: int
     placeholders_used: int  # deleted because their pod arrived
     placeholders_lapsed: int
+    placeholders_skipped: int  # not made: a node was predicted to have room (shortfall_only)
     placeholder_share_s: float  # sum over placeholders of (memory / node memory) x time held
     unschedulable: int  # pods larger than every instance type
 
@@ -192,6 +204,8 @@ class _Sim:
         self.ph_made = self.ph_used = self.ph_lapsed = 0
         self.ph_share_s = 0.0
         self.had_ph: set[int] = set()
+        self.skipped: set[int] = set()
+        self.claims: dict[int, tuple[_Node, float, float]] = {}  # pod -> predicted room promised to it
         self.unschedulable: set[int] = set()
         self.live_total = ResourceVector()
 
@@ -372,6 +386,7 @@ class _Sim:
 
     def handle(self, kind: _Ev, ref: int, now: float) -> None:
         if kind is _Ev.SUBMIT:
+            self.claims.pop(ref, None)
             if ref in self.ph_alive:  # its placeholder made room: the pod takes it
                 self.had_ph.add(ref)
                 self.ph_used += 1
@@ -393,6 +408,9 @@ class _Sim:
                     self.push(now + self.settings.scale_down_after_s, _Ev.IDLE, ref)
         elif kind is _Ev.WARM:
             if ref not in self.start and ref not in self.pending and ref not in self.ph_alive:
+                if self.settings.shortfall_only and self._room_predicted(ref, now):
+                    self.skipped.add(ref)
+                    return
                 self.ph_alive.add(ref)
                 self.ph_made += 1
                 self.ph_pending.append(ref)
@@ -411,6 +429,36 @@ class _Sim:
                 node.touch(now)
                 node.deleted_s = now
                 self.live_total = self.live_total.minus(node.itype.allocatable)
+
+    def _room_predicted(self, i: int, now: float) -> bool:
+        """A node (Ready, or on its way and Ready in time) is predicted to have room for pod ``i``
+        at its predicted start; the room found is promised to it until it is submitted."""
+        p = self.pods[i]
+        t = p.predicted_start_s
+        if t is None:
+            return False
+        for node in self._live():
+            if node.ready_s > t + _EPS:
+                continue
+            mem, cpu = node.free_mem(), node.free_cpu()
+            for j in node.real:
+                q = self.pods[j]
+                began = self.start.get(j)
+                if (
+                    began is not None
+                    and q.predicted_duration_s is not None
+                    and began + q.predicted_duration_s <= t
+                ):
+                    mem += q.memory
+                    cpu += q.cpu
+            for claimed, cmem, ccpu in self.claims.values():
+                if claimed is node:
+                    mem -= cmem
+                    cpu -= ccpu
+            if mem + _EPS >= p.memory and cpu + _EPS >= p.cpu:
+                self.claims[i] = (node, p.memory, p.cpu)
+                return True
+        return False
 
     def result(self, end: float) -> NodeReplay:
         nodes = []
@@ -436,6 +484,7 @@ class _Sim:
                 start_s=self.start.get(i),
                 waited_for_node=i in self.waited,
                 had_placeholder=i in self.had_ph,
+                placeholder_skipped=i in self.skipped,
             )
             for i, p in sorted(self.pods.items())
         )
@@ -445,6 +494,7 @@ class _Sim:
             placeholders_made=self.ph_made,
             placeholders_used=self.ph_used,
             placeholders_lapsed=self.ph_lapsed,
+            placeholders_skipped=len(self.skipped),
             placeholder_share_s=self.ph_share_s,
             unschedulable=len(self.unschedulable),
         )

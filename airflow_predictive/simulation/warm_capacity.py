@@ -238,6 +238,8 @@ def pods_for(
                 cpu=cpu,
                 warm_at_s=warm_at,
                 warm_until_s=warm_until,
+                predicted_start_s=None if pred is None else pred.start_s,
+                predicted_duration_s=duration_quantile(forecasts.get(run.origin), 0.5),
             )
         )
     return pods, starts

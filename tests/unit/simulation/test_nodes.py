@@ -82,3 +82,24 @@ def test_pod_waiting_for_a_booting_node_takes_a_ready_node_that_frees_up() -> No
     second = pod(1, 250.0, mem=12 * GIB)  # A is full: orders node B (ready 340)
     out = replay_nodes([first, second], POOL, NodeSimSettings(scale_down_after_s=30.0))
     assert out.pods[1].start_s == 290.0  # A freed before B was ready
+
+
+def test_no_placeholder_when_a_running_pod_is_predicted_to_free_room_in_time() -> None:
+    running = pod(0, 0.0, mem=12 * GIB, dur=850.0, predicted_duration_s=800.0)  # runs 90..940
+    nxt = pod(1, 1001.0, mem=12 * GIB, warm_at_s=830.0, warm_until_s=1200.0, predicted_start_s=950.0)
+    shortfall = replay_nodes([running, nxt], POOL, NodeSimSettings(warm=True))
+    assert shortfall.placeholders_made == 0 and shortfall.placeholders_skipped == 1
+    assert shortfall.pods[1].placeholder_skipped and shortfall.pods[1].latency_s == 0.0
+    assert len(shortfall.nodes) == 1  # it took the room its predecessor freed
+    always = replay_nodes([running, nxt], POOL, NodeSimSettings(warm=True, shortfall_only=False))
+    assert always.placeholders_made == 1 and len(always.nodes) == 2
+    assert always.node_hours > shortfall.node_hours
+
+
+def test_predicted_room_is_promised_once() -> None:
+    running = pod(0, 0.0, mem=12 * GIB, dur=850.0, predicted_duration_s=800.0)  # runs 90..940
+    a = pod(1, 1001.0, mem=12 * GIB, warm_at_s=830.0, warm_until_s=1200.0, predicted_start_s=950.0)
+    b = pod(2, 1002.0, mem=12 * GIB, warm_at_s=831.0, warm_until_s=1200.0, predicted_start_s=950.0)
+    out = replay_nodes([running, a, b], POOL, NodeSimSettings(warm=True))
+    assert out.placeholders_skipped == 1 and out.placeholders_made == 1
+    assert [p.latency_s for p in out.pods[1:]] == [0.0, 0.0]
