@@ -1,4 +1,4 @@
-"""The provider's example DAGs (`predictive_shapes`, `predictive_etl`) for a plain DAGs folder.
+"""The provider's example DAGs (`predictive_shapes`, `predictive_etl`, `predictive_story`) for a plain DAGs folder.
 
 They live in the installed package (airflow_provider_predictive/example_dags/), where Airflow
 loads them by itself as the bundle ``airflow-provider-predictive-example-dags`` when
@@ -14,4 +14,5 @@ if not conf.getboolean("core", "load_examples", fallback=True):
     from airflow_provider_predictive.example_dags.predictive_examples import (  # noqa: F401
         etl_dag,
         shapes_dag,
+        story_dag,
     )

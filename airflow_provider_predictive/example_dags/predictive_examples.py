@@ -3,6 +3,8 @@
 `predictive_shapes`: one task per shape (memory ramp, CPU phases, disk write/read, loopback
 network), each sized from the `input_mb` param so that runs differ like real workloads.
 `predictive_etl`: a single task that goes through all phases in turn (read, transform, write).
+`predictive_story`: a task whose author declared too little memory, calibrated by a shadow run
+(a setup task) and shaped while it runs (``make demo`` runs it on a cold start).
 Import-light at parse time: the workloads are imported inside the tasks.
 
 Shipped in the wheel where Airflow looks for a provider's example DAGs (see the package's
@@ -11,9 +13,13 @@ docstring): with ``[core] load_examples`` on they appear without copying any fil
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 
+from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Param, dag, task
+
+from airflow_predictive.operators.shadow_run import ShadowRunOperator
 
 PARAMS = {
     "input_mb": Param(256, type="integer", minimum=16, maximum=8192, description="input size in MiB"),
@@ -84,5 +90,33 @@ def predictive_etl() -> None:
     transform()
 
 
+# 16 MiB/s to `input_mb`: the shadow's first 3 s see the ramp start, the shaper follows the rest
+LOAD = (
+    f'{sys.executable} -c "from airflow_predictive.examples.workloads import memory_ramp; '
+    'memory_ramp({{ params.input_mb }}, steps=16, step_s=0.75, hold_s=2.0)"'
+)
+
+
+@dag(
+    dag_id="predictive_story",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    params={"input_mb": Param(256, type="integer", minimum=16, maximum=4096, description="MiB to load")},
+    tags=["predictive", "example"],
+)
+def predictive_story() -> None:
+    load = BashOperator(
+        task_id="load",
+        bash_command=LOAD,
+        retries=1,  # an OOM kill is retried from the observed peak (the PredictiveExecutor's rule)
+        executor_config={"predictive": {"memory": "128Mi", "cpu": 1, "duration": 30, "shaping": True}},
+    )
+    # no command given: the shadow replays the start of load's own rendered bash_command
+    calibrate = ShadowRunOperator(task_id="calibrate", target="load", deadline_s=3.0)
+    calibrate.as_setup() >> load
+
+
 shapes_dag = predictive_shapes()
 etl_dag = predictive_etl()
+story_dag = predictive_story()
