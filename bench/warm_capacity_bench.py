@@ -386,8 +386,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{dict(forecasts.answered_by)}). Predicted start: the predicted end (p50 duration; p90 = the late "
         f"edge) of the run whose end frees the task's slot, known from the later of that run's start and "
         f"the task becoming ready; placeholders {warm.margin_s:g} s + the provisioning delay ahead, lapsing "
-        f"{warm.lapse_margin_s:g} s after the late edge. Node-hours count from a node's creation (billed "
-        f"while it boots) to its removal."
+        f"{warm.lapse_margin_s:g} s after the later of the late edge and that run's observed end; warm_plan "
+        f"makes a placeholder only for the predicted shortfall (no node predicted to have room at the "
+        f"predicted start, counting running pods' predicted ends). A releaser outside the replay (a "
+        f"training-half run) is predicted from its task's earlier durations only. Node-hours count from "
+        f"a node's creation (billed while it boots) to its removal."
     )
     facts = [
         f"start predictions: {coverage.get('predicted')} of {n} runs have a predicted start (a releaser with a "

@@ -20,7 +20,9 @@ makes both from what a scheduler would know, and nothing it would not:
   releaser has no prediction, gets no placeholder (it is served reactively).
 
 The placeholder is made ``lead = provisioning delay + margin_s`` before the predicted start
-(never before the prediction is known) and lapses ``lapse_margin_s`` after the late edge.
+(never before the prediction is known) and lapses ``lapse_margin_s`` after the later of the late
+edge and the releaser's observed end: while the releaser runs, the task's start is still ahead
+(the scheduler sees it running), so its plan has not lapsed.
 """
 
 from __future__ import annotations
@@ -76,12 +78,14 @@ class Arrival:
 @dataclass(frozen=True, slots=True)
 class StartPrediction:
     """known_at: when the scheduler can know it; start_s: predicted start (p50); late_s: the
-    window's late edge (p90); releaser: the run whose end frees the slot."""
+    window's late edge (p90); releaser: the run whose end frees the slot; releaser_end_s: when it
+    ended (observed then)."""
 
     known_at: float
     start_s: float
     late_s: float
     releaser: int
+    releaser_end_s: float = 0.0
 
 
 def predict_starts(arrivals: Sequence[Arrival], settings: WarmSettings) -> dict[int, StartPrediction]:
@@ -111,7 +115,9 @@ def predict_starts(arrivals: Sequence[Arrival], settings: WarmSettings) -> dict[
         known = min(max(releaser.submit_s, ready), j.submit_s)
         start = releaser.submit_s + releaser.duration_p50
         late = releaser.submit_s + max(releaser.duration_p90 or releaser.duration_p50, releaser.duration_p50)
-        out[j.index] = StartPrediction(known_at=known, start_s=start, late_s=late, releaser=releaser.index)
+        out[j.index] = StartPrediction(
+            known_at=known, start_s=start, late_s=late, releaser=releaser.index, releaser_end_s=releaser.end_s
+        )
     return out
 
 
@@ -228,7 +234,7 @@ def pods_for(
         warm_at = warm_until = None
         if pred is not None:
             warm_at = max(pred.known_at, pred.start_s - lead)
-            warm_until = max(pred.late_s, pred.start_s) + settings.lapse_margin_s
+            warm_until = max(pred.late_s, pred.start_s, pred.releaser_end_s) + settings.lapse_margin_s
         pods.append(
             PodSpec(
                 index=run.index,

@@ -95,3 +95,19 @@ def test_training_run_as_releaser_is_predicted_from_its_earlier_runs_only() -> N
         releasers_outside=False,
     )
     assert none == {}
+
+
+def test_placeholder_waits_while_its_releaser_overruns_the_predicted_window() -> None:
+    first = sim_run(np.full(900, GIB), index=0, arrival_s=0.0)  # predicted 500 s (p90 600 s), runs 900 s
+    second = sim_run(np.full(300, GIB), index=1, arrival_s=903.0)
+    wl = workload(first, second)
+    pods, _ = pods_for(
+        wl,
+        {0: _forecast(3.0, 500.0)},
+        Sizing.PLAN,
+        provisioning_delay_s=90.0,
+        plan_settings=PlanSettings(),
+        settings=WarmSettings(lapse_margin_s=60.0),
+    )
+    assert pods[1].warm_at_s == 500.0 - 120.0
+    assert pods[1].warm_until_s == 900.0 + 60.0  # the plan lapses only after the releaser ended
