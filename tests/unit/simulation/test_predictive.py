@@ -76,6 +76,20 @@ def test_after_an_oom_kill_the_retry_plan_starts_from_the_peak_before_the_kill()
     assert retry.changes[0][1].memory_bytes >= 1.2 * first.peak_seen
 
 
+def test_a_retry_after_an_oom_kill_is_never_reclaimed_below_its_retry_plan() -> None:
+    """Shaping the retry like the first try would reclaim it to the same level and kill it at
+    the same jump again (seen in the cluster benchmark: the same run killed four times)."""
+    f = forecast(np.full(40, 1.0))
+    mem = np.concatenate([np.full(250, 0.5), np.full(100, 1.5)]) * GIB  # far below, then a jump
+    run = sim_run(mem)
+    result = replay(workload(run), PredictivePolicy(held({0: f})), PoolSpec(), SETTINGS)
+    first, retry = result.tries[0].result, result.tries[1].result
+    assert first.oom
+    assert not retry.oom and len(result.tries) == 2
+    start = retry.changes[0][1].memory_bytes
+    assert all(lim.memory_bytes >= start for _, lim in retry.changes)
+
+
 def test_without_a_forecast_the_plan_is_the_declared_resources() -> None:
     run = sim_run(np.full(30, GIB), declared_memory=6 * GIB, declared_cpu=2.0)
     policy = PredictivePolicy(held({}))
