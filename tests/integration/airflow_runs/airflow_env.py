@@ -103,6 +103,7 @@ class AirflowEnv:
             assert out.returncode == 0, out.stderr[-3000:]
             return
         template = _migrated_template(self.env)
+        self.home.mkdir(parents=True, exist_ok=True)  # `airflow db migrate` would have made it
         for name in ("airflow.db", "predictive.db"):
             if (template / name).exists():
                 shutil.copyfile(template / name, self.home / name)
