@@ -10,5 +10,7 @@ shaping policy: the predictive policies call them.
 Layout: ``workload`` (runs on a regular grid), ``execution`` (one try against its allocation,
 vectorised), ``cluster`` (the discrete-event pool: queue, placement, retries), ``policies/``,
 ``metrics``, ``forecasting`` (the profiler's held-out forecasts), ``bench`` (one call that runs
-the comparison for the CLI and ``make bench``).
+the comparison for the CLI and ``make bench``). Node level (issue 15): ``nodes`` (pods on nodes
+an autoscaler makes after a provisioning delay, reactive or with warm-capacity placeholders) and
+``warm_capacity`` (runs -> pods: requests and predicted starts).
 """
