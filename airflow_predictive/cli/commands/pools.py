@@ -3,7 +3,7 @@ over time, and the tasks admission holds back with their reason (from the ledger
 decisions).
 
 JSON keys: ``pools[].capacity`` (present), ``pools[].coming[]`` (capacity on its way: ``ready_at``,
-``in_s``, ``capacity``, ``source``), ``pools[].capacity_over_time[]`` (``at``, ``in_s``,
+``in_s``, ``capacity``, ``source``, ``overdue``), ``pools[].capacity_over_time[]`` (``at``, ``in_s``,
 ``capacity``: present + coming ready by then), ``pools[].timeline[].reserved``,
 ``pools[].queued[]`` (vectors keyed by metric names such as ``memory_bytes``, ``cpu_cores``).
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow_predictive.core.model.resources import ResourceVector, format_bytes
 from airflow_predictive.core.scheduling import codec
-from airflow_predictive.core.scheduling.coming import capacity_steps, pending
+from airflow_predictive.core.scheduling.coming import OVERDUE_STEP_S, capacity_steps, is_overdue, pending
 from airflow_predictive.runtime import get_runtime
 from airflow_predictive.storage.engine import StorageUnavailable
 
@@ -69,7 +69,11 @@ def build(now: float, horizon_s: float) -> dict[str, Any]:
     for pool in ledger.pools():
         timeline = ledger.timeline(pool.name, now, now + horizon_s)
         coming = ledger.coming(pool.name)
-        ahead = pending(coming, pool.name, now)
+        counted = {c.ref or c.source for c in pending(coming, pool.name, now)}
+        ahead = sorted(
+            (c for c in coming if c.pool == pool.name and (c.ref or c.source) in counted),
+            key=lambda c: (c.ready_at, c.ref),
+        )
         pools.append(
             {
                 "name": pool.name,
@@ -85,11 +89,12 @@ def build(now: float, horizon_s: float) -> dict[str, Any]:
                         "capacity_detail": codec.capacity_to_dict(c.amount),
                         "source": c.source,
                         "ref": c.ref,
+                        "overdue": is_overdue(c, now),
                     }
                     for c in ahead
                     if c.ready_at <= now + horizon_s
                 ],
-                "overdue": len([c for c in coming if c.pool == pool.name and c.ready_at <= now]),
+                "overdue": sum(1 for c in ahead if is_overdue(c, now)),
                 "capacity_over_time": [
                     {
                         "at": step.at,
@@ -135,7 +140,10 @@ def render_text(out: dict[str, Any]) -> str:
             last = p["capacity_over_time"][-1]
             lines.append(f"  capacity in {last['in_s']:.0f} s: {_vec(last['capacity'])} (present + coming)")
         if p["overdue"]:
-            lines.append(f"  {p['overdue']} coming amount(s) overdue (not counted until present)")
+            lines.append(
+                f"  {p['overdue']} coming amount(s) overdue: counted as ready in {OVERDUE_STEP_S:g} s, "
+                "never as present"
+            )
         lines.append(f"  {p['reservations']} active reservation(s)")
         for point in p["timeline"][:20]:
             lines.append(

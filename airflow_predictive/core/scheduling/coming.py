@@ -10,14 +10,17 @@ question the profile answers (does it fit, the first bottleneck, the earliest st
 exactly ``capacity(t)``. A coming amount only adds to metrics the present capacity constrains (an
 absent metric is unconstrained and stays so).
 
-Never counted as present: an amount whose ``ready_at`` has passed (an overdue node) is left out
-until its owner makes it present (``set_pool`` with the new capacity) or announces it again with
-a new ``ready_at``; counting it would over-commit the pool to a node that is not there.
+Never counted as present: an amount whose ``ready_at`` has passed (an overdue node: booting
+late, or Ready but not yet in the pool's present capacity) stays *coming*, ready "in a moment"
+(``now + OVERDUE_STEP_S``), until its owner makes it present (``set_pool`` with the new capacity)
+or withdraws it; counting it as present would over-commit the pool to a node that is not there,
+and dropping it would flip a task queued for that node to "never fits". An amount overdue by more
+than ``OVERDUE_MAX_S`` (its owner is gone, or the node failed) is left out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from airflow_predictive.core.model.backend import Allocation
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
     from airflow_predictive.core.scheduling.profile import Piece
 
 PHANTOM_FROM_S = 86_400.0  # a phantom piece starts this long before "now" (covers adjusts dated in the past)
+OVERDUE_STEP_S = 30.0  # an overdue amount counts as ready this long after "now"
+OVERDUE_MAX_S = 600.0  # ... until it is this late; then it is left out
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +77,23 @@ class CapacityStep:
     sources: tuple[str, ...] = field(default=())
 
 
-def pending(coming: Iterable[ComingCapacity], pool: str, now: float | None) -> list[ComingCapacity]:
-    """The pool's coming amounts still ahead of ``now`` (all of them when ``now`` is None), by ready_at."""
-    out = [c for c in coming if c.pool == pool and (now is None or c.ready_at > now)]
+def is_overdue(c: ComingCapacity, now: float) -> bool:
+    return c.ready_at <= now
+
+
+def pending(coming: Iterable[ComingCapacity], pool: str | None, now: float | None) -> list[ComingCapacity]:
+    """The pool's coming amounts as counted at ``now``, by ready time: overdue ones moved to
+    ``now + OVERDUE_STEP_S``, those overdue by more than ``OVERDUE_MAX_S`` left out (all as given
+    when ``now`` is None; every pool's when ``pool`` is None)."""
+    out = []
+    for c in coming:
+        if pool is not None and c.pool != pool:
+            continue
+        if now is not None and c.ready_at <= now:
+            if now - c.ready_at > OVERDUE_MAX_S:
+                continue
+            c = replace(c, ready_at=now + OVERDUE_STEP_S)
+        out.append(c)
     return sorted(out, key=lambda c: (c.ready_at, c.ref))
 
 
@@ -124,5 +143,5 @@ def capacity_steps(pool: Pool, coming: Iterable[ComingCapacity], now: float) -> 
 
 
 def capacity_at(pool: Pool, coming: Iterable[ComingCapacity], t: float, now: float) -> PoolCapacity:
-    """capacity(t) = present + the pool's coming amounts ready by ``t`` (overdue ones left out)."""
+    """capacity(t) = present + the pool's coming amounts ready by ``t`` (as ``pending`` counts them)."""
     return with_coming(pool.capacity, [c for c in pending(coming, pool.name, now) if c.ready_at <= t])

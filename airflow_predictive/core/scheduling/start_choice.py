@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from airflow_predictive.core.model.plan import PlanSource
 from airflow_predictive.core.model.resources import format_bytes
+from airflow_predictive.core.scheduling.coming import pending
 from airflow_predictive.core.scheduling.planner import against_pool, plan_from_forecast
 from airflow_predictive.core.scheduling.profile import relative_pieces
 
@@ -181,7 +182,7 @@ def choose_start(
                 )
     present_start = present.earliest_start(pieces, now)
     if present_start is None or present_start > start + 1e-6:
-        enabling = [c for c in coming if now < c.ready_at <= start + 1e-6]
+        enabling = [c for c in pending(coming, None, now) if c.ready_at <= start + 1e-6]
         last = max(enabling, key=lambda c: c.ready_at) if enabling else None
         return StartChoice(
             StartDecision.WAIT_FOR_COMING,
@@ -205,5 +206,5 @@ def choose_start(
 
 
 def _coming_text(coming: Sequence[ComingCapacity], now: float) -> str:
-    ahead = sorted((c for c in coming if c.ready_at > now), key=lambda c: c.ready_at)
+    ahead = pending(coming, None, now)
     return ", ".join(f"{c.source or c.ref} in {c.ready_at - now:.0f} s" for c in ahead[:3]) or "none"

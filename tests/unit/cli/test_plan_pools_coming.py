@@ -52,13 +52,16 @@ def test_pools_json_shows_present_and_coming_capacity(
     pools_cmd.run(argparse.Namespace(horizon=3600.0, json=True))
     [pool] = json.loads(capsys.readouterr().out)["pools"]
     assert pool["capacity"] == {"memory_bytes": 8 * GIB}
-    assert [c["ref"] for c in pool["coming"]] == ["n1", "n2"]  # by ready time; the overdue one left out
-    assert 80 < pool["coming"][0]["in_s"] <= 90
+    assert [c["ref"] for c in pool["coming"]] == ["n0", "n1", "n2"]  # by ready time
+    assert [c["overdue"] for c in pool["coming"]] == [True, False, False]
+    assert 80 < pool["coming"][1]["in_s"] <= 90
     assert pool["overdue"] == 1
+    # the overdue node counts as ready in 30 s, never now
     assert [s["capacity"]["memory_bytes"] for s in pool["capacity_over_time"]] == [
         8 * GIB,
         24 * GIB,
         40 * GIB,
+        56 * GIB,
     ]
 
 

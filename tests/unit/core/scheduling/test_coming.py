@@ -15,7 +15,13 @@ from airflow_predictive.core.model.plan import (
 )
 from airflow_predictive.core.model.resources import GIB, ResourceVector
 from airflow_predictive.core.model.runs import RunIdentity, TaskKey
-from airflow_predictive.core.scheduling.coming import ComingCapacity, capacity_at, capacity_steps
+from airflow_predictive.core.scheduling.coming import (
+    OVERDUE_MAX_S,
+    OVERDUE_STEP_S,
+    ComingCapacity,
+    capacity_at,
+    capacity_steps,
+)
 from airflow_predictive.core.scheduling.ledger import InMemoryLedger, profile_of
 from airflow_predictive.core.scheduling.profile import relative_pieces
 
@@ -45,9 +51,17 @@ def test_capacity_over_time_adds_coming_amounts_once_ready() -> None:
 
 def test_overdue_coming_capacity_is_never_counted_as_present() -> None:
     late = ComingCapacity("k8s", NODE.amount, NOW - 5, "node n0 (late)")
-    assert capacity_at(POOL, [late], NOW + 1000, NOW).requests.memory_bytes == 8 * GIB
+    assert capacity_at(POOL, [late], NOW, NOW).requests.memory_bytes == 8 * GIB
     profile = profile_of(POOL, [], coming=[late], now=NOW)
-    assert not profile.fit(relative_pieces(flat(12).segments()), NOW).fits
+    pieces = relative_pieces(flat(12).segments())
+    assert not profile.fit(pieces, NOW).fits
+    # still coming "in a moment": a task waiting for it does not flip to never-fits
+    assert profile.earliest_start(pieces, NOW) == NOW + OVERDUE_STEP_S
+
+
+def test_coming_capacity_overdue_for_too_long_is_left_out() -> None:
+    gone = ComingCapacity("k8s", NODE.amount, NOW - OVERDUE_MAX_S - 1, "node n0 (failed)")
+    assert capacity_at(POOL, [gone], NOW + 1000, NOW).requests.memory_bytes == 8 * GIB
 
 
 def test_coming_amount_does_not_constrain_an_unconstrained_metric() -> None:
