@@ -3,30 +3,18 @@ start hook): it samples from the start and writes everything once the STORE line
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-
-import pytest
 
 from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, TaskKey
 from airflow_predictive.sampling.launcher import launch_recorder
 from airflow_predictive.sampling.sidecar import ExitCode
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    import subprocess
 
     from airflow_predictive.storage.run_store import SqlRunStore
-
-
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def _record(run_id: str) -> RunRecord:

@@ -54,14 +54,6 @@ def pg_url() -> Iterator[str]:
     admin.dispose()
 
 
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
 def _record(run_id: str) -> RunRecord:
     return RunRecord(RunIdentity(TaskKey("faults", "t"), run_id), start=datetime.now(UTC))
 
