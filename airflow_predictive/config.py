@@ -250,6 +250,34 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "float",
         "1.0",
     ),
+    "node_pools": _opt(
+        "Wire Karpenter NodePools into the PredictiveKubernetesExecutor: task pods are steered "
+        "(nodeSelector karpenter.sh/nodepool) to the cheapest pool one node of which holds their "
+        "predicted peak, the pools' Ready nodes bound the namespace pool, booting nodes are published "
+        "to the ledger as coming capacity, and placeholder pods make a node ahead for a held-back task "
+        "that waits for node capacity. See docs/nodes.md#wiring.",
+        "boolean",
+        "False",
+    ),
+    "node_pools_margin": _opt(
+        "Seconds earlier than a NodePool's provisioning delay that warm capacity (placeholder pods) is "
+        "created for a planned start.",
+        "float",
+        "10.0",
+    ),
+    "node_pools_interval": _opt(
+        "Seconds between two node-pool rounds (read pools and nodes, create due placeholders, delete "
+        "landed or lapsed ones, publish coming capacity); they run in a thread, off the scheduler loop.",
+        "float",
+        "5.0",
+    ),
+    "node_pools_wait": _opt(
+        "With node_pools, seconds a task whose plan is above the pools' present and coming capacity "
+        "waits for the autoscaler (its placeholder makes a node) before it runs on its declared "
+        "resources. Keep it below [scheduler] task_queued_timeout.",
+        "float",
+        "300.0",
+    ),
     "shadow_budget": _opt(
         "A shadow run's length as a share of the task's predicted runtime (0.05 = 5%), never longer "
         "than shadow_deadline. See docs/shaping.md#shadow-runs.",
@@ -532,6 +560,26 @@ def admission_max_wait() -> float:
 @_reader
 def local_shaping_interval() -> float:
     return _positive_float("local_shaping_interval")
+
+
+@_reader
+def node_pools() -> bool:
+    return _bool("node_pools")
+
+
+@_reader
+def node_pools_margin() -> float:
+    return _positive_float("node_pools_margin")
+
+
+@_reader
+def node_pools_interval() -> float:
+    return _positive_float("node_pools_interval")
+
+
+@_reader
+def node_pools_wait() -> float:
+    return _positive_float("node_pools_wait")
 
 
 @_reader
