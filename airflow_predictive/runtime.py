@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from airflow_predictive.backends.kubernetes.settings import KubernetesSettings
+    from airflow_predictive.backends.nodes.backend import NodePoolBackend
     from airflow_predictive.core.model.backend import Handle
     from airflow_predictive.core.ports import ForecastService, ResourceBackend
     from airflow_predictive.core.shadow.policy import ShadowSettings
@@ -272,6 +273,24 @@ class Runtime:
         return KubernetesPodBackend.from_connection(
             self.kubernetes_conn_id(), settings=self.kubernetes_settings()
         )
+
+    def node_pools(self, namespace: str | None = None) -> NodePoolBackend | None:
+        """The node-pool backend on ``[predictive] kubernetes_conn_id`` when ``[predictive]
+        node_pools`` is on (else None); placeholders live in ``namespace`` (the task pods' own, so
+        that a landed pod is found beside its placeholder). Not cached: one per executor."""
+        if not config.node_pools():
+            return None
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        from airflow_predictive.backends.nodes.backend import NodePoolBackend, NodePoolSettings
+
+        hook = KubernetesHook(conn_id=self.kubernetes_conn_id())
+        settings = NodePoolSettings(
+            namespace=namespace or hook.get_namespace() or self.kubernetes_settings().namespace,
+            margin_s=config.node_pools_margin(),
+            request_timeout_s=config.kubernetes_request_timeout(),
+        )
+        return NodePoolBackend(hook.get_conn(), settings)
 
     # -- seams for the next issues (planner, ledger, shaper): add ``@_once`` builders here ----------
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from airflow_predictive.core.model.resources import ResourceVector
     from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, TaskKey
     from airflow_predictive.core.model.series import ResourceSample, UsageSeries
+    from airflow_predictive.core.scheduling.coming import ComingCapacity
 
 
 class Clock(Protocol):
@@ -196,6 +197,15 @@ class ReservationLedger(Protocol):
 
     def timeline(self, pool: str, start: float, end: float) -> PoolTimeline:
         """What the pool holds over [start, end), summed per constant piece."""
+        ...
+
+    def set_coming(self, pool: str, coming: Sequence[ComingCapacity]) -> bool | None:
+        """Replace the pool's coming capacity (nodes booting); its owner, the node-pool backend's
+        wiring, says what is on its way. ``reserve`` / ``adjust`` count it at its ready time."""
+        ...
+
+    def coming(self, pool: str) -> tuple[ComingCapacity, ...]:
+        """The pool's coming capacity as last set."""
         ...
 
 

@@ -195,9 +195,10 @@ class NodePoolBackend:
                 out.append(pool)
         return out
 
-    def pool_states(self) -> list[PoolState]:
-        """Each pool with its nodes (Ready = present, not Ready = coming)."""
-        pools = self.pools()
+    def pool_states(self, pools: list[NodePool] | None = None) -> list[PoolState]:
+        """Each pool with its nodes (Ready = present, not Ready = coming); ``pools``: as read by
+        the caller already (else listed)."""
+        pools = self.pools() if pools is None else pools
         if not pools:
             return []
         try:
@@ -228,9 +229,12 @@ class NodePoolBackend:
             note="node pools: warm capacity through placeholder pods; nothing is resized live",
         )
 
-    def capacity(self) -> Capacity:
-        """Allocatable of the pools' Ready nodes and the requests of the pods bound to them."""
-        states = self.pool_states()
+    def capacity(self, states: list[PoolState] | None = None, *, count_placeholders: bool = True) -> Capacity:
+        """Allocatable of the pools' Ready nodes and the requests of the pods bound to them.
+
+        states: as read by the caller already (else read). count_placeholders=False leaves the
+        placeholders' requests out (they are preempted for any real pod: room for admission)."""
+        states = self.pool_states() if states is None else states
         allocatable = _sum(s.present for s in states)
         ready = {n.name for s in states for n in s.nodes if n.state is NodeState.READY}
         allocated = ResourceVector(cpu_cores=0.0, memory_bytes=0.0)
@@ -241,6 +245,8 @@ class NodePoolBackend:
             pods = {}
         for pod in pods.get("items") or []:
             phase = (pod.get("status") or {}).get("phase")
+            if not count_placeholders and placeholders.is_placeholder(pod):
+                continue
             if (pod.get("spec") or {}).get("nodeName") in ready and phase not in ("Succeeded", "Failed"):
                 allocated = allocated.plus(_pod_requests(pod))
         return Capacity(allocatable=allocatable, allocated=allocated)

@@ -51,6 +51,11 @@ def plan_label(for_plan: str) -> str:
     return f"{clean[:52].strip('_.-')}-{digest}"
 
 
+def is_placeholder(pod: dict[str, Any]) -> bool:
+    """True for a placeholder pod body (its role label)."""
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(ROLE_LABEL) == PLACEHOLDER
+
+
 def pod_name(for_plan: str) -> str:
     """A DNS-1123 pod name for the placeholder of ``for_plan`` (stable: one per plan)."""
     base = re.sub(r"[^a-z0-9-]", "-", for_plan.lower()).strip("-")[:40].strip("-") or "plan"

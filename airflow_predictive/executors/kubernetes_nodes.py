@@ -1,0 +1,249 @@
+"""Node pools wired into the PredictiveKubernetesExecutor: steering, warm capacity, coming capacity.
+
+Why: the node-pool backend (``backends/nodes``) knows the cluster's Karpenter NodePools and can
+make a node exist ahead of a task (placeholder pods), but only the executor knows which tasks
+are planned and when they are predicted to start. This adapter joins them:
+
+- steering: the task pod's ``pod_override`` gets ``nodeSelector: {karpenter.sh/nodepool: P}``
+  for the cheapest pool one node of which holds the plan's peak, and the ``for-plan`` label its
+  placeholder carries (so ``settle`` sees the real pod land);
+- warm capacity: for held-back tasks that wait for *node* capacity (their start choice is
+  ``wait_for_coming`` or above present + coming), a placeholder sized at the plan's peak, made one
+  provisioning delay (plus margin) before the predicted start (``provision_due``), deleted once the
+  real pod is bound or the plan lapsed (``settle``);
+- coming capacity: nodes booting in the pools are published to the ledger (``set_coming``), and
+  the pools' Ready nodes (placeholders left out: they are preempted for real pods) are the node
+  bound of the namespace pool, so admission queues a task for a node's ready time.
+
+Never blocks the scheduler loop: every cluster call runs in one daemon thread (a round every
+``interval_s``, or when woken); the loop only reads the round's cached results and hands over
+the next warm-capacity snapshot. Never hurts the task: cluster API down or forbidden -> no pools
+are known, so no steering and no placeholders (one log line per distinct cause), the task runs
+as it would have.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_predictive.backends.nodes import placeholders
+from airflow_predictive.backends.nodes.karpenter import NODEPOOL_LABEL
+from airflow_predictive.core.model.nodes import NodeState, WarmCapacity, choose_pool
+from airflow_predictive.core.scheduling.coming import ComingCapacity
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from airflow_predictive.backends.nodes.backend import NodePoolBackend
+    from airflow_predictive.core.model.backend import Capacity
+    from airflow_predictive.core.model.nodes import NodePool, PoolChoice
+    from airflow_predictive.core.model.plan import AllocationPlan
+    from airflow_predictive.core.model.resources import ResourceVector
+    from airflow_predictive.core.model.runs import RunIdentity
+    from airflow_predictive.core.ports import ReservationLedger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeWiringSettings:
+    """interval_s: seconds between two rounds. hold_s: how long past its predicted start a
+    placeholder is held for a task that starts late."""
+
+    interval_s: float = 5.0
+    hold_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    """What one round saw and did (for logs and tests)."""
+
+    pools: int
+    coming: int
+    made: int
+    settled: int
+    error: str = ""
+
+
+def plan_key(run: RunIdentity) -> str:
+    """The id warm capacity is made for: one task try (its placeholder and its real pod share it)."""
+    k = run.key
+    return f"{k.dag_id}.{k.task_id}.{getattr(k, 'map_index', -1)}.{run.run_id}.{run.try_number}"
+
+
+def plan_peak(plan: AllocationPlan) -> ResourceVector:
+    """The largest limit over the plan (a request where there is no limit): what a node must hold."""
+    peak = plan.peak()
+    return peak.limits.combine(peak.requests, lambda lim, _r: lim)
+
+
+class NodeWiring:
+    """See the module docstring. ``round()`` does one round in the caller's thread (tests);
+    ``start()`` runs rounds in a daemon thread."""
+
+    def __init__(
+        self,
+        backend: NodePoolBackend,
+        ledger: ReservationLedger,
+        pool: str,
+        settings: NodeWiringSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.ledger = ledger
+        self.pool = pool
+        self.settings = settings or NodeWiringSettings()
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._pools: tuple[NodePool, ...] = ()
+        self._capacity: Capacity | None = None
+        self._warms: tuple[WarmCapacity, ...] = ()
+        self._down = ""
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the loop's side: cached reads, never a cluster call ---------------------------------------
+
+    def pools(self) -> tuple[NodePool, ...]:
+        with self._lock:
+            return self._pools
+
+    def node_capacity(self) -> Capacity | None:
+        """The pools' Ready nodes (allocatable, and what non-placeholder pods hold there) as last
+        read; None when no pool is known (no node bound: the namespace quota alone applies)."""
+        with self._lock:
+            return self._capacity
+
+    def choice(self, peak: ResourceVector) -> PoolChoice | None:
+        return choose_pool(self.pools(), peak) if not peak.is_empty() else None
+
+    def steer(
+        self, executor_config: Mapping[str, Any] | None, peak: ResourceVector | None, for_plan: str
+    ) -> dict[str, Any]:
+        """A copy of ``executor_config`` whose pod_override selects the pool that holds ``peak``
+        and carries the ``for-plan`` label; unchanged when no pool is known or none holds it."""
+        config = dict(executor_config or {})
+        choice = self.choice(peak) if peak is not None else None
+        if choice is None:
+            return config
+        import copy
+
+        from kubernetes.client import models as k8s
+
+        pod = copy.deepcopy(config.get("pod_override")) or k8s.V1Pod()
+        if pod.metadata is None:
+            pod.metadata = k8s.V1ObjectMeta()
+        pod.metadata.labels = {
+            **(pod.metadata.labels or {}),
+            placeholders.PLAN_LABEL: placeholders.plan_label(for_plan),
+        }
+        if pod.spec is None:
+            pod.spec = k8s.V1PodSpec(containers=[])
+        pod.spec.node_selector = {**(pod.spec.node_selector or {}), NODEPOOL_LABEL: choice.pool.name}
+        config["pod_override"] = pod
+        log.info(
+            "predictive: %s steered to node pool %s (%s holds its peak %s)",
+            for_plan,
+            choice.pool.name,
+            choice.instance_type.name,
+            peak,
+        )
+        return config
+
+    def warm_for(self, plan: AllocationPlan, for_plan: str, start_at: float) -> WarmCapacity | None:
+        """The warm capacity a held-back task needs to start at ``start_at`` (None: no pool holds it)."""
+        choice = self.choice(plan_peak(plan))
+        if choice is None:
+            return None
+        return WarmCapacity(
+            choice.pool.name,
+            plan_peak(plan),
+            ready_by=start_at,
+            expires_at=start_at + self.settings.hold_s,
+            for_plan=for_plan,
+        )
+
+    def want(self, warms: Iterable[WarmCapacity]) -> None:
+        """The warm capacity wanted now (replaces the last snapshot; the next round acts on it)."""
+        with self._lock:
+            self._warms = tuple(warms)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the thread's side: cluster calls ------------------------------------------------------------
+
+    def round(self) -> RoundResult:
+        """Read pools and nodes, create due placeholders, delete landed / lapsed ones, publish
+        booting nodes as coming capacity and the Ready nodes as the node bound."""
+        try:
+            pools = self.backend.pools()
+            if not pools:
+                self._set(pools=(), capacity=None)
+                self._publish([])
+                return self._result(RoundResult(0, 0, 0, 0, "no node pools readable"))
+            states = self.backend.pool_states(pools)
+            with self._lock:
+                warms = self._warms
+            made = self.backend.provision_due(warms, pools=pools)
+            settled = self.backend.settle()
+            coming = [
+                ComingCapacity.of_node(self.pool, n)
+                for s in states
+                for n in s.nodes
+                if n.state is NodeState.PROVISIONING
+            ]
+            capacity = self.backend.capacity(states, count_placeholders=False)
+            self._set(pools=tuple(pools), capacity=capacity)
+            self._publish(coming)
+            return self._result(RoundResult(len(pools), len(coming), len(made), settled))
+        except Exception as exc:  # never let the thread die; no pools known = no steering
+            self._set(pools=(), capacity=None)
+            return self._result(RoundResult(0, 0, 0, 0, f"{type(exc).__name__}: {exc}"))
+
+    def _set(self, *, pools: tuple[NodePool, ...], capacity: Capacity | None) -> None:
+        with self._lock:
+            self._pools = pools
+            self._capacity = capacity
+
+    def _publish(self, coming: list[ComingCapacity]) -> None:
+        try:
+            self.ledger.set_coming(self.pool, coming)
+        except Exception as exc:
+            log.warning("predictive: coming capacity of %s not published (%s)", self.pool, exc)
+
+    def _result(self, result: RoundResult) -> RoundResult:
+        if result.error != self._down:
+            if result.error:
+                log.warning(
+                    "predictive: node pools unavailable (%s): no steering, no warm capacity; "
+                    "tasks keep their default placement",
+                    result.error,
+                )
+            else:
+                log.info("predictive: node pools available again (%d pools)", result.pools)
+            self._down = result.error
+        return result
+
+    def start(self) -> NodeWiring:
+        self._thread = threading.Thread(target=self._loop, name="predictive-node-pools", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.round()
+            self._wake.wait(self.settings.interval_s)
+            self._wake.clear()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
