@@ -43,10 +43,14 @@ if TYPE_CHECKING:
     from airflow_predictive.core.model.runs import RunIdentity
     from airflow_predictive.core.model.series import Forecast
     from airflow_predictive.core.ports import ForecastService, ReservationLedger
+    from airflow_predictive.core.scheduling.coming import ComingCapacity
+    from airflow_predictive.core.scheduling.profile import Profile
+    from airflow_predictive.core.scheduling.start_choice import StartChoice
     from airflow_predictive.executors.opt_in import TaskSettings
     from airflow_predictive.storage.ledger_store import DecisionLog
 
 log = logging.getLogger(__name__)
+START_CHOICE_EVERY_S = 5.0  # a held-back task's start choice is remade at most this often
 
 
 @dataclass
@@ -59,6 +63,9 @@ class Waiting:
     queued_at: float
     last_reason: str = ""
     forecast: Forecast | None = None  # what the plan came from (the shaping loop compares usage to it)
+    earliest_start: float | None = None  # predicted start while held back (epoch s; warm capacity)
+    start: StartChoice | None = None  # the last start choice (wait for coming capacity, start smaller ...)
+    start_checked: float = float("-inf")  # when it was made (epoch s)
 
 
 @dataclass
@@ -105,6 +112,9 @@ class CoordinatorSettings:
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     lease_s: float = 120.0
     extend_s: float = 60.0  # a task past its predicted end keeps this much more reserved, renewed
+    # the pool grows on demand (node pools): a plan above present + coming capacity waits this long
+    # for a node (its warm capacity makes one) before its declared fallback; None: falls back now
+    grow_wait_s: float | None = None
 
 
 class Coordinator:
@@ -162,16 +172,19 @@ class Coordinator:
     def plan_for(self, run: RunIdentity, settings: TaskSettings, query: ForecastQuery) -> PlanOutcome:
         return self._plan(run, settings, query)[0]
 
-    def _plan(
-        self, run: RunIdentity, settings: TaskSettings, query: ForecastQuery
-    ) -> tuple[PlanOutcome, Forecast | None]:
-        plan_settings = replace(
+    def _plan_settings(self, settings: TaskSettings) -> PlanSettings:
+        return replace(
             self.settings.plan,
             risk=dict(settings.risk),
             minimum=settings.minimum,
             maximum=settings.maximum,
             default_duration_s=settings.duration_s or self.settings.plan.default_duration_s,
         )
+
+    def _plan(
+        self, run: RunIdentity, settings: TaskSettings, query: ForecastQuery
+    ) -> tuple[PlanOutcome, Forecast | None]:
+        plan_settings = self._plan_settings(settings)
         previous = self.oom.get(_oom_key(run))
         if previous is not None and run.try_number > 1:
             out = oom_retry_plan(
@@ -234,16 +247,19 @@ class Coordinator:
         if not self._pool_ok:
             self._pool_ok = self._publish_pool()
         try:
-            held = self.ledger.reservations(self.pool.name)
-            profile = profile_of(self.pool, [r for r in held if r.expires_at >= now])
+            held = [r for r in self.ledger.reservations(self.pool.name) if r.expires_at >= now]
         except Exception as exc:
             return self._all_declared(f"ledger unavailable: {exc}")
+        coming = self._coming()
+        present = profile_of(self.pool, held)
+        profile = profile_of(self.pool, held, coming=coming, now=now) if coming else present
         queue = [
             WaitingTask(str(w.key), w.run, w.outcome.plan, w.priority, w.queued_at, w.settings.declared)
             for w in self.waiting.values()
         ]
         by_name = {str(w.key): w for w in self.waiting.values()}
         launches: list[Launch] = []
+        queued_before = False  # a task ahead in the queue waits: a smaller start could delay it
         for task, outcome in admit_round(queue, profile, now, self.settings.admission):
             item = by_name[task.key]
             if (
@@ -253,6 +269,9 @@ class Coordinator:
             ):
                 continue  # fits, but no worker is free: next round
             launch = self._act(item, outcome, now)
+            if launch is None and outcome.decision is not AdmissionDecision.ADMITTED:
+                launch = self._choose_start(item, present, profile, coming, now, head=not queued_before)
+                queued_before = True
             if launch is not None:
                 launches.append(launch)
                 del self.waiting[item.key]
@@ -260,7 +279,11 @@ class Coordinator:
 
     def _act(self, item: Waiting, outcome: AdmissionOutcome, now: float) -> Launch | None:
         d = outcome.decision
+        if d is AdmissionDecision.DECLARED_FALLBACK and self._may_grow(item, now):
+            d = AdmissionDecision.QUEUED  # the pool grows on demand: wait for a node, not declared
+            outcome = replace(outcome, decision=d, reason=outcome.reason.split(";")[0] + "; waits for a node")
         if d is AdmissionDecision.QUEUED:
+            item.earliest_start = outcome.earliest_start
             # one stored decision per distinct cause (metric and side), not per round: the text's
             # numbers (wait, free bytes) change every heartbeat
             b = outcome.bottleneck
@@ -315,6 +338,70 @@ class Coordinator:
             return None
         # UNAVAILABLE / UNKNOWN pool: never hold the task hostage to the ledger
         return self._declared(item, f"ledger: {result.reason}")
+
+    def _may_grow(self, item: Waiting, now: float) -> bool:
+        wait = self.settings.grow_wait_s
+        return wait is not None and now - item.queued_at < wait
+
+    def _coming(self) -> tuple[ComingCapacity, ...]:
+        """The pool's coming capacity as its owner last published it (none when unreadable)."""
+        read = getattr(self.ledger, "coming", None)
+        if read is None:
+            return ()
+        try:
+            return tuple(read(self.pool.name))
+        except Exception as exc:
+            log.debug("predictive: coming capacity of %s unreadable (%s)", self.pool.name, exc)
+            return ()
+
+    def _choose_start(
+        self,
+        item: Waiting,
+        present: Profile,
+        with_coming: Profile,
+        coming: tuple[ComingCapacity, ...],
+        now: float,
+        *,
+        head: bool,
+    ) -> Launch | None:
+        """A held-back task: wait (for coming capacity or reservations ending), or start now on a
+        smaller plan at its own risk quantile (only the head of the queue: it delays nobody who
+        waited before it). The choice is stored (kind ``start``) when it changes."""
+        from airflow_predictive.core.scheduling.start_choice import StartDecision, choose_start
+
+        if item.start is not None and now - item.start_checked < START_CHOICE_EVERY_S:
+            return None  # bounded cost per heartbeat: the choice is remade every few seconds
+        item.start_checked = now
+        try:
+            choice = choose_start(
+                item.outcome,
+                present=present,
+                with_coming=with_coming,
+                coming=coming,
+                now=now,
+                forecast=item.forecast,
+                declared=item.settings.declared,
+                settings=self._plan_settings(item.settings),
+                capabilities=self.capabilities,
+            )
+        except Exception as exc:  # the choice only refines admission: never fail the round for it
+            log.warning("predictive: start choice for %s failed (%s)", item.run.key, exc)
+            return None
+        previous = item.start
+        item.start = choice
+        if previous is None or previous.decision is not choice.decision:
+            self._record(
+                "start", choice.decision.value, item.run, choice.reason, codec.start_choice_to_dict(choice)
+            )
+        if choice.decision is not StartDecision.START_SMALLER or not head:
+            if choice.decision is StartDecision.WAIT_FOR_COMING and choice.start is not None:
+                item.earliest_start = choice.start
+            return None
+        smaller = replace(
+            item.outcome, plan=choice.plan, reason=f"{item.outcome.reason}; start: {choice.reason}"
+        )
+        item.outcome = smaller
+        return self._act(item, AdmissionOutcome(AdmissionDecision.ADMITTED, choice.reason), now)
 
     def _declared(self, item: Waiting, reason: str) -> Launch:
         declared = item.settings.declared
