@@ -510,6 +510,9 @@ class Coordinator:
             return None
         if item.reservation_id is not None:
             self.ledger.release(item.reservation_id, self.clock())
+        notify = getattr(self.forecasts, "run_finished", None)  # online update: no I/O, never raises
+        if notify is not None:
+            notify(item.run.key)
         if oom_killed:
             mem = None if peak is None else peak.memory_bytes
             self.oom[_oom_key(item.run)] = OomMemory(peak or ResourceVector(), still_rising, item.plan)

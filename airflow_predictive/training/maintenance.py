@@ -1,6 +1,13 @@
 """Incremental retraining (the feedback loop): retrain the tasks that have new runs since their
 profile was last updated. Called by the maintenance DAG's task and `airflow predictive train`.
 Never imported by the scheduler, executor, triggerer or DAG processor.
+
+Triggers (the LSTM and every other candidate retrain together, per task): on the maintenance
+DAG's schedule (hourly), a task with at least ``min_new_runs`` new successful runs (3 in the DAG);
+and, at the same hourly check, a task with fewer new runs whose forecasts drifted (the online
+Page-Hinkley detector of ``core/profiler/online.py`` replayed over those runs). Between
+retrainings, the serving process updates each task's calibration and history from every finished
+run at once (``StoredForecastService.run_finished`` / ``observe``).
 """
 
 from __future__ import annotations
@@ -46,6 +53,31 @@ def due_tasks(engine: Engine, min_new_runs: int = 1) -> RetrainDecision:
     return RetrainDecision(due, counts)
 
 
+def drifted_tasks(
+    engine: Engine, new_runs: dict[TaskKey, int], model_dir: str | None = None
+) -> frozenset[TaskKey]:
+    """Tasks whose new runs drifted from what their profile forecast (the online Page-Hinkley
+    detector replayed over them, ``StoredForecastService.replay``): retrained even with fewer new
+    runs than the schedule asks. A task that cannot be replayed is logged and left to the schedule."""
+    from airflow_predictive.storage.model_store import ModelStore
+    from airflow_predictive.training.serving import StoredForecastService
+
+    service = StoredForecastService(engine, model_store=ModelStore(model_dir) if model_dir else None)
+    out = set()
+    for key, n in new_runs.items():
+        if n <= 0:
+            continue
+        try:
+            metrics = service.replay(key, n)
+        except Exception as exc:
+            log.warning("predictive: drift check of %s failed (%s); left to the schedule", key, exc)
+            continue
+        if metrics:
+            log.info("predictive: %s drifted on %s over its %d new runs; retraining it", key, metrics, n)
+            out.add(key)
+    return frozenset(out)
+
+
 def retrain(
     engine: Engine,
     *,
@@ -54,8 +86,10 @@ def retrain(
     min_new_runs: int = 1,
     candidates: tuple[str, ...] | None = None,
     progress: Any = None,
+    drift: bool = True,
 ) -> TrainingResult | None:
-    """Retrain ``keys`` (or the tasks with new runs); None when nothing is due."""
+    """Retrain ``keys``, or the tasks with at least ``min_new_runs`` new runs (the schedule) and,
+    with ``drift``, those whose fewer new runs drifted (``drifted_tasks``); None when nothing is due."""
     from airflow_predictive.core.profiler.selection import SelectionPolicy
     from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
     from airflow_predictive.storage.run_store import SqlRunStore
@@ -65,7 +99,14 @@ def retrain(
     from airflow_predictive.training.evaluation import measured_metrics
     from airflow_predictive.training.pipeline import train
 
-    only = frozenset(keys) if keys is not None else due_tasks(engine, min_new_runs).due
+    if keys is not None:
+        only = frozenset(keys)
+    else:
+        decision = due_tasks(engine, min_new_runs)
+        only = decision.due
+        if drift:
+            fewer = {k: n for k, n in decision.new_runs.items() if k not in only and n > 0}
+            only = only | drifted_tasks(engine, fewer, model_dir)
     if not only:
         log.info("predictive: no task has new runs; nothing to retrain")
         return None

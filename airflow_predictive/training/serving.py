@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from airflow_predictive.core.model.query import ForecastQuery
+    from airflow_predictive.core.model.resources import Metric
     from airflow_predictive.core.model.runs import TaskKey
     from airflow_predictive.core.ports import Clock
     from airflow_predictive.core.profiler.estimators.base import Estimator
@@ -96,6 +97,8 @@ class StoredForecastService:
         self._down_until = -1.0
         self._warned: set[str] = set()
         self._online: dict[TaskKey, tuple[str | None, OnlineProfile]] = {}
+        self._seen: dict[TaskKey, set[int]] = {}  # run_pks already folded in (or there at first load)
+        self.catch_up_runs = 10  # at most this many unseen runs folded in per reload (bounded cost)
         self._drifted: set[TaskKey] = set()
         self._lock = threading.Lock()
 
@@ -143,6 +146,8 @@ class StoredForecastService:
         served = serve(query, entry.history, entry.profile, self._cold_start())
         online = self._online_for(key, entry.profile)
         update = online.update(run, served.forecast)
+        if run.record.run_pk is not None:
+            self._seen.setdefault(key, set()).add(run.record.run_pk)
         entry.history = (*entry.history, run)[-self.history_runs :]
         entry.memo.clear()
         if entry.profile is not None and entry.profile.estimator is not None:
@@ -162,9 +167,36 @@ class StoredForecastService:
         except Exception as exc:
             self._warn("observe", f"predictive: online update unavailable ({exc})")
             return None
-        if not newest or any(e.record.run_pk == newest[-1].record.run_pk for e in self._entries[key].history):
+        if not newest or newest[-1].record.run_pk in self._seen.get(key, set()):
             return None
         return self.observe(newest[-1])
+
+    def run_finished(self, key: TaskKey) -> None:
+        """A try of ``key`` ended (the executor calls this from its loop): no I/O here, the task's
+        cached entry only goes stale, so its next query reads storage once and folds the runs it
+        has not seen into the online profile (``_load``). Never raises, never waits."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.expires = 0.0
+
+    def replay(self, key: TaskKey, runs: int) -> tuple[Metric, ...]:
+        """The metrics whose forecasts drifted over the task's ``runs`` newest runs, each forecast
+        from the runs before it with the stored profile, through a fresh ``OnlineProfile`` (what
+        the maintenance DAG asks in its own process: the executor's detectors are not shared).
+        Reads storage; for the worker, not the hot path."""
+        from airflow_predictive.core.model.query import ForecastQuery as RunQuery
+
+        history = self._history(key, runs=self.history_runs + runs)
+        record = self.profiles.profile(key)
+        profile = self._serving_profile(record) if record else None
+        online = OnlineProfile(base=profile.calibration if profile is not None else {})
+        drifted: list[Metric] = []
+        for i in range(max(0, len(history) - runs), len(history)):
+            run = history[i]
+            query = RunQuery(key, run.record.features, run.record.declared, run.record.operator)
+            served = serve(query, history[max(0, i - self.history_runs) : i], profile, self._cold_start())
+            drifted += online.update(run, served.forecast).drifted
+        return tuple(dict.fromkeys(drifted))
 
     def retrain_due(self) -> frozenset[TaskKey]:
         """Tasks whose forecasts drifted since the last call (the maintenance DAG retrains them)."""
@@ -194,6 +226,10 @@ class StoredForecastService:
         history = self._history(key)
         record = self.profiles.profile(key)
         profile = self._serving_profile(record) if record else None
+        seen = self._seen.get(key)
+        if seen is not None:  # reloaded: fold in the runs that finished since (oldest first)
+            self._catch_up(key, history, profile, seen)
+        self._seen[key] = {e.record.run_pk for e in history if e.record.run_pk is not None}
         held = self._online.get(key)
         if (
             profile is not None
@@ -204,6 +240,27 @@ class StoredForecastService:
         ):
             profile = _online_profile(profile, held[1])  # keep what online updates learned
         return _Entry(now + self.ttl_s, history, profile)
+
+    def _catch_up(
+        self, key: TaskKey, history: tuple[RunExample, ...], profile: ServingProfile | None, seen: set[int]
+    ) -> None:
+        """Online update for each run of ``history`` not folded in yet, forecast from the runs
+        before it, as the run would have been served (at most ``catch_up_runs``, a few ms each)."""
+        from airflow_predictive.core.model.query import ForecastQuery as RunQuery
+
+        new = [
+            i for i, e in enumerate(history) if e.record.run_pk is not None and e.record.run_pk not in seen
+        ]
+        online = self._online_for(key, profile)
+        drifted: list[Metric] = []
+        for i in new[-self.catch_up_runs :]:
+            run = history[i]
+            query = RunQuery(key, run.record.features, run.record.declared, run.record.operator)
+            served = serve(query, history[:i], profile, self._cold_start())
+            drifted += online.update(run, served.forecast).drifted
+        if drifted:
+            self._drifted.add(key)
+            log.info("predictive: forecasts of %s drifted (%s); retraining is due", key, tuple(drifted))
 
     def _history(
         self, key: TaskKey, runs: int | None = None, series_runs: int | None = None

@@ -39,12 +39,14 @@ MEM = Metric.MEMORY_BYTES
 BASELINES = ("last_run", "median_peak", "linear_input", "vpa")
 
 
-def _record_runs(store: SqlRunStore, key: TaskKey, sizes_mb: list[float], *, legacy: bool = False) -> None:
+def _record_runs(
+    store: SqlRunStore, key: TaskKey, sizes_mb: list[float], *, legacy: bool = False, first: int = 0
+) -> None:
     """Runs as the listener records them: features from the run's params (``input_mb``), memory
     200 MiB + 2x the input, ramping to its peak. ``legacy``: only ``param.*`` features, as runs
     recorded before ``run_features`` existed."""
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    for i, mb in enumerate(sizes_mb):
+    for i, mb in enumerate(sizes_mb, start=first):
         features = {"param.input_mb": mb} if legacy else run_features({"input_mb": mb}, try_number=1)
         start = t0 + timedelta(hours=i)
         pk = store.start_run(
@@ -241,3 +243,40 @@ def test_a_finished_run_changes_the_next_forecast_at_once(run_store, tmp_path):
     assert after.forecast.curve(MEM).peak(0.99) > 2 * before.forecast.curve(MEM).peak(0.99)
     assert any(u is not None and u.drifted for u in updates)
     assert service.retrain_due() == frozenset({KEY}) and service.retrain_due() == frozenset()
+
+
+def test_runs_recorded_after_a_finish_notice_are_folded_in_at_the_next_query(run_store, tmp_path):
+    """The executor's feedback hook: ``run_finished`` does no I/O, the next query reads the runs
+    recorded since and updates the calibration from them (each once), no observe call needed."""
+    _record_runs(run_store, KEY, SIZES)
+    service = StoredForecastService(
+        run_store.engine, model_store=_train(run_store, tmp_path, ("median_peak",))
+    )
+    q = ForecastQuery(KEY, run_features({"input_mb": 200}))
+    before = service.forecast_for(q)
+    assert before.forecast is not None
+    _record_runs(run_store, KEY, [3000] * 6, first=len(SIZES))  # far above the forecast
+    assert service.forecast_for(q).calibration_version == before.calibration_version  # still cached
+    service.run_finished(KEY)
+    after = service.forecast_for(q)
+    assert after.forecast is not None and after.calibration_version.endswith("+online:6")  # type: ignore[union-attr]
+    assert after.forecast.curve(MEM).peak(0.99) > 2 * before.forecast.curve(MEM).peak(0.99)
+    assert service.retrain_due() == frozenset({KEY})
+    service.run_finished(KEY)  # nothing new: the same runs are not folded in twice
+    assert service.forecast_for(q).calibration_version.endswith("+online:6")  # type: ignore[union-attr]
+
+
+
+def test_maintenance_retrains_a_task_whose_few_new_runs_drifted_not_one_whose_runs_fit(run_store, tmp_path):
+    """The drift trigger: two new runs 15x the forecast are below the schedule's 3 new runs but
+    drift (Page-Hinkley replayed); two ordinary new runs do not."""
+    from airflow_predictive.training.maintenance import drifted_tasks
+
+    other = TaskKey("etl", "steady")
+    _record_runs(run_store, KEY, SIZES)
+    _record_runs(run_store, other, SIZES)
+    models = tmp_path / "models"
+    _train(run_store, tmp_path, ("median_peak",))
+    _record_runs(run_store, KEY, [3000, 3000], first=len(SIZES))
+    _record_runs(run_store, other, [200, 260], first=len(SIZES))
+    assert drifted_tasks(run_store.engine, {KEY: 2, other: 2}, str(models)) == frozenset({KEY})
