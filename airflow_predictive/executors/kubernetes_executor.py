@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow_predictive.executors.coordinator import Coordinator, Launch
+    from airflow_predictive.executors.kubernetes_nodes import NodeWiring
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         self._default_enabled = False
         self._capacity_at = 0.0
         self._pod_backend: Any = None
+        self._nodes: NodeWiring | None = None
+        self._quotas: list[dict[str, Any]] = []
 
     def start(self) -> None:
         super().start()
@@ -66,6 +69,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
             runtime = get_runtime()
             settings = runtime.scheduler_settings()
             self._default_enabled = settings.default_enabled
+            self._nodes = self._node_wiring(runtime)
             try:
                 forecasts = runtime.forecasts()
             except Exception as exc:
@@ -79,6 +83,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 settings=CoordinatorSettings(
                     admission=AdmissionSettings(max_wait_s=settings.max_wait_s, fail_fast=settings.fail_fast),
                     lease_s=settings.lease_s,
+                    grow_wait_s=self._grow_wait_s(),
                 ),
                 decisions=runtime.decision_log(),
             )
@@ -86,6 +91,64 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         except Exception as exc:
             log.warning("predictive: executor runs as a plain KubernetesExecutor (%s)", exc)
             self._coordinator = None
+            self._stop_nodes()
+
+    # -- node pools (docs/nodes.md#wiring) ---------------------------------------------------------
+
+    def _node_wiring(self, runtime: Any) -> NodeWiring | None:
+        """Steering, warm capacity and coming capacity when ``[predictive] node_pools`` is on; a
+        failure to build it leaves the executor without them (one log line)."""
+        try:
+            backend = runtime.node_pools(self._namespace())
+            if backend is None:
+                return None
+            from airflow_predictive import config
+            from airflow_predictive.executors.kubernetes_nodes import NodeWiring, NodeWiringSettings
+
+            wiring = NodeWiring(
+                backend,
+                runtime.ledger(),
+                namespace_pool(self._namespace(), namespace_capacity([])).name,
+                NodeWiringSettings(interval_s=config.node_pools_interval()),
+            )
+            return wiring.start()
+        except Exception as exc:
+            log.warning("predictive: node pools not wired (%s); tasks keep their default placement", exc)
+            return None
+
+    def _grow_wait_s(self) -> float | None:
+        if self._nodes is None:
+            return None
+        from airflow_predictive import config
+
+        return config.node_pools_wait()
+
+    def _stop_nodes(self) -> None:
+        if self._nodes is not None:
+            self._nodes.stop()
+
+    def _want_warm(self) -> None:
+        """Warm capacity for the held-back tasks that wait for node capacity (a node booting or to
+        boot), ready at their predicted start; the wiring's thread makes it when it is due."""
+        from airflow_predictive.core.scheduling.start_choice import StartDecision
+        from airflow_predictive.executors.kubernetes_nodes import plan_key
+
+        wiring, coordinator = self._nodes, self._coordinator
+        if wiring is None or coordinator is None:
+            return
+        now = coordinator.clock()
+        warms = []
+        for item in coordinator.waiting.values():
+            choice = item.start
+            if choice is None or choice.decision not in (
+                StartDecision.WAIT_FOR_COMING,
+                StartDecision.NEVER_FITS,
+            ):
+                continue  # fits now, or waits for reservations to end: no node needed
+            warm = wiring.warm_for(item.outcome.plan, plan_key(item.run), item.earliest_start or now)
+            if warm is not None:
+                warms.append(warm)
+        wiring.want(warms)
 
     # -- the namespace pool ------------------------------------------------------------------------
 
@@ -102,8 +165,14 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 quotas = [client.api_client.sanitize_for_serialization(q) for q in items]
         except Exception as exc:
             log.warning("predictive: cannot read ResourceQuotas of %s (%s)", self._namespace(), exc)
+        self._quotas = quotas
+        return self._pool_capacity()
+
+    def _pool_capacity(self) -> Any:
+        """The quotas as last read, bounded by the node pools' Ready nodes when wired."""
         ours = self._our_holdings()
-        return namespace_capacity(quotas, ours_used=ours[0], ours_limits=ours[1])
+        nodes = self._nodes.node_capacity() if self._nodes is not None else None
+        return namespace_capacity(self._quotas, ours_used=ours[0], ours_limits=ours[1], nodes=nodes)
 
     def _our_holdings(self) -> tuple[Any, Any]:
         from airflow_predictive.core.model.resources import ResourceVector
@@ -179,12 +248,31 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 config = with_planned_resources(config, launch.allocation)
             except Exception as exc:
                 log.warning("predictive: %s keeps its declared pod resources (%s)", launch.run.key, exc)
+        if self._nodes is not None:
+            config = self._steered(config, launch)
         self._coordinator.started(launch)
         get_key = getattr(self, "get_task_key", None)
         use_uuid = getattr(self, "supports_task_instance_uuid", False)
         key = get_key(workload.ti) if use_uuid and get_key is not None else workload.ti.key
         self.running.add(key)
         self.execute_async(key=key, command=[workload], queue=workload.ti.queue, executor_config=config)
+
+    def _steered(self, config: Any, launch: Launch) -> Any:
+        """The pod steered to the node pool that holds its peak (cached pools: no cluster call)."""
+        from airflow_predictive.executors.kubernetes_nodes import plan_key, plan_peak
+
+        assert self._nodes is not None
+        if launch.plan is not None:
+            peak = plan_peak(launch.plan)
+        elif launch.allocation is not None:
+            peak = launch.allocation.limits.combine(launch.allocation.requests, lambda lim, _r: lim)
+        else:
+            return config
+        try:
+            return self._nodes.steer(config, peak, plan_key(launch.run))
+        except Exception as exc:
+            log.warning("predictive: %s keeps its default placement (%s)", launch.run.key, exc)
+            return config
 
     # -- heartbeat -----------------------------------------------------------------------------------
 
@@ -197,11 +285,19 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
             if time.monotonic() - self._capacity_at >= CAPACITY_REFRESH_S:
                 self._capacity_at = time.monotonic()
                 coordinator.set_capacity(namespace_pool(self._namespace(), self._read_capacity()))
+            elif self._nodes is not None:  # nodes change faster than quotas: cached, no API call here
+                capacity = self._pool_capacity()
+                if capacity != coordinator.pool.capacity:
+                    coordinator.set_capacity(namespace_pool(self._namespace(), capacity))
             self._apply_steps()
             coordinator.keep_alive(coordinator.clock())
         except Exception as exc:
             log.warning("predictive: executor tick failed (%s)", exc)
         self._admit()
+        try:
+            self._want_warm()
+        except Exception as exc:
+            log.warning("predictive: warm capacity not planned this round (%s)", exc)
 
     def _apply_steps(self) -> None:
         coordinator = self._coordinator
@@ -254,6 +350,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         try:
             super().end()
         finally:
+            self._stop_nodes()
             if self._coordinator is not None:  # pods still finishing: their reservations end with us
                 self._coordinator.release_all()
 
@@ -261,6 +358,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         try:
             super().terminate()
         finally:
+            self._stop_nodes()
             if self._coordinator is not None:
                 self._coordinator.release_all()
 

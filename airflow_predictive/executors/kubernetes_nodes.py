@@ -106,6 +106,7 @@ class NodeWiring:
         self._down = ""
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._first = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- the loop's side: cached reads, never a cluster call ---------------------------------------
@@ -171,8 +172,11 @@ class NodeWiring:
 
     def want(self, warms: Iterable[WarmCapacity]) -> None:
         """The warm capacity wanted now (replaces the last snapshot; the next round acts on it)."""
+        new = tuple(warms)
         with self._lock:
-            self._warms = tuple(warms)
+            changed, self._warms = new != self._warms, new
+        if changed:
+            self._wake.set()  # a new task to warm for: the thread's next round comes now
 
     def wake(self) -> None:
         self._wake.set()
@@ -231,14 +235,18 @@ class NodeWiring:
             self._down = result.error
         return result
 
-    def start(self) -> NodeWiring:
+    def start(self, first_round_wait_s: float = 2.0) -> NodeWiring:
+        """Run rounds in a daemon thread; waits up to ``first_round_wait_s`` for the first one so
+        that the first admissions see the pools (a cluster that does not answer delays nobody more)."""
         self._thread = threading.Thread(target=self._loop, name="predictive-node-pools", daemon=True)
         self._thread.start()
+        self._first.wait(first_round_wait_s)
         return self
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.round()
+            self._first.set()
             self._wake.wait(self.settings.interval_s)
             self._wake.clear()
 
