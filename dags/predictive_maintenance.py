@@ -1,5 +1,8 @@
 """Maintenance DAG of the predictive provider: close runs a crash left RUNNING (upkeep), then
-retrain tasks that have new runs (the feedback loop).
+retrain tasks that have new runs (the feedback loop): every hour, tasks with at least 3 new runs,
+and tasks with fewer new runs whose forecasts drifted (``training/maintenance.py``). Between two
+runs of this DAG the executor's forecast service folds every finished run into its task's
+calibration at once (``StoredForecastService.run_finished``).
 
 Import-light at parse time: nothing beyond the Airflow SDK is imported at module level; the
 training code (numpy, statsmodels, TensorFlow) loads inside the task, on a worker, never in the
