@@ -130,25 +130,12 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
     def _want_warm(self) -> None:
         """Warm capacity for the held-back tasks that wait for node capacity (a node booting or to
         boot), ready at their predicted start; the wiring's thread makes it when it is due."""
-        from airflow_predictive.core.scheduling.start_choice import StartDecision
-        from airflow_predictive.executors.kubernetes_nodes import plan_key
+        from airflow_predictive.executors.kubernetes_nodes import warms_for_waiting
 
         wiring, coordinator = self._nodes, self._coordinator
         if wiring is None or coordinator is None:
             return
-        now = coordinator.clock()
-        warms = []
-        for item in coordinator.waiting.values():
-            choice = item.start
-            if choice is None or choice.decision not in (
-                StartDecision.WAIT_FOR_COMING,
-                StartDecision.NEVER_FITS,
-            ):
-                continue  # fits now, or waits for reservations to end: no node needed
-            warm = wiring.warm_for(item.outcome.plan, plan_key(item.run), item.earliest_start or now)
-            if warm is not None:
-                warms.append(warm)
-        wiring.want(warms)
+        wiring.want(warms_for_waiting(wiring, list(coordinator.waiting.values()), coordinator.clock()))
 
     # -- the namespace pool ------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from airflow_predictive.core.model.resources import ResourceVector
     from airflow_predictive.core.model.runs import RunIdentity
     from airflow_predictive.core.ports import ReservationLedger
+    from airflow_predictive.executors.coordinator import Waiting
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,28 @@ def plan_peak(plan: AllocationPlan) -> ResourceVector:
     return peak.limits.combine(peak.requests, lambda lim, _r: lim)
 
 
+def wants_a_node(item: Waiting) -> bool:
+    """A held-back task whose start choice waits for node capacity (a node booting, or one to make:
+    above present + coming); one that fits now or waits for reservations to end needs no node."""
+    from airflow_predictive.core.scheduling.start_choice import StartDecision
+
+    choice = item.start
+    return choice is not None and choice.decision in (StartDecision.WAIT_FOR_COMING, StartDecision.NEVER_FITS)
+
+
+def warms_for_waiting(wiring: NodeWiring, waiting: Iterable[Waiting], now: float) -> list[WarmCapacity]:
+    """Warm capacity for the held-back tasks that want a node, ready at their predicted start
+    (now when none is known: the node is to be made as soon as possible)."""
+    out = []
+    for item in waiting:
+        if not wants_a_node(item):
+            continue
+        warm = wiring.warm_for(item.outcome.plan, plan_key(item.run), item.earliest_start or now)
+        if warm is not None:
+            out.append(warm)
+    return out
+
+
 class NodeWiring:
     """See the module docstring. ``round()`` does one round in the caller's thread (tests);
     ``start()`` runs rounds in a daemon thread."""
@@ -95,6 +118,7 @@ class NodeWiring:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
+        backend.log_errors = False  # one line per outage, from here, saying what it means
         self.ledger = ledger
         self.pool = pool
         self.settings = settings or NodeWiringSettings()
@@ -187,11 +211,13 @@ class NodeWiring:
         """Read pools and nodes, create due placeholders, delete landed / lapsed ones, publish
         booting nodes as coming capacity and the Ready nodes as the node bound."""
         try:
+            self.backend.last_error = ""
             pools = self.backend.pools()
             if not pools:
                 self._set(pools=(), capacity=None)
                 self._publish([])
-                return self._result(RoundResult(0, 0, 0, 0, "no node pools readable"))
+                cause = self.backend.last_error or "the cluster has no NodePool with a known catalog"
+                return self._result(RoundResult(0, 0, 0, 0, cause))
             states = self.backend.pool_states(pools)
             with self._lock:
                 warms = self._warms

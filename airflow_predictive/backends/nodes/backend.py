@@ -121,6 +121,8 @@ class NodePoolBackend:
         self._now = now or time.time
         self._class_ready = False
         self._warned: set[str] = set()
+        self.last_error = ""  # the last failure (its caller may say what it means instead of us)
+        self.log_errors = True  # False: failures are only kept in ``last_error`` (the caller logs)
 
     @classmethod
     def from_kubeconfig(cls, path: str, *, context: str | None = None, **kwargs: Any) -> NodePoolBackend:
@@ -142,7 +144,8 @@ class NodePoolBackend:
 
     def _warn(self, what: str, exc: BaseException) -> None:
         message = f"{what}: {type(exc).__name__}: {getattr(exc, 'reason', None) or exc}"
-        if message not in self._warned:
+        self.last_error = message
+        if self.log_errors and message not in self._warned:
             self._warned.add(message)
             log.warning("node pools: %s", message)
 
