@@ -110,13 +110,20 @@ class Setup:
         return [n for n, p in self.pods().items() if placeholders.is_placeholder(p)]
 
     def create_from_override(self, name: str, config: dict[str, Any]) -> None:
-        """The worker pod as KubernetesExecutor would merge it: the override's labels, selector
-        and base container resources."""
-        pod = ApiClient().sanitize_for_serialization(config["pod_override"])
-        pod["metadata"]["name"] = name
-        for c in pod["spec"]["containers"]:
-            c.setdefault("image", "python")
-        pod["spec"]["restartPolicy"] = "Never"
+        """The worker pod as KubernetesExecutor builds it: its base pod reconciled with our
+        pod_override by Airflow's PodGenerator (labels, nodeSelector, base container resources)."""
+        from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
+        from kubernetes.client import models as k8s
+
+        base = k8s.V1Pod(
+            metadata=k8s.V1ObjectMeta(name=name, namespace="default", labels={"airflow-worker": "1"}),
+            spec=k8s.V1PodSpec(
+                restart_policy="Never", containers=[k8s.V1Container(name="base", image="python")]
+            ),
+        )
+        pod = ApiClient().sanitize_for_serialization(
+            PodGenerator.reconcile_pods(base, config["pod_override"])
+        )
         self.core.create_namespaced_pod("default", pod)
 
     def close(self) -> None:
