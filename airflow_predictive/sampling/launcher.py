@@ -111,6 +111,24 @@ def _child_env(url: str | None) -> dict[str, str]:
     return env
 
 
+def _spawn(
+    cmd: list[str], log_path: Path, url: str | None, *, stdin: int, pass_fds: tuple[int, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """The sidecar process: its own session (spared by a kill of the task's process group), its
+    stderr appended to ``log_path``, the URL in its environment only."""
+    with open(log_path, "ab") as err:
+        return subprocess.Popen(
+            cmd,
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            pass_fds=pass_fds,
+            start_new_session=True,
+            env=_child_env(url),
+            close_fds=True,
+        )
+
+
 def _tail(path: Path, limit: int = 600) -> str:
     try:
         text = path.read_text(errors="replace").strip()
@@ -144,17 +162,7 @@ def start_sidecar(
             run_pk, pid, interval=interval, flush=flush, cgroup=cgroup, gpu=gpu,
             ready_fd=write_fd, grace=grace, started_at=started_at,
         )  # fmt: skip
-        with open(path, "ab") as err:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                pass_fds=(write_fd,),
-                start_new_session=True,
-                env=_child_env(url),
-                close_fds=True,
-            )
+        proc = _spawn(cmd, path, url, stdin=subprocess.DEVNULL, pass_fds=(write_fd,))
         os.close(write_fd)
         write_fd = -1
         deadline = time.monotonic() + max(0.0, timeout)
@@ -349,16 +357,7 @@ def launch_recorder(
             pid, interval=interval, flush=flush, cgroup=cgroup, gpu=gpu, grace=grace,
             timeout=timeout, catch_up=catch_up, store_later=url is None,
         )  # fmt: skip
-        with open(path, "ab") as err:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                start_new_session=True,
-                env=_child_env(url),
-                close_fds=True,
-            )
+        proc = _spawn(cmd, path, url, stdin=subprocess.PIPE)
         handle = RecorderHandle(target_pid=pid, process=proc, log_path=path)
         from datetime import UTC, datetime
 
