@@ -249,3 +249,30 @@ def test_stops_when_the_task_ends() -> None:
     _run(ctrl, clock, 200)
     report = ctrl.tick()
     assert not report.running and "succeeded" in report.note
+
+
+def test_a_run_at_half_its_flat_forecast_is_reclaimed_and_not_grown_back() -> None:
+    """The cluster benchmark's 43 resizes per run: every reclaim of a run using half its forecast
+    was grown back to the forecast 2 s later (a forecast above the limit is no rise)."""
+    clock = ManualClock()
+    backend = FakeBackend(clock)
+    backend.add_script("half", ramp_script(400, 0.5, 900, ramp_s=0, base_mb=400))
+    handle = backend.provision(ProvisionSpec("half"), _alloc(1000))
+
+    @dataclass(frozen=True)
+    class Flat:
+        def predicted(self, metric: Metric, t_s: float) -> float | None:
+            return 800 * MIB if metric is MEM else None
+
+        def ahead(self, metric: Metric, t_s: float, horizon_s: float) -> float | None:
+            return 800 * MIB if metric is MEM else None
+
+    ctrl = ShapingController(
+        backend, handle, ShapingSettings(metrics=(MEM,)), clock=clock, expectation=Flat()
+    )
+    _run(ctrl, clock, 900)
+    assert backend.state(handle).kind is ExitKind.SUCCEEDED
+    grows = [c for c in ctrl.changes if c[2] is Action.GROW]
+    assert not grows, grows
+    limit = ctrl.allocation.limits.memory_bytes
+    assert limit is not None and limit < 400 * MIB * 1.25 * 1.2  # close to usage x (1 + margin)
