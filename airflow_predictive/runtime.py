@@ -98,6 +98,8 @@ class SchedulerSettings:
     pool_memory_bytes / pool_cpus: the local pool's capacity (None: the machine's, or the cgroup
     limit above the task groups). fail_fast: ``on_never_fits = fail``. lease_s: reservation lease.
     max_wait_s: bounded waiting in admission. shaping_interval_s: the local shaping loop's period.
+    node_pools_interval_s / node_pools_wait_s: the node-pool rounds' period and how long a task
+    waits for a node before its declared fallback (used when ``node_pools()`` gives a backend).
     """
 
     default_enabled: bool
@@ -107,6 +109,8 @@ class SchedulerSettings:
     lease_s: float
     max_wait_s: float
     shaping_interval_s: float = 1.0
+    node_pools_interval_s: float = 5.0
+    node_pools_wait_s: float = 300.0
 
 
 class Runtime:
@@ -347,6 +351,8 @@ class Runtime:
             lease_s=config.reservation_lease(),
             max_wait_s=config.admission_max_wait(),
             shaping_interval_s=config.local_shaping_interval(),
+            node_pools_interval_s=config.node_pools_interval(),
+            node_pools_wait_s=config.node_pools_wait(),
         )
 
 

@@ -83,7 +83,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 settings=CoordinatorSettings(
                     admission=AdmissionSettings(max_wait_s=settings.max_wait_s, fail_fast=settings.fail_fast),
                     lease_s=settings.lease_s,
-                    grow_wait_s=self._grow_wait_s(),
+                    grow_wait_s=settings.node_pools_wait_s if self._nodes is not None else None,
                 ),
                 decisions=runtime.decision_log(),
             )
@@ -102,26 +102,18 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
             backend = runtime.node_pools(self._namespace())
             if backend is None:
                 return None
-            from airflow_predictive import config
             from airflow_predictive.executors.kubernetes_nodes import NodeWiring, NodeWiringSettings
 
             wiring = NodeWiring(
                 backend,
                 runtime.ledger(),
                 namespace_pool(self._namespace(), namespace_capacity([])).name,
-                NodeWiringSettings(interval_s=config.node_pools_interval()),
+                NodeWiringSettings(interval_s=runtime.scheduler_settings().node_pools_interval_s),
             )
             return wiring.start()
         except Exception as exc:
             log.warning("predictive: node pools not wired (%s); tasks keep their default placement", exc)
             return None
-
-    def _grow_wait_s(self) -> float | None:
-        if self._nodes is None:
-            return None
-        from airflow_predictive import config
-
-        return config.node_pools_wait()
 
     def _stop_nodes(self) -> None:
         if self._nodes is not None:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from airflow_predictive.backends.kubernetes.payloads import ResourceRequirements
     from airflow_predictive.core.model.backend import Allocation
+    from airflow_predictive.core.model.resources import ResourceVector
 
 from airflow_predictive.triggers.kubernetes_pod import SHAPING_LABEL
 
@@ -97,6 +98,7 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         self.shadow_run = shadow_run
         self.shadow_cmds = list(shadow_cmds) if shadow_cmds else None
         self.shadow_summary: dict[str, Any] | None = None
+        self.planned_peak: ResourceVector | None = None  # what a node must hold (steering)
         self.tolerance = tolerance
         self.risk = dict(risk or {})
         self.min_resources = dict(min_resources or {})
@@ -156,7 +158,35 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
             body = resource_requirements(planned, ResourceVector(), current=_as_dict(base.resources))
             base.resources.requests = dict(body.get("requests") or {})
             base.resources.limits = dict(body.get("limits") or {})
+        if not dry_run and self.planned_peak is not None:
+            self._steer(pod, self.planned_peak)
         return pod
+
+    def _steer(self, pod: k8s.V1Pod, peak: ResourceVector) -> None:
+        """``[predictive] node_pools``: select the Karpenter NodePool whose node holds the plan's
+        peak (docs/nodes.md#wiring). Cluster API failing or no pool holding it: default placement."""
+        from airflow_predictive.runtime import get_runtime
+
+        try:
+            backend = get_runtime().node_pools(pod.metadata.namespace)
+            if backend is None:
+                return
+            try:
+                choice = backend.steer(peak)
+                cause = backend.last_error
+            finally:
+                backend.close()
+        except Exception as exc:
+            choice, cause = None, f"{type(exc).__name__}: {exc}"
+        if choice is None:
+            self.log.info(
+                "predictive: default placement (no node pool steers %s: %s)", peak, cause or "none holds it"
+            )
+            return
+        from airflow_predictive.backends.nodes.karpenter import NODEPOOL_LABEL
+
+        pod.spec.node_selector = {**(pod.spec.node_selector or {}), NODEPOOL_LABEL: choice.pool.name}
+        self.log.info("predictive: steered to node pool %s (%s)", choice.pool.name, choice.instance_type.name)
 
     def _planned(self, base: k8s.V1Container, context: Context | None = None) -> Allocation | None:
         """The plan's initial allocation for this try, or None to keep the declared resources."""
@@ -189,6 +219,9 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         outcome = plan_from_forecast(
             served.forecast, declared=declared, settings=settings, model_version=served.model_version
         )
+        from airflow_predictive.executors.kubernetes_nodes import plan_peak
+
+        self.planned_peak = plan_peak(outcome.plan)
         self.plan_note = f"planned from {served.source}: {outcome.decision} ({outcome.reason})"
         self.log.info("%s", self.plan_note)
         return outcome.plan.initial

@@ -236,3 +236,47 @@ def test_forbidden_node_pools_mean_no_steering_no_placeholders_one_log_line(
     wiring = setup.wiring()
     _assert_runs_as_before(setup, wiring, caplog)
     assert "Forbidden" in wiring.round().error
+
+
+@pytest.fixture
+def node_pools_on(setup: Setup, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    import json
+
+    from airflow_predictive import runtime
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__NODE_POOLS", "True")
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__KUBERNETES_CONN_ID", "emu_nodes")
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__KUBERNETES_REQUEST_TIMEOUT", "3")
+    body = {"conn_type": "kubernetes", "extra": {"kube_config_path": setup.kubeconfig}}
+    monkeypatch.setenv("AIRFLOW_CONN_EMU_NODES", json.dumps(body))
+    runtime.reset_runtime()
+    yield
+    runtime.reset_runtime()
+
+
+def _operator_pod() -> Any:
+    from kubernetes.client import models as k8s
+
+    return k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="op", namespace="default"),
+        spec=k8s.V1PodSpec(node_selector={"disk": "ssd"}, containers=[k8s.V1Container(name="base")]),
+    )
+
+
+def test_the_pod_operator_steers_its_pod_to_the_pool_that_holds_its_planned_peak(
+    setup: Setup, node_pools_on: None
+) -> None:
+    from airflow_predictive.operators.kubernetes_pod import PredictiveKubernetesPodOperator
+
+    op = PredictiveKubernetesPodOperator(task_id="t", image="python", name="op")
+    pod = _operator_pod()
+    op._steer(pod, ResourceVector(cpu_cores=2, memory_bytes=40 * GIB))
+    assert pod.spec.node_selector == {"disk": "ssd", "karpenter.sh/nodepool": "highmem"}
+    small = _operator_pod()
+    op._steer(small, ResourceVector(cpu_cores=1, memory_bytes=4 * GIB))
+    assert small.spec.node_selector["karpenter.sh/nodepool"] == "general"
+    setup.em.faults.add(FaultRule(path=r"/nodepools", method="GET", status=403, times=None))
+    forbidden = _operator_pod()
+    op._steer(forbidden, ResourceVector(cpu_cores=2, memory_bytes=40 * GIB))
+    assert forbidden.spec.node_selector == {"disk": "ssd"}  # default placement, the pod runs as before
