@@ -16,6 +16,10 @@ drift, or asked), a shadow pod of the same image and command (or ``shadow_cmds``
 resources, env ``AIRFLOW_PREDICTIVE_SHADOW=1`` and a hard deadline (deleted when it is reached);
 its observed prefix re-forecasts the real pod's plan (``operators/shadow_run.ShadowCalibration``).
 A shadow that fails in any way leaves the un-shadowed plan. Not yet: reservations in the ledger.
+
+Node pools (``[predictive] node_pools``): the pod gets a nodeSelector on the Karpenter NodePool
+one node of which holds the plan's peak; the shadow pod (small by design) keeps its default
+placement. Cluster API down or forbidden: default placement, one log line.
 """
 
 from __future__ import annotations
@@ -171,6 +175,7 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
             backend = get_runtime().node_pools(pod.metadata.namespace)
             if backend is None:
                 return
+            backend.log_errors = False  # one line, below, saying what it means for the pod
             try:
                 choice = backend.steer(peak)
                 cause = backend.last_error
@@ -179,9 +184,10 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         except Exception as exc:
             choice, cause = None, f"{type(exc).__name__}: {exc}"
         if choice is None:
-            self.log.info(
-                "predictive: default placement (no node pool steers %s: %s)", peak, cause or "none holds it"
-            )
+            if cause:
+                self.log.warning("predictive: node pools unavailable (%s); default placement", cause)
+            else:
+                self.log.info("predictive: no node pool holds %s; default placement", peak)
             return
         from airflow_predictive.backends.nodes.karpenter import NODEPOOL_LABEL
 
