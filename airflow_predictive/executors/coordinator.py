@@ -131,6 +131,7 @@ class Coordinator:
         capabilities: Capabilities | None = None,
         decisions: DecisionLog | None = None,
         clock: Callable[[], float] = time.time,
+        grows: Callable[[], bool] | None = None,
     ) -> None:
         self.ledger = ledger
         self.forecasts = forecasts
@@ -140,6 +141,7 @@ class Coordinator:
         self.capabilities = capabilities
         self.decisions = decisions
         self.clock = clock
+        self.grows = grows  # can the pool grow now (node pools known)? None: as grow_wait_s says
         self.waiting: dict[Any, Waiting] = {}
         self.running: dict[Any, Running] = {}
         self.oom: dict[tuple[Any, ...], OomMemory] = {}
@@ -341,7 +343,12 @@ class Coordinator:
 
     def _may_grow(self, item: Waiting, now: float) -> bool:
         wait = self.settings.grow_wait_s
-        return wait is not None and now - item.queued_at < wait
+        if wait is None or now - item.queued_at >= wait:
+            return False
+        try:
+            return self.grows is None or bool(self.grows())
+        except Exception:
+            return False
 
     def _coming(self) -> tuple[ComingCapacity, ...]:
         """The pool's coming capacity as its owner last published it (none when unreadable)."""

@@ -86,8 +86,11 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                     grow_wait_s=settings.node_pools_wait_s if self._nodes is not None else None,
                 ),
                 decisions=runtime.decision_log(),
+                grows=self._nodes_known,
             )
             self._capacity_at = time.monotonic()
+            if self._nodes is not None:
+                self._nodes.wake()  # its first round ran before the pool existed: publish coming now
         except Exception as exc:
             log.warning("predictive: executor runs as a plain KubernetesExecutor (%s)", exc)
             self._coordinator = None
@@ -114,6 +117,10 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         except Exception as exc:
             log.warning("predictive: node pools not wired (%s); tasks keep their default placement", exc)
             return None
+
+    def _nodes_known(self) -> bool:
+        """The pool grows on demand only while node pools are known (API down: as before)."""
+        return self._nodes is not None and bool(self._nodes.pools())
 
     def _stop_nodes(self) -> None:
         if self._nodes is not None:

@@ -82,11 +82,14 @@ class Setup:
         backend = NodePoolBackend.from_kubeconfig(kubeconfig or self.kubeconfig, now=self.now)
         return NodeWiring(backend, self.ledger, "k8s:default", clock=self.now)
 
-    def coordinator(self, wiring: NodeWiring) -> Coordinator:
+    def coordinator(self, wiring: NodeWiring, quota: str | None = None) -> Coordinator:
+        """As the executor builds it: the node bound, and a grow wait while pools are known."""
+        quotas = [{"spec": {"hard": {"requests.memory": quota}}}] if quota else []
         return Coordinator(
             ledger=self.ledger,
             forecasts=None,
-            pool=self.pool(wiring),
+            pool=namespace_pool("default", namespace_capacity(quotas, nodes=wiring.node_capacity())),
+            grows=lambda: bool(wiring.pools()),
             holder="h1",
             settings=CoordinatorSettings(grow_wait_s=300.0),
             decisions=self.decisions,
@@ -212,6 +215,10 @@ def _assert_runs_as_before(s: Setup, wiring: NodeWiring, caplog: pytest.LogCaptu
     assert wiring.warm_for(launch.plan, plan_key(RUN), s.now()) is None  # no pool known: no placeholder
     wiring.round()
     assert s.placeholders() == []
+    c = s.coordinator(wiring, quota="10Gi")
+    _submit(c)  # 40Gi under a 10Gi quota never fits: declared at once, no wait for a node
+    (declared,) = c.admit()
+    assert declared.decision is AdmissionDecision.DECLARED_FALLBACK
     unavailable = [r for r in caplog.records if "node pools unavailable" in r.getMessage()]
     assert len(unavailable) == 1
 
