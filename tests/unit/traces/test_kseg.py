@@ -131,3 +131,18 @@ def test_missing_columns_is_a_clear_error(tmp_path: Path, run_store: SqlRunStore
 def test_unknown_folder_is_a_clear_error(tmp_path: Path, run_store: SqlRunStore) -> None:
     with pytest.raises(TraceFormatError, match="no trace found"):
         import_traces(tmp_path, run_store)
+
+
+def test_samples_columns_in_another_order_or_missing_read_the_same(
+    tmp_path: Path, run_store: SqlRunStore
+) -> None:
+    """The samples file is read positionally: another column order, an extra column or a missing
+    metric column must map each cell to its own column, not to the usual position."""
+    d = write_compact(tmp_path / "order", ["a (1),w,t,S,2023-06-01T00:00:00Z,4,2,1,100,1,1,1,1"], [])
+    with gzip.open(d / "samples.csv.gz", "wt") as fh:
+        fh.write("mem_mb,note,t_s,run_id\n512,x,0,a (1)\n1024,y,2,a (1)\n")
+    summary = import_compact(d, run_store)
+    assert summary.samples == 2
+    run = run_store.runs()[0]
+    assert run.peak.memory_bytes == pytest.approx(1024 * 1024**2) and run.peak.cpu_cores is None
+    assert list(run_store.series(run.run_pk or 0).times) == [0, 2]

@@ -266,7 +266,6 @@ def test_runs_recorded_after_a_finish_notice_are_folded_in_at_the_next_query(run
     assert service.forecast_for(q).calibration_version.endswith("+online:6")  # type: ignore[union-attr]
 
 
-
 def test_maintenance_retrains_a_task_whose_few_new_runs_drifted_not_one_whose_runs_fit(run_store, tmp_path):
     """The drift trigger: two new runs 15x the forecast are below the schedule's 3 new runs but
     drift (Page-Hinkley replayed); two ordinary new runs do not."""
