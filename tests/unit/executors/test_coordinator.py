@@ -209,3 +209,24 @@ def test_tasks_that_fit_but_have_no_free_worker_wait_unreserved(ledger: SqlLedge
     assert set(c.waiting) == {"b", "c"} and len(ledger.reservations("local")) == 1
     assert c.admit(slots=0) == []
     assert len(c.admit(slots=2)) == 2
+
+
+def test_a_finished_try_tells_the_forecast_service_its_task_has_a_new_run(ledger: SqlLedger) -> None:
+    """The online-update hook: the service's ``run_finished`` hears of the task (no I/O there)."""
+
+    class Listening(Forecasts):
+        def __init__(self) -> None:
+            super().__init__(2.0)
+            self.finished: list[TaskKey] = []
+
+        def run_finished(self, key: TaskKey) -> None:
+            self.finished.append(key)
+
+    forecasts = Listening()
+    c = _coordinator(ledger, forecasts)
+    _submit(c, "a")
+    [launch] = c.admit()
+    c.started(launch)
+    assert forecasts.finished == []
+    c.finished("a")
+    assert forecasts.finished == [TaskKey("d", "a")]
