@@ -119,8 +119,8 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
             return None
 
     def _nodes_known(self) -> bool:
-        """The pool grows on demand only while node pools are known (API down: as before)."""
-        return self._nodes is not None and bool(self._nodes.pools())
+        """The pool grows on demand only while the pools' nodes are known (API down: as before)."""
+        return self._nodes is not None and self._nodes.node_capacity() is not None
 
     def _stop_nodes(self) -> None:
         if self._nodes is not None:

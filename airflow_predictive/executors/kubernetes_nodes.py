@@ -230,6 +230,10 @@ class NodeWiring:
                 if n.state is NodeState.PROVISIONING
             ]
             capacity = self.backend.capacity(states, count_placeholders=False)
+            if self.backend.last_error:  # pools read, nodes or pods not: steer, but bound nothing
+                self._set(pools=tuple(pools), capacity=None)
+                self._publish([])
+                return self._result(RoundResult(len(pools), 0, len(made), settled, self.backend.last_error))
             self._set(pools=tuple(pools), capacity=capacity)
             self._publish(coming)
             return self._result(RoundResult(len(pools), len(coming), len(made), settled))
@@ -250,7 +254,13 @@ class NodeWiring:
 
     def _result(self, result: RoundResult) -> RoundResult:
         if result.error != self._down:
-            if result.error:
+            if result.error and result.pools:
+                log.warning(
+                    "predictive: node pools' nodes unreadable (%s): pods are steered, but no node "
+                    "bound, no coming capacity, no grow wait",
+                    result.error,
+                )
+            elif result.error:
                 log.warning(
                     "predictive: node pools unavailable (%s): no steering, no warm capacity; "
                     "tasks keep their default placement",

@@ -89,7 +89,7 @@ class Setup:
             ledger=self.ledger,
             forecasts=None,
             pool=namespace_pool("default", namespace_capacity(quotas, nodes=wiring.node_capacity())),
-            grows=lambda: bool(wiring.pools()),
+            grows=lambda: wiring.node_capacity() is not None,
             holder="h1",
             settings=CoordinatorSettings(grow_wait_s=300.0),
             decisions=self.decisions,
@@ -287,3 +287,22 @@ def test_the_pod_operator_steers_its_pod_to_the_pool_that_holds_its_planned_peak
     forbidden = _operator_pod()
     op._steer(forbidden, ResourceVector(cpu_cores=2, memory_bytes=40 * GIB))
     assert forbidden.spec.node_selector == {"disk": "ssd"}  # default placement, the pod runs as before
+
+
+def test_nodes_unreadable_keep_steering_but_bound_nothing_and_wait_for_no_node(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup.em.faults.add(FaultRule(path=r"/api/v1/nodes", method="GET", status=403, times=None))
+    wiring = setup.wiring()
+    with caplog.at_level(logging.WARNING):
+        result = wiring.round()
+        wiring.round()
+    assert result.pools == 2 and "Forbidden" in result.error
+    assert wiring.node_capacity() is None and setup.ledger.coming("k8s:default") == ()
+    config = wiring.steer({}, ResourceVector(cpu_cores=2, memory_bytes=40 * GIB), "p")
+    assert config["pod_override"].spec.node_selector == {"karpenter.sh/nodepool": "highmem"}
+    c = setup.coordinator(wiring, quota="10Gi")
+    _submit(c)
+    (declared,) = c.admit()  # no node bound known: no grow wait, declared at once as before
+    assert declared.decision is AdmissionDecision.DECLARED_FALLBACK
+    assert len([r for r in caplog.records if "unreadable" in r.getMessage()]) == 1
