@@ -127,6 +127,9 @@ class NodeWiring:
         self._pools: tuple[NodePool, ...] = ()
         self._capacity: Capacity | None = None
         self._warms: tuple[WarmCapacity, ...] = ()
+        self._sized: dict[
+            str, tuple[AllocationPlan, tuple[NodePool, ...], ResourceVector, PoolChoice | None]
+        ] = {}
         self._down = ""
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -182,13 +185,23 @@ class NodeWiring:
         return config
 
     def warm_for(self, plan: AllocationPlan, for_plan: str, start_at: float) -> WarmCapacity | None:
-        """The warm capacity a held-back task needs to start at ``start_at`` (None: no pool holds it)."""
-        choice = self.choice(plan_peak(plan))
+        """The warm capacity a held-back task needs to start at ``start_at`` (None: no pool holds it).
+        The plan's peak and pool are remembered per plan while the pools stay the same (bounded
+        heartbeat cost with many tasks waiting)."""
+        pools = self.pools()
+        hit = self._sized.get(for_plan)
+        if hit is None or hit[0] is not plan or hit[1] is not pools:
+            if len(self._sized) > 4096:
+                self._sized.clear()
+            peak = plan_peak(plan)
+            hit = (plan, pools, peak, choose_pool(pools, peak) if not peak.is_empty() else None)
+            self._sized[for_plan] = hit
+        _, _, peak, choice = hit
         if choice is None:
             return None
         return WarmCapacity(
             choice.pool.name,
-            plan_peak(plan),
+            peak,
             ready_by=start_at,
             expires_at=start_at + self.settings.hold_s,
             for_plan=for_plan,
@@ -243,7 +256,8 @@ class NodeWiring:
 
     def _set(self, *, pools: tuple[NodePool, ...], capacity: Capacity | None) -> None:
         with self._lock:
-            self._pools = pools
+            if pools != self._pools:  # same pools keep their identity (the sizes cached per plan)
+                self._pools = pools
             self._capacity = capacity
 
     def _publish(self, coming: list[ComingCapacity]) -> None:
