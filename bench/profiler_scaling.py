@@ -208,7 +208,10 @@ def main() -> int:
             f"{fig['ms_per_run'] / base:.2f} | {100 * fig['memory_median']:.1f}% |"
         )
     lines += ["", f"5,000-run folder (`airflow predictive evaluate` code path): {folder_line}.", ""]
-    Path(args.out).write_text("\n".join(lines))
+    out = Path(args.out)
+    marker = "<!-- notes: kept when the benchmark rewrites this file -->"
+    notes = out.read_text().split(marker, 1)[1] if out.exists() and marker in out.read_text() else "\n"
+    out.write_text("\n".join(lines) + "\n" + marker + notes)  # hand-written notes survive a re-run
     print(f"wrote {args.out}")
     return 0
 
