@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,7 +35,7 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def _write(store: object, run: object) -> None:
+def _write(store: Any, run: Any) -> None:
     """``run`` written as the recorder does (its series thinned to every 5th sample)."""
     from dataclasses import replace
 
@@ -54,7 +55,7 @@ def _write(store: object, run: object) -> None:
         store.add_samples(pk, samples)  # type: ignore[attr-defined]
 
 
-def _store_with(runs: list) -> object:
+def _store_with(runs: list) -> Any:
     """A throw-away SQLite store holding ``runs``."""
     import tempfile
 
@@ -96,7 +97,7 @@ def main() -> int:
     from airflow_predictive.training.serving import StoredForecastService
 
     _, examples, _ = load(Path(args.data) / "kseg-eager")
-    by_task: dict[object, list] = {}
+    by_task: dict[Any, list] = {}
     for e in chronological(examples):
         by_task.setdefault(e.key, []).append(e)
     keys = sorted(by_task, key=lambda k: -len(by_task[k]))[: args.tasks]
