@@ -42,8 +42,8 @@ def _write(store: Any, run: Any) -> None:
     from airflow_predictive.core.model.resources import ResourceVector
     from airflow_predictive.core.model.series import ResourceSample
 
-    pk = store.upsert_run(replace(run.record, run_pk=None))  # type: ignore[attr-defined]
-    series = run.series  # type: ignore[attr-defined]
+    pk = store.upsert_run(replace(run.record, run_pk=None))
+    series = run.series
     if series is not None:
         samples = [
             ResourceSample(
@@ -52,7 +52,7 @@ def _write(store: Any, run: Any) -> None:
             for i, t in enumerate(series.times)
             if i % 5 == 0
         ]
-        store.add_samples(pk, samples)  # type: ignore[attr-defined]
+        store.add_samples(pk, samples)
 
 
 def _store_with(runs: list) -> Any:
@@ -114,8 +114,8 @@ def main() -> int:
     train(
         trained,
         factories(names),
-        profiles=ProfileStore(engine),  # type: ignore[arg-type]
-        cache=ForecastCache(engine),  # type: ignore[arg-type]
+        profiles=ProfileStore(engine),
+        cache=ForecastCache(engine),
         model_saver=ArtefactSaver(models),
         policy=SelectionPolicy(folds=2, metrics=measured_metrics(trained)),
     )
@@ -125,7 +125,7 @@ def main() -> int:
     observe_ms: list[float] = []
     catch_ms: list[float] = []
     drifts = 0
-    service = StoredForecastService(engine, model_store=ModelStore(models))  # type: ignore[arg-type]
+    service = StoredForecastService(engine, model_store=ModelStore(models))
     for k in keys:
         service.forecast_for(ForecastQuery(k))
         for run in [e for e in held if e.key == k]:
@@ -133,7 +133,7 @@ def main() -> int:
             update = service.observe(run)
             observe_ms.append(1000 * (time.perf_counter() - began))
             drifts += bool(update is not None and update.drifted)
-    live = StoredForecastService(engine, model_store=ModelStore(models))  # type: ignore[arg-type]
+    live = StoredForecastService(engine, model_store=ModelStore(models))
     store = SqlRunStore(engine)
     for k in keys:
         live.forecast_for(ForecastQuery(k))
