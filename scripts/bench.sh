@@ -27,6 +27,7 @@ if [ -d "$DATA" ]; then
   run $PY bench/shadow_bench.py --data "$DATA"
   run $PY bench/profiler_heldout.py --data "$DATA"
   run $PY bench/profiler_scaling.py --data "$DATA" --lstm
+  run $PY bench/profiler_online.py --data "$DATA"
   run $PY bench/cluster_bench.py --data "$DATA"
   run $PY bench/warm_capacity_bench.py --data "$DATA"
 else
