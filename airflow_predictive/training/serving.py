@@ -214,11 +214,14 @@ class StoredForecastService:
         return held[1]
 
     def invalidate(self, key: TaskKey | None = None) -> None:
-        """Forget a task (or everything): the next query reads storage again."""
+        """Forget a task (or everything): the next query reads storage again (after a retraining:
+        the runs it finds are not folded in again, the new training has seen them)."""
         if key is None:
             self._entries.clear()
+            self._seen.clear()
         else:
             self._entries.pop(key, None)
+            self._seen.pop(key, None)
 
     # ------------------------------------------------------------------ loading
 
@@ -228,7 +231,10 @@ class StoredForecastService:
         profile = self._serving_profile(record) if record else None
         seen = self._seen.get(key)
         if seen is not None:  # reloaded: fold in the runs that finished since (oldest first)
-            self._catch_up(key, history, profile, seen)
+            try:
+                self._catch_up(key, history, profile, seen)
+            except Exception as exc:  # the forecast is served all the same, without the update
+                self._warn(f"catch-up {key}", f"predictive: online update of {key} skipped ({exc})")
         self._seen[key] = {e.record.run_pk for e in history if e.record.run_pk is not None}
         held = self._online.get(key)
         if (
