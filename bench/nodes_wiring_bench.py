@@ -170,18 +170,19 @@ node), simulated emulator with two NodePools, SQLite ledger, one heartbeat per s
 *node work* = what node pools add to the executor's heartbeat on the scheduler loop: the
 node-bound capacity from the cached round, `warms_for_waiting` + `want` (pure). *steer*: one
 pod_override steered (cached pools). *admission* = `set_capacity` when the node bound changed (a
-ledger write) + the admission round (ledger reads including the coming capacity, start choices
-remade every 5 s per waiting task): the coordinator's round, which exists without node pools too,
-shown for scale. *round*: the wiring thread's round (every cluster call: NodePools, nodes, pods,
+ledger write) + the admission round (ledger reads including the coming capacity; the start
+choice of a waiting task remade every 5 s, at most 8 per round plus the head of the queue): the
+coordinator's round, which runs without node pools too (the start choices are new with this
+wiring), shown for scale. *round*: the wiring thread's round (every cluster call: NodePools, nodes, pods,
 placeholders create / list / delete; `set_coming`), off the loop.
 
 | cluster | node work p50 (ms) | p95 | max | steer p50 (ms) | admission p50 (ms) | p95 | max | round p50 (ms) | round max (ms) | placeholders made | tasks admitted |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
-No cluster call is on the heartbeat. The admission round's p95 is the rounds that remake the
-start choice of every waiting task (every 5 s); its max is the first round (a plan decision and a
-start decision stored per task). API up: the tasks are admitted as the nodes their placeholders
+No cluster call is on the heartbeat. The admission round's p95 is the rounds that remake start
+choices; its max is the first round (a plan decision stored per task, and the first start
+decisions). API up: the tasks are admitted as the nodes their placeholders
 brought become Ready (the last column). With the API
 down the round fails fast (connection refused) and nothing is steered or warmed: no pool is
 known, so the never-fitting tasks get no grow wait and run on their declared resources at the

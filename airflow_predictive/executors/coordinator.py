@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 START_CHOICE_EVERY_S = 5.0  # a held-back task's start choice is remade at most this often
+START_CHOICES_PER_ROUND = 8  # ... and at most this many per admission round (the head's always)
 
 
 @dataclass
@@ -147,6 +148,7 @@ class Coordinator:
         self.oom: dict[tuple[Any, ...], OomMemory] = {}
         self._ledger_down = False
         self._last_renew = 0.0
+        self._choices_left = START_CHOICES_PER_ROUND
         self._pool_ok = self._publish_pool()
 
     # -- pool -------------------------------------------------------------------------------------
@@ -262,6 +264,7 @@ class Coordinator:
         by_name = {str(w.key): w for w in self.waiting.values()}
         launches: list[Launch] = []
         queued_before = False  # a task ahead in the queue waits: a smaller start could delay it
+        self._choices_left = START_CHOICES_PER_ROUND
         for task, outcome in admit_round(queue, profile, now, self.settings.admission):
             item = by_name[task.key]
             if (
@@ -378,6 +381,9 @@ class Coordinator:
 
         if item.start is not None and now - item.start_checked < START_CHOICE_EVERY_S:
             return None  # bounded cost per heartbeat: the choice is remade every few seconds
+        if not head and self._choices_left <= 0:
+            return None  # this round's budget is spent: a later round makes it
+        self._choices_left -= 1
         item.start_checked = now
         try:
             choice = choose_start(
