@@ -58,7 +58,7 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
-def run(tasks: int, beats: int, down: bool, tmp: Path) -> dict[str, float]:
+def run(tasks: int, beats: int, down: bool, tmp: Path, choices: bool = True) -> dict[str, float]:
     clock = Clock()
     pools = (
         NodePool(
@@ -74,13 +74,13 @@ def run(tasks: int, beats: int, down: bool, tmp: Path) -> dict[str, float]:
         clock=clock, nodes=(NodeSpec(cpu="4", memory="16Gi"),), auto_tick=False, node_pools=pools
     ).start()
     try:
-        kubeconfig = em.write_kubeconfig(tmp / f"kubeconfig-{down}")
+        kubeconfig = em.write_kubeconfig(tmp / f"kubeconfig-{down}-{choices}")
         if down:
             dead = tmp / "dead"
             dead.write_text(re.sub(r"server: \S+", "server: http://127.0.0.1:1", kubeconfig.read_text()))
             kubeconfig = dead
         now = lambda: EPOCH0 + clock.t  # noqa: E731
-        engine = engine_for(f"sqlite:///{tmp / f'p-{down}.db'}")
+        engine = engine_for(f"sqlite:///{tmp / f'p-{down}-{choices}.db'}")
         migrate.upgrade(engine)
         ledger = SqlLedger(engine, clock=now)
         wiring = NodeWiring(NodePoolBackend.from_kubeconfig(str(kubeconfig), now=now), ledger, "k8s:default")
@@ -97,6 +97,8 @@ def run(tasks: int, beats: int, down: bool, tmp: Path) -> dict[str, float]:
             clock=now,
             grows=lambda: wiring.node_capacity() is not None,
         )
+        if not choices:  # the admission round as it was before the start choice was wired
+            c._choose_start = lambda *a, **k: None  # type: ignore[method-assign]
         settings = task_settings({"predictive": {"memory": "40Gi", "cpu": 2}})
         for i in range(tasks):
             r = RunIdentity(TaskKey("d", f"t{i}"), "r1")
@@ -155,11 +157,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         up = run(args.tasks, args.beats, False, Path(tmp))
         down = run(args.tasks, args.beats, True, Path(tmp))
+        plain = run(args.tasks, args.beats, False, Path(tmp), choices=False)
     rows = "\n".join(
         f"| {name} | {r['beat_p50_ms']:.3f} | {r['beat_p95_ms']:.3f} | {r['beat_max_ms']:.3f} | "
         f"{r['steer_p50_ms']:.3f} | {r['admit_p50_ms']:.1f} | {r['admit_p95_ms']:.1f} | {r['admit_max_ms']:.1f} | "
         f"{r['round_p50_ms']:.1f} | {r['round_max_ms']:.1f} | {int(r['placeholders'])} | {int(r['admitted'])} |"
-        for name, r in (("API up", up), ("API down", down))
+        for name, r in (("API up", up), ("API down", down), ("API up, no start choices", plain))
     )
     text = f"""# Node-pool wiring: cost on the executor's heartbeat
 
@@ -179,6 +182,9 @@ placeholders create / list / delete; `set_coming`), off the loop.
 | cluster | node work p50 (ms) | p95 | max | steer p50 (ms) | admission p50 (ms) | p95 | max | round p50 (ms) | round max (ms) | placeholders made | tasks admitted |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
+
+*no start choices*: the same run with the coordinator's start choice switched off (admission as
+before it was wired; tasks never-fitting then get no warm capacity: nothing wants a node).
 
 No cluster call is on the heartbeat. The admission round's p95 is the rounds that remake start
 choices; its max is the first round (a plan decision stored per task, and the first start
