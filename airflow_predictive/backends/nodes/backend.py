@@ -282,7 +282,7 @@ class NodePoolBackend:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self._core.create_namespaced_pod(self.settings.namespace, body, **self._kw())
+            _done(self._core.create_namespaced_pod(self.settings.namespace, body, **self._kw()))
         except ApiException as exc:
             if exc.status == 409:
                 return handle  # already warm
@@ -406,8 +406,10 @@ class NodePoolBackend:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self._core.delete_namespaced_pod(
-                name, self.settings.namespace, grace_period_seconds=0, **self._kw()
+            _done(
+                self._core.delete_namespaced_pod(
+                    name, self.settings.namespace, grace_period_seconds=0, **self._kw()
+                )
             )
             return 1
         except ApiException as exc:
@@ -424,13 +426,23 @@ class NodePoolBackend:
 
         body = placeholders.priority_class(self.settings.placeholders)
         try:
-            self._scheduling.create_priority_class(body, **self._kw())
+            _done(self._scheduling.create_priority_class(body, **self._kw()))
         except ApiException as exc:
             if exc.status != 409:
                 raise ProvisionError(
                     f"PriorityClass {body['metadata']['name']}: {exc.status} {exc.reason}"
                 ) from exc
         self._class_ready = True
+
+
+def _done(resp: Any) -> None:
+    """Read and release a raw response (``_preload_content=False``): its connection goes back to
+    the pool instead of being dropped with the body unread."""
+    try:
+        resp.read()
+        resp.release_conn()
+    except Exception:  # the call succeeded; only the connection's reuse is lost
+        pass
 
 
 def _node_of(obj: dict[str, Any], types: dict[str, dict[str, InstanceType]], now: float) -> Node | None:
