@@ -179,7 +179,7 @@ coordinator's round, which runs without node pools too (the start choices are ne
 wiring), shown for scale. *round*: the wiring thread's round (every cluster call: NodePools, nodes, pods,
 placeholders create / list / delete; `set_coming`), off the loop.
 
-| cluster | node work p50 (ms) | p95 | max | steer p50 (ms) | admission p50 (ms) | p95 | max | round p50 (ms) | round max (ms) | placeholders made | tasks admitted |
+| cluster | node work p50 (ms) | p95 | max | steer p50 (ms) | admission p50 (ms) | p95 | max | round p50 (ms) | round max (ms) | placeholders at the end | tasks admitted |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
@@ -189,7 +189,10 @@ before it was wired; tasks never-fitting then get no warm capacity: nothing want
 No cluster call is on the heartbeat. The admission round's p95 is the rounds that remake start
 choices; its max is the first round (a plan decision stored per task, and the first start
 decisions). API up: the tasks are admitted as the nodes their placeholders
-brought become Ready (the last column). With the API
+brought become Ready (the last column). No task pod is created here, so no placeholder is
+consumed; the node bound is a sum over the Ready nodes (no bin packing): 48 nodes of 64 GiB sum to
+room for 64 tasks of 40 GiB, of which only 48 would find a node (the other pods would wait for the
+autoscaler as without warm capacity). With the API
 down the round fails fast (connection refused) and nothing is steered or warmed: no pool is
 known, so the never-fitting tasks get no grow wait and run on their declared resources at the
 first admission (as without node pools); the later heartbeats have nothing left to admit.
