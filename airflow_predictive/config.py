@@ -243,6 +243,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "float",
         "300.0",
     ),
+    "trust_after_runs": _opt(
+        "Recorded runs of a task before the PredictiveExecutors plan its memory below what its author "
+        "declared (fewer: the plan may exceed the declaration, never go below it; an OOM kill on a "
+        "thin history would cost the user's task). 0: trust the forecast from the first run.",
+        "integer",
+        "3",
+    ),
     "local_shaping_interval": _opt(
         "Seconds between two shaping rounds of the PredictiveLocalExecutor (one thread shapes every "
         'local task that opted in with executor_config={"predictive": {"shaping": True}}); usage is '
@@ -555,6 +562,11 @@ def reservation_lease() -> float:
 @_reader
 def admission_max_wait() -> float:
     return _positive_float("admission_max_wait")
+
+
+@_reader
+def trust_after_runs() -> int:
+    return _integer("trust_after_runs", 0)
 
 
 @_reader

@@ -100,6 +100,7 @@ class SchedulerSettings:
     max_wait_s: bounded waiting in admission. shaping_interval_s: the local shaping loop's period.
     node_pools_interval_s / node_pools_wait_s: the node-pool rounds' period and how long a task
     waits for a node before its declared fallback (used when ``node_pools()`` gives a backend).
+    trust_after_runs: recorded runs before memory is planned below the declared value.
     """
 
     default_enabled: bool
@@ -111,6 +112,7 @@ class SchedulerSettings:
     shaping_interval_s: float = 1.0
     node_pools_interval_s: float = 5.0
     node_pools_wait_s: float = 300.0
+    trust_after_runs: int = 3
 
 
 class Runtime:
@@ -353,6 +355,7 @@ class Runtime:
             shaping_interval_s=config.local_shaping_interval(),
             node_pools_interval_s=config.node_pools_interval(),
             node_pools_wait_s=config.node_pools_wait(),
+            trust_after_runs=config.trust_after_runs(),
         )
 
 

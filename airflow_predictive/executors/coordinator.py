@@ -25,7 +25,7 @@ from airflow_predictive.core.model.plan import (
     ReservationRequest,
 )
 from airflow_predictive.core.model.query import ForecastQuery, ForecastSource
-from airflow_predictive.core.model.resources import ResourceVector, format_bytes
+from airflow_predictive.core.model.resources import Metric, ResourceVector, format_bytes
 from airflow_predictive.core.scheduling import codec
 from airflow_predictive.core.scheduling.admission import AdmissionSettings, WaitingTask, admit_round
 from airflow_predictive.core.scheduling.ledger import profile_of
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_predictive.core.model.backend import Capabilities
+    from airflow_predictive.core.model.query import ServedForecast
     from airflow_predictive.core.model.runs import RunIdentity
     from airflow_predictive.core.model.series import Forecast
     from airflow_predictive.core.ports import ForecastService, ReservationLedger
@@ -116,6 +117,8 @@ class CoordinatorSettings:
     # the pool grows on demand (node pools): a plan above present + coming capacity waits this long
     # for a node (its warm capacity makes one) before its declared fallback; None: falls back now
     grow_wait_s: float | None = None
+    # until a task has this many recorded runs its memory is never planned below the declared value
+    trust_after_runs: int = 3
 
 
 class Coordinator:
@@ -185,6 +188,20 @@ class Coordinator:
             default_duration_s=settings.duration_s or self.settings.plan.default_duration_s,
         )
 
+    def _thin_history_floor(
+        self, plan_settings: PlanSettings, settings: TaskSettings, served: ServedForecast
+    ) -> PlanSettings:
+        """A forecast from fewer than ``trust_after_runs`` runs may raise memory above the declared
+        value, never lower it: one run of a task says nothing about its next, larger input (seen in
+        ``make demo``: a ramp recorded at 128 MiB planned for a 384 MiB input was OOM-killed)."""
+        declared = settings.declared.memory_bytes
+        runs = served.history_runs
+        if not declared or runs is None or runs >= self.settings.trust_after_runs:
+            return plan_settings
+        floor = max(float(declared), float(plan_settings.minimum.memory_bytes or 0.0))
+        minimum = plan_settings.minimum.with_value(Metric.MEMORY_BYTES, floor)
+        return replace(plan_settings, minimum=minimum)
+
     def _plan(
         self, run: RunIdentity, settings: TaskSettings, query: ForecastQuery
     ) -> tuple[PlanOutcome, Forecast | None]:
@@ -214,6 +231,7 @@ class Coordinator:
         if served.forecast is None or served.source in (ForecastSource.NONE, ForecastSource.DECLARED):
             why = f"no learned forecast ({served.source.value}{': ' + served.note if served.note else ''})"
             return declared_plan(settings.declared, plan_settings, f"{why}; declared resources"), None
+        plan_settings = self._thin_history_floor(plan_settings, settings, served)
         try:
             return plan_from_forecast(
                 served.forecast,

@@ -84,6 +84,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                     admission=AdmissionSettings(max_wait_s=settings.max_wait_s, fail_fast=settings.fail_fast),
                     lease_s=settings.lease_s,
                     grow_wait_s=settings.node_pools_wait_s if self._nodes is not None else None,
+                    trust_after_runs=settings.trust_after_runs,
                 ),
                 decisions=runtime.decision_log(),
                 grows=self._nodes_known,

@@ -66,6 +66,7 @@ def local_coordinator(holder: str) -> tuple[Coordinator, Any, bool]:
         settings=CoordinatorSettings(
             admission=AdmissionSettings(max_wait_s=settings.max_wait_s, fail_fast=settings.fail_fast),
             lease_s=settings.lease_s,
+            trust_after_runs=settings.trust_after_runs,
         ),
         capabilities=backend.capabilities(),
         decisions=runtime.decision_log(),

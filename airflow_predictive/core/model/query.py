@@ -67,6 +67,8 @@ class ServedForecast:
     calibration_version: the calibration pinned with that model version (same id family; a
         forecast never mixes a model with another version's calibration).
     note: one line saying why this level answered (e.g. "no profile for this task yet").
+    history_runs: how many earlier runs of the task the answer was made from (None: not known);
+        the executors keep memory at the declared value until a task has ``trust_after_runs``.
     """
 
     forecast: Forecast | None
@@ -74,3 +76,4 @@ class ServedForecast:
     model_version: str | None = None
     calibration_version: str | None = None
     note: str = ""
+    history_runs: int | None = None  # earlier runs of the task it was made from (None: unknown)

@@ -102,6 +102,7 @@ def serve(
                 model_version=profile.model_version,
                 calibration_version=profile.calibration_version,
                 note=f"champion {profile.champion} for this run's features ({len(history)} earlier runs)",
+                history_runs=len(history),
             )
         except Exception as exc:
             why.append(f"champion {profile.champion} could not answer ({type(exc).__name__}: {exc})")
@@ -112,6 +113,7 @@ def serve(
             model_version=profile.model_version,
             calibration_version=profile.calibration_version,
             note=f"{profile.note}; precomputed forecast of champion {profile.champion}",
+            history_runs=len(history),
         )
     elif profile is not None and profile.note:
         why.append(profile.note)
@@ -124,4 +126,4 @@ def serve(
         return ServedForecast(None, ForecastSource.NONE, note="; ".join(why))
     source = CHAIN_SOURCES.get(forecast.estimator, ForecastSource.GLOBAL)
     why.append(f"{forecast.estimator} answered")
-    return ServedForecast(forecast, source, note="; ".join(why))
+    return ServedForecast(forecast, source, note="; ".join(why), history_runs=len(history))

@@ -230,3 +230,36 @@ def test_a_finished_try_tells_the_forecast_service_its_task_has_a_new_run(ledger
     assert forecasts.finished == []
     c.finished("a")
     assert forecasts.finished == [TaskKey("d", "a")]
+
+
+class Thin(Forecasts):
+    """A forecast of 0.5 GiB made from ``runs`` earlier runs."""
+
+    def __init__(self, runs: int | None) -> None:
+        super().__init__(0.5)
+        self.runs = runs
+
+    def forecast_for(self, query: ForecastQuery) -> ServedForecast:
+        served = super().forecast_for(query)
+        return ServedForecast(served.forecast, served.source, history_runs=self.runs)
+
+
+@pytest.mark.parametrize(("runs", "planned_gib"), [(0, 2.0), (2, 2.0), (3, 0.5), (None, 0.5)])
+def test_memory_is_never_planned_below_the_declared_value_on_a_thin_history(
+    ledger: SqlLedger, runs: int | None, planned_gib: float
+) -> None:
+    c = _coordinator(ledger, Thin(runs))
+    run = RunIdentity(TaskKey("d", "t"), "r1", 1)
+    settings = task_settings({"predictive": {"memory": "2Gi"}})
+    outcome = c.plan_for(run, settings, ForecastQuery(run.key, declared=settings.declared))
+    assert outcome.plan.source is PlanSource.FORECAST
+    limit = outcome.plan.peak().limits.memory_bytes
+    assert limit is not None and limit == pytest.approx(planned_gib * GIB, rel=0.05)
+
+
+def test_a_thin_history_may_still_plan_above_the_declared_value(ledger: SqlLedger) -> None:
+    c = _coordinator(ledger, Thin(1))
+    run = RunIdentity(TaskKey("d", "t"), "r1", 1)
+    settings = task_settings({"predictive": {"memory": "256Mi"}})
+    outcome = c.plan_for(run, settings, ForecastQuery(run.key, declared=settings.declared))
+    assert (outcome.plan.peak().limits.memory_bytes or 0) >= 0.5 * GIB
