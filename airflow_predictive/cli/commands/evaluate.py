@@ -40,8 +40,15 @@ def evaluate_traces(
         try:
             migrate.upgrade(engine)
             store = SqlRunStore(engine)
+            if progress is not None:
+                progress.add(2)  # import and load (about 30 s for 5,000 runs): the bar starts at once
+                progress.step(f"importing {traces.name}", items=0)
             summary = import_traces(traces, store)
+            if progress is not None:
+                progress.step("imported")
             examples = load_examples(store)
+            if progress is not None:
+                progress.step("loaded")
         finally:
             engine.dispose()
     if not examples:
