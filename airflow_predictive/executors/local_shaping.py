@@ -24,8 +24,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_predictive.core.model.backend import ResizeResult, ResizeStatus
-from airflow_predictive.core.model.plan import LedgerStatus
-from airflow_predictive.core.model.resources import ResourceVector
+from airflow_predictive.core.model.plan import LedgerStatus, PlanSource
+from airflow_predictive.core.model.resources import Metric, ResourceVector
 from airflow_predictive.core.shaping.policy import ShapingSettings
 from airflow_predictive.core.shaping.runner import ShapingGroup
 from airflow_predictive.executors.local_worker import pids_in
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_predictive.core.model.backend import Allocation, Capabilities, Handle, TaskState
+    from airflow_predictive.core.model.plan import AllocationPlan
     from airflow_predictive.core.model.runs import RunIdentity
     from airflow_predictive.core.ports import ReservationLedger, ResourceBackend
     from airflow_predictive.core.shaping.controller import ShapingController, TickReport
@@ -193,6 +194,19 @@ def _no_reclaim_below(settings: ShapingSettings, allocation: Allocation) -> Shap
     return replace(settings, minimum=ResourceVector.from_mapping(lo))
 
 
+def _retry_floor(settings: ShapingSettings, plan: AllocationPlan | None) -> ShapingSettings:
+    """A try after an OOM kill is never reclaimed below its retry plan's memory: the kill showed
+    what the task needs (the cluster benchmark saw one run killed four times at the same jump
+    when the shaper reclaimed its retry)."""
+    if plan is None or plan.source is not PlanSource.OOM_RETRY:
+        return settings
+    memory = plan.initial.limits.memory_bytes or plan.initial.requests.memory_bytes
+    if not memory:
+        return settings
+    floor = max(float(memory), settings.minimum.memory_bytes or 0.0)
+    return replace(settings, minimum=settings.minimum.with_value(Metric.MEMORY_BYTES, floor))
+
+
 def shaping_settings_for(task: TaskSettings) -> ShapingSettings:
     """The task's shaping settings with its ``min`` / ``max`` as the bounds (they win over the defaults)."""
     base = task.shaping_settings or ShapingSettings()
@@ -218,7 +232,7 @@ class LocalShaping:
         if handle is None:
             return False
         try:
-            settings = shaping_settings_for(task)
+            settings = _retry_floor(shaping_settings_for(task), item.plan)
             procs = tuple(self.backend.procs_files(handle)) if hasattr(self.backend, "procs_files") else ()
             backend: Any = self.backend
             if item.reservation_id is not None:
