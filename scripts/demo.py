@@ -146,6 +146,7 @@ def _serve(env: AirflowEnv) -> None:
 
 
 def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress shows under a pipe too
     home = REPO / ".demo" / "airflow-home"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)

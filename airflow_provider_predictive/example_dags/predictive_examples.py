@@ -14,7 +14,7 @@ docstring): with ``[core] load_examples`` on they appear without copying any fil
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Param, dag, task
@@ -90,10 +90,12 @@ def predictive_etl() -> None:
     transform()
 
 
-# 16 MiB/s to `input_mb`: the shadow's first 3 s see the ramp start, the shaper follows the rest
+# 8 MiB/s to `input_mb` (256 MiB: 32 s): the shadow's first 3 s see the ramp start, the shaper
+# follows the rest (at ~21 MiB/s the default shaper, ~30 MiB per 2 s grow cooldown, fell behind and
+# the try was OOM-killed, then retried from its peak)
 LOAD = (
     f'{sys.executable} -c "from airflow_predictive.examples.workloads import memory_ramp; '
-    'memory_ramp({{ params.input_mb }}, steps=16, step_s=0.75, hold_s=2.0)"'
+    'memory_ramp({{ params.input_mb }}, steps=32, step_s=1.0, hold_s=2.0)"'
 )
 
 
@@ -110,6 +112,7 @@ def predictive_story() -> None:
         task_id="load",
         bash_command=LOAD,
         retries=1,  # an OOM kill is retried from the observed peak (the PredictiveExecutor's rule)
+        retry_delay=timedelta(seconds=5),
         executor_config={"predictive": {"memory": "128Mi", "cpu": 1, "duration": 30, "shaping": True}},
     )
     # no command given: the shadow replays the start of load's own rendered bash_command
