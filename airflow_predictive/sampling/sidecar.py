@@ -505,6 +505,10 @@ def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -
         stop_requested()
     elif not sampler.gone and not ends:
         sampler.tick()  # the final sample (stopped by a signal)
+    # from here on only signals wake the waits: a closed control pipe is readable for ever, and as
+    # a wake-up fd it turned every wait of the catch-up into a busy loop (seen: a sidecar at 64 % of
+    # a core for its 300 s catch-up while the database failed)
+    signals.extra.remove(control.fd)
     # after an END / LEG line the task process is exiting: a reading now would catch its teardown
     # (seen: 50 MiB of a 700 MiB task); the END line carries the task's own last reading instead
     for message in ends[:1]:

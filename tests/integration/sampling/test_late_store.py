@@ -13,6 +13,7 @@ from airflow_predictive.sampling.sidecar import ExitCode
 
 if TYPE_CHECKING:
     import subprocess
+    from pathlib import Path
 
     from airflow_predictive.storage.run_store import SqlRunStore
 
@@ -60,3 +61,26 @@ def test_a_task_that_ends_before_the_url_came_is_reported_not_hung(
     handle.end(Outcome.SUCCESS, datetime.now(UTC), 0, None)  # closes the pipe: no STORE can follow
     assert handle.process.wait(30) == ExitCode.STORAGE
     assert "ended before its store connection was fetched" in handle.log_path.read_text()
+
+
+def test_a_sidecar_retrying_a_broken_database_sleeps_between_attempts(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    import psutil
+
+    broken = f"sqlite:///{tmp_path / 'no-tables.db'}"  # a file without the provider's tables
+    handle = launch_recorder(_record("broken"), sleeper.pid, broken, interval=0.25, flush=0.5, gpu="off")
+    assert handle is not None
+    time.sleep(1.0)
+    handle.end(Outcome.SUCCESS, datetime.now(UTC), 0, None)  # closes the pipe; the catch-up begins
+    try:
+        proc = psutil.Process(handle.pid)
+        time.sleep(2.0)  # start-up and the first failed attempts
+        before = sum(proc.cpu_times()[:2])
+        time.sleep(4.0)
+        used = sum(proc.cpu_times()[:2]) - before
+        assert handle.process.poll() is None  # still retrying
+        assert used < 1.0, f"{used:.2f} s of CPU in 4 s of retrying"  # a busy loop burns ~4 s
+    finally:
+        handle.process.kill()
+        handle.process.wait(10)
