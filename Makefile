@@ -50,7 +50,7 @@ pg-stop:
 test: install lint typecheck contracts pg-start
 	@set -o pipefail; \
 	AIRFLOW_PREDICTIVE_TEST_PG_URL="$$(bash scripts/pg.sh url)" $(BIN)/pytest -q -p no:cacheprovider \
-		-n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); \
+		-n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS); \
 	rc=$$?; bash scripts/pg.sh stop; exit $$rc
 
 unit: install
