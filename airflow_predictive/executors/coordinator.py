@@ -25,7 +25,7 @@ from airflow_predictive.core.model.plan import (
     ReservationRequest,
 )
 from airflow_predictive.core.model.query import ForecastQuery, ForecastSource
-from airflow_predictive.core.model.resources import Metric, ResourceVector, format_bytes
+from airflow_predictive.core.model.resources import ResourceVector, format_bytes
 from airflow_predictive.core.scheduling import codec
 from airflow_predictive.core.scheduling.admission import AdmissionSettings, WaitingTask, admit_round
 from airflow_predictive.core.scheduling.ledger import profile_of
@@ -34,13 +34,13 @@ from airflow_predictive.core.scheduling.planner import (
     declared_plan,
     oom_retry_plan,
     plan_from_forecast,
+    thin_history_floor,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_predictive.core.model.backend import Capabilities
-    from airflow_predictive.core.model.query import ServedForecast
     from airflow_predictive.core.model.runs import RunIdentity
     from airflow_predictive.core.model.series import Forecast
     from airflow_predictive.core.ports import ForecastService, ReservationLedger
@@ -188,20 +188,6 @@ class Coordinator:
             default_duration_s=settings.duration_s or self.settings.plan.default_duration_s,
         )
 
-    def _thin_history_floor(
-        self, plan_settings: PlanSettings, settings: TaskSettings, served: ServedForecast
-    ) -> PlanSettings:
-        """A forecast from fewer than ``trust_after_runs`` runs may raise memory above the declared
-        value, never lower it: one run of a task says nothing about its next, larger input (seen in
-        ``make demo``: a ramp recorded at 128 MiB planned for a 384 MiB input was OOM-killed)."""
-        declared = settings.declared.memory_bytes
-        runs = served.history_runs
-        if not declared or runs is None or runs >= self.settings.trust_after_runs:
-            return plan_settings
-        floor = max(float(declared), float(plan_settings.minimum.memory_bytes or 0.0))
-        minimum = plan_settings.minimum.with_value(Metric.MEMORY_BYTES, floor)
-        return replace(plan_settings, minimum=minimum)
-
     def _plan(
         self, run: RunIdentity, settings: TaskSettings, query: ForecastQuery
     ) -> tuple[PlanOutcome, Forecast | None]:
@@ -231,7 +217,9 @@ class Coordinator:
         if served.forecast is None or served.source in (ForecastSource.NONE, ForecastSource.DECLARED):
             why = f"no learned forecast ({served.source.value}{': ' + served.note if served.note else ''})"
             return declared_plan(settings.declared, plan_settings, f"{why}; declared resources"), None
-        plan_settings = self._thin_history_floor(plan_settings, settings, served)
+        plan_settings = thin_history_floor(
+            plan_settings, settings.declared, served.history_runs, self.settings.trust_after_runs
+        )
         try:
             return plan_from_forecast(
                 served.forecast,

@@ -20,7 +20,12 @@ from airflow_predictive.core.model.runs import TaskKey
 from airflow_predictive.core.profiler.run_features import run_features
 from airflow_predictive.core.scheduling import codec
 from airflow_predictive.core.scheduling.ledger import profile_of
-from airflow_predictive.core.scheduling.planner import PlanSettings, against_pool, plan_from_forecast
+from airflow_predictive.core.scheduling.planner import (
+    PlanSettings,
+    against_pool,
+    plan_from_forecast,
+    thin_history_floor,
+)
 from airflow_predictive.runtime import get_runtime
 from airflow_predictive.storage.engine import StorageUnavailable
 
@@ -56,10 +61,14 @@ def build(key: TaskKey, params: dict[str, Any], pool_name: str, now: float) -> d
     features = run_features(params, try_number=1)
     served = runtime.forecasts().forecast_for(ForecastQuery(key, features=features, declared=declared))
     backend = runtime.local_backend()
+    # the executors' rule too: memory not below the declared value on a thin history
+    settings = thin_history_floor(
+        PlanSettings(), declared, served.history_runs, runtime.scheduler_settings().trust_after_runs
+    )
     outcome = plan_from_forecast(
         served.forecast if served.source.value not in ("none", "declared") else None,
         declared=declared,
-        settings=PlanSettings(),
+        settings=settings,
         capabilities=backend.capabilities(),
         model_version=served.model_version,
     )

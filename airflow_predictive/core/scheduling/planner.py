@@ -16,7 +16,7 @@ start), or a degraded plan (CPU is compressible: capped to what is free), naming
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -69,6 +69,20 @@ class PlanSettings:
 
     def quantile(self, metric: Metric) -> float:
         return self.risk.get(metric, self.default_risk)
+
+
+def thin_history_floor(
+    settings: PlanSettings, declared: ResourceVector, history_runs: int | None, trust_after_runs: int
+) -> PlanSettings:
+    """A forecast from fewer than ``trust_after_runs`` earlier runs may raise memory above the
+    declared value, never lower it: one run of a task says nothing about its next, larger input
+    (seen in ``make demo``: a ramp recorded at 128 MiB planned for a 384 MiB input was OOM-killed).
+    CPU is not floored (too little CPU throttles, it does not kill)."""
+    memory = declared.memory_bytes
+    if not memory or history_runs is None or history_runs >= trust_after_runs:
+        return settings
+    floor = max(float(memory), float(settings.minimum.memory_bytes or 0.0))
+    return replace(settings, minimum=settings.minimum.with_value(Metric.MEMORY_BYTES, floor))
 
 
 def declared_plan(declared: ResourceVector, settings: PlanSettings, why: str) -> PlanOutcome:

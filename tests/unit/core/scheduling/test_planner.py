@@ -168,3 +168,15 @@ def test_a_cpu_max_becomes_the_cpu_limit() -> None:
         settings=PlanSettings(maximum=ResourceVector(cpu_cores=1.5)),
     )
     assert out.plan.initial.limits.cpu_cores == 1.5 and out.plan.initial.requests.cpu_cores == 1.5
+
+
+def test_a_thin_history_floors_memory_at_the_declared_value_and_leaves_cpu() -> None:
+    from airflow_predictive.core.scheduling.planner import thin_history_floor
+
+    declared = ResourceVector(memory_bytes=2 * GIB, cpu_cores=2.0)
+    base = PlanSettings()
+    floored = thin_history_floor(base, declared, history_runs=1, trust_after_runs=3)
+    assert floored.minimum.memory_bytes == 2 * GIB and floored.minimum.cpu_cores is None
+    assert thin_history_floor(base, declared, history_runs=3, trust_after_runs=3) is base
+    assert thin_history_floor(base, declared, history_runs=None, trust_after_runs=3) is base
+    assert thin_history_floor(base, ResourceVector(), history_runs=0, trust_after_runs=3) is base
