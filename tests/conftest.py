@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import airflow  # noqa: F401  - configure Airflow's logging once, on the session's streams (see below)
 import pytest
-from sqlalchemy import create_engine, text
 
-from airflow_predictive.storage import migrate
-from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.run_store import SqlRunStore
-from tests._real_parts import in_ci, require
+from tests._databases import migrated_engine
+from tests._real_parts import in_ci
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from sqlalchemy.engine import Engine
 
@@ -25,38 +22,11 @@ if TYPE_CHECKING:
 # stream, closed after the test, and every later log line would fail ("I/O operation on closed
 # file", then a crash of the interpreter's stderr). Importing it here binds them to the session.
 
-PG_URL_ENV = "AIRFLOW_PREDICTIVE_TEST_PG_URL"
-
-
-def _pg_url() -> str | None:
-    return os.environ.get(PG_URL_ENV) or None
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
-    """A freshly migrated database: a SQLite file, or a new schema-isolated PostgreSQL database."""
-    if request.param == "sqlite":
-        engine = engine_for(f"sqlite:///{tmp_path / 'predictive.db'}")
-        migrate.upgrade(engine)
+def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A freshly migrated database per test, on SQLite and on PostgreSQL."""
+    with migrated_engine(request.param, tmp_path) as engine:
         yield engine
-        engine.dispose()
-        return
-    url = _pg_url()
-    require(url, f"PostgreSQL: {PG_URL_ENV} is not set (`make test` starts PostgreSQL and sets it)")
-    assert url is not None
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = engine_for(url.rsplit("/", 1)[0] + f"/{name}")
-    try:
-        migrate.upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture

@@ -9,25 +9,21 @@ that does nothing, the recorded memory is that process's RSS, not plus the sidec
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, TaskKey
 from airflow_predictive.sampling.launcher import launch_recorder
-from airflow_predictive.storage import migrate
 from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.run_store import SqlRunStore
-from tests._real_parts import require
+from tests._databases import migrated_engine
 from tests.faulty_db import Proxy, table_lock
 
 if TYPE_CHECKING:
@@ -37,21 +33,9 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    url = os.environ.get("AIRFLOW_PREDICTIVE_TEST_PG_URL")
-    require(url, "PostgreSQL: AIRFLOW_PREDICTIVE_TEST_PG_URL is not set")
-    assert url is not None
-    name = f"t_rec_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    db_url = url.rsplit("/", 1)[0] + f"/{name}"
-    migrate.upgrade(engine_for(db_url))
-    yield db_url
-    engine_for(db_url).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with migrated_engine("postgresql", tmp_path_factory.mktemp("rec"), prefix="t_rec") as engine:
+        yield engine.url.render_as_string(hide_password=False)
 
 
 def _record(run_id: str) -> RunRecord:
