@@ -34,6 +34,7 @@ from airflow_predictive.storage import migrate  # noqa: E402
 from airflow_predictive.storage.engine import engine_for  # noqa: E402
 from airflow_predictive.storage.run_store import SqlRunStore  # noqa: E402
 from tests.integration.airflow_runs.airflow_env import AirflowEnv  # noqa: E402
+from tests.integration.ui.browser import start_chromium  # noqa: E402
 from tests.integration.ui.seed import DECLARED, DEMO, seed  # noqa: E402
 
 LONG_SAMPLES = 20_000
@@ -76,28 +77,6 @@ def _time_api(base: str, token: str, path: str, n: int = 20) -> tuple[float, flo
         size = len(body)
     times.sort()
     return statistics.median(times), times[int(0.95 * (len(times) - 1))], size
-
-
-def _browser(home: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,1400",
-        f"--user-data-dir={home / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
 
 def _time_page(driver, url: str, n: int = 5) -> float:
@@ -162,7 +141,7 @@ def main() -> None:
                 "pool": f"{p}/api/pools/ui-pool",
             }
             api_rows = [(name, *_time_api(base, token, path)) for name, path in api.items()]
-            driver = _browser(home)
+            driver = start_chromium(home / "chromium-profile")
             driver.get(base + f"{p}/static/style.css")
             driver.add_cookie({"name": "_token", "value": token, "path": "/"})
             pages = {

@@ -24,6 +24,7 @@ from airflow_predictive.storage import migrate
 from airflow_predictive.storage.engine import engine_for
 from tests._real_parts import require, require_module
 from tests.integration.airflow_runs.airflow_env import AirflowEnv
+from tests.integration.ui.browser import CHROMEDRIVER, CHROMIUM, start_chromium
 from tests.integration.ui.seed import FORECAST_P99_PEAK, SHAPED_TO, SPIKE_BYTES, seed
 
 if TYPE_CHECKING:
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
     from tests.integration.ui.seed import Seeded
 
 pytestmark = pytest.mark.airflow
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 class Server:
@@ -98,26 +96,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def browser(server: Server) -> Iterator[Any]:
     require(shutil.which(CHROMIUM) or os.path.exists(CHROMIUM), f"Debian chromium at {CHROMIUM}")
     require(os.path.exists(CHROMEDRIVER), f"Debian chromium-driver at {CHROMEDRIVER}")
-    webdriver = require_module("selenium.webdriver", "pip install selenium==4.51.*")
-    from selenium.webdriver.chrome.service import Service
-
-    profile = server.env.home / "chromium-profile"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,1400",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    require_module("selenium.webdriver", "pip install selenium==4.51.*")
+    driver = start_chromium(server.env.home / "chromium-profile")
     driver.set_page_load_timeout(60)
     try:
         driver.get(server.base + "/predictive/static/style.css")  # same origin first, then the cookie
