@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # stream, closed after the test, and every later log line would fail ("I/O operation on closed
 # file", then a crash of the interpreter's stderr). Importing it here binds them to the session.
 
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """A freshly migrated database per test, on SQLite and on PostgreSQL."""
