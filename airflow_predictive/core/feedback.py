@@ -57,8 +57,11 @@ def classify_failure(facts: FailureFacts) -> tuple[Outcome, str]:
     return Outcome.FAILED, note
 
 
-def curve_summary(series: UsageSeries, width: int = 24) -> str:
-    """A compact one-line view of memory, CPU, disk and network over a run, for CLIs and logs."""
+def curve_summary(series: UsageSeries, width: int = 24, peak_word: str = "peak") -> str:
+    """A compact one-line view of memory, CPU, disk and network over a run, for CLIs and logs.
+
+    ``peak_word`` names the maximum shown: callers that also print a run's recorded peak (which adds
+    the kernel's high-water mark between samples) call this one the sampled maximum."""
     import numpy as np
 
     from airflow_predictive.core.model.resources import GIB, MIB, Metric
@@ -85,7 +88,7 @@ def curve_summary(series: UsageSeries, width: int = 24) -> str:
         peak = float(np.nanmax(arr))
         if label in ("disk", "net", "gpu") and peak <= 0:
             continue
-        parts.append(f"{label} {sparkline(arr, width)} peak {peak / scale:.2f} {unit}")
+        parts.append(f"{label} {sparkline(arr, width)} {peak_word} {peak / scale:.2f} {unit}")
     return "  ".join(parts) if parts else "(no samples)"
 
 

@@ -71,7 +71,11 @@ def render(store: SqlRunStore, key: TaskKey, limit: int, as_json: bool) -> str:
         return json.dumps({"task": str(key), "runs": rows})
     if not runs:
         return f"no recorded runs for {key}"
-    lines = [f"{len(runs)} run(s) of {key} (oldest first)"]
+    lines = [
+        f"{len(runs)} run(s) of {key} (oldest first)",
+        "peak: the run's recorded peak, with the kernel's memory high-water mark between samples;"
+        " sampled max: the highest sample of the curve",
+    ]
     header = f"{'try':>3} {'outcome':<10} {'start':<19} {'dur s':>7} {'decl cpu':>8} {'decl GiB':>8} {'peak cpu':>8} {'peak GiB':>8}  run_id"
     lines.append(header)
     for run in runs:
@@ -83,7 +87,9 @@ def render(store: SqlRunStore, key: TaskKey, limit: int, as_json: bool) -> str:
             f"{_gib(run.peak.memory_bytes):>8}  {run.identity.run_id}"
         )
         if run.run_pk is not None and run.n_samples:
-            lines.append(f"    {curve_summary(store.series(run.run_pk))}  ({run.n_samples} samples)")
+            lines.append(
+                f"    {curve_summary(store.series(run.run_pk), peak_word='sampled max')}  ({run.n_samples} samples)"
+            )
         if run.note:
             lines.append(f"    note: {run.note}")
     return "\n".join(lines)

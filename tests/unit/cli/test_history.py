@@ -49,7 +49,20 @@ def test_history_shows_curves_and_hides_ingested_copies_of_recorded_tries(run_st
     _store_with_runs(run_store)
     text = render(run_store, KEY, limit=10, as_json=False)
     assert text.startswith("2 run(s) of d.t")
-    assert "peak 0.49 GiB" in text and "net" in text and "failed" in text
+    assert "sampled max 0.49 GiB" in text and "net" in text and "failed" in text
+
+
+def test_history_labels_the_recorded_peak_apart_from_the_sampled_maximum(run_store: SqlRunStore) -> None:
+    pk = run_store.upsert_run(
+        RunRecord(RunIdentity(KEY, "hwm", 1, RunSource.LISTENER), start=T0, outcome=Outcome.SUCCESS)
+    )
+    run_store.add_samples(pk, [ResourceSample(0.0, ResourceVector(memory_bytes=100 * MIB))])
+    run_store.finish_run(pk, outcome=Outcome.SUCCESS, end=T0, peak=ResourceVector(memory_bytes=512 * MIB))
+    lines = render(run_store, KEY, limit=10, as_json=False).splitlines()
+    assert "high-water mark" in lines[1]
+    row = next(i for i, line in enumerate(lines) if line.endswith(" hwm"))
+    assert "0.50" in lines[row].split()  # the recorded peak, high-water mark included
+    assert "sampled max 0.10 GiB" in lines[row + 1]
 
 
 def test_history_json_carries_the_curve(run_store: SqlRunStore) -> None:
