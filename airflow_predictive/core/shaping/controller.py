@@ -173,6 +173,7 @@ class ShapingController:
         self.finished: ExitKind | None = None
         self._last_reforecast_s = 0.0
         self._last_event: dict[Metric, tuple[tuple[str, str, str], float]] = {}
+        self._held: dict[Metric, Action] = {}  # metric -> action of the REJECTED episode open
         self._warned: set[str] = set()
 
     # ---- the loop --------------------------------------------------------------------------------
@@ -320,18 +321,38 @@ class ShapingController:
     def _account(self, target: Allocation, usage: ResourceVector | None) -> None:
         if self.ledger is None or self.reservation_id is None:
             return
+        now = self.clock.now().timestamp()
         try:
             self.ledger.adjust(
                 self.reservation_id,
-                self.clock.now().timestamp(),
+                now,
                 self.allocation,
                 desired=target,
                 actual=usage,
+                until=self._segment_end(now),
             )
         except Exception as exc:
             self._warn("ledger", f"ledger adjust of {self.reservation_id} failed: {exc}")
 
+    def _segment_end(self, now: float) -> float | None:
+        """Epoch seconds of the plan's next step (None: the reservation's end): an applied change
+        holds only the current segment, the plan's future steps stay in the ledger."""
+        following = getattr(self.plan, "next_step_after", None)
+        if not callable(following):
+            return None
+        t = self.clock.monotonic() - self.started_s
+        try:
+            step = following(t)
+        except Exception as exc:
+            self._warn("plan", f"plan unreadable, adjusting the ledger to its end: {exc}")
+            return None
+        at_s = getattr(step, "at_s", None)
+        return None if at_s is None else now + max(0.0, float(at_s) - t)
+
     def _record(self, t: float, output: PolicyOutput, events: list[ShapingEvent], *, submitted: bool) -> None:
+        for d in output.decisions:  # a held episode ends once the policy stops asking for that change
+            if d.metric in self._held and d.action is not self._held[d.metric]:
+                del self._held[d.metric]
         decided = {e.metric for e in events}
         for d in output.decisions:
             if d.metric in decided or (submitted and d.wants_change):
@@ -388,7 +409,15 @@ class ShapingController:
         )
 
     def _is_new(self, event: ShapingEvent) -> bool:
-        """Changes are always new; a repeated hold is stored again only after ``repeat_event_s``."""
+        """Changes are always new; a repeated hold is stored again only after ``repeat_event_s``; a
+        REJECTED change (the pool is full) is stored once per held episode: again only after the
+        policy stopped asking for it or another change was applied, not at every grow cooldown."""
+        if event.verdict is Verdict.REJECTED:
+            if self._held.get(event.metric) is event.action:
+                return False
+            self._held[event.metric] = event.action
+        elif event.verdict in (Verdict.APPLIED, Verdict.ERROR, Verdict.INFEASIBLE):
+            self._held.pop(event.metric, None)
         key = (event.action.value, event.cause.value, event.verdict.value)
         last = self._last_event.get(event.metric)
         changed = event.verdict in (Verdict.APPLIED, Verdict.ERROR, Verdict.INFEASIBLE, Verdict.REJECTED)

@@ -4,7 +4,10 @@ adjusts the ledger, records every decision, follows pending resizes, survives fa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from airflow_predictive.backends.fake import FakeBackend, ManualClock, curve_script, ramp_script
 from airflow_predictive.core.model.backend import (
@@ -13,6 +16,7 @@ from airflow_predictive.core.model.backend import (
     Handle,
     ProvisionSpec,
     ResizeResult,
+    ResizeStatus,
 )
 from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
 from airflow_predictive.core.shaping.controller import ControllerOptions, ShapingController
@@ -276,3 +280,66 @@ def test_a_run_at_half_its_flat_forecast_is_reclaimed_and_not_grown_back() -> No
     assert not grows, grows
     limit = ctrl.allocation.limits.memory_bytes
     assert limit is not None and limit < 400 * MIB * 1.25 * 1.2  # close to usage x (1 + margin)
+
+
+@dataclass
+class KwLedger:
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def adjust(self, reservation_id: str, at: float, allocated: Allocation, **kw: Any) -> None:
+        self.calls.append({"at": at, "allocated": allocated, **kw})
+
+
+def test_an_applied_grow_adjusts_the_ledger_only_up_to_the_plans_next_step() -> None:
+    from airflow_predictive.core.model.plan import AllocationPlan, PlanSource, PlanStep
+
+    _backend, _handle, ctrl, _sink, _ledger, clock = _ramp_task(shaping=True)
+    ledger = KwLedger()
+    ctrl.ledger = ledger
+    ctrl.plan = AllocationPlan(
+        _alloc(200), (PlanStep(100.0, _alloc(700), "late rise"),), 200.0, PlanSource.FORECAST, "test"
+    )
+    _run(ctrl, clock, 60)
+    assert ledger.calls, "the ramp was grown"
+    epoch = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    for call in ledger.calls:  # each change holds [now, next planned step): the step at 100 s stays
+        assert call["until"] == pytest.approx(epoch + 100.0)
+        assert call["at"] < call["until"]
+
+
+def test_without_a_plan_step_ahead_the_ledger_adjust_runs_to_the_reservations_end() -> None:
+    _backend, _handle, ctrl, _sink, _ledger, clock = _ramp_task(shaping=True)
+    ledger = KwLedger()
+    ctrl.ledger = ledger
+    _run(ctrl, clock, 60)
+    assert ledger.calls and all(call["until"] is None for call in ledger.calls)
+
+
+class PoolFull(FakeBackend):
+    """A backend behind a full pool (the local executor's PoolGate): grows are rejected while
+    ``full``."""
+
+    full = True
+
+    def resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
+        limit = allocation.limits.memory_bytes or 0.0
+        if self.full and limit > (handle.allocation.limits.memory_bytes or 0.0):
+            return ResizeResult(ResizeStatus.REJECTED, "pool full: memory", allocation=handle.allocation)
+        return super().resize(handle, allocation)
+
+
+def test_a_grow_held_by_a_full_pool_is_stored_once_per_held_episode() -> None:
+    clock = ManualClock()
+    backend = PoolFull(clock)
+    # 190 MiB under a 200 MiB limit for a minute: the policy asks for a grow at every cooldown
+    backend.add_script("t", ramp_script(190, 0.5, 300, ramp_s=0, base_mb=190))
+    handle = backend.provision(ProvisionSpec("t"), _alloc(200))
+    sink = Sink()
+    ctrl = ShapingController(backend, handle, ShapingSettings(metrics=(MEM,)), clock=clock, events=sink)
+    _run(ctrl, clock, 60)
+    rejected = [e for e in sink.events if e.verdict is Verdict.REJECTED]
+    assert ctrl.resizes >= 10  # asked again at every grow cooldown ...
+    assert len(rejected) == 1  # ... stored once
+    backend.full = False  # room again: the grow is applied, the episode is over
+    _run(ctrl, clock, 5)
+    assert any(e.verdict is Verdict.APPLIED for e in sink.events)
