@@ -273,6 +273,8 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
             command=command,
             image=base.image,
             env={**env, SHADOW_ENV: "1"},
+            # the cluster ends it even if this worker dies mid-shadow
+            deadline_s=plan.budget.seconds + SHADOW_DEADLINE_GRACE_S,
             labels={
                 "dag_id": key.dag_id,
                 "task_id": key.task_id,
@@ -401,6 +403,11 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
     def on_kill(self) -> None:
         self.stop_shaping()
         super().on_kill()
+
+
+#: seconds a shadow pod may outlive its budget before the kubelet ends it (activeDeadlineSeconds);
+#: the worker deletes it at the budget itself, this covers a worker that died mid-shadow
+SHADOW_DEADLINE_GRACE_S = 30.0
 
 
 def _label(value: str) -> str:

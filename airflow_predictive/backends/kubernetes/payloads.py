@@ -49,6 +49,7 @@ class PodSpec(TypedDict, total=False):
     restartPolicy: str
     nodeName: str
     serviceAccountName: str
+    activeDeadlineSeconds: int
 
 
 class Condition(TypedDict, total=False):

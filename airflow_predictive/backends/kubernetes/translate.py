@@ -170,6 +170,8 @@ def pod_manifest(spec: ProvisionSpec, allocation: Allocation, settings: Kubernet
     }
     if settings.service_account:
         pod["spec"]["serviceAccountName"] = settings.service_account
+    if spec.deadline_s is not None:  # the kubelet ends the pod itself, even if its caller died
+        pod["spec"]["activeDeadlineSeconds"] = max(1, math.ceil(spec.deadline_s))
     return pod
 
 

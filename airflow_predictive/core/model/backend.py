@@ -49,6 +49,8 @@ class ProvisionSpec:
     labels: free-form identity (dag_id, task_id, run_id, try) stored with the handle.
     gpus: whole GPU devices asked for at provision time (never resized in place).
     annotations: runtime metadata that is not identity (Kubernetes pod annotations); ignored locally.
+    deadline_s: a hard end the cluster enforces by itself even when its caller dies (Kubernetes:
+        ``activeDeadlineSeconds``); None: none. Local backends ignore it (their caller stops the task).
     """
 
     name: str
@@ -58,6 +60,7 @@ class ProvisionSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     gpus: int = 0
     annotations: Mapping[str, str] = field(default_factory=dict)
+    deadline_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

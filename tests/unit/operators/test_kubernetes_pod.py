@@ -92,3 +92,45 @@ def test_deferrable_mode_wraps_the_parents_trigger_and_it_serialises_with_shapin
     rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
     assert rebuilt.serialize() == (path, kwargs)
     assert kwargs["shaping_interval_s"] == 0.5 and kwargs["shaping"]["tolerance"] == 0.15
+
+
+def test_the_shadow_pod_carries_an_active_deadline_of_its_budget_plus_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker dying mid-shadow must not leave the shadow pod running: the kubelet ends it."""
+    from types import SimpleNamespace
+
+    from airflow_predictive.backends.kubernetes.settings import KubernetesSettings
+    from airflow_predictive.backends.kubernetes.translate import pod_manifest
+    from airflow_predictive.core.model.backend import Allocation
+    from airflow_predictive.operators import kubernetes_pod as module
+
+    budget = SimpleNamespace(seconds=12.0, note="12 s")
+    plan = SimpleNamespace(decision=SimpleNamespace(run=True, note="cold start"), budget=budget)
+    monkeypatch.setattr(
+        "airflow_predictive.operators.shadow_run.ShadowCalibration.plan", lambda self, mode: plan
+    )
+    monkeypatch.setattr(
+        "airflow_predictive.operators.shadow_run.shadow_settings",
+        lambda: SimpleNamespace(sample_interval_s=1.0),
+    )
+    provisioned: list[Any] = []
+
+    class Backend:
+        def provision(self, spec: Any, allocation: Any) -> Any:
+            provisioned.append(spec)
+            raise ConnectionError("cluster gone")  # the shadow fails: the real pod goes on
+
+    def run_shadow(backend: Any, start: Any, budget: Any, **kw: Any) -> Any:
+        return start(Allocation())
+
+    monkeypatch.setattr("airflow_predictive.core.shadow.runner.run_shadow", run_shadow)
+    op = _op(shadow_run=True)
+    monkeypatch.setattr(op, "_shadow_backend", lambda namespace: Backend())
+    pod = op.build_pod_request_obj(dry_run=True)
+    summary = op._shadow({"run_id": "r1"}, pod, pod.spec.containers[0])
+    assert summary["shadowed"] is False and "cluster gone" in summary["note"]
+    (spec,) = provisioned
+    assert spec.deadline_s == 12.0 + module.SHADOW_DEADLINE_GRACE_S
+    manifest = pod_manifest(spec, Allocation(), KubernetesSettings())
+    assert manifest["spec"]["activeDeadlineSeconds"] == 42
