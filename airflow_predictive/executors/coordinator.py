@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 START_CHOICE_EVERY_S = 5.0  # a held-back task's start choice is remade at most this often
 START_CHOICES_PER_ROUND = 8  # ... and at most this many per admission round (the head's always)
+OOM_KIND = "oom"  # stored decision kind of an OOM-killed try (payload: OomMemory.to_payload)
 
 
 @dataclass
@@ -99,13 +100,39 @@ class Running:
     shaped: bool = False  # a shaping loop owns its resizes (and follows the plan's steps itself)
 
 
-@dataclass
+@dataclass(frozen=True)
 class OomMemory:
-    """The last OOM-killed try of a task instance: what the next try plans from."""
+    """The last OOM-killed try of a task instance: what the next try plans from.
+
+    Kept in the executor's memory and stored as a decision of kind ``oom`` (``to_payload``), so
+    that a restarted executor, or another one of an HA pair on the same database, plans the retry
+    from it too."""
 
     peak: ResourceVector
     still_rising: bool
     plan: AllocationPlan | None
+    try_number: int = 1
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "peak": codec.vector_to_dict(self.peak),
+            "still_rising": self.still_rising,
+            "plan": None if self.plan is None else codec.plan_to_dict(self.plan),
+            "try_number": self.try_number,
+        }
+
+    @classmethod
+    def from_payload(cls, raw: Any, try_number: int) -> OomMemory:
+        """ValueError for a payload that is not one (hand-edited, another version's)."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"an OOM record is an object, got {type(raw).__name__}")
+        plan = raw.get("plan")
+        return cls(
+            codec.vector_from_dict(raw.get("peak")),
+            bool(raw.get("still_rising", False)),
+            None if plan is None else codec.plan_from_dict(plan),
+            int(raw.get("try_number", try_number)),
+        )
 
 
 @dataclass
@@ -192,8 +219,8 @@ class Coordinator:
         self, run: RunIdentity, settings: TaskSettings, query: ForecastQuery
     ) -> tuple[PlanOutcome, Forecast | None]:
         plan_settings = self._plan_settings(settings)
-        previous = self.oom.get(_oom_key(run))
-        if previous is not None and run.try_number > 1:
+        previous = self._previous_oom(run) if run.try_number > 1 else None
+        if previous is not None:
             out = oom_retry_plan(
                 previous.plan,
                 previous.peak,
@@ -233,6 +260,32 @@ class Coordinator:
                 "predictive: unusable forecast for %s (%s); planning the declared resources", run.key, exc
             )
             return declared_plan(settings.declared, plan_settings, f"unusable forecast: {exc}"), None
+
+    def _previous_oom(self, run: RunIdentity) -> OomMemory | None:
+        """The OOM kill of an earlier try of this task instance: this executor's memory, else the
+        stored record (a restarted executor, another HA executor); none readable: None (logged)."""
+        known = self.oom.get(_oom_key(run))
+        if known is not None and known.try_number < run.try_number:
+            return known
+        reader = getattr(self.decisions, "latest", None)
+        if reader is None:
+            return None
+        try:
+            row = reader(run, kind=OOM_KIND, before_try=run.try_number)
+            if row is None:
+                return None
+            found = OomMemory.from_payload(row.get("payload"), int(row.get("try_number") or 1))
+        except Exception as exc:  # the database is down or the record unreadable: plan as usual
+            log.warning(
+                "predictive: %s try %d: stored OOM record unreadable (%s); planning from the forecast",
+                run.key,
+                run.try_number,
+                exc,
+            )
+            return None
+        log.info("predictive: %s try %d: try %d's OOM kill read from the database",
+                 run.key, run.try_number, found.try_number)  # fmt: skip
+        return found
 
     def submit(
         self, key: Any, run: RunIdentity, settings: TaskSettings, query: ForecastQuery, priority: int
@@ -533,15 +586,19 @@ class Coordinator:
         if notify is not None:
             notify(item.run.key)
         if oom_killed:
-            mem = None if peak is None else peak.memory_bytes
-            self.oom[_oom_key(item.run)] = OomMemory(peak or ResourceVector(), still_rising, item.plan)
-            log.warning(
-                "predictive: %s try %d was OOM-killed (peak %s); the next try plans from that peak",
-                item.run.key,
-                item.run.try_number,
-                "unknown" if mem is None else format_bytes(mem),
-            )
+            self._remember_oom(item, peak, still_rising)
         return item
+
+    def _remember_oom(self, item: Running, peak: ResourceVector | None, still_rising: bool) -> None:
+        memory = OomMemory(peak or ResourceVector(), still_rising, item.plan, item.run.try_number)
+        self.oom[_oom_key(item.run)] = memory
+        mem = memory.peak.memory_bytes
+        reason = (
+            f"try {item.run.try_number} was OOM-killed (peak {'unknown' if mem is None else format_bytes(mem)}"
+            f"{', still rising' if still_rising else ''}); the next try plans from that peak"
+        )
+        log.warning("predictive: %s %s", item.run.key, reason)
+        self._record(OOM_KIND, "oom_killed", item.run, reason, memory.to_payload())
 
     def forget(self, key: Any) -> None:
         """Drop a waiting task (revoked, or handed back to the scheduler)."""
@@ -550,6 +607,17 @@ class Coordinator:
     def release_all(self) -> None:
         for key in list(self.running):
             self.finished(key)
+
+    # -- shadow pre-stage (executors/local_shadow.py) ---------------------------------------------
+
+    def hold_for_shadow(self, run: RunIdentity, note: str) -> None:
+        """The task stays queued while its shadow runs (planned when it ends): a stored decision."""
+        reason = f"shadow run in progress: {note}"
+        self._record("admission", AdmissionDecision.QUEUED.value, run, reason, {"shadow": True})
+
+    def shadow_ended(self, run: RunIdentity, end: str, note: str, summary: dict[str, Any]) -> None:
+        """How its shadow ended (or why none ran); the task is planned next."""
+        self._record("shadow", end[:32], run, note or end, summary or None)
 
     # -- records ------------------------------------------------------------------------------------
 

@@ -531,6 +531,29 @@ class DecisionLog:
             log.warning("predictive: could not store a %s decision: %s", kind, str(exc).splitlines()[0][:200])
             return False
 
+    def latest(self, run: RunIdentity, *, kind: str, before_try: int | None = None) -> dict[str, Any] | None:
+        """The newest decision of ``kind`` for ``run``'s task instance (its DAG run), from a try
+        before ``before_try`` when given; None when there is none. Raises on a storage error (the
+        caller decides what to do without it)."""
+        key, c = run.key, decision_record.c
+        where = [
+            c.kind == kind,
+            c.dag_id == key.dag_id,
+            c.task_id == key.task_id,
+            c.map_index == key.map_index,
+            c.run_id == run.run_id,
+        ]
+        if before_try is not None:
+            where.append(c.try_number < before_try)
+        q = select(decision_record).where(and_(*where)).order_by(c.id.desc()).limit(1)
+        with self._engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        if row is None:
+            return None
+        out = dict(row)
+        out["payload"] = json.loads(row["payload"]) if row["payload"] else None
+        return out
+
     def recent(self, key: TaskKey | None = None, *, limit: int = 100) -> Iterator[dict[str, Any]]:
         q = select(decision_record).order_by(decision_record.c.id.desc()).limit(limit)
         if key is not None:

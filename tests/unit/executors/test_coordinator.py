@@ -170,6 +170,40 @@ def test_an_oom_killed_try_plans_the_next_from_its_peak(ledger: SqlLedger) -> No
     assert retry.allocation is not None and retry.allocation.limits.memory_bytes == 3 * GIB
 
 
+def test_a_fresh_coordinator_plans_the_retry_from_the_oom_stored_by_another(db_engine: Engine) -> None:
+    """The OOM kill is stored: a restarted executor (or the other one of an HA pair on the same
+    database) plans the next try from its peak, not from the forecast that was killed."""
+    killed = _coordinator(SqlLedger(db_engine), Forecasts(2.0), decisions=DecisionLog(db_engine))
+    _submit(killed, "a")
+    [launch] = killed.admit()
+    killed.started(launch)
+    killed.finished("a", oom_killed=True, peak=ResourceVector(memory_bytes=2 * GIB), still_rising=True)
+    del killed  # its process state is gone
+
+    fresh = _coordinator(SqlLedger(db_engine), Forecasts(2.0), holder="h2", decisions=DecisionLog(db_engine))
+    assert fresh.oom == {}
+    _submit(fresh, "a", try_number=2)
+    [retry] = fresh.admit()
+    assert retry.plan is not None and retry.plan.source is PlanSource.OOM_RETRY
+    assert retry.allocation is not None and retry.allocation.limits.memory_bytes == 3 * GIB  # x1.5 rising
+    assert "OOM retry: peak 2.0 GiB" in retry.plan.why
+    stored = [r for r in DecisionLog(db_engine).recent(TaskKey("d", "a")) if r["kind"] == "oom"]
+    assert [r["try_number"] for r in stored] == [1] and stored[0]["payload"]["still_rising"] is True
+
+
+def test_an_unreadable_stored_oom_record_plans_the_retry_from_the_forecast(
+    db_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = DecisionLog(db_engine)
+    run = RunIdentity(TaskKey("d", "a"), "r1", 1)
+    log.record(kind="oom", decision="oom_killed", run=run, reason="x", payload={"peak": "lots"})
+    c = _coordinator(SqlLedger(db_engine), Forecasts(2.0), decisions=log)
+    _submit(c, "a", try_number=2)
+    [launch] = c.admit()
+    assert launch.plan is not None and launch.plan.source is not PlanSource.OOM_RETRY
+    assert "stored OOM record unreadable" in caplog.text
+
+
 def _hold_and_die(url: str, ready: mp.synchronize.Event) -> None:  # type: ignore[name-defined]
     c = _coordinator(SqlLedger(create_engine(url)), holder="doomed", lease_s=2.0)
     _submit(c, "a", declared="1Gi")

@@ -131,6 +131,23 @@ def test_decisions_are_stored(db_engine: Engine) -> None:
     assert row["decision"] == "queued" and row["payload"] == {"x": 1} and row["try_number"] == 2
 
 
+def test_the_latest_decision_of_a_kind_is_read_back_per_task_instance_and_try(db_engine: Engine) -> None:
+    log = DecisionLog(db_engine)
+    key = TaskKey("d", "a")
+    for try_number, peak in ((1, 1.0), (2, 2.0)):
+        run = RunIdentity(key, "r1", try_number)
+        log.record(kind="oom", decision="oom_killed", run=run, reason="killed", payload={"peak": peak})
+        log.record(kind="plan", decision="planned", run=run, reason="p", payload=None)
+    log.record(kind="oom", decision="oom_killed", run=RunIdentity(key, "r2", 1), reason="other run")
+    third = RunIdentity(key, "r1", 3)
+    row = log.latest(third, kind="oom", before_try=3)
+    assert row is not None and row["try_number"] == 2 and row["payload"] == {"peak": 2.0}
+    second = log.latest(RunIdentity(key, "r1", 2), kind="oom", before_try=2)
+    assert second is not None and second["payload"] == {"peak": 1.0}
+    assert log.latest(RunIdentity(key, "r1", 1), kind="oom", before_try=1) is None
+    assert log.latest(RunIdentity(TaskKey("d", "b"), "r1", 2), kind="oom") is None
+
+
 def _racer(url: str, holder: str, attempts: int, go: mp.synchronize.Event, out: mp.Queue) -> None:  # type: ignore[name-defined]
     ledger = SqlLedger(create_engine(url), clock=time.time)
     go.wait(30)
