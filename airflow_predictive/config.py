@@ -250,6 +250,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "integer",
         "3",
     ),
+    "plan_min_step": _opt(
+        "Shortest constant piece of an allocation plan, in seconds: the PredictiveExecutors never "
+        "plan a timed step sooner than this after the task's start or after the previous step (each "
+        "step is a resize, and a reservation change in the ledger).",
+        "float",
+        "30.0",
+    ),
     "local_shaping_interval": _opt(
         "Seconds between two shaping rounds of the PredictiveLocalExecutor (one thread shapes every "
         'local task that opted in with executor_config={"predictive": {"shaping": True}}); usage is '
@@ -567,6 +574,11 @@ def admission_max_wait() -> float:
 @_reader
 def trust_after_runs() -> int:
     return _integer("trust_after_runs", 0)
+
+
+@_reader
+def plan_min_step() -> float:
+    return _positive_float("plan_min_step")
 
 
 @_reader

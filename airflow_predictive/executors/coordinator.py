@@ -551,6 +551,37 @@ class Coordinator:
         if result.status is LedgerStatus.OVERCOMMITTED:
             log.warning("predictive: %s: %s", item.run.key, result.reason)
 
+    def step_applied(
+        self,
+        item: Running,
+        target: Allocation,
+        reason: str,
+        *,
+        status: str,
+        detail: str,
+        allocated: Allocation | None,
+        usage: ResourceVector | None = None,
+    ) -> None:
+        """What an executor did with a due plan step (``status``: the backend's resize status;
+        ``allocated``: what the task now holds, None when the resize was not applied): one log line,
+        one stored decision of kind ``step`` and the ledger following it (``stepped``)."""
+        holds = allocated or item.allocation or target
+        log.info("predictive: %s plan step (%s): %s (%s)", item.run.key, reason, status, detail)
+        self._record(
+            "step",
+            status,
+            item.run,
+            f"{reason}: {detail}" if detail else reason,
+            {
+                "at_s": self.clock() - item.started,
+                "target": codec.allocation_to_dict(target),
+                "allocated": codec.allocation_to_dict(holds),
+                "usage": None if usage is None else codec.vector_to_dict(usage),
+                "reservation": item.reservation_id,
+            },
+        )
+        self.stepped(item, holds, target, usage)
+
     def keep_alive(self, now: float) -> None:
         """Renew this holder's lease; extend reservations of tasks running past their predicted end."""
         if now - self._last_renew >= self.settings.lease_s / 4:

@@ -29,6 +29,7 @@ from airflow_predictive.core.profiler.run_features import run_features
 from airflow_predictive.executors.kubernetes_pool import (
     namespace_capacity,
     namespace_pool,
+    with_env,
     with_planned_resources,
 )
 from airflow_predictive.executors.local_executor import run_identity
@@ -57,12 +58,16 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         self._capacity_at = 0.0
         self._pod_backend: Any = None
         self._nodes: NodeWiring | None = None
+        self._ahead: Any = None  # warm capacity for downstream tasks of running ones (node pools)
         self._quotas: list[dict[str, Any]] = []
+        self._store_env: dict[str, str] = {}
 
     def start(self) -> None:
         super().start()
         try:
+            from airflow_predictive import config
             from airflow_predictive.core.scheduling.admission import AdmissionSettings
+            from airflow_predictive.core.scheduling.planner import PlanSettings
             from airflow_predictive.executors.coordinator import Coordinator, CoordinatorSettings
             from airflow_predictive.runtime import get_runtime
 
@@ -81,6 +86,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 pool=namespace_pool(self._namespace(), self._read_capacity()),
                 holder=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
                 settings=CoordinatorSettings(
+                    plan=PlanSettings(min_step_s=config.plan_min_step()),
                     admission=AdmissionSettings(max_wait_s=settings.max_wait_s, fail_fast=settings.fail_fast),
                     lease_s=settings.lease_s,
                     grow_wait_s=settings.node_pools_wait_s if self._nodes is not None else None,
@@ -90,6 +96,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 grows=self._nodes_known,
             )
             self._capacity_at = time.monotonic()
+            self._store_env = _store_env(runtime)
             if self._nodes is not None:
                 self._nodes.wake()  # its first round ran before the pool existed: publish coming now
         except Exception as exc:
@@ -135,7 +142,14 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         wiring, coordinator = self._nodes, self._coordinator
         if wiring is None or coordinator is None:
             return
-        wiring.want(warms_for_waiting(wiring, list(coordinator.waiting.values()), coordinator.clock()))
+        warms = warms_for_waiting(wiring, list(coordinator.waiting.values()), coordinator.clock())
+        if self._ahead is None:  # docs/nodes.md#ahead: the tasks queued when running ones end
+            from airflow_predictive.executors.kubernetes_nodes_ahead import AheadWarms
+
+            self._ahead = AheadWarms(wiring)
+        held = {w.for_plan for w in warms}
+        ahead = self._ahead.warms(coordinator, list(self.running), self._default_enabled, coordinator.clock())
+        wiring.want(warms + [w for w in ahead if w.for_plan not in held])
 
     # -- the namespace pool ------------------------------------------------------------------------
 
@@ -158,7 +172,12 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
     def _pool_capacity(self) -> Any:
         """The quotas as last read, bounded by the node pools' Ready nodes when wired."""
         ours = self._our_holdings()
-        nodes = self._nodes.node_capacity() if self._nodes is not None else None
+        nodes = None
+        if self._nodes is not None and self._coordinator is not None:  # bin packing of the waiting peaks
+            peaks = [w.outcome.plan.peak().requests for w in self._coordinator.waiting.values()]
+            nodes = self._nodes.node_capacity(peaks)
+        elif self._nodes is not None:
+            nodes = self._nodes.node_capacity()
         return namespace_capacity(self._quotas, ours_used=ours[0], ours_limits=ours[1], nodes=nodes)
 
     def _our_holdings(self) -> tuple[Any, Any]:
@@ -215,6 +234,10 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         if coordinator is None or not self._held:
             return
         try:
+            if self._nodes is not None:  # the node bound packs the waiting peaks: new ones count now
+                capacity = self._pool_capacity()
+                if capacity != coordinator.pool.capacity:
+                    coordinator.set_capacity(namespace_pool(self._namespace(), capacity))
             launches = coordinator.admit()
         except Exception as exc:
             launches = coordinator._all_declared(f"admission failed: {exc}")
@@ -237,6 +260,8 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 log.warning("predictive: %s keeps its declared pod resources (%s)", launch.run.key, exc)
         if self._nodes is not None:
             config = self._steered(config, launch)
+        if self._store_env:
+            config = with_env(config, self._store_env)
         self._coordinator.started(launch)
         get_key = getattr(self, "get_task_key", None)
         use_uuid = getattr(self, "supports_task_instance_uuid", False)
@@ -294,9 +319,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
             return
         backend = self._pod_backend
         if backend is None:
-            from airflow_predictive.runtime import get_runtime
-
-            backend = self._pod_backend = get_runtime().kubernetes_backend()
+            backend = self._pod_backend = self._steps_backend()
         for item, target, reason in due:
             key = item.run.key
             selector = (
@@ -307,15 +330,30 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 log.info("predictive: %s: no pod yet for plan step (%s)", key, reason)
                 continue
             result = backend.submit_resize(handles[0], target)
-            log.info(
-                "predictive: %s plan step (%s): %s (%s)", key, reason, result.status.value, result.reason
-            )
-            coordinator.stepped(
+            coordinator.step_applied(
                 item,
-                target if result.status.value in ("applied", "pending") else item.allocation or target,
                 target,
-                None,
+                reason,
+                status=result.status.value,
+                detail=result.reason,
+                allocated=target if result.status.value in ("applied", "pending") else None,
             )
+
+    def _steps_backend(self) -> Any:
+        """The pod backend the plan steps go through: on this executor's own cluster client and
+        namespace (where its worker pods are); ``[predictive] kubernetes_conn_id`` without one."""
+        from dataclasses import replace
+
+        from airflow_predictive.backends.kubernetes.backend import KubernetesPodBackend
+        from airflow_predictive.runtime import get_runtime
+
+        runtime = get_runtime()
+        client = getattr(self, "kube_client", None)
+        api_client = getattr(client, "api_client", None)
+        if api_client is None:
+            return runtime.kubernetes_backend()
+        settings = replace(runtime.kubernetes_settings(), namespace=self._namespace())
+        return KubernetesPodBackend(api_client, settings=settings)
 
     def _change_state(self, results: Any, **kwargs: Any) -> None:
         super()._change_state(results, **kwargs)
@@ -337,17 +375,19 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         try:
             super().end()
         finally:
-            self._stop_nodes()
-            if self._coordinator is not None:  # pods still finishing: their reservations end with us
-                self._coordinator.release_all()
+            self._release_everything()
 
     def terminate(self) -> None:
         try:
             super().terminate()
         finally:
-            self._stop_nodes()
-            if self._coordinator is not None:
-                self._coordinator.release_all()
+            self._release_everything()
+
+    def _release_everything(self) -> None:
+        """Pods still finishing: their reservations end with this executor (as the local one's)."""
+        self._stop_nodes()
+        if self._coordinator is not None:
+            self._coordinator.release_all()
 
     def has_task(self, task_instance: Any) -> bool:
         return super().has_task(task_instance) or task_instance.key in self._held
@@ -359,6 +399,22 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
     @property
     def slots_occupied(self) -> int:
         return super().slots_occupied + len(self._held)
+
+
+def _store_env(runtime: Any) -> dict[str, str]:
+    """What this executor's worker pods need to record their tasks: the SQLite sibling store the
+    scheduler passes to local tasks (``[predictive] sql_alchemy_conn`` empty, Airflow on SQLite;
+    reachable when the pods share the scheduler's file system, as on the process kubelet). Never a
+    URL with credentials: a PostgreSQL store reaches pods through their own ``[predictive]``
+    configuration or the ``store_conn_id`` connection, not through pod specs."""
+    from airflow_predictive.runtime import INHERITED_STORE_ENV
+
+    try:
+        url = runtime.inherited_store()
+    except Exception as exc:
+        log.debug("predictive: no store to pass to worker pods (%s)", exc)
+        return {}
+    return {INHERITED_STORE_ENV: url} if url else {}
 
 
 def _label(value: str) -> str:

@@ -105,10 +105,9 @@ def _requirements(allocation: Allocation) -> dict[str, dict[str, str]]:
     return {"requests": fmt(allocation.requests), "limits": fmt(allocation.limits)}
 
 
-def with_planned_resources(
-    executor_config: Mapping[str, Any] | None, allocation: Allocation
-) -> dict[str, Any]:
-    """A copy of ``executor_config`` whose pod_override's base container carries ``allocation``."""
+def _with_base(executor_config: Mapping[str, Any] | None) -> tuple[dict[str, Any], Any]:
+    """A copy of ``executor_config`` with its own copy of the pod_override, and that pod's base
+    container (made, first, when the override has none)."""
     from kubernetes.client import models as k8s
 
     config = dict(executor_config or {})
@@ -120,10 +119,32 @@ def with_planned_resources(
     if base is None:
         base = k8s.V1Container(name="base")
         containers.insert(0, base)
+    pod.spec.containers = containers
+    config["pod_override"] = pod
+    return config, base
+
+
+def with_planned_resources(
+    executor_config: Mapping[str, Any] | None, allocation: Allocation
+) -> dict[str, Any]:
+    """A copy of ``executor_config`` whose pod_override's base container carries ``allocation``."""
+    from kubernetes.client import models as k8s
+
+    config, base = _with_base(executor_config)
     res = _requirements(allocation)
     base.resources = k8s.V1ResourceRequirements(
         requests=res["requests"] or None, limits=res["limits"] or None
     )
-    pod.spec.containers = containers
-    config["pod_override"] = pod
+    return config
+
+
+def with_env(executor_config: Mapping[str, Any] | None, env: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of ``executor_config`` whose pod_override's base container also sets ``env`` (names
+    it sets already keep their value; PodGenerator appends these to the template's)."""
+    from kubernetes.client import models as k8s
+
+    config, base = _with_base(executor_config)
+    present = {e.name for e in base.env or []}
+    extra = [k8s.V1EnvVar(name=k, value=v) for k, v in env.items() if k not in present]
+    base.env = [*(base.env or []), *extra]
     return config

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow_predictive.executors.coordinator import Coordinator, Launch, Running
+    from airflow_predictive.executors.local_shadow import ExecutorShadows
     from airflow_predictive.executors.local_shaping import LocalShaping
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class PredictiveLocalExecutor(LocalExecutor):
         self._usage: dict[Any, deque[float]] = {}
         self._default_enabled = False
         self._shaping: LocalShaping | None = None
+        self._shadows: ExecutorShadows | None = None  # the shadow pre-stage (local_shadow.py)
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -88,6 +90,13 @@ class PredictiveLocalExecutor(LocalExecutor):
         except Exception as exc:  # planning and reservations go on; tasks keep their planned limits
             log.warning("predictive: no shaping of local tasks (%s)", exc)
             self._shaping = None
+        try:
+            from airflow_predictive.executors.local_shadow import executor_shadows
+
+            self._shadows = executor_shadows(self._coordinator, self._backend)
+        except Exception as exc:  # tasks that ask for a shadow are planned without one
+            log.warning("predictive: no shadow runs of local tasks (%s)", exc)
+            self._shadows = None
 
     def _holder(self) -> str:
         return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -118,6 +127,8 @@ class PredictiveLocalExecutor(LocalExecutor):
     def _release_everything(self) -> None:
         if self._coordinator is None:
             return
+        if self._shadows is not None:
+            self._shadows.close()
         if self._shaping is not None:
             self._shaping.close()  # the thread stops first: nothing resizes a group being removed
         for key, item in list(self._coordinator.running.items()):
@@ -154,9 +165,10 @@ class PredictiveLocalExecutor(LocalExecutor):
                 declared=settings.declared,
                 run_id=run.run_id,  # a shadow run's re-forecast for this DAG run, when there is one
             )
-            coordinator.submit(
-                workload.key, run, settings, query, int(getattr(ti, "priority_weight", 1) or 1)
-            )
+            priority = int(getattr(ti, "priority_weight", 1) or 1)
+            shadows = self._shadows  # a task that asks for a shadow is planned when it ends
+            if shadows is None or not shadows.take(workload.key, run, settings, query, priority):
+                coordinator.submit(workload.key, run, settings, query, priority)
         except Exception as exc:  # planning must never stop the task
             log.warning("predictive: %s.%s runs unplanned (%s)", ti.dag_id, ti.task_id, exc)
             return False
@@ -168,6 +180,11 @@ class PredictiveLocalExecutor(LocalExecutor):
         coordinator = self._coordinator
         if coordinator is None or not self._held:
             return
+        if self._shadows is not None:
+            try:
+                self._shadows.release()  # tries whose shadow ended are planned (never blocks)
+            except Exception as exc:
+                log.warning("predictive: shadow pre-stage poll failed (%s)", exc)
         try:
             launches = coordinator.admit(slots=self.parallelism - len(self._inflight))
         except Exception as exc:
@@ -225,18 +242,15 @@ class PredictiveLocalExecutor(LocalExecutor):
         assert coordinator is not None
         for item, target, reason in coordinator.due_steps(now):
             result = self._backend.resize(item.handle, target)
-            usage = self._backend.usage(item.handle)
-            allocated = (
-                result.allocation if result.applied and result.allocation is not None else item.allocation
-            )
-            log.info(
-                "predictive: %s plan step (%s): %s (%s)",
-                item.run.key,
+            coordinator.step_applied(
+                item,
+                target,
                 reason,
-                result.status.value,
-                result.reason,
+                status=result.status.value,
+                detail=result.reason,
+                allocated=result.allocation if result.applied else None,
+                usage=self._backend.usage(item.handle),
             )
-            coordinator.stepped(item, allocated or target, target, usage)
 
     def _follow_shaping(self) -> None:
         """What the shaping thread applied is what the task holds (renewals extend that)."""

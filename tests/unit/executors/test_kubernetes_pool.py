@@ -4,7 +4,7 @@ from kubernetes.client import models as k8s
 
 from airflow_predictive.core.model.backend import Allocation, Capacity
 from airflow_predictive.core.model.resources import GIB, ResourceVector
-from airflow_predictive.executors.kubernetes_pool import namespace_capacity, with_planned_resources
+from airflow_predictive.executors.kubernetes_pool import namespace_capacity, with_env, with_planned_resources
 
 
 def test_capacity_is_the_tightest_quota_less_what_other_pods_use() -> None:
@@ -44,3 +44,22 @@ def test_the_plan_goes_on_the_base_container_of_a_copy_of_the_pod_override() -> 
     assert own.spec.containers[0].resources is None and out["predictive"] is True
     fresh = with_planned_resources(None, plan)["pod_override"]
     assert fresh.spec.containers[0].name == "base"
+
+
+def test_the_store_env_goes_on_the_base_container_and_keeps_what_the_task_set() -> None:
+    from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
+
+    own = k8s.V1Container(
+        name="base", env=[k8s.V1EnvVar(name="MINE", value="1"), k8s.V1EnvVar(name="S", value="a")]
+    )
+    config = {"pod_override": k8s.V1Pod(spec=k8s.V1PodSpec(containers=[own]))}
+    out = with_env(config, {"S": "b", "STORE": "sqlite:////x/predictive.db"})
+    assert [(e.name, e.value) for e in own.env] == [("MINE", "1"), ("S", "a")]  # the task's own: untouched
+    template = k8s.V1Pod(
+        spec=k8s.V1PodSpec(
+            containers=[k8s.V1Container(name="base", env=[k8s.V1EnvVar(name="AIRFLOW_HOME", value="/h")])]
+        )
+    )
+    pod = PodGenerator.reconcile_pods(template, out["pod_override"])
+    env = {e.name: e.value for e in pod.spec.containers[0].env}
+    assert env == {"AIRFLOW_HOME": "/h", "MINE": "1", "S": "a", "STORE": "sqlite:////x/predictive.db"}
