@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from airflow_predictive import config
 from airflow_predictive.core.model.plan import Pool, PoolCapacity, PoolKind
 from airflow_predictive.core.model.resources import ResourceVector
 from airflow_predictive.core.scheduling.admission import AdmissionSettings
+from airflow_predictive.core.scheduling.planner import PlanSettings
 from airflow_predictive.executors.coordinator import Coordinator, CoordinatorSettings
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ def local_coordinator(holder: str) -> tuple[Coordinator, Any, bool]:
         pool=local_pool(backend, settings.pool_memory_bytes, settings.pool_cpus),
         holder=holder,
         settings=CoordinatorSettings(
+            plan=PlanSettings(min_step_s=config.plan_min_step()),
             admission=AdmissionSettings(max_wait_s=settings.max_wait_s, fail_fast=settings.fail_fast),
             lease_s=settings.lease_s,
             trust_after_runs=settings.trust_after_runs,
