@@ -113,6 +113,7 @@ class SchedulerSettings:
     node_pools_interval_s: float = 5.0
     node_pools_wait_s: float = 300.0
     trust_after_runs: int = 3
+    plan_min_step_s: float = 30.0  # shortest constant piece of a plan ([predictive] plan_min_step)
 
 
 class Runtime:
@@ -356,6 +357,7 @@ class Runtime:
             node_pools_interval_s=config.node_pools_interval(),
             node_pools_wait_s=config.node_pools_wait(),
             trust_after_runs=config.trust_after_runs(),
+            plan_min_step_s=config.plan_min_step(),
         )
 
 

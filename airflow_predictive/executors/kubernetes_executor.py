@@ -65,7 +65,6 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
     def start(self) -> None:
         super().start()
         try:
-            from airflow_predictive import config
             from airflow_predictive.core.scheduling.admission import AdmissionSettings
             from airflow_predictive.core.scheduling.planner import PlanSettings
             from airflow_predictive.executors.coordinator import Coordinator, CoordinatorSettings
@@ -86,7 +85,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 pool=namespace_pool(self._namespace(), self._read_capacity()),
                 holder=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
                 settings=CoordinatorSettings(
-                    plan=PlanSettings(min_step_s=config.plan_min_step()),
+                    plan=PlanSettings(min_step_s=settings.plan_min_step_s),
                     admission=AdmissionSettings(max_wait_s=settings.max_wait_s, fail_fast=settings.fail_fast),
                     lease_s=settings.lease_s,
                     grow_wait_s=settings.node_pools_wait_s if self._nodes is not None else None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from airflow_predictive import config
 from airflow_predictive.core.model.plan import Pool, PoolCapacity, PoolKind
 from airflow_predictive.core.model.resources import ResourceVector
 from airflow_predictive.core.scheduling.admission import AdmissionSettings
@@ -66,7 +65,7 @@ def local_coordinator(holder: str) -> tuple[Coordinator, Any, bool]:
         pool=local_pool(backend, settings.pool_memory_bytes, settings.pool_cpus),
         holder=holder,
         settings=CoordinatorSettings(
-            plan=PlanSettings(min_step_s=config.plan_min_step()),
+            plan=PlanSettings(min_step_s=settings.plan_min_step_s),
             admission=AdmissionSettings(max_wait_s=settings.max_wait_s, fail_fast=settings.fail_fast),
             lease_s=settings.lease_s,
             trust_after_runs=settings.trust_after_runs,
