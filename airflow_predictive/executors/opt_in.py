@@ -4,7 +4,10 @@
 resources: the plan when nothing is forecast, and the fallback), ``risk`` (one quantile for every
 metric, or ``{"memory": 0.99, "cpu": 0.9}``), ``min`` / ``max`` (bounds, same keys), ``shaping`` (``True``, or
 a dict of shaping settings such as ``{"reclaim_after_s": 5}``, plus ``warmup_s``: the task's limits
-follow its use while it runs), ``shadow_run``, ``duration`` (seconds, the plan's length when nothing predicts it) and ``enabled``.
+follow its use while it runs), ``shadow_run`` (``"auto"`` | ``True`` | ``False``: a shadow run before the
+task, by the executor's pre-stage, executors/local_shadow.py) and ``shadow_cmds`` (what that shadow runs:
+an argv list, or one string for bash; default: a BashOperator's own ``bash_command``), ``duration``
+(seconds, the plan's length when nothing predicts it) and ``enabled``.
 A DAG-wide default goes through ``default_args={"executor_config": {...}}``; ``[predictive]
 default_enabled`` opts in every task that says nothing. Bad values are ignored with one log line:
 a typo in a setting never stops the task.
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_predictive.core.model.quantity import InvalidQuantity, parse_quantity
 from airflow_predictive.core.model.resources import Metric, ResourceVector
 from airflow_predictive.core.scheduling.planner import DEFAULT_RISK
+from airflow_predictive.core.shadow.policy import ShadowMode
 from airflow_predictive.core.shaping.codec import settings_from_dict
 from airflow_predictive.listeners.task_facts import PREDICTIVE_KEY, declared_resources
 
@@ -46,7 +50,8 @@ class TaskSettings:
     minimum: ResourceVector = field(default_factory=ResourceVector)
     maximum: ResourceVector = field(default_factory=ResourceVector)
     shaping: bool = False
-    shadow_run: bool | str = False
+    shadow_run: ShadowMode = ShadowMode.NEVER
+    shadow_cmds: tuple[str, ...] | None = None  # argv of the shadow (None: the task's bash_command)
     duration_s: float | None = None
     shaping_settings: ShapingSettings | None = None  # None: the policy's defaults
     shaping_warmup_s: float = DEFAULT_WARMUP_S
@@ -110,17 +115,44 @@ def _shaping(raw: Any) -> tuple[bool, ShapingSettings | None, float]:
     return bool(raw), None, DEFAULT_WARMUP_S
 
 
-def task_settings(executor_config: Any, *, default_enabled: bool = False) -> TaskSettings:
-    """Settings of one task from its executor_config (never raises)."""
+def _shadow_run(raw: Any, default: ShadowMode) -> ShadowMode:
+    if raw is None:
+        return default
+    try:
+        return ShadowMode.parse(raw)
+    except ValueError as exc:
+        log.warning("predictive: ignoring %s; no shadow run", exc)
+        return ShadowMode.NEVER
+
+
+def _shadow_cmds(raw: Any) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str) and raw.strip():
+        return ("/bin/bash", "-c", raw)
+    if isinstance(raw, list | tuple) and raw and all(isinstance(x, str) for x in raw):
+        return tuple(raw)
+    log.warning(
+        "predictive: ignoring shadow_cmds=%r (an argv list such as ['python', 'dry.py'], or a bash string)",
+        raw,
+    )
+    return None
+
+
+def task_settings(
+    executor_config: Any, *, default_enabled: bool = False, default_shadow: ShadowMode = ShadowMode.NEVER
+) -> TaskSettings:
+    """Settings of one task from its executor_config (never raises). ``default_shadow``: the
+    ``shadow_run`` of a task that says nothing (False unless ``[predictive]`` says otherwise)."""
     declared = declared_resources(executor_config, None)
     cfg = executor_config.get(PREDICTIVE_KEY) if isinstance(executor_config, Mapping) else None
     if cfg is None:
-        return TaskSettings(enabled=default_enabled, declared=declared)
+        return TaskSettings(enabled=default_enabled, declared=declared, shadow_run=default_shadow)
     if isinstance(cfg, bool):
-        return TaskSettings(enabled=cfg, declared=declared)
+        return TaskSettings(enabled=cfg, declared=declared, shadow_run=default_shadow)
     if not isinstance(cfg, Mapping):
         log.warning("predictive: executor_config['predictive']=%r is neither a bool nor a dict; ignored", cfg)
-        return TaskSettings(enabled=default_enabled, declared=declared)
+        return TaskSettings(enabled=default_enabled, declared=declared, shadow_run=default_shadow)
     duration = cfg.get("duration")
     try:
         duration_s = float(duration) if duration is not None and float(duration) > 0 else None
@@ -135,9 +167,8 @@ def task_settings(executor_config: Any, *, default_enabled: bool = False) -> Tas
         minimum=_vector(cfg.get("min"), "min"),
         maximum=_vector(cfg.get("max"), "max"),
         shaping=shaping,
-        shadow_run=cfg.get("shadow_run", False)
-        if isinstance(cfg.get("shadow_run", False), bool | str)
-        else False,
+        shadow_run=_shadow_run(cfg.get("shadow_run"), default_shadow),
+        shadow_cmds=_shadow_cmds(cfg.get("shadow_cmds")),
         duration_s=duration_s,
         shaping_settings=shaping_settings,
         shaping_warmup_s=warmup_s,

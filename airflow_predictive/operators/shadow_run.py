@@ -20,11 +20,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import uuid
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+
+from airflow_predictive.operators.shadow_local import (
+    SHADOW_ENV,
+    bash_argv,
+    bash_command_of,
+    bash_start,
+    run_local,
+    shadow_labels,
+    shadow_name,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -40,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SHADOW_ENV = "AIRFLOW_PREDICTIVE_SHADOW"
+__all__ = ["SHADOW_ENV", "ShadowCalibration", "ShadowPlan", "ShadowRunOperator", "shadow_settings"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,9 @@ class ShadowCalibration:
         self.settings = settings
         self.declared = declared
 
-    def plan(self, mode: str | bool) -> ShadowPlan:
+    def plan(self, mode: str | bool, *, runtime_hint_s: float | None = None) -> ShadowPlan:
+        """Shadow or not, and its budget. ``runtime_hint_s``: the runtime the task's author declared
+        (the executor's ``duration``), the budget's base when no learned forecast predicts one."""
         from airflow_predictive.core.model.query import ForecastQuery, ForecastSource
         from airflow_predictive.core.model.resources import Metric
         from airflow_predictive.core.model.runs import Outcome, RunSource
@@ -105,9 +116,9 @@ class ShadowCalibration:
         p50 = served.forecast.peaks(0.5).get(mem) if learned and served and served.forecast else None
         errors = relative_errors(p50, [r.peak.get(mem) for r in history[-self.settings.drift_window :]])
         decision = decide(parsed, len(history), errors, self.settings)
-        predicted = None
+        predicted = runtime_hint_s
         if learned and served is not None and served.forecast is not None:
-            predicted = served.forecast.duration_s.get(0.5)
+            predicted = served.forecast.duration_s.get(0.5) or runtime_hint_s
         budget = budget_for(predicted, self.settings) if decision.run else None
         return ShadowPlan(decision, budget, served if learned else None, note)
 
@@ -311,8 +322,6 @@ class ShadowRunOperator(BaseOperator):
 
     def _shadow(self, context: Context) -> dict[str, Any]:
         from airflow_predictive.core.model.runs import TaskKey
-        from airflow_predictive.core.ports import SystemClock
-        from airflow_predictive.core.shadow.runner import run_shadow
         from airflow_predictive.runtime import get_runtime
 
         settings = shadow_settings(**self.overrides)
@@ -329,32 +338,23 @@ class ShadowRunOperator(BaseOperator):
         if self.bash_command is None and self.python_callable is None:
             self._command_of_target(context)
         backend = get_runtime().local_backend()
-        name = f"shadow-{self.target}-{uuid.uuid4().hex[:8]}"[:63]
+        name = shadow_name(self.target)
         env = {**self.env, SHADOW_ENV: "1"}
         starter = _CallableStart(backend, name, env, self) if self.python_callable else None
-
-        def start(allocation: Allocation) -> Handle:
-            from airflow_predictive.core.model.backend import ProvisionSpec
-
-            if starter is not None:
-                return starter(allocation)
-            spec = ProvisionSpec(
-                name=name,
-                command=("/bin/bash", "-c", str(self.bash_command)),
-                env=env,
-                labels=_labels(key, run_id),
-            )
-            return backend.provision(spec, allocation)
-
-        run = run_shadow(
-            backend, start, plan.budget, clock=SystemClock(), sample_interval_s=settings.sample_interval_s
+        start = starter or bash_start(
+            backend, name, bash_argv(str(self.bash_command)), env, shadow_labels(key, run_id)
         )
-        if starter is not None:
-            run = starter.settled(run)
         ti = context.get("ti")
         try_number = int(getattr(ti, "try_number", 1) or 1)
-        summary = calibration.finish(
-            plan, run, try_number=try_number, operator=type(self).__name__, overhead=_task_overhead()
+        summary = run_local(
+            calibration,
+            plan,
+            backend,
+            start,
+            try_number=try_number,
+            operator=type(self).__name__,
+            overhead=_task_overhead(),
+            settle=starter.settled if starter is not None else None,
         )
         self.log.info(
             "predictive: shadow of %s ended %s after %.1f s (cost %.2f core-s); re-forecast stored: %s",
@@ -370,9 +370,9 @@ class ShadowRunOperator(BaseOperator):
         """The target's own command: a BashOperator's (rendered) bash_command or a PythonOperator's callable."""
         dag = context.get("dag") or getattr(self, "dag", None)
         task = dag.get_task(self.target) if dag is not None else None
-        command = getattr(task, "bash_command", None)
-        if isinstance(command, str):
-            self.bash_command = str(task.render_template(command, context)) if task is not None else command
+        command = bash_command_of(task, lambda text: task.render_template(text, context))
+        if command is not None:
+            self.bash_command = command
             return
         fn = getattr(task, "python_callable", None)
         if callable(fn):
@@ -416,10 +416,6 @@ def _task_overhead() -> ResourceVector:
     except Exception as exc:  # no /proc/<pid>/smaps: the prefix alone
         log.info("predictive: task process memory unknown (%s); the shadow's prefix alone", exc)
         return ResourceVector()
-
-
-def _labels(key: TaskKey, run_id: str) -> dict[str, str]:
-    return {"dag_id": key.dag_id, "task_id": key.task_id, "run_id": run_id, "shadow": "1"}
 
 
 class _CallableStart:

@@ -55,6 +55,7 @@ class ShadowReason(StrEnum):
     ASKED = "asked"
     DISABLED = "disabled"  # shadow_run=False
     WELL_KNOWN = "well_known"  # enough history and no drift: not worth its cost
+    NO_COMMAND = "no_command"  # a local task with nothing safe to replay (no shadow_cmds, no bash_command)
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,23 @@ def decide(
                 f"(threshold {100 * settings.drift_threshold:.0f}%)",
             )
     return ShadowDecision(False, ShadowReason.WELL_KNOWN, f"{successful_runs} runs, forecast fits")
+
+
+def local_gate(mode: ShadowMode, command: str | None) -> ShadowDecision | None:
+    """Whether a local task under the PredictiveExecutor may be shadowed at all (None: ``decide``
+    says). Running a task's real code twice can have side effects, so the executor replays only
+    what is known to be a command: the task's ``shadow_cmds`` or a BashOperator-family
+    ``bash_command`` (``command``: where it came from, None when neither). Without one, neither
+    "auto" nor True shadows (there is nothing to run)."""
+    if mode is ShadowMode.NEVER:
+        return ShadowDecision(False, ShadowReason.DISABLED, "shadow_run=False")
+    if command is None:
+        return ShadowDecision(
+            False,
+            ShadowReason.NO_COMMAND,
+            "no shadow_cmds and no bash_command to replay (a local task's own code is never run twice)",
+        )
+    return None
 
 
 def _median(values: Sequence[float]) -> float:

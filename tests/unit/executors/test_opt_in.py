@@ -33,3 +33,16 @@ def test_bad_values_are_ignored_never_raised() -> None:
     assert s.enabled and s.risk[Metric.MEMORY_BYTES] == 0.99
     assert s.maximum.is_empty() and s.duration_s is None
     assert not task_settings({"predictive": "yes please"}).enabled
+
+
+def test_shadow_run_and_shadow_cmds_are_parsed_and_a_local_task_is_not_shadowed_by_default() -> None:
+    from airflow_predictive.core.shadow.policy import ShadowMode
+
+    assert task_settings({"predictive": True}).shadow_run is ShadowMode.NEVER
+    assert task_settings({"predictive": {}}, default_shadow=ShadowMode.AUTO).shadow_run is ShadowMode.AUTO
+    s = task_settings({"predictive": {"shadow_run": True, "shadow_cmds": ["python", "dry.py"]}})
+    assert s.shadow_run is ShadowMode.ALWAYS and s.shadow_cmds == ("python", "dry.py")
+    auto = task_settings({"predictive": {"shadow_run": "auto", "shadow_cmds": "echo dry"}})
+    assert auto.shadow_run is ShadowMode.AUTO and auto.shadow_cmds == ("/bin/bash", "-c", "echo dry")
+    bad = task_settings({"predictive": {"shadow_run": "sometimes", "shadow_cmds": [1, 2]}})
+    assert bad.enabled and bad.shadow_run is ShadowMode.NEVER and bad.shadow_cmds is None

@@ -61,3 +61,14 @@ def test_bad_settings_are_refused():
 def test_errors_without_a_forecast_or_peaks_are_empty():
     assert relative_errors(None, [1.0]) == []
     assert relative_errors(100.0, [None, 0.0, float("nan")]) == []
+
+
+def test_a_local_task_is_shadowed_only_with_a_command_to_replay() -> None:
+    from airflow_predictive.core.shadow.policy import ShadowMode, ShadowReason, local_gate
+
+    never = local_gate(ShadowMode.NEVER, "shadow_cmds")
+    assert never is not None and not never.run and never.reason is ShadowReason.DISABLED
+    for mode in (ShadowMode.AUTO, ShadowMode.ALWAYS):
+        blocked = local_gate(mode, None)
+        assert blocked is not None and not blocked.run and blocked.reason is ShadowReason.NO_COMMAND
+        assert local_gate(mode, "its bash_command") is None  # decide() says (cold / drift / asked)
