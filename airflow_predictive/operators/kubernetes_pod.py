@@ -75,6 +75,12 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
     min_resources / max_resources: bounds, {"cpu": cores, "memory": bytes}.
     shaping_interval_s: seconds between two shaping rounds while the pod runs.
     shaping: further ``ShapingSettings`` as primitives (grow_margin, cooldowns ...).
+    pod_sampler: add the in-pod sampler (a native sidecar in a shared PID namespace,
+        ``backends/kubernetes/pod_sampler``): the pod is shaped from its 1 s samples instead of
+        metrics.k8s.io. Off by default: its image must have this provider installed.
+    pod_sampler_image: the sampler's image (default: the pod's base image).
+    pod_sampler_store_secret: "secret-name:key" of a Secret holding the store URL; without it the
+        URL (``[predictive] sql_alchemy_conn``) is put into the sampler's env as a literal.
     """
 
     def __init__(
@@ -89,6 +95,9 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         max_resources: dict[str, float] | None = None,
         shaping_interval_s: float = 2.0,
         shaping: dict[str, Any] | None = None,
+        pod_sampler: bool = False,
+        pod_sampler_image: str | None = None,
+        pod_sampler_store_secret: str | None = None,
         **kwargs: Any,
     ) -> None:
         callbacks = kwargs.pop("callbacks", None)
@@ -114,6 +123,11 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         self._shaping_thread: threading.Thread | None = None
         self.shaping_rounds = 0
         self.plan_note = ""
+        if pod_sampler_store_secret is not None and ":" not in pod_sampler_store_secret:
+            raise ValueError("pod_sampler_store_secret must be 'secret-name:key'")
+        self.pod_sampler = pod_sampler
+        self.pod_sampler_image = pod_sampler_image
+        self.pod_sampler_store_secret = pod_sampler_store_secret
 
     # ---- settings ------------------------------------------------------------------------------
     def shaping_settings(self) -> Any:
@@ -145,6 +159,8 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         if base is None:
             return pod
         _resizable(base)
+        if self.pod_sampler and context is not None:
+            self._add_sampler(pod, base, context)
         if not dry_run and context is not None and self.shadow_summary is None:
             self.shadow_summary = self._shadow(context, pod, base)
         try:
@@ -165,6 +181,39 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         if not dry_run and self.planned_peak is not None:
             self._steer(pod, self.planned_peak)
         return pod
+
+    def _add_sampler(self, pod: k8s.V1Pod, base: k8s.V1Container, context: Context) -> None:
+        """The in-pod sampler under this try's identity; without it the pod is shaped from
+        metrics.k8s.io (one log line says why)."""
+        from airflow_predictive.backends.kubernetes.pod_sampler import with_pod_sampler
+
+        try:
+            ti = context.get("ti")
+            secret = None
+            url = None
+            if self.pod_sampler_store_secret:
+                name, _, key = self.pod_sampler_store_secret.partition(":")
+                secret = (name, key)
+            else:
+                from airflow_predictive import config
+
+                url = config.storage_url()
+            map_index = getattr(ti, "map_index", -1)
+            with_pod_sampler(
+                pod,
+                self.dag_id,
+                self.task_id,
+                str(context["run_id"]),
+                image=self.pod_sampler_image or base.image,
+                try_number=int(getattr(ti, "try_number", 1) or 1),
+                map_index=map_index if isinstance(map_index, int) else -1,
+                store_url=url,
+                store_secret=secret,
+            )
+        except Exception as exc:  # never hurt the task: shaped from metrics.k8s.io
+            self.log.warning(
+                "predictive: no in-pod sampler (%s: %s); shaping from metrics.k8s.io", type(exc).__name__, exc
+            )
 
     def _steer(self, pod: k8s.V1Pod, peak: ResourceVector) -> None:
         """``[predictive] node_pools``: select the Karpenter NodePool whose node holds the plan's
@@ -351,7 +400,7 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
             self._shaping_thread = None
 
     def _shaper(self, pod: k8s.V1Pod) -> Any:
-        from airflow_predictive.triggers.pod_shaper import PodShaper, PodTarget
+        from airflow_predictive.triggers.pod_shaper import PodShaper, PodTarget, store_sidecar_usage
 
         events = None
         try:
@@ -368,7 +417,11 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
             kubeconfig=self.config_file,
         )
         return PodShaper(
-            target, self.shaping_settings(), events=events, run_key=f"{self.dag_id}/{self.task_id}"
+            target,
+            self.shaping_settings(),
+            events=events,
+            run_key=f"{self.dag_id}/{self.task_id}",
+            sidecar=store_sidecar_usage(),
         )
 
     # ---- deferrable mode (seam: the parent's trigger) ------------------------------------------------

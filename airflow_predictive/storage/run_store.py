@@ -110,6 +110,14 @@ class LegStart:
 
 
 @dataclass(frozen=True, slots=True)
+class NewestSample:
+    """One run's newest sample: when it was taken (epoch seconds) and what it read."""
+
+    at: float
+    usage: ResourceVector
+
+
+@dataclass(frozen=True, slots=True)
 class TaskRunStats:
     """Aggregates of one task's tries (``SqlRunStore.task_stats``); absent values are None."""
 
@@ -488,8 +496,9 @@ class SqlRunStore:
             q = q.where(t.dag_id == key.dag_id, t.task_id == key.task_id, t.map_index == key.map_index)
         if source is not None:
             q = q.where(t.source == source.value)
-        else:  # shadow runs are calibration, never history: asked for only by their source
-            q = q.where(t.source != RunSource.SHADOW.value)
+        else:  # shadow runs (calibration) and pod sampler runs (shaping input) are never history:
+            # asked for only by their source
+            q = q.where(t.source.not_in((RunSource.SHADOW.value, RunSource.POD.value)))
         if limit is not None:
             # the newest `limit` runs, returned oldest first
             q = q.order_by(t.start_date.desc(), t.id.desc()).limit(limit)
@@ -499,6 +508,39 @@ class SqlRunStore:
         q = q.order_by(t.start_date, t.id)
         with self._connect() as conn:
             return [self._record(r) for r in conn.execute(q).mappings()]
+
+    def newest_samples(
+        self, hostnames: Sequence[str], *, source: RunSource = RunSource.POD
+    ) -> dict[str, NewestSample]:
+        """The newest sample of each running run of ``source`` recorded on each of ``hostnames``
+        (the in-pod sampler's pods, ``namespace/pod``), in one query: what the shaper reads every
+        round. A hostname with several running runs answers with its newest sample."""
+        if not hostnames:
+            return {}
+        t, s = task_run.c, resource_sample.c
+        newest = select(func.max(s.t_s)).where(s.run_pk == t.id).correlate(task_run).scalar_subquery()
+        q = (
+            select(t.hostname, t.start_date, s.t_s, *(s[name] for name in METRIC_COLUMNS))
+            .select_from(task_run.join(resource_sample, s.run_pk == t.id))
+            .where(
+                t.source == source.value,
+                t.outcome == Outcome.RUNNING.value,
+                t.hostname.in_(list(hostnames)),
+                s.t_s == newest,
+            )
+        )
+        out: dict[str, NewestSample] = {}
+        with self._connect() as conn:
+            for row in conn.execute(q):
+                start = _aware(row[1])
+                if start is None or row[2] is None or not math.isfinite(row[2]):
+                    continue
+                at = start.timestamp() + float(row[2])
+                known = out.get(row[0])
+                if known is None or at > known.at:
+                    usage = ResourceVector.lenient(dict(zip(Metric, row[3:], strict=True)))
+                    out[row[0]] = NewestSample(at, usage)
+        return out
 
     def samples(self, run_pk: int) -> list[ResourceSample]:
         s = resource_sample.c

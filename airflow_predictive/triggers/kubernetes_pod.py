@@ -77,7 +77,7 @@ class PredictiveKubernetesPodTrigger(KubernetesPodTrigger):
     async def _shape(self) -> None:
         from airflow_predictive.backends.kubernetes.translate import label_value
         from airflow_predictive.core.shaping.codec import settings_from_dict
-        from airflow_predictive.triggers.pod_shaper import PodShaper, PodTarget
+        from airflow_predictive.triggers.pod_shaper import PodShaper, PodTarget, store_sidecar_usage
 
         target = PodTarget(
             selector=f"{SHAPING_LABEL}={label_value(self.pod_name)}",
@@ -95,8 +95,13 @@ class PredictiveKubernetesPodTrigger(KubernetesPodTrigger):
                 events = await asyncio.to_thread(lambda: get_runtime().shaping_events())
             except Exception as exc:
                 log.info("shaping events will not be stored: %s", exc)
+            sidecar = await asyncio.to_thread(store_sidecar_usage)
             shaper = PodShaper(
-                target, settings_from_dict(self.shaping), events=events, run_key=self.shaping_run_key
+                target,
+                settings_from_dict(self.shaping),
+                events=events,
+                run_key=self.shaping_run_key,
+                sidecar=sidecar,
             )
             while True:
                 report = await asyncio.to_thread(shaper.round)

@@ -4,7 +4,9 @@
 Why a round and not a loop: the trigger owns time (``asyncio.sleep``) and the sensor owns it in
 poke mode (``poke_interval``); both call ``round()``. A round costs two list calls for all pods
 (pods + their metrics, ``KubernetesPodBackend.snapshot``), plus one call per pod that is being
-resized. Nothing here survives a triggerer restart but the primitives it was built from: pods
+resized, plus one store query for all pods when the pods carry the in-pod sampler
+(``backends/kubernetes/pod_samples.SidecarUsage``: its newest sample when fresher than ~3 s, else
+metrics.k8s.io; the round's report counts the pods per usage origin). Nothing here survives a triggerer restart but the primitives it was built from: pods
 and their resizes in flight are found again in the cluster (``attach``), the run's start time
 comes back from ``started_at``. It never raises for cluster or storage failures.
 """
@@ -23,6 +25,7 @@ from airflow_predictive.core.shaping.controller import ShapingController
 
 if TYPE_CHECKING:
     from airflow_predictive.backends.kubernetes.backend import KubernetesPodBackend
+    from airflow_predictive.backends.kubernetes.pod_samples import SidecarUsage
     from airflow_predictive.core.model.backend import (
         Allocation,
         Capabilities,
@@ -57,19 +60,28 @@ class PodTarget:
 
 
 class SnapshotPods:
-    """The controller's view of the pods: state and usage from this round's snapshot, resizes
-    through the backend (submit now, poll on later rounds)."""
+    """The controller's view of the pods: state and usage from this round's snapshot (usage from
+    the in-pod sampler when ``sidecar`` has a fresh sample), resizes through the backend (submit
+    now, poll on later rounds)."""
 
-    def __init__(self, backend: KubernetesPodBackend, container: str) -> None:
+    def __init__(
+        self, backend: KubernetesPodBackend, container: str, sidecar: SidecarUsage | None = None
+    ) -> None:
         self.backend = backend
         self.name = backend.name
         self.container = container
+        self.sidecar = sidecar
         self.pods: dict[str, Any] = {}
         self.usage_by_ref: dict[str, ResourceVector] = {}
         self._caps: Capabilities | None = None
 
     def refresh(self, selector: str) -> None:
-        self.pods, self.usage_by_ref = self.backend.snapshot(selector)
+        self.pods, metrics = self.backend.snapshot(selector)
+        if self.sidecar is None:
+            self.usage_by_ref = metrics
+            return
+        chosen = self.sidecar.merge(sorted(self.pods), metrics)
+        self.usage_by_ref = {ref: c.usage for ref, c in chosen.items() if c.usage is not None}
 
     def capabilities(self) -> Capabilities:
         if self._caps is None:
@@ -113,6 +125,7 @@ class RoundReport:
     resizes: int = 0
     applied: int = 0
     note: str = ""
+    usage_sources: dict[str, int] = field(default_factory=dict)  # origin -> pods this round
 
     @property
     def done(self) -> bool:
@@ -126,6 +139,7 @@ class RoundReport:
             "resizes": self.resizes,
             "applied": self.applied,
             "note": self.note,
+            "usage_sources": dict(self.usage_sources),
         }
 
 
@@ -144,8 +158,10 @@ class PodShaper:
         ledger: LedgerAdjuster | None = None,
         reservation_id: str | None = None,
         run_key: str = "",
+        sidecar: SidecarUsage | None = None,
     ) -> None:
         self.target = target
+        self.sidecar = sidecar
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.started_at = time.time() if started_at is None else started_at
@@ -160,7 +176,9 @@ class PodShaper:
 
     def _pods(self) -> SnapshotPods:
         if self._view is None:
-            self._view = SnapshotPods(self._backend or build_backend(self.target), self.target.container)
+            self._view = SnapshotPods(
+                self._backend or build_backend(self.target), self.target.container, self.sidecar
+            )
         return self._view
 
     def round(self) -> RoundReport:
@@ -178,6 +196,8 @@ class PodShaper:
                 ctrl.tick()
         self._unprotect_finished(view)
         report = RoundReport(len(self.controllers), self._running())
+        if self.sidecar is not None:
+            report.usage_sources = self.sidecar.counts()
         for ref, ctrl in self.controllers.items():
             report.resizes += ctrl.resizes
             report.applied += ctrl.applied
@@ -228,6 +248,22 @@ class PodShaper:
     def close(self) -> None:
         if self._view is not None:
             self._view.backend.close()
+
+
+def store_sidecar_usage(store: Any = None) -> SidecarUsage | None:
+    """Usage from the in-pod sampler's samples in ``store`` (default: the runtime's run store);
+    None when no store is configured (the shaper then reads metrics.k8s.io only)."""
+    from airflow_predictive.backends.kubernetes.pod_samples import SidecarUsage, store_samples
+
+    if store is None:
+        try:
+            from airflow_predictive.runtime import get_runtime
+
+            store = get_runtime().run_store()
+        except Exception as exc:
+            log.info("in-pod sampler samples unavailable (%s); shaping from metrics.k8s.io", exc)
+            return None
+    return SidecarUsage(store_samples(store))
 
 
 def build_backend(target: PodTarget) -> KubernetesPodBackend:

@@ -33,6 +33,8 @@ class ResourceShapingTrigger(BaseTrigger):
     started_at: epoch seconds the shaped run started (kept across triggerer restarts).
     wait_for_pods_s: how long to wait for a first pod before giving up (event status "not_found").
     store_events: store shaping events in the provider's database.
+    sidecar_usage: read the pods' usage from the in-pod sampler's samples in the provider's
+        database when they are fresh (metrics.k8s.io otherwise; ``backends/kubernetes/pod_samples``).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class ResourceShapingTrigger(BaseTrigger):
         run_key: str = "",
         reservation_id: str | None = None,
         store_events: bool = True,
+        sidecar_usage: bool = True,
     ) -> None:
         super().__init__()
         self.selector = selector
@@ -64,6 +67,7 @@ class ResourceShapingTrigger(BaseTrigger):
         self.run_key = run_key
         self.reservation_id = reservation_id
         self.store_events = store_events
+        self.sidecar_usage = sidecar_usage
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -81,12 +85,13 @@ class ResourceShapingTrigger(BaseTrigger):
                 "run_key": self.run_key,
                 "reservation_id": self.reservation_id,
                 "store_events": self.store_events,
+                "sidecar_usage": self.sidecar_usage,
             },
         )
 
     def build_shaper(self) -> Any:
         from airflow_predictive.core.shaping.codec import settings_from_dict
-        from airflow_predictive.triggers.pod_shaper import PodShaper, PodTarget
+        from airflow_predictive.triggers.pod_shaper import PodShaper, PodTarget, store_sidecar_usage
 
         events = ledger = None
         if self.store_events or self.reservation_id:
@@ -107,6 +112,7 @@ class ResourceShapingTrigger(BaseTrigger):
             ledger=ledger,
             reservation_id=self.reservation_id,
             run_key=self.run_key,
+            sidecar=store_sidecar_usage() if self.sidecar_usage else None,
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

@@ -55,6 +55,7 @@ class RunSource(StrEnum):
     INGEST = "ingest"  # backfilled from Airflow's task_instance table (no samples)
     TRACE = "trace"  # imported from a public trace (k-Segments, Nextflow)
     SHADOW = "shadow"  # a shadow run: a short calibration run before the real try (never trains)
+    POD = "pod"  # the in-pod sampler's record of a pod's containers (feeds shaping; never trains)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,12 @@ and replaces what a container *is*:
 - in-place resize: the accepted limits are written to the cgroup after the actuation delay;
 - usage: CPU seconds, working set and block I/O read from the cgroup files;
 - logs: stdout / stderr captured per container instance with a timestamp per line;
+- PID namespaces: every container runs in a PID namespace of its own (it sees only its own
+  processes, as in a real pod); a pod with ``shareProcessNamespace: true`` runs all its containers
+  in one, whose PID 1 is a per-pod sandbox process (real pods: the pause container). The sandbox is
+  ``unshare --pid --fork --mount-proc``, a container joins it with ``nsenter --pid --mount``.
+  Without ``unshare`` / the privilege for it the containers run in the host's namespace (one
+  warning) and ``ProcessKubelet.namespaces`` says so;
 - bad input: a program that does not exist -> ``StartError`` / 128, an image the map does not know
   -> ``ErrImagePull`` (the pod stays Pending), never an exception out of ``tick``.
 
@@ -30,8 +36,11 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
+import subprocess
 import tempfile
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,11 +63,14 @@ from airflow_predictive.emulator.kubernetes.resources import PODS
 from airflow_predictive.emulator.kubernetes.workload import Workload
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from airflow_predictive.core.ports import Clock
     from airflow_predictive.emulator.kubernetes.store import Obj, Store
 
 log = logging.getLogger(__name__)
 
+SANDBOX_START_S = 2.0  # how long a sandbox's PID 1 may take to appear
 START_ERROR_EXIT = 128  # what containerd reports for a container whose process could not start
 SAMPLE_INTERVAL_S = 0.25  # cgroup usage read-outs (metrics resolution is seconds anyway)
 
@@ -106,8 +118,11 @@ class ProcessKubelet(Kubelet):
         images: ImageMap | None = None,
         backend: CgroupBackend | None = None,
         log_dir: str | None = None,
+        pid_namespaces: bool = True,
     ) -> None:
         super().__init__(store, clock, config)
+        self._sandboxes: dict[str, Sandbox] = {}  # pod uid (shared) or "uid/container" -> sandbox
+        self.namespaces = pid_namespaces and _namespaces_work()
         self.images = images or ImageMap()
         self.backend = backend or CgroupBackend()
         self._own_log_dir = log_dir is None
@@ -147,6 +162,8 @@ class ProcessKubelet(Kubelet):
         policy = self._restart_policy(pod)
         if rt.finished:
             self._stop_sidecars(pod, rt, now)
+            if self._sandboxes and all(c.handle is None for c in self._all(rt)):
+                self._drop_sandboxes(rt)
             return
         if not rt.initialized:
             self._advance_init(pod, rt, policy, now)
@@ -255,11 +272,24 @@ class ProcessKubelet(Kubelet):
         resources = rt.actual.get(cr.name) or {
             k: dict(v) for k, v in (cr.spec.get("resources") or {}).items() if k in ("requests", "limits")
         }
+        argv = launch.argv
+        if self.namespaces and shutil.which(argv[0], path=launch.env.get("PATH")) is None:
+            # nsenter would turn a missing program into exit 127: the runtime's StartError instead
+            self._start_error(
+                pod, rt, cr, policy, now, _start_message(argv[0], ValueError("not an executable program"))
+            )
+            return
+        if self.namespaces:
+            sandbox = self._sandbox(pod, rt, cr.name)
+            if sandbox is None:
+                self._start_error(
+                    pod, rt, cr, policy, now, "failed to create the pod sandbox (PID namespace)"
+                )
+                return
+            argv = sandbox.enter(argv, launch.cwd or os.getcwd())
         try:
             handle = self.backend.provision(
-                ProvisionSpec(
-                    name=_leaf(rt.namespace, rt.name, cr.name), command=launch.argv, env=launch.env
-                ),
+                ProvisionSpec(name=_leaf(rt.namespace, rt.name, cr.name), command=argv, env=launch.env),
                 _allocation(resources),
                 cwd=launch.cwd,
                 stdout=out_fd,
@@ -280,6 +310,28 @@ class ProcessKubelet(Kubelet):
         self._sample(cr, now, force=True)
         self.event(pod, "Created", f"Created container: {cr.name}", container=cr.name)
         self.event(pod, "Started", f"Started container {cr.name}", container=cr.name)
+
+    # ---- PID namespaces -----------------------------------------------------------------------
+    def _sandbox(self, pod: Obj, rt: PodRuntime, container: str) -> Sandbox | None:
+        """The PID namespace ``container`` runs in: the pod's when it shares one, else its own."""
+        shared = bool(pod["spec"].get("shareProcessNamespace"))
+        key = rt.uid if shared else f"{rt.uid}/{container}"
+        box = self._sandboxes.get(key)
+        if box is not None and box.alive():
+            return box
+        if box is not None:
+            box.close()
+        try:
+            box = Sandbox.start()
+        except (OSError, RuntimeError) as exc:
+            log.warning("pod %s/%s: no PID namespace for %s: %s", rt.namespace, rt.name, container, exc)
+            return None
+        self._sandboxes[key] = box
+        return box
+
+    def _drop_sandboxes(self, rt: PodRuntime) -> None:
+        for key in [k for k in self._sandboxes if k == rt.uid or k.startswith(f"{rt.uid}/")]:
+            self._sandboxes.pop(key).close()
 
     def _start_error(
         self, pod: Obj, rt: PodRuntime, cr: ProcessContainer, policy: str, now: float, message: str
@@ -423,12 +475,14 @@ class ProcessKubelet(Kubelet):
         self._kill_at.pop(rt.uid, None)
         for cr in live:
             self._release(cr)
+        self._drop_sandboxes(rt)
         super()._terminate(pod, rt)
 
     def _forget(self, rt: PodRuntime) -> None:
         self._kill_at.pop(rt.uid, None)
         for cr in self._all(rt):
             self._release(cr)
+        self._drop_sandboxes(rt)
 
     # ---- resize -------------------------------------------------------------------------------
     def _apply_limits(self, pod: Obj, rt: PodRuntime) -> str | None:
@@ -490,9 +544,10 @@ class ProcessKubelet(Kubelet):
             for cr in self._all(rt):
                 self._signal(cr, signal.SIGKILL)
                 self._release(cr)
+        for box in self._sandboxes.values():
+            box.close()
+        self._sandboxes.clear()
         if self._own_log_dir:
-            import shutil
-
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def running_pids(self) -> list[int]:
@@ -507,6 +562,98 @@ class ProcessKubelet(Kubelet):
             return self.store.get(PODS, rt.namespace, rt.name)
         except Exception:
             return None
+
+
+@dataclass
+class Sandbox:
+    """A PID namespace (with its own /proc) held open by a sleeping PID 1, like a pod's pause.
+
+    ``unshare`` (our child) forks ``init``, PID 1 inside; killing ``init`` ends the namespace and
+    the kernel kills every process still in it.
+    """
+
+    unshare: subprocess.Popen[bytes]
+    init: int
+
+    @classmethod
+    def start(cls) -> Sandbox:
+        proc = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "sleep", "infinity"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + SANDBOX_START_S
+        while time.monotonic() < deadline:
+            kids = _children(proc.pid)
+            if kids and _in_new_namespace(kids[0]):
+                return cls(proc, kids[0])
+            if proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        with contextlib.suppress(OSError):
+            proc.kill()
+        proc.wait(timeout=5)
+        raise RuntimeError(f"unshare did not start a namespace (exit {proc.returncode})")
+
+    def enter(self, argv: Sequence[str], cwd: str) -> tuple[str, ...]:
+        return ("nsenter", f"--target={self.init}", "--pid", "--mount", f"--wd={cwd}", "--", *argv)
+
+    def alive(self) -> bool:
+        return self.unshare.poll() is None and _alive(self.init)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.kill(self.init, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.unshare.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.unshare.wait(timeout=5)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(k) for k in fh.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _in_new_namespace(pid: int) -> bool:
+    """``pid`` is PID 1 of a namespace nested in ours (and its exec is done: it sleeps)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            status = fh.read()
+    except OSError:
+        return False
+    nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+    name = next((line.split()[1] for line in status.splitlines() if line.startswith("Name:")), "")
+    return len(nspid) > 1 and nspid[-1] == "1" and name == "sleep"
+
+
+_NAMESPACES: bool | None = None
+
+
+def _namespaces_work() -> bool:
+    """Whether this machine can make PID namespaces (checked once per process)."""
+    global _NAMESPACES
+    if _NAMESPACES is None:
+        try:
+            box = Sandbox.start()
+        except (OSError, RuntimeError) as exc:
+            log.warning(
+                "kube-emulator process kubelet: no PID namespaces (%s); containers see the host's "
+                "processes and shareProcessNamespace is not honoured",
+                exc,
+            )
+            _NAMESPACES = False
+        else:
+            box.close()
+            _NAMESPACES = shutil.which("nsenter") is not None
+            if not _NAMESPACES:
+                log.warning("kube-emulator process kubelet: no nsenter; PID namespaces are not used")
+    return _NAMESPACES
 
 
 def _shutdown_at_exit(ref: weakref.ref[ProcessKubelet]) -> None:

@@ -458,16 +458,19 @@ def test_cli_process_kubelet_cleans_up_on_sigterm(
     name = make_pod(core, ["sh", "-c", "echo pid $$; cat /proc/self/cgroup; exec sleep 300"])
     wait_for(lambda: phase(core, name) == "Running")
     out = wait_for(lambda: logs(core, name))
-    pid = int(out.split()[1])
+    assert int(out.split()[1]) > 0
     v1 = [line for line in out.splitlines() if ":memory:" in line]
     line = v1[0] if v1 else next(x for x in out.splitlines() if x.startswith("0::"))
     cgroup = line.split(":", 2)[2]
     assert "/airflow-predictive/kube-default-" in cgroup
     folder = ("/sys/fs/cgroup/memory" if v1 else "/sys/fs/cgroup") + cgroup
     assert os.path.isdir(folder)
+    with open(os.path.join(folder, "cgroup.procs")) as fh:  # host pids: the container has its own
+        host_pids = [int(p) for p in fh.read().split()]
+    assert host_pids
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
-    assert not os.path.exists(f"/proc/{pid}")
+    assert not any(os.path.exists(f"/proc/{p}") for p in host_pids)
     assert not os.path.isdir(folder)
 
 
