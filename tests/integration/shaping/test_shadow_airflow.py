@@ -2,13 +2,15 @@
 PredictiveLocalExecutor on real cgroups): ``ShadowRunOperator >> work`` on a cold-start task that
 declared too little memory. The shadow is recorded as a run of kind ``shadow`` (the real try keeps
 its own row), and the real try's plan is made from the shadow's re-forecast, so the task gets the
-memory it needs and succeeds. One Airflow run for the module."""
+memory it needs and succeeds. The same DAG has a task that asks the executor for a shadow
+(``shadow_run: True``, no ShadowRunOperator: the executor's pre-stage replays its bash_command) and
+one whose shadow command fails (it runs on its declared resources). One Airflow run for the module."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -29,6 +31,8 @@ pytestmark = [pytest.mark.airflow, pytest.mark.cgroups]
 HERE = Path(__file__).resolve().parent
 DAG = "predictive_shadow_local"
 WORK = TaskKey(DAG, "work")
+LOCAL = TaskKey(DAG, "work_local")
+BAD = TaskKey(DAG, "work_bad_shadow")
 EXECUTOR = "airflow_predictive.executors.local_executor.PredictiveLocalExecutor"
 
 
@@ -86,3 +90,37 @@ def test_the_real_trys_plan_is_made_from_the_shadows_re_forecast(run: Run) -> No
     plan = plans[-1]["payload"]["plan"]
     assert "shadow_prefix" in plan["why"], plan["why"]
     assert plan["initial"]["limits"]["memory_bytes"] >= 150 * MIB * 1.25  # not the declared 64 MiB
+
+
+def _decisions(run: Run, key: TaskKey) -> list[dict[str, Any]]:
+    return list(reversed(list(DecisionLog(run.engine).recent(key, limit=50))))
+
+
+def test_a_cold_local_task_asking_for_a_shadow_is_planned_from_it_without_a_shadow_operator(run: Run) -> None:
+    [shadow] = run.store.runs(LOCAL, source=RunSource.SHADOW)
+    assert shadow.operator == "PredictiveLocalExecutor"
+    assert shadow.outcome is Outcome.TIMED_OUT  # stopped at its 5 s budget (the command holds 6 s)
+    assert shadow.peak.memory_bytes is not None and shadow.peak.memory_bytes >= 140 * MIB
+    assert shadow.declared.memory_bytes == 512 * MIB
+    decisions = _decisions(run, LOCAL)
+    held = [d for d in decisions if d["kind"] == "admission" and d["decision"] == "queued"]
+    assert held and held[0]["reason"].startswith("shadow run in progress"), decisions
+    plans = [d for d in decisions if d["kind"] == "plan"]
+    assert len(plans) == 1 and plans[0]["id"] > held[0]["id"]  # planned once, after its shadow
+    plan = plans[0]["payload"]["plan"]
+    assert "shadow_prefix" in plan["why"], plan["why"]
+    assert plan["initial"]["limits"]["memory_bytes"] >= 150 * MIB * 1.25  # not the declared 64 MiB
+    real = [r for r in run.store.runs(LOCAL) if r.identity.source is RunSource.LISTENER]
+    assert len(real) == 1 and real[0].outcome is Outcome.SUCCESS, real
+
+
+def test_a_failing_shadow_command_leaves_the_task_on_its_declared_resources(run: Run) -> None:
+    [shadow] = run.store.runs(BAD, source=RunSource.SHADOW)
+    assert shadow.outcome is Outcome.FAILED
+    assert SqlShadowForecastStore(run.engine).get(BAD, shadow.identity.run_id) is None
+    decisions = _decisions(run, BAD)
+    assert [d["decision"] for d in decisions if d["kind"] == "shadow"] == ["failed"]
+    [plan] = [d["payload"]["plan"] for d in decisions if d["kind"] == "plan"]
+    assert "shadow" not in plan["why"] and plan["initial"]["limits"]["memory_bytes"] == 256 * MIB, plan
+    real = [r for r in run.store.runs(BAD) if r.identity.source is RunSource.LISTENER]
+    assert len(real) == 1 and real[0].outcome is Outcome.SUCCESS, real

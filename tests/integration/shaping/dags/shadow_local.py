@@ -3,7 +3,12 @@
 ``work`` holds 150 MiB for a few seconds under a declared 64 MiB: planned from its declaration
 alone, the PredictiveLocalExecutor's cgroup would OOM-kill it. The shadow (setup task) runs the
 same command for its 3 s deadline in a small cgroup, sees 150 MiB, and leaves a re-forecast that
-the real try's plan is made from."""
+the real try's plan is made from.
+
+``work_local`` is the same task without a ShadowRunOperator: it asks the PredictiveLocalExecutor
+for a shadow (``shadow_run: True``), which replays its bash_command before planning it.
+``work_bad_shadow`` asks for a shadow whose ``shadow_cmds`` fails: it runs on its declared
+resources and succeeds."""
 
 from __future__ import annotations
 
@@ -29,3 +34,20 @@ with DAG("predictive_shadow_local", schedule=None, start_date=datetime(2026, 1, 
         executor_config={"predictive": {"memory": "64Mi", "duration": 30}},
     )
     shadow.as_setup() >> work
+    BashOperator(
+        task_id="work_local",
+        bash_command=HOLD,
+        executor_config={"predictive": {"memory": "64Mi", "duration": 30, "shadow_run": True}},
+    )
+    BashOperator(
+        task_id="work_bad_shadow",
+        bash_command=f'{sys.executable} -c "import time; b = bytearray(16 * 2**20); time.sleep(1)"',
+        executor_config={
+            "predictive": {
+                "memory": "256Mi",
+                "duration": 30,
+                "shadow_run": True,
+                "shadow_cmds": ["/bin/bash", "-c", "exit 3"],
+            }
+        },
+    )
