@@ -370,7 +370,11 @@ class ShadowRunOperator(BaseOperator):
         """The target's own command: a BashOperator's (rendered) bash_command or a PythonOperator's callable."""
         dag = context.get("dag") or getattr(self, "dag", None)
         task = dag.get_task(self.target) if dag is not None else None
-        command = bash_command_of(task, lambda text: task.render_template(text, context))
+        command = (
+            bash_command_of(task, lambda text: str(task.render_template(text, context)))
+            if task is not None
+            else None
+        )
         if command is not None:
             self.bash_command = command
             return
