@@ -317,6 +317,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "string",
         "512Mi",
     ),
+    "local_shadow_run": _opt(
+        "shadow_run of a task under the PredictiveLocalExecutor that does not set one: false, auto or "
+        "true. Even then only a task with shadow_cmds or a BashOperator bash_command is shadowed (its "
+        "code is never run twice). See docs/shaping.md#shadow-runs.",
+        "string",
+        "false",
+    ),
 }
 
 
@@ -639,6 +646,11 @@ def shadow_cpu() -> float:
 @_reader
 def shadow_memory() -> float:
     return _quantity("shadow_memory")
+
+
+@_reader
+def local_shadow_run() -> str:
+    return _choice("local_shadow_run", ("false", "auto", "true"))
 
 
 @_reader

@@ -114,6 +114,7 @@ class SchedulerSettings:
     node_pools_wait_s: float = 300.0
     trust_after_runs: int = 3
     plan_min_step_s: float = 30.0  # shortest constant piece of a plan ([predictive] plan_min_step)
+    local_shadow_run: str = "false"  # shadow_run of a local task that sets none (local_shadow_run)
 
 
 class Runtime:
@@ -358,6 +359,7 @@ class Runtime:
             node_pools_wait_s=config.node_pools_wait(),
             trust_after_runs=config.trust_after_runs(),
             plan_min_step_s=config.plan_min_step(),
+            local_shadow_run=config.local_shadow_run(),
         )
 
 

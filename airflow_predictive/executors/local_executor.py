@@ -33,6 +33,7 @@ from airflow_predictive.core.model.query import ForecastQuery
 from airflow_predictive.core.model.resources import ResourceVector
 from airflow_predictive.core.model.runs import RunIdentity, TaskKey
 from airflow_predictive.core.profiler.run_features import run_features
+from airflow_predictive.core.shadow.policy import ShadowMode
 from airflow_predictive.executors.local_worker import GroupedWorkload, run_predictive_worker
 from airflow_predictive.executors.opt_in import task_settings
 
@@ -154,7 +155,9 @@ class PredictiveLocalExecutor(LocalExecutor):
         ti = workload.ti
         try:
             settings = task_settings(
-                getattr(ti, "executor_config", None), default_enabled=self._default_enabled
+                getattr(ti, "executor_config", None),
+                default_enabled=self._default_enabled,
+                default_shadow=self._shadows.default if self._shadows is not None else ShadowMode.NEVER,
             )
             if not settings.enabled:
                 return False

@@ -378,9 +378,12 @@ class ExecutorShadows:
     """The executor's side of the pre-stage: which tries it holds, and handing them to the
     coordinator when their shadow ends (each step one stored decision and one log line)."""
 
-    def __init__(self, stage: ShadowPreStage, coordinator: Coordinator) -> None:
+    def __init__(
+        self, stage: ShadowPreStage, coordinator: Coordinator, default: ShadowMode = ShadowMode.NEVER
+    ) -> None:
         self.stage = stage
         self.coordinator = coordinator
+        self.default = default  # shadow_run of a task that sets none ([predictive] local_shadow_run)
         self._held: dict[Any, tuple[RunIdentity, TaskSettings, ForecastQuery, int]] = {}
 
     def __contains__(self, key: Any) -> bool:
@@ -439,7 +442,11 @@ class ExecutorShadows:
 
 
 def executor_shadows(coordinator: Coordinator, backend: Any) -> ExecutorShadows:
-    """The PredictiveLocalExecutor's pre-stage on its cgroup backend (``[predictive] shadow_*``)."""
+    """The PredictiveLocalExecutor's pre-stage on its cgroup backend (``[predictive] shadow_*``,
+    ``local_shadow_run``)."""
+    from airflow_predictive.runtime import get_runtime
+
     if backend is None or not hasattr(backend, "provision"):
         raise ValueError("no cgroup backend to run shadows on")
-    return ExecutorShadows(ShadowPreStage(LocalShadowRunner(backend)), coordinator)
+    default = ShadowMode.parse(get_runtime().scheduler_settings().local_shadow_run)
+    return ExecutorShadows(ShadowPreStage(LocalShadowRunner(backend)), coordinator, default)

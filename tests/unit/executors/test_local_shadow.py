@@ -329,6 +329,23 @@ def test_a_resolved_bash_command_is_shadowed_and_an_unresolvable_one_is_not(tmp_
     assert not result.shadowed and result.reason == "no_command"
 
 
+@pytest.mark.usefixtures("store")
+def test_local_shadow_run_is_the_shadow_run_of_local_tasks_that_set_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_predictive.executors.local_shadow import executor_shadows
+
+    backend = runtime.get_runtime().local_backend()
+    assert executor_shadows(Coordinator(), backend).default is ShadowMode.NEVER  # type: ignore[arg-type]
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__LOCAL_SHADOW_RUN", "auto")
+    runtime.reset_runtime()
+    shadows = executor_shadows(Coordinator(), runtime.get_runtime().local_backend())  # type: ignore[arg-type]
+    assert shadows.default is ShadowMode.AUTO
+    assert task_settings({"predictive": {}}, default_shadow=shadows.default).shadow_run is ShadowMode.AUTO
+    said = task_settings({"predictive": {"shadow_run": False}}, default_shadow=shadows.default)
+    assert said.shadow_run is ShadowMode.NEVER  # a task's own setting wins
+
+
 # -- what a local shadow replays -------------------------------------------------------------------
 
 
