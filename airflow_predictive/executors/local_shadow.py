@@ -266,6 +266,10 @@ class LocalShadowRunner:
         if gate is not None:
             return ShadowResult(False, gate.reason.value, gate.note)
         assert argv is not None
+        if self._already_shadowed(run):
+            return ShadowResult(
+                False, "already_shadowed", "this DAG run's shadow re-forecast is stored already"
+            )
         settings = self.settings() if self.settings is not None else shadow_settings()
         calibration = ShadowCalibration(run.key, run.run_id, settings, request.declared)
         plan = calibration.plan(request.mode.value, runtime_hint_s=request.duration_s)
@@ -291,6 +295,16 @@ class LocalShadowRunner:
             summary,
             reforecast_stored=bool(summary.get("reforecast_stored")),
         )
+
+    @staticmethod
+    def _already_shadowed(run: RunIdentity) -> bool:
+        """A ShadowRunOperator (or an earlier try) already left this DAG run's re-forecast."""
+        from airflow_predictive.runtime import get_runtime
+
+        try:
+            return get_runtime().shadow_forecasts().get(run.key, run.run_id) is not None
+        except Exception:  # unreadable: the calibration's own reads decide
+            return False
 
     def _command(self, request: ShadowRequest) -> tuple[tuple[str, ...] | None, dict[str, str], str | None]:
         if request.mode is ShadowMode.NEVER:

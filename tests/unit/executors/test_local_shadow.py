@@ -289,6 +289,9 @@ def test_a_cold_start_shadow_of_its_shadow_cmds_is_recorded_and_serves_the_real_
     # the prefix plus the task process the real try runs under, with headroom: above the 64 MiB declared
     assert served.forecast is not None
     assert (served.forecast.peaks(0.99).get(Metric.MEMORY_BYTES) or 0) > (120 + 64) * MIB
+    again = _runner()(request, started)  # a retry, or a ShadowRunOperator that ran first
+    assert not again.shadowed and again.reason == "already_shadowed"
+    assert len(rt.run_store().runs(KEY, source=RunSource.SHADOW)) == 1
 
 
 @pytest.mark.usefixtures("store")
