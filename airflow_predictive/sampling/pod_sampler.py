@@ -14,7 +14,7 @@ there (``storage.run_store.SqlRunStore.newest_samples``).
 
 It never hurts the task: nothing here can stop the pod's other containers; a store that is down
 keeps samples in the sampler's bounded buffer (retried every flush); a sampler that is not in a pod
-PID namespace of its own (it would see the host's processes) samples nothing and says so once.
+pod's shared PID namespace (it would see the host's processes) samples nothing and says so once.
 Like the recording sidecar it never imports Airflow; the store URL comes from an environment
 variable (a Secret in production).
 """
@@ -76,13 +76,13 @@ def target_roots(parents: Mapping[int, int], own: int) -> tuple[int, ...]:
     return tuple(sorted(roots))
 
 
-def in_own_pid_namespace(status_text: str) -> bool:
-    """Whether ``/proc/self/status`` says this process is in a nested PID namespace (``NSpid`` has
-    more than one pid): in the host's namespace it would sample every process of the machine."""
-    for line in status_text.splitlines():
-        if line.startswith("NSpid:"):
-            return len(line.split()[1:]) > 1
-    return False  # kernel without NSpid (< 4.1): cannot tell, so refuse
+def in_shared_pod_namespace(parents: Mapping[int, int], own: int) -> bool:
+    """Whether the sampler runs beside a pod sandbox rather than under an init: in a pod's shared
+    PID namespace the sandbox is PID 1 and the sampler's container hangs from outside the
+    namespace (its first process has a parent we cannot see), so PID 1 is no ancestor of it. In
+    the host's namespace (or a container of its own) every process descends from PID 1: sampling
+    there would count the whole machine (or nothing)."""
+    return SANDBOX_PID not in ancestors(own, parents)
 
 
 def read_parents(proc: str = "/proc") -> dict[int, int]:
@@ -257,12 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signals = _Signals()
     clock = MonotonicClock()
-    with open("/proc/self/status") as fh:
-        usable = in_own_pid_namespace(fh.read())
+    usable = in_shared_pod_namespace(read_parents(), os.getpid())
     if not usable:
         log.error(
-            "predictive pod sampler: not in a PID namespace of its own (it would sample the whole "
-            "host); nothing is sampled: run it in a pod with shareProcessNamespace: true"
+            "predictive pod sampler: not in a pod's shared PID namespace (PID 1 is an ancestor: the "
+            "host's or its own container's); nothing is sampled: set shareProcessNamespace: true"
         )
     ref = pod_ref(os.environ)
     began = clock.now()

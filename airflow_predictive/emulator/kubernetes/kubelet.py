@@ -46,6 +46,9 @@ class KubeletConfig:
     actuation_delay_s: from a resize being allocated to the new limits being in force (kind 1.35
         measured about 1.8 s from PATCH to status).
     metrics_window_s: the window PodMetrics averages CPU over (metrics-server: 10-60 s).
+    metrics_resolution_s: how often PodMetrics are scraped (metrics-server ``--metric-resolution``,
+        15 s recommended, 10 s minimum): a pod's metrics change only this often; 0 = every read
+        answers live (the emulator's default).
     backoff_base_s / backoff_max_s: CrashLoopBackOff after a container died.
     events: record core/v1 Events (Scheduled, Started, resize ...); None = the kubelet's default
         (on for the process kubelet; off for the simulated one, whose 1,000-pod benchmark they
@@ -55,6 +58,7 @@ class KubeletConfig:
     start_delay_s: float = 0.0
     actuation_delay_s: float = 1.8
     metrics_window_s: float = 15.0
+    metrics_resolution_s: float = 0.0
     backoff_base_s: float = 10.0
     backoff_max_s: float = 300.0
     events: bool | None = None
@@ -213,6 +217,7 @@ class Kubelet:
         self._event_names: dict[str, str] = {}
         self._bound: list[Obj] | None = None
         self._lowest: int | None = None
+        self.scraped: dict[str, tuple[float, dict[str, Any]]] = {}  # uid -> (at, PodMetrics)
 
     def ts(self) -> str:
         return self.clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -267,6 +272,7 @@ class Kubelet:
         pods = self.store.snapshot(PODS)  # read-only views: writes go through store.replace
         live = {p["metadata"]["uid"] for p in pods}
         for uid in [u for u in self.pods if u not in live]:
+            self.scraped.pop(uid, None)
             self._forget(self.pods.pop(uid))
         self._used = self._usage_by_node()
         self._schedule([p for p in pods if not p["spec"].get("nodeName")], nodes)
@@ -626,6 +632,7 @@ class Kubelet:
         except ApiError:
             pass
         self.pods.pop(rt.uid, None)
+        self.scraped.pop(rt.uid, None)
 
     # ---- in-place resize ----------------------------------------------------------------------
     def _admit_resizes(self, resizing: list[tuple[Obj, PodRuntime]], nodes: dict[str, Obj]) -> None:

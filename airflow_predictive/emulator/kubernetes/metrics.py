@@ -21,9 +21,23 @@ def _window(kubelet: Kubelet) -> str:
 
 
 def pod_metrics(kubelet: Kubelet, pod: Obj, rt: PodRuntime) -> dict[str, Any] | None:
+    """The pod's PodMetrics; with ``metrics_resolution_s`` the last scrape until the next is due."""
     if not rt.started or rt.finished:
+        kubelet.scraped.pop(rt.uid, None)
         return None
     now = kubelet.clock.monotonic()
+    resolution = kubelet.config.metrics_resolution_s
+    if resolution > 0:
+        last = kubelet.scraped.get(rt.uid)
+        if last is not None and now - last[0] < resolution:
+            return last[1]
+        doc = _scrape(kubelet, pod, rt, now)
+        kubelet.scraped[rt.uid] = (now, doc)
+        return doc
+    return _scrape(kubelet, pod, rt, now)
+
+
+def _scrape(kubelet: Kubelet, pod: Obj, rt: PodRuntime, now: float) -> dict[str, Any]:
     meta = pod["metadata"]
     containers = []
     for name, cr in rt.containers.items():

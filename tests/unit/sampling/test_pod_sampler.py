@@ -12,9 +12,10 @@ import pytest
 from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
 from airflow_predictive.sampling.pod_sampler import (
     PodProcessesSource,
-    in_own_pid_namespace,
+    in_shared_pod_namespace,
     parse_args,
     pod_ref,
+    read_parents,
     sum_readings,
     target_roots,
 )
@@ -36,10 +37,12 @@ def test_a_process_whose_parent_is_not_visible_is_a_root() -> None:
     assert target_roots({1: 0, 40: 12345, 41: 40}, own=99) == (40,)
 
 
-def test_only_a_nested_pid_namespace_is_sampled() -> None:
-    assert in_own_pid_namespace("Name:\tpython\nNSpid:\t4242\t3\n")
-    assert not in_own_pid_namespace("Name:\tpython\nNSpid:\t4242\n")  # the host's namespace
-    assert not in_own_pid_namespace("Name:\tpython\n")  # cannot tell: refuse
+def test_only_a_pods_shared_namespace_is_sampled_never_the_hosts() -> None:
+    # in a pod: the sandbox is PID 1, the sampler's container hangs from outside (ppid 0)
+    assert in_shared_pod_namespace({1: 0, 20: 0, 21: 20}, own=21)
+    # on the host (or alone in its container) PID 1 is an ancestor: it would sample the machine
+    assert not in_shared_pod_namespace({1: 0, 300: 1, 301: 300}, own=301)
+    assert not in_shared_pod_namespace(read_parents(), own=os.getpid())  # this test runs on the host
 
 
 def test_readings_are_summed_and_network_read_from_one_tree() -> None:
