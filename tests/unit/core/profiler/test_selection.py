@@ -205,3 +205,69 @@ def test_the_pooled_default_is_the_candidate_best_across_tasks():
     ]
     assert pooled_default(peaks_only) == "median_peak"
     assert pooled_default([]) is None
+
+
+def _scored(name: str, score: float, errors: tuple[float, ...]):  # type: ignore[no-untyped-def]
+    from airflow_predictive.core.profiler.selection import CandidateScore
+
+    return CandidateScore(name, len(errors), score, 0.0, 0.0, score, peak_errors=errors)
+
+
+def test_the_champion_is_ranked_by_the_upper_quartile_of_its_backtest_peak_errors() -> None:
+    from airflow_predictive.core.profiler.selection import _choose
+
+    steady = _scored("steady", 0.20, (0.05,) * 20)
+    # a lower pinball loss, but one run in three is 50% off: the p75 peak error is 0.5
+    spiky = _scored("spiky", 0.10, (0.0, 0.0, 0.5) * 7)
+    policy = SelectionPolicy(default="none", criterion="peak_error")
+    assert _choose([steady, spiky], policy, n_runs=40)[0].estimator == "steady"
+    assert (
+        _choose([steady, spiky], dataclasses.replace(policy, criterion="score"), 40)[0].estimator == "spiky"
+    )
+    # heavy tail: two runs 30x off do not decide against a candidate that is closer on the rest
+    tail = _scored("tail", 0.90, (0.01,) * 18 + (30.0, 30.0))
+    champion, reason = _choose([steady, tail], policy, n_runs=40)
+    assert champion.estimator == "tail" and "p75 memory peak error" in reason
+
+
+def test_candidates_without_peak_errors_are_ranked_by_their_score() -> None:
+    from airflow_predictive.core.profiler.selection import _choose, ranking
+
+    policy = SelectionPolicy(default="none")
+    cpu_only = [_scored("a", 0.3, ()), _scored("b", 0.2, (0.5,) * 5)]
+    assert ranking(cpu_only, policy) == {"a": 0.3, "b": 0.2}
+    assert _choose(cpu_only, policy, n_runs=40)[0].estimator == "b"
+
+
+def test_the_backtest_ranks_by_peak_error_and_keeps_the_errors() -> None:
+    # "high" forecasts 1.15x the last peak: on steady peaks it is 15% off; "exact" about 1%
+    runs = [example("a", i, 1.0 + 0.01 * (i % 3)) for i in range(12)]
+    [record] = backtest(
+        {"exact": lambda: FlatHistoryPeak("exact"), "high": lambda: FlatHistoryPeak("high", 1.15)},
+        runs,
+        SelectionPolicy(default="none"),
+    )
+    assert record.champion == "exact" and "peak error" in record.reason
+    high = record.score_of("high")
+    assert high is not None and len(high.peak_errors) == high.forecasts
+    assert high.peak_error_median == pytest.approx(0.15, abs=0.02)
+
+
+def test_p99_widens_where_the_earlier_folds_calibration_missed_the_last_folds_peaks() -> None:
+    from airflow_predictive.core.profiler.selection import WIDEN, calibrated
+
+    # peaks swing 5% for the first two thirds, then 40%: factors from the early folds miss them
+    runs = [example("a", i, 1.0 + (0.05 if i < 14 else 0.4) * (-1) ** i) for i in range(25)]
+    flat = {"flat": lambda: FlatHistoryPeak("flat")}
+    [record] = backtest(flat, runs, SelectionPolicy(folds=2))
+    factors = record.calibration[Metric.MEMORY_BYTES]
+    assert factors[WIDEN] > 1.0
+    forecast = FlatHistoryPeak("flat").predict(query_for(runs[-1], runs[:-1], (Metric.MEMORY_BYTES,)))
+    wide = calibrated(forecast, record.calibration).curves[Metric.MEMORY_BYTES]
+    p50 = forecast.curves[Metric.MEMORY_BYTES].peak(0.5)
+    assert wide.peak(0.99) == pytest.approx(p50 * factors[0.99] * factors[WIDEN])
+    assert wide.peak(0.9) == pytest.approx(
+        max(p50 * factors[0.9], forecast.curves[Metric.MEMORY_BYTES].peak(0.9))
+    )
+    [off] = backtest(flat, runs, SelectionPolicy(folds=2, coverage_target=0.0))
+    assert WIDEN not in off.calibration[Metric.MEMORY_BYTES]
