@@ -250,6 +250,9 @@ class LocalShadowRunner:
         self.settings = settings
         self.resolve = resolve or serialized_bash_command
         self.overhead = overhead
+        self._active: dict[str, Any] = {}  # shadows running now (handle ref -> handle)
+        self._lock = threading.Lock()
+        self._closed = False
 
     def __call__(self, request: ShadowRequest, started: Callable[[str, float], None]) -> ShadowResult:
         from airflow_predictive.operators.shadow_local import (
@@ -276,18 +279,23 @@ class LocalShadowRunner:
         if not plan.decision.run or plan.budget is None:
             return ShadowResult(False, plan.decision.reason.value, plan.decision.note)
         started(f"{plan.decision.note}; {source}; budget {plan.budget.note}", plan.budget.seconds)
-        start = bash_start(
-            self.backend, shadow_name(run.key.task_id), argv, env, shadow_labels(run.key, run.run_id)
+        start = self._tracked(
+            bash_start(
+                self.backend, shadow_name(run.key.task_id), argv, env, shadow_labels(run.key, run.run_id)
+            )
         )
-        summary = run_local(
-            calibration,
-            plan,
-            self.backend,
-            start,
-            try_number=run.try_number,
-            operator=OPERATOR,
-            overhead=self.overhead,
-        )
+        try:
+            summary = run_local(
+                calibration,
+                plan,
+                self.backend,
+                start,
+                try_number=run.try_number,
+                operator=OPERATOR,
+                overhead=self.overhead,
+            )
+        finally:
+            self._untrack()
         return ShadowResult(
             True,
             str(summary.get("end")),
@@ -295,6 +303,35 @@ class LocalShadowRunner:
             summary,
             reforecast_stored=bool(summary.get("reforecast_stored")),
         )
+
+    def _tracked(self, start: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def tracked(allocation: Any) -> Any:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("the executor is ending")
+            handle = start(allocation)
+            with self._lock:
+                self._active[f"{threading.get_ident()}:{handle.ref}"] = handle
+            return handle
+
+        return tracked
+
+    def _untrack(self) -> None:
+        me = f"{threading.get_ident()}:"
+        with self._lock:
+            for ref in [r for r in self._active if r.startswith(me)]:
+                del self._active[ref]
+
+    def close(self) -> None:
+        """The executor ends: kill the shadows still running (their threads then record them)."""
+        with self._lock:
+            self._closed = True
+            handles = list(self._active.values())
+        for handle in handles:
+            try:
+                self.backend.release(handle)
+            except Exception as exc:
+                log.warning("predictive: shadow %s not released at executor end (%s)", handle.ref, exc)
 
     @staticmethod
     def _already_shadowed(run: RunIdentity) -> bool:
@@ -393,10 +430,15 @@ class ExecutorShadows:
     coordinator when their shadow ends (each step one stored decision and one log line)."""
 
     def __init__(
-        self, stage: ShadowPreStage, coordinator: Coordinator, default: ShadowMode = ShadowMode.NEVER
+        self,
+        stage: ShadowPreStage,
+        coordinator: Coordinator,
+        default: ShadowMode = ShadowMode.NEVER,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.stage = stage
         self.coordinator = coordinator
+        self.on_close = on_close  # the runner's close (kills the shadows still running)
         self.default = default  # shadow_run of a task that sets none ([predictive] local_shadow_run)
         self._held: dict[Any, tuple[RunIdentity, TaskSettings, ForecastQuery, int]] = {}
 
@@ -453,6 +495,11 @@ class ExecutorShadows:
     def close(self) -> None:
         self._held.clear()
         self.stage.close()
+        if self.on_close is not None:
+            try:
+                self.on_close()
+            except Exception as exc:
+                log.warning("predictive: shadows not stopped at executor end (%s)", exc)
 
 
 def executor_shadows(coordinator: Coordinator, backend: Any) -> ExecutorShadows:
@@ -463,4 +510,5 @@ def executor_shadows(coordinator: Coordinator, backend: Any) -> ExecutorShadows:
     if backend is None or not hasattr(backend, "provision"):
         raise ValueError("no cgroup backend to run shadows on")
     default = ShadowMode.parse(get_runtime().scheduler_settings().local_shadow_run)
-    return ExecutorShadows(ShadowPreStage(LocalShadowRunner(backend)), coordinator, default)
+    runner = LocalShadowRunner(backend)
+    return ExecutorShadows(ShadowPreStage(runner), coordinator, default, on_close=runner.close)

@@ -307,6 +307,34 @@ def test_a_failing_shadow_command_leaves_the_real_try_unshadowed() -> None:
 
 
 @pytest.mark.usefixtures("store")
+def test_the_executor_ending_kills_a_shadow_still_running() -> None:
+    import threading
+
+    from airflow_predictive.core.shadow.policy import ShadowSettings
+
+    runner = LocalShadowRunner(
+        runtime.get_runtime().local_backend(),
+        resolve=lambda run: None,
+        settings=lambda: ShadowSettings(deadline_s=120.0, min_s=60.0),  # a 60 s budget
+    )
+    going = threading.Event()
+    results: list[ShadowResult] = []
+    request = ShadowRequest(RUN, ShadowMode.ALWAYS, shadow_cmds=("/bin/sleep", "300"))
+    job = threading.Thread(target=lambda: results.append(runner(request, lambda n, b: going.set())))
+    job.start()
+    assert going.wait(30)
+    for _ in range(200):  # the process is up once the runner tracks it
+        if runner._active:
+            break
+        threading.Event().wait(0.05)
+    runner.close()
+    job.join(60)
+    assert not job.is_alive() and results, "the shadow outlived the executor's end"
+    assert results[0].shadowed and results[0].reason != "budget", results[0]
+    assert runner(request, lambda n, b: None).reason != "budget"  # no new shadow once closed
+
+
+@pytest.mark.usefixtures("store")
 def test_auto_without_a_command_never_runs_the_tasks_code() -> None:
     seen, started = _starts()
     result = _runner()(ShadowRequest(RUN, ShadowMode.AUTO), started)
