@@ -335,6 +335,24 @@ def test_the_executor_ending_kills_a_shadow_still_running() -> None:
 
 
 @pytest.mark.usefixtures("store")
+def test_auto_leaves_a_well_known_task_alone_and_true_shadows_it_anyway() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from airflow_predictive.core.model.runs import RunRecord
+
+    store = runtime.get_runtime().run_store()
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(3):  # [predictive] shadow_min_runs successful runs: no cold start
+        pk = store.start_run(RunRecord(RunIdentity(KEY, f"r{i}"), start=t0 + timedelta(hours=i)))
+        store.finish_run(pk, outcome=Outcome.SUCCESS, end=t0 + timedelta(hours=i, minutes=1))
+    seen, started = _starts()
+    auto = _runner()(ShadowRequest(RUN, ShadowMode.AUTO, shadow_cmds=("true",)), started)
+    assert not auto.shadowed and auto.reason == "well_known" and seen == []
+    asked = _runner()(ShadowRequest(RUN, ShadowMode.ALWAYS, shadow_cmds=("true",)), started)
+    assert asked.shadowed and asked.reason == "completed" and seen and "shadow_run=True" in seen[0][0]
+
+
+@pytest.mark.usefixtures("store")
 def test_auto_without_a_command_never_runs_the_tasks_code() -> None:
     seen, started = _starts()
     result = _runner()(ShadowRequest(RUN, ShadowMode.AUTO), started)
