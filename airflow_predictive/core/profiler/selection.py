@@ -465,7 +465,10 @@ def coverage_widening(tallies: Sequence[_Tally], policy: SelectionPolicy) -> dic
     out = {}
     for metric, excess in pooled.items():
         if len(excess) >= 2 * policy.min_calibration_runs:
-            need = float(np.quantile(excess, policy.coverage_target))
+            # the split-conformal order statistic: the ceil((n + 1) * target)-th smallest excess
+            ordered = np.sort(np.asarray(excess))
+            rank = min(len(ordered), math.ceil((len(ordered) + 1) * policy.coverage_target))
+            need = float(ordered[rank - 1])
             if need > 1.0:
                 out[metric] = need
     return out
