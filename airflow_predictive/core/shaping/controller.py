@@ -14,6 +14,7 @@ is driven through submit / poll, so a tick never blocks on one pod.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -32,6 +33,7 @@ from airflow_predictive.core.shaping.policy import (
     shaped_value,
     target_allocation,
 )
+from airflow_predictive.core.shaping.quiet import Quiet, quiet
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -175,6 +177,8 @@ class ShapingController:
         self._last_event: dict[Metric, tuple[tuple[str, str, str], float]] = {}
         self._held: dict[Metric, Action] = {}  # metric -> action of the REJECTED episode open
         self._warned: set[str] = set()
+        self._last_input: PolicyInput | None = None  # the last tick's policy input (for quiet())
+        self._acted = False  # the last tick submitted a resize
 
     # ---- the loop --------------------------------------------------------------------------------
     def tick(self) -> TickReport:
@@ -189,6 +193,7 @@ class ShapingController:
         self._maybe_reforecast(t)
         output = self._decide(t, usage)
         result = self._act(t, output, usage, events) if self.in_flight is None else None
+        self._acted = result is not None
         self._record(t, output, events, submitted=result is not None)
         return TickReport(t, True, output.decisions, result or settled, tuple(events), self.allocation)
 
@@ -266,9 +271,8 @@ class ShapingController:
             except Exception as exc:
                 self._warn("plan", f"plan unreadable, shaping without it: {exc}")
         current = self.in_flight.target if self.in_flight is not None else self.allocation
-        output = decide(
-            PolicyInput(t, current, observations, self.expectation, plan), self.settings, self.histories
-        )
+        self._last_input = PolicyInput(t, current, observations, self.expectation, plan)
+        output = decide(self._last_input, self.settings, self.histories)
         self.histories.update(output.histories)
         return output
 
@@ -372,6 +376,29 @@ class ShapingController:
         except Exception as exc:
             self._warn("events", f"shaping events not stored: {exc}")
 
+    # ---- event-driven loops (the cluster simulator) -----------------------------------------------
+    def quiet(self) -> Quiet | None:
+        """After the last tick: until when, and for which usage, later ticks would change nothing
+        (``core/shaping/quiet.py``); None when the next tick may act (a resize in flight or just
+        submitted, a re-forecast hook due, a plan step waiting)."""
+        inp = self._last_input
+        if inp is None or self.finished is not None or self.in_flight is not None or self._acted:
+            return None
+        plan_next = _next_plan_change(self.plan, inp.t_s)
+        if self.reforecast is not None and self.options.reforecast_every_s > 0:
+            plan_next = min(plan_next, self._last_reforecast_s + self.options.reforecast_every_s)
+        inp = replace(inp, current=self.allocation)
+        return quiet(inp, self.settings, self.histories, plan_next_s=plan_next)
+
+    def observe(self, t_s: float, usage: ResourceVector) -> None:
+        """A usage sample seen at ``t_s`` (seconds since start) by a loop that skipped its tick:
+        the dwell window's peak and the re-forecast prefix see it as if the tick had run."""
+        for metric in self.settings.metrics:
+            value = usage.get(metric)
+            if value is not None:
+                self.windows[metric].add(t_s, value)
+        self.prefix.append(ResourceSample(t_s, usage))
+
     # ---- helpers ---------------------------------------------------------------------------------
     def _events_for(
         self,
@@ -445,6 +472,16 @@ class ShapingController:
             log.warning("shaping %s: %s (the task keeps its resources)", self.handle.name, message)
         else:
             log.debug("shaping %s: %s", self.handle.name, message)
+
+
+def _next_plan_change(plan: PlanView | None, t_s: float) -> float:
+    """When the plan's allocation next changes after ``t_s`` (inf: never; an opaque plan: now)."""
+    if plan is None:
+        return math.inf
+    steps = getattr(plan, "steps", None)
+    if steps is None:
+        return t_s
+    return min((float(step.at_s) for step in steps if step.at_s > t_s), default=math.inf)
 
 
 def _within_backend_bounds(

@@ -2,10 +2,13 @@
 
 The policy compares usage with one quantile of the forecast (the task's risk, e.g. 0.9) on the
 run's own timeline. Past the forecast's horizon the last step holds (the run is late, not done).
+``next_change_s`` says when any of these readings can next change (the forecast's step edges
+where a value differs), so an event-driven loop can skip the ticks in between.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,6 +33,9 @@ class ForecastExpectation:
     quantile: float = 0.9
     quantiles: Mapping[Metric, float] = field(default_factory=dict)
     offset_s: float = 0.0
+    _changes: dict[tuple[Metric, float | None], np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def _curve(self, metric: Metric) -> tuple[np.ndarray, float] | None:
         curve = self.forecast.curve(metric)
@@ -62,3 +68,61 @@ class ForecastExpectation:
         first = min(max(int((t_s - self.offset_s) // step), 0), values.size - 1)
         last = min(max(int((t_s - self.offset_s + horizon_s) // step), first), values.size - 1)
         return float(np.max(values[first : last + 1]))
+
+    def next_change_s(self, metric: Metric, t_s: float, horizons: tuple[float, ...] = ()) -> float:
+        """The first time after ``t_s`` at which ``predicted`` or ``ahead`` / ``ahead_at`` over one
+        of ``horizons`` may read a different value, at any quantile (inf: never again)."""
+        out = math.inf
+        for horizon in (None, *horizons):
+            times = self._change_times(metric, horizon)
+            i = int(np.searchsorted(times, t_s, side="right"))
+            if i < times.size:
+                out = min(out, float(times[i]))
+        return out
+
+    def _change_times(self, metric: Metric, horizon: float | None) -> np.ndarray:
+        key = (metric, horizon)
+        cached = self._changes.get(key)
+        if cached is not None:
+            return cached
+        curve = self.forecast.curve(metric)
+        if curve is None or curve.steps < 2:
+            times = np.zeros(0)
+        else:
+            values = np.stack([np.asarray(v, dtype=float) for v in curve.quantiles.values()])
+            n, step, o = curve.steps, curve.step_s, self.offset_s
+            edges = o + step * np.arange(1, n)
+            if horizon is not None:
+                edges = np.unique(np.concatenate([edges, edges - horizon]))
+            # each interval between edges is read at its middle (never on an edge: float floors)
+            mids = np.concatenate(
+                [[edges[0] - step / 2], (edges[:-1] + edges[1:]) / 2, [edges[-1] + step / 2]]
+            )
+            first = np.clip(((mids - o) // step).astype(np.int64), 0, n - 1)
+            if horizon is None:
+                read = values[:, first]
+            else:
+                last = np.clip(np.maximum(((mids - o + horizon) // step).astype(np.int64), first), 0, n - 1)
+                read = window_max(values, first, last)
+            changed = np.any(read[:, 1:] != read[:, :-1], axis=0)
+            times = edges[changed]
+        self._changes[key] = times
+        return times
+
+
+def window_max(values: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """``values[:, first[i] : last[i] + 1].max(axis=1)`` for every i (a sparse table, O(n log n))."""
+    table = [values]
+    span = 1
+    while 2 * span <= values.shape[1]:
+        prev = table[-1]
+        table.append(np.maximum(prev[:, :-span], prev[:, span:]))
+        span *= 2
+    length = last - first + 1
+    level = np.floor(np.log2(length)).astype(np.int64)
+    out = np.empty((values.shape[0], first.size))
+    for k in np.unique(level):
+        sel = level == k
+        t = table[k]
+        out[:, sel] = np.maximum(t[:, first[sel]], t[:, last[sel] - (1 << k) + 1])
+    return out

@@ -35,6 +35,7 @@ from airflow_predictive.core.model.backend import (
 )
 from airflow_predictive.core.model.plan import PlanSource
 from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
+from airflow_predictive.core.shaping.expectation import window_max
 from airflow_predictive.simulation.execution import NEVER, Limits
 from airflow_predictive.simulation.policies.base import TryContext, declared_limits
 
@@ -151,7 +152,10 @@ class PredictiveSettings:
     (False: the plan's timed steps only, as the executor applies them). shaping: the controller's policy
     settings (``maximum`` is set to the node). expectation_quantile: the forecast quantile the
     shaping band follows. shadow: run a shadow on cold start. shadow_budget / shadow_deadline_s:
-    its length as a share of the predicted runtime / at most. shadow_limits: its small resources."""
+    its length as a share of the predicted runtime / at most. shadow_limits: its small resources.
+    event_driven: tick the controller only when its policy could act (``ShapingController.quiet``:
+    a forecast edge, a plan step, a timer, usage leaving the policy's band), not every grid step;
+    the decisions are the same (tests/unit/simulation/test_predictive.py compares both)."""
 
     plan: PlanSettings | None = None
     shape: bool = True
@@ -161,6 +165,7 @@ class PredictiveSettings:
     shadow_budget: float = 0.05
     shadow_deadline_s: float = 120.0
     shadow_limits: Limits = field(default_factory=lambda: Limits(2048 * MIB, 1.0))
+    event_driven: bool = True
 
 
 class PredictivePolicy:
@@ -238,7 +243,17 @@ class PredictivePolicy:
         planned_s = time.perf_counter() - began
         if not self.settings.shape:
             return PlanStepsDriver(ctx, initial, plan, planned_s)
-        return ShapedDriver(ctx, initial, plan.initial, plan, expectation, shaping, planned_s, shadow)
+        return ShapedDriver(
+            ctx,
+            initial,
+            plan.initial,
+            plan,
+            expectation,
+            shaping,
+            planned_s,
+            shadow,
+            event_driven=self.settings.event_driven,
+        )
 
     def _shadow(self, run: SimRun, forecast: Forecast | None) -> tuple[ShadowCost, Forecast | None]:
         """The shadow run's observed prefix and the re-forecast it gives (cost charged to the try)."""
@@ -321,8 +336,11 @@ class ShapedDriver:
         shaping: ShapingSettings,
         planned_s: float,
         shadow: ShadowCost | None,
+        *,
+        event_driven: bool = True,
     ) -> None:
-        """``planned_s``: how long the planner took; ``shadow``: the cold start's shadow run."""
+        """``planned_s``: how long the planner took; ``shadow``: the cold start's shadow run;
+        ``event_driven``: skip the ticks the controller's ``quiet()`` promises change nothing."""
         self.run = ctx.run
         self.start = initial
         self.plan = plan
@@ -335,6 +353,9 @@ class ShapedDriver:
         self.backend = SimBackend(ctx.node, allocation)
         self.backend.current = initial
         self._controller: ShapingController | None = None
+        self.event_driven = event_driven
+        self.ticks = 0
+        self._skipped: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # k0, times, mem, cpu
 
     def initial(self) -> Limits:
         return self.start
@@ -360,25 +381,88 @@ class ShapedDriver:
         )
 
     def next_wakeup(self, k: int, current: Limits) -> int:
-        return k + 1
+        controller = self._controller
+        if not self.event_driven or controller is None:
+            return k + 1
+        promise = controller.quiet()
+        if promise is None:
+            return k + 1
+        return self._first_tick_out_of(promise, k, current, controller)
+
+    def _first_tick_out_of(
+        self, promise: Quiet, k: int, current: Limits, controller: ShapingController
+    ) -> int:
+        """The first step j > k whose tick (at the wall time after j steps, observing sample j - 1)
+        is not covered by ``promise``; the samples of the ticks skipped before it are kept for the
+        controller's dwell window (fed at the tick, see ``decide``)."""
+        run, g, n = self.run, self.run.grid_s, self.run.steps
+        window_s = controller.settings.reclaim_after_s
+        now = self.clock.t
+        lim_cpu = current.cpu_cores
+        j1, chunk = k, 256
+        while j1 < n:  # look 256 steps ahead first, then 4x as far each time
+            j1 = min(n, j1 + chunk)
+            chunk *= 4
+            cpu_raw = run.cpu[k:j1]
+            per_step = np.where(cpu_raw > lim_cpu, cpu_raw / lim_cpu, 1.0) * g
+            times = now + np.cumsum(per_step)  # tick times of steps k+1 .. j1 (sample i at index i-k)
+            mem = run.memory[k:j1]
+            cpu = np.minimum(cpu_raw, lim_cpu)
+            bad = times >= promise.until_s
+            for metric, values in ((Metric.MEMORY_BYTES, mem), (Metric.CPU_CORES, cpu)):
+                band = promise.bands.get(metric)
+                if band is None:
+                    continue
+                bad |= (values < band.usage_min) | (values >= band.usage_max) | (values >= band.peak_max)
+                if band.peak_min > -np.inf:
+                    bad |= _window_peak(controller, metric, times, values, window_s) < band.peak_min
+            if bad.any():
+                self._skipped = (k, times, mem, cpu)
+                return k + 1 + int(bad.argmax())
+        return NEVER
 
     def decide(self, k: int, now_s: float, current: Limits) -> Limits | None:
         if self._controller is None:
             self._controller = self._make()
         backend = self.backend
         backend.current = current
+        skipped = self._skipped
+        if skipped is not None:  # the ticks skipped since step k0 still observed their samples
+            self._skipped = None
+            k0, times, mem, cpu = skipped
+            count = k - 1 - k0  # ticks k0+1 .. k-1
+            keep = times[:count] >= now_s - self._controller.settings.reclaim_after_s - 1.0
+            for i in np.flatnonzero(keep):
+                self._controller.observe(
+                    float(times[i]), ResourceVector(cpu_cores=float(cpu[i]), memory_bytes=float(mem[i]))
+                )
         i = k - 1  # the last completed sample
         backend.usage_now = ResourceVector(
             cpu_cores=float(min(self.run.cpu[i], current.cpu_cores)), memory_bytes=float(self.run.memory[i])
         )
         backend.submitted = None
         self.clock.t = now_s
+        self.ticks += 1
         self._controller.tick()
         if backend.submitted is None:
             return None
         return limits_of(backend.submitted, self.node, current)
 
 
+def _window_peak(
+    controller: ShapingController, metric: Metric, times: np.ndarray, values: np.ndarray, window_s: float
+) -> np.ndarray:
+    """The dwell window's peak the controller would read at each of ``times`` (its window's points
+    before them, then ``values`` ticked at ``times``): max over the samples at t >= time - window_s."""
+    old = controller.windows[metric].points
+    all_t = np.concatenate([np.fromiter((p[0] for p in old), float, len(old)), times])
+    all_v = np.concatenate([np.fromiter((p[1] for p in old), float, len(old)), values])
+    last = np.arange(len(old), all_t.size)
+    first = np.minimum(np.searchsorted(all_t, times - window_s, side="left"), last)
+    return window_max(all_v[None, :], first, last)[0]
+
+
 if TYPE_CHECKING:
     from airflow_predictive.core.shaping.controller import ShapingController
     from airflow_predictive.core.shaping.expectation import ForecastExpectation
+    from airflow_predictive.core.shaping.quiet import Quiet

@@ -57,13 +57,13 @@ def test_shaping_grows_a_try_whose_usage_outruns_its_forecast_before_it_is_kille
     f = forecast(np.full(30, 1.0))  # says 1 GiB flat for 300 s
     mem = np.concatenate([np.full(60, 0.9), np.linspace(0.9, 2.5, 120), np.full(120, 2.5)]) * GIB
     run = sim_run(mem)
-    policy = PredictivePolicy(held({0: f}))
+    policy = PredictivePolicy(held({0: f}), PredictiveSettings(event_driven=False))
     policy.prepare(workload(run), SETTINGS)
     result = run_try(run, policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE)), SETTINGS)
     assert not result.oom
     assert result.resizes >= 2
     assert max(lim.memory_bytes for _, lim in result.changes) >= 2.5 * GIB
-    assert len(result.decision_s) > 250  # one controller tick per second
+    assert len(result.decision_s) > 250  # per-second mode: one controller tick per second
 
 
 def test_after_an_oom_kill_the_retry_plan_starts_from_the_peak_before_the_kill() -> None:
@@ -137,3 +137,40 @@ def test_a_cpu_request_without_a_limit_reserves_the_request_and_never_throttles_
     )
     lim = limits_of(alloc, NODE, None)
     assert (lim.memory_bytes, lim.cpu_cores, lim.cpu_allocated) == (2 * GIB, NODE.cpu_cores, 1.5)
+
+
+def _scripted_runs() -> list[np.ndarray]:
+    """Memory curves (GiB) that cross every band: a ramp, a plateau with noise, sharp jumps, a drop
+    far below the forecast (reclaims), and a rise above it (grows)."""
+    rng = np.random.default_rng(7)
+    ramp = np.concatenate([np.linspace(0.5, 3.0, 200), np.full(300, 3.0), np.linspace(3.0, 1.0, 100)])
+    noisy = np.concatenate([np.full(150, 1.0), np.full(150, 2.6), np.full(300, 0.6)]) + rng.uniform(
+        0, 0.2, 600
+    )
+    jumps = np.concatenate([np.full(100, 1.0), np.full(100, 2.9), np.full(100, 1.2), np.full(300, 3.4)])
+    return [ramp, noisy, jumps, np.full(600, 0.3) + rng.uniform(0, 0.05, 600)]
+
+
+@pytest.mark.parametrize("curve", range(4))
+def test_event_driven_ticks_decide_exactly_what_ticking_every_second_decides(curve: int) -> None:
+    memory = _scripted_runs()[curve] * GIB
+    rng = np.random.default_rng(curve)
+    cpu = 1.0 + rng.uniform(0, 1.5, memory.size)  # crosses the CPU request's band too
+    f = forecast(np.concatenate([np.full(20, 1.5), np.full(20, 3.0), np.full(20, 1.2)]), cpu=1.2)
+    run = sim_run(memory, cpu)
+    results = []
+    ticks = []
+    for event_driven in (False, True):
+        policy = PredictivePolicy(held({0: f}), PredictiveSettings(event_driven=event_driven))
+        policy.prepare(workload(run), SETTINGS)
+        driver = policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE))
+        results.append(run_try(run, driver, SETTINGS))
+        ticks.append(driver.ticks)  # type: ignore[attr-defined]
+    per_second, event = results
+    assert event.changes == per_second.changes
+    assert (event.oom, event.steps) == (per_second.oom, per_second.steps)
+    # integrals over longer segments: the same sums in another order
+    assert event.memory_alloc == pytest.approx(per_second.memory_alloc, rel=1e-12)
+    assert event.cpu_alloc == pytest.approx(per_second.cpu_alloc, rel=1e-12)
+    assert per_second.resizes > 0  # the curve made the controller act
+    assert ticks[1] < ticks[0] / 2  # and most seconds were skipped

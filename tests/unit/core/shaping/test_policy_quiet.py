@@ -1,0 +1,148 @@
+"""The policy's "next time I could act" (core/shaping/quiet.py): inside the promised band, until the
+promised time, every tick decides nothing and keeps the history; outside it, the promise says so."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from airflow_predictive.core.model.backend import Allocation
+from airflow_predictive.core.model.resources import GIB, MIB, Metric, ResourceVector
+from airflow_predictive.core.model.series import DemandCurve, Forecast
+from airflow_predictive.core.shaping.expectation import ForecastExpectation
+from airflow_predictive.core.shaping.policy import (
+    MetricHistory,
+    MetricObservation,
+    PolicyInput,
+    ShapingSettings,
+    decide,
+)
+from airflow_predictive.core.shaping.quiet import Quiet, QuietBand, quiet
+
+MEM = Metric.MEMORY_BYTES
+CPU = Metric.CPU_CORES
+
+
+def _expectation(rng: np.random.Generator) -> ForecastExpectation:
+    n = int(rng.integers(2, 12))
+    step = float(rng.uniform(5, 60))
+    mem = rng.uniform(0.5, 4.0, n) * GIB
+    cpu = rng.uniform(0.5, 3.0, n)
+    curves = {
+        MEM: DemandCurve(MEM, step, {0.5: mem, 0.9: mem * rng.uniform(1.0, 1.3)}),
+        CPU: DemandCurve(CPU, step, {0.5: cpu, 0.9: cpu * 1.1}),
+    }
+    return ForecastExpectation(Forecast(curves, {0.5: n * step}, "test"))
+
+
+def _allocation(mem: float, cpu: float) -> Allocation:
+    return Allocation(
+        requests=ResourceVector(memory_bytes=mem, cpu_cores=cpu),
+        limits=ResourceVector(memory_bytes=mem, cpu_cores=cpu),
+    )
+
+
+def _observations(mem: tuple[float, float], cpu: tuple[float, float]) -> dict[Metric, MetricObservation]:
+    return {MEM: MetricObservation(mem[0], mem[1]), CPU: MetricObservation(cpu[0], cpu[1])}
+
+
+def _sample(rng: np.random.Generator, band: QuietBand, scale: float) -> tuple[float, float] | None:
+    lo = max(band.usage_min, 0.0)
+    hi = min(band.usage_max, band.peak_max, 6 * scale)
+    if not lo < hi:
+        return None
+    u = float(rng.uniform(lo, hi))
+    w_lo = max(u, band.peak_min)
+    w_hi = min(band.peak_max, 6 * scale)
+    if not w_lo < w_hi:
+        return None
+    return u, float(rng.uniform(w_lo, w_hi))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_inside_the_quiet_band_every_later_tick_decides_nothing_and_keeps_the_history(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    settings = ShapingSettings()
+    checked = promised = 0
+    for _ in range(400):
+        exp = _expectation(rng)
+        current = _allocation(float(rng.uniform(0.5, 5.0)) * GIB, float(rng.uniform(0.5, 3.0)))
+        t = float(rng.uniform(0, 300))
+        histories = {
+            m: MetricHistory(
+                last_change_s=None if rng.random() < 0.3 else t - float(rng.uniform(0, 90)),
+                below_since_s=None if rng.random() < 0.5 else t - float(rng.uniform(0, 30)),
+            )
+            for m in (MEM, CPU)
+        }
+        mem_u = float(rng.uniform(0.2, 5.0)) * GIB
+        cpu_u = float(rng.uniform(0.2, 3.0))
+        obs = _observations(
+            (mem_u, mem_u * float(rng.uniform(1, 1.3))), (cpu_u, cpu_u * float(rng.uniform(1, 1.3)))
+        )
+        out = decide(PolicyInput(t, current, obs, exp), settings, histories)
+        if out.changes():
+            continue
+        after = dict(out.histories)
+        promise = quiet(PolicyInput(t, current, obs, exp), settings, after)
+        if promise is None:
+            continue
+        promised += 1
+        assert promise.until_s > t
+        for _ in range(20):
+            t2 = float(rng.uniform(t, min(promise.until_s, t + 400)))
+            mem = _sample(rng, promise.bands[MEM], GIB)
+            cpu = _sample(rng, promise.bands[CPU], 1.0)
+            if mem is None or cpu is None or t2 >= promise.until_s:
+                continue
+            later = decide(PolicyInput(t2, current, _observations(mem, cpu), exp), settings, after)
+            assert not later.changes(), (t, t2, mem, cpu, later.decisions)
+            assert dict(later.histories) == after
+            checked += 1
+    assert promised > 20 and checked > 150  # the promise is not vacuous
+
+
+def test_a_usage_reaching_the_near_limit_line_leaves_the_band() -> None:
+    exp = ForecastExpectation(
+        Forecast(
+            {MEM: DemandCurve(MEM, 60.0, {0.5: np.full(10, 2 * GIB), 0.9: np.full(10, 2 * GIB)})},
+            {0.5: 600.0},
+            "flat",
+        )
+    )
+    settings = ShapingSettings(metrics=(MEM,))
+    current = _allocation(2.5 * GIB, 1.0)
+    obs = {MEM: MetricObservation(1.9 * GIB, 1.9 * GIB)}
+    out = decide(PolicyInput(100.0, current, obs, exp), settings, {})
+    promise = quiet(PolicyInput(100.0, current, obs, exp), settings, dict(out.histories))
+    assert isinstance(promise, Quiet)
+    band = promise.bands[MEM]
+    # usage within 10 % of the limit is a grow signal: the band must end before it
+    assert band.usage_max <= 2.5 * GIB * 0.9
+    near = decide(
+        PolicyInput(101.0, current, {MEM: MetricObservation(2.3 * GIB, 2.3 * GIB)}, exp),
+        settings,
+        dict(out.histories),
+    )
+    assert near.changes()  # and outside it the policy does act
+    assert not band.holds(2.3 * GIB, 2.3 * GIB)
+
+
+def test_the_promise_ends_at_the_next_timer_and_a_resize_just_made_promises_nothing() -> None:
+    exp = ForecastExpectation(
+        Forecast({MEM: DemandCurve(MEM, 600.0, {0.5: np.full(4, 2 * GIB)})}, {0.5: 2400.0}, "flat")
+    )
+    settings = ShapingSettings(metrics=(MEM,))
+    current = _allocation(4 * GIB, 1.0)
+    obs = {MEM: MetricObservation(1.0 * GIB, 1.0 * GIB)}
+    # below the band since t=95 and changed at t=80: the dwell ends at 110, the shrink cooldown at 140
+    history = {MEM: MetricHistory(last_change_s=80.0, below_since_s=95.0)}
+    out = decide(PolicyInput(100.0, current, obs, exp), settings, history)
+    assert not out.changes()
+    promise = quiet(PolicyInput(100.0, current, obs, exp), settings, dict(out.histories))
+    assert promise is not None and promise.until_s == pytest.approx(110.0, abs=1e-5)
+    assert quiet(PolicyInput(100.0, current, {MEM: MetricObservation(None)}, exp), settings, history) is None
+    assert math.isinf(QuietBand().usage_max)
+    assert MIB > 0
