@@ -261,7 +261,9 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
             config = self._steered(config, launch)
         if self._store_env:
             config = with_env(config, self._store_env)
-        self._coordinator.started(launch)
+        # the handle is the pod's label selector: due plan steps find the pod through it (a launch
+        # without a handle never gets its steps: that was the case here before)
+        self._coordinator.started(launch, _selector(launch.run))
         get_key = getattr(self, "get_task_key", None)
         use_uuid = getattr(self, "supports_task_instance_uuid", False)
         key = get_key(workload.ti) if use_uuid and get_key is not None else workload.ti.key
@@ -313,20 +315,24 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
     def _apply_steps(self) -> None:
         coordinator = self._coordinator
         assert coordinator is not None
+        first = {id(item): item.next_step for item in coordinator.running.values()}
         due = coordinator.due_steps(coordinator.clock())
         if not due:
             return
         backend = self._pod_backend
         if backend is None:
             backend = self._pod_backend = self._steps_backend()
+        waiting: set[int] = set()  # tries whose pod is not there yet: their steps wait a heartbeat
         for item, target, reason in due:
-            key = item.run.key
-            selector = (
-                f"dag_id={_label(key.dag_id)},task_id={_label(key.task_id)},try_number={item.run.try_number}"
-            )
-            handles = backend.find(selector)
+            if id(item) in waiting:
+                continue
+            handles = backend.find(item.handle)
             if not handles:
-                log.info("predictive: %s: no pod yet for plan step (%s)", key, reason)
+                log.info(
+                    "predictive: %s: no pod yet for plan step (%s); next heartbeat", item.run.key, reason
+                )
+                waiting.add(id(item))
+                item.next_step = first[id(item)]  # due again at the next heartbeat
                 continue
             result = backend.submit_resize(handles[0], target)
             coordinator.step_applied(
@@ -339,8 +345,9 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
             )
 
     def _steps_backend(self) -> Any:
-        """The pod backend the plan steps go through: on this executor's own cluster client and
-        namespace (where its worker pods are); ``[predictive] kubernetes_conn_id`` without one."""
+        """The pod backend the plan steps go through: on this executor's own cluster client,
+        namespace and base container (where its worker pods are); ``[predictive]
+        kubernetes_conn_id`` without a client."""
         from dataclasses import replace
 
         from airflow_predictive.backends.kubernetes.backend import KubernetesPodBackend
@@ -351,7 +358,8 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         api_client = getattr(client, "api_client", None)
         if api_client is None:
             return runtime.kubernetes_backend()
-        settings = replace(runtime.kubernetes_settings(), namespace=self._namespace())
+        # KubernetesExecutor's worker pods run the task in the container named "base"
+        settings = replace(runtime.kubernetes_settings(), namespace=self._namespace(), container_name="base")
         return KubernetesPodBackend(api_client, settings=settings)
 
     def _change_state(self, results: Any, **kwargs: Any) -> None:
@@ -414,6 +422,13 @@ def _store_env(runtime: Any) -> dict[str, str]:
         log.debug("predictive: no store to pass to worker pods (%s)", exc)
         return {}
     return {INHERITED_STORE_ENV: url} if url else {}
+
+
+def _selector(run: Any) -> str:
+    """The label selector of a try's worker pod (KubernetesExecutor's own labels)."""
+    key = run.key
+    out = f"dag_id={_label(key.dag_id)},task_id={_label(key.task_id)},try_number={run.try_number}"
+    return out + (f",map_index={key.map_index}" if key.map_index >= 0 else "")
 
 
 def _label(value: str) -> str:
