@@ -26,6 +26,7 @@ if [ -d "$DATA" ]; then
   run $PY bench/profiler_prefix.py --data "$DATA"
   run $PY bench/shadow_bench.py --data "$DATA"
   run $PY bench/profiler_heldout.py --data "$DATA"
+  run $PY bench/profiler_queue.py --data "$DATA"
   run $PY bench/profiler_scaling.py --data "$DATA" --lstm
   run $PY bench/profiler_online.py --data "$DATA"
   run $PY bench/cluster_bench.py --data "$DATA"
