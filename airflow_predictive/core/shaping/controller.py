@@ -294,8 +294,11 @@ class ShapingController:
         self.resizes += 1
         for d in wanted:
             self.changes.append((t, d.metric, d.action, changes[d.metric]))
-            self.histories[d.metric] = MetricHistory(
-                last_change_s=t, below_since_s=None, plan_seen=self._plan_value(t, d.metric)
+            self.histories[d.metric] = replace(
+                self.histories.get(d.metric, MetricHistory()),
+                last_change_s=t,
+                below_since_s=None,
+                plan_seen=self._plan_value(t, d.metric),
             )
         if result.status is ResizeStatus.PENDING:
             self.in_flight = _InFlight(target, wanted, t)

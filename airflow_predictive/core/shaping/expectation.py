@@ -86,12 +86,13 @@ class ForecastExpectation:
         if cached is not None:
             return cached
         curve = self.forecast.curve(metric)
+        times: np.ndarray
         if curve is None or curve.steps < 2:
             times = np.zeros(0)
         else:
             values = np.stack([np.asarray(v, dtype=float) for v in curve.quantiles.values()])
             n, step, o = curve.steps, curve.step_s, self.offset_s
-            edges = o + step * np.arange(1, n)
+            edges: np.ndarray = o + step * np.arange(1, n)
             if horizon is not None:
                 edges = np.unique(np.concatenate([edges, edges - horizon]))
             # each interval between edges is read at its middle (never on an edge: float floors)
@@ -99,6 +100,7 @@ class ForecastExpectation:
                 [[edges[0] - step / 2], (edges[:-1] + edges[1:]) / 2, [edges[-1] + step / 2]]
             )
             first = np.clip(((mids - o) // step).astype(np.int64), 0, n - 1)
+            read: np.ndarray
             if horizon is None:
                 read = values[:, first]
             else:

@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 SHAPED = (Metric.CPU_CORES, Metric.MEMORY_BYTES)
+RATIO_FLOOR: float | None = None
+RATIO_AFTER_S = 300.0
+RATIO_MARGIN = 0.1
 
 
 class Expectation(Protocol):
@@ -102,6 +105,11 @@ class ShapingSettings:
         Chosen on the training half of kseg-eager (its second half replayed, never the held-out
         runs): 120 s and +10 % gave no OOM kill there at the least slack; 10 s, or 60 s with
         +0 % / +10 %, let sharp jumps through.
+    ratio_floor / ratio_after_s / ratio_margin: the ratio guard. A run whose peak so far is a
+        fraction r of its median forecast's peak so far gets the guard scaled by
+        r x (1 + ratio_margin), never below ``ratio_floor`` of it nor above it, once it has run
+        ``ratio_after_s`` (None: off). The unscaled guard held runs far
+        below their forecast at the median's level (``bwa``: the median 1.46x its mean usage).
     """
 
     tolerance: float = 0.15
@@ -122,6 +130,9 @@ class ShapingSettings:
     guard_quantile: float | None = 0.5
     guard_horizon_s: float = 120.0
     guard_margin: float = 0.1
+    ratio_floor: float | None = RATIO_FLOOR
+    ratio_after_s: float = RATIO_AFTER_S
+    ratio_margin: float = RATIO_MARGIN
 
     def __post_init__(self) -> None:
         for name in ("tolerance", "near_limit", "hysteresis"):
@@ -154,11 +165,22 @@ class MetricHistory:
     last_change_s: when the last change of this metric was submitted (None: never).
     below_since_s: since when usage has been below the band without a break (None: it is not).
     plan_seen: the plan's value at the last change (a plan step is an edge from this value).
+    peak_seen / median_seen: the run's highest usage so far and the highest median forecast so far
+        (the ratio guard compares the levels, not their timing).
     """
 
     last_change_s: float | None = None
     below_since_s: float | None = None
     plan_seen: float | None = None
+    peak_seen: float | None = None
+    median_seen: float | None = None
+
+    @property
+    def ratio_seen(self) -> float | None:
+        """The run's peak so far over its median forecast's peak so far."""
+        if self.peak_seen is None or not self.median_seen:
+            return None
+        return self.peak_seen / self.median_seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,9 +319,9 @@ def _decide_metric(
     seen = peak / predicted if has_forecast and predicted else None
     rises = ahead is not None and predicted is not None and ahead > predicted * (1 + s.tolerance)
     ahead_eff = ahead * seen if rises and ahead is not None and seen is not None else None
-    guard = _guard(exp, metric, t, s)
+    history = _seen_ratio(exp, metric, t, s, usage, history)
+    guard = effective_guard(exp, metric, t, s, history)
     if guard is not None:  # expressed before the grow margin, which every need gets
-        guard = guard * (1 + s.guard_margin) / (1 + s.grow_margin)
         ahead_eff = max(ahead_eff or 0.0, guard)
 
     # -- grow signals (checked first: growing is never delayed by a reclaim in waiting) ----------
@@ -362,6 +384,48 @@ def _decide_metric(
         need = max(need, guard)
     want = need * (1 + s.grow_margin)
     return _reclaim(make, metric, cause, want, current, lo, hi, usage, t, s, history, why, dwell=True)
+
+
+def median_now(exp: Expectation | None, metric: Metric, t: float, s: ShapingSettings) -> float | None:
+    """The guard quantile's forecast at ``t`` (the ratio guard's reference)."""
+    if s.guard_quantile is None or exp is None:
+        return None
+    reader = getattr(exp, "ahead_at", None)
+    value = reader(metric, t, 0.0, s.guard_quantile) if reader is not None else None
+    return float(value) if value is not None and value > 0 else None
+
+
+def _seen_ratio(
+    exp: Expectation | None, metric: Metric, t: float, s: ShapingSettings, usage: float, h: MetricHistory
+) -> MetricHistory:
+    if s.ratio_floor is None:
+        return h
+    median = median_now(exp, metric, t, s)
+    if median is None:
+        return h
+    peak = max(usage, h.peak_seen or 0.0)
+    top = max(median, h.median_seen or 0.0)
+    if peak == h.peak_seen and top == h.median_seen:
+        return h
+    return replace(h, peak_seen=peak, median_seen=top)
+
+
+def ratio_scale(t: float, s: ShapingSettings, h: MetricHistory) -> float:
+    """What the ratio guard multiplies the guard by (1: not yet, or off)."""
+    if s.ratio_floor is None or h.ratio_seen is None or t < s.ratio_after_s:
+        return 1.0
+    return min(1.0, max(s.ratio_floor, h.ratio_seen * (1 + s.ratio_margin)))
+
+
+def effective_guard(
+    exp: Expectation | None, metric: Metric, t: float, s: ShapingSettings, h: MetricHistory
+) -> float | None:
+    """The guard as the policy uses it: the median's peak ahead, scaled by the ratio guard, plus the
+    guard margin, expressed before the grow margin."""
+    raw = _guard(exp, metric, t, s)
+    if raw is None:
+        return None
+    return raw * ratio_scale(t, s, h) * (1 + s.guard_margin) / (1 + s.grow_margin)
 
 
 def _guard(exp: Expectation | None, metric: Metric, t: float, s: ShapingSettings) -> float | None:

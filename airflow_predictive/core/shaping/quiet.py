@@ -22,11 +22,17 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from airflow_predictive.core.model.resources import Metric
-from airflow_predictive.core.shaping.policy import MetricHistory, MetricObservation, shaped_value
+from airflow_predictive.core.shaping.policy import (
+    MetricHistory,
+    MetricObservation,
+    effective_guard,
+    median_now,
+    shaped_value,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -96,10 +102,21 @@ def quiet(
     until = plan_next_s - TIME_EPS
     bands: dict[Metric, QuietBand] = {}
     for metric in settings.metrics:
-        found = _metric_band(metric, inp, settings, histories.get(metric, MetricHistory()))
+        history = histories.get(metric, MetricHistory())
+        found = _metric_band(metric, inp, settings, history)
         if found is None:
             return None
         band, metric_until = found
+        if settings.ratio_floor is not None:
+            # the ratio guard: a new highest usage / median-now changes the history; its scaling
+            # starts at ratio_after_s
+            median = median_now(inp.expectation, metric, inp.t_s, settings)
+            if median is not None:
+                if history.peak_seen is None or history.median_seen is None or median > history.median_seen:
+                    return None
+                band = replace(band, usage_max=min(band.usage_max, _hi(history.peak_seen)))
+            if inp.t_s < settings.ratio_after_s:
+                metric_until = min(metric_until, settings.ratio_after_s - TIME_EPS)
         bands[metric] = band
         until = min(until, metric_until)
     if until <= inp.t_s:
@@ -134,11 +151,7 @@ def _metric_band(
         until = min(until, float(edge(metric, t, horizons)) - TIME_EPS)
         predicted = exp.predicted(metric, t)
         ahead = exp.ahead(metric, t, s.lookahead_s)
-        if s.guard_quantile is not None:
-            reader = getattr(exp, "ahead_at", None)
-            raw = reader(metric, t, s.guard_horizon_s, s.guard_quantile) if reader is not None else None
-            if raw is not None and raw > 0:
-                guard = float(raw) * (1 + s.guard_margin) / (1 + s.grow_margin)
+        guard = effective_guard(exp, metric, t, s, history)
     last, below_since = history.last_change_s, history.below_since_s
     grow_cooling = last is not None and t - last < s.grow_cooldown_s
     shrink_cooling = last is not None and t - last < s.shrink_cooldown_s

@@ -432,9 +432,9 @@ class ShapedDriver:
             k0, times, mem, cpu = skipped
             count = k - 1 - k0  # ticks k0+1 .. k-1
             keep = times[:count] >= now_s - self._controller.settings.reclaim_after_s - 1.0
-            for i in np.flatnonzero(keep):
+            for s in np.flatnonzero(keep):
                 self._controller.observe(
-                    float(times[i]), ResourceVector(cpu_cores=float(cpu[i]), memory_bytes=float(mem[i]))
+                    float(times[s]), ResourceVector(cpu_cores=float(cpu[s]), memory_bytes=float(mem[s]))
                 )
         i = k - 1  # the last completed sample
         backend.usage_now = ResourceVector(

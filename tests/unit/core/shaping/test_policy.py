@@ -359,3 +359,59 @@ def test_without_hysteresis_and_cooldown_the_same_noise_would_exceed_the_bound()
     usage = _noisy(600, 500.0, 0.3, 1)
     naive_changes = _simulate(naive, usage, 500.0, Flat(500 * MIB))
     assert len(naive_changes) > _bound(careful, 600, max(usage), min(usage))
+
+
+RATIO = ShapingSettings(metrics=(MEM,), ratio_floor=0.5, ratio_after_s=300.0, ratio_margin=0.1)
+
+
+def test_the_ratio_guard_scales_the_guard_by_the_runs_peak_over_its_median_once_it_has_run_long_enough() -> (
+    None
+):
+    exp = WithMedian(2000 * MIB, median=900 * MIB)
+    # the run peaked at 450 MiB so far against a median that reached 900: half its median
+    seen = MetricHistory(below_since_s=0, peak_seen=450 * MIB, median_seen=900 * MIB)
+    early, _ = _one(100, _mem(2000), 300, exp=exp, peak_mb=300, history=seen, settings=RATIO)
+    assert early.target == pytest.approx((2000 - 0.5 * (2000 - 900 * 1.1)) * MIB)  # not yet: unscaled
+    late, _ = _one(400, _mem(2000), 300, exp=exp, peak_mb=300, history=seen, settings=RATIO)
+    assert late.wants_change and late.action is Action.RECLAIM
+    assert late.target == pytest.approx((2000 - 0.5 * (2000 - 900 * 0.55 * 1.1)) * MIB)  # x 0.5 x 1.1
+    tiny = MetricHistory(below_since_s=0, peak_seen=90 * MIB, median_seen=900 * MIB)
+    floor, _ = _one(400, _mem(2000), 80, exp=exp, peak_mb=90, history=tiny, settings=RATIO)
+    assert floor.target == pytest.approx((2000 - 0.5 * (2000 - 900 * 0.5 * 1.1)) * MIB)  # the floor holds
+
+
+def test_the_ratio_guard_remembers_the_runs_peak_and_its_medians_peak() -> None:
+    exp = WithMedian(2000 * MIB, median=900 * MIB)
+    _, h = _one(10, _mem(2000), 300, exp=exp, settings=RATIO)
+    assert (h.peak_seen, h.median_seen) == (300 * MIB, 900 * MIB)
+    _, h2 = _one(11, _mem(2000), 200, exp=exp, settings=RATIO, history=h)
+    assert h2.peak_seen == 300 * MIB and h2.ratio_seen == pytest.approx(1 / 3)
+
+
+def test_the_ratio_guard_never_lets_memory_fall_below_usage_plus_margin() -> None:
+    rng = random.Random(3)
+    margin = MemoryMargin()
+    reclaims = 0
+    for _ in range(3000):
+        limit = rng.uniform(100, 4000)
+        usage = rng.uniform(10, limit)
+        exp = WithMedian(rng.uniform(50, 4000) * MIB, median=rng.uniform(50, 4000) * MIB)
+        history = MetricHistory(
+            below_since_s=rng.choice([None, 0.0]),
+            last_change_s=rng.choice([None, 0.0, 350.0]),
+            peak_seen=rng.uniform(1, 4000) * MIB,
+            median_seen=rng.uniform(1, 4000) * MIB,
+        )
+        d, _ = _one(
+            400,
+            _mem(limit),
+            usage,
+            exp=exp,
+            peak_mb=usage * rng.uniform(1, 1.2),
+            history=history,
+            settings=RATIO,
+        )
+        if d.wants_change and d.action is Action.RECLAIM:
+            reclaims += 1
+            assert d.target is not None and d.target >= margin.floor(usage * MIB) - 1e-6
+    assert reclaims > 100
