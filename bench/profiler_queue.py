@@ -131,7 +131,7 @@ def main() -> int:
         "# Job-queue features on the Nextflow traces (memory peaks)",
         "",
         "Reproduce: `.venv/bin/python bench/profiler_queue.py` (part of `make bench`). "
-        + " ".join(__doc__.split("\n\n")[1].split()),
+        + " ".join(__doc__.split("\n\n")[2].split()),
         "",
         f"Held-out runs with both features: {len(pooled)}; scored (after {MIN_EARLIER} earlier runs of "
         f"their task): {len(results['as served'])}.",
