@@ -589,7 +589,13 @@ class Coordinator:
             self.ledger.renew(self.holder, now + self.settings.lease_s)
             self.ledger.expire(now)  # lapse what crashed holders left behind
         for item in self.running.values():
-            if item.reservation_id is None or now < item.end - self.settings.extend_s / 2:
+            # near its predicted end, and never before its plan's last step: a plan shorter than
+            # extend_s / 2 was re-charged at its current allocation from the first heartbeat on,
+            # which erased its planned steps from the ledger (seen through real Airflow on K8s)
+            last = item.plan.steps[-1].at_s if item.plan is not None and item.plan.steps else 0.0
+            if item.reservation_id is None or now < max(
+                item.end - self.settings.extend_s / 2, item.started + last
+            ):
                 continue
             charge = item.allocation or (item.plan.allocation_at(now - item.started) if item.plan else None)
             if charge is None:

@@ -8,15 +8,19 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from sqlalchemy import create_engine
 
+from airflow_predictive.core.model.backend import Allocation
 from airflow_predictive.core.model.plan import (
     AdmissionDecision,
+    AllocationPlan,
     PlanSource,
+    PlanStep,
     Pool,
     PoolCapacity,
     PoolKind,
@@ -202,6 +206,32 @@ def test_an_unreadable_stored_oom_record_plans_the_retry_from_the_forecast(
     [launch] = c.admit()
     assert launch.plan is not None and launch.plan.source is not PlanSource.OOM_RETRY
     assert "stored OOM record unreadable" in caplog.text
+
+
+def test_a_short_plan_keeps_its_planned_step_reserved_across_heartbeats(ledger: SqlLedger) -> None:
+    """A plan shorter than the extension window: the heartbeat's renewal must not re-charge it at
+    its initial allocation (that erased the planned step from the ledger)."""
+    clock = [1_000.0]
+    c = _coordinator(ledger, Forecasts(1.0))
+    c.clock = lambda: clock[0]
+    run = RunIdentity(TaskKey("d", "short"), "r1")
+    settings = task_settings({"predictive": True})
+    c.submit("short", run, settings, ForecastQuery(run.key), 1)
+    step = PlanStep(5.0, Allocation.exactly(ResourceVector(memory_bytes=2 * GIB)), "grows")
+    plan = AllocationPlan(Allocation.exactly(ResourceVector(memory_bytes=GIB)), (step,), 20.0)
+    c.waiting["short"].outcome = replace(c.waiting["short"].outcome, plan=plan)
+    [launch] = c.admit()
+    item = c.started(launch, handle="h")
+    clock[0] += 1.0
+    c.keep_alive(clock[0])
+    [held] = ledger.reservations("local")
+    assert [p.allocation.limits.memory_bytes for p in held.timeline] == [GIB, 2 * GIB]
+    clock[0] += 5.0
+    [(due, target, _why)] = c.due_steps(clock[0])
+    c.step_applied(due, target, "grows", status="applied", detail="", allocated=target)
+    c.keep_alive(clock[0])
+    [held] = ledger.reservations("local")
+    assert held.charge_at(clock[0] + 1).limits.memory_bytes == 2 * GIB and item.allocation == target
 
 
 def _hold_and_die(url: str, ready: mp.synchronize.Event) -> None:  # type: ignore[name-defined]
