@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_predictive.backends.nodes import placeholders
 from airflow_predictive.backends.nodes.karpenter import NODEPOOL_LABEL
-from airflow_predictive.core.model.nodes import NodeState, WarmCapacity, choose_pool
+from airflow_predictive.core.model.backend import Capacity
+from airflow_predictive.core.model.nodes import NodeState, WarmCapacity, choose_pool, first_fit_decreasing
 from airflow_predictive.core.scheduling.coming import ComingCapacity
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     from airflow_predictive.backends.nodes.backend import NodePoolBackend
-    from airflow_predictive.core.model.backend import Capacity
     from airflow_predictive.core.model.nodes import NodePool, PoolChoice
     from airflow_predictive.core.model.plan import AllocationPlan
     from airflow_predictive.core.model.resources import ResourceVector
@@ -126,6 +126,8 @@ class NodeWiring:
         self._lock = threading.Lock()
         self._pools: tuple[NodePool, ...] = ()
         self._capacity: Capacity | None = None
+        self._rooms: tuple[ResourceVector, ...] = ()
+        self._others: tuple[ResourceVector, ...] = ()  # allocatable of Ready nodes no pool owns
         self._warms: tuple[WarmCapacity, ...] = ()
         self._sized: dict[
             str, tuple[AllocationPlan, tuple[NodePool, ...], ResourceVector, PoolChoice | None]
@@ -142,14 +144,38 @@ class NodeWiring:
         with self._lock:
             return self._pools
 
-    def node_capacity(self) -> Capacity | None:
+    def node_capacity(self, peaks: Iterable[ResourceVector] | None = None) -> Capacity | None:
         """The pools' Ready nodes (allocatable, and what non-placeholder pods hold there) as last
-        read; None when no pool is known (no node bound: the namespace quota alone applies)."""
+        read; None when no pool is known (no node bound: the namespace quota alone applies).
+
+        peaks: the requests the waiting tasks' pods will need. Given, the node bound is a bin
+        packing (first-fit decreasing over each Ready node's room), not a sum: the allocatable
+        answered is what is bound plus the peaks that a node holds, so two 40Gi pods do not
+        "fit" two half-used 64Gi nodes."""
         with self._lock:
-            return self._capacity
+            capacity, rooms = self._capacity, self._rooms
+        if capacity is None or peaks is None:
+            return capacity
+        wanted = [p for p in peaks if not p.is_empty()]
+        packing = first_fit_decreasing(wanted, rooms)
+        return Capacity(
+            allocatable=capacity.allocated.plus(packing.placed_total(wanted)), allocated=capacity.allocated
+        )
+
+    def fits_a_node(self, peak: ResourceVector) -> bool:
+        """True when one Ready node (placeholders left out) has room for ``peak`` now."""
+        with self._lock:
+            rooms = self._rooms
+        return any(peak.fits_within(r) for r in rooms)
 
     def choice(self, peak: ResourceVector) -> PoolChoice | None:
-        return choose_pool(self.pools(), peak) if not peak.is_empty() else None
+        """The pool to steer ``peak`` to: None when a node no pool owns holds it (the default
+        placement fits: no reason to pay for a pool's node) or no pool holds it."""
+        with self._lock:
+            others = self._others
+        if peak.is_empty() or any(peak.fits_within(a) for a in others):
+            return None
+        return choose_pool(self.pools(), peak)
 
     def steer(
         self, executor_config: Mapping[str, Any] | None, peak: ResourceVector | None, for_plan: str
@@ -242,23 +268,33 @@ class NodeWiring:
                 for n in s.nodes
                 if n.state is NodeState.PROVISIONING
             ]
-            capacity = self.backend.capacity(states, count_placeholders=False)
+            others = self.backend.other_nodes()
+            capacity, rooms = self.backend.capacity_and_rooms(states, count_placeholders=False, others=others)
             if self.backend.last_error:  # pools read, nodes or pods not: steer, but bound nothing
                 self._set(pools=tuple(pools), capacity=None)
                 self._publish([])
                 return self._result(RoundResult(len(pools), 0, len(made), settled, self.backend.last_error))
-            self._set(pools=tuple(pools), capacity=capacity)
+            self._set(pools=tuple(pools), capacity=capacity, rooms=rooms, others=tuple(others.values()))
             self._publish(coming)
             return self._result(RoundResult(len(pools), len(coming), len(made), settled))
         except Exception as exc:  # never let the thread die; no pools known = no steering
             self._set(pools=(), capacity=None)
             return self._result(RoundResult(0, 0, 0, 0, f"{type(exc).__name__}: {exc}"))
 
-    def _set(self, *, pools: tuple[NodePool, ...], capacity: Capacity | None) -> None:
+    def _set(
+        self,
+        *,
+        pools: tuple[NodePool, ...],
+        capacity: Capacity | None,
+        rooms: tuple[ResourceVector, ...] = (),
+        others: tuple[ResourceVector, ...] = (),
+    ) -> None:
         with self._lock:
             if pools != self._pools:  # same pools keep their identity (the sizes cached per plan)
                 self._pools = pools
             self._capacity = capacity
+            self._rooms = rooms
+            self._others = others
 
     def _publish(self, coming: list[ComingCapacity]) -> None:
         try:

@@ -233,14 +233,30 @@ class NodePoolBackend:
         )
 
     def capacity(self, states: list[PoolState] | None = None, *, count_placeholders: bool = True) -> Capacity:
-        """Allocatable of the pools' Ready nodes and the requests of the pods bound to them.
+        """Allocatable of the Ready nodes (the pools' and those no pool owns) and the requests of
+        the pods bound to them.
 
         states: as read by the caller already (else read). count_placeholders=False leaves the
         placeholders' requests out (they are preempted for any real pod: room for admission)."""
+        return self.capacity_and_rooms(states, count_placeholders=count_placeholders)[0]
+
+    def capacity_and_rooms(
+        self,
+        states: list[PoolState] | None = None,
+        *,
+        count_placeholders: bool = True,
+        others: dict[str, ResourceVector] | None = None,
+    ) -> tuple[Capacity, tuple[ResourceVector, ...]]:
+        """``capacity()`` and, per Ready node, its room (allocatable less the requests bound there):
+        what a bin packing of pods' peaks over the nodes needs (one pod runs on one node). The
+        nodes are the pools' Ready ones and ``others`` (Ready nodes no pool owns; None: read)."""
         states = self.pool_states() if states is None else states
-        allocatable = _sum(s.present for s in states)
-        ready = {n.name for s in states for n in s.nodes if n.state is NodeState.READY}
+        ready = {n.name: n.allocatable for s in states for n in s.nodes if n.state is NodeState.READY}
+        if states:
+            ready.update(self.other_nodes() if others is None else others)
+        allocatable = _sum(ready.values())
         allocated = ResourceVector(cpu_cores=0.0, memory_bytes=0.0)
+        by_node: dict[str, ResourceVector] = {}
         try:
             pods = self._json(self._core.list_pod_for_all_namespaces(**self._kw()))
         except Exception as exc:
@@ -250,9 +266,41 @@ class NodePoolBackend:
             phase = (pod.get("status") or {}).get("phase")
             if not count_placeholders and placeholders.is_placeholder(pod):
                 continue
-            if (pod.get("spec") or {}).get("nodeName") in ready and phase not in ("Succeeded", "Failed"):
-                allocated = allocated.plus(_pod_requests(pod))
-        return Capacity(allocatable=allocatable, allocated=allocated)
+            node = (pod.get("spec") or {}).get("nodeName")
+            if node in ready and phase not in ("Succeeded", "Failed"):
+                requests = _pod_requests(pod)
+                allocated = allocated.plus(requests)
+                by_node[node] = by_node.get(node, ResourceVector()).plus(requests)
+        rooms = tuple(a.minus(by_node.get(name, ResourceVector())) for name, a in sorted(ready.items()))
+        return Capacity(allocatable=allocatable, allocated=allocated), rooms
+
+    def other_nodes(self) -> dict[str, ResourceVector]:
+        """Ready, schedulable nodes that no NodePool owns (a fixed node group, nodes given to the
+        cluster): their allocatable. Pods that fit there need no new node."""
+        try:
+            items = self._json(self._core.list_node(**self._kw()))
+        except Exception as exc:
+            self._warn("cannot list nodes", exc)
+            return {}
+        out: dict[str, ResourceVector] = {}
+        for obj in items.get("items") or []:
+            meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+            if karpenter.NODEPOOL_LABEL in (meta.get("labels") or {}) or spec.get("unschedulable"):
+                continue
+            if any(t.get("effect") in ("NoSchedule", "NoExecute") for t in spec.get("taints") or []):
+                continue
+            if not any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+            ):
+                continue
+            alloc = status.get("allocatable") or {}
+            try:
+                out[meta["name"]] = karpenter.vector_of(
+                    {k: alloc[k] for k in ("cpu", "memory") if k in alloc}
+                )
+            except (KeyError, ValueError):
+                continue
+        return out
 
     def provision(self, spec: ProvisionSpec, allocation: Allocation) -> Handle:
         """A placeholder holding ``allocation.requests`` for the plan ``spec.name`` in the pool

@@ -210,3 +210,45 @@ def warm_for_plan(
     peak = plan.peak()
     size = peak.limits.combine(peak.requests, lambda lim, _r: lim)
     return WarmCapacity(pool, size, ready_by=start_at, expires_at=start_at + hold_s, for_plan=for_plan)
+
+
+@dataclass(frozen=True, slots=True)
+class Packing:
+    """Where first-fit decreasing put each demand: ``placed[i]`` is the index of the node that
+    holds demand ``i`` (None: no node has room for it); ``free`` is each node's room left."""
+
+    placed: tuple[int | None, ...]
+    free: tuple[ResourceVector, ...]
+
+    @property
+    def all_placed(self) -> bool:
+        return all(p is not None for p in self.placed)
+
+    def placed_total(self, demands: Iterable[ResourceVector]) -> ResourceVector:
+        """The sum of the demands that were placed (the node room they can use together)."""
+        total = ResourceVector(cpu_cores=0.0, memory_bytes=0.0)
+        for demand, where in zip(demands, self.placed, strict=False):
+            if where is not None:
+                total = total.plus(demand)
+        return total
+
+
+def _size_key(v: ResourceVector) -> tuple[float, float]:
+    return (v.memory_bytes or 0.0, v.cpu_cores or 0.0)
+
+
+def first_fit_decreasing(demands: Iterable[ResourceVector], free: Iterable[ResourceVector]) -> Packing:
+    """Pack ``demands`` (pods' peaks) onto nodes with room ``free`` (allocatable less what is bound
+    there): largest demand first (memory, then CPU), each on the first node that still holds all of
+    its metrics. A sum over nodes would let two 40Gi pods "fit" two half-used 64Gi nodes; one pod
+    runs on one node, so a demand no single node holds is not placed."""
+    wanted = list(demands)
+    room = list(free)
+    placed: list[int | None] = [None] * len(wanted)
+    for i in sorted(range(len(wanted)), key=lambda i: _size_key(wanted[i]), reverse=True):
+        for j, r in enumerate(room):
+            if wanted[i].fits_within(r):
+                placed[i] = j
+                room[j] = r.minus(wanted[i])
+                break
+    return Packing(tuple(placed), tuple(room))
