@@ -289,10 +289,13 @@ class Runtime:
         if not config.node_pools():
             return None
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from kubernetes import client
 
         from airflow_predictive.backends.nodes.backend import NodePoolBackend, NodePoolSettings
 
-        hook = KubernetesHook(conn_id=self.kubernetes_conn_id())
+        # its own Configuration: load_kube_config would otherwise set the process default, which
+        # every kubernetes model made afterwards copies (a closure: pod_override no longer pickles)
+        hook = KubernetesHook(conn_id=self.kubernetes_conn_id(), client_configuration=client.Configuration())
         settings = NodePoolSettings(
             namespace=namespace or hook.get_namespace() or self.kubernetes_settings().namespace,
             margin_s=config.node_pools_margin(),
