@@ -114,7 +114,10 @@ def quiet(
             if median is not None:
                 if history.peak_seen is None or history.median_seen is None or median > history.median_seen:
                     return None
-                band = replace(band, usage_max=min(band.usage_max, _hi(history.peak_seen)))
+                # usage up to the peak so far leaves it as it is (exact: max() of the same floats)
+                band = replace(
+                    band, usage_max=min(band.usage_max, math.nextafter(history.peak_seen, math.inf))
+                )
             if inp.t_s < settings.ratio_after_s:
                 metric_until = min(metric_until, settings.ratio_after_s - TIME_EPS)
         bands[metric] = band

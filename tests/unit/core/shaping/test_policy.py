@@ -361,7 +361,7 @@ def test_without_hysteresis_and_cooldown_the_same_noise_would_exceed_the_bound()
     assert len(naive_changes) > _bound(careful, 600, max(usage), min(usage))
 
 
-RATIO = ShapingSettings(metrics=(MEM,), ratio_floor=0.5, ratio_after_s=300.0, ratio_margin=0.1)
+RATIO = ShapingSettings(metrics=(MEM,), ratio_floor=0.5, ratio_after_s=300.0, ratio_margin=0.1)  # explicit
 
 
 def test_the_ratio_guard_scales_the_guard_by_the_runs_peak_over_its_median_once_it_has_run_long_enough() -> (
