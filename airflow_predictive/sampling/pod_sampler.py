@@ -25,8 +25,9 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -281,14 +282,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not url:
         log.error("predictive pod sampler: %s is not set; nothing is recorded", args.url_env)
         return 2
-    try:
-        writer.store = _open_store(url, args.timeout)
-    except Exception as exc:  # a bad URL or a missing driver: say it once and keep the pod going
-        log.error("predictive pod sampler: cannot use the database %s (%s)", safe_url(url), exc)
-        return 4
+    # SQLAlchemy takes a second or more to import on a busy node: sampling starts at once, samples
+    # wait in the sampler's buffer until the store is open (as the recording sidecar does)
+    opened: dict[str, Any] = {}
+
+    def open_store() -> None:
+        try:
+            opened["store"] = _open_store(url, args.timeout)
+        except Exception as exc:  # a bad URL or a missing driver: say it once and keep the pod going
+            log.error("predictive pod sampler: cannot use the database %s (%s)", safe_url(url), exc)
+            opened["error"] = exc
+
+    opener = threading.Thread(target=open_store, name="open-store", daemon=True)
+    opener.start()
 
     class _Flush:
         def flush(self) -> None:
+            if writer.store is None and "store" in opened:
+                writer.store = opened["store"]
             writer.flush()
 
     loop = SidecarLoop(
@@ -300,6 +311,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     log.info("predictive pod sampler: sampling pod %s every %.2fs for %s", ref, args.interval, record.key)
     run_loop(loop, signals.wait, signals.requested)  # until the kubelet stops the sidecar
+    opener.join(timeout=30)
+    if "store" not in opened:
+        log.error(
+            "predictive pod sampler: no store; %d samples of %s not recorded", sampler.stats.buffered, ref
+        )
+        source.close()
+        return 4
+    writer.store = opened["store"]
     end = EndMessage(
         Outcome.UNKNOWN,
         datetime.now(UTC),

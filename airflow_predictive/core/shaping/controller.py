@@ -192,6 +192,8 @@ class ShapingController:
         settled = self._settle(t, events)
         self._maybe_reforecast(t)
         output = self._decide(t, usage)
+        if self.in_flight is not None and self._supersedes(output):
+            self._supersede(t, events)
         result = self._act(t, output, usage, events) if self.in_flight is None else None
         self._acted = result is not None
         self._record(t, output, events, submitted=result is not None)
@@ -240,6 +242,31 @@ class ShapingController:
             return None
         self._conclude(t, flight.target, flight.decisions, result, events, None)
         return result
+
+    def _supersedes(self, output: PolicyOutput) -> bool:
+        """A grow above what the resize in flight asks for: that resize no longer fits the task (a
+        reclaim the node holds back because usage rose above it, "memory limit below current
+        usage", stays in flight until usage drops: waiting for it would OOM-kill the task)."""
+        flight = self.in_flight
+        if flight is None:
+            return False
+        for d in output.decisions:
+            if not d.wants_change or d.action is not Action.GROW or d.target is None:
+                continue
+            asked = shaped_value(flight.target, d.metric)
+            if asked is None or d.target > asked:
+                return True
+        return False
+
+    def _supersede(self, t: float, events: list[ShapingEvent]) -> None:
+        """Drop the resize in flight (the next submit replaces its spec: a resize supersedes the one
+        before it) and say so in its decisions' events."""
+        flight = self.in_flight
+        assert flight is not None
+        self.in_flight = None
+        for d in flight.decisions:
+            after = shaped_value(self.allocation, d.metric)
+            events.append(self._event(t, d, Verdict.SUPERSEDED, f"{d.reason} -> superseded by a grow", after))
 
     def _maybe_reforecast(self, t: float) -> None:
         every = self.options.reforecast_every_s

@@ -46,6 +46,7 @@ class Verdict(StrEnum):
 
     APPLIED = "applied"
     PENDING = "pending"  # submitted, not yet in force (Kubernetes: not yet actuated)
+    SUPERSEDED = "superseded"  # a resize still in flight replaced by a newer one (a grow over a held reclaim)
     DEFERRED_BY_NODE = "deferred_by_node"  # PodResizePending Deferred: no room on the node now
     INFEASIBLE = "infeasible"
     REJECTED = "rejected"

@@ -343,3 +343,37 @@ def test_a_grow_held_by_a_full_pool_is_stored_once_per_held_episode() -> None:
     backend.full = False  # room again: the grow is applied, the episode is over
     _run(ctrl, clock, 5)
     assert any(e.verdict is Verdict.APPLIED for e in sink.events)
+
+
+class HeldReclaims(FakeBackend):
+    """A node that never actuates a memory decrease (the kubelet's "memory limit below current
+    usage" after usage rose) and applies every increase: submit / poll like the Kubernetes backend."""
+
+    def submit_resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
+        limit = allocation.limits.memory_bytes or 0.0
+        if limit < (handle.allocation.limits.memory_bytes or 0.0):
+            return ResizeResult(ResizeStatus.PENDING, "PodResizeInProgress: Error", handle.allocation)
+        return self.resize(handle, allocation)
+
+    def poll_resize(self, handle: Handle) -> ResizeResult | None:
+        return ResizeResult(ResizeStatus.PENDING, "memory limit below current usage", handle.allocation)
+
+
+def test_a_grow_supersedes_a_reclaim_the_node_holds_back_once_usage_rose() -> None:
+    clock = ManualClock()
+    backend = HeldReclaims(clock)
+    # idle at 20 MiB for 30 s (reclaimed), then 190 MiB: above the reclaim still in flight
+    backend.add_script(
+        "t", curve_script([0, 30, 30.5, 120], {MEM: [20 * MIB, 20 * MIB, 190 * MIB, 190 * MIB]})
+    )
+    handle = backend.provision(ProvisionSpec("t"), _alloc(200))
+    sink = Sink()
+    ctrl = ShapingController(backend, handle, ShapingSettings(metrics=(MEM,)), clock=clock, events=sink)
+    _run(ctrl, clock, 29)
+    assert ctrl.in_flight is not None  # the reclaim, held by the node
+    _run(ctrl, clock, 10)
+    assert backend.state(handle).kind is ExitKind.RUNNING  # not OOM-killed: grown in time
+    grows = [e for e in sink.events if e.action is Action.GROW and e.verdict is Verdict.APPLIED]
+    assert grows and grows[0].after is not None and grows[0].after > 200 * MIB
+    superseded = [e for e in sink.events if e.verdict is Verdict.SUPERSEDED]
+    assert superseded and all(e.action is Action.RECLAIM for e in superseded)
