@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_predictive.backends.nodes import placeholders
-from airflow_predictive.backends.nodes.karpenter import NODEPOOL_LABEL
 from airflow_predictive.core.model.backend import Capacity
 from airflow_predictive.core.model.nodes import NodeState, WarmCapacity, choose_pool, first_fit_decreasing
 from airflow_predictive.core.scheduling.coming import ComingCapacity
@@ -199,7 +198,7 @@ class NodeWiring:
         }
         if pod.spec is None:
             pod.spec = k8s.V1PodSpec(containers=[])
-        pod.spec.node_selector = {**(pod.spec.node_selector or {}), NODEPOOL_LABEL: choice.pool.name}
+        pod.spec.node_selector = {**(pod.spec.node_selector or {}), **choice.pool.node_selector()}
         config["pod_override"] = pod
         log.info(
             "predictive: %s steered to node pool %s (%s holds its peak %s)",

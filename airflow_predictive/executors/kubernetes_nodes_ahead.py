@@ -207,9 +207,10 @@ class AheadWarms:
             dag_id, task_id, run_id = (getattr(key, a, None) for a in ("dag_id", "task_id", "run_id"))
             if dag_id and task_id and run_id:
                 ends[(str(dag_id), str(run_id), str(task_id))] = now
-        for item in coordinator.running.values():
+        for item in coordinator.running.values():  # the plan's end (not the reservation's, extended)
             k = item.run.key
-            ends[(k.dag_id, item.run.run_id, k.task_id)] = max(now, item.end)
+            end = item.started + item.plan.duration_s if item.plan is not None else item.end
+            ends[(k.dag_id, item.run.run_id, k.task_id)] = max(now, end)
         rows, upstream, configs = self.reader.read({(d, r) for d, r, _ in ends})
         self.last = upcoming(rows, upstream, ends, now)
         wanted: dict[str, WarmCapacity] = {}
@@ -219,6 +220,15 @@ class AheadWarms:
                 coordinator, up, key, configs.get((up.run.key.dag_id, up.run.key.task_id)), default_enabled
             )
             if warm is not None:
+                if key not in self._warm:
+                    log.info(
+                        "predictive: %s is coming (its upstream ends in %.0f s): warm capacity of %s in pool "
+                        "%s, ready by then",
+                        key,
+                        up.start_at - now,
+                        warm.size,
+                        warm.pool,
+                    )
                 wanted[key] = warm
         self._warm = wanted
         self._plans = {k: p for k, p in self._plans.items() if k in {plan_key(u.run) for u in self.last}}

@@ -238,9 +238,8 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
             else:
                 self.log.info("predictive: no node pool holds %s; default placement", peak)
             return
-        from airflow_predictive.backends.nodes.karpenter import NODEPOOL_LABEL
-
-        pod.spec.node_selector = {**(pod.spec.node_selector or {}), NODEPOOL_LABEL: choice.pool.name}
+        # a Karpenter NodePool by karpenter.sh/nodepool, a cluster-autoscaler group by its node label
+        pod.spec.node_selector = {**(pod.spec.node_selector or {}), **choice.pool.node_selector()}
         self.log.info("predictive: steered to node pool %s (%s)", choice.pool.name, choice.instance_type.name)
 
     def _planned(self, base: k8s.V1Container, context: Context | None = None) -> Allocation | None:

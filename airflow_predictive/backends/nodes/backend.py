@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from airflow_predictive.backends.nodes import karpenter, placeholders
+from airflow_predictive.backends.nodes import autoscaler, karpenter, placeholders
 from airflow_predictive.core.model.backend import (
     Allocation,
     Capabilities,
@@ -121,6 +121,8 @@ class NodePoolBackend:
         self._now = now or time.time
         self._class_ready = False
         self._warned: set[str] = set()
+        self._selectors: dict[str, dict[str, str]] = {}  # pool -> nodeSelector, as last read
+        self._ca_down = ""  # why the cluster autoscaler's node groups were last unreadable
         self.last_error = ""  # the last failure (its caller may say what it means instead of us)
         self.log_errors = True  # False: failures are only kept in ``last_error`` (the caller logs)
 
@@ -196,7 +198,42 @@ class NodePoolBackend:
                 continue
             if pool.instance_types:
                 out.append(pool)
+        names = {p.name for p in out}
+        out += [p for p in self.autoscaler_pools() if p.name not in names]
+        self._selectors = {p.name: p.node_selector() for p in out}
         return out
+
+    def autoscaler_pools(self) -> list[NodePool]:
+        """The cluster autoscaler's node groups (``kube-system/cluster-autoscaler-status``), sized
+        from one of their nodes (``autoscaler.pools_of``). No ConfigMap (no cluster autoscaler, or
+        not allowed to read it): none, silently; unparseable: none, one warning per cause."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            cm = self._json(
+                self._core.read_namespaced_config_map(
+                    autoscaler.STATUS_CONFIGMAP, autoscaler.STATUS_NAMESPACE, **self._kw()
+                )
+            )
+            groups = autoscaler.parse_status(str((cm.get("data") or {}).get(autoscaler.STATUS_KEY, "")))
+            if not groups:
+                return []
+            nodes = self._json(self._core.list_node(**self._kw())).get("items") or []
+            pools = autoscaler.pools_of(groups, nodes)
+            self._ca_down = ""
+            return pools
+        except ApiException as exc:
+            if exc.status not in (403, 404):
+                self._ca_note(f"{exc.status} {exc.reason}")
+            return []
+        except Exception as exc:
+            self._ca_note(f"{type(exc).__name__}: {exc}")
+            return []
+
+    def _ca_note(self, cause: str) -> None:
+        if cause != self._ca_down:
+            log.warning("node pools: cluster-autoscaler node groups unreadable (%s): none used", cause)
+            self._ca_down = cause
 
     def pool_states(self, pools: list[NodePool] | None = None) -> list[PoolState]:
         """Each pool with its nodes (Ready = present, not Ready = coming); ``pools``: as read by
@@ -323,7 +360,7 @@ class NodePoolBackend:
 
     def warm(self, warm: WarmCapacity) -> Handle:
         """Create the placeholder for ``warm`` (idempotent: an existing one is kept)."""
-        body = placeholders.placeholder_pod(warm, self.settings.placeholders)
+        body = placeholders.placeholder_pod(warm, self.settings.placeholders, self._selectors.get(warm.pool))
         name = body["metadata"]["name"]
         handle = Handle(self.name, warm.for_plan, name, Allocation.exactly(warm.size))
         self._ensure_priority_class()

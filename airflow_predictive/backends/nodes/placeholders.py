@@ -86,8 +86,11 @@ def priority_class(settings: PlaceholderSettings) -> dict[str, Any]:
     }
 
 
-def placeholder_pod(warm: WarmCapacity, settings: PlaceholderSettings) -> dict[str, Any]:
-    """The placeholder pod holding ``warm.size`` in ``warm.pool`` until ``warm.expires_at``."""
+def placeholder_pod(
+    warm: WarmCapacity, settings: PlaceholderSettings, selector: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The placeholder pod holding ``warm.size`` in ``warm.pool`` until ``warm.expires_at``.
+    selector: the pool's nodeSelector (default: Karpenter's ``karpenter.sh/nodepool: <pool>``)."""
     size = quantities_of(warm.size)
     return {
         "apiVersion": "v1",
@@ -110,7 +113,7 @@ def placeholder_pod(warm: WarmCapacity, settings: PlaceholderSettings) -> dict[s
             "terminationGracePeriodSeconds": 0,
             "restartPolicy": "Always",
             "automountServiceAccountToken": False,
-            "nodeSelector": {NODEPOOL_LABEL: warm.pool},
+            "nodeSelector": dict(selector) if selector else {NODEPOOL_LABEL: warm.pool},
             "containers": [
                 {
                     "name": settings.container_name,

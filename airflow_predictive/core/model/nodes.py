@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PROVISIONING_DELAY_S = 90.0  # GKE documents 80-120 s for a new node
 DEFAULT_CONSOLIDATE_AFTER_S = 30.0  # Karpenter's consolidateAfter default is 0 s; 30 s is gentler
+KARPENTER_NODEPOOL_LABEL = "karpenter.sh/nodepool"  # the label Karpenter puts on its nodes
 
 
 class InvalidNodePool(ValueError):
@@ -61,6 +62,8 @@ class NodePool:
     (NodePool ``spec.limits``; absent metric = unlimited). provisioning_delay_s: how long a new
     node takes from the decision to Ready. consolidate_after_s: how long a node stays empty or
     underused before it is removed (None = never consolidated). labels: the labels its nodes carry.
+    selector: the node labels that select its nodes (empty: Karpenter's ``karpenter.sh/nodepool:
+    <name>``; a cluster-autoscaler node group: its provider's node-group label).
     """
 
     name: str
@@ -69,6 +72,7 @@ class NodePool:
     provisioning_delay_s: float = DEFAULT_PROVISIONING_DELAY_S
     consolidate_after_s: float | None = DEFAULT_CONSOLIDATE_AFTER_S
     labels: tuple[tuple[str, str], ...] = ()
+    selector: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -79,6 +83,10 @@ class NodePool:
             raise InvalidNodePool(f"node pool {self.name}: provisioning_delay_s must be >= 0")
         if self.consolidate_after_s is not None and self.consolidate_after_s < 0:
             raise InvalidNodePool(f"node pool {self.name}: consolidate_after_s must be >= 0 or None")
+
+    def node_selector(self) -> dict[str, str]:
+        """The nodeSelector that puts a pod on this pool's nodes (steering, placeholders)."""
+        return dict(self.selector) if self.selector else {KARPENTER_NODEPOOL_LABEL: self.name}
 
     def instance_type(self, name: str) -> InstanceType | None:
         return next((t for t in self.instance_types if t.name == name), None)

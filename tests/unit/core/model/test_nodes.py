@@ -11,6 +11,7 @@ from airflow_predictive.core.model.nodes import (
     WarmCapacity,
     capacity_at,
     choose_pool,
+    first_fit_decreasing,
 )
 from airflow_predictive.core.model.resources import GIB, ResourceVector
 
@@ -93,3 +94,30 @@ def test_placeholders_launch_one_provisioning_delay_and_a_margin_ahead() -> None
     pool = NodePool("p", (SMALL,), provisioning_delay_s=90)
     warm = WarmCapacity("p", ResourceVector(), ready_by=1000.0, expires_at=1300.0, for_plan="r1")
     assert launch_at(warm, pool, margin_s=10) == 900.0
+
+
+def _gi(memory: float, cpu: float = 1.0) -> ResourceVector:
+    return ResourceVector(cpu_cores=cpu, memory_bytes=memory * GIB)
+
+
+def test_two_pods_do_not_fit_two_half_used_nodes_that_a_sum_would_accept() -> None:
+    rooms = [_gi(32, 4), _gi(32, 4)]  # two 64Gi nodes, half used: 64Gi free in sum
+    packing = first_fit_decreasing([_gi(40), _gi(40)], rooms)
+    assert packing.placed == (None, None) and not packing.all_placed
+    assert packing.placed_total([_gi(40), _gi(40)]).memory_bytes == 0
+
+
+def test_first_fit_decreasing_places_the_largest_first_and_keeps_the_rest_room() -> None:
+    demands = [_gi(10), _gi(40), _gi(30)]
+    packing = first_fit_decreasing(demands, [_gi(48, 8), _gi(32, 8)])
+    # 40 -> node 0 (8 left), 30 -> node 1 (2 left), 10 fits neither
+    assert packing.placed == (None, 0, 1)
+    assert packing.free[0].memory_bytes == 8 * GIB and packing.free[1].memory_bytes == 2 * GIB
+    assert packing.placed_total(demands).memory_bytes == 70 * GIB
+
+
+def test_every_metric_must_fit_the_same_node() -> None:
+    # memory fits node 0, cpu only node 1: one pod needs both on one node
+    packing = first_fit_decreasing([_gi(20, 6)], [_gi(30, 2), _gi(10, 8)])
+    assert packing.placed == (None,)
+    assert first_fit_decreasing([_gi(20, 6)], [_gi(30, 2), _gi(24, 8)]).placed == (1,)
