@@ -21,6 +21,7 @@ from airflow_predictive.core.model.plan import (
     AllocationPlan,
     LedgerStatus,
     PlanOutcome,
+    PlanSource,
     Pool,
     ReservationRequest,
 )
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 START_CHOICE_EVERY_S = 5.0  # a held-back task's start choice is remade at most this often
 START_CHOICES_PER_ROUND = 8  # ... and at most this many per admission round (the head's always)
 OOM_KIND = "oom"  # stored decision kind of an OOM-killed try (payload: OomMemory.to_payload)
+# a retry queued before its earlier try's end was seen (an OOM kill is known only then) waits for
+# it at most this long before it is admitted on the plan it has
+EARLIER_TRY_WAIT_S = 30.0
 
 
 @dataclass
@@ -69,6 +73,8 @@ class Waiting:
     earliest_start: float | None = None  # predicted start while held back (epoch s; warm capacity)
     start: StartChoice | None = None  # the last start choice (wait for coming capacity, start smaller ...)
     start_checked: float = float("-inf")  # when it was made (epoch s)
+    query: ForecastQuery | None = None  # what it was planned from (re-planned after an earlier try's end)
+    after_try: bool = False  # a retry whose earlier try has not been seen to end: it waits for that
 
 
 @dataclass
@@ -294,9 +300,37 @@ class Coordinator:
         self._record(
             "plan", outcome.decision.value, run, outcome.reason, {"plan": codec.plan_to_dict(outcome.plan)}
         )
-        item = Waiting(key, run, settings, outcome, priority, self.clock(), forecast=forecast)
+        item = Waiting(key, run, settings, outcome, priority, self.clock(), forecast=forecast, query=query)
+        item.after_try = outcome.plan.source is not PlanSource.OOM_RETRY and self._earlier_try_running(run)
         self.waiting[key] = item
         return item
+
+    def _earlier_try_running(self, run: RunIdentity) -> bool:
+        if run.try_number <= 1:
+            return False
+        return any(
+            r.run.key == run.key and r.run.run_id == run.run_id and r.run.try_number < run.try_number
+            for r in self.running.values()
+        )
+
+    def _ready(self, item: Waiting, now: float) -> bool:
+        """False while a retry waits for its earlier try's end (bounded); once it ended, a retry
+        that an OOM kill of that try now concerns is re-planned from the kill."""
+        if not item.after_try:
+            return True
+        if self._earlier_try_running(item.run) and now - item.queued_at < EARLIER_TRY_WAIT_S:
+            return False
+        item.after_try = False
+        if item.query is not None and self._previous_oom(item.run) is not None:
+            item.outcome, item.forecast = self._plan(item.run, item.settings, item.query)
+            self._record(
+                "plan",
+                item.outcome.decision.value,
+                item.run,
+                item.outcome.reason,
+                {"plan": codec.plan_to_dict(item.outcome.plan)},
+            )
+        return True
 
     # -- admission ----------------------------------------------------------------------------------
 
@@ -319,6 +353,7 @@ class Coordinator:
         queue = [
             WaitingTask(str(w.key), w.run, w.outcome.plan, w.priority, w.queued_at, w.settings.declared)
             for w in self.waiting.values()
+            if self._ready(w, now)
         ]
         by_name = {str(w.key): w for w in self.waiting.values()}
         launches: list[Launch] = []

@@ -195,6 +195,25 @@ def test_a_fresh_coordinator_plans_the_retry_from_the_oom_stored_by_another(db_e
     assert [r["try_number"] for r in stored] == [1] and stored[0]["payload"]["still_rising"] is True
 
 
+def test_a_retry_queued_before_its_killed_try_was_seen_to_end_waits_and_plans_from_the_kill(
+    ledger: SqlLedger,
+) -> None:
+    """Airflow may queue try 2 (short retry_delay) before the executor sees try 1's pod end, where
+    the OOM kill becomes known: the retry waits for that end (bounded), then plans from the kill."""
+    c = _coordinator(ledger, Forecasts(2.0))
+    _submit(c, "a")
+    [first] = c.admit()
+    c.started(first)
+    run2 = RunIdentity(TaskKey("d", "a"), "r1", 2)
+    settings = task_settings({"predictive": {"memory": "1Gi"}})
+    c.submit("a2", run2, settings, ForecastQuery(run2.key, declared=settings.declared), priority=1)
+    assert c.admit() == [] and "a2" in c.waiting  # fits, but its earlier try has not ended yet
+    c.finished("a", oom_killed=True, peak=ResourceVector(memory_bytes=2 * GIB), still_rising=False)
+    [retry] = c.admit()
+    assert retry.key == "a2" and retry.plan is not None and retry.plan.source is PlanSource.OOM_RETRY
+    assert retry.allocation is not None and retry.allocation.limits.memory_bytes == pytest.approx(2.4 * GIB)
+
+
 def test_an_unreadable_stored_oom_record_plans_the_retry_from_the_forecast(
     db_engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
