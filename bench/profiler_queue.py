@@ -146,6 +146,18 @@ def main() -> int:
         x = np.array([f[n] for _, _, f in pooled])
         rho = float(np.corrcoef(np.argsort(np.argsort(x)), np.argsort(np.argsort(resid)))[0, 1])
         lines.append(f"- {n}: Spearman {rho:+.3f} (median {np.median(x):.1f}, p90 {np.quantile(x, 0.9):.1f})")
+    control = float(np.median(results["intercept only"]))
+    helps = [n for n in FEATURES if float(np.median(results[f"intercept + {n}"])) < control * 0.98]
+    lines += [
+        "",
+        "Verdict: "
+        + (
+            f"{', '.join(helps)} lower the median error by more than 2% below the control."
+            if helps
+            else "no feature lowers the median error below the intercept-only control (by 2% or more): "
+            "neither is used as a feature (and a per-task correction of the served p50 itself hurts)."
+        ),
+    ]
     lines += ["", f"Took {time.monotonic() - began:.0f} s on this shared 2-core machine.", ""]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
