@@ -54,3 +54,15 @@ def test_a_regime_change_is_reported_as_drift():
 def test_without_a_served_forecast_nothing_is_learned():
     online = OnlineProfile()
     assert online.update(_run(GIB), None).calibration == {}
+
+
+def test_online_recalibration_keeps_the_trainings_coverage_widening():
+    from airflow_predictive.core.profiler.selection import WIDEN, calibrated
+
+    online = OnlineProfile(base={MEM: {0.9: 1.1, 0.99: 1.2, WIDEN: 1.05}}, min_runs=5)
+    for i in range(6):
+        update = online.update(_run(1.5 * GIB, i), _served(GIB))
+    factors = update.calibration[MEM]
+    assert factors[0.99] >= 1.5 and factors[WIDEN] == 1.05
+    band = calibrated(_served(GIB), update.calibration).curves[MEM]
+    assert np.isclose(band.peak(0.99), factors[0.99] * 1.05 * GIB)
