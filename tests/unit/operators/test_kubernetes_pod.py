@@ -134,3 +134,22 @@ def test_the_shadow_pod_carries_an_active_deadline_of_its_budget_plus_grace(
     assert spec.deadline_s == 12.0 + module.SHADOW_DEADLINE_GRACE_S
     manifest = pod_manifest(spec, Allocation(), KubernetesSettings())
     assert manifest["spec"]["activeDeadlineSeconds"] == 42
+
+
+def test_pod_sampler_adds_the_in_pod_sampler_under_the_trys_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from airflow_predictive.backends.kubernetes.pod_sampler import SAMPLER_CONTAINER
+
+    monkeypatch.setattr("airflow_predictive.runtime.get_runtime", lambda: Broken())
+    ti = SimpleNamespace(dag_id="adhoc", task_id="t", try_number=3, map_index=-1)
+    op = _op(pod_sampler=True, pod_sampler_store_secret="predictive-db:url")
+    context = {"run_id": "r1", "ti": ti, "dag": SimpleNamespace()}
+    pod = op.build_pod_request_obj(context, dry_run=True)  # type: ignore[arg-type]
+    assert pod.spec.share_process_namespace is True
+    sidecar = pod.spec.init_containers[0]
+    assert sidecar.name == SAMPLER_CONTAINER and sidecar.image == "python:3.11-slim"
+    assert sidecar.command[sidecar.command.index("--try-number") + 1] == "3"
+    assert not _op().build_pod_request_obj(dry_run=True).spec.init_containers  # off by default
+    with pytest.raises(ValueError, match="secret-name:key"):
+        _op(pod_sampler=True, pod_sampler_store_secret="no-key")
