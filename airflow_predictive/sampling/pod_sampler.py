@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from airflow_predictive.backends.kubernetes.pod_sampler import POD_NAME_ENV, POD_NAMESPACE_ENV, URL_ENV
 from airflow_predictive.core.model.resources import Metric, ResourceVector
 from airflow_predictive.sampling.process_tree import ProcessTreeSource
 
@@ -42,9 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("airflow_predictive.sampling.pod_sampler")
 
 SANDBOX_PID = 1  # the pod's pause process in a shared PID namespace
-URL_ENV = "AIRFLOW_PREDICTIVE_STORE_URL"
-POD_NAME_ENV = "AIRFLOW_PREDICTIVE_POD_NAME"
-POD_NAMESPACE_ENV = "AIRFLOW_PREDICTIVE_POD_NAMESPACE"
 SUMMED = (Metric.CPU_CORES, Metric.MEMORY_BYTES, Metric.DISK_READ_BPS, Metric.DISK_WRITE_BPS)
 NETWORK = (Metric.NET_RX_BPS, Metric.NET_TX_BPS)  # one network namespace per pod: read once
 

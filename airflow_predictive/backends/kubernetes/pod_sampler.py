@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from kubernetes.client import models as k8s
 
 SAMPLER_CONTAINER = "predictive-sampler"
+URL_ENV = "AIRFLOW_PREDICTIVE_STORE_URL"  # the store URL (a Secret in production)
+POD_NAME_ENV = "AIRFLOW_PREDICTIVE_POD_NAME"  # downward API: metadata.name
+POD_NAMESPACE_ENV = "AIRFLOW_PREDICTIVE_POD_NAMESPACE"  # downward API: metadata.namespace
 SAMPLER_REQUESTS = {"cpu": "10m", "memory": "64Mi"}
 SAMPLER_LIMITS = {"memory": "160Mi"}  # Python, psutil and SQLAlchemy: ~60-90 MiB resident
 SAMPLER_GUARANTEED = {"cpu": "50m", "memory": "160Mi"}  # requests = limits in a Guaranteed pod
@@ -73,8 +76,6 @@ def sampler_container(
 ) -> k8s.V1Container:
     """The sampler's native sidecar container (see the module docstring)."""
     from kubernetes.client import models as k8s
-
-    from airflow_predictive.sampling.pod_sampler import POD_NAME_ENV, POD_NAMESPACE_ENV, URL_ENV
 
     if (store_url is None) == (store_secret is None):
         raise ValueError("give exactly one of store_url and store_secret")
