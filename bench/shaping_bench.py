@@ -124,7 +124,7 @@ JOINER = (
 EXECUTOR_SECTION = "## Usage spike -> resize applied through the PredictiveLocalExecutor's shaping"
 SIDECAR_SECTION = "## Usage spike -> resize applied on the process kubelet: in-pod sampler vs metrics.k8s.io"
 POD_SPIKER = (
-    "import random, sys, time\nrandom.seed(sys.argv[1])\ntime.sleep(random.uniform(12.0, 20.0))\n"
+    "import random, sys, time\nrandom.seed(sys.argv[1])\ntime.sleep(random.uniform(30.0, 40.0))\n"
     "t = time.time()\nspike = bytearray(b'\\x01') * (140 << 20)\nprint('jump', t, flush=True)\n"
     "time.sleep(40)\n"
 )
@@ -509,7 +509,7 @@ def bench_sidecar(workdir: Path, pods: int, *, sidecar: bool, interval_s: float 
             events=sink,
             sidecar=usage,
         )
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         first_sample: dict[str, float] = {}  # wall time the shaper first used the sampler's sample
         while time.monotonic() < deadline and len(sink.at) < pods:
             started = time.monotonic()
@@ -598,7 +598,7 @@ def sidecar_section(runs: list[dict[str, float]], cmd: str) -> list[str]:
         "",
         "Process kubelet (real processes in real cgroups and PID namespaces), 1.8 s actuation, metrics-server's",
         "recommended 15 s resolution (`KubeletConfig.metrics_resolution_s`). Each pod's app holds ~10 MiB, then",
-        "touches 140 MiB at once under its 160 MiB limit at a random 12-20 s and prints the wall time; latency is",
+        "touches 140 MiB at once under its 160 MiB limit at a random 30-40 s and prints the wall time; latency is",
         "from that time to the APPLIED grow event (reclaims off: the pods idle before the spike). With the sampler the pod is a `with_pod_sampler` pod (native",
         "sidecar, shareProcessNamespace, 1 s samples into a SQLite store) and the shaper reads every pod's newest",
         f"sample in one query per round (metrics.k8s.io when none is newer than 3 s). Sampler RSS: {rss:.0f} MiB.",
