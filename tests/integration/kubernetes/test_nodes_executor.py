@@ -39,7 +39,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 
-DELAY_S = 12.0  # node boot; the bench uses 20 s
+DELAY_S = 8.0  # node boot; the bench uses 20 s
 DAG_ID = "nodes_ahead"
 DAG = """
 from datetime import datetime
@@ -189,7 +189,7 @@ def _ts(value: str | None) -> float | None:
 
 
 def run_scenario(
-    home: Path, *, node_pools: bool, delay_s: float = DELAY_S, prep_s: float = 20.0, prep_plan_s: float = 25.0
+    home: Path, *, node_pools: bool, delay_s: float = DELAY_S, prep_s: float = 10.0, prep_plan_s: float = 15.0
 ) -> Result:
     """One ``dags test --use-executor`` of ``prep >> big`` on a fresh emulator (see the docstring)."""
     em = emulator(delay_s)
