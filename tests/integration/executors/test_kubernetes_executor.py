@@ -8,6 +8,7 @@ module (dags_kubernetes.py):
 - a task whose seeded history plans a low start and a timed step: its pod starts on the plan's
   initial resources, the step is applied in place (resize subresource: pod spec and status, and
   the limit in the container's real cgroup), the ledger's reservation follows, the step is stored;
+- the worker pods record their tasks in the scheduler's store (the executor passes it on);
 - a task whose pod is OOM-killed by its cgroup is retried with a plan from that kill (max(+100 MiB,
   x1.2), more when still rising) and succeeds; the kill is stored, the retry says why.
 """
@@ -304,3 +305,14 @@ def test_an_oom_killed_pod_is_retried_from_the_kill_and_succeeds(
     assert _memory(retry_pod["spec"]["containers"][0]["resources"], "limits") == limit
     assert retry_pod["status"]["phase"] == "Succeeded"
     assert "was OOM-killed" in run.out and "OOM retry: peak" in run.out
+
+
+def test_the_worker_pods_record_their_tasks_in_the_schedulers_store(run: Run) -> None:
+    """The executor passes its store to the pods it launches (the SQLite sibling, as to local
+    tasks): each pod's task is recorded with its samples where the scheduler plans from."""
+    store = SqlRunStore(run.engine)
+    for task in ("pod_0", "pod_1", "stepped"):
+        live = [r for r in store.runs(TaskKey(DAG, task)) if r.identity.source is RunSource.LISTENER]
+        assert live and live[-1].outcome is Outcome.SUCCESS and live[-1].n_samples > 0, (task, live)
+    [stepped] = [r for r in store.runs(TaskKey(DAG, "stepped")) if r.identity.source is RunSource.LISTENER]
+    assert (stepped.peak.memory_bytes or 0) > run.step_plan.initial.limits.memory_bytes  # grew after the step
