@@ -202,6 +202,9 @@ class AheadWarms:
         if time.monotonic() - self._at < self.every_s:
             return list(self._warm.values())
         self._at = time.monotonic()
+        if not self.wiring.pools():  # no pool known: no node to make, no metadata to read
+            self._warm = {}
+            return []
         ends: dict[tuple[str, str, str], float] = {}
         for key in running:  # every task this executor runs; the planned ones know their end
             dag_id, task_id, run_id = (getattr(key, a, None) for a in ("dag_id", "task_id", "run_id"))

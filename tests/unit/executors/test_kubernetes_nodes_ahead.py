@@ -1,9 +1,25 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from airflow_predictive.core.model.backend import Capacity
+from airflow_predictive.core.model.plan import AdmissionDecision
+from airflow_predictive.core.model.query import ForecastQuery
 from airflow_predictive.core.model.resources import GIB, ResourceVector
+from airflow_predictive.executors.coordinator import Coordinator
 from airflow_predictive.executors.kubernetes_nodes import NodeWiring
-from airflow_predictive.executors.kubernetes_nodes_ahead import MAX_UPCOMING, TaskRow, upcoming
+from airflow_predictive.executors.kubernetes_nodes_ahead import (
+    MAX_UPCOMING,
+    AheadWarms,
+    DagReader,
+    TaskRow,
+    upcoming,
+)
+from airflow_predictive.executors.opt_in import task_settings
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 
 NOW = 1_000.0
 
@@ -102,3 +118,77 @@ def test_a_peak_a_node_outside_the_pools_holds_is_not_steered() -> None:
     assert wiring.choice(ResourceVector(cpu_cores=0.25, memory_bytes=GIB // 4)) is None
     big = wiring.choice(ResourceVector(cpu_cores=1.0, memory_bytes=24 * GIB))
     assert big is not None and big.pool.name == "highmem"
+
+
+class _Rows(DagReader):
+    """The Airflow side given as data (the rule's inputs), so the adapter runs without a scheduler."""
+
+    def __init__(self, rows: list[TaskRow], upstream: dict, configs: dict) -> None:  # type: ignore[type-arg]
+        super().__init__()
+        self.rows, self.upstream, self.configs = rows, upstream, configs
+
+    def read(self, runs):  # type: ignore[no-untyped-def]
+        wanted = set(runs)
+        return [r for r in self.rows if (r.dag_id, r.run_id) in wanted], self.upstream, self.configs
+
+
+def _coordinator(tmp_path: Path) -> Coordinator:
+    from airflow_predictive.core.model.plan import Pool, PoolCapacity, PoolKind
+    from airflow_predictive.executors.coordinator import CoordinatorSettings
+    from airflow_predictive.storage import migrate
+    from airflow_predictive.storage.engine import engine_for
+    from airflow_predictive.storage.ledger_store import SqlLedger
+
+    engine = engine_for(f"sqlite:///{tmp_path / 'p.db'}")
+    migrate.upgrade(engine)
+    pool = Pool(
+        "k8s:default", PoolKind.KUBERNETES, PoolCapacity(requests=ResourceVector(memory_bytes=100 * GIB))
+    )
+    return Coordinator(
+        ledger=SqlLedger(engine), forecasts=None, pool=pool, holder="h", settings=CoordinatorSettings()
+    )
+
+
+def test_a_coming_task_no_ready_node_holds_gets_warm_capacity_ready_at_its_upstreams_planned_end(
+    tmp_path: Path,
+) -> None:
+    from airflow_predictive.core.model.nodes import InstanceType, NodePool
+    from airflow_predictive.core.model.runs import RunIdentity, TaskKey
+    from airflow_predictive.executors.coordinator import Launch, Running
+
+    highmem = NodePool("highmem", (InstanceType("hm", ResourceVector(cpu_cores=8.0, memory_bytes=64 * GIB)),))
+    wiring = _wiring_with((ResourceVector(cpu_cores=4.0, memory_bytes=8 * GIB),))
+    wiring._set(pools=(highmem,), capacity=None, rooms=(ResourceVector(cpu_cores=4.0, memory_bytes=8 * GIB),))
+    coordinator = _coordinator(tmp_path)
+    prep = RunIdentity(TaskKey("d", "prep"), "r1", 1)
+    plan = coordinator.plan_for(
+        prep, task_settings({"predictive": {"memory": "1Gi", "duration": 120}}), ForecastQuery(prep.key)
+    ).plan
+    started = coordinator.started(Launch("k-prep", prep, None, plan, None, AdmissionDecision.ADMITTED, ""))
+    assert isinstance(started, Running)
+    configs = {
+        ("d", "big"): {"predictive": {"memory": "24Gi", "cpu": "1"}},
+        ("d", "small"): {"predictive": {"memory": "1Gi"}},
+        ("d", "plain"): {},
+    }
+    rows = [_row("prep", "running", 1), _row("big", None), _row("small", None), _row("plain", None)]
+    upstream = {("d", t): ("prep",) for t in ("big", "small", "plain")}
+    ahead = AheadWarms(wiring, _Rows(rows, upstream, configs), every_s=0.0)
+    warms = ahead.warms(coordinator, [], default_enabled=False, now=started.started)
+    # big: 24Gi fits no Ready node -> warm in highmem, ready when prep's plan ends; small fits the
+    # Ready node (no node to make); plain is not opted in
+    assert [(w.for_plan, w.pool) for w in warms] == [("d.big.-1.r1.1", "highmem")]
+    assert warms[0].ready_by == started.started + plan.duration_s
+    assert warms[0].size.memory_bytes == 24 * GIB
+    # once big is queued (no longer upcoming) nothing is wanted for it any more
+    rows[1] = _row("big", "queued", 1)
+    assert ahead.warms(coordinator, [], default_enabled=False, now=started.started + 1) == []
+
+
+def test_no_known_pool_reads_nothing_and_wants_nothing(tmp_path: Path) -> None:
+    class _Fails(DagReader):
+        def read(self, runs):  # type: ignore[no-untyped-def]
+            raise AssertionError("the metadata is read with no pool known")
+
+    ahead = AheadWarms(_wiring_with(()), _Fails(), every_s=0.0)
+    assert ahead.warms(_coordinator(tmp_path), [], default_enabled=True, now=NOW) == []
