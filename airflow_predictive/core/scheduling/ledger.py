@@ -129,6 +129,8 @@ def decide_adjust(
     now: float | None = None,
 ) -> LedgerResult:
     charge = resized_charge(allocated, desired, actual)
+    if until is not None and until > res.end:  # a task running past its predicted end keeps its charge
+        res = replace(res, end=until)
     updated = replace(res, timeline=adjusted_timeline(res, at, charge, until))
     profile = profile_of(pool, active, excluding=res.id, coming=coming, now=at if now is None else now)
     ahead = [(max(a, at), b, c) for a, b, c in updated.pieces() if b > at]  # the past is past

@@ -106,3 +106,14 @@ def test_a_holder_that_stops_renewing_loses_its_reservations() -> None:
     assert [r.run.key.task_id for r in lapsed] == ["a"]
     assert lapsed[0].state is ReservationState.EXPIRED
     assert ledger.reserve(_req("c", 6.0, start=70.0)).ok
+
+
+def test_an_adjust_past_the_predicted_end_keeps_the_task_charged_until_then() -> None:
+    now = [95.0]
+    ledger = _ledger(now)
+    first = ledger.reserve(_req("a", 6.0)).reservation  # predicted to end at 100 s
+    assert first is not None
+    result = ledger.adjust(first.id, 95.0, _mem(6.0), until=160.0)  # still running: renewed to 160 s
+    assert result.reservation is not None and result.reservation.end == 160.0
+    assert not ledger.reserve(_req("b", 6.0, start=120.0, duration=10.0)).ok  # the pool is still held
+    assert ledger.reserve(_req("c", 6.0, start=160.0, duration=10.0)).ok
