@@ -423,9 +423,18 @@ class ProcessKubelet(Kubelet):
         cr.running, cr.cpu_rate = False, 0.0
 
     def _signal(self, cr: ProcessContainer, sig: int) -> None:
-        if cr.handle is not None and cr.handle.pid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(cr.handle.pid, sig)
+        if cr.handle is None or cr.handle.pid is None:
+            return
+        if self.namespaces and sig != signal.SIGKILL:
+            # the group leader is nsenter (outside the container): it would die of the signal and
+            # take the container's exit with it; the container's own processes get it instead
+            for pid in _group_members(cr.handle.pid):
+                if pid != cr.handle.pid:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, sig)
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(cr.handle.pid, sig)
 
     def _stop_sidecars(self, pod: Obj, rt: PodRuntime, now: float) -> None:
         for cr in rt.init_containers.values():
@@ -610,6 +619,22 @@ class Sandbox:
             self.unshare.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.unshare.wait(timeout=5)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids of the processes in process group ``pgid`` (from /proc/<pid>/stat)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid):
+            out.append(int(name))
+    return out
 
 
 def _children(pid: int) -> list[int]:
