@@ -69,7 +69,7 @@ def test_inside_the_quiet_band_every_later_tick_decides_nothing_and_keeps_the_hi
     for _ in range(400):
         exp = _expectation(rng)
         current = _allocation(float(rng.uniform(0.5, 5.0)) * GIB, float(rng.uniform(0.5, 3.0)))
-        t = float(rng.uniform(0, 300))
+        t = float(rng.uniform(0, 700))  # the ratio guard scales the guard from 300 s
         histories = {
             m: MetricHistory(
                 last_change_s=None if rng.random() < 0.3 else t - float(rng.uniform(0, 90)),
