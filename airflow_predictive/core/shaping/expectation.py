@@ -37,37 +37,46 @@ class ForecastExpectation:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    def _curve(self, metric: Metric) -> tuple[np.ndarray, float] | None:
+    _lists: dict[tuple[Metric, float], tuple[list[float], float] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def _values(self, metric: Metric, quantile: float) -> tuple[list[float], float] | None:
+        """The curve at ``quantile`` as a Python list (read every tick: small slices are cheaper
+        as lists than as numpy reductions) and its step."""
+        key = (metric, quantile)
+        if key in self._lists:
+            return self._lists[key]
         curve = self.forecast.curve(metric)
-        if curve is None:
-            return None
-        return curve.at(self.quantiles.get(metric, self.quantile)), curve.step_s
+        found = None if curve is None else ([float(v) for v in curve.at(quantile)], curve.step_s)
+        self._lists[key] = found
+        return found
+
+    def _curve(self, metric: Metric) -> tuple[list[float], float] | None:
+        return self._values(metric, self.quantiles.get(metric, self.quantile))
 
     def predicted(self, metric: Metric, t_s: float) -> float | None:
         found = self._curve(metric)
         if found is None:
             return None
         values, step = found
-        i = min(max(int((t_s - self.offset_s) // step), 0), values.size - 1)
-        return float(values[i])
+        i = min(max(int((t_s - self.offset_s) // step), 0), len(values) - 1)
+        return values[i]
 
     def ahead(self, metric: Metric, t_s: float, horizon_s: float) -> float | None:
         return self._ahead(self._curve(metric), t_s, horizon_s)
 
     def ahead_at(self, metric: Metric, t_s: float, horizon_s: float, quantile: float) -> float | None:
         """The largest demand over [t_s, t_s + horizon_s] at another ``quantile`` of the forecast."""
-        curve = self.forecast.curve(metric)
-        if curve is None:
-            return None
-        return self._ahead((curve.at(quantile), curve.step_s), t_s, horizon_s)
+        return self._ahead(self._values(metric, quantile), t_s, horizon_s)
 
-    def _ahead(self, found: tuple[np.ndarray, float] | None, t_s: float, horizon_s: float) -> float | None:
+    def _ahead(self, found: tuple[list[float], float] | None, t_s: float, horizon_s: float) -> float | None:
         if found is None:
             return None
         values, step = found
-        first = min(max(int((t_s - self.offset_s) // step), 0), values.size - 1)
-        last = min(max(int((t_s - self.offset_s + horizon_s) // step), first), values.size - 1)
-        return float(np.max(values[first : last + 1]))
+        first = min(max(int((t_s - self.offset_s) // step), 0), len(values) - 1)
+        last = min(max(int((t_s - self.offset_s + horizon_s) // step), first), len(values) - 1)
+        return max(values[first : last + 1])
 
     def next_change_s(self, metric: Metric, t_s: float, horizons: tuple[float, ...] = ()) -> float:
         """The first time after ``t_s`` at which ``predicted`` or ``ahead`` / ``ahead_at`` over one
