@@ -36,6 +36,8 @@ NAMESPACES = Resource("namespaces", "Namespace", "", "v1", False, _RW, ("ns",), 
 PVCS = Resource("persistentvolumeclaims", "PersistentVolumeClaim", "", "v1", True, _RW, ("pvc",), ("status",))
 QUOTAS = Resource("resourcequotas", "ResourceQuota", "", "v1", True, _RW, ("quota",), ("status",))
 EVENTS = Resource("events", "Event", "", "v1", True, _RW, ("ev",))
+# e.g. kube-system/cluster-autoscaler-status (node groups)
+CONFIGMAPS = Resource("configmaps", "ConfigMap", "", "v1", True, _RW, ("cm",))
 STORAGE_CLASSES = Resource("storageclasses", "StorageClass", "storage.k8s.io", "v1", False, _RW, ("sc",))
 POD_METRICS = Resource("pods", "PodMetrics", "metrics.k8s.io", "v1beta1", True, ("get", "list"))
 NODE_METRICS = Resource("nodes", "NodeMetrics", "metrics.k8s.io", "v1beta1", False, ("get", "list"))
@@ -54,9 +56,10 @@ STORED: tuple[Resource, ...] = (
     STORAGE_CLASSES,
     PRIORITY_CLASSES,
     NODEPOOLS,
+    CONFIGMAPS,
 )
 GROUPS: dict[tuple[str, str], tuple[Resource, ...]] = {
-    ("", "v1"): (PODS, NODES, NAMESPACES, PVCS, QUOTAS, EVENTS),
+    ("", "v1"): (PODS, NODES, NAMESPACES, PVCS, QUOTAS, EVENTS, CONFIGMAPS),
     ("storage.k8s.io", "v1"): (STORAGE_CLASSES,),
     ("metrics.k8s.io", "v1beta1"): (POD_METRICS, NODE_METRICS),
     ("scheduling.k8s.io", "v1"): (PRIORITY_CLASSES,),

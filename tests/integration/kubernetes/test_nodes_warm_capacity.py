@@ -279,3 +279,50 @@ def test_the_pod_shaper_protects_the_pods_it_shapes_until_shaping_ends(tmp_path:
         shaper.close()
     finally:
         cluster.close()
+
+
+CA_STATUS = """autoscalerStatus: Running
+nodeGroups:
+- health: {cloudProviderTarget: 1, maxSize: 6, minSize: 1, status: Healthy}
+  name: gke-std
+- health: {cloudProviderTarget: 0, maxSize: 3, minSize: 0, status: Healthy}
+  name: gke-empty
+"""
+
+
+def _ca_status(cluster: Cluster, text: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        cluster.core.create_namespace({"metadata": {"name": "kube-system"}})
+    except ApiException as exc:
+        assert exc.status == 409
+    body = {"metadata": {"name": "cluster-autoscaler-status"}, "data": {"status": text}}
+    try:
+        cluster.core.create_namespaced_config_map("kube-system", body)
+    except ApiException as exc:
+        assert exc.status == 409
+        cluster.core.replace_namespaced_config_map("cluster-autoscaler-status", "kube-system", body)
+
+
+def test_cluster_autoscaler_node_groups_come_from_its_status_configmap_and_are_steered_by_their_label(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    labels = {"cloud.google.com/gke-nodepool": "gke-std", "node.kubernetes.io/instance-type": "e2-standard-4"}
+    cluster.core.patch_node("emulator-node-1", {"metadata": {"labels": labels}})
+    assert {p.name for p in cluster.backend.pools()} == {"general", "highmem"}  # no ConfigMap: no group
+    _ca_status(cluster, CA_STATUS)
+    pools = {p.name: p for p in cluster.backend.pools()}
+    assert set(pools) == {"general", "highmem", "gke-std"}  # gke-empty has no node to size it from
+    std = pools["gke-std"]
+    assert std.instance_types[0].name == "e2-standard-4"
+    assert std.instance_types[0].allocatable.memory_bytes == 16 * GIB
+    assert std.limits.memory_bytes == 6 * 16 * GIB
+    assert std.node_selector() == {"cloud.google.com/gke-nodepool": "gke-std"}
+    # unparseable: no group, one warning, the NodePools still read
+    _ca_status(cluster, "this is not a status")
+    with caplog.at_level("WARNING"):
+        assert {p.name for p in cluster.backend.pools()} == {"general", "highmem"}
+        assert {p.name for p in cluster.backend.pools()} == {"general", "highmem"}
+    lines = [r for r in caplog.records if "cluster-autoscaler node groups unreadable" in r.getMessage()]
+    assert len(lines) == 1
