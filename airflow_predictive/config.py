@@ -265,11 +265,12 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "1.0",
     ),
     "node_pools": _opt(
-        "Wire Karpenter NodePools into the PredictiveKubernetesExecutor: task pods are steered "
-        "(nodeSelector karpenter.sh/nodepool) to the cheapest pool one node of which holds their "
-        "predicted peak, the pools' Ready nodes bound the namespace pool, booting nodes are published "
-        "to the ledger as coming capacity, and placeholder pods make a node ahead for a held-back task "
-        "that waits for node capacity. See docs/nodes.md#wiring.",
+        "Wire node pools (Karpenter NodePools, cluster-autoscaler node groups) into the "
+        "PredictiveKubernetesExecutor: task pods are steered (nodeSelector) to the cheapest pool one "
+        "node of which holds their predicted peak, the Ready nodes bound the namespace pool (a bin "
+        "packing of the waiting peaks), booting nodes are published to the ledger as coming capacity, "
+        "and placeholder pods make a node ahead for a downstream task of running ones (ready at their "
+        "planned end) or a held-back task that waits for node capacity. See docs/nodes.md#wiring.",
         "boolean",
         "False",
     ),
