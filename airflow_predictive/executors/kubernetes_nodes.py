@@ -156,6 +156,8 @@ class NodeWiring:
         if capacity is None or peaks is None:
             return capacity
         wanted = [p for p in peaks if not p.is_empty()]
+        if not wanted:  # nothing to place: the sum (the running tasks' reservations fit it, as before)
+            return capacity
         packing = first_fit_decreasing(wanted, rooms)
         return Capacity(
             allocatable=capacity.allocated.plus(packing.placed_total(wanted)), allocated=capacity.allocated

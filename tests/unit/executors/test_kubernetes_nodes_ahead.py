@@ -104,6 +104,8 @@ def test_the_node_bound_is_the_bin_packing_of_the_waiting_peaks_not_a_sum() -> N
     assert room is not None and room.allocatable.minus(room.allocated).memory_bytes == 40 * GIB
     summed = wiring.node_capacity()  # without peaks: the sum, as before
     assert summed is not None and summed.allocatable.memory_bytes == 128 * GIB
+    idle = wiring.node_capacity([])  # nothing waits: the sum too (running reservations keep fitting)
+    assert idle is not None and idle.allocatable.memory_bytes == 128 * GIB
     assert not wiring.fits_a_node(forty) and wiring.fits_a_node(twenty)
 
 
