@@ -80,8 +80,12 @@ class SnapshotPods:
         if self.sidecar is None:
             self.usage_by_ref = metrics
             return
-        chosen = self.sidecar.merge(sorted(self.pods), metrics)
-        self.usage_by_ref = {ref: c.usage for ref, c in chosen.items() if c.usage is not None}
+        sampled = sorted(ref for ref, pod in self.pods.items() if _has_sampler(pod))
+        if not sampled:  # no pod carries the in-pod sampler: no store query this round
+            self.usage_by_ref = metrics
+            return
+        chosen = self.sidecar.merge(sampled, metrics)
+        self.usage_by_ref = {**metrics, **{ref: c.usage for ref, c in chosen.items() if c.usage is not None}}
 
     def capabilities(self) -> Capabilities:
         if self._caps is None:
@@ -248,6 +252,14 @@ class PodShaper:
     def close(self) -> None:
         if self._view is not None:
             self._view.backend.close()
+
+
+def _has_sampler(pod: Any) -> bool:
+    """Whether the pod carries the in-pod sampler (``with_pod_sampler``'s init container)."""
+    from airflow_predictive.backends.kubernetes.pod_sampler import SAMPLER_CONTAINER
+
+    spec = (pod.get("spec") or {}) if isinstance(pod, dict) else {}
+    return any(c.get("name") == SAMPLER_CONTAINER for c in spec.get("initContainers") or [])
 
 
 def store_sidecar_usage(store: Any = None) -> SidecarUsage | None:

@@ -81,3 +81,34 @@ def test_newest_samples_come_from_the_store_per_pod_in_one_query(db_engine: Any)
     assert newest["ns/a"].usage.get(Metric.MEMORY_BYTES) == 30 * MIB
     assert newest["ns/b"].usage.get(Metric.MEMORY_BYTES) == 50 * MIB
     assert all(r.identity.source is not RunSource.POD for r in store.runs())  # never history
+
+
+def test_the_shaper_queries_the_store_only_for_pods_that_carry_the_sampler() -> None:
+    from airflow_predictive.triggers.pod_shaper import SnapshotPods
+
+    plain = {"spec": {"containers": [{"name": "base"}]}}
+    sampled = {"spec": {"containers": [{"name": "base"}], "initContainers": [{"name": "predictive-sampler"}]}}
+
+    class Backend:
+        name = "kubernetes"
+
+        def __init__(self, pods: dict[str, Any]) -> None:
+            self.pods = pods
+
+        def snapshot(self, selector: str) -> Any:
+            return dict(self.pods), {ref: METRICS["ns/a"] for ref in self.pods}
+
+    asked: list[list[str]] = []
+
+    def newest(refs: Any) -> Any:
+        asked.append(list(refs))
+        return {"ns/b": Sample(100.0, ResourceVector(memory_bytes=500 * MIB))}
+
+    view = SnapshotPods(Backend({"ns/a": plain}), "base", SidecarUsage(newest, wall=lambda: 100.0))  # type: ignore[arg-type]
+    view.refresh("x")
+    assert asked == [] and view.usage_by_ref["ns/a"] == METRICS["ns/a"]  # no sampler: no query
+    view.backend = Backend({"ns/a": plain, "ns/b": sampled})  # type: ignore[assignment]
+    view.refresh("x")
+    assert asked == [["ns/b"]]  # one query, only for the sampled pod
+    assert view.usage_by_ref["ns/b"].get(Metric.MEMORY_BYTES) == 500 * MIB
+    assert view.usage_by_ref["ns/a"] == METRICS["ns/a"]
