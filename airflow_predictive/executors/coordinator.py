@@ -141,6 +141,9 @@ class OomMemory:
         )
 
 
+EXTEND_AHEAD_S = 10.0  # a running task is extended once this close to its predicted end
+
+
 @dataclass
 class CoordinatorSettings:
     plan: PlanSettings = field(default_factory=PlanSettings)
@@ -624,13 +627,13 @@ class Coordinator:
             self.ledger.renew(self.holder, now + self.settings.lease_s)
             self.ledger.expire(now)  # lapse what crashed holders left behind
         for item in self.running.values():
-            # near its predicted end, and never before its plan's last step: a plan shorter than
-            # extend_s / 2 was re-charged at its current allocation from the first heartbeat on,
-            # which erased its planned steps from the ledger (seen through real Airflow on K8s)
+            # near its predicted end (the last EXTEND_AHEAD_S, a few heartbeats), and never before its
+            # plan's last step: a plan shorter than extend_s / 2 was re-charged at its current
+            # allocation from the first heartbeat on, which erased its planned steps from the ledger
+            # (seen through real Airflow on K8s) and held extend_s from launch on
             last = item.plan.steps[-1].at_s if item.plan is not None and item.plan.steps else 0.0
-            if item.reservation_id is None or now < max(
-                item.end - self.settings.extend_s / 2, item.started + last
-            ):
+            ahead = min(self.settings.extend_s / 2, EXTEND_AHEAD_S)
+            if item.reservation_id is None or now < max(item.end - ahead, item.started + last):
                 continue
             charge = item.allocation or (item.plan.allocation_at(now - item.started) if item.plan else None)
             if charge is None:
@@ -638,7 +641,12 @@ class Coordinator:
             item.end = now + self.settings.extend_s
             result = self.ledger.adjust(item.reservation_id, now, charge, until=item.end)
             if result.status is LedgerStatus.OVERCOMMITTED:
-                log.warning("predictive: %s runs past its predicted end: %s", item.run.key, result.reason)
+                log.warning(
+                    "predictive: %s is about to run past its predicted end; keeping it reserved %.0f s more: %s",
+                    item.run.key,
+                    self.settings.extend_s,
+                    result.reason,
+                )
 
     def finished(
         self,

@@ -346,3 +346,27 @@ def test_a_thin_history_may_still_plan_above_the_declared_value(ledger: SqlLedge
     settings = task_settings({"predictive": {"memory": "256Mi"}})
     outcome = c.plan_for(run, settings, ForecastQuery(run.key, declared=settings.declared))
     assert (outcome.plan.peak().limits.memory_bytes or 0) >= 0.5 * GIB
+
+
+def test_a_running_task_is_extended_only_near_its_predicted_end_and_stays_charged_past_it(
+    ledger: SqlLedger,
+) -> None:
+    clock = [1_000.0]
+    c = _coordinator(ledger, Forecasts(1.0))
+    c.clock = lambda: clock[0]
+    run = RunIdentity(TaskKey("d", "long"), "r1")
+    c.submit("long", run, task_settings({"predictive": True}), ForecastQuery(run.key), 1)
+    plan = AllocationPlan(Allocation.exactly(ResourceVector(memory_bytes=GIB)), (), 40.0)
+    c.waiting["long"].outcome = replace(c.waiting["long"].outcome, plan=plan)
+    [launch] = c.admit()
+    c.started(launch, handle="h")
+    clock[0] = 1_015.0
+    c.keep_alive(clock[0])
+    [held] = ledger.reservations("local")
+    assert held.end == pytest.approx(1_040.0, abs=1.0)  # 25 s from its end: not extended yet
+    clock[0] = 1_035.0
+    c.keep_alive(clock[0])
+    [held] = ledger.reservations("local")
+    assert held.end == pytest.approx(1_035.0 + c.settings.extend_s)
+    clock[0] = 1_060.0  # past the predicted end, still running: still charged
+    assert held.charge_at(clock[0]).limits.memory_bytes == GIB
