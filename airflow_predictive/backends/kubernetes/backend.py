@@ -94,8 +94,11 @@ class KubernetesPodBackend:
         (``runtime.kubernetes_backend()`` passes ``[predictive] kubernetes_conn_id`` and settings).
         """
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from kubernetes import client
 
-        hook = KubernetesHook(conn_id=conn_id)
+        # its own Configuration: load_kube_config would otherwise set the process-wide default, which
+        # every kubernetes model made afterwards copies (an executor's pod_override then no longer pickles)
+        hook = KubernetesHook(conn_id=conn_id, client_configuration=client.Configuration())
         settings = settings or KubernetesSettings()
         settings = replace(settings, namespace=hook.get_namespace() or settings.namespace)
         return cls(hook.get_conn(), settings, **kwargs)
