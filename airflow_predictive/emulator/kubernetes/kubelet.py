@@ -115,6 +115,8 @@ class PodRuntime:
     created_ts: str
     started: bool = False
     start_ts: str = ""
+    started_mono: float | None = None  # when the kubelet started the pod (activeDeadlineSeconds)
+    deadline_exceeded: bool = False
     containers: dict[str, ContainerRuntime] = field(default_factory=dict)
     allocated: dict[str, dict[str, Any]] = field(default_factory=dict)  # container -> resources
     actual: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -151,6 +153,7 @@ class PodRuntime:
             self.actual,
             self.initialized,
             self.init_failed,
+            self.deadline_exceeded,
             tuple(
                 (
                     c.running,
@@ -287,8 +290,17 @@ class Kubelet:
             if not rt.started:
                 if now - rt.bound_at >= self.config.start_delay_s:
                     self._start(pod, rt, now)
+                    rt.started_mono = now
                 else:
                     continue
+            deadline = pod["spec"].get("activeDeadlineSeconds")
+            if (
+                deadline is not None
+                and not rt.finished
+                and rt.started_mono is not None
+                and now - rt.started_mono >= float(deadline)
+            ):
+                self._deadline_exceeded(pod, rt)
             self._advance_usage(pod, rt, now, dt)
             if not rt.finished and rt.spec_resources(pod) != rt.allocated:
                 resizing.append((pod, rt))
@@ -603,6 +615,28 @@ class Kubelet:
                 self._exit(cr, rt, policy, code, "Completed" if code == 0 else "Error", now)
         if all(not c.running and c.waiting_until is None for c in rt.containers.values()):
             rt.finished = True
+
+    def _deadline_exceeded(self, pod: Obj, rt: PodRuntime) -> None:
+        """activeDeadlineSeconds passed: every container is killed, the pod fails with reason
+        DeadlineExceeded (never restarted, whatever its restartPolicy)."""
+        for cr in [*rt.init_containers.values(), *rt.containers.values()]:
+            cr.waiting_until = None
+            if cr.running:
+                cr.running, cr.cpu_rate = False, 0.0
+                cr.terminated = {
+                    "exitCode": 137,
+                    "reason": "Error",
+                    "startedAt": cr.started_ts,
+                    "finishedAt": self.ts(),
+                    "containerID": cr.container_id,
+                }
+        rt.finished = rt.deadline_exceeded = True
+        self.event(
+            pod,
+            "DeadlineExceeded",
+            "Pod was active on the node longer than the specified deadline",
+            type_="Normal",
+        )
 
     def _exit(
         self, cr: ContainerRuntime, rt: PodRuntime, policy: str, code: int, reason: str, now: float

@@ -86,7 +86,7 @@ def pod_status(kubelet: Kubelet, pod: Obj, rt: PodRuntime) -> dict[str, Any]:
         if c["name"] in rt.init_containers
     ]
     exits = [cr.terminated["exitCode"] for cr in rt.containers.values() if cr.terminated]
-    if rt.init_failed:
+    if rt.init_failed or rt.deadline_exceeded:
         phase = "Failed"
     elif not initialized or all(_never_started(c) for c in rt.containers.values()):
         phase = "Pending"  # e.g. an image that cannot be pulled: no container ever started
@@ -108,6 +108,9 @@ def pod_status(kubelet: Kubelet, pod: Obj, rt: PodRuntime) -> dict[str, Any]:
     }
     if init_statuses:
         body["initContainerStatuses"] = init_statuses
+    if rt.deadline_exceeded:
+        body["reason"] = "DeadlineExceeded"
+        body["message"] = "Pod was active on the node longer than the specified deadline"
     return body
 
 

@@ -460,6 +460,14 @@ class ProcessKubelet(Kubelet):
                 "containerID": cr.container_id,
             }
 
+    def _deadline_exceeded(self, pod: Obj, rt: PodRuntime) -> None:
+        super()._deadline_exceeded(pod, rt)  # the records first: they are of the running containers
+        for cr in self._all(rt):  # then the kubelet kills their processes
+            if cr.handle is not None:
+                self._signal(cr, signal.SIGKILL)
+                self._release(cr)
+        self._drop_sandboxes(rt)
+
     # ---- deletion -----------------------------------------------------------------------------
     def _all(self, rt: PodRuntime) -> list[ProcessContainer]:
         out = [*rt.init_containers.values(), *rt.containers.values()]

@@ -470,7 +470,8 @@ def test_cli_process_kubelet_cleans_up_on_sigterm(
     assert host_pids
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
-    assert not any(os.path.exists(f"/proc/{p}") for p in host_pids)
+    # killed; a container's process in its PID namespace is reaped once its sandbox is gone
+    wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in host_pids), timeout=10)
     assert not os.path.isdir(folder)
 
 
@@ -578,3 +579,27 @@ def test_a_deferred_resize_is_applied_to_the_cpu_quota_once_room_frees_up(
     with open(quota_file) as f:
         assert int(f.read()) == 300000  # 3 cpu of CFS quota per 100 ms period
     core.delete_namespaced_pod(grown, "default", grace_period_seconds=0)
+
+
+def test_active_deadline_kills_the_pod_and_fails_it_with_deadline_exceeded(
+    core: client.CoreV1Api, process_emulator: Emulator
+) -> None:
+    """What ends a shadow pod whose worker died: the kubelet, at activeDeadlineSeconds."""
+    import psutil
+
+    name = make_pod(core, ["sleep", "300"], policy="Always")
+    core.patch_namespaced_pod(name, "default", {"spec": {"activeDeadlineSeconds": 2}})
+    wait_for(lambda: phase(core, name) == "Running")
+    pid = container_of(process_emulator, name).handle.pid  # type: ignore[union-attr]
+    pod = finished(core, name, timeout=30)
+    assert (pod.status.phase, pod.status.reason) == ("Failed", "DeadlineExceeded")
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 137
+    assert pod.status.container_statuses[0].restart_count == 0  # never restarted, policy Always or not
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_for(gone)  # the container's process was killed
