@@ -244,9 +244,11 @@ class ShapingController:
         return result
 
     def _supersedes(self, output: PolicyOutput) -> bool:
-        """A grow above what the resize in flight asks for: that resize no longer fits the task (a
-        reclaim the node holds back because usage rose above it, "memory limit below current
-        usage", stays in flight until usage drops: waiting for it would OOM-kill the task)."""
+        """A grow of a metric the resize in flight reclaims: that reclaim no longer fits the task (one
+        the node holds back because usage rose above it, "memory limit below current usage", stays
+        in flight until usage drops: waiting for it would OOM-kill the task). A grow in flight is
+        never superseded by a larger one: every new spec restarts the kubelet's actuation, so a
+        ramp that asks more each tick would never see any of its grows land."""
         flight = self.in_flight
         if flight is None:
             return False
@@ -254,7 +256,8 @@ class ShapingController:
             if not d.wants_change or d.action is not Action.GROW or d.target is None:
                 continue
             asked = shaped_value(flight.target, d.metric)
-            if asked is None or d.target > asked:
+            now = shaped_value(self.allocation, d.metric)
+            if asked is not None and now is not None and asked < now and d.target > asked:
                 return True
         return False
 

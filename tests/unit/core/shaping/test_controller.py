@@ -377,3 +377,38 @@ def test_a_grow_supersedes_a_reclaim_the_node_holds_back_once_usage_rose() -> No
     assert grows and grows[0].after is not None and grows[0].after > 200 * MIB
     superseded = [e for e in sink.events if e.verdict is Verdict.SUPERSEDED]
     assert superseded and all(e.action is Action.RECLAIM for e in superseded)
+
+
+class SlowGrows(FakeBackend):
+    """A node that actuates a resize only after it has been asked for 2 s unchanged: each new spec
+    restarts the wait (the kubelet's actuation of the newest desired resources)."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(clock)
+        self.asked: tuple[Allocation, float] | None = None
+
+    def submit_resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
+        self.asked = (allocation, self.clock.monotonic())
+        return ResizeResult(ResizeStatus.PENDING, "PodResizeInProgress", handle.allocation)
+
+    def poll_resize(self, handle: Handle) -> ResizeResult | None:
+        if self.asked is None:
+            return None
+        allocation, at = self.asked
+        if self.clock.monotonic() - at < 2.0:
+            return ResizeResult(ResizeStatus.PENDING, "PodResizeInProgress", handle.allocation)
+        self.asked = None
+        return self.resize(handle, allocation)
+
+
+def test_a_grow_in_flight_is_not_superseded_by_a_larger_one_on_a_ramp() -> None:
+    clock = ManualClock()
+    backend = SlowGrows(clock)
+    backend.add_script("t", ramp_script(260, 0.5, 40, ramp_s=20, base_mb=50))  # 10.5 MiB/s
+    handle = backend.provision(ProvisionSpec("t"), _alloc(120))
+    sink = Sink()
+    settings = ShapingSettings(metrics=(MEM,), grow_margin=0.6, near_limit=0.3, grow_cooldown_s=0.5)
+    ctrl = ShapingController(backend, handle, settings, clock=clock, events=sink)
+    _run(ctrl, clock, 30)
+    assert backend.state(handle).kind is ExitKind.RUNNING  # grown in time, never OOM-killed
+    assert not [e for e in sink.events if e.verdict is Verdict.SUPERSEDED]
