@@ -409,6 +409,6 @@ def test_a_grow_in_flight_is_not_superseded_by_a_larger_one_on_a_ramp() -> None:
     sink = Sink()
     settings = ShapingSettings(metrics=(MEM,), grow_margin=0.6, near_limit=0.3, grow_cooldown_s=0.5)
     ctrl = ShapingController(backend, handle, settings, clock=clock, events=sink)
-    _run(ctrl, clock, 30)
+    _run(ctrl, clock, 30, step=0.5)  # the trigger's interval
     assert backend.state(handle).kind is ExitKind.RUNNING  # grown in time, never OOM-killed
     assert not [e for e in sink.events if e.verdict is Verdict.SUPERSEDED]
