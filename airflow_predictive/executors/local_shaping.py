@@ -73,11 +73,15 @@ class PoolGate:
         reservation_id: str,
         *,
         clock: Callable[[], float] = time.time,
+        plan: AllocationPlan | None = None,
+        started: float | None = None,
     ) -> None:
         self.backend = backend
         self.ledger = ledger
         self.reservation_id = reservation_id
         self.clock = clock
+        self.plan = plan
+        self.started = started  # epoch seconds the task started (the plan's t = 0)
         self.held = 0  # grows held back because the pool had no room
         self._in_force: dict[str, Allocation] = {}
         self._ledger_warned = False
@@ -98,13 +102,16 @@ class PoolGate:
     def resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
         current = self._in_force.get(handle.ref, handle.allocation)
         reserved_ahead = False
+        now = self.clock()
+        until = self._segment_end(now)
         if _grows(current, allocation):
             result = self.ledger.adjust(
                 self.reservation_id,
-                self.clock(),
+                now,
                 allocation,
                 desired=allocation,
                 actual=self._usage(handle),
+                until=until,
                 force=False,
             )
             if result.status is LedgerStatus.REFUSED:
@@ -126,8 +133,17 @@ class PoolGate:
         if out.applied:
             self._in_force[handle.ref] = out.allocation or allocation
         elif reserved_ahead:  # give back what was reserved for a grow that did not happen
-            self.ledger.adjust(self.reservation_id, self.clock(), out.allocation or current, force=True)
+            self.ledger.adjust(self.reservation_id, now, out.allocation or current, until=until, force=True)
         return out
+
+    def _segment_end(self, now: float) -> float | None:
+        """Epoch seconds of the plan's next step (None: the reservation's end): a grow reserves only
+        the current segment, the plan's future steps stay in the ledger (as the controller's own
+        adjust does)."""
+        if self.plan is None or self.started is None:
+            return None
+        step = self.plan.next_step_after(now - self.started)
+        return None if step is None else self.started + step.at_s
 
     def _usage(self, handle: Handle) -> ResourceVector | None:
         try:
@@ -237,7 +253,11 @@ class LocalShaping:
             backend: Any = self.backend
             if item.reservation_id is not None:
                 backend = self.gates[item.key] = PoolGate(
-                    self.backend, self.runtime.ledger(), item.reservation_id
+                    self.backend,
+                    self.runtime.ledger(),
+                    item.reservation_id,
+                    plan=item.plan,
+                    started=item.started,
                 )
             expectation = None
             if forecast is not None:

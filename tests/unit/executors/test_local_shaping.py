@@ -14,6 +14,7 @@ from airflow_predictive.core.model.plan import (
     AllocationPlan,
     LedgerStatus,
     PlanSource,
+    PlanStep,
     Pool,
     PoolCapacity,
     PoolKind,
@@ -267,3 +268,26 @@ def test_a_try_after_an_oom_kill_is_never_reclaimed_below_its_retry_plan() -> No
     planned = AllocationPlan.flat(alloc, 60.0, source=PlanSource.FORECAST, why="forecast")
     assert _retry_floor(base, planned).minimum.memory_bytes == 64 * MIB
     assert _retry_floor(base, None) is base
+
+
+def test_a_grow_through_the_gate_keeps_the_plans_later_steps_reserved() -> None:
+    clock = ManualClock()
+    wall = lambda: clock.now().timestamp()  # noqa: E731
+    backend = FakeBackend(clock)
+    backend.add_script("task", ramp_script(250, 0.5, 600, ramp_s=30, base_mb=50))
+    ledger = InMemoryLedger(clock=wall)
+    ledger.set_pool(
+        Pool("local", PoolKind.LOCAL, PoolCapacity(limits=ResourceVector(memory_bytes=4096 * MIB)))
+    )
+    plan = AllocationPlan(_alloc(200), (PlanStep(300.0, _alloc(1024), "the peak"),), duration_s=600.0)
+    start = wall()
+    got = ledger.reserve(ReservationRequest("local", RunIdentity(TaskKey("d", "t"), "r"), "me", plan, start))
+    assert got.reservation is not None
+    handle = backend.provision(ProvisionSpec("task"), _alloc(200))
+    gate = PoolGate(backend, ledger, got.reservation.id, clock=wall, plan=plan, started=start)
+    clock.advance(10.0)
+    assert gate.resize(handle, _alloc(300)).applied
+    res = ledger.get(got.reservation.id)
+    assert res is not None
+    assert res.charge_at(start + 20.0).limits.memory_bytes == 300 * MIB  # the grow, held now
+    assert res.charge_at(start + 350.0).limits.memory_bytes == 1024 * MIB  # the planned step stays
