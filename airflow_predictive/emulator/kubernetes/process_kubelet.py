@@ -86,6 +86,7 @@ class ProcessContainer(ContainerRuntime):
     logs: list[str] = field(default_factory=list)  # one file per instance, oldest first
     pull_failed_at: float | None = None
     sampled_at: float = -1e9
+    instance_oom_kills: int = 0  # the kernel's oom_kill counter of this instance's cgroup
 
 
 def _allocation(resources: dict[str, Any]) -> Allocation:
@@ -307,6 +308,7 @@ class ProcessKubelet(Kubelet):
         cr.running, cr.waiting, cr.started_at, cr.started_ts = True, None, now, self.ts()
         cr.samples.clear()
         cr.cpu_seconds = cr.cpu_rate = cr.memory = 0.0
+        cr.instance_oom_kills = 0
         self._sample(cr, now, force=True)
         self.event(pod, "Created", f"Created container: {cr.name}", container=cr.name)
         self.event(pod, "Started", f"Started container {cr.name}", container=cr.name)
@@ -406,10 +408,26 @@ class ProcessKubelet(Kubelet):
             cr.fs_read_bytes, cr.fs_write_bytes = float(reading.io.read), float(reading.io.write)
         if reading.oom_kills is not None:
             cr.oom_events = max(cr.oom_events, reading.oom_kills)
+            if reading.oom_kills > cr.instance_oom_kills:
+                cr.instance_oom_kills = reading.oom_kills
+                self._oom_group_kill(cr)
         stat = _cpu_stat(cr.group)
         if stat:
             cr.periods = float(stat.get("nr_periods", 0))
             cr.throttled_periods = float(stat.get("nr_throttled", 0))
+
+    @staticmethod
+    def _oom_group_kill(cr: ProcessContainer) -> None:
+        """The kernel OOM-killed a process of this container: kill all of them, as the kubelet asks
+        on cgroup v2 (``memory.oom.group = 1``, unless ``singleProcessOOMKill``). Without it a
+        container whose child was killed keeps running, its main process may exit 0, and the pod
+        ``Succeeded`` with no ``OOMKilled`` for anyone to see; the cgroups here are v1, which has no
+        such switch, so the kubelet does it. The exit is then read as OOMKilled (SIGKILL with the
+        counter moved)."""
+        if cr.group is None or not cr.running:
+            return
+        log.info("container %s: the kernel OOM-killed one of its processes; killing the container", cr.name)
+        cr.group.kill()
 
     def _release(self, cr: ProcessContainer) -> None:
         if cr.handle is not None:

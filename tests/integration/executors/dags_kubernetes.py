@@ -52,17 +52,10 @@ def predictive_k8s_quota() -> None:
         executor_config={"predictive": {"memory": f"{OOM_DECLARED_MIB}Mi", "duration": 60}},
     )
     def oom() -> dict:
-        import os
-        from pathlib import Path
-
         from airflow_predictive.examples.workloads import memory_ramp
 
-        # cgroup v1 has no memory.oom.group (which makes the kubelet on cgroup v2 kill the whole
-        # container on an OOM): the kernel would kill this task process alone, the worker's main
-        # process (the supervisor, this process' parent) would exit 0 and the pod "succeed". With
-        # the supervisor first in the OOM killer's line (raising a score needs no privilege), the
-        # kill takes the container's main process: the pod ends OOMKilled (137), as on cgroup v2.
-        Path(f"/proc/{os.getppid()}/oom_score_adj").write_text("1000")
+        # the kernel kills this task process (the largest); the process kubelet then kills the whole
+        # container, as the kubelet's memory.oom.group does on cgroup v2: the pod ends OOMKilled
         return memory_ramp(OOM_RAMP_MIB, steps=13, step_s=0.3, hold_s=1.0).as_dict()
 
     pods >> stepped()

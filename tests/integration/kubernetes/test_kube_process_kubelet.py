@@ -169,6 +169,18 @@ def test_memory_above_the_limit_is_a_real_kernel_oom_kill(
     assert container_of(process_emulator, name).oom_events >= 1  # the cgroup's oom_kill counter
 
 
+def test_a_child_oom_kill_kills_the_whole_container_as_memory_oom_group_does(
+    core: client.CoreV1Api,
+) -> None:
+    """The kernel picks the child (the largest); the parent would exit 0 and the pod succeed."""
+    ramp = "b = []\nwhile True:\n    b.append(bytearray(8 * 1024 * 1024))"
+    parent = f"import subprocess, sys, time\nsubprocess.run([sys.executable, '-c', {ramp!r}])\ntime.sleep(30)"
+    name = make_pod(core, ["python", "-c", parent], memory="96Mi", image="python")
+    pod = finished(core, name)
+    term = pod.status.container_statuses[0].state.terminated
+    assert pod.status.phase == "Failed" and (term.exit_code, term.reason) == (137, "OOMKilled")
+
+
 def test_a_process_killed_without_oom_is_not_reported_as_oom(core: client.CoreV1Api) -> None:
     name = make_pod(core, ["sh", "-c", "kill -9 $$"])
     term = finished(core, name).status.container_statuses[0].state.terminated
