@@ -9,8 +9,9 @@ server's execution API, as in a deployment:
 2. training: `airflow predictive train` backtests the forecasters and keeps a champion per task;
 3. prediction: `airflow predictive plan` shows the plan of the next try, then `predictive_shapes`
    runs on a new input size with every task sized from its forecast;
-4. a cold start: `predictive_story`, whose author declared 128Mi for a 256 MiB load, is
-   calibrated by a shadow run (a setup task) and shaped while it runs;
+4. a cold start: `predictive_story`, whose author declared 128Mi for a 256 MiB load, gets a 3 s
+   shadow run (a setup task: its re-forecast raises the plan only when the shadow's prefix already
+   exceeds the declaration, which a slow ramp's first 3 s do not) and is shaped while it runs;
 5. predicted against actual against declared, per task, and the shaping events;
 6. the API server with the UI plugin, its URL and login, until Ctrl-C (``DEMO_SERVE_SECONDS``
    bounds it; 0 stops at once).
@@ -175,8 +176,9 @@ def main() -> int:
         print("   ... and the run, every task sized from its forecast:")
         if not _run(env, *PREDICTED):
             return 1
-        print("\n== 4. a cold start: predictive_story declares 128Mi for a 256 MiB load; a shadow run")
-        print("   calibrates it and the shaper grows it while it runs")
+        print("\n== 4. a cold start: predictive_story declares 128Mi for a 256 MiB load; a 3 s shadow run")
+        print("   checks it first (its prefix stays under 128Mi: the plan stays declared), and the shaper")
+        print("   grows it while it runs")
         story_ok = _run(env, *STORY)
         print("\n== 5. declared, planned and actual memory (latest try of each task)")
         _report(env)
