@@ -14,10 +14,14 @@ run $PY bench/backends_bench.py
 run $PY bench/kube_process_bench.py
 run $PY bench/nodes_warm_bench.py --delay 20 --runs 3
 run $PY bench/nodes_warm_bench.py --runs 0 --consolidation --out docs/benchmarks/nodes-consolidation.md
+run $PY bench/nodes_warm_bench.py --executor --delay 20 --runs 3
 run $PY bench/nodes_wiring_bench.py --tasks 64 --beats 200
 run $PY bench/shaping_bench.py
 run $PY bench/ui_bench.py
 run $PY bench/scheduler_bench.py --pg-url "${AIRFLOW_PREDICTIVE_TEST_PG_URL:-$(bash scripts/pg.sh url 2>/dev/null)}"
+export AIRFLOW_PREDICTIVE_TEST_PG_URL="${AIRFLOW_PREDICTIVE_TEST_PG_URL:-$(bash scripts/pg.sh url 2>/dev/null)}"
+run $PY bench/oom_record_bench.py
+run $PY bench/shadow_lookup_bench.py
 if [ -d "$DATA" ]; then
   run $PY bench/profiler_bench.py --data "$DATA"
   run $PY bench/estimators_bench.py --data "$DATA/kseg-eager" --out docs/benchmarks/estimators.md
