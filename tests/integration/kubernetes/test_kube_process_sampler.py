@@ -9,7 +9,6 @@ the store-backed usage source, exactly as the operator and the trigger build it.
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +34,10 @@ from airflow_predictive.triggers.pod_shaper import PodShaper, PodTarget
 from tests._databases import migrated_engine
 from tests._real_parts import missing
 from tests.integration.kubernetes.conftest import require_cgroups
+from tests.integration.kubernetes.test_kube_process_kubelet import wait_for
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.cgroups
 
@@ -94,17 +94,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )
         backend.close()
     em.stop()
-
-
-def wait_for(what: Callable[[], Any], timeout: float = 60.0, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout}s: {what}")
-        time.sleep(every)
 
 
 def logs(core: client.CoreV1Api, name: str, container: str) -> str:
