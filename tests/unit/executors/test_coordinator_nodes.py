@@ -28,9 +28,8 @@ from airflow_predictive.core.scheduling.coming import ComingCapacity
 from airflow_predictive.core.scheduling.start_choice import StartDecision
 from airflow_predictive.executors.coordinator import Coordinator, CoordinatorSettings
 from airflow_predictive.executors.opt_in import task_settings
-from airflow_predictive.storage import migrate
-from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
+from tests._databases import migrated_engine
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -62,10 +61,8 @@ class CpuForecasts:
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    e = engine_for(f"sqlite:///{tmp_path / 'p.db'}")
-    migrate.upgrade(e)
-    yield e
-    e.dispose()
+    with migrated_engine("sqlite", tmp_path) as e:
+        yield e
 
 
 def _coordinator(
