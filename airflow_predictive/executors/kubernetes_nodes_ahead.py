@@ -198,10 +198,11 @@ class AheadWarms:
     def warms(
         self, coordinator: Coordinator, running: Iterable[Any], default_enabled: bool, now: float
     ) -> list[WarmCapacity]:
-        """The warm capacity wanted for upcoming tasks (recomputed at most every ``every_s``)."""
-        if time.monotonic() - self._at < self.every_s:
+        """The warm capacity wanted for upcoming tasks (recomputed at most every ``every_s`` of
+        ``now``, the coordinator's clock)."""
+        if now - self._at < self.every_s:
             return list(self._warm.values())
-        self._at = time.monotonic()
+        self._at = now
         if not self.wiring.pools():  # no pool known: no node to make, no metadata to read
             self._warm = {}
             return []

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
+
 from airflow_predictive.core.model.backend import Capacity
 from airflow_predictive.core.model.plan import AdmissionDecision
 from airflow_predictive.core.model.query import ForecastQuery
@@ -16,9 +18,13 @@ from airflow_predictive.executors.kubernetes_nodes_ahead import (
     upcoming,
 )
 from airflow_predictive.executors.opt_in import task_settings
+from tests._databases import migrated_engine
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
+
+    from sqlalchemy.engine import Engine
 
 
 NOW = 1_000.0
@@ -134,15 +140,17 @@ class _Rows(DagReader):
         return [r for r in self.rows if (r.dag_id, r.run_id) in wanted], self.upstream, self.configs
 
 
-def _coordinator(tmp_path: Path) -> Coordinator:
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    with migrated_engine("sqlite", tmp_path) as e:
+        yield e
+
+
+def _coordinator(engine: Engine) -> Coordinator:
     from airflow_predictive.core.model.plan import Pool, PoolCapacity, PoolKind
     from airflow_predictive.executors.coordinator import CoordinatorSettings
-    from airflow_predictive.storage import migrate
-    from airflow_predictive.storage.engine import engine_for
     from airflow_predictive.storage.ledger_store import SqlLedger
 
-    engine = engine_for(f"sqlite:///{tmp_path / 'p.db'}")
-    migrate.upgrade(engine)
     pool = Pool(
         "k8s:default", PoolKind.KUBERNETES, PoolCapacity(requests=ResourceVector(memory_bytes=100 * GIB))
     )
@@ -152,7 +160,7 @@ def _coordinator(tmp_path: Path) -> Coordinator:
 
 
 def test_a_coming_task_no_ready_node_holds_gets_warm_capacity_ready_at_its_upstreams_planned_end(
-    tmp_path: Path,
+    engine: Engine,
 ) -> None:
     from airflow_predictive.core.model.nodes import InstanceType, NodePool
     from airflow_predictive.core.model.runs import RunIdentity, TaskKey
@@ -161,7 +169,7 @@ def test_a_coming_task_no_ready_node_holds_gets_warm_capacity_ready_at_its_upstr
     highmem = NodePool("highmem", (InstanceType("hm", ResourceVector(cpu_cores=8.0, memory_bytes=64 * GIB)),))
     wiring = _wiring_with((ResourceVector(cpu_cores=4.0, memory_bytes=8 * GIB),))
     wiring._set(pools=(highmem,), capacity=None, rooms=(ResourceVector(cpu_cores=4.0, memory_bytes=8 * GIB),))
-    coordinator = _coordinator(tmp_path)
+    coordinator = _coordinator(engine)
     prep = RunIdentity(TaskKey("d", "prep"), "r1", 1)
     plan = coordinator.plan_for(
         prep, task_settings({"predictive": {"memory": "1Gi", "duration": 120}}), ForecastQuery(prep.key)
@@ -187,10 +195,31 @@ def test_a_coming_task_no_ready_node_holds_gets_warm_capacity_ready_at_its_upstr
     assert ahead.warms(coordinator, [], default_enabled=False, now=started.started + 1) == []
 
 
-def test_no_known_pool_reads_nothing_and_wants_nothing(tmp_path: Path) -> None:
+def test_no_known_pool_reads_nothing_and_wants_nothing(engine: Engine) -> None:
     class _Fails(DagReader):
         def read(self, runs):  # type: ignore[no-untyped-def]
             raise AssertionError("the metadata is read with no pool known")
 
     ahead = AheadWarms(_wiring_with(()), _Fails(), every_s=0.0)
-    assert ahead.warms(_coordinator(tmp_path), [], default_enabled=True, now=NOW) == []
+    assert ahead.warms(_coordinator(engine), [], default_enabled=True, now=NOW) == []
+
+
+def test_upcoming_tasks_are_read_at_most_once_per_interval_of_the_coordinators_clock(engine: Engine) -> None:
+    from airflow_predictive.core.model.nodes import InstanceType, NodePool
+
+    class _Counting(DagReader):
+        calls = 0
+
+        def read(self, runs):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            return [], {}, {}
+
+    highmem = NodePool("highmem", (InstanceType("hm", ResourceVector(cpu_cores=8.0, memory_bytes=64 * GIB)),))
+    wiring = _wiring_with((ResourceVector(cpu_cores=4.0, memory_bytes=8 * GIB),))
+    wiring._set(pools=(highmem,), capacity=None, rooms=(ResourceVector(cpu_cores=4.0, memory_bytes=8 * GIB),))
+    reader = _Counting()
+    ahead = AheadWarms(wiring, reader, every_s=5.0)
+    coordinator = _coordinator(engine)
+    for now in (NOW, NOW + 1.0, NOW + 4.9, NOW + 5.0, NOW + 6.0):
+        ahead.warms(coordinator, [], default_enabled=False, now=now)
+    assert reader.calls == 2  # at NOW and at NOW + 5 s, whatever the wall clock did meanwhile
