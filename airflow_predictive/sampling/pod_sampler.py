@@ -25,9 +25,8 @@ import argparse
 import logging
 import os
 import sys
-import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -252,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from airflow_predictive.sampling.control import EndMessage
     from airflow_predictive.sampling.recorder import RunWriter
     from airflow_predictive.sampling.sampler import Sampler
-    from airflow_predictive.sampling.sidecar import SidecarLoop, _open_store, _Signals, run_loop, safe_url
+    from airflow_predictive.sampling.sidecar import SidecarLoop, StoreOpener, _Signals, run_loop, safe_url
 
     signals = _Signals()
     clock = MonotonicClock()
@@ -280,43 +279,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not url:
         log.error("predictive pod sampler: %s is not set; nothing is recorded", args.url_env)
         return 2
+
     # SQLAlchemy takes a second or more to import on a busy node: sampling starts at once, samples
     # wait in the sampler's buffer until the store is open (as the recording sidecar does)
-    opened: dict[str, Any] = {}
+    def unusable(exc: Exception) -> None:  # a bad URL or a missing driver: say it once, keep the pod going
+        log.error("predictive pod sampler: cannot use the database %s (%s)", safe_url(url), exc)
 
-    def open_store() -> None:
-        try:
-            opened["store"] = _open_store(url, args.timeout)
-        except Exception as exc:  # a bad URL or a missing driver: say it once and keep the pod going
-            log.error("predictive pod sampler: cannot use the database %s (%s)", safe_url(url), exc)
-            opened["error"] = exc
-
-    opener = threading.Thread(target=open_store, name="open-store", daemon=True)
-    opener.start()
-
-    class _Flush:
-        def flush(self) -> None:
-            if writer.store is None and "store" in opened:
-                writer.store = opened["store"]
-            writer.flush()
-
+    opener = StoreOpener(lambda: url, args.timeout, on_error=unusable, writer=writer)
     loop = SidecarLoop(
         _PodSampling(source, sampler, usable=usable),  # type: ignore[arg-type]
         clock,
         interval=args.interval,
         flush_every=args.flush,
-        flusher=_Flush(),
+        flusher=opener,
     )
     log.info("predictive pod sampler: sampling pod %s every %.2fs for %s", ref, args.interval, record.key)
     run_loop(loop, signals.wait, signals.requested)  # until the kubelet stops the sidecar
     opener.join(timeout=30)
-    if "store" not in opened:
+    if opener.store is None:
         log.error(
             "predictive pod sampler: no store; %d samples of %s not recorded", sampler.stats.buffered, ref
         )
         source.close()
         return 4
-    writer.store = opened["store"]
+    writer.store = opener.store
     end = EndMessage(
         Outcome.UNKNOWN,
         datetime.now(UTC),

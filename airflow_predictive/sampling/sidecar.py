@@ -305,6 +305,67 @@ def _open_store(url: str, timeout: float | None = None) -> SqlRunStore:
     return SqlRunStore(engine_for(url) if timeout is None else recording_engine(url, timeout))
 
 
+class StoreOpener:
+    """Opens the run store on a thread: SQLAlchemy and numpy take a second or more to import on a
+    busy node, and sampling keeps its grid meanwhile (samples wait in the sampler's buffer).
+
+    ``address`` gives the URL (it may wait for one; None: there is none, ``why`` says why);
+    ``on_open`` / ``on_error`` run on the opener's thread. As the loop's ``flusher`` it attaches the
+    store to ``writer`` once open, then writes (the recording sidecar and the pod sampler)."""
+
+    def __init__(
+        self,
+        address: Callable[[], str | None],
+        timeout: float | None = None,
+        *,
+        why: Callable[[], str] = lambda: "no store address",
+        on_open: Callable[[SqlRunStore], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        writer: Any = None,
+    ) -> None:
+        self.store: SqlRunStore | None = None
+        self.error: Exception | str | None = None
+        self.writer = writer
+        self._address, self._timeout, self._why = address, timeout, why
+        self._on_open, self._on_error = on_open, on_error
+        self._thread = threading.Thread(target=self._open, name="open-store", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        url = self._address()
+        if url is None:
+            self.error = self._why()
+            return
+        try:
+            store = _open_store(url, self._timeout)
+        except Exception as exc:  # a bad URL or a missing driver
+            self.error = exc
+            if self._on_error is not None:
+                self._on_error(exc)
+            return
+        if self._on_open is not None:
+            self._on_open(store)
+        self.store = store
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout=timeout)
+
+    @property
+    def problem(self) -> str:
+        """Why there is no store (yet)."""
+        return str(self.error or "timed out opening it")
+
+    def flush(self) -> FlushStatus:
+        """The loop's flush: attach the store once opened (the writer then creates the row), write."""
+        if self.writer.store is None and self.store is not None:
+            self.writer.store = self.store
+        self.writer.flush()
+        return FlushStatus.WRITTEN
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -334,32 +395,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     sampler.tick()  # first reading: memory now, and the baseline of every rate
     loop = SidecarLoop(sampler, clock, interval=args.interval, flush_every=args.flush)  # grid from here
     _signal_ready(args)
+
     # SQLAlchemy and numpy take a second or more to import on a busy machine: open the store in the
     # background so the loop keeps sampling on its grid (samples wait in the buffer meanwhile).
-    opened: dict[str, Any] = {}
+    def stop(_exc: Exception) -> None:  # a bad URL or a missing driver: sampling would be for nothing
+        signals.stop = True
 
-    def open_store() -> None:
-        try:
-            sampler.store = opened["store"] = _open_store(args.url)
-        except Exception as exc:  # a bad URL or a missing driver: sampling would be for nothing
-            opened["error"] = exc
-            signals.stop = True
-
-    opener = threading.Thread(target=open_store, name="open-store", daemon=True)
-    opener.start()
+    opener = StoreOpener(
+        lambda: args.url, on_open=lambda store: setattr(sampler, "store", store), on_error=stop
+    )
     log.info(
         "predictive sampler: sampling run %s (pid %s) every %.2fs with %s",
         args.run_pk, args.pid, args.interval, type(source).__name__,
     )  # fmt: skip
     reason = run_loop(loop, signals.wait, signals.requested)
     opener.join(timeout=60)
-    if "error" in opened or "store" not in opened:
-        why = opened.get("error", "timed out opening it")
+    if opener.store is None:
         log.error(
-            "predictive sampler: cannot use the database %s (%s); not sampling", safe_url(args.url), why
+            "predictive sampler: cannot use the database %s (%s); not sampling",
+            safe_url(args.url),
+            opener.problem,
         )
         return ExitCode.STORAGE
-    store = opened["store"]
+    store = opener.store
     if reason is StopReason.REQUESTED:
         sampler.tick()  # the final sample
     final_flush(sampler, signals.wait)
@@ -458,7 +516,6 @@ def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -
     signals.extra.append(control.fd)
     ends: list[EndMessage | LegMessage] = []
 
-    opened: dict[str, Any] = {}
     where = _StoreAddress(None if args.store_later else args.url)
 
     def stop_requested() -> bool:
@@ -469,29 +526,13 @@ def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -
                 ends.append(message)
         return bool(ends) or signals.requested()
 
-    def open_store() -> None:  # imports SQLAlchemy off the sampling grid
-        url = where.wait(STORE_WAIT_S)
-        if url is None:
-            opened["error"] = where.why or f"no STORE line within {STORE_WAIT_S:g}s"
-            return
-        try:
-            opened["store"] = _open_store(url, args.timeout)
-        except Exception as exc:
-            opened["error"] = exc
-
-    opener = threading.Thread(target=open_store, name="open-store", daemon=True)
-    opener.start()
-
-    class _Flush:
-        """The loop's flush: attach the store once opened, create the row, then write samples."""
-
-        def flush(self) -> FlushStatus:
-            if writer.store is None and "store" in opened:
-                writer.store = opened["store"]
-            writer.flush()
-            return FlushStatus.WRITTEN
-
-    loop = SidecarLoop(sampler, clock, interval=args.interval, flush_every=args.flush, flusher=_Flush())
+    opener = StoreOpener(
+        lambda: where.wait(STORE_WAIT_S),
+        args.timeout,
+        why=lambda: where.why or f"no STORE line within {STORE_WAIT_S:g}s",
+        writer=writer,
+    )
+    loop = SidecarLoop(sampler, clock, interval=args.interval, flush_every=args.flush, flusher=opener)
     log.info(
         "predictive sampler: recording %s (pid %s) every %.2fs with %s",
         record.key, args.pid, args.interval, type(source).__name__,
@@ -523,13 +564,13 @@ def _main_control(args: SidecarArgs, signals: _Signals, clock: MonotonicClock) -
                     StoreMessage(None, "the task process ended before its store connection was fetched")
                 )
         opener.join(timeout=0.05)
-    if "store" not in opened:
+    if opener.store is None:
         log.error(
             "predictive sampler: cannot use the database %s (%s); %s not recorded",
-            safe_url(where.url or ""), opened.get("error", "timed out opening it"), record.key,
+            safe_url(where.url or ""), opener.problem, record.key,
         )  # fmt: skip
         return ExitCode.STORAGE
-    writer.store = opened["store"]
+    writer.store = opener.store
     end = ends[0] if ends else None
     if end is None and args.grace > 0:
         signals.wait(min(args.grace, 2.0))  # a server-side hook may record a better-informed end
