@@ -288,14 +288,10 @@ class Runtime:
         that a landed pod is found beside its placeholder). Not cached: one per executor."""
         if not config.node_pools():
             return None
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-        from kubernetes import client
-
+        from airflow_predictive.backends.kubernetes.backend import connection_hook
         from airflow_predictive.backends.nodes.backend import NodePoolBackend, NodePoolSettings
 
-        # its own Configuration: load_kube_config would otherwise set the process default, which
-        # every kubernetes model made afterwards copies (a closure: pod_override no longer pickles)
-        hook = KubernetesHook(conn_id=self.kubernetes_conn_id(), client_configuration=client.Configuration())
+        hook = connection_hook(self.kubernetes_conn_id())
         settings = NodePoolSettings(
             namespace=namespace or hook.get_namespace() or self.kubernetes_settings().namespace,
             margin_s=config.node_pools_margin(),

@@ -47,6 +47,16 @@ log = logging.getLogger(__name__)
 STRATEGIC = "application/strategic-merge-patch+json"
 
 
+def connection_hook(conn_id: str) -> Any:
+    """The cncf-kubernetes provider's hook on ``conn_id`` with a Configuration of its own: loading
+    the kubeconfig would otherwise set the process-wide default, which every kubernetes model made
+    afterwards copies (an executor's ``pod_override`` then no longer pickles: no pod is created)."""
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    from kubernetes import client
+
+    return KubernetesHook(conn_id=conn_id, client_configuration=client.Configuration())
+
+
 class KubernetesPodBackend:
     """Task pods with in-place resize, through a ``kubernetes.client.ApiClient``."""
 
@@ -93,12 +103,7 @@ class KubernetesPodBackend:
         The connection's namespace, when it names one, wins over ``settings.namespace``
         (``runtime.kubernetes_backend()`` passes ``[predictive] kubernetes_conn_id`` and settings).
         """
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-        from kubernetes import client
-
-        # its own Configuration: load_kube_config would otherwise set the process-wide default, which
-        # every kubernetes model made afterwards copies (an executor's pod_override then no longer pickles)
-        hook = KubernetesHook(conn_id=conn_id, client_configuration=client.Configuration())
+        hook = connection_hook(conn_id)
         settings = settings or KubernetesSettings()
         settings = replace(settings, namespace=hook.get_namespace() or settings.namespace)
         return cls(hook.get_conn(), settings, **kwargs)
