@@ -58,6 +58,7 @@ OOM_KIND = "oom"  # stored decision kind of an OOM-killed try (payload: OomMemor
 # a retry queued before its earlier try's end was seen (an OOM kill is known only then) waits for
 # it at most this long before it is admitted on the plan it has
 EARLIER_TRY_WAIT_S = 30.0
+EXTEND_AHEAD_S = 10.0  # a running task is extended once this close to its predicted end
 
 
 @dataclass
@@ -139,9 +140,6 @@ class OomMemory:
             None if plan is None else codec.plan_from_dict(plan),
             int(raw.get("try_number", try_number)),
         )
-
-
-EXTEND_AHEAD_S = 10.0  # a running task is extended once this close to its predicted end
 
 
 @dataclass
@@ -300,9 +298,7 @@ class Coordinator:
         self, key: Any, run: RunIdentity, settings: TaskSettings, query: ForecastQuery, priority: int
     ) -> Waiting:
         outcome, forecast = self._plan(run, settings, query)
-        self._record(
-            "plan", outcome.decision.value, run, outcome.reason, {"plan": codec.plan_to_dict(outcome.plan)}
-        )
+        self._record_plan(run, outcome)
         item = Waiting(key, run, settings, outcome, priority, self.clock(), forecast=forecast, query=query)
         item.after_try = outcome.plan.source is not PlanSource.OOM_RETRY and self._earlier_try_running(run)
         self.waiting[key] = item
@@ -326,13 +322,7 @@ class Coordinator:
         item.after_try = False
         if item.query is not None and self._previous_oom(item.run) is not None:
             item.outcome, item.forecast = self._plan(item.run, item.settings, item.query)
-            self._record(
-                "plan",
-                item.outcome.decision.value,
-                item.run,
-                item.outcome.reason,
-                {"plan": codec.plan_to_dict(item.outcome.plan)},
-            )
+            self._record_plan(item.run, item.outcome)
         return True
 
     # -- admission ----------------------------------------------------------------------------------
@@ -700,6 +690,11 @@ class Coordinator:
         self._record("shadow", end[:32], run, note or end, summary or None)
 
     # -- records ------------------------------------------------------------------------------------
+
+    def _record_plan(self, run: RunIdentity, outcome: PlanOutcome) -> None:
+        self._record(
+            "plan", outcome.decision.value, run, outcome.reason, {"plan": codec.plan_to_dict(outcome.plan)}
+        )
 
     def _record(
         self, kind: str, decision: str, run: RunIdentity, reason: str, payload: dict[str, Any] | None
