@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.executors.kubernetes_executor import KubernetesExecutor
 
-from airflow_predictive.core.model.plan import AdmissionDecision
+from airflow_predictive.core.model.plan import AdmissionDecision, charge_of
 from airflow_predictive.core.model.query import ForecastQuery
 from airflow_predictive.core.profiler.run_features import run_features
 from airflow_predictive.executors.kubernetes_pool import (
@@ -168,6 +168,15 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         self._quotas = quotas
         return self._pool_capacity()
 
+    def _refresh_node_bound(self) -> None:
+        """Re-bound the pool by the node pools' cached Ready nodes (no API call), when wired."""
+        coordinator = self._coordinator
+        if self._nodes is None or coordinator is None:
+            return
+        capacity = self._pool_capacity()
+        if capacity != coordinator.pool.capacity:
+            coordinator.set_capacity(namespace_pool(self._namespace(), capacity))
+
     def _pool_capacity(self) -> Any:
         """The quotas as last read, bounded by the node pools' Ready nodes when wired."""
         ours = self._our_holdings()
@@ -233,10 +242,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         if coordinator is None or not self._held:
             return
         try:
-            if self._nodes is not None:  # the node bound packs the waiting peaks: new ones count now
-                capacity = self._pool_capacity()
-                if capacity != coordinator.pool.capacity:
-                    coordinator.set_capacity(namespace_pool(self._namespace(), capacity))
+            self._refresh_node_bound()  # the node bound packs the waiting peaks: new ones count now
             launches = coordinator.admit()
         except Exception as exc:
             launches = coordinator._all_declared(f"admission failed: {exc}")
@@ -278,7 +284,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         if launch.plan is not None:
             peak = plan_peak(launch.plan)
         elif launch.allocation is not None:
-            peak = launch.allocation.limits.combine(launch.allocation.requests, lambda lim, _r: lim)
+            peak = charge_of(launch.allocation).limits
         else:
             return config
         try:
@@ -298,10 +304,8 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
             if time.monotonic() - self._capacity_at >= CAPACITY_REFRESH_S:
                 self._capacity_at = time.monotonic()
                 coordinator.set_capacity(namespace_pool(self._namespace(), self._read_capacity()))
-            elif self._nodes is not None:  # nodes change faster than quotas: cached, no API call here
-                capacity = self._pool_capacity()
-                if capacity != coordinator.pool.capacity:
-                    coordinator.set_capacity(namespace_pool(self._namespace(), capacity))
+            else:  # nodes change faster than quotas: cached, no API call here
+                self._refresh_node_bound()
             self._apply_steps()
             coordinator.keep_alive(coordinator.clock())
         except Exception as exc:
