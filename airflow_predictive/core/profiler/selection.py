@@ -220,6 +220,31 @@ def backtest(
     offers ``predict_many`` (the LSTM). ``on_step(label)`` is called after each candidate and fold
     (``policy.folds * len(candidates)`` calls in all), for progress reporting."""
     policy = policy or SelectionPolicy()
+    return select(
+        list(candidates), backtest_tallies(candidates, examples, policy, only, on_step), policy, only
+    )
+
+
+@dataclass
+class Backtested:
+    """What the fold loop of ``backtest`` measured: each task's number of runs and origins, and
+    every candidate's tally per task. ``select`` turns it into records. Split so that groups of
+    candidates and tasks can be backtested on separate workers and merged before the choice, which
+    pools over every task (``training/fanout.py``, the maintenance DAG's fan-out)."""
+
+    runs: dict[TaskKey, int]
+    origins: dict[TaskKey, list[int]]
+    tallies: dict[TaskKey, dict[str, _Tally]]
+
+
+def backtest_tallies(
+    candidates: Mapping[str, EstimatorFactory],
+    examples: Sequence[RunExample],
+    policy: SelectionPolicy,
+    only: frozenset[TaskKey] | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> Backtested:
+    """The fold loop of ``backtest``: fit, forecast and score, no choice yet."""
     by_task: dict[TaskKey, list[RunExample]] = {}
     for ex in examples:
         by_task.setdefault(ex.key, []).append(ex)
@@ -301,26 +326,37 @@ def backtest(
                             tally.shortfall.append(max(0.0, s.actual_peak - p99) / max(s.actual_peak, 1e-9))
             if on_step is not None:
                 on_step(f"backtest fold {fold + 1} {name}")
+    return Backtested({k: len(v) for k, v in by_task.items()}, task_origins, tallies)
+
+
+def select(
+    names: Sequence[str],
+    measured: Backtested,
+    policy: SelectionPolicy,
+    only: frozenset[TaskKey] | None = None,
+) -> list[SelectionRecord]:
+    """Each task's champion from the tallies of the candidates ``names`` (in this order)."""
+    task_origins, tallies = measured.origins, measured.tallies
     records = []
     won: list[tuple[TaskKey, CandidateScore, int, int, str]] = []
     scores_of: dict[TaskKey, tuple[CandidateScore, ...]] = {}
-    for key, runs in by_task.items():
+    for key, n_runs in measured.runs.items():
         if only is not None and key not in only:
             continue
         cuts = task_origins[key]
         if not cuts:
-            records.append(SelectionRecord(key, None, (), len(runs), 0, NO_HISTORY))
+            records.append(SelectionRecord(key, None, (), n_runs, 0, NO_HISTORY))
             continue
-        scores = tuple(_combine(n, tallies[key][n], policy) for n in candidates)
+        scores = tuple(_combine(n, tallies[key][n], policy) for n in names)
         scores_of[key] = scores
         if not any(s.eligible for s in scores):
-            records.append(SelectionRecord(key, None, scores, len(runs), len(cuts), NO_CANDIDATE))
+            records.append(SelectionRecord(key, None, scores, n_runs, len(cuts), NO_CANDIDATE))
     default = pooled_default(scores_of.values(), policy) if policy.default == AUTO else policy.default
     for key, scores in scores_of.items():
         ok = [s for s in scores if s.eligible]
         if ok:
-            best, reason = _choose(ok, replace(policy, default=default or ""), len(by_task[key]))
-            won.append((key, best, len(by_task[key]), len(task_origins[key]), reason))
+            best, reason = _choose(ok, replace(policy, default=default or ""), measured.runs[key])
+            won.append((key, best, measured.runs[key], len(task_origins[key]), reason))
     pooled = _pooled_spread([tallies[k][b.estimator] for k, b, *_ in won], policy)
     widen = coverage_widening([tallies[k][b.estimator] for k, b, *_ in won], policy)
     for key, best, n_runs, n_cuts, reason in won:
