@@ -113,6 +113,25 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "integer",
         "3",
     ),
+    "training_shard_size": _opt(
+        "Due tasks per shard when the maintenance DAG fans retraining out as mapped Airflow tasks "
+        "(one shard below it: a small deployment keeps one task's overhead). The global models "
+        "(LSTM, scaled curve) still train once over every task.",
+        "integer",
+        "100",
+    ),
+    "training_max_shards": _opt(
+        "At most this many mapped shard tasks per maintenance run (bigger shards beyond it).",
+        "integer",
+        "32",
+    ),
+    "training_candidates": _opt(
+        "Comma-separated estimators the maintenance DAG trains and selects from. Empty: the "
+        "defaults (scaled_curve, last_run, median_peak, linear_input, vpa, autopilot, lstm).",
+        "string",
+        "",
+        "scaled_curve,last_run,median_peak,vpa",
+    ),
     "kubernetes_conn_id": _opt(
         "Airflow connection (cncf-kubernetes provider) used by the Kubernetes backend.",
         "string",
@@ -664,6 +683,22 @@ def model_versions_kept() -> int:
     if value < 1:
         raise InvalidConfig(f"[{SECTION}] model_versions_kept must be at least 1, got {raw!r}")
     return value
+
+
+@_reader
+def training_shard_size() -> int:
+    return _integer("training_shard_size", 1)
+
+
+@_reader
+def training_max_shards() -> int:
+    return _integer("training_max_shards", 1)
+
+
+@_reader
+def training_candidates() -> tuple[str, ...]:
+    """Empty tuple: the training defaults (``training/candidates.py``)."""
+    return tuple(n.strip() for n in _raw("training_candidates").split(",") if n.strip())
 
 
 @_reader
