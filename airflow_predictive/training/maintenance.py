@@ -13,7 +13,7 @@ run at once (``StoredForecastService.run_finished`` / ``observe``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ class RetrainDecision:
 
     due: frozenset[TaskKey]
     new_runs: dict[TaskKey, int]
+    runs: dict[TaskKey, int] = field(default_factory=dict)  # every successful run, per task
 
 
 def due_tasks(engine: Engine, min_new_runs: int = 1) -> RetrainDecision:
@@ -43,14 +44,15 @@ def due_tasks(engine: Engine, min_new_runs: int = 1) -> RetrainDecision:
     runs = SqlRunStore(engine)
     profiles = {p.key: p.updated_at for p in ProfileStore(engine).profiles()}
     counts: dict[TaskKey, int] = {}
+    totals: dict[TaskKey, int] = {}
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     for key in runs.task_keys():
         since = profiles.get(key, epoch)
-        counts[key] = sum(
-            1 for r in runs.runs(key) if r.outcome is Outcome.SUCCESS and r.end is not None and r.end > since
-        )
+        ended = [r.end for r in runs.runs(key) if r.outcome is Outcome.SUCCESS and r.end is not None]
+        counts[key] = sum(1 for end in ended if end > since)
+        totals[key] = len(ended)
     due = frozenset(k for k, n in counts.items() if n >= min_new_runs)
-    return RetrainDecision(due, counts)
+    return RetrainDecision(due, counts, totals)
 
 
 def drifted_tasks(
@@ -78,6 +80,16 @@ def drifted_tasks(
     return frozenset(out)
 
 
+def to_retrain(engine: Engine, model_dir: str | None, min_new_runs: int, drift: bool) -> RetrainDecision:
+    """The schedule's tasks (``due_tasks``) and, with ``drift``, those whose fewer new runs drifted."""
+    decision = due_tasks(engine, min_new_runs)
+    if not drift:
+        return decision
+    fewer = {k: n for k, n in decision.new_runs.items() if k not in decision.due and n > 0}
+    due = decision.due | drifted_tasks(engine, fewer, model_dir)
+    return RetrainDecision(due, decision.new_runs, decision.runs)
+
+
 def retrain(
     engine: Engine,
     *,
@@ -99,14 +111,7 @@ def retrain(
     from airflow_predictive.training.evaluation import measured_metrics
     from airflow_predictive.training.pipeline import train
 
-    if keys is not None:
-        only = frozenset(keys)
-    else:
-        decision = due_tasks(engine, min_new_runs)
-        only = decision.due
-        if drift:
-            fewer = {k: n for k, n in decision.new_runs.items() if k not in only and n > 0}
-            only = only | drifted_tasks(engine, fewer, model_dir)
+    only = frozenset(keys) if keys is not None else to_retrain(engine, model_dir, min_new_runs, drift).due
     if not only:
         log.info("predictive: no task has new runs; nothing to retrain")
         return None

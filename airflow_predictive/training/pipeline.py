@@ -110,10 +110,44 @@ def train(
     if progress is not None:
         progress.add(policy.folds * len(candidates))
     records = backtest(candidates, examples, policy, only, on_step=step)
+    return store_selections(
+        records,
+        candidates,
+        examples,
+        profiles=profiles,
+        cache=cache,
+        model_saver=model_saver,
+        now=now,
+        progress=progress,
+        began=began,
+    )
+
+
+def store_selections(
+    records: Sequence[SelectionRecord],
+    candidates: Mapping[str, EstimatorFactory],
+    examples: Sequence[RunExample],
+    *,
+    profiles: ProfileStore | None = None,
+    cache: ForecastCache | None = None,
+    model_saver: Any = None,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+    began: float | None = None,
+    prefitted: Mapping[str, Estimator | None] | None = None,
+) -> TrainingResult:
+    """The second half of ``train``: fit every champion once on ``examples``, save it, record each
+    task's selection and cache its next forecast. ``prefitted``: candidates another process
+    already fitted on the same examples (None where that fit failed), saved here when they are
+    champions instead of fitted again (the fan-out's global models, ``training/fanout.py``)."""
+    began = time.monotonic() if began is None else began
+    step = progress.step if progress is not None else None
+    ready = dict(prefitted or {})
     champions = {r.champion for r in records if r.champion is not None}
     if progress is not None:
         progress.add(len(champions) + 1)
-    fitted, fit_seconds = fit_all(champions, candidates, examples, on_step=step)
+    fitted, fit_seconds = fit_all(champions - set(ready), candidates, examples, on_step=step)
+    fitted.update({n: e for n, e in ready.items() if n in champions and e is not None})
     versions: dict[str, str] = {}
     if model_saver is not None and fitted:
         try:
