@@ -19,6 +19,8 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from airflow_predictive.core.model.backend import ExitKind, ResizeResult, ResizeStatus
 from airflow_predictive.core.model.resources import ResourceVector
 from airflow_predictive.core.model.series import ResourceSample, UsageSeries
@@ -282,7 +284,7 @@ class ShapingController:
             return
         self._last_reforecast_s = t
         try:
-            fresh = self.reforecast(UsageSeries.from_samples(list(self.prefix)))
+            fresh = self.reforecast(prefix_series(self.prefix))
         except Exception as exc:
             self._warn("reforecast", f"re-forecast failed, keeping the forecast: {exc}")
             return
@@ -505,6 +507,20 @@ class ShapingController:
             log.warning("shaping %s: %s (the task keeps its resources)", self.handle.name, message)
         else:
             log.debug("shaping %s: %s", self.handle.name, message)
+
+
+def prefix_series(samples: Sequence[ResourceSample]) -> UsageSeries:
+    """The controller's prefix as a series, column by column for the metrics of the latest sample
+    (a re-forecast reads up to two hours of samples: ``UsageSeries.from_samples`` reads every metric
+    of every sample, ~30 ms at 7,200); ``from_samples`` when the times are not increasing."""
+    times = np.fromiter((s.t_s for s in samples), float, len(samples))
+    if times.size < 2 or not np.all(np.diff(times) > 0) or not np.all(np.isfinite(times)):
+        return UsageSeries.from_samples(list(samples))
+    values = {
+        m: np.array([getattr(s.usage, m.value) for s in samples], dtype=float)
+        for m in samples[-1].usage.present()
+    }
+    return UsageSeries(times, values)
 
 
 def _next_plan_change(plan: PlanView | None, t_s: float) -> float:

@@ -40,11 +40,14 @@ from airflow_predictive.simulation.execution import NEVER, Limits
 from airflow_predictive.simulation.policies.base import TryContext, declared_limits
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow_predictive.core.model.backend import Capacity, ProvisionSpec
     from airflow_predictive.core.model.plan import AllocationPlan
-    from airflow_predictive.core.model.series import Forecast
+    from airflow_predictive.core.model.series import Forecast, UsageSeries
     from airflow_predictive.core.scheduling.planner import PlanSettings
-    from airflow_predictive.core.shaping.policy import ShapingSettings
+    from airflow_predictive.core.shaping.policy import Expectation, ShapingSettings
+    from airflow_predictive.core.shaping.reforecast import ReforecastSettings
     from airflow_predictive.simulation.execution import SimSettings, TryDriver, TryResult
     from airflow_predictive.simulation.forecasting import HeldOutForecasts
     from airflow_predictive.simulation.policies.base import NodeShape
@@ -155,7 +158,9 @@ class PredictiveSettings:
     its length as a share of the predicted runtime / at most. shadow_limits: its small resources.
     event_driven: tick the controller only when its policy could act (``ShapingController.quiet``:
     a forecast edge, a plan step, a timer, usage leaving the policy's band), not every grid step;
-    the decisions are the same (tests/unit/simulation/test_predictive.py compares both)."""
+    the decisions are the same (tests/unit/simulation/test_predictive.py compares both).
+    reforecast: the mid-run re-forecast from the observed prefix (``core/shaping/reforecast.py``,
+    the product's hook: the controller calls it every ``every_s``; None or ``every_s`` 0: off)."""
 
     plan: PlanSettings | None = None
     shape: bool = True
@@ -166,6 +171,7 @@ class PredictiveSettings:
     shadow_deadline_s: float = 120.0
     shadow_limits: Limits = field(default_factory=lambda: Limits(2048 * MIB, 1.0))
     event_driven: bool = True
+    reforecast: ReforecastSettings | None = None
 
 
 class PredictivePolicy:
@@ -253,7 +259,16 @@ class PredictivePolicy:
             planned_s,
             shadow,
             event_driven=self.settings.event_driven,
+            reforecaster=self._reforecaster(forecast),
         )
+
+    def _reforecaster(self, forecast: Forecast | None) -> PrefixReforecaster | None:
+        settings = self.settings.reforecast
+        if forecast is None or settings is None or settings.every_s <= 0:
+            return None
+        from airflow_predictive.core.shaping.reforecast import PrefixReforecaster
+
+        return PrefixReforecaster(forecast, quantile=self.settings.expectation_quantile, settings=settings)
 
     def _shadow(self, run: SimRun, forecast: Forecast | None) -> tuple[ShadowCost, Forecast | None]:
         """The shadow run's observed prefix and the re-forecast it gives (cost charged to the try)."""
@@ -338,9 +353,11 @@ class ShapedDriver:
         shadow: ShadowCost | None,
         *,
         event_driven: bool = True,
+        reforecaster: PrefixReforecaster | None = None,
     ) -> None:
         """``planned_s``: how long the planner took; ``shadow``: the cold start's shadow run;
-        ``event_driven``: skip the ticks the controller's ``quiet()`` promises change nothing."""
+        ``event_driven``: skip the ticks the controller's ``quiet()`` promises change nothing;
+        ``reforecaster``: the controller's re-forecast hook (every ``settings.every_s``)."""
         self.run = ctx.run
         self.start = initial
         self.plan = plan
@@ -354,6 +371,8 @@ class ShapedDriver:
         self.backend.current = initial
         self._controller: ShapingController | None = None
         self.event_driven = event_driven
+        self.reforecaster: Callable[[UsageSeries], Expectation | None] | None = reforecaster
+        self.reforecast_every_s = reforecaster.settings.every_s if reforecaster is not None else 0.0
         self.ticks = 0
         self._skipped: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # k0, times, mem, cpu
 
@@ -361,7 +380,7 @@ class ShapedDriver:
         return self.start
 
     def _make(self) -> ShapingController:
-        from airflow_predictive.core.shaping.controller import ShapingController
+        from airflow_predictive.core.shaping.controller import ControllerOptions, ShapingController
 
         handle = Handle(
             backend="sim",
@@ -378,6 +397,8 @@ class ShapedDriver:
             plan=self.plan,
             run_key=str(self.run.key),
             started_s=0.0,
+            reforecast=self.reforecaster,
+            options=ControllerOptions(reforecast_every_s=self.reforecast_every_s),
         )
 
     def next_wakeup(self, k: int, current: Limits) -> int:
@@ -432,6 +453,8 @@ class ShapedDriver:
             k0, times, mem, cpu = skipped
             count = k - 1 - k0  # ticks k0+1 .. k-1
             keep = times[:count] >= now_s - self._controller.settings.reclaim_after_s - 1.0
+            if self._controller.reforecast is not None:  # the re-forecast reads the whole prefix
+                keep = np.ones(count, dtype=bool)
             for s in np.flatnonzero(keep):
                 self._controller.observe(
                     float(times[s]), ResourceVector(cpu_cores=float(cpu[s]), memory_bytes=float(mem[s]))
@@ -466,3 +489,4 @@ if TYPE_CHECKING:
     from airflow_predictive.core.shaping.controller import ShapingController
     from airflow_predictive.core.shaping.expectation import ForecastExpectation
     from airflow_predictive.core.shaping.quiet import Quiet
+    from airflow_predictive.core.shaping.reforecast import PrefixReforecaster

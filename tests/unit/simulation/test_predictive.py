@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 from airflow_predictive.core.model.resources import GIB, Metric, ResourceVector
-from airflow_predictive.core.model.series import DemandCurve, Forecast
+from airflow_predictive.core.model.series import DemandCurve, Forecast, UsageSeries
+from airflow_predictive.core.profiler.prefix import PrefixPolicy
 from airflow_predictive.core.scheduling.planner import PlanSettings, plan_from_forecast
+from airflow_predictive.core.shaping.reforecast import ReforecastSettings
 from airflow_predictive.simulation.cluster import PoolSpec, replay
 from airflow_predictive.simulation.execution import SimSettings, run_try
 from airflow_predictive.simulation.forecasting import HeldOutForecasts
@@ -174,3 +178,66 @@ def test_event_driven_ticks_decide_exactly_what_ticking_every_second_decides(cur
     assert event.cpu_alloc == pytest.approx(per_second.cpu_alloc, rel=1e-12)
     assert per_second.resizes > 0  # the curve made the controller act
     assert ticks[1] < ticks[0] * 0.7, ticks  # and many seconds were skipped (a ramp ticks at each new peak)
+
+
+REFORECASTS = (
+    ReforecastSettings(30.0),  # the profiler's prefix policy: a prefix above the forecast raises it
+    ReforecastSettings(45.0, PrefixPolicy(shrink_down=1.0), keep_guard=False),  # follows it down too
+)
+
+
+@pytest.mark.parametrize(("curve", "variant"), [(c, v) for c in range(4) for v in range(2)])
+def test_event_driven_ticks_match_every_second_with_mid_run_re_forecasts(curve: int, variant: int) -> None:
+    """Re-forecast times are events of ``quiet()`` and the skipped samples reach the prefix: the
+    re-forecasts, and so every decision, are those of ticking every second."""
+    memory = _scripted_runs()[curve] * GIB
+    cpu = 1.0 + np.random.default_rng(curve).uniform(0, 1.5, memory.size)
+    f = forecast(np.concatenate([np.full(20, 1.5), np.full(20, 3.0), np.full(20, 1.2)]), cpu=1.2)
+    run = sim_run(memory, cpu)
+    results, calls = [], []
+    for event_driven in (False, True):
+        settings = PredictiveSettings(event_driven=event_driven, reforecast=REFORECASTS[variant])
+        policy = PredictivePolicy(held({0: f}), settings)
+        policy.prepare(workload(run), SETTINGS)
+        driver = policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE))
+        results.append(run_try(run, driver, SETTINGS))
+        hook = driver.reforecaster  # type: ignore[attr-defined]
+        calls.append(hook.calls)
+    per_second, event = results
+    assert calls[0] >= 2 and calls[1] == calls[0]  # every re-forecast happened both ways
+    assert event.changes == per_second.changes
+    assert (event.oom, event.steps) == (per_second.oom, per_second.steps)
+    assert event.memory_alloc == pytest.approx(per_second.memory_alloc, rel=1e-12)
+
+
+def test_the_re_forecast_reads_the_whole_observed_prefix_in_event_driven_mode() -> None:
+    """A peak early in the run moves the re-forecast: it must reach the prefix even when its ticks
+    were skipped (a prefix of the dwell window only would lose it and forecast the run lower)."""
+    memory = np.concatenate([np.full(30, 1.0), np.linspace(1.0, 3.0, 90), np.full(300, 1.0)]) * GIB
+    f = forecast(np.full(45, 1.5))
+    run = sim_run(memory)
+    seen: list[list[tuple[float, int, float]]] = []
+    for event_driven in (False, True):
+        settings = PredictiveSettings(event_driven=event_driven, reforecast=ReforecastSettings(60.0))
+        policy = PredictivePolicy(held({0: f}), settings)
+        policy.prepare(workload(run), SETTINGS)
+        driver = policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE))
+        hook = driver.reforecaster  # type: ignore[attr-defined]
+        calls: list[tuple[float, int, float]] = []
+
+        def recording(prefix: UsageSeries, hook: Any = hook, calls: list[Any] = calls) -> Any:
+            calls.append(
+                (float(prefix.times[-1]), len(prefix), float(np.max(prefix.get(Metric.MEMORY_BYTES))))
+            )
+            return hook(prefix)
+
+        driver.reforecaster = recording  # type: ignore[attr-defined]
+        assert not run_try(run, driver, SETTINGS).oom
+        ctrl = driver._controller  # type: ignore[attr-defined]
+        # the run reached 2x its median: the rest is forecast x 2 ** 0.5, though usage is back at 1 GiB
+        at_start = f.curve(Metric.MEMORY_BYTES).at(0.9)[-1]  # type: ignore[union-attr]
+        assert ctrl.expectation.predicted(Metric.MEMORY_BYTES, 415.0) == pytest.approx(at_start * 2**0.5)
+        seen.append(calls)
+    assert len(seen[0]) >= 5
+    assert seen[1] == seen[0]  # the same prefixes (length and peak) at the same times
+    assert seen[0][-1][2] == pytest.approx(3.0 * GIB)

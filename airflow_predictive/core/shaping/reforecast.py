@@ -1,0 +1,122 @@
+"""Mid-run re-forecast for the shaping loop: the at-start forecast conditioned on the observed prefix.
+
+Why: a forecast made before the try starts is all the shaping policy knows about the rest of the
+run; what the try has already used says more (a run above its forecast will not come back under
+it; a run well below it is, more often than not, a small run). ``PrefixReforecaster`` is the
+controller's ``reforecast`` hook (``ShapingController(reforecast=..., options=ControllerOptions(
+reforecast_every_s=...))``): called with the prefix the controller observed, it conditions the
+try's *at-start* forecast through the profiler's own prefix path
+(``core/profiler/prefix.condition_on_prefix``, numpy: what the product serves, no TensorFlow in a
+shaping loop) and returns the expectation the policy follows until the next re-forecast. It always
+starts from the at-start forecast, so re-forecasts never compound.
+
+Bounds (the re-forecast can move the band, never the floors):
+- the policy's own floors are untouched: a reclaim never goes below usage + the memory margin nor
+  below the dwell window's peak, whatever the re-forecast says;
+- ``keep_guard``: every other quantile the policy reads (the guard's median, the ratio guard's
+  reference) is the larger of the at-start and the re-forecast one, so the median-forecast guard
+  stays the floor against kills (a re-forecast can raise it, never lower it).
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from airflow_predictive.core.model.series import UsageSeries
+from airflow_predictive.core.profiler.prefix import PrefixPolicy, condition_on_prefix
+from airflow_predictive.core.shaping.expectation import ForecastExpectation
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from airflow_predictive.core.model.resources import Metric
+    from airflow_predictive.core.model.series import Forecast
+
+
+@dataclass(frozen=True)
+class ReforecastSettings:
+    """every_s: re-forecast this often while the try runs (0: never; the controller's
+    ``reforecast_every_s``). prefix: how much the prefix moves the forecast (the profiler's
+    ``PrefixPolicy``). keep_guard: the guard's quantiles never fall below the at-start forecast's."""
+
+    every_s: float = 0.0
+    prefix: PrefixPolicy = field(default_factory=PrefixPolicy)
+    keep_guard: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.every_s >= 0:
+            raise ValueError(f"every_s must be >= 0, got {self.every_s!r}")
+
+
+def from_start(prefix: UsageSeries) -> UsageSeries:
+    """``prefix`` starting at t = 0 (the run's start), so that its elapsed time is the run's: the
+    controller's first sample comes one tick after the start, and a long run's kept prefix has lost
+    its oldest samples. The added first sample repeats the first one (the peak is unchanged)."""
+    if len(prefix) == 0 or prefix.times[0] <= 0:
+        return prefix
+    times = np.concatenate([[0.0], prefix.times])
+    values = {m: np.concatenate([a[:1], a]) for m, a in prefix.values.items()}
+    return UsageSeries(times, values)
+
+
+class PrefixReforecaster:
+    """The controller's re-forecast hook over one try's at-start ``forecast`` (see the module)."""
+
+    def __init__(
+        self,
+        forecast: Forecast,
+        *,
+        quantile: float = 0.9,
+        quantiles: Mapping[Metric, float] | None = None,
+        settings: ReforecastSettings | None = None,
+    ) -> None:
+        self.forecast = forecast
+        self.quantile = quantile
+        self.quantiles = dict(quantiles or {})
+        self.settings = settings or ReforecastSettings()
+        self.at_start = ForecastExpectation(forecast, quantile=quantile, quantiles=self.quantiles)
+        self.calls = 0
+
+    def __call__(self, prefix: UsageSeries) -> ForecastExpectation | ReforecastExpectation:
+        self.calls += 1
+        fresh = ForecastExpectation(
+            condition_on_prefix(self.forecast, from_start(prefix), self.settings.prefix),
+            quantile=self.quantile,
+            quantiles=self.quantiles,
+        )
+        if not self.settings.keep_guard:
+            return fresh
+        return ReforecastExpectation(fresh, self.at_start)
+
+
+@dataclass(frozen=True)
+class ReforecastExpectation:
+    """The re-forecast's band quantile; any other quantile at least the at-start forecast's."""
+
+    fresh: ForecastExpectation
+    at_start: ForecastExpectation
+
+    def predicted(self, metric: Metric, t_s: float) -> float | None:
+        return self.fresh.predicted(metric, t_s)
+
+    def ahead(self, metric: Metric, t_s: float, horizon_s: float) -> float | None:
+        return self.fresh.ahead(metric, t_s, horizon_s)
+
+    def ahead_at(self, metric: Metric, t_s: float, horizon_s: float, quantile: float) -> float | None:
+        new = self.fresh.ahead_at(metric, t_s, horizon_s, quantile)
+        old = self.at_start.ahead_at(metric, t_s, horizon_s, quantile)
+        if new is None or old is None:
+            return old if new is None else new
+        return max(new, old)
+
+    def next_change_s(self, metric: Metric, t_s: float, horizons: tuple[float, ...] = ()) -> float:
+        return min(
+            self.fresh.next_change_s(metric, t_s, horizons),
+            self.at_start.next_change_s(metric, t_s, horizons),
+            math.inf,
+        )

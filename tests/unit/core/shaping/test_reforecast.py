@@ -1,0 +1,139 @@
+"""The mid-run re-forecast hook: the at-start forecast conditioned on the observed prefix, never
+compounding, the guard's quantiles never below the at-start forecast, and inside the controller a
+limit never below usage + the memory margin whatever the re-forecast says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from airflow_predictive.backends.fake import FakeBackend, ManualClock, curve_script
+from airflow_predictive.core.model.backend import Allocation, MemoryMargin, ProvisionSpec
+from airflow_predictive.core.model.resources import GIB, MIB, Metric, ResourceVector
+from airflow_predictive.core.model.series import DemandCurve, Forecast, UsageSeries
+from airflow_predictive.core.profiler.prefix import PrefixPolicy
+from airflow_predictive.core.shaping.controller import ControllerOptions, ShapingController
+from airflow_predictive.core.shaping.expectation import ForecastExpectation
+from airflow_predictive.core.shaping.policy import ShapingSettings
+from airflow_predictive.core.shaping.reforecast import (
+    PrefixReforecaster,
+    ReforecastExpectation,
+    ReforecastSettings,
+    from_start,
+)
+
+MEM = Metric.MEMORY_BYTES
+
+
+def _forecast(level_gib: float = 2.0, steps: int = 60, step_s: float = 10.0) -> Forecast:
+    mem = np.full(steps, level_gib * GIB)
+    curve = DemandCurve(MEM, step_s, {0.5: mem, 0.9: mem * 1.1, 0.99: mem * 1.2})
+    return Forecast({MEM: curve}, {0.5: steps * step_s, 0.9: steps * step_s}, "test")
+
+
+def _prefix(values_gib: list[float], start_s: float = 1.0) -> UsageSeries:
+    times = start_s + np.arange(len(values_gib), dtype=float)
+    return UsageSeries(times, {MEM: np.array(values_gib) * GIB})
+
+
+def test_a_prefix_above_the_forecast_raises_the_rest_of_the_run() -> None:
+    hook = PrefixReforecaster(_forecast(2.0))
+    before = hook.at_start.predicted(MEM, 200.0)
+    after = hook(_prefix([4.0] * 100)).predicted(MEM, 200.0)
+    assert before is not None and after is not None
+    assert after > before * 1.3  # the prefix at 2x the median moves the rest up (shrink 0.5: x1.41)
+    # without the prefix nothing moves: the re-forecast is the prefix's doing
+    assert hook(UsageSeries(np.zeros(0), {})).predicted(MEM, 200.0) == pytest.approx(before)
+
+
+def test_a_prefix_below_the_forecast_lowers_the_band_only_as_far_as_shrink_down_says() -> None:
+    low = _prefix([1.0] * 100)
+    kept = PrefixReforecaster(_forecast(2.0))(low).predicted(MEM, 400.0)
+    lowered = PrefixReforecaster(
+        _forecast(2.0), settings=ReforecastSettings(60, PrefixPolicy(shrink_down=1.0))
+    )(low).predicted(MEM, 400.0)
+    assert kept == pytest.approx(2.2 * GIB)  # the profiler's default: a low start says little
+    assert lowered == pytest.approx(1.1 * GIB)  # shrink_down 1: the run's level
+
+
+def test_re_forecasts_start_from_the_at_start_forecast_and_never_compound() -> None:
+    hook = PrefixReforecaster(_forecast(2.0))
+    prefix = _prefix([4.0] * 100)
+    first = hook(prefix).predicted(MEM, 300.0)
+    second = hook(prefix).predicted(MEM, 300.0)
+    assert first == pytest.approx(second)
+    assert hook.calls == 2
+
+
+def test_the_guards_quantiles_never_fall_below_the_at_start_forecast() -> None:
+    settings = ReforecastSettings(60, PrefixPolicy(shrink_down=1.0))
+    low = _prefix([0.5] * 100)
+    kept = PrefixReforecaster(_forecast(2.0), settings=settings)(low)
+    assert isinstance(kept, ReforecastExpectation)
+    assert kept.predicted(MEM, 400.0) == pytest.approx(0.55 * GIB)  # the band follows the prefix
+    assert kept.ahead_at(MEM, 400.0, 120.0, 0.5) == pytest.approx(2.0 * GIB)  # the guard does not
+    free = PrefixReforecaster(
+        _forecast(2.0), settings=ReforecastSettings(60, settings.prefix, keep_guard=False)
+    )
+    assert free(low).ahead_at(MEM, 400.0, 120.0, 0.5) == pytest.approx(0.5 * GIB)  # type: ignore[union-attr]
+
+
+def test_the_re_forecast_changes_when_either_forecast_does() -> None:
+    hook = PrefixReforecaster(_forecast(2.0))
+    fresh = hook(_prefix([4.0] * 100))
+    assert isinstance(fresh, ReforecastExpectation)
+    at_start = ForecastExpectation(_forecast(2.0), quantile=0.9)
+    # the at-start forecast is flat: every change comes from the re-forecast's persistence edge
+    assert at_start.next_change_s(MEM, 0.0) == np.inf
+    assert fresh.next_change_s(MEM, 100.0) < np.inf
+
+
+def test_a_kept_prefix_that_lost_its_start_still_counts_the_runs_elapsed_time() -> None:
+    """The controller keeps the last two hours of samples; a run past its forecast duration gets
+    at least elapsed x 1.1, the elapsed time being the run's, not the kept prefix's."""
+    truncated = _prefix([2.0] * 100, start_s=900.0)
+    shifted = from_start(truncated)
+    assert shifted.times[0] == 0.0 and shifted.times[-1] == truncated.times[-1]
+    assert float(np.max(shifted.get(MEM))) == float(np.max(truncated.get(MEM)))  # type: ignore[arg-type]
+    fresh = PrefixReforecaster(_forecast(2.0, steps=60))(truncated)  # 600 s forecast, 999 s run
+    assert isinstance(fresh, ReforecastExpectation)
+    assert fresh.fresh.forecast.duration_s[0.5] == pytest.approx(999.0 * 1.1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_re_forecast_never_lets_the_memory_limit_below_usage_plus_the_margin(seed: int) -> None:
+    """The most aggressive re-forecast (the band and the guard follow a low prefix all the way)
+    on random curves: after every tick the memory limit in force covers usage + margin."""
+    rng = np.random.default_rng(seed)
+    clock = ManualClock()
+    backend = FakeBackend(clock)
+    points = np.cumsum(rng.uniform(-150, 150, 40)) + 900
+    values = np.clip(points, 100, 3000)
+    times = [10.0 * i for i in range(values.size)]
+    backend.add_script("t", curve_script(times, {MEM: [float(v) * MIB for v in values]}))
+    handle = backend.provision(
+        ProvisionSpec("t"),
+        Allocation(ResourceVector(memory_bytes=3 * GIB), ResourceVector(memory_bytes=3 * GIB)),
+    )
+    settings = ReforecastSettings(20, PrefixPolicy(shrink_down=1.0), keep_guard=False)
+    ctrl = ShapingController(
+        backend,
+        handle,
+        ShapingSettings(metrics=(MEM,), shrink_cooldown_s=10, reclaim_after_s=5),
+        clock=clock,
+        expectation=ForecastExpectation(_forecast(2.5, steps=40), quantile=0.9),
+        reforecast=PrefixReforecaster(_forecast(2.5, steps=40), settings=settings),
+        options=ControllerOptions(reforecast_every_s=settings.every_s),
+    )
+    margin = MemoryMargin()
+    reclaims = 0
+    for _ in range(int(times[-1]) - 5):
+        report = ctrl.tick()
+        usage = backend.usage(handle)
+        limit = ctrl.allocation.limits.memory_bytes
+        if usage is not None and usage.memory_bytes is not None and limit is not None:
+            assert limit >= margin.floor(usage.memory_bytes) - 1.0
+        reclaims += sum(1 for d in report.decisions if d.action.value == "reclaim" and d.wants_change)
+        clock.advance(1.0)
+    assert reclaims > 0  # the re-forecast made the controller reclaim
+    assert isinstance(ctrl.expectation, ForecastExpectation)  # re-forecast (keep_guard off: plain)
