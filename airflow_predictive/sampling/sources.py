@@ -5,6 +5,9 @@ that left the tree) comes first and the process tree fills what a cgroup cannot 
 GPU). The cgroup adapter lives in ``backends.cgroups.usage`` and is imported only when a cgroup is
 asked for, so the sidecar starts fast and works where that backend is absent.
 
+Memory access patterns (anonymous vs file-backed memory; ``sampling.memstat``) come from the
+cgroup's ``memory.stat`` when there is a cgroup, else from /proc of the tree's processes.
+
 Nothing here may raise into the sampler loop once built; building may raise ``TargetGone``.
 """
 
@@ -17,10 +20,11 @@ import psutil
 
 from airflow_predictive.core.model.resources import Metric, ResourceVector
 from airflow_predictive.sampling.gpu import build_gpu
+from airflow_predictive.sampling.memstat import CgroupMemoryPattern, MemoryPattern, ProcMemoryPattern
 from airflow_predictive.sampling.process_tree import ProcessTreeSource
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Callable, Collection
 
     from airflow_predictive.core.ports import Clock, UsageSource
 
@@ -31,12 +35,45 @@ class TargetGone(RuntimeError):
     """The process to sample does not exist (any more)."""
 
 
+def with_pattern(reading: ResourceVector, read: Callable[[], MemoryPattern]) -> ResourceVector:
+    """``reading`` with the anon / file memory ``read()`` returns (a failing read: both absent)."""
+    try:
+        pattern = read()
+    except Exception as exc:  # never into the task path: the pattern is absent for this tick
+        log.debug("predictive sampler: cannot read the memory pattern (%s)", exc)
+        pattern = MemoryPattern()
+    return reading.with_value(Metric.MEMORY_ANON_BYTES, pattern.anon_bytes).with_value(
+        Metric.MEMORY_FILE_BYTES, pattern.file_bytes
+    )
+
+
+class PatternTreeSource(ProcessTreeSource):
+    """A process tree whose readings also carry anon / file memory summed from /proc."""
+
+    def __init__(self, pid: int, **kwargs: Any) -> None:
+        super().__init__(pid, **kwargs)
+        self._pattern = ProcMemoryPattern()
+
+    def read(self) -> ResourceVector | None:
+        reading = super().read()
+        if reading is None:
+            return None
+        return with_pattern(reading, lambda: self._pattern.read(self.pids))
+
+
 class CombinedSource:
     """Values of ``primary``; metrics it leaves absent come from ``tree``. Gone when either is."""
 
-    def __init__(self, primary: UsageSource, tree: ProcessTreeSource) -> None:
+    def __init__(
+        self,
+        primary: UsageSource,
+        tree: ProcessTreeSource,
+        *,
+        memory: CgroupMemoryPattern | None = None,
+    ) -> None:
         self.primary = primary
         self.tree = tree
+        self.memory = memory
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -47,9 +84,10 @@ class CombinedSource:
         second = self.tree.read()
         if first is None or second is None:
             return None
-        return ResourceVector.lenient(
+        merged = ResourceVector.lenient(
             {m: first.get(m) if first.get(m) is not None else second.get(m) for m in Metric}
         )
+        return merged if self.memory is None else with_pattern(merged, self.memory.read)
 
     def oom_killed(self) -> bool:
         return source_oom_killed(self.primary)
@@ -86,6 +124,16 @@ def _cgroup_source(ref: str, clock: Clock | None) -> UsageSource:
     return source
 
 
+def cgroup_memory_pattern(ref: str) -> CgroupMemoryPattern | None:
+    """The memory.stat reader of the cgroup named by ``ref`` (None without a memory folder)."""
+    from airflow_predictive.backends.cgroups.group import group_from_ref
+
+    group = group_from_ref(ref)
+    v2 = "unified" in group.dirs
+    folder = group.dirs.get("unified" if v2 else "memory")
+    return None if folder is None else CgroupMemoryPattern(folder, v2=v2)
+
+
 def build_source(
     pid: int,
     *,
@@ -96,17 +144,23 @@ def build_source(
 ) -> ProcessTreeSource | CombinedSource:
     """The source for the sidecar's command line; raises TargetGone when ``pid`` does not exist.
     ``exclude``: processes never counted (the sidecar itself and its children)."""
+    gpu = build_gpu(gpu_mode)
     try:
-        tree = ProcessTreeSource(pid, clock=clock, gpu=build_gpu(gpu_mode), exclude=exclude)
+        if not cgroup:
+            return PatternTreeSource(pid, clock=clock, gpu=gpu, exclude=exclude)
+        tree = ProcessTreeSource(pid, clock=clock, gpu=gpu, exclude=exclude)
     except psutil.NoSuchProcess as exc:
         raise TargetGone(f"process {pid} does not exist") from exc
-    if not cgroup:
-        return tree
     try:
         primary = _cgroup_source(cgroup, clock)
+        memory = cgroup_memory_pattern(cgroup)
     except Exception as exc:  # backend missing, cgroup not readable: the tree still measures
         log.warning(
             "predictive sampler: cannot read cgroup %s (%s); sampling the process tree instead", cgroup, exc
         )
-        return tree
-    return CombinedSource(primary, tree)
+        tree.close()
+        try:
+            return PatternTreeSource(pid, clock=clock, gpu=gpu, exclude=exclude)
+        except psutil.NoSuchProcess as exc2:
+            raise TargetGone(f"process {pid} does not exist") from exc2
+    return CombinedSource(primary, tree, memory=memory)

@@ -1,8 +1,9 @@
 """Resource metrics, their units, and the ResourceVector that carries one value per metric.
 
 Five dimensions (CPU, memory, disk I/O, network, GPU) are measured through eight metrics with
-explicit units. A metric that was not measured is ``None`` (absent), never zero: a task on a host
-without a GPU has no GPU reading, which is different from a GPU that sat idle.
+explicit units, plus two that say what the memory is made of (anonymous vs file-backed). A metric
+that was not measured is ``None`` (absent), never zero: a task on a host without a GPU has no GPU
+reading, which is different from a GPU that sat idle.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class Metric(StrEnum):
     NET_TX_BPS = "net_tx_bps"
     GPU_UTIL = "gpu_util"
     GPU_MEMORY_BYTES = "gpu_memory_bytes"
+    # memory access patterns (issue 13 item 5, sampling/memstat.py): what the memory is made of,
+    # usage only (not resources one allocates on their own). Page-fault rates were measured and
+    # dropped: docs/benchmarks/profiler_memstat.md
+    MEMORY_ANON_BYTES = "memory_anon_bytes"
+    MEMORY_FILE_BYTES = "memory_file_bytes"
 
     @property
     def dimension(self) -> Dimension:
@@ -63,6 +69,8 @@ _DIMENSION: dict[Metric, Dimension] = {
     Metric.NET_TX_BPS: Dimension.NETWORK,
     Metric.GPU_UTIL: Dimension.GPU,
     Metric.GPU_MEMORY_BYTES: Dimension.GPU,
+    Metric.MEMORY_ANON_BYTES: Dimension.MEMORY,
+    Metric.MEMORY_FILE_BYTES: Dimension.MEMORY,
 }
 _UNIT: dict[Metric, Unit] = {
     Metric.CPU_CORES: Unit.CORES,
@@ -73,6 +81,8 @@ _UNIT: dict[Metric, Unit] = {
     Metric.NET_TX_BPS: Unit.BYTES_PER_SECOND,
     Metric.GPU_UTIL: Unit.FRACTION,
     Metric.GPU_MEMORY_BYTES: Unit.BYTES,
+    Metric.MEMORY_ANON_BYTES: Unit.BYTES,
+    Metric.MEMORY_FILE_BYTES: Unit.BYTES,
 }
 
 
@@ -99,6 +109,8 @@ class ResourceVector:
     net_rx_bps, net_tx_bps: network traffic in bytes per second.
     gpu_util: GPU utilisation summed over devices (1.0 = one device fully busy).
     gpu_memory_bytes: GPU memory in bytes, summed over devices.
+    memory_anon_bytes: anonymous memory + shmem (cannot be dropped without swap), usage only.
+    memory_file_bytes: page cache minus shmem (file-backed, reclaimable), usage only.
     """
 
     cpu_cores: float | None = None
@@ -109,6 +121,8 @@ class ResourceVector:
     net_tx_bps: float | None = None
     gpu_util: float | None = None
     gpu_memory_bytes: float | None = None
+    memory_anon_bytes: float | None = None
+    memory_file_bytes: float | None = None
 
     def __post_init__(self) -> None:
         for metric in Metric:
