@@ -21,6 +21,7 @@ run $PY bench/ui_bench.py
 run $PY bench/scheduler_bench.py --pg-url "${AIRFLOW_PREDICTIVE_TEST_PG_URL:-$(bash scripts/pg.sh url 2>/dev/null)}"
 export AIRFLOW_PREDICTIVE_TEST_PG_URL="${AIRFLOW_PREDICTIVE_TEST_PG_URL:-$(bash scripts/pg.sh url 2>/dev/null)}"
 run $PY bench/oom_record_bench.py
+run $PY bench/profiler_memstat.py
 run $PY bench/shadow_lookup_bench.py
 if [ -d "$DATA" ]; then
   run $PY bench/profiler_bench.py --data "$DATA"

@@ -90,6 +90,11 @@ def render(store: SqlRunStore, key: TaskKey, limit: int, as_json: bool) -> str:
             lines.append(
                 f"    {curve_summary(store.series(run.run_pk), peak_word='sampled max')}  ({run.n_samples} samples)"
             )
+        if run.peak.memory_anon_bytes is not None or run.peak.memory_file_bytes is not None:
+            lines.append(  # what the memory was made of (docs/recording.md): anon cannot be reclaimed
+                f"    memory peaks: anon {_gib(run.peak.memory_anon_bytes)} GiB, "
+                f"file (page cache) {_gib(run.peak.memory_file_bytes)} GiB"
+            )
         if run.note:
             lines.append(f"    note: {run.note}")
     return "\n".join(lines)

@@ -75,3 +75,16 @@ def test_history_json_carries_the_curve(run_store: SqlRunStore) -> None:
 
 def test_unknown_task_says_so(run_store: SqlRunStore) -> None:
     assert render(run_store, TaskKey("x", "y"), limit=5, as_json=False) == "no recorded runs for x.y"
+
+
+def test_history_shows_what_the_memory_peak_was_made_of_when_recorded(run_store: SqlRunStore) -> None:
+    pk = run_store.upsert_run(
+        RunRecord(RunIdentity(KEY, "pat", 1, RunSource.LISTENER), start=T0, outcome=Outcome.SUCCESS)
+    )
+    peak = ResourceVector(memory_bytes=1024 * MIB, memory_anon_bytes=256 * MIB, memory_file_bytes=768 * MIB)
+    run_store.finish_run(pk, outcome=Outcome.SUCCESS, end=T0, peak=peak)
+    text = render(run_store, KEY, limit=10, as_json=False)
+    assert "memory peaks: anon 0.25 GiB, file (page cache) 0.75 GiB" in text
+    assert json.loads(render(run_store, KEY, limit=10, as_json=True))["runs"][0]["peak"][
+        "memory_anon_bytes"
+    ] == (256 * MIB)
