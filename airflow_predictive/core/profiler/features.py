@@ -9,7 +9,6 @@ missing flag in feature vectors) so that callers can fall back explicitly.
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,17 +80,21 @@ def clean_array(metric: Metric, values: np.ndarray) -> np.ndarray:
     return out
 
 
-# Peaks of finished runs, per run object (runs are immutable; forecasting 100 tasks with 50 earlier
-# runs each would otherwise rescan 5,000 series per call). Weak keys: no run is kept alive here.
-_PEAKS: weakref.WeakKeyDictionary[RunExample, dict[Metric, float | None]] = weakref.WeakKeyDictionary()
+# Peaks, durations and input sizes of finished runs are memoised on the run (``RunExample.facts``):
+# runs are immutable, and forecasting 100 tasks with 50 earlier runs each would otherwise rescan
+# 5,000 series (and re-parse 5,000 feature maps) per call.
+_DURATION = "duration"
+_SIZE = "input_size"
 
 
 def example_peak(example: RunExample, metric: Metric) -> float | None:
     """Peak of one finished run: from its series when it has one, else from its record."""
-    cached = _PEAKS.setdefault(example, {})
-    if metric not in cached:
-        cached[metric] = _example_peak(example, metric)
-    return cached[metric]
+    facts = example.facts
+    try:
+        return facts[metric]
+    except KeyError:
+        value = facts[metric] = _example_peak(example, metric)
+        return value
 
 
 def _example_peak(example: RunExample, metric: Metric) -> float | None:
@@ -106,6 +109,15 @@ def _example_peak(example: RunExample, metric: Metric) -> float | None:
 
 def example_duration(example: RunExample) -> float | None:
     """Duration in seconds: the record's start/end, else the series span; None when unknown or absurd."""
+    facts = example.facts
+    try:
+        return facts[_DURATION]
+    except KeyError:
+        value = facts[_DURATION] = _example_duration(example)
+        return value
+
+
+def _example_duration(example: RunExample) -> float | None:
     d = example.record.duration_s
     if (d is None or d <= 0) and example.series is not None and len(example.series) > 1:
         d = example.series.duration_s
@@ -114,15 +126,117 @@ def example_duration(example: RunExample) -> float | None:
     return float(d)
 
 
+def example_input_size(example: RunExample) -> float | None:
+    """``input_size`` of the run's recorded features (memoised on the run)."""
+    facts = example.facts
+    try:
+        return facts[_SIZE]
+    except KeyError:
+        value = facts[_SIZE] = input_size(example.record.features)
+        return value
+
+
+class HistoryColumns:
+    """Per-run numbers of one history as read-only arrays, oldest first, NaN where unknown.
+
+    Built once per history object (``history_columns``) and shared by every estimator asked about
+    it: baselines, the scaled curve and the LSTM's encoder read the same columns instead of each
+    walking the runs again.
+    """
+
+    __slots__ = ("_cache", "history")
+
+    def __init__(self, history: Sequence[RunExample]) -> None:
+        self.history = history
+        self._cache: dict[object, np.ndarray] = {}
+
+    def _column(self, key: object, values: list[float | None]) -> np.ndarray:
+        arr = np.array([math.nan if v is None else v for v in values], dtype=float)
+        arr.flags.writeable = False
+        self._cache[key] = arr
+        return arr
+
+    def peaks(self, metric: Metric) -> np.ndarray:
+        got = self._cache.get(metric)
+        return got if got is not None else self._column(metric, [example_peak(e, metric) for e in self.history])
+
+    def durations(self) -> np.ndarray:
+        got = self._cache.get(_DURATION)
+        return got if got is not None else self._column(_DURATION, [example_duration(e) for e in self.history])
+
+    def sizes(self) -> np.ndarray:
+        got = self._cache.get(_SIZE)
+        return got if got is not None else self._column(_SIZE, [example_input_size(e) for e in self.history])
+
+    def sizes_known(self) -> np.ndarray:
+        """``sizes`` with 0 as unknown too (the ``input_size(...) or nan`` of the scaled curve)."""
+        got = self._cache.get("sizes_known")
+        if got is None:
+            sizes = self.sizes()
+            got = np.where(sizes == 0, math.nan, sizes)
+            got.flags.writeable = False
+            self._cache["sizes_known"] = got
+        return got
+
+
+# The columns of the last histories asked about, by object identity (the entry holds the history,
+# so its id cannot be reused while cached; a history whose length or newest run changed is rebuilt).
+_COLUMNS: dict[int, tuple[Sequence[RunExample], int, RunExample | None, HistoryColumns]] = {}
+_COLUMNS_KEPT = 64
+
+
+def history_columns(history: Sequence[RunExample]) -> HistoryColumns:
+    n = len(history)
+    last = history[-1] if n else None
+    hit = _COLUMNS.get(id(history))
+    if hit is not None and hit[0] is history and hit[1] == n and hit[2] is last:
+        return hit[3]
+    cols = HistoryColumns(history)
+    if len(_COLUMNS) >= _COLUMNS_KEPT:
+        _COLUMNS.pop(next(iter(_COLUMNS)), None)
+    _COLUMNS[id(history)] = (history, n, last, cols)
+    return cols
+
+
 def history_peaks(history: Sequence[RunExample], metric: Metric) -> np.ndarray:
     """Plausible peaks of ``metric`` over the history, oldest first (runs without one are left out)."""
-    peaks = [example_peak(e, metric) for e in history]
-    return np.array([p for p in peaks if p is not None], dtype=float)
+    peaks = history_columns(history).peaks(metric)
+    return peaks[~np.isnan(peaks)]
 
 
 def history_durations(history: Sequence[RunExample]) -> np.ndarray:
-    durations = [example_duration(e) for e in history]
-    return np.array([d for d in durations if d is not None], dtype=float)
+    durations = history_columns(history).durations()
+    return durations[~np.isnan(durations)]
+
+
+def quantile(values: np.ndarray, q: float) -> float:
+    """``np.quantile(values, q)`` (linear method), bit for bit, at a fraction of its overhead.
+
+    Forecasts ask for a few quantiles of short arrays thousands of times (spreads, residuals);
+    np.quantile's generic machinery costs ~0.1 ms a call there. Non-finite input, or an empty
+    array, goes to numpy itself (same result, same error).
+    """
+    n = values.size
+    if n == 0 or not (0.0 <= q <= 1.0) or not np.isfinite(values).all():
+        return float(np.quantile(values, q))
+    ordered = np.sort(values, axis=None).tolist()
+    virtual = (n - 1) * q
+    if virtual >= n - 1:
+        return float(ordered[-1])
+    i = math.floor(virtual)
+    a, b, t = ordered[i], ordered[i + 1], virtual - i
+    diff = b - a
+    return float(b - diff * (1 - t) if t >= 0.5 else a + diff * t)
+
+
+def median(values: np.ndarray) -> float:
+    """``np.median(values)``, bit for bit (see ``quantile``)."""
+    n = values.size
+    if n == 0 or not np.isfinite(values).all():
+        return float(np.median(values))
+    ordered = np.sort(values, axis=None).tolist()
+    half = n // 2
+    return float(ordered[half] if n % 2 else (ordered[half - 1] + ordered[half]) / 2)
 
 
 def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
@@ -166,21 +280,22 @@ def summarise_history(
     history: Sequence[RunExample], features: Mapping[str, FeatureValue], metrics: Sequence[Metric]
 ) -> HistorySummary:
     size = input_size(features)
-    sizes = np.array([_nan_if_none(input_size(e.record.features)) for e in history])
+    cols = history_columns(history)
+    sizes = cols.sizes()
     median_size = float(np.nanmedian(sizes)) if np.any(np.isfinite(sizes)) else math.nan
     med: dict[Metric, float] = {}
     last: dict[Metric, float] = {}
     top: dict[Metric, float] = {}
     lin: dict[Metric, float] = {}
     for metric in metrics:
-        peaks = np.array([_nan_if_none(example_peak(e, metric)) for e in history])
+        peaks = cols.peaks(metric)
         finite = peaks[np.isfinite(peaks)]
-        med[metric] = float(np.median(finite)) if finite.size else math.nan
+        med[metric] = median(finite) if finite.size else math.nan
         last[metric] = float(finite[-1]) if finite.size else math.nan
         top[metric] = float(finite.max()) if finite.size else math.nan
         fit = linear_fit(sizes, peaks) if size is not None else None
         lin[metric] = max(fit[0] + fit[1] * size, 0.0) if fit is not None and size is not None else math.nan
-    durations = np.array([_nan_if_none(example_duration(e)) for e in history])
+    durations = cols.durations()
     finite_d = durations[np.isfinite(durations)]
     fit_d = linear_fit(sizes, durations) if size is not None else None
     return HistorySummary(
@@ -189,7 +304,7 @@ def summarise_history(
         peak_last=last,
         peak_max=top,
         peak_linear=lin,
-        duration_median=float(np.median(finite_d)) if finite_d.size else math.nan,
+        duration_median=median(finite_d) if finite_d.size else math.nan,
         duration_last=float(finite_d[-1]) if finite_d.size else math.nan,
         duration_linear=(
             max(fit_d[0] + fit_d[1] * size, 0.0) if fit_d is not None and size is not None else math.nan

@@ -29,10 +29,13 @@ from airflow_predictive.core.profiler.features import (
     clean_array,
     example_duration,
     example_peak,
+    history_columns,
     history_durations,
     history_peaks,
     input_size,
     linear_fit,
+    median,
+    quantile,
 )
 
 if TYPE_CHECKING:
@@ -72,7 +75,7 @@ def spread(ratios: np.ndarray) -> dict[float, float]:
     for q in QUANTILES:
         if q == 0.5:
             continue
-        emp = float(np.quantile(ratios, q)) if n else 1.0
+        emp = quantile(ratios, q) if n else 1.0
         if q >= 0.99 and n:
             emp = max(emp, float(ratios.max()))
         weight = max(0, min(n, MIN_RUNS_FOR_SPREAD) - 1) / (MIN_RUNS_FOR_SPREAD - 1)
@@ -85,7 +88,7 @@ def duration_quantiles(history: Sequence[RunExample]) -> dict[float, float]:
     d = history_durations(history)
     if not d.size:
         return {}
-    center = float(np.median(d))
+    center = median(d)
     if center <= 0:
         return {}
     return {q: center * f for q, f in spread(d / center).items()}
@@ -214,7 +217,7 @@ class MedianPeak(ConfiguredEstimator):
             peaks = history_peaks(query.history, metric)
             if not peaks.size:
                 continue
-            center = float(np.median(peaks))
+            center = median(peaks)
             ratios = peaks / center if center > 0 else np.ones(peaks.size)
             levels[metric] = {q: center * f for q, f in spread(ratios).items()}
         return flat_forecast(self.name, levels, duration_quantiles(query.history), self.step_s)
@@ -234,18 +237,17 @@ class LinearInputSize(ConfiguredEstimator):
     def predict(self, query: ForecastQuery) -> Forecast:
         _require_history(self.name, query)
         size = input_size(query.features)
-        sizes = np.array(
-            [np.nan if (s := input_size(e.record.features)) is None else s for e in query.history]
-        )
+        cols = history_columns(query.history)
+        sizes = cols.sizes()
         levels: dict[Metric, dict[float, float]] = {}
         for metric in _wanted(query):
-            peaks = np.array([np.nan if (p := example_peak(e, metric)) is None else p for e in query.history])
+            peaks = cols.peaks(metric)
             if not np.any(np.isfinite(peaks)):
                 continue
             fitted = linear_fit(sizes, peaks) if size is not None else None
             levels[metric] = _linear_levels(fitted, size, sizes, peaks)
         duration = duration_quantiles(query.history)
-        durations = np.array([np.nan if (d := example_duration(e)) is None else d for e in query.history])
+        durations = cols.durations()
         fitted_d = linear_fit(sizes, durations) if size is not None else None
         if fitted_d is not None and duration:
             duration = _linear_levels(fitted_d, size, sizes, durations)
@@ -257,7 +259,7 @@ def _linear_levels(
 ) -> dict[float, float]:
     finite = y[np.isfinite(y)]
     if fitted is None or size is None:
-        center = float(np.median(finite))
+        center = median(finite)
         ratios = finite / center if center > 0 else np.ones(finite.size)
         return {q: center * f for q, f in spread(ratios).items()}
     a, b = fitted
@@ -267,7 +269,7 @@ def _linear_levels(
     out = {0.5: center}
     for q in QUANTILES:
         if q != 0.5:
-            out[q] = center + max(0.0, float(np.quantile(residuals, q)))
+            out[q] = center + max(0.0, quantile(residuals, q))
     if residuals.size < MIN_RUNS_FOR_SPREAD:  # two or three points fit any line: widen
         out = {q: max(v, center * DEFAULT_SPREAD[q]) for q, v in out.items()}
     return out
@@ -288,7 +290,7 @@ class VpaStyle(ConfiguredEstimator):
         for metric in _wanted(query):
             peaks = history_peaks(query.history, metric)
             if peaks.size:
-                value = float(np.quantile(peaks, self.percentile)) * (1 + self.margin)
+                value = quantile(peaks, self.percentile) * (1 + self.margin)
                 levels[metric] = dict.fromkeys(QUANTILES, value)
         return flat_forecast(self.name, levels, duration_quantiles(query.history), self.step_s)
 

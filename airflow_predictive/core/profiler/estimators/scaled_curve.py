@@ -38,8 +38,11 @@ from airflow_predictive.core.profiler.estimators.baselines import (
 from airflow_predictive.core.profiler.features import (
     example_duration,
     example_peak,
+    history_columns,
+    history_peaks,
     input_size,
     linear_fit,
+    median,
     reference,
 )
 from airflow_predictive.core.profiler.windows import timeline_targets
@@ -73,20 +76,20 @@ def level_for(
     if not ok.any():
         return None
     v, s = values[ok], sizes[ok]
-    med = float(np.median(v[-recent:]))
+    med = median(v[-recent:])
     if size is None or not math.isfinite(size) or size <= 0:
         return LevelGuess(med, "median")
     fit = linear_fit(s, v)
     if fit is not None:
         lin = max(fit[0] + fit[1] * size, 0.0)
-        chosen = reference(float(np.median(v)), lin, int(v.size))
+        chosen = reference(median(v), lin, int(v.size))
         if chosen == lin and chosen > 0:
             return LevelGuess(lin, "linear")
     s_recent = s[-recent:]
     known = s_recent[np.isfinite(s_recent) & (s_recent > 0)]
     if not known.size:
         return LevelGuess(med, "median")
-    ratio = float(np.clip(size / float(np.median(known)), 1 / 50, 50))
+    ratio = float(np.clip(size / median(known), 1 / 50, 50))
     return LevelGuess(med * ratio**elasticity, "scaled")
 
 
@@ -153,8 +156,8 @@ class ScaledCurve:
     def _peak(
         self, history: Sequence[RunExample], features: Mapping[str, Any], metric: Metric
     ) -> LevelGuess | None:
-        sizes = np.array([input_size(e.record.features) or np.nan for e in history])
-        peaks = np.array([_value(e, metric) for e in history])
+        cols = history_columns(history)
+        sizes, peaks = cols.sizes_known(), cols.peaks(metric)
         return level_for(sizes, peaks, input_size(features), self.elasticity.get(metric.value, 0.0))
 
     def _factors(self, metric: Metric, history: Sequence[RunExample], guess: float) -> dict[float, float]:
@@ -166,7 +169,7 @@ class ScaledCurve:
             if learned
             else {q: DEFAULT_SPREAD[q] for q in QUANTILES if q > 0.5}
         )
-        peaks = np.array([p for e in history if (p := example_peak(e, metric)) is not None])
+        peaks = history_peaks(history, metric)
         own = spread(peaks / guess) if peaks.size and guess > 0 else {}
         w = min(len(history), 2 * MIN_RUNS_FOR_SPREAD) / (2 * MIN_RUNS_FOR_SPREAD)
         return {0.5: 1.0, **{q: max(1.0, w * own.get(q, f) + (1 - w) * f) for q, f in pooled.items()}}
@@ -208,8 +211,8 @@ class ScaledCurve:
     def _duration(
         self, history: Sequence[RunExample], features: Mapping[str, Any]
     ) -> dict[float, float] | None:
-        sizes = np.array([input_size(e.record.features) or np.nan for e in history])
-        durations = np.array([np.nan if (d := example_duration(e)) is None else d for e in history])
+        cols = history_columns(history)
+        sizes, durations = cols.sizes_known(), cols.durations()
         guess = level_for(sizes, durations, input_size(features), self.elasticity.get("duration", 0.0))
         if guess is None or guess.value <= 0:
             return None
