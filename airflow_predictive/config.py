@@ -283,6 +283,16 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "float",
         "1.0",
     ),
+    "shaping_reforecast_interval": _opt(
+        "Seconds between two mid-run re-forecasts of a shaped task that has a forecast: the task's "
+        "at-start forecast conditioned on the usage it has shown so far (the profiler's prefix "
+        "path, numpy only), which the shaping policy then follows; the guard never drops below the "
+        "at-start forecast's. 0: never (the default: see docs/shaping.md#mid-run-re-forecast for "
+        "the measurement behind it).",
+        "float",
+        "0",
+        "60",
+    ),
     "node_pools": _opt(
         "Wire node pools (Karpenter NodePools, cluster-autoscaler node groups) into the "
         "PredictiveKubernetesExecutor: task pods are steered (nodeSelector) to the cheapest pool one "
@@ -611,6 +621,20 @@ def plan_min_step() -> float:
 @_reader
 def local_shaping_interval() -> float:
     return _positive_float("local_shaping_interval")
+
+
+@_reader
+def shaping_reforecast_interval() -> float:
+    raw = _raw("shaping_reforecast_interval")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidConfig(
+            f"[{SECTION}] shaping_reforecast_interval must be a number, got {raw!r}"
+        ) from None
+    if not 0 <= value < float("inf"):
+        raise InvalidConfig(f"[{SECTION}] shaping_reforecast_interval must be >= 0, got {raw!r}")
+    return value
 
 
 @_reader

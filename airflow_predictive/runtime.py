@@ -327,7 +327,31 @@ class Runtime:
         kwargs.setdefault("events", self.shaping_events())
         if kwargs.get("reservation_id"):
             kwargs.setdefault("ledger", self.ledger())
+        if "reforecast" not in kwargs:
+            kwargs.update(self.shaping_reforecast(kwargs.get("expectation"), kwargs.get("options")))
         return ShapingController(backend, handle, settings or ShapingSettings(), **kwargs)
+
+    def shaping_reforecast(self, expectation: object, options: Any) -> dict[str, Any]:
+        """The controller's mid-run re-forecast (``core/shaping/reforecast.py``) when
+        ``shaping_reforecast_interval`` > 0 and it shapes along an at-start forecast; an invalid option
+        is logged and the task is shaped without it."""
+        from dataclasses import replace
+
+        from airflow_predictive.core.shaping.controller import ControllerOptions
+        from airflow_predictive.core.shaping.reforecast import PrefixReforecaster, ReforecastSettings
+
+        try:
+            every = config.shaping_reforecast_interval()
+        except InvalidConfig as exc:
+            log.warning("shaping without mid-run re-forecasts: %s", exc)
+            return {}
+        hook = PrefixReforecaster.following(expectation, ReforecastSettings(every))
+        if hook is None:
+            return {}
+        return {
+            "reforecast": hook,
+            "options": replace(options or ControllerOptions(), reforecast_every_s=every),
+        }
 
     # -- scheduler (issue 10): the shared ledger, the decision log, the local pool's settings ------
 

@@ -191,3 +191,39 @@ def test_importing_runtime_and_asking_for_forecasts_loads_no_heavy_module(tmp_pa
     )
     env = {"AIRFLOW__PREDICTIVE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'x.db'}", "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def _shaper_along_a_forecast() -> object:
+    import numpy as np
+
+    from airflow_predictive.backends.fake import FakeBackend, ManualClock, ramp_script
+    from airflow_predictive.core.model.backend import Allocation, ProvisionSpec
+    from airflow_predictive.core.model.resources import Metric
+    from airflow_predictive.core.model.series import DemandCurve, Forecast
+    from airflow_predictive.core.shaping.expectation import ForecastExpectation
+
+    clock = ManualClock()
+    backend = FakeBackend(clock)
+    backend.add_script("t", ramp_script(300, 0.5, 60))
+    handle = backend.provision(ProvisionSpec("t"), Allocation(limits=ResourceVector(memory_bytes=400 * MIB)))
+    mem = np.full(10, 300 * MIB)
+    f = Forecast({Metric.MEMORY_BYTES: DemandCurve(Metric.MEMORY_BYTES, 10.0, {0.5: mem, 0.9: mem})}, {}, "t")
+    return runtime.get_runtime().shaper(
+        backend, handle, expectation=ForecastExpectation(f), clock=clock, events=None
+    )
+
+
+def test_the_shaper_re_forecasts_mid_run_when_the_interval_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_predictive.core.shaping.reforecast import PrefixReforecaster
+
+    off = _shaper_along_a_forecast()
+    assert off.reforecast is None  # type: ignore[attr-defined]  # the default: never
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__SHAPING_REFORECAST_INTERVAL", "30")
+    runtime.reset_runtime()
+    on = _shaper_along_a_forecast()
+    assert isinstance(on.reforecast, PrefixReforecaster)  # type: ignore[attr-defined]
+    assert on.options.reforecast_every_s == 30.0  # type: ignore[attr-defined]
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__SHAPING_REFORECAST_INTERVAL", "-1")
+    runtime.reset_runtime()
+    bad = _shaper_along_a_forecast()  # logged; shaped without re-forecasts
+    assert bad.reforecast is None  # type: ignore[attr-defined]

@@ -82,6 +82,23 @@ class PrefixReforecaster:
         self.at_start = ForecastExpectation(forecast, quantile=quantile, quantiles=self.quantiles)
         self.calls = 0
 
+    @classmethod
+    def following(cls, expectation: object, settings: ReforecastSettings) -> PrefixReforecaster | None:
+        """The hook for a controller shaping along ``expectation`` (None: re-forecast off, or an
+        expectation that is not an at-start forecast's, so there is nothing to condition)."""
+        if (
+            settings.every_s <= 0
+            or not isinstance(expectation, ForecastExpectation)
+            or expectation.offset_s != 0
+        ):
+            return None
+        return cls(
+            expectation.forecast,
+            quantile=expectation.quantile,
+            quantiles=expectation.quantiles,
+            settings=settings,
+        )
+
     def __call__(self, prefix: UsageSeries) -> ForecastExpectation | ReforecastExpectation:
         self.calls += 1
         fresh = ForecastExpectation(

@@ -100,6 +100,16 @@ def test_a_kept_prefix_that_lost_its_start_still_counts_the_runs_elapsed_time() 
     assert fresh.fresh.forecast.duration_s[0.5] == pytest.approx(999.0 * 1.1)
 
 
+def test_a_hook_follows_only_an_at_start_forecast_and_only_when_switched_on() -> None:
+    exp = ForecastExpectation(_forecast(2.0), quantile=0.8)
+    hook = PrefixReforecaster.following(exp, ReforecastSettings(60))
+    assert hook is not None and hook.quantile == 0.8 and hook.forecast is exp.forecast
+    assert PrefixReforecaster.following(exp, ReforecastSettings(0)) is None
+    assert PrefixReforecaster.following(object(), ReforecastSettings(60)) is None
+    shifted = ForecastExpectation(_forecast(2.0), offset_s=60.0)  # already a re-forecast
+    assert PrefixReforecaster.following(shifted, ReforecastSettings(60)) is None
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_a_re_forecast_never_lets_the_memory_limit_below_usage_plus_the_margin(seed: int) -> None:
     """The most aggressive re-forecast (the band and the guard follow a low prefix all the way)
