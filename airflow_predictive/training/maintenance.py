@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from sqlalchemy.engine import Engine
 
     from airflow_predictive.core.model.runs import TaskKey
@@ -99,6 +101,7 @@ def retrain(
     candidates: tuple[str, ...] | None = None,
     progress: Any = None,
     drift: bool = True,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> TrainingResult | None:
     """Retrain ``keys``, or the tasks with at least ``min_new_runs`` new runs (the schedule) and,
     with ``drift``, those whose fewer new runs drifted (``drifted_tasks``); None when nothing is due."""
@@ -120,7 +123,7 @@ def retrain(
         return None
     return train(
         examples,
-        factories(candidates or DEFAULT_CANDIDATES),
+        factories(candidates or DEFAULT_CANDIDATES, **dict(options or {})),
         profiles=ProfileStore(engine),
         cache=ForecastCache(engine),
         model_saver=ArtefactSaver(model_dir) if model_dir else None,

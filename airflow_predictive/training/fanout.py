@@ -1,0 +1,412 @@
+"""Retraining fanned out as Airflow tasks: once one process is not enough (thousands of tasks),
+the maintenance DAG splits the work so that Airflow's own executors are the distributed engine.
+
+What runs where (``dags/predictive_maintenance.py``, one function here per Airflow task):
+
+1. ``make_plan`` (one task): the due tasks (the triggers of ``maintenance.to_retrain``), the
+   dimensions measured, and shards of due tasks balanced by their runs (``[predictive]
+   training_shard_size`` tasks each, at most ``training_max_shards``; a small deployment gets one).
+2. ``train_global`` (one task): the candidates whose fit learns across tasks (``CROSS_TASK``: the
+   LSTM, the scaled curve's cross-task elasticity and spread) are backtested once over every task,
+   one fit per fold as in one process, then fitted once on all runs into the work folder.
+3. ``backtest_shard`` (mapped, one per shard, beside 2): the per-task candidates, whose forecast
+   reads only the task's own history, backtested on the shard's tasks with only their runs loaded.
+4. ``select_and_store`` (one task): merges the tallies and chooses each due task's champion with
+   ``select``, once: the robust default and the coverage widening pool over every task, so the
+   choice cannot be made per shard. Then, as ``pipeline.store_selections`` does in one process:
+   each champion saved once to the model store (the global ones from the work folder, never
+   refitted), every selection recorded and every next forecast cached.
+5. ``clean_up`` (all done): the work folder goes.
+
+Same result as one process (``maintenance.retrain``): the same fold fits, forecasts and scores,
+the same pooled choice and the same saved versions (``tests/unit/training/test_fanout.py``).
+Writes: shards write only their own tally file; only step 4 writes profiles and the model store,
+so parallel shards never race on a row or a model version.
+
+The work folder is ``<model_dir>/fanout/<run>``: every worker already needs the model folder
+(training saves there, serving loads from there). Tallies are JSON (no pickle), small next to the
+runs (a few numbers per backtest run and candidate).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_predictive.core.model.resources import Metric
+from airflow_predictive.core.model.runs import TaskKey
+from airflow_predictive.core.profiler.selection import Backtested, SelectionPolicy, _Tally
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from sqlalchemy.engine import Engine
+
+    from airflow_predictive.core.profiler.estimators.base import Estimator, RunExample
+    from airflow_predictive.training.pipeline import TrainingResult
+
+log = logging.getLogger(__name__)
+
+# candidates whose fit learns from every task (trained once, in train_global); every other
+# candidate forecasts from the task's own history alone, so a shard may backtest it on its tasks
+CROSS_TASK = frozenset({"lstm", "scaled_curve"})
+FOLDS = 2  # the maintenance schedule's backtest (as ``maintenance.retrain``)
+GLOBAL_FILE = "global.json"
+WORK_MODELS = "models"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one maintenance run retrains and how it is split (plain JSON for XCom)."""
+
+    work: str  # the run's work folder
+    model_dir: str
+    candidates: tuple[str, ...]
+    metrics: tuple[Metric, ...]
+    due: tuple[TaskKey, ...]
+    shards: tuple[tuple[TaskKey, ...], ...]
+
+    def policy(self) -> SelectionPolicy:
+        return SelectionPolicy(folds=FOLDS, metrics=self.metrics)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "work": self.work,
+            "model_dir": self.model_dir,
+            "candidates": list(self.candidates),
+            "metrics": [m.value for m in self.metrics],
+            "due": [_key_json(k) for k in self.due],
+            "shards": [[_key_json(k) for k in s] for s in self.shards],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        return cls(
+            work=str(data["work"]),
+            model_dir=str(data["model_dir"]),
+            candidates=tuple(data["candidates"]),
+            metrics=tuple(Metric(m) for m in data["metrics"]),
+            due=tuple(_key(k) for k in data["due"]),
+            shards=tuple(tuple(_key(k) for k in s) for s in data["shards"]),
+        )
+
+
+def _key_json(key: TaskKey) -> list[Any]:
+    return [key.dag_id, key.task_id, key.map_index]
+
+
+def _key(data: Sequence[Any]) -> TaskKey:
+    return TaskKey(str(data[0]), str(data[1]), int(data[2]))
+
+
+def shards_of(runs: Mapping[TaskKey, int], shard_size: int, max_shards: int) -> list[tuple[TaskKey, ...]]:
+    """``ceil(tasks / shard_size)`` shards (at most ``max_shards``), balanced by runs: the task
+    with the most runs goes to the lightest shard first. Deterministic; each shard sorted."""
+    if not runs:
+        return []
+    count = max(1, min(max_shards, math.ceil(len(runs) / shard_size)))
+    loads = [0] * count
+    members: list[list[TaskKey]] = [[] for _ in range(count)]
+    for key in sorted(runs, key=lambda k: (-runs[k], str(k))):
+        i = min(range(count), key=lambda j: (loads[j], j))
+        loads[i] += max(1, runs[key])
+        members[i].append(key)
+    return [tuple(sorted(m, key=str)) for m in members if m]
+
+
+def make_plan(
+    engine: Engine,
+    model_dir: str | os.PathLike[str],
+    run_id: str,
+    *,
+    min_new_runs: int = 3,
+    drift: bool = True,
+    candidates: Sequence[str] | None = None,
+    shard_size: int = 100,
+    max_shards: int = 32,
+) -> Plan | None:
+    """The plan of one maintenance run (None: no task is due)."""
+    from airflow_predictive.core.model.runs import Outcome
+    from airflow_predictive.storage.run_store import SqlRunStore
+    from airflow_predictive.training.candidates import DEFAULT_CANDIDATES, KNOWN
+    from airflow_predictive.training.maintenance import to_retrain
+
+    names = tuple(candidates or DEFAULT_CANDIDATES)
+    unknown = [n for n in names if n not in KNOWN]
+    if unknown:
+        raise ValueError(f"unknown estimator(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN))}")
+    decision = to_retrain(engine, os.fspath(model_dir), min_new_runs, drift)
+    if not decision.due:
+        log.info("predictive: no task has new runs; nothing to retrain")
+        return None
+    # the dimensions one process would find in its examples (``evaluation.measured_metrics``)
+    found = {Metric.CPU_CORES, Metric.MEMORY_BYTES}
+    for rec in SqlRunStore(engine).runs(None):
+        if rec.outcome is Outcome.SUCCESS:
+            found.update(rec.peak.present())
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).strip("._") or "run"
+    work = Path(model_dir) / "fanout" / safe
+    shutil.rmtree(work, ignore_errors=True)  # a retried plan starts clean
+    work.mkdir(parents=True)
+    due = sorted(decision.due, key=str)
+    plan = Plan(
+        work=str(work),
+        model_dir=os.fspath(model_dir),
+        candidates=names,
+        metrics=tuple(m for m in Metric if m in found),
+        due=tuple(due),
+        shards=tuple(shards_of({k: decision.runs.get(k, 0) for k in due}, shard_size, max_shards)),
+    )
+    log.info(
+        "predictive: retraining %d tasks in %d shard(s) (%s)",
+        len(due),
+        len(plan.shards),
+        ", ".join(str(len(s)) for s in plan.shards),
+    )
+    return plan
+
+
+# --------------------------------------------------------------------------- tallies on disk
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {m.value: [_plain(x) for x in v] for m, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(x) for x in value]
+    return value.item() if hasattr(value, "item") else value
+
+
+def encode(measured: Backtested) -> dict[str, Any]:
+    """JSON of a ``Backtested`` (floats round-trip exactly through JSON)."""
+    return {
+        "tasks": [
+            {
+                "key": _key_json(key),
+                "runs": measured.runs[key],
+                "origins": list(measured.origins[key]),
+                "tallies": {
+                    name: {f.name: _plain(getattr(t, f.name)) for f in fields(t)}
+                    for name, t in measured.tallies.get(key, {}).items()
+                },
+            }
+            for key in measured.runs
+        ]
+    }
+
+
+def decode(data: Mapping[str, Any]) -> Backtested:
+    runs: dict[TaskKey, int] = {}
+    origins: dict[TaskKey, list[int]] = {}
+    tallies: dict[TaskKey, dict[str, _Tally]] = {}
+    for task in data["tasks"]:
+        key = _key(task["key"])
+        runs[key] = int(task["runs"])
+        origins[key] = [int(c) for c in task["origins"]]
+        tallies[key] = {
+            name: _Tally(
+                **{
+                    f: ({Metric(m): list(v) for m, v in value.items()} if isinstance(value, dict) else value)
+                    for f, value in state.items()
+                }
+            )
+            for name, state in task["tallies"].items()
+        }
+    return Backtested(runs, origins, tallies)
+
+
+def _write(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def _read(path: Path) -> Backtested:
+    try:
+        return decode(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RuntimeError(f"predictive: the fan-out's tallies {path} are unreadable ({exc})") from exc
+
+
+def shard_file(index: int) -> str:
+    return f"shard-{index:04d}.json"
+
+
+# --------------------------------------------------------------------------- the steps
+
+
+def _split(plan: Plan) -> tuple[list[str], list[str]]:
+    cross = [n for n in plan.candidates if n in CROSS_TASK]
+    return cross, [n for n in plan.candidates if n not in CROSS_TASK]
+
+
+def train_global(
+    engine: Engine, plan: Plan, options: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, int]:
+    """Backtest and fit the cross-task candidates once over every task; the fitted models go to
+    the work folder's own model store (name -> version there; a failed fit is left out).
+    ``options``: per-name estimator arguments (``candidates.factories``)."""
+    from airflow_predictive.core.profiler.selection import backtest_tallies
+    from airflow_predictive.storage.run_store import SqlRunStore
+    from airflow_predictive.training.artefacts import ArtefactSaver
+    from airflow_predictive.training.candidates import factories
+    from airflow_predictive.training.dataset import load_examples
+    from airflow_predictive.training.pipeline import fit_all
+
+    began = time.monotonic()
+    cross = factories(tuple(_split(plan)[0]), **dict(options or {}))
+    versions: dict[str, int] = {}
+    if cross:
+        examples = load_examples(SqlRunStore(engine))
+        measured = backtest_tallies(cross, examples, plan.policy(), frozenset(plan.due))
+        fitted, _ = fit_all(set(cross), cross, examples)
+        saver = ArtefactSaver(Path(plan.work) / WORK_MODELS, keep=1)
+        versions = {n: int(label.rpartition(":v")[2]) for n, label in saver(fitted).items()}
+    else:
+        measured = Backtested({}, {}, {})
+    _write(Path(plan.work) / GLOBAL_FILE, encode(measured))
+    log.info(
+        "predictive: global candidates %s backtested and fitted in %.1f s",
+        sorted(cross),
+        time.monotonic() - began,
+    )
+    return versions
+
+
+def backtest_shard(engine: Engine, plan: Plan, index: int) -> int:
+    """Backtest the per-task candidates on shard ``index``'s tasks; returns how many it had."""
+    from airflow_predictive.core.profiler.selection import backtest_tallies
+    from airflow_predictive.storage.run_store import SqlRunStore
+    from airflow_predictive.training.candidates import factories
+    from airflow_predictive.training.dataset import load_examples
+
+    began = time.monotonic()
+    keys = plan.shards[index]
+    local = factories(tuple(_split(plan)[1]))
+    examples = load_examples(SqlRunStore(engine), list(keys)) if local else []
+    measured = backtest_tallies(local, examples, plan.policy(), frozenset(keys))
+    _write(Path(plan.work) / shard_file(index), encode(measured))
+    log.info(
+        "predictive: shard %d: %d tasks, %d runs backtested in %.1f s",
+        index,
+        len(keys),
+        len(examples),
+        time.monotonic() - began,
+    )
+    return len(keys)
+
+
+def merged(plan: Plan, examples: Sequence[RunExample]) -> tuple[list[str], Backtested]:
+    """Every shard's and the global tallies as one ``Backtested`` over all tasks (in the order one
+    process walks them), and the candidates measured, in the plan's order."""
+    from airflow_predictive.core.profiler.selection import origins
+
+    policy = plan.policy()
+    parts = [_read(Path(plan.work) / GLOBAL_FILE)]
+    parts += [_read(Path(plan.work) / shard_file(i)) for i in range(len(plan.shards))]
+    counts: dict[TaskKey, int] = {}
+    for ex in examples:
+        counts[ex.key] = counts.get(ex.key, 0) + 1
+    due = set(plan.due)
+    task_origins = {k: origins(n, policy) if k in due else [] for k, n in counts.items()}
+    tallies: dict[TaskKey, dict[str, _Tally]] = {k: {} for k in counts}
+    for part in parts:
+        for key, by_name in part.tallies.items():
+            if key in due and key in tallies:
+                tallies[key].update(by_name)
+    measured_names = {n for by_name in tallies.values() for n in by_name}
+    names = [n for n in plan.candidates if n in measured_names]
+    for key in due & set(counts):
+        missing = [n for n in names if n not in tallies[key]]
+        if missing and task_origins[key]:
+            raise RuntimeError(f"predictive: no backtest of {', '.join(missing)} for {key} in {plan.work}")
+    return names, Backtested(counts, task_origins, tallies)
+
+
+def select_and_store(engine: Engine, plan: Plan, global_versions: Mapping[str, int]) -> TrainingResult | None:
+    """Choose every due task's champion from the merged tallies, then save, record and cache as
+    one process does (``pipeline.store_selections``)."""
+    from airflow_predictive.core.profiler.selection import select
+    from airflow_predictive.storage.model_store import ModelStore, ModelUnavailable
+    from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
+    from airflow_predictive.storage.run_store import SqlRunStore
+    from airflow_predictive.training.artefacts import ArtefactSaver, scope_of
+    from airflow_predictive.training.candidates import factories
+    from airflow_predictive.training.dataset import load_examples
+    from airflow_predictive.training.pipeline import store_selections
+
+    began = time.monotonic()
+    examples = load_examples(SqlRunStore(engine))
+    if not examples:
+        return None
+    names, measured = merged(plan, examples)
+    records = select(names, measured, plan.policy(), frozenset(plan.due))
+    champions = {r.champion for r in records if r.champion is not None}
+    work_store = ModelStore(Path(plan.work) / WORK_MODELS, keep=1)
+    prefitted: dict[str, Estimator | None] = {}
+    for name in sorted(champions & CROSS_TASK):
+        version = global_versions.get(name)
+        try:
+            prefitted[name] = None if version is None else work_store.load(scope_of(name), int(version))
+        except ModelUnavailable as exc:
+            log.warning("predictive: %s fitted by train_global is unavailable (%s)", name, exc)
+            prefitted[name] = None
+        if prefitted[name] is None:
+            log.warning("predictive: %s could not be fitted on all runs; its tasks get the cold start", name)
+    local = factories(tuple(n for n in names if n not in CROSS_TASK))
+    return store_selections(
+        records,
+        local,
+        examples,
+        profiles=ProfileStore(engine),
+        cache=ForecastCache(engine),
+        model_saver=ArtefactSaver(plan.model_dir),
+        prefitted=prefitted,
+        began=began,
+    )
+
+
+def clean_up(plan: Plan) -> None:
+    shutil.rmtree(plan.work, ignore_errors=True)
+
+
+def retrain_fanned_out(
+    engine: Engine,
+    model_dir: str | os.PathLike[str],
+    run_id: str = "local",
+    *,
+    min_new_runs: int = 1,
+    drift: bool = True,
+    candidates: Sequence[str] | None = None,
+    shard_size: int = 100,
+    max_shards: int = 32,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> TrainingResult | None:
+    """Every step in this process, in the DAG's order (tests, the benchmark)."""
+    plan = make_plan(
+        engine,
+        model_dir,
+        run_id,
+        min_new_runs=min_new_runs,
+        drift=drift,
+        candidates=candidates,
+        shard_size=shard_size,
+        max_shards=max_shards,
+    )
+    if plan is None:
+        return None
+    try:
+        versions = train_global(engine, plan, options)
+        for i in range(len(plan.shards)):
+            backtest_shard(engine, plan, i)
+        return select_and_store(engine, plan, versions)
+    finally:
+        clean_up(plan)

@@ -1,0 +1,181 @@
+"""The maintenance DAG's fan-out stores what one process stores, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_predictive.core.model.runs import TaskKey
+from airflow_predictive.core.profiler.selection import SelectionPolicy, backtest_tallies
+from airflow_predictive.storage.model_store import ModelStore
+from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
+from airflow_predictive.storage.run_store import SqlRunStore
+from airflow_predictive.traces import import_traces
+from airflow_predictive.training.candidates import DEFAULT_CANDIDATES, factories
+from airflow_predictive.training.dataset import load_examples
+from airflow_predictive.training.fanout import (
+    CROSS_TASK,
+    decode,
+    encode,
+    make_plan,
+    retrain_fanned_out,
+    shards_of,
+)
+from airflow_predictive.training.maintenance import retrain
+from airflow_predictive.training.pipeline import next_query
+from tests._databases import migrated_engine
+from tests.unit.training.fanout_history import write_history
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from sqlalchemy.engine import Engine
+
+STATISTICAL = ("scaled_curve", "last_run", "median_peak", "linear_input", "vpa", "autopilot")
+
+
+def _key(i: int) -> TaskKey:
+    return TaskKey("d", f"t{i:03d}")
+
+
+def test_few_due_tasks_make_one_shard() -> None:
+    assert shards_of({_key(i): 10 for i in range(40)}, shard_size=100, max_shards=32) == [
+        tuple(_key(i) for i in range(40))
+    ]
+    assert shards_of({}, 100, 32) == []
+
+
+def test_shards_cover_every_task_once_balanced_by_runs_and_capped() -> None:
+    runs = {_key(i): (500 if i < 3 else 10) for i in range(250)}
+    shards = shards_of(runs, shard_size=100, max_shards=32)
+    assert len(shards) == 3
+    assert sorted(k for s in shards for k in s) == sorted(runs)
+    loads = [sum(runs[k] for k in s) for s in shards]
+    assert max(loads) - min(loads) <= 10  # each heavy task alone in a shard, the light ones spread
+    assert len(shards_of(runs, shard_size=1, max_shards=4)) == 4
+
+
+def test_tallies_round_trip_through_json(filled_store: SqlRunStore) -> None:
+    examples = load_examples(filled_store)
+    measured = backtest_tallies(factories(STATISTICAL), examples, SelectionPolicy(folds=2))
+    back = decode(json.loads(json.dumps(encode(measured))))
+    assert back == measured
+    assert any(t.ratios for by_name in back.tallies.values() for t in by_name.values())
+
+
+def test_per_task_candidates_learn_nothing_from_other_tasks(filled_store: SqlRunStore) -> None:
+    """What lets a shard backtest them on its tasks alone: fitted on every task or on one, they
+    forecast that task the same (a candidate that starts learning across tasks fails here and
+    must join ``CROSS_TASK``)."""
+    examples = load_examples(filled_store)
+    align = [e for e in examples if e.key.task_id == "align"]
+    local = tuple(n for n in DEFAULT_CANDIDATES if n not in CROSS_TASK)
+    assert local
+    for name, factory in factories(local).items():
+        everything = factory().fit(examples).predict(next_query(align))
+        alone = factory().fit(align).predict(next_query(align))
+        assert _curves(everything) == _curves(alone), name
+    shaped = factories(("scaled_curve",))["scaled_curve"]  # the cross-task one does learn from others
+    assert shaped().fit(examples).spreads != shaped().fit(align).spreads
+
+
+def _curves(forecast: Any) -> dict[str, Any]:
+    return {
+        m.value: (c.step_s, {q: a.tolist() for q, a in c.quantiles.items()})
+        for m, c in forecast.curves.items()
+    }
+
+
+def _second_store(kind: str, tmp_path: Path) -> Any:
+    return migrated_engine(kind, tmp_path, prefix="fanout")
+
+
+def _stored(engine: Engine, models: Path) -> dict[str, Any]:
+    profiles = {
+        str(p.key): (
+            p.champion,
+            p.model_version,
+            p.scores,
+            p.reason,
+            p.runs,
+            p.calibration,
+            p.calibration_digest,
+        )
+        for p in ProfileStore(engine).profiles()
+    }
+    cache = ForecastCache(engine)
+    forecasts = {}
+    for p in ProfileStore(engine).profiles():
+        got = cache.get(p.key)
+        assert got is not None
+        forecasts[str(p.key)] = (
+            got.forecast.estimator,
+            got.model_version,
+            got.explanation,
+            _curves(got.forecast),
+        )
+    store = ModelStore(models)
+    versions = {s: [(v, store.manifest(s, v).digest) for v in store.versions(s)] for s in store.scopes()}
+    return {"profiles": profiles, "forecasts": forecasts, "models": versions}
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Path:
+    return write_history(tmp_path / "trace", tasks=8, runs_per_task=12)
+
+
+def test_fanned_out_retrain_stores_what_one_process_stores(
+    db_engine: Engine, trace: Path, tmp_path: Path
+) -> None:
+    kind = db_engine.dialect.name
+    import_traces(trace, SqlRunStore(db_engine))
+    one = retrain(db_engine, model_dir=str(tmp_path / "one"), candidates=STATISTICAL)
+    assert one is not None
+    (tmp_path / "b").mkdir()
+    with _second_store(kind, tmp_path / "b") as other:
+        import_traces(trace, SqlRunStore(other))
+        fanned = retrain_fanned_out(
+            other, tmp_path / "fan", "manual__1", candidates=STATISTICAL, shard_size=1
+        )
+        assert fanned is not None
+        assert {t.key: t.champion for t in fanned.tasks} == {t.key: t.champion for t in one.tasks}
+        champions = [t.champion for t in one.tasks]
+        # the pooled default (scaled_curve, a cross-task model saved from train_global's fit) and
+        # per-task winners both decide something here
+        assert "scaled_curve" in champions and len(set(champions)) >= 4
+        assert _stored(other, tmp_path / "fan") == _stored(db_engine, tmp_path / "one")
+        assert not (tmp_path / "fan" / "fanout" / "manual__1").exists()  # the work folder is gone
+        assert retrain_fanned_out(other, tmp_path / "fan", "manual__2", candidates=STATISTICAL) is None
+
+
+def test_plan_splits_due_tasks_and_refuses_unknown_candidates(
+    filled_store: SqlRunStore, tmp_path: Path
+) -> None:
+    plan = make_plan(filled_store.engine, tmp_path, "scheduled__2024-01-01T00:00:00+00:00", shard_size=2)
+    assert plan is not None and len(plan.due) == 3 and len(plan.shards) == 2
+    assert sorted(k for s in plan.shards for k in s) == sorted(plan.due)
+    assert "/fanout/scheduled__2024-01-01T00_00_00_00_00" in plan.work
+    assert type(plan).from_json(json.loads(json.dumps(plan.to_json()))) == plan
+    with pytest.raises(ValueError, match="unknown estimator"):
+        make_plan(filled_store.engine, tmp_path, "x", candidates=("last_run", "prophet"))
+
+
+def test_choosing_per_shard_would_change_champions(run_store: SqlRunStore, trace: Path) -> None:
+    """Why ``select_and_store`` chooses once over every task: the robust default and the coverage
+    widening are pooled over tasks, so a choice made inside each shard differs (on this history)."""
+    from airflow_predictive.core.profiler.selection import backtest
+
+    import_traces(trace, run_store)
+    examples = load_examples(run_store)
+    policy = SelectionPolicy(folds=2)
+    whole = {r.key: r.champion for r in backtest(factories(STATISTICAL), examples, policy)}
+    keys = sorted(whole, key=str)
+    per_shard: dict[TaskKey, str | None] = {}
+    for i in range(0, len(keys), 3):
+        only = frozenset(keys[i : i + 3])
+        per_shard.update(
+            {r.key: r.champion for r in backtest(factories(STATISTICAL), examples, policy, only)}
+        )
+    assert per_shard != whole
