@@ -78,6 +78,8 @@ def test_samples_a_task_from_start_to_stop_into_the_database(run_store: SqlRunSt
     assert peak.memory_bytes is not None
     assert peak.memory_bytes - base == pytest.approx(3 * 64 * MIB, rel=0.10)
     assert peak.cpu_cores is not None and peak.cpu_cores > 0.5
+    # the memory it allocated is anonymous (from /proc without a cgroup: sampling/memstat.py)
+    assert peak.memory_anon_bytes is not None and peak.memory_anon_bytes >= 3 * 60 * MIB
     assert all(s.usage.gpu_util is None for s in samples)  # no GPU here: absent, never zero
     record = run_store.get_run_by_pk(pk)
     assert record is not None and record.n_samples == len(samples)
