@@ -4,14 +4,24 @@ and tasks with fewer new runs whose forecasts drifted (``training/maintenance.py
 runs of this DAG the executor's forecast service folds every finished run into its task's
 calibration at once (``StoredForecastService.run_finished``).
 
+Retraining fans out as mapped Airflow tasks (``training/fanout.py``), so Airflow's own executors
+are the distributed engine when one machine is not enough: ``plan_retraining`` shards the due
+tasks (``[predictive] training_shard_size``, one shard for a small deployment);
+``train_global_models`` backtests and fits the models learnt across tasks (LSTM, scaled curve)
+once; ``backtest_shard`` (one mapped task per shard, beside it) backtests the per-task candidates;
+``select_and_store`` chooses every champion once (the choice pools over tasks) and stores the
+profiles, forecasts and models; ``clean_up`` removes the run's work folder. The result is the same
+as one process retraining everything.
+
 Import-light at parse time: nothing beyond the Airflow SDK is imported at module level; the
-training code (numpy, statsmodels, TensorFlow) loads inside the task, on a worker, never in the
+training code (numpy, statsmodels, TensorFlow) loads inside the tasks, on a worker, never in the
 DAG processor or the scheduler.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from airflow.sdk import dag, task
 
@@ -26,23 +36,6 @@ from airflow.sdk import dag, task
     doc_md=__doc__,
 )
 def predictive_maintenance() -> None:
-    @task(execution_timeout=timedelta(minutes=30))
-    def retrain_tasks_with_new_runs(min_new_runs: int = 3) -> dict[str, object]:
-        from airflow_predictive.runtime import get_runtime
-        from airflow_predictive.training.maintenance import retrain
-
-        runtime = get_runtime()
-        result = retrain(
-            runtime.engine(), model_dir=str(runtime.model_store().root), min_new_runs=min_new_runs
-        )
-        if result is None:
-            return {"retrained": 0}
-        return {
-            "retrained": len(result.tasks),
-            "model_versions": dict(result.model_versions),
-            "champions": {str(t.key): t.champion for t in result.tasks},
-        }
-
     @task(execution_timeout=timedelta(minutes=5))
     def close_stale_runs(older_than_s: float = 6 * 3600.0) -> dict[str, object]:
         """Runs whose current leg started hours ago without an end: their task and sampler died."""
@@ -52,7 +45,80 @@ def predictive_maintenance() -> None:
         closed = upkeep(get_runtime().run_store(), older_than_s)
         return {"closed": len(closed), "run_pks": closed[:100]}
 
-    close_stale_runs() >> retrain_tasks_with_new_runs()
+    @task(execution_timeout=timedelta(minutes=10))
+    def plan_retraining(min_new_runs: int = 3, run_id: str | None = None, ti: Any = None) -> list[int]:
+        """The due tasks, in shards: returns the shard indices (what ``backtest_shard`` expands
+        over); the plan itself goes to the XCom key ``plan`` (None: nothing is due). ``run_id``
+        and ``ti`` come from the task's context."""
+        from airflow_predictive import config
+        from airflow_predictive.runtime import get_runtime
+        from airflow_predictive.training.fanout import make_plan
+
+        runtime = get_runtime()
+        plan = make_plan(
+            runtime.engine(),
+            runtime.model_store().root,
+            run_id or "manual",
+            min_new_runs=min_new_runs,
+            candidates=config.training_candidates() or None,
+            shard_size=config.training_shard_size(),
+            max_shards=config.training_max_shards(),
+        )
+        ti.xcom_push(key="plan", value=plan.to_json() if plan is not None else None)
+        return list(range(len(plan.shards))) if plan is not None else []
+
+    @task(execution_timeout=timedelta(minutes=60))
+    def train_global_models(plan: dict[str, Any] | None) -> dict[str, int]:
+        from airflow.exceptions import AirflowSkipException
+
+        from airflow_predictive.runtime import get_runtime
+        from airflow_predictive.training.fanout import Plan, train_global
+
+        if plan is None:
+            raise AirflowSkipException("no task has new runs")
+        return train_global(get_runtime().engine(), Plan.from_json(plan))
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def backtest_shard(plan: dict[str, Any], index: int) -> int:
+        from airflow_predictive.runtime import get_runtime
+        from airflow_predictive.training.fanout import Plan
+        from airflow_predictive.training.fanout import backtest_shard as run_shard
+
+        return run_shard(get_runtime().engine(), Plan.from_json(plan), index)
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def select_and_store(
+        plan: dict[str, Any], versions: dict[str, int], shards: list[int]
+    ) -> dict[str, object]:
+        from airflow_predictive.runtime import get_runtime
+        from airflow_predictive.training.fanout import Plan
+        from airflow_predictive.training.fanout import select_and_store as store
+
+        result = store(get_runtime().engine(), Plan.from_json(plan), versions)
+        if result is None:
+            return {"retrained": 0}
+        return {
+            "retrained": len(result.tasks),
+            "shards": len(list(shards)),
+            "model_versions": dict(result.model_versions),
+            "champions": {str(t.key): t.champion for t in result.tasks},
+        }
+
+    @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=5))
+    def clean_up(plan: dict[str, Any] | None) -> None:
+        """The run's work folder goes, whatever happened upstream."""
+        from airflow_predictive.training.fanout import Plan
+        from airflow_predictive.training.fanout import clean_up as remove
+
+        if plan is not None:
+            remove(Plan.from_json(plan))
+
+    planned = plan_retraining()
+    close_stale_runs() >> planned
+    versions = train_global_models(planned["plan"])
+    shards = backtest_shard.partial(plan=planned["plan"]).expand(index=planned)
+    stored = select_and_store(planned["plan"], versions, shards)
+    stored >> clean_up(planned["plan"])
 
 
 predictive_maintenance()

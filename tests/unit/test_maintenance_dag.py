@@ -1,30 +1,56 @@
-"""The maintenance DAG's retrain task takes its database and model folder from the runtime."""
+"""The maintenance DAG fans retraining out (plan, global models, mapped shards, one choice) and its
+tasks take their database and model folder from the runtime."""
 
 from __future__ import annotations
 
 import runpy
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from airflow_predictive import runtime
 from airflow_predictive.storage import migrate
 
 if TYPE_CHECKING:
-    import pytest
+    from collections.abc import Iterator
 
 REPO_DAG = Path(__file__).resolve().parents[2] / "dags" / "predictive_maintenance.py"
 
 
-def test_retrain_task_runs_on_the_configured_database(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+class _Pushed:
+    """What a task instance's ``xcom_push`` received (the only part of ``ti`` the planner uses)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+
+@pytest.fixture
+def maintenance(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__SQL_ALCHEMY_CONN", f"sqlite:///{tmp_path / 'p.db'}")
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__MODEL_DIR", str(tmp_path / "models"))
     runtime.reset_runtime()
     try:
         migrate.upgrade(runtime.get_runtime().engine())
-        dag = runpy.run_path(str(REPO_DAG))["predictive_maintenance"]()  # the @dag factory
-        retrain = dag.get_task("retrain_tasks_with_new_runs").python_callable
-        assert retrain(min_new_runs=1) == {"retrained": 0}  # an empty history: nothing is due
+        yield runpy.run_path(str(REPO_DAG))["predictive_maintenance"]()  # the @dag factory
     finally:
         runtime.reset_runtime()
+
+
+def test_planner_runs_on_the_configured_database(maintenance: Any) -> None:
+    ti = _Pushed()
+    plan = maintenance.get_task("plan_retraining").python_callable
+    assert plan(min_new_runs=1, run_id="manual__1", ti=ti) == []  # an empty history: nothing is due
+    assert ti.values == {"plan": None}
+
+
+def test_shards_are_mapped_between_the_plan_and_the_one_choice(maintenance: Any) -> None:
+    shard = maintenance.get_task("backtest_shard")
+    assert shard.is_mapped
+    select = maintenance.get_task("select_and_store")
+    assert select.upstream_task_ids == {"plan_retraining", "train_global_models", "backtest_shard"}
+    assert maintenance.get_task("train_global_models").upstream_task_ids == {"plan_retraining"}
+    assert maintenance.get_task("clean_up").trigger_rule == "all_done"
