@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,20 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
 _TEMPLATE: list[Path] = []
+END_GRACE_S = 60.0  # how long `dags test` may take to exit once its DAG run has ended
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc``'s process group (its LocalExecutor workers and their task processes)."""
+    try:
+        os.killpg(proc.pid, 9)
+    except ProcessLookupError:
+        return
+    proc.wait(timeout=30)
 
 
 def _migrated_template(env: dict[str, str]) -> Path:
@@ -51,6 +65,8 @@ class AirflowEnv:
     env: dict[str, str]
     api: subprocess.Popen[bytes] | None = None
     triggerer: subprocess.Popen[bytes] | None = None
+    _dags_tests: int = 0
+    _engines: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -154,12 +170,83 @@ class AirflowEnv:
                     os.killpg(proc.pid, 9)
 
     def dags_test(
-        self, dag_id: str, conf: dict[str, object], skip: str | None = None
+        self, dag_id: str, conf: dict[str, object], skip: str | None = None, *, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
-        args = ["dags", "test", dag_id, "-c", json.dumps(conf), "--use-executor"]
+        """``airflow dags test --use-executor``, its DAG run's verdict as the return code.
+
+        Once the DAG run has ended in the metadata database, the process gets ``END_GRACE_S`` to
+        exit; past that it is killed with its LocalExecutor workers and the run's state answers
+        (0 success, 1 failed), with a line saying so in its stdout. Seen here and in CI:
+        `dags test` sometimes never returns from ``LocalExecutor.end()`` after a run that
+        succeeded (it joins a worker forever: apache/airflow#45683, open), which cost a CI run
+        its 10-minute timeout. A run that has not ended by ``timeout`` fails the test with the
+        tails of its output and of the triggerer's and API server's logs."""
+        args = [AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf), "--use-executor"]
         if skip:
             args += ["--mark-success-pattern", skip]
-        return self.airflow(*args, timeout=600)
+        before = self._newest_dag_run(dag_id)
+        self._dags_tests += 1
+        out_path = self.home / f"dags-test-{self._dags_tests}.out"
+        err_path = self.home / f"dags-test-{self._dags_tests}.err"
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen(args, env=self.env, stdout=out, stderr=err, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        ended_at: float | None = None
+        verdict: str | None = None
+        while proc.poll() is None:
+            now = time.monotonic()
+            if ended_at is None:
+                newest = self._newest_dag_run(dag_id)
+                if (
+                    newest is not None
+                    and newest[0] != (before or (None, ""))[0]
+                    and newest[1] in ("success", "failed")
+                ):
+                    ended_at, verdict = now, newest[1]
+            elif now - ended_at > END_GRACE_S:
+                _kill_group(proc)
+                note = (
+                    f"\n[airflow_env] `dags test {dag_id}` had not exited {END_GRACE_S:.0f} s after its DAG run "
+                    f"ended ({verdict}); killed (LocalExecutor.end() join, apache/airflow#45683)\n"
+                )
+                return subprocess.CompletedProcess(
+                    args, 0 if verdict == "success" else 1, _read(out_path) + note, _read(err_path)
+                )
+            if now > deadline:
+                _kill_group(proc)
+                raise AssertionError(
+                    f"`dags test {dag_id}` still running after {timeout:.0f} s\n"
+                    + self._tails(_read(out_path) + _read(err_path))
+                )
+            time.sleep(1.0)
+        return subprocess.CompletedProcess(args, proc.returncode, _read(out_path), _read(err_path))
+
+    def _newest_dag_run(self, dag_id: str) -> tuple[int, str] | None:
+        """(id, state) of the newest run of ``dag_id`` in the metadata database, None if none or
+        unreadable (a database busy for a moment: the next poll reads it)."""
+        import sqlalchemy as sa
+
+        url = self.env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or f"sqlite:///{self.home / 'airflow.db'}"
+        engine = self._engines.get(url) or self._engines.setdefault(
+            url, sa.create_engine(url, poolclass=sa.pool.NullPool)
+        )
+        try:
+            with engine.connect() as conn:
+                row = conn.execute(
+                    sa.text("SELECT id, state FROM dag_run WHERE dag_id = :d ORDER BY id DESC LIMIT 1"),
+                    {"d": dag_id},
+                ).first()
+        except sa.exc.SQLAlchemyError:
+            return None
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def _tails(self, output: str, limit: int = 6000) -> str:
+        parts = [f"--- dags test output (tail) ---\n{output[-limit:]}"]
+        for name in ("triggerer.log", "api-server.log"):
+            path = self.home / name
+            if path.exists():
+                parts.append(f"--- {name} (tail) ---\n{path.read_text(errors='replace')[-limit // 2 :]}")
+        return "\n".join(parts)
 
     @property
     def predictive_url(self) -> str:

@@ -49,7 +49,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Airflow
         hwm_file = root / "hwm.txt"
         out = env.dags_test("recording_own_peak", {"hwm_file": str(hwm_file)})
         assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-        out = env.dags_test("recording_deferral", {})
+        out = env.dags_test("recording_deferral", {}, timeout=300)
         assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
         store = SqlRunStore(engine_for(env.predictive_url))
         wait_recorded(store)
