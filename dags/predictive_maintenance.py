@@ -113,8 +113,8 @@ def predictive_maintenance() -> None:
         if plan is not None:
             remove(Plan.from_json(plan))
 
+    close_stale_runs()  # beside the retraining: a run it closes is no success, so trains nothing
     planned = plan_retraining()
-    close_stale_runs() >> planned
     versions = train_global_models(planned["plan"])
     shards = backtest_shard.partial(plan=planned["plan"]).expand(index=planned)
     stored = select_and_store(planned["plan"], versions, shards)

@@ -38,6 +38,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,22 @@ class Plan:
     metrics: tuple[Metric, ...]
     due: tuple[TaskKey, ...]
     shards: tuple[tuple[TaskKey, ...], ...]
+    # the history as the plan saw it: every step trains on the successful runs up to here, so runs
+    # that end while the DAG runs (its own tasks' among them) cannot make the steps disagree
+    last_run_pk: int = 0
+    last_end: datetime | None = None
+
+    def examples(self, engine: Engine, keys: Sequence[TaskKey] | None = None) -> list[RunExample]:
+        from airflow_predictive.storage.run_store import SqlRunStore
+        from airflow_predictive.training.dataset import load_examples
+
+        last_end = self.last_end
+        return [
+            e
+            for e in load_examples(SqlRunStore(engine), None if keys is None else list(keys))
+            if (e.record.run_pk or 0) <= self.last_run_pk
+            and (last_end is None or (e.record.end is not None and e.record.end <= last_end))
+        ]
 
     def policy(self) -> SelectionPolicy:
         return SelectionPolicy(folds=FOLDS, metrics=self.metrics)
@@ -85,6 +102,8 @@ class Plan:
             "metrics": [m.value for m in self.metrics],
             "due": [_key_json(k) for k in self.due],
             "shards": [[_key_json(k) for k in s] for s in self.shards],
+            "last_run_pk": self.last_run_pk,
+            "last_end": self.last_end.isoformat() if self.last_end is not None else None,
         }
 
     @classmethod
@@ -96,6 +115,8 @@ class Plan:
             metrics=tuple(Metric(m) for m in data["metrics"]),
             due=tuple(_key(k) for k in data["due"]),
             shards=tuple(tuple(_key(k) for k in s) for s in data["shards"]),
+            last_run_pk=int(data["last_run_pk"]),
+            last_end=datetime.fromisoformat(data["last_end"]) if data["last_end"] else None,
         )
 
 
@@ -149,9 +170,12 @@ def make_plan(
         return None
     # the dimensions one process would find in its examples (``evaluation.measured_metrics``)
     found = {Metric.CPU_CORES, Metric.MEMORY_BYTES}
+    last_pk, last_end = 0, None
     for rec in SqlRunStore(engine).runs(None):
-        if rec.outcome is Outcome.SUCCESS:
+        if rec.outcome is Outcome.SUCCESS and rec.end is not None:
             found.update(rec.peak.present())
+            last_pk = max(last_pk, rec.run_pk or 0)
+            last_end = rec.end if last_end is None else max(last_end, rec.end)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).strip("._") or "run"
     work = Path(model_dir) / "fanout" / safe
     shutil.rmtree(work, ignore_errors=True)  # a retried plan starts clean
@@ -164,6 +188,8 @@ def make_plan(
         metrics=tuple(m for m in Metric if m in found),
         due=tuple(due),
         shards=tuple(shards_of({k: decision.runs.get(k, 0) for k in due}, shard_size, max_shards)),
+        last_run_pk=last_pk,
+        last_end=last_end,
     )
     log.info(
         "predictive: retraining %d tasks in %d shard(s) (%s)",
@@ -255,17 +281,15 @@ def train_global(
     the work folder's own model store (name -> version there; a failed fit is left out).
     ``options``: per-name estimator arguments (``candidates.factories``)."""
     from airflow_predictive.core.profiler.selection import backtest_tallies
-    from airflow_predictive.storage.run_store import SqlRunStore
     from airflow_predictive.training.artefacts import ArtefactSaver
     from airflow_predictive.training.candidates import factories
-    from airflow_predictive.training.dataset import load_examples
     from airflow_predictive.training.pipeline import fit_all
 
     began = time.monotonic()
     cross = factories(tuple(_split(plan)[0]), **dict(options or {}))
     versions: dict[str, int] = {}
     if cross:
-        examples = load_examples(SqlRunStore(engine))
+        examples = plan.examples(engine)
         measured = backtest_tallies(cross, examples, plan.policy(), frozenset(plan.due))
         fitted, _ = fit_all(set(cross), cross, examples)
         saver = ArtefactSaver(Path(plan.work) / WORK_MODELS, keep=1)
@@ -284,14 +308,12 @@ def train_global(
 def backtest_shard(engine: Engine, plan: Plan, index: int) -> int:
     """Backtest the per-task candidates on shard ``index``'s tasks; returns how many it had."""
     from airflow_predictive.core.profiler.selection import backtest_tallies
-    from airflow_predictive.storage.run_store import SqlRunStore
     from airflow_predictive.training.candidates import factories
-    from airflow_predictive.training.dataset import load_examples
 
     began = time.monotonic()
     keys = plan.shards[index]
     local = factories(tuple(_split(plan)[1]))
-    examples = load_examples(SqlRunStore(engine), list(keys)) if local else []
+    examples = plan.examples(engine, keys) if local else []
     measured = backtest_tallies(local, examples, plan.policy(), frozenset(keys))
     _write(Path(plan.work) / shard_file(index), encode(measured))
     log.info(
@@ -337,14 +359,12 @@ def select_and_store(engine: Engine, plan: Plan, global_versions: Mapping[str, i
     from airflow_predictive.core.profiler.selection import select
     from airflow_predictive.storage.model_store import ModelStore, ModelUnavailable
     from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
-    from airflow_predictive.storage.run_store import SqlRunStore
     from airflow_predictive.training.artefacts import ArtefactSaver, scope_of
     from airflow_predictive.training.candidates import factories
-    from airflow_predictive.training.dataset import load_examples
     from airflow_predictive.training.pipeline import store_selections
 
     began = time.monotonic()
-    examples = load_examples(SqlRunStore(engine))
+    examples = plan.examples(engine)
     if not examples:
         return None
     names, measured = merged(plan, examples)

@@ -27,6 +27,7 @@ from airflow_predictive.training.maintenance import retrain
 from airflow_predictive.training.pipeline import next_query
 from tests._databases import migrated_engine
 from tests.unit.training.fanout_history import write_history
+from tests.unit.training.synthetic_traces import write_trace
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -162,13 +163,15 @@ def test_plan_splits_due_tasks_and_refuses_unknown_candidates(
         make_plan(filled_store.engine, tmp_path, "x", candidates=("last_run", "prophet"))
 
 
-def test_choosing_per_shard_would_change_champions(run_store: SqlRunStore, trace: Path) -> None:
+def test_choosing_per_shard_would_change_champions(trace: Path, tmp_path: Path) -> None:
     """Why ``select_and_store`` chooses once over every task: the robust default and the coverage
     widening are pooled over tasks, so a choice made inside each shard differs (on this history)."""
     from airflow_predictive.core.profiler.selection import backtest
 
-    import_traces(trace, run_store)
-    examples = load_examples(run_store)
+    (tmp_path / "a").mkdir()
+    with migrated_engine("sqlite", tmp_path / "a") as engine:
+        import_traces(trace, SqlRunStore(engine))
+        examples = load_examples(SqlRunStore(engine))
     policy = SelectionPolicy(folds=2)
     whole = {r.key: r.champion for r in backtest(factories(STATISTICAL), examples, policy)}
     keys = sorted(whole, key=str)
@@ -179,3 +182,26 @@ def test_choosing_per_shard_would_change_champions(run_store: SqlRunStore, trace
             {r.key: r.champion for r in backtest(factories(STATISTICAL), examples, policy, only)}
         )
     assert per_shard != whole
+
+
+def test_runs_that_end_after_the_plan_are_left_to_the_next_run(trace: Path, tmp_path: Path) -> None:
+    """The DAG's own tasks (and every other task) keep recording while it runs: every step trains
+    on the history the plan saw, so the steps cannot disagree about it."""
+    from airflow_predictive.training.fanout import backtest_shard, select_and_store, train_global
+
+    (tmp_path / "a").mkdir()
+    with migrated_engine("sqlite", tmp_path / "a") as engine:
+        import_traces(trace, SqlRunStore(engine))
+        plan = make_plan(engine, tmp_path / "fan", "r", min_new_runs=1, candidates=STATISTICAL, shard_size=3)
+        assert plan is not None
+        import_traces(write_trace(tmp_path / "later"), SqlRunStore(engine))  # ends after the plan
+        versions = train_global(engine, plan)
+        for i in range(len(plan.shards)):
+            backtest_shard(engine, plan, i)
+        fanned = select_and_store(engine, plan, versions)
+    (tmp_path / "b").mkdir()
+    with migrated_engine("sqlite", tmp_path / "b") as alone:
+        import_traces(trace, SqlRunStore(alone))
+        one = retrain(alone, model_dir=str(tmp_path / "one"), candidates=STATISTICAL)
+    assert fanned is not None and one is not None
+    assert {t.key: t.selection.scores for t in fanned.tasks} == {t.key: t.selection.scores for t in one.tasks}
