@@ -53,6 +53,7 @@ NOTES_MARKER = "<!-- notes: kept when the benchmark rewrites this file -->"
 SCALE_RUNS = 100_000
 OOM_BUDGET = 2.0  # OOM kills per 1,000 tries the target allows
 # (grow_margin, shrink_margin) of the reactive sweep: from aggressive to cautious
+REFORECAST_EVERY_S = 60.0  # the re-forecast interval of the ablation when ours ships without one
 REACTIVE_SWEEP = ((0.1, 0.05), (0.2, 0.1), (0.3, 0.2), (0.5, 0.35), (0.75, 0.5), (1.0, 0.75), (1.5, 1.0))
 
 
@@ -106,6 +107,33 @@ def speed_figures(
             out[f"{name}_s_per_run"] = m.replay_seconds / max(m.runs, 1)
             out[f"{name}_extrapolated_s"] = out[f"{name}_s_per_run"] * executions
     return out
+
+
+def reforecast_ablation(workload: Any, result: BenchResult) -> None:
+    """Ours with the mid-run re-forecast the other way from its default (on if it is off, off if
+    on), on the same forecasts: an ablation of the held-out half, nothing is chosen from it."""
+    from airflow_predictive.core.shaping.reforecast import ReforecastSettings
+    from airflow_predictive.simulation.bench import ProgressBar
+    from airflow_predictive.simulation.policies.predictive import (
+        REFORECAST,
+        PredictivePolicy,
+        PredictiveSettings,
+    )
+
+    if result.forecasts is None or "predictive" not in result.metrics:
+        return
+    flipped = None if REFORECAST is not None else ReforecastSettings(REFORECAST_EVERY_S)
+    name = "predictive_no_reforecast" if REFORECAST is not None else "predictive_reforecast"
+    policy = PredictivePolicy(result.forecasts, PredictiveSettings(reforecast=flipped), name=name)
+    replayed = replay(workload, policy, result.pool, result.settings, ProgressBar(name, sys.stderr))
+    result.replays[name] = replayed
+    result.metrics[name] = summarise(replayed)
+    every = (REFORECAST or flipped).every_s  # type: ignore[union-attr]
+    result.notes[name] = (
+        f"ours {'without' if REFORECAST is not None else 'with'} the mid-run re-forecast (every {every:g} s "
+        "from the observed prefix, core/shaping/reforecast.py) on the same forecasts: an ablation, "
+        "nothing chosen from it"
+    )
 
 
 def best_baseline(metrics: dict[str, PolicyMetrics]) -> str:
@@ -395,6 +423,7 @@ def main() -> int:
         result.metrics.update(shadow.metrics)
         result.replays.update(shadow.replays)
         result.notes.update(shadow.notes)
+    reforecast_ablation(workload, result)
     sweep = reactive_sweep(result)
     speed = speed_figures(workload, result.settings, result, 5_000 if args.quick else SCALE_RUNS)
     nextflow = data / "nextflow-traces"
