@@ -91,7 +91,7 @@ def example_peak(example: RunExample, metric: Metric) -> float | None:
     """Peak of one finished run: from its series when it has one, else from its record."""
     facts = example.facts
     try:
-        return facts[metric]
+        return facts[metric]  # type: ignore[return-value]
     except KeyError:
         value = facts[metric] = _example_peak(example, metric)
         return value
@@ -111,7 +111,7 @@ def example_duration(example: RunExample) -> float | None:
     """Duration in seconds: the record's start/end, else the series span; None when unknown or absurd."""
     facts = example.facts
     try:
-        return facts[_DURATION]
+        return facts[_DURATION]  # type: ignore[return-value]
     except KeyError:
         value = facts[_DURATION] = _example_duration(example)
         return value
@@ -130,7 +130,7 @@ def example_input_size(example: RunExample) -> float | None:
     """``input_size`` of the run's recorded features (memoised on the run)."""
     facts = example.facts
     try:
-        return facts[_SIZE]
+        return facts[_SIZE]  # type: ignore[return-value]
     except KeyError:
         value = facts[_SIZE] = input_size(example.record.features)
         return value
@@ -158,11 +158,15 @@ class HistoryColumns:
 
     def peaks(self, metric: Metric) -> np.ndarray:
         got = self._cache.get(metric)
-        return got if got is not None else self._column(metric, [example_peak(e, metric) for e in self.history])
+        return (
+            got if got is not None else self._column(metric, [example_peak(e, metric) for e in self.history])
+        )
 
     def durations(self) -> np.ndarray:
         got = self._cache.get(_DURATION)
-        return got if got is not None else self._column(_DURATION, [example_duration(e) for e in self.history])
+        return (
+            got if got is not None else self._column(_DURATION, [example_duration(e) for e in self.history])
+        )
 
     def sizes(self) -> np.ndarray:
         got = self._cache.get(_SIZE)
@@ -239,6 +243,23 @@ def median(values: np.ndarray) -> float:
     return float(ordered[half] if n % 2 else (ordered[half - 1] + ordered[half]) / 2)
 
 
+def forward_max(values: np.ndarray, ahead: int) -> np.ndarray:
+    """``out[i] = max(values[i : i + ahead + 1])`` (the window clipped at the end), in log2(ahead)
+    array operations instead of one per step (curves look ahead by up to their whole length)."""
+    if ahead <= 0:
+        return values
+    window = ahead + 1
+    out = np.array(values, dtype=float, copy=True)
+    span = 1
+    while span * 2 <= window and span < out.size:
+        out[:-span] = np.maximum(out[:-span], out[span:])
+        span *= 2
+    rest = window - span
+    if 0 < rest < out.size:
+        out[:-rest] = np.maximum(out[:-rest], out[rest:])
+    return out
+
+
 def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     """Least-squares ``y = a + b*x`` over the finite pairs (None with fewer than two distinct x)."""
     ok = np.isfinite(x) & np.isfinite(y)
@@ -282,7 +303,8 @@ def summarise_history(
     size = input_size(features)
     cols = history_columns(history)
     sizes = cols.sizes()
-    median_size = float(np.nanmedian(sizes)) if np.any(np.isfinite(sizes)) else math.nan
+    known_sizes = sizes[~np.isnan(sizes)]
+    median_size = median(known_sizes) if known_sizes.size else math.nan
     med: dict[Metric, float] = {}
     last: dict[Metric, float] = {}
     top: dict[Metric, float] = {}
@@ -342,7 +364,8 @@ def _log_ratio(a: float, b: float) -> float:
     """log(a / b), 0 when either side is unknown or not positive (callers add a missing flag)."""
     if not (math.isfinite(a) and math.isfinite(b)) or a <= 0 or b <= 0:
         return 0.0
-    return float(np.clip(math.log(a / b), -math.log(_RATIO_CLIP), math.log(_RATIO_CLIP)))
+    bound = math.log(_RATIO_CLIP)
+    return min(max(math.log(a / b), -bound), bound)
 
 
 def _flag(value: float) -> float:

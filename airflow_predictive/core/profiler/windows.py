@@ -28,6 +28,7 @@ from airflow_predictive.core.profiler.features import (
     clean_array,
     example_duration,
     example_peak,
+    median,
     query_for_example,
 )
 
@@ -288,8 +289,8 @@ def prefix_ratios(
             if np.isfinite(at) and at > 0:
                 factors.append(peak / at)
         if factors and so_far > 0:
-            implied = so_far * float(np.median(factors))
-            out[1, d] = float(np.clip(math.log(implied / max(scales[d], 1e-12)), -clip, clip))
+            implied = so_far * median(np.array(factors, dtype=float))
+            out[1, d] = min(max(math.log(implied / max(float(scales[d]), 1e-12)), -clip), clip)
     return out
 
 

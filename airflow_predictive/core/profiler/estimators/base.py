@@ -25,14 +25,14 @@ if TYPE_CHECKING:
 class RunExample:
     """One finished run as training data: its record and its series (None = peaks only).
 
-    ``facts``: numbers derived from the run (peaks, duration, input size), memoised by
-    ``core/profiler/features`` on first use; a run is immutable, so they never go stale (a
+    ``facts``: numbers derived from the run (peaks, duration, input size, normalised shapes),
+    memoised by the profiler's estimators on first use; a run is immutable, so they never go stale (a
     ``dataclasses.replace`` copy starts with an empty memo).
     """
 
     record: RunRecord
     series: UsageSeries | None
-    facts: dict[object, float | None] = field(default_factory=dict, init=False, repr=False, compare=False)
+    facts: dict[object, object] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> TaskKey:

@@ -32,7 +32,7 @@ from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.series import QUANTILES, DemandCurve, Forecast
 from airflow_predictive.core.profiler.estimators.base import ForecastQuery, NotFitted, RunExample
 from airflow_predictive.core.profiler.estimators.lstm_numpy import WEIGHTS_FILE, NumpyNetwork
-from airflow_predictive.core.profiler.features import FeatureEncoder, example_peak
+from airflow_predictive.core.profiler.features import FeatureEncoder, example_peak, forward_max
 from airflow_predictive.core.profiler.windows import (
     WindowConfig,
     Windows,
@@ -434,9 +434,4 @@ def _targets(w: Windows) -> dict[str, np.ndarray]:
 
 def _forward_max(values: np.ndarray, ahead: int) -> np.ndarray:
     """value[i] = max(values[i : i + ahead + 1])."""
-    if ahead <= 0:
-        return values
-    out = values.copy()
-    for k in range(1, min(ahead, values.size - 1) + 1):
-        out[:-k] = np.maximum(out[:-k], values[k:])
-    return out
+    return forward_max(values, ahead)

@@ -38,6 +38,7 @@ from airflow_predictive.core.profiler.estimators.baselines import (
 from airflow_predictive.core.profiler.features import (
     example_duration,
     example_peak,
+    forward_max,
     history_columns,
     history_peaks,
     input_size,
@@ -251,10 +252,9 @@ def _shape(history: Sequence[RunExample], metric: Metric, runs: int) -> np.ndarr
     shapes = []
     for e in reversed(history):
         if e.series is not None and len(e.series) > 1 and e.series.get(metric) is not None:
-            c = timeline_targets(e.series, (metric,), np.ones(1), STEPS, np.inf)[:, 0]
-            top = np.nanmax(c) if np.any(np.isfinite(c)) else 0.0
-            if top > 0:
-                shapes.append(np.nan_to_num(c / top, nan=0.0))
+            one = _run_shape(e, metric)
+            if one is not None:
+                shapes.append(one)
             if len(shapes) >= runs:
                 break
     if not shapes:
@@ -263,8 +263,21 @@ def _shape(history: Sequence[RunExample], metric: Metric, runs: int) -> np.ndarr
     return mean / max(float(mean.max()), 1e-12)
 
 
+def _run_shape(e: RunExample, metric: Metric) -> np.ndarray | None:
+    """One recorded run's curve on its timeline divided by its peak ([STEPS]; None without a
+    positive peak), memoised on the run (runs are immutable)."""
+    key = ("scaled_curve.shape", metric, STEPS)
+    if key in e.facts:
+        return e.facts[key]  # type: ignore[return-value]
+    assert e.series is not None
+    c = timeline_targets(e.series, (metric,), np.ones(1), STEPS, np.inf)[:, 0]
+    top = np.nanmax(c) if np.any(np.isfinite(c)) else 0.0
+    shape = np.nan_to_num(c / top, nan=0.0) if top > 0 else None
+    if shape is not None:
+        shape.flags.writeable = False
+    e.facts[key] = shape
+    return shape
+
+
 def _forward_max(values: np.ndarray, ahead: int) -> np.ndarray:
-    if ahead <= 0:
-        return values
-    padded = np.concatenate([values, np.full(ahead, values[-1])])
-    return np.lib.stride_tricks.sliding_window_view(padded, ahead + 1).max(axis=1)
+    return forward_max(values, ahead)
