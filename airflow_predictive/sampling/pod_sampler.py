@@ -5,8 +5,8 @@ Why it exists: a pod shaped from metrics.k8s.io sees a spike 15 s or more late o
 an init container with ``restartPolicy: Always`` in a pod with ``shareProcessNamespace: true``
 (``backends/kubernetes/pod_sampler.with_pod_sampler`` adds both), it sees the pod's other
 containers' processes in ``/proc`` and samples them every second, as the recording sidecar samples a
-local task: the process trees (``ProcessTreeSource``) of every process whose parent is outside the
-pod's view (a container's first process) or the pod's sandbox (PID 1, which adopts orphans), its
+local task: the process trees (``PatternTreeSource``: ``ProcessTreeSource`` plus anon / file
+memory) of every process whose parent is outside the pod's view (a container's first process) or the pod's sandbox (PID 1, which adopts orphans), its
 own container left out. Samples go to the predictive store through the recording sidecar's
 ``Sampler`` and ``RunWriter``, as a run of source ``pod`` under the try's identity, with
 ``hostname`` = ``namespace/pod``: the shaper reads the newest sample of each pod it shapes from
@@ -32,7 +32,7 @@ import psutil
 
 from airflow_predictive.backends.kubernetes.pod_sampler import POD_NAME_ENV, POD_NAMESPACE_ENV, URL_ENV
 from airflow_predictive.core.model.resources import Metric, ResourceVector
-from airflow_predictive.sampling.process_tree import ProcessTreeSource
+from airflow_predictive.sampling.sources import PatternTreeSource
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -42,7 +42,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("airflow_predictive.sampling.pod_sampler")
 
 SANDBOX_PID = 1  # the pod's pause process in a shared PID namespace
-SUMMED = (Metric.CPU_CORES, Metric.MEMORY_BYTES, Metric.DISK_READ_BPS, Metric.DISK_WRITE_BPS)
+SUMMED = (
+    Metric.CPU_CORES,
+    Metric.MEMORY_BYTES,
+    Metric.MEMORY_ANON_BYTES,
+    Metric.MEMORY_FILE_BYTES,
+    Metric.DISK_READ_BPS,
+    Metric.DISK_WRITE_BPS,
+)
 NETWORK = (Metric.NET_RX_BPS, Metric.NET_TX_BPS)  # one network namespace per pod: read once
 
 
@@ -116,7 +123,7 @@ class PodProcessesSource:
         self.own = os.getpid() if own is None else own
         self._clock = clock
         self._parents = parents
-        self.trees: dict[int, ProcessTreeSource] = {}
+        self.trees: dict[int, PatternTreeSource] = {}
         self._net_root: int | None = None
 
     @property
@@ -134,7 +141,7 @@ class PodProcessesSource:
             self.trees.pop(pid).close()
         for pid in sorted(roots - set(self.trees)):
             try:
-                self.trees[pid] = ProcessTreeSource(
+                self.trees[pid] = PatternTreeSource(  # anon / file memory from /proc, as a local task's
                     pid, clock=self._clock, network=self._net_root is None, exclude=(self.own,)
                 )
             except psutil.Error:

@@ -54,6 +54,15 @@ def test_readings_are_summed_and_network_read_from_one_tree() -> None:
     assert total.get(Metric.NET_RX_BPS) == 10.0  # the pod's one network namespace, not counted twice
 
 
+def test_anon_and_file_memory_are_summed_over_the_trees_and_absent_when_none_read_them() -> None:
+    a = ResourceVector(memory_bytes=100 * MIB, memory_anon_bytes=80 * MIB, memory_file_bytes=20 * MIB)
+    b = ResourceVector(memory_bytes=50 * MIB, memory_anon_bytes=50 * MIB)
+    total = sum_readings([(7, a), (30, b)], net_root=7)
+    assert total.get(Metric.MEMORY_ANON_BYTES) == 130 * MIB
+    assert total.get(Metric.MEMORY_FILE_BYTES) == 20 * MIB
+    assert sum_readings([(7, ResourceVector(memory_bytes=MIB))], 7).get(Metric.MEMORY_ANON_BYTES) is None
+
+
 def test_real_process_trees_found_through_a_process_table_and_summed() -> None:
     """Real children stand for two containers; the table says they are roots of the namespace."""
     hog = "b = bytearray(48 * 1024 * 1024); import time; time.sleep(30)"
@@ -74,6 +83,7 @@ def test_real_process_trees_found_through_a_process_table_and_summed() -> None:
             time.sleep(0.2)
         assert source.roots == tuple(sorted(p.pid for p in procs))
         assert (reading.get(Metric.MEMORY_BYTES) or 0) >= 96 * MIB  # both trees, not the sampler
+        assert (reading.get(Metric.MEMORY_ANON_BYTES) or 0) >= 96 * MIB  # their bytearrays are anonymous
         procs[0].kill()
         procs[0].wait()
         del table[procs[0].pid]
