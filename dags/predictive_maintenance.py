@@ -7,8 +7,9 @@ calibration at once (``StoredForecastService.run_finished``).
 Retraining fans out as mapped Airflow tasks (``training/fanout.py``), so Airflow's own executors
 are the distributed engine when one machine is not enough: ``plan_retraining`` shards the due
 tasks (``[predictive] training_shard_size``, one shard for a small deployment);
-``train_global_models`` backtests and fits the models learnt across tasks (LSTM, scaled curve)
-once; ``backtest_shard`` (one mapped task per shard, beside it) backtests the per-task candidates;
+``train_global_models`` fits the models learnt across tasks (LSTM, scaled curve) once per
+backtest fold and once on all runs; ``backtest_shard`` (one mapped task per shard, after it)
+backtests every candidate on its shard's tasks, the cross-task ones with those fold models;
 ``select_and_store`` chooses every champion once (the choice pools over tasks) and stores the
 profiles, forecasts and models; ``clean_up`` removes the run's work folder. The result is the same
 as one process retraining everything.
@@ -79,12 +80,12 @@ def predictive_maintenance() -> None:
         return train_global(get_runtime().engine(), Plan.from_json(plan))
 
     @task(execution_timeout=timedelta(minutes=30))
-    def backtest_shard(plan: dict[str, Any], index: int) -> int:
+    def backtest_shard(plan: dict[str, Any], versions: dict[str, int], index: int) -> int:
         from airflow_predictive.runtime import get_runtime
         from airflow_predictive.training.fanout import Plan
         from airflow_predictive.training.fanout import backtest_shard as run_shard
 
-        return run_shard(get_runtime().engine(), Plan.from_json(plan), index)
+        return run_shard(get_runtime().engine(), Plan.from_json(plan), index, versions)
 
     @task(execution_timeout=timedelta(minutes=30))
     def select_and_store(
@@ -116,7 +117,7 @@ def predictive_maintenance() -> None:
     close_stale_runs()  # beside the retraining: a run it closes is no success, so trains nothing
     planned = plan_retraining()
     versions = train_global_models(planned["plan"])
-    shards = backtest_shard.partial(plan=planned["plan"]).expand(index=planned)
+    shards = backtest_shard.partial(plan=planned["plan"], versions=versions).expand(index=planned)
     stored = select_and_store(planned["plan"], versions, shards)
     stored >> clean_up(planned["plan"])
 

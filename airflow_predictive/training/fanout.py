@@ -278,25 +278,42 @@ def train_global(
     engine: Engine, plan: Plan, options: Mapping[str, Mapping[str, Any]] | None = None
 ) -> dict[str, int]:
     """Backtest and fit the cross-task candidates once over every task; the fitted models go to
-    the work folder's own model store (name -> version there; a failed fit is left out).
+    the work folder's own model store, name -> version there (a failed fit is left out).
+
+    A cross-task candidate with a batched forecast (``predict_many``: the LSTM) is forecast here,
+    in one batch per fold. The others (the scaled curve, forecast run by run) are only fitted
+    here, once per fold; their fold models go to the work folder (``fold_scope``) and each shard
+    forecasts its own tasks with them. The cold-start chain is fitted here too (it learns the
+    scaled curve's cross-task spread): ``select_and_store`` uses it as it is.
     ``options``: per-name estimator arguments (``candidates.factories``)."""
     from airflow_predictive.core.profiler.selection import backtest_tallies
-    from airflow_predictive.training.artefacts import ArtefactSaver
-    from airflow_predictive.training.candidates import factories
+    from airflow_predictive.training.artefacts import COLD_START, ArtefactSaver
+    from airflow_predictive.training.candidates import cold_start_chain, factories
     from airflow_predictive.training.pipeline import fit_all
 
     began = time.monotonic()
     cross = factories(tuple(_split(plan)[0]), **dict(options or {}))
-    versions: dict[str, int] = {}
-    if cross:
-        examples = plan.examples(engine)
-        measured = backtest_tallies(cross, examples, plan.policy(), frozenset(plan.due))
-        fitted, _ = fit_all(set(cross), cross, examples)
-        saver = ArtefactSaver(Path(plan.work) / WORK_MODELS, keep=1)
-        versions = {n: int(label.rpartition(":v")[2]) for n, label in saver(fitted).items()}
-    else:
-        measured = Backtested({}, {}, {})
-    _write(Path(plan.work) / GLOBAL_FILE, encode(measured))
+    examples = plan.examples(engine)
+    batched = {n: f for n, f in cross.items() if _batched(f)}
+    shipped = {n: _FoldRecorder(f) for n, f in cross.items() if n not in batched}
+    measured = backtest_tallies({**batched, **shipped}, examples, plan.policy(), frozenset(plan.due))
+    for by_name in measured.tallies.values():  # forecast by the shards, not here
+        for name in shipped:
+            by_name.pop(name, None)
+    fitted: dict[str, Any] = dict(fit_all(set(cross), cross, examples)[0]) if cross else {}
+    for name, recorder in shipped.items():
+        fitted.update({fold_scope(name, k): m for k, m in enumerate(recorder.models) if m is not None})
+    try:  # select_and_store would otherwise refit it (the scaled curve's fit, once more)
+        fitted[COLD_START] = cold_start_chain().fit(examples)
+    except Exception as exc:
+        log.warning("predictive: the cold-start chain could not be fitted here (%s); fitted later", exc)
+    saver = ArtefactSaver(Path(plan.work) / WORK_MODELS, keep=1)
+    versions = {n: int(label.rpartition(":v")[2]) for n, label in saver(fitted).items()}
+    for name, recorder in shipped.items():  # a fold whose fit failed: the shards record why
+        for k, error in enumerate(recorder.errors):
+            if error is not None:
+                versions[fold_scope(name, k)] = -1
+    _write(Path(plan.work) / GLOBAL_FILE, {**encode(measured), "fold_errors": _fold_errors(shipped)})
     log.info(
         "predictive: global candidates %s backtested and fitted in %.1f s",
         sorted(cross),
@@ -305,16 +322,104 @@ def train_global(
     return versions
 
 
-def backtest_shard(engine: Engine, plan: Plan, index: int) -> int:
-    """Backtest the per-task candidates on shard ``index``'s tasks; returns how many it had."""
+def fold_scope(name: str, fold: int) -> str:
+    """Work-folder name of a cross-task candidate's model fitted for one backtest fold."""
+    return f"{name}.fold{fold}"
+
+
+def _batched(factory: Any) -> bool:
+    try:
+        return callable(getattr(factory(), "predict_many", None))
+    except Exception:
+        return False
+
+
+class _FoldRecorder:
+    """A factory whose estimators fit for real and keep each fold's model (in fit order, which is
+    fold order: ``backtest_tallies`` fits every candidate once per fold that has test runs, and the
+    folds with test runs are always 0..k-1), then refuse to forecast: their forecasts are the
+    shards' work."""
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+        self.models: list[Any] = []
+        self.errors: list[str | None] = []
+
+    def __call__(self) -> Any:
+        return _RecordingFit(self)
+
+
+class _RecordingFit:
+    def __init__(self, owner: _FoldRecorder) -> None:
+        self.owner = owner
+        self.name = "recording"
+
+    def fit(self, examples: Sequence[RunExample]) -> _NoForecast:
+        try:
+            model = self.owner.factory().fit(examples)
+        except Exception as exc:
+            self.owner.models.append(None)
+            self.owner.errors.append(f"{type(exc).__name__}: {exc}")
+            raise
+        self.owner.models.append(model)
+        self.owner.errors.append(None)
+        return _NoForecast()
+
+
+class _NoForecast:
+    name = "shipped"
+
+    def predict(self, query: Any) -> Any:
+        raise _Shipped("forecast by the shards")
+
+
+class _Shipped(RuntimeError):
+    pass
+
+
+def _fold_errors(shipped: Mapping[str, _FoldRecorder]) -> dict[str, list[str | None]]:
+    return {name: list(r.errors) for name, r in shipped.items()}
+
+
+class _FoldModels:
+    """A shard's factory for a shipped candidate: its k-th fit is fold k's model from the work
+    folder (a fold whose fit failed in ``train_global`` fails again here, with that error)."""
+
+    def __init__(self, models: list[Any], errors: list[str | None]) -> None:
+        self.models, self.errors = models, errors
+        self.calls = 0
+
+    def __call__(self) -> Any:
+        return _LoadedFit(self)
+
+
+class _LoadedFit:
+    def __init__(self, owner: _FoldModels) -> None:
+        self.owner = owner
+        self.name = "loaded"
+
+    def fit(self, examples: Sequence[RunExample]) -> Any:
+        k = self.owner.calls
+        self.owner.calls += 1
+        if k >= len(self.owner.models) or self.owner.models[k] is None:
+            error = self.owner.errors[k] if k < len(self.owner.errors) else None
+            raise RuntimeError(error or f"no model of fold {k} from train_global")
+        return self.owner.models[k]
+
+
+def backtest_shard(engine: Engine, plan: Plan, index: int, versions: Mapping[str, int]) -> int:
+    """Backtest the per-task candidates on shard ``index``'s tasks, and the cross-task ones that
+    ``train_global`` fitted per fold (``versions``: what it returned); returns how many tasks."""
     from airflow_predictive.core.profiler.selection import backtest_tallies
     from airflow_predictive.training.candidates import factories
 
     began = time.monotonic()
     keys = plan.shards[index]
-    local = factories(tuple(_split(plan)[1]))
-    examples = plan.examples(engine, keys) if local else []
-    measured = backtest_tallies(local, examples, plan.policy(), frozenset(keys))
+    local: dict[str, Any] = dict(factories(tuple(_split(plan)[1])))
+    local.update(_shipped_models(plan, versions))
+    ordered = {n: local[n] for n in plan.candidates if n in local}
+    examples = plan.examples(engine, keys) if ordered else []
+    measured = backtest_tallies(ordered, examples, plan.policy(), frozenset(keys))
     _write(Path(plan.work) / shard_file(index), encode(measured))
     log.info(
         "predictive: shard %d: %d tasks, %d runs backtested in %.1f s",
@@ -324,6 +429,25 @@ def backtest_shard(engine: Engine, plan: Plan, index: int) -> int:
         time.monotonic() - began,
     )
     return len(keys)
+
+
+def _shipped_models(plan: Plan, versions: Mapping[str, int]) -> dict[str, _FoldModels]:
+    from airflow_predictive.storage.model_store import ModelStore
+    from airflow_predictive.training.artefacts import scope_of
+
+    try:
+        errors = json.loads((Path(plan.work) / GLOBAL_FILE).read_text()).get("fold_errors", {})
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"predictive: the fan-out's global tallies are unreadable ({exc})") from exc
+    store = ModelStore(Path(plan.work) / WORK_MODELS, keep=1)
+    out = {}
+    for name, fold_errors in errors.items():
+        models = []
+        for k in range(len(fold_errors)):
+            version = versions.get(fold_scope(name, k), -1)
+            models.append(store.load(scope_of(fold_scope(name, k)), int(version)) if version > 0 else None)
+        out[name] = _FoldModels(models, list(fold_errors))
+    return out
 
 
 def merged(plan: Plan, examples: Sequence[RunExample]) -> tuple[list[str], Backtested]:
@@ -359,7 +483,7 @@ def select_and_store(engine: Engine, plan: Plan, global_versions: Mapping[str, i
     from airflow_predictive.core.profiler.selection import select
     from airflow_predictive.storage.model_store import ModelStore, ModelUnavailable
     from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
-    from airflow_predictive.training.artefacts import ArtefactSaver, scope_of
+    from airflow_predictive.training.artefacts import COLD_START, ArtefactSaver, scope_of
     from airflow_predictive.training.candidates import factories
     from airflow_predictive.training.pipeline import store_selections
 
@@ -381,6 +505,14 @@ def select_and_store(engine: Engine, plan: Plan, global_versions: Mapping[str, i
             prefitted[name] = None
         if prefitted[name] is None:
             log.warning("predictive: %s could not be fitted on all runs; its tasks get the cold start", name)
+    chain = None
+    if global_versions.get(COLD_START, -1) > 0:
+        try:
+            chain = work_store.load(scope_of(COLD_START), int(global_versions[COLD_START]))
+        except ModelUnavailable as exc:
+            log.warning(
+                "predictive: the cold-start chain of train_global is unavailable (%s); refitting", exc
+            )
     local = factories(tuple(n for n in names if n not in CROSS_TASK))
     return store_selections(
         records,
@@ -390,6 +522,7 @@ def select_and_store(engine: Engine, plan: Plan, global_versions: Mapping[str, i
         cache=ForecastCache(engine),
         model_saver=ArtefactSaver(plan.model_dir),
         prefitted=prefitted,
+        cold_start=chain,
         began=began,
     )
 
@@ -426,7 +559,7 @@ def retrain_fanned_out(
     try:
         versions = train_global(engine, plan, options)
         for i in range(len(plan.shards)):
-            backtest_shard(engine, plan, i)
+            backtest_shard(engine, plan, i, versions)
         return select_and_store(engine, plan, versions)
     finally:
         clean_up(plan)

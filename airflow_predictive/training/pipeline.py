@@ -135,11 +135,13 @@ def store_selections(
     progress: Progress | None = None,
     began: float | None = None,
     prefitted: Mapping[str, Estimator | None] | None = None,
+    cold_start: Estimator | None = None,
 ) -> TrainingResult:
     """The second half of ``train``: fit every champion once on ``examples``, save it, record each
     task's selection and cache its next forecast. ``prefitted``: candidates another process
     already fitted on the same examples (None where that fit failed), saved here when they are
-    champions instead of fitted again (the fan-out's global models, ``training/fanout.py``)."""
+    champions instead of fitted again (the fan-out's global models, ``training/fanout.py``);
+    ``cold_start``: the cold-start chain already fitted on ``examples`` the same way."""
     began = time.monotonic() if began is None else began
     step = progress.step if progress is not None else None
     ready = dict(prefitted or {})
@@ -154,7 +156,7 @@ def store_selections(
             versions = dict(model_saver(fitted))
         except Exception as exc:  # a full disk must not lose the selection itself
             log.warning("predictive: saving the models failed (%s); forecasts are still cached", exc)
-    chain = cold_start_chain().fit(examples)
+    chain = cold_start if cold_start is not None else cold_start_chain().fit(examples)
     if model_saver is not None:
         try:  # the serving side's cold start (operator priors) without refitting on the hot path
             model_saver({COLD_START: chain})

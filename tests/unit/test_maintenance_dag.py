@@ -53,4 +53,5 @@ def test_shards_are_mapped_between_the_plan_and_the_one_choice(maintenance: Any)
     select = maintenance.get_task("select_and_store")
     assert select.upstream_task_ids == {"plan_retraining", "train_global_models", "backtest_shard"}
     assert maintenance.get_task("train_global_models").upstream_task_ids == {"plan_retraining"}
+    assert shard.upstream_task_ids == {"plan_retraining", "train_global_models"}  # its fold models
     assert maintenance.get_task("clean_up").trigger_rule == "all_done"

@@ -197,7 +197,7 @@ def test_runs_that_end_after_the_plan_are_left_to_the_next_run(trace: Path, tmp_
         import_traces(write_trace(tmp_path / "later"), SqlRunStore(engine))  # ends after the plan
         versions = train_global(engine, plan)
         for i in range(len(plan.shards)):
-            backtest_shard(engine, plan, i)
+            backtest_shard(engine, plan, i, versions)
         fanned = select_and_store(engine, plan, versions)
     (tmp_path / "b").mkdir()
     with migrated_engine("sqlite", tmp_path / "b") as alone:
