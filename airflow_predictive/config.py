@@ -287,11 +287,11 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "Seconds between two mid-run re-forecasts of a shaped task that has a forecast: the task's "
         "at-start forecast conditioned on the usage it has shown so far (the profiler's prefix "
         "path, numpy only), which the shaping policy then follows; the guard never drops below the "
-        "at-start forecast's. 0: never (the default: see docs/shaping.md#mid-run-re-forecast for "
-        "the measurement behind it).",
+        "at-start forecast's. 0: never. The default was chosen on the cluster benchmark's training "
+        "split (docs/shaping.md#mid-run-re-forecast).",
         "float",
-        "0",
         "60",
+        "120",
     ),
     "node_pools": _opt(
         "Wire node pools (Karpenter NodePools, cluster-autoscaler node groups) into the "

@@ -216,13 +216,17 @@ def _shaper_along_a_forecast() -> object:
 def test_the_shaper_re_forecasts_mid_run_when_the_interval_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow_predictive.core.shaping.reforecast import PrefixReforecaster
 
-    off = _shaper_along_a_forecast()
-    assert off.reforecast is None  # type: ignore[attr-defined]  # the default: never
+    default = _shaper_along_a_forecast()
+    assert isinstance(default.reforecast, PrefixReforecaster)  # type: ignore[attr-defined]
+    assert default.options.reforecast_every_s == 60.0  # type: ignore[attr-defined]
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__SHAPING_REFORECAST_INTERVAL", "30")
     runtime.reset_runtime()
     on = _shaper_along_a_forecast()
-    assert isinstance(on.reforecast, PrefixReforecaster)  # type: ignore[attr-defined]
     assert on.options.reforecast_every_s == 30.0  # type: ignore[attr-defined]
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__SHAPING_REFORECAST_INTERVAL", "0")
+    runtime.reset_runtime()
+    off = _shaper_along_a_forecast()
+    assert off.reforecast is None  # type: ignore[attr-defined]
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__SHAPING_REFORECAST_INTERVAL", "-1")
     runtime.reset_runtime()
     bad = _shaper_along_a_forecast()  # logged; shaped without re-forecasts

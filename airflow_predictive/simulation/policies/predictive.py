@@ -36,6 +36,7 @@ from airflow_predictive.core.model.backend import (
 from airflow_predictive.core.model.plan import PlanSource
 from airflow_predictive.core.model.resources import MIB, Metric, ResourceVector
 from airflow_predictive.core.shaping.expectation import window_max
+from airflow_predictive.core.shaping.reforecast import ReforecastSettings
 from airflow_predictive.simulation.execution import NEVER, Limits
 from airflow_predictive.simulation.policies.base import TryContext, declared_limits
 
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from airflow_predictive.core.model.series import Forecast, UsageSeries
     from airflow_predictive.core.scheduling.planner import PlanSettings
     from airflow_predictive.core.shaping.policy import Expectation, ShapingSettings
-    from airflow_predictive.core.shaping.reforecast import ReforecastSettings
     from airflow_predictive.simulation.execution import SimSettings, TryDriver, TryResult
     from airflow_predictive.simulation.forecasting import HeldOutForecasts
     from airflow_predictive.simulation.policies.base import NodeShape
@@ -57,7 +57,7 @@ _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 RISING_WINDOW_S = 10.0
 # ours' mid-run re-forecast by default (None: off); chosen on the training half's own split, see
 # docs/benchmarks/cluster.md
-REFORECAST: ReforecastSettings | None = None
+REFORECAST: ReforecastSettings | None = ReforecastSettings(every_s=60.0)
 
 
 class SimClock:
