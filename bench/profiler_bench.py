@@ -132,25 +132,45 @@ def serving_figures(engine: object, ev: Evaluation, examples: list, names: dict)
     fitted = {
         n: names[n]().fit(train) for n in {r.champion for r in ev.selections if r.champion} if n in names
     }
+    trained_lstm = fitted.get("lstm")
+    if trained_lstm is not None:  # served as the shaping loop serves it: numpy weights, no TensorFlow
+        fitted["lstm"] = _numpy_served(trained_lstm)
     champions = {r.key: r.champion for r in ev.selections}
     ref = Reforecaster(fitted, champions, cold_start_chain().fit(train))
-    ref.reforecast(queries[:5])  # warm-up (graph tracing)
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        ref.reforecast(queries)
-        times.append((time.perf_counter() - t0) * 1000)
-    out["reforecast_100_ms"] = float(np.median(times))
-    if "lstm" in fitted:
-        only_lstm = Reforecaster({"lstm": fitted["lstm"]}, {k: "lstm" for k in champions}, ref.fallback)
-        only_lstm.reforecast(queries[:5])
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            only_lstm.reforecast(queries)
-            times.append((time.perf_counter() - t0) * 1000)
-        out["reforecast_100_all_lstm_ms"] = float(np.median(times))
+    # first call: runs never seen before (as if just read from the store), nothing memoised on them
+    cold = [replace(q, history=tuple(replace(e) for e in q.history)) for q in queries]
+    out["reforecast_100_first_ms"] = _timed(ref, cold, repeats=1)
+    out["reforecast_100_ms"], out["reforecast_100_cpu_ms"] = (
+        _timed(ref, queries),
+        _timed(ref, queries, cpu=True),
+    )
+    if trained_lstm is not None:
+        all_lstm = {k: "lstm" for k in champions}
+        served = Reforecaster({"lstm": fitted["lstm"]}, all_lstm, ref.fallback)
+        out["reforecast_100_all_lstm_numpy_ms"] = _timed(served, queries)
+        with_tf = Reforecaster({"lstm": trained_lstm}, all_lstm, ref.fallback)
+        with_tf.reforecast(queries[:5])  # warm-up (graph tracing)
+        out["reforecast_100_all_lstm_ms"] = _timed(with_tf, queries)
     return out
+
+
+def _numpy_served(lstm: Any) -> Any:
+    from airflow_predictive.core.profiler.estimators.lstm import LstmForecaster
+
+    directory = Path(tempfile.mkdtemp(prefix="profiler-bench-lstm-"))
+    lstm.save(directory)
+    return LstmForecaster.load_numpy(directory)
+
+
+def _timed(ref: Any, queries: list, *, repeats: int = 7, cpu: bool = False) -> float:
+    """Median milliseconds of ``ref.reforecast(queries)`` (wall, or this process's CPU time)."""
+    clock = time.process_time if cpu else time.perf_counter
+    times = []
+    for _ in range(repeats):
+        t0 = clock()
+        ref.reforecast(queries)
+        times.append((clock() - t0) * 1000)
+    return float(np.median(times))
 
 
 def plots(name: str, ev: Evaluation, examples: list) -> list[str]:
@@ -391,9 +411,30 @@ def targets(results: dict) -> list[str]:
                 f"{s['reforecast_100_ms']:.0f} ms",
                 s["reforecast_100_ms"] <= 200,
             )
+        if "reforecast_100_first_ms" in s:
+            v_ = s["reforecast_100_first_ms"]
+            add(
+                "re-forecast 100 running tasks (champions), first call",
+                "<= 200 ms",
+                f"{v_:.0f} ms",
+                v_ <= 200,
+            )
+        if "reforecast_100_all_lstm_numpy_ms" in s:
+            v_ = s["reforecast_100_all_lstm_numpy_ms"]
+            add(
+                "re-forecast 100 running tasks (all LSTM as served: numpy, one batch)",
+                "<= 200 ms",
+                f"{v_:.0f} ms",
+                v_ <= 200,
+            )
         if "reforecast_100_all_lstm_ms" in s:
             v_ = s["reforecast_100_all_lstm_ms"]
-            add("re-forecast 100 running tasks (all LSTM, one batch)", "<= 200 ms", f"{v_:.0f} ms", v_ <= 200)
+            add(
+                "re-forecast 100 running tasks (all LSTM through TensorFlow, one batch)",
+                "<= 200 ms",
+                f"{v_:.0f} ms",
+                v_ <= 200,
+            )
         add(
             "training on kseg-eager (whole evaluation: 2-fold backtest, all fits, scoring)",
             "<= 10 min",

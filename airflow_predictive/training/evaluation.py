@@ -20,7 +20,7 @@ import numpy as np
 
 from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.series import UsageSeries
-from airflow_predictive.core.profiler.metrics import RunScore, Summary, summarise
+from airflow_predictive.core.profiler.metrics import ActualCurves, RunScore, Summary, summarise
 from airflow_predictive.core.profiler.prefix import condition_on_prefix, needs_conditioning
 from airflow_predictive.core.profiler.selection import (
     SelectionPolicy,
@@ -264,19 +264,26 @@ def evaluate(
         prof.append(f)
     forecasts[PROFILER] = prof
     reports: dict[str, EstimatorReport] = {}
-    all_scores: dict[str, list[tuple[TaskKey, RunScore]]] = {}
-    for name, fcs in forecasts.items():
-        scored: list[tuple[TaskKey, RunScore]] = []
-        failures = 0
-        for ex, f in zip(test, fcs, strict=True):
+    all_scores: dict[str, list[tuple[TaskKey, RunScore]]] = {n: [] for n in forecasts}
+    failures = dict.fromkeys(forecasts, 0)
+    scoring = [n for n in forecasts if n != PROFILER]  # one progress item each, spread over the runs
+    done = 0
+    for i, ex in enumerate(test):  # run by run: every estimator's scores share the run's actual curves
+        actuals = ActualCurves()
+        for name, fcs in forecasts.items():
+            f = fcs[i]
             if f is None:
-                failures += 1
+                failures[name] += 1
                 continue
-            scored.extend((ex.key, s) for s in score_example(f.curves, ex))
-        all_scores[name] = scored
-        reports[name] = EstimatorReport(name, *_summaries(scored, metrics), failures=failures)
-        if step is not None and name != PROFILER:
-            step(f"score {name}")
+            all_scores[name].extend((ex.key, s) for s in score_example(f.curves, ex, actuals=actuals))
+        while step is not None and done < (i + 1) * len(scoring) // len(test):
+            done += 1
+            step(f"scoring ({done}/{len(scoring)})")
+    for name, scored in all_scores.items():
+        reports[name] = EstimatorReport(name, *_summaries(scored, metrics), failures=failures[name])
+    while step is not None and done < len(scoring):
+        done += 1
+        step(f"scoring ({done}/{len(scoring)})")
     if prefix_fraction:
         reports = _with_prefix(
             reports, fitted, champion, calibration, chain, test, queries, forecasts, prefix_fraction, step

@@ -50,6 +50,30 @@ def actual_curve(series: UsageSeries, metric: Metric, step_s: float) -> np.ndarr
     return resample_max(series.times, arr, step_s)
 
 
+class ActualCurves:
+    """``actual_curve`` memoised per (series, metric, step) for one scoring pass.
+
+    Scoring asks for the same run's actual curve on the same grid once per estimator and metric
+    (every flat forecast uses the same 2 s grid, the waste figures one fine grid per run); the
+    caller keeps one memo for as long as the runs are scored, then drops it. The arrays are
+    read-only (shared between scores).
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[int, Metric, float], tuple[UsageSeries, np.ndarray | None]] = {}
+
+    def get(self, series: UsageSeries, metric: Metric, step_s: float) -> np.ndarray | None:
+        key = (id(series), metric, step_s)
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] is series:  # the entry holds the series: its id is not reused
+            return hit[1]
+        arr = actual_curve(series, metric, step_s)
+        if arr is not None:
+            arr.flags.writeable = False
+        self._memo[key] = (series, arr)
+        return arr
+
+
 def resample_max(times: np.ndarray, values: np.ndarray, step_s: float) -> np.ndarray:
     """Max per step on 0, step, 2*step... with gaps holding the last value (vectorised:
     the same result as ``UsageSeries.resampled``, fast enough to score thousands of runs)."""
@@ -153,10 +177,13 @@ def score_run(
     segments: int = DEFAULT_SEGMENTS,
     min_step_s: float = MIN_STEP_S,
     with_waste: bool = True,
+    actuals: ActualCurves | None = None,
 ) -> RunScore | None:
     """Score one metric's forecast against the run's series (or only its peak when no series).
-    ``with_waste=False`` skips the allocation figures (the backtest only ranks by loss)."""
-    actual = actual_curve(series, curve.metric, curve.step_s) if series is not None else None
+    ``with_waste=False`` skips the allocation figures (the backtest only ranks by loss);
+    ``actuals``: a memo of the runs' actual curves shared by the scores of one pass."""
+    curve_of = actuals.get if actuals is not None else actual_curve
+    actual = curve_of(series, curve.metric, curve.step_s) if series is not None else None
     if actual is not None:
         peak = float(np.max(actual))
     elif actual_peak is not None and math.isfinite(actual_peak) and actual_peak >= 0:
@@ -177,7 +204,7 @@ def score_run(
         waste = {}
         if with_waste:
             fine = max(1.0, (series.duration_s if series is not None else 0.0) / 4096)
-            actual_fine = actual_curve(series, curve.metric, fine) if series is not None else None
+            actual_fine = curve_of(series, curve.metric, fine) if series is not None else None
             fine_actual = actual_fine if actual_fine is not None else actual
             waste = {
                 q: memory_waste(

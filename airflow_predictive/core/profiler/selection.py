@@ -25,7 +25,7 @@ import numpy as np
 from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.series import DemandCurve
 from airflow_predictive.core.profiler.estimators.base import Estimator, ForecastQuery, RunExample
-from airflow_predictive.core.profiler.metrics import RunScore, score_run
+from airflow_predictive.core.profiler.metrics import ActualCurves, RunScore, score_run
 
 if TYPE_CHECKING:
     from airflow_predictive.core.model.runs import TaskKey
@@ -163,13 +163,21 @@ def query_for(
 
 
 def score_example(
-    forecast_curves: Mapping[Metric, DemandCurve], example: RunExample, *, with_waste: bool = True
+    forecast_curves: Mapping[Metric, DemandCurve],
+    example: RunExample,
+    *,
+    with_waste: bool = True,
+    actuals: ActualCurves | None = None,
 ) -> list[RunScore]:
     """Scores of every forecast metric the run measured (metrics it never measured are skipped)."""
     out = []
     for metric, curve in forecast_curves.items():
         s = score_run(
-            curve, series=example.series, actual_peak=example.record.peak.get(metric), with_waste=with_waste
+            curve,
+            series=example.series,
+            actual_peak=example.record.peak.get(metric),
+            with_waste=with_waste,
+            actuals=actuals,
         )
         if s is not None:
             out.append(s)
@@ -257,6 +265,7 @@ def backtest_tallies(
     for fold in range(policy.folds):
         train: list[RunExample] = []
         tests: list[tuple[TaskKey, int, int]] = []
+        actuals = ActualCurves()  # the fold's held-out curves, shared by every candidate's scores
         for key, runs in by_task.items():
             cuts = task_origins[key]
             if fold < len(cuts):
@@ -302,7 +311,7 @@ def backtest_tallies(
                     if missing:  # e.g. a model trained on other dimensions: it cannot win here
                         tally.error = f"predict: no forecast of {', '.join(missing)}"
                         break
-                    run_scores = score_example(forecast.curves, runs[i], with_waste=False)
+                    run_scores = score_example(forecast.curves, runs[i], with_waste=False, actuals=actuals)
                     if not run_scores:
                         continue
                     tally.forecasts += 1
