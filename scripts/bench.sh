@@ -23,6 +23,7 @@ export AIRFLOW_PREDICTIVE_TEST_PG_URL="${AIRFLOW_PREDICTIVE_TEST_PG_URL:-$(bash 
 run $PY bench/oom_record_bench.py
 run $PY bench/profiler_memstat.py
 run $PY bench/shadow_lookup_bench.py
+run $PY bench/training_fanout.py
 if [ -d "$DATA" ]; then
   run $PY bench/profiler_bench.py --data "$DATA"
   run $PY bench/estimators_bench.py --data "$DATA/kseg-eager" --out docs/benchmarks/estimators.md
