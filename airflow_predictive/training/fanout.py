@@ -237,16 +237,16 @@ def decode(data: Mapping[str, Any]) -> Backtested:
         key = _key(task["key"])
         runs[key] = int(task["runs"])
         origins[key] = [int(c) for c in task["origins"]]
-        tallies[key] = {
-            name: _Tally(
-                **{
-                    f: ({Metric(m): list(v) for m, v in value.items()} if isinstance(value, dict) else value)
-                    for f, value in state.items()
-                }
-            )
-            for name, state in task["tallies"].items()
-        }
+        tallies[key] = {name: _tally(state) for name, state in task["tallies"].items()}
     return Backtested(runs, origins, tallies)
+
+
+def _tally(state: Mapping[str, Any]) -> _Tally:
+    values: dict[str, Any] = {
+        f: ({Metric(m): list(v) for m, v in value.items()} if isinstance(value, dict) else value)
+        for f, value in state.items()
+    }
+    return _Tally(**values)
 
 
 def _write(path: Path, data: Mapping[str, Any]) -> None:
