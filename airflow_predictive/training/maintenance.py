@@ -1,5 +1,7 @@
 """Incremental retraining (the feedback loop): retrain the tasks that have new runs since their
-profile was last updated. Called by the maintenance DAG's task and `airflow predictive train`.
+profile was last updated. ``retrain`` does it in one process (`airflow predictive train`); the
+maintenance DAG fans the same work out as mapped tasks (``training/fanout.py``) and takes its due
+tasks from ``to_retrain`` here.
 Never imported by the scheduler, executor, triggerer or DAG processor.
 
 Triggers (the LSTM and every other candidate retrain together, per task): on the maintenance
