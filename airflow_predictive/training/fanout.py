@@ -488,13 +488,23 @@ def select_and_store(engine: Engine, plan: Plan, global_versions: Mapping[str, i
     from airflow_predictive.training.pipeline import store_selections
 
     began = time.monotonic()
-    examples = plan.examples(engine)
+    work_store = ModelStore(Path(plan.work) / WORK_MODELS, keep=1)
+    chain = None
+    if global_versions.get(COLD_START, -1) > 0:
+        try:
+            chain = work_store.load(scope_of(COLD_START), int(global_versions[COLD_START]))
+        except ModelUnavailable as exc:
+            log.warning(
+                "predictive: the cold-start chain of train_global is unavailable (%s); refitting", exc
+            )
+    # with the cross-task fits done, only the due tasks' runs are needed here (the per-task
+    # candidates learn nothing from other tasks); without the chain, it is fitted on every run
+    examples = plan.examples(engine, plan.due if chain is not None else None)
     if not examples:
         return None
     names, measured = merged(plan, examples)
     records = select(names, measured, plan.policy(), frozenset(plan.due))
     champions = {r.champion for r in records if r.champion is not None}
-    work_store = ModelStore(Path(plan.work) / WORK_MODELS, keep=1)
     prefitted: dict[str, Estimator | None] = {}
     for name in sorted(champions & CROSS_TASK):
         version = global_versions.get(name)
@@ -505,14 +515,6 @@ def select_and_store(engine: Engine, plan: Plan, global_versions: Mapping[str, i
             prefitted[name] = None
         if prefitted[name] is None:
             log.warning("predictive: %s could not be fitted on all runs; its tasks get the cold start", name)
-    chain = None
-    if global_versions.get(COLD_START, -1) > 0:
-        try:
-            chain = work_store.load(scope_of(COLD_START), int(global_versions[COLD_START]))
-        except ModelUnavailable as exc:
-            log.warning(
-                "predictive: the cold-start chain of train_global is unavailable (%s); refitting", exc
-            )
     local = factories(tuple(n for n in names if n not in CROSS_TASK))
     return store_selections(
         records,

@@ -23,10 +23,20 @@ HEADER = (
 )
 
 
-def write_history(directory: Path, tasks: int = 8, runs_per_task: int = 12, seed: int = 0) -> Path:
+def write_history(
+    directory: Path,
+    tasks: int = 8,
+    runs_per_task: int = 12,
+    seed: int = 0,
+    *,
+    start: datetime | None = None,
+    prefix: str = "S",
+) -> Path:
+    """``start``: when the first run starts (default 2024-03-01); ``prefix`` names the runs (a
+    later batch of runs of the same tasks needs another)."""
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
-    start = datetime(2024, 3, 1, tzinfo=UTC)
+    start = start or datetime(2024, 3, 1, tzinfo=UTC)
     runs, samples = [], []
     n = 0
     for r in range(runs_per_task):
@@ -35,10 +45,10 @@ def write_history(directory: Path, tasks: int = 8, runs_per_task: int = 12, seed
             kind = i % 4
             size = float(rng.uniform(1, 4)) * 1e9
             seconds = int(40 + 10 * (i % 5))
-            run_id = f"t{i:04d} (S{r}) ({n})"
+            run_id = f"t{i:04d} ({prefix}{r}) ({n})"
             t0 = start + timedelta(minutes=n)
             runs.append(
-                f"{run_id},wf{i // 50},t{i:04d},S{r},{t0.isoformat().replace('+00:00', 'Z')},{seconds - 2},"
+                f"{run_id},wf{i // 50},t{i:04d},{prefix}{r},{t0.isoformat().replace('+00:00', 'Z')},{seconds - 2},"
                 f"{seconds // 2},4,8589934592,1,{size:.0f},1,1\n"
             )
             base = 100.0 + 20 * (i % 7)

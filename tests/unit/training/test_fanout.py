@@ -205,3 +205,43 @@ def test_runs_that_end_after_the_plan_are_left_to_the_next_run(trace: Path, tmp_
         one = retrain(alone, model_dir=str(tmp_path / "one"), candidates=STATISTICAL)
     assert fanned is not None and one is not None
     assert {t.key: t.selection.scores for t in fanned.tasks} == {t.key: t.selection.scores for t in one.tasks}
+
+
+def test_an_hourly_run_with_a_few_due_tasks_stores_what_one_process_stores(
+    trace: Path, tmp_path: Path
+) -> None:
+    """The steady state: every task has a profile, three have new runs. ``select_and_store`` then
+    reads only the due tasks' runs; profiles, forecasts and saved models still match."""
+    from datetime import UTC, datetime, timedelta
+
+    later = write_history(
+        tmp_path / "later",
+        tasks=3,
+        runs_per_task=4,
+        seed=1,
+        start=datetime.now(UTC) + timedelta(days=1),
+        prefix="L",
+    )
+    stored = []
+    for name, fan in (("one", False), ("fan", True)):
+        (tmp_path / name).mkdir()
+        with migrated_engine("sqlite", tmp_path / name) as engine:
+            import_traces(trace, SqlRunStore(engine))
+            assert retrain(engine, model_dir=str(tmp_path / name / "m"), candidates=STATISTICAL) is not None
+            import_traces(later, SqlRunStore(engine))
+            if fan:
+                again = retrain_fanned_out(
+                    engine,
+                    tmp_path / name / "m",
+                    "hourly",
+                    min_new_runs=3,
+                    candidates=STATISTICAL,
+                    shard_size=2,
+                )
+            else:
+                again = retrain(
+                    engine, model_dir=str(tmp_path / name / "m"), min_new_runs=3, candidates=STATISTICAL
+                )
+            assert again is not None and len(again.tasks) == 3
+            stored.append(_stored(engine, tmp_path / name / "m"))
+    assert stored[0] == stored[1]
