@@ -66,7 +66,8 @@ WORK_MODELS = "models"
 
 @dataclass(frozen=True)
 class Plan:
-    """What one maintenance run retrains and how it is split (plain JSON for XCom)."""
+    """What one maintenance run retrains and how it is split (plain JSON for XCom: the due tasks
+    are written once, in their shards)."""
 
     work: str  # the run's work folder
     model_dir: str
@@ -100,7 +101,6 @@ class Plan:
             "model_dir": self.model_dir,
             "candidates": list(self.candidates),
             "metrics": [m.value for m in self.metrics],
-            "due": [_key_json(k) for k in self.due],
             "shards": [[_key_json(k) for k in s] for s in self.shards],
             "last_run_pk": self.last_run_pk,
             "last_end": self.last_end.isoformat() if self.last_end is not None else None,
@@ -113,7 +113,7 @@ class Plan:
             model_dir=str(data["model_dir"]),
             candidates=tuple(data["candidates"]),
             metrics=tuple(Metric(m) for m in data["metrics"]),
-            due=tuple(_key(k) for k in data["due"]),
+            due=tuple(sorted((_key(k) for s in data["shards"] for k in s), key=str)),
             shards=tuple(tuple(_key(k) for k in s) for s in data["shards"]),
             last_run_pk=int(data["last_run_pk"]),
             last_end=datetime.fromisoformat(data["last_end"]) if data["last_end"] else None,
