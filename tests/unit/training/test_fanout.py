@@ -30,6 +30,7 @@ from tests.unit.training.fanout_history import write_history
 from tests.unit.training.synthetic_traces import write_trace
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from sqlalchemy.engine import Engine
@@ -58,19 +59,29 @@ def test_shards_cover_every_task_once_balanced_by_runs_and_capped() -> None:
     assert len(shards_of(runs, shard_size=1, max_shards=4)) == 4
 
 
-def test_tallies_round_trip_through_json(filled_store: SqlRunStore) -> None:
-    examples = load_examples(filled_store)
+@pytest.fixture
+def filled(tmp_path: Path) -> Iterator[SqlRunStore]:
+    """The small synthetic trace on SQLite (tests of pure computation: one database kind is enough)."""
+    (tmp_path / "filled").mkdir()
+    with migrated_engine("sqlite", tmp_path / "filled") as engine:
+        store = SqlRunStore(engine)
+        import_traces(write_trace(tmp_path / "small-trace"), store)
+        yield store
+
+
+def test_tallies_round_trip_through_json(filled: SqlRunStore) -> None:
+    examples = load_examples(filled)
     measured = backtest_tallies(factories(STATISTICAL), examples, SelectionPolicy(folds=2))
     back = decode(json.loads(json.dumps(encode(measured))))
     assert back == measured
     assert any(t.ratios for by_name in back.tallies.values() for t in by_name.values())
 
 
-def test_per_task_candidates_learn_nothing_from_other_tasks(filled_store: SqlRunStore) -> None:
+def test_per_task_candidates_learn_nothing_from_other_tasks(filled: SqlRunStore) -> None:
     """What lets a shard backtest them on its tasks alone: fitted on every task or on one, they
     forecast that task the same (a candidate that starts learning across tasks fails here and
     must join ``CROSS_TASK``)."""
-    examples = load_examples(filled_store)
+    examples = load_examples(filled)
     align = [e for e in examples if e.key.task_id == "align"]
     local = tuple(n for n in DEFAULT_CANDIDATES if n not in CROSS_TASK)
     assert local
@@ -151,16 +162,14 @@ def test_fanned_out_retrain_stores_what_one_process_stores(
         assert retrain_fanned_out(other, tmp_path / "fan", "manual__2", candidates=STATISTICAL) is None
 
 
-def test_plan_splits_due_tasks_and_refuses_unknown_candidates(
-    filled_store: SqlRunStore, tmp_path: Path
-) -> None:
-    plan = make_plan(filled_store.engine, tmp_path, "scheduled__2024-01-01T00:00:00+00:00", shard_size=2)
+def test_plan_splits_due_tasks_and_refuses_unknown_candidates(filled: SqlRunStore, tmp_path: Path) -> None:
+    plan = make_plan(filled.engine, tmp_path, "scheduled__2024-01-01T00:00:00+00:00", shard_size=2)
     assert plan is not None and len(plan.due) == 3 and len(plan.shards) == 2
     assert sorted(k for s in plan.shards for k in s) == sorted(plan.due)
     assert "/fanout/scheduled__2024-01-01T00_00_00_00_00" in plan.work
     assert type(plan).from_json(json.loads(json.dumps(plan.to_json()))) == plan
     with pytest.raises(ValueError, match="unknown estimator"):
-        make_plan(filled_store.engine, tmp_path, "x", candidates=("last_run", "prophet"))
+        make_plan(filled.engine, tmp_path, "x", candidates=("last_run", "prophet"))
 
 
 def test_choosing_per_shard_would_change_champions(trace: Path, tmp_path: Path) -> None:
