@@ -46,14 +46,15 @@ def predictive_maintenance() -> None:
         closed = upkeep(get_runtime().run_store(), older_than_s)
         return {"closed": len(closed), "run_pks": closed[:100]}
 
-    @task(execution_timeout=timedelta(minutes=10))
+    @task(execution_timeout=timedelta(minutes=40))
     def plan_retraining(min_new_runs: int = 3, run_id: str | None = None, ti: Any = None) -> list[int]:
         """The due tasks, in shards: returns the shard indices (what ``backtest_shard`` expands
-        over); the plan itself goes to the XCom key ``plan`` (None: nothing is due). ``run_id``
-        and ``ti`` come from the task's context."""
+        over); the plan itself goes to the XCom key ``plan``. With one shard (a small
+        deployment) it retrains here, in this task, and returns no shard: the other tasks skip
+        without a process. ``run_id`` and ``ti`` come from the task's context."""
         from airflow_predictive import config
         from airflow_predictive.runtime import get_runtime
-        from airflow_predictive.training.fanout import make_plan
+        from airflow_predictive.training.fanout import make_plan, run_in_process
 
         runtime = get_runtime()
         plan = make_plan(
@@ -65,6 +66,11 @@ def predictive_maintenance() -> None:
             shard_size=config.training_shard_size(),
             max_shards=config.training_max_shards(),
         )
+        if plan is not None and len(plan.shards) == 1:
+            result = run_in_process(runtime.engine(), plan)
+            ti.xcom_push(key="plan", value=None)
+            ti.xcom_push(key="retrained", value=_summary(result, shards=0))
+            return []
         ti.xcom_push(key="plan", value=plan.to_json() if plan is not None else None)
         return list(range(len(plan.shards))) if plan is not None else []
 
@@ -95,31 +101,36 @@ def predictive_maintenance() -> None:
         from airflow_predictive.training.fanout import Plan
         from airflow_predictive.training.fanout import select_and_store as store
 
-        result = store(get_runtime().engine(), Plan.from_json(plan), versions)
-        if result is None:
-            return {"retrained": 0}
-        return {
-            "retrained": len(result.tasks),
-            "shards": len(list(shards)),
-            "model_versions": dict(result.model_versions),
-            "champions": {str(t.key): t.champion for t in result.tasks},
-        }
+        return _summary(store(get_runtime().engine(), Plan.from_json(plan), versions), len(list(shards)))
 
-    @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=5))
-    def clean_up(plan: dict[str, Any] | None) -> None:
-        """The run's work folder goes, whatever happened upstream."""
-        from airflow_predictive.training.fanout import Plan
+    @task(trigger_rule="all_done_min_one_success", execution_timeout=timedelta(minutes=5))
+    def clean_up(run_id: str | None = None) -> None:
+        """The run's work folder goes once the fan-out ran, whatever failed in it (all skipped:
+        there was none). A folder left behind anyway is swept by a later plan after a day."""
+        from airflow_predictive.runtime import get_runtime
         from airflow_predictive.training.fanout import clean_up as remove
+        from airflow_predictive.training.fanout import work_folder
 
-        if plan is not None:
-            remove(Plan.from_json(plan))
+        remove(work_folder(get_runtime().model_store().root, run_id or "manual"))
 
     close_stale_runs()  # beside the retraining: a run it closes is no success, so trains nothing
     planned = plan_retraining()
     versions = train_global_models(planned["plan"])
     shards = backtest_shard.partial(plan=planned["plan"], versions=versions).expand(index=planned)
     stored = select_and_store(planned["plan"], versions, shards)
-    stored >> clean_up(planned["plan"])
+    [versions, shards, stored] >> clean_up()
+
+
+def _summary(result: Any, shards: int) -> dict[str, object]:
+    """What a retraining returns to XCom (``TrainingResult`` or None: nothing was due)."""
+    if result is None:
+        return {"retrained": 0}
+    return {
+        "retrained": len(result.tasks),
+        "shards": shards,
+        "model_versions": dict(result.model_versions),
+        "champions": {str(t.key): t.champion for t in result.tasks},
+    }
 
 
 predictive_maintenance()

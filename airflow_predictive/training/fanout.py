@@ -176,8 +176,8 @@ def make_plan(
             found.update(rec.peak.present())
             last_pk = max(last_pk, rec.run_pk or 0)
             last_end = rec.end if last_end is None else max(last_end, rec.end)
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).strip("._") or "run"
-    work = Path(model_dir) / "fanout" / safe
+    _sweep(model_dir)
+    work = work_folder(model_dir, run_id)
     shutil.rmtree(work, ignore_errors=True)  # a retried plan starts clean
     work.mkdir(parents=True)
     due = sorted(decision.due, key=str)
@@ -529,8 +529,28 @@ def select_and_store(engine: Engine, plan: Plan, global_versions: Mapping[str, i
     )
 
 
-def clean_up(plan: Plan) -> None:
-    shutil.rmtree(plan.work, ignore_errors=True)
+def work_folder(model_dir: str | os.PathLike[str], run_id: str) -> Path:
+    """The work folder of the maintenance run ``run_id``."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).strip("._") or "run"
+    return Path(model_dir) / "fanout" / safe
+
+
+def clean_up(plan: Plan | Path | str) -> None:
+    shutil.rmtree(plan.work if isinstance(plan, Plan) else plan, ignore_errors=True)
+
+
+def _sweep(model_dir: str | os.PathLike[str], older_than_s: float = 86400.0) -> None:
+    """Work folders a run left behind (its clean-up never ran: a failed plan, a killed worker)."""
+    root = Path(model_dir) / "fanout"
+    if not root.is_dir():
+        return
+    cutoff = time.time() - older_than_s
+    for folder in root.iterdir():
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def retrain_fanned_out(
@@ -556,8 +576,14 @@ def retrain_fanned_out(
         shard_size=shard_size,
         max_shards=max_shards,
     )
-    if plan is None:
-        return None
+    return None if plan is None else run_in_process(engine, plan, options)
+
+
+def run_in_process(
+    engine: Engine, plan: Plan, options: Mapping[str, Mapping[str, Any]] | None = None
+) -> TrainingResult | None:
+    """Every step of ``plan`` here, one after the other (the DAG does this inside
+    ``plan_retraining`` when there is one shard: a small deployment launches no more tasks)."""
     try:
         versions = train_global(engine, plan, options)
         for i in range(len(plan.shards)):
