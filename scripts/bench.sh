@@ -24,6 +24,7 @@ run $PY bench/oom_record_bench.py
 run $PY bench/profiler_memstat.py
 run $PY bench/shadow_lookup_bench.py
 run $PY bench/training_fanout.py
+run $PY bench/training_fanout.py --tasks 50 --shard-size 13 --lstm --out docs/benchmarks/training_fanout_lstm.md
 if [ -d "$DATA" ]; then
   run $PY bench/profiler_bench.py --data "$DATA"
   run $PY bench/estimators_bench.py --data "$DATA/kseg-eager" --out docs/benchmarks/estimators.md
