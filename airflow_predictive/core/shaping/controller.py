@@ -19,11 +19,8 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
-
 from airflow_predictive.core.model.backend import ExitKind, ResizeResult, ResizeStatus
 from airflow_predictive.core.model.resources import ResourceVector
-from airflow_predictive.core.model.series import ResourceSample, UsageSeries
 from airflow_predictive.core.shaping.events import Action, MetricDecision, ShapingEvent, Verdict
 from airflow_predictive.core.shaping.policy import (
     MetricHistory,
@@ -36,12 +33,14 @@ from airflow_predictive.core.shaping.policy import (
     target_allocation,
 )
 from airflow_predictive.core.shaping.quiet import Quiet, quiet
+from airflow_predictive.core.shaping.reforecast import UsagePrefix
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from airflow_predictive.core.model.backend import Allocation, Handle
     from airflow_predictive.core.model.resources import Metric
+    from airflow_predictive.core.model.series import UsageSeries
     from airflow_predictive.core.ports import Clock, ResourceBackend
     from airflow_predictive.core.shaping.policy import Expectation, PlanView
 
@@ -169,7 +168,7 @@ class ShapingController:
         self.started_s = clock.monotonic() if started_s is None else started_s
         self.histories: dict[Metric, MetricHistory] = {}
         self.windows = {m: _Window(settings.reclaim_after_s) for m in self.settings.metrics}
-        self.prefix: deque[ResourceSample] = deque(maxlen=PREFIX_LIMIT)
+        self.prefix = UsagePrefix(PREFIX_LIMIT)
         self.in_flight: _InFlight | None = None
         self.resizes = 0  # resize calls made (applied or not)
         self.changes: list[tuple[float, Metric, Action, float]] = []  # (t, metric, action, target)
@@ -221,7 +220,7 @@ class ShapingController:
                 value = usage.get(metric)
                 if value is not None:
                     self.windows[metric].add(t, value)
-            self.prefix.append(ResourceSample(t, usage))
+            self.prefix.append(t, usage)
         return True, usage
 
     def _settle(self, t: float, events: list[ShapingEvent]) -> ResizeResult | None:
@@ -284,7 +283,7 @@ class ShapingController:
             return
         self._last_reforecast_s = t
         try:
-            fresh = self.reforecast(prefix_series(self.prefix))
+            fresh = self.reforecast(self.prefix.series())
         except Exception as exc:
             self._warn("reforecast", f"re-forecast failed, keeping the forecast: {exc}")
             return
@@ -425,14 +424,16 @@ class ShapingController:
         inp = replace(inp, current=self.allocation)
         return quiet(inp, self.settings, self.histories, plan_next_s=plan_next)
 
-    def observe(self, t_s: float, usage: ResourceVector) -> None:
+    def observe(self, t_s: float, usage: ResourceVector, *, prefix: bool = True) -> None:
         """A usage sample seen at ``t_s`` (seconds since start) by a loop that skipped its tick:
-        the dwell window's peak and the re-forecast prefix see it as if the tick had run."""
+        the dwell window's peak and (``prefix``) the re-forecast prefix see it as if the tick had
+        run (a loop that adds the prefix's samples in bulk, ``prefix.extend``, passes False)."""
         for metric in self.settings.metrics:
             value = usage.get(metric)
             if value is not None:
                 self.windows[metric].add(t_s, value)
-        self.prefix.append(ResourceSample(t_s, usage))
+        if prefix:
+            self.prefix.append(t_s, usage)
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _events_for(
@@ -507,20 +508,6 @@ class ShapingController:
             log.warning("shaping %s: %s (the task keeps its resources)", self.handle.name, message)
         else:
             log.debug("shaping %s: %s", self.handle.name, message)
-
-
-def prefix_series(samples: Sequence[ResourceSample]) -> UsageSeries:
-    """The controller's prefix as a series, column by column for the metrics of the latest sample
-    (a re-forecast reads up to two hours of samples: ``UsageSeries.from_samples`` reads every metric
-    of every sample, ~30 ms at 7,200); ``from_samples`` when the times are not increasing."""
-    times = np.fromiter((s.t_s for s in samples), float, len(samples))
-    if times.size < 2 or not np.all(np.diff(times) > 0) or not np.all(np.isfinite(times)):
-        return UsageSeries.from_samples(list(samples))
-    values = {
-        m: np.array([getattr(s.usage, m.value) for s in samples], dtype=float)
-        for m in samples[-1].usage.present()
-    }
-    return UsageSeries(times, values)
 
 
 def _next_plan_change(plan: PlanView | None, t_s: float) -> float:

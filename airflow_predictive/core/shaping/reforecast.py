@@ -34,8 +34,93 @@ from airflow_predictive.core.shaping.expectation import ForecastExpectation
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from airflow_predictive.core.model.resources import Metric
+    from airflow_predictive.core.model.resources import Metric, ResourceVector
     from airflow_predictive.core.model.series import Forecast
+
+
+class UsagePrefix:
+    """The usage a running try has shown so far (its last ``limit`` samples), kept column by column:
+    a re-forecast reads it as arrays without a Python object per sample, and a loop that skipped ticks
+    (the cluster simulator) adds their samples in bulk (``extend``). ``series()`` is what
+    ``UsageSeries.from_samples`` gives for the same samples (sorted, a repeated time: the last wins,
+    metrics seen at least once)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit!r}")
+        self.limit = limit
+        self._times: list[float] = []  # appended one by one since the last flush
+        self._values: dict[Metric, list[float]] = {}
+        self._chunks: list[tuple[np.ndarray, dict[Metric, np.ndarray]]] = []
+        self._count = 0
+
+    def __len__(self) -> int:
+        return min(self._count, self.limit)
+
+    def append(self, t_s: float, usage: ResourceVector) -> None:
+        n = len(self._times)
+        for metric, value in usage.present().items():
+            column = self._values.get(metric)
+            if column is None:
+                column = self._values[metric] = [math.nan] * n
+            column.append(value)
+        self._times.append(float(t_s))
+        for column in self._values.values():
+            if len(column) == n:
+                column.append(math.nan)
+        self._count += 1
+        if len(self._times) >= self.limit:
+            self._flush()
+
+    def extend(self, times: np.ndarray, values: Mapping[Metric, np.ndarray]) -> None:
+        """Samples at ``times`` (after every one added before), one array per metric."""
+        self._flush()
+        t = np.asarray(times, dtype=float)
+        if t.size == 0:
+            return
+        self._chunks.append((t, {m: np.asarray(v, dtype=float) for m, v in values.items()}))
+        self._count += int(t.size)
+        self._trim()
+
+    def series(self) -> UsageSeries:
+        self._flush()
+        if not self._chunks:
+            return UsageSeries(np.zeros(0), {})
+        if len(self._chunks) > 1:
+            metrics = {m for _, cols in self._chunks for m in cols}
+            times = np.concatenate([t for t, _ in self._chunks])
+            merged = {
+                m: np.concatenate([cols.get(m, np.full(t.size, np.nan)) for t, cols in self._chunks])
+                for m in metrics
+            }
+            self._chunks = [(times, merged)]
+        times, cols = self._chunks[0]
+        keep = slice(max(0, times.size - self.limit), None)
+        t, values = times[keep], {m: v[keep] for m, v in cols.items()}
+        if t.size > 1 and not (np.all(np.isfinite(t)) and np.all(np.diff(t) > 0)):
+            finite = np.flatnonzero(np.isfinite(t))
+            order = finite[np.argsort(t[finite], kind="stable")]
+            ordered = t[order]
+            last = np.append(ordered[1:] != ordered[:-1], True)  # a repeated time: the last wins
+            t, values = ordered[last], {m: v[order][last] for m, v in values.items()}
+        values = {m: v for m, v in values.items() if np.isfinite(v).any()}
+        return UsageSeries(t, values)
+
+    def _flush(self) -> None:
+        if self._times:
+            n = len(self._times)
+            self._chunks.append(
+                (np.array(self._times), {m: np.array(v[:n], dtype=float) for m, v in self._values.items()})
+            )
+            self._times, self._values = [], {}
+        self._trim()
+
+    def _trim(self) -> None:
+        """Forget whole chunks older than the last ``limit`` samples."""
+        total = sum(t.size for t, _ in self._chunks)
+        while len(self._chunks) > 1 and total - self._chunks[0][0].size >= self.limit:
+            total -= self._chunks.pop(0)[0].size
+        self._count = min(self._count, total)
 
 
 @dataclass(frozen=True)

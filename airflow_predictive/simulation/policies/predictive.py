@@ -456,11 +456,16 @@ class ShapedDriver:
             k0, times, mem, cpu = skipped
             count = k - 1 - k0  # ticks k0+1 .. k-1
             keep = times[:count] >= now_s - self._controller.settings.reclaim_after_s - 1.0
-            if self._controller.reforecast is not None:  # the re-forecast reads the whole prefix
-                keep = np.ones(count, dtype=bool)
+            bulk = self._controller.reforecast is not None  # the re-forecast reads the whole prefix
+            if bulk:
+                self._controller.prefix.extend(
+                    times[:count], {Metric.CPU_CORES: cpu[:count], Metric.MEMORY_BYTES: mem[:count]}
+                )
             for s in np.flatnonzero(keep):
                 self._controller.observe(
-                    float(times[s]), ResourceVector(cpu_cores=float(cpu[s]), memory_bytes=float(mem[s]))
+                    float(times[s]),
+                    ResourceVector(cpu_cores=float(cpu[s]), memory_bytes=float(mem[s])),
+                    prefix=not bulk,
                 )
         i = k - 1  # the last completed sample
         backend.usage_now = ResourceVector(

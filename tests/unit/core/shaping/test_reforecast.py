@@ -147,3 +147,42 @@ def test_a_re_forecast_never_lets_the_memory_limit_below_usage_plus_the_margin(s
         clock.advance(1.0)
     assert reclaims > 0  # the re-forecast made the controller reclaim
     assert isinstance(ctrl.expectation, ForecastExpectation)  # re-forecast (keep_guard off: plain)
+
+
+def test_the_prefix_kept_by_columns_is_what_from_samples_gives_for_the_same_samples() -> None:
+    """Samples one by one and in bulk, a metric seen only later, a repeated time, and more samples
+    than the limit: ``series()`` equals ``UsageSeries.from_samples`` of the last ``limit`` samples."""
+    from airflow_predictive.core.model.series import ResourceSample
+    from airflow_predictive.core.shaping.reforecast import UsagePrefix
+
+    rng = np.random.default_rng(3)
+    prefix, samples = UsagePrefix(limit=50), []
+    t = 0.0
+    for i in range(120):
+        t += 1.0
+        if i % 30 == 10:  # a bulk of skipped ticks
+            times = t + np.arange(7, dtype=float)
+            mem, cpu = rng.uniform(1, 2, 7) * GIB, rng.uniform(0, 1, 7)
+            prefix.extend(times, {MEM: mem, Metric.CPU_CORES: cpu})
+            samples += [
+                ResourceSample(float(x), ResourceVector(cpu_cores=float(c), memory_bytes=float(m)))
+                for x, m, c in zip(times, mem, cpu, strict=True)
+            ]
+            t = float(times[-1])
+            continue
+        usage = ResourceVector(
+            memory_bytes=float(rng.uniform(1, 2) * GIB),
+            cpu_cores=float(rng.uniform(0, 1)) if i > 40 else None,  # CPU appears later
+        )
+        prefix.append(t, usage)
+        samples.append(ResourceSample(t, usage))
+    got, want = prefix.series(), UsageSeries.from_samples(samples[-50:])
+    assert len(prefix) == 50
+    np.testing.assert_array_equal(got.times, want.times)
+    assert set(got.values) == set(want.values)
+    for metric, values in want.values.items():
+        np.testing.assert_array_equal(got.values[metric], values)
+    repeated = UsagePrefix(limit=10)
+    repeated.append(1.0, ResourceVector(memory_bytes=1.0))
+    repeated.append(1.0, ResourceVector(memory_bytes=2.0))  # the same time again: the last wins
+    assert repeated.series().get(MEM).tolist() == [2.0]  # type: ignore[union-attr]
