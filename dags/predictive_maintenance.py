@@ -46,12 +46,13 @@ def predictive_maintenance() -> None:
         closed = upkeep(get_runtime().run_store(), older_than_s)
         return {"closed": len(closed), "run_pks": closed[:100]}
 
-    @task(execution_timeout=timedelta(minutes=40))
+    @task.short_circuit(execution_timeout=timedelta(minutes=40))
     def plan_retraining(min_new_runs: int = 3, run_id: str | None = None, ti: Any = None) -> list[int]:
         """The due tasks, in shards: returns the shard indices (what ``backtest_shard`` expands
-        over); the plan itself goes to the XCom key ``plan``. With one shard (a small
-        deployment) it retrains here, in this task, and returns no shard: the other tasks skip
-        without a process. ``run_id`` and ``ti`` come from the task's context."""
+        over); the plan itself goes to the XCom key ``plan`` ({}: none). With one shard (a small
+        deployment) it retrains here, in this task, and returns no shard. No shard (that, or
+        nothing due) short-circuits: every task after it is skipped without a process.
+        ``run_id`` and ``ti`` come from the task's context."""
         from airflow_predictive import config
         from airflow_predictive.runtime import get_runtime
         from airflow_predictive.training.fanout import make_plan, run_in_process
@@ -68,21 +69,22 @@ def predictive_maintenance() -> None:
         )
         if plan is not None and len(plan.shards) == 1:
             result = run_in_process(runtime.engine(), plan)
-            ti.xcom_push(key="plan", value=None)
+            ti.xcom_push(key="plan", value={})
             ti.xcom_push(key="retrained", value=_summary(result, shards=0))
             return []
-        ti.xcom_push(key="plan", value=plan.to_json() if plan is not None else None)
+        # {} (not None: Airflow reads a None XCom as missing) when nothing is left to fan out
+        ti.xcom_push(key="plan", value=plan.to_json() if plan is not None else {})
         return list(range(len(plan.shards))) if plan is not None else []
 
     @task(execution_timeout=timedelta(minutes=60))
-    def train_global_models(plan: dict[str, Any] | None) -> dict[str, int]:
+    def train_global_models(plan: dict[str, Any]) -> dict[str, int]:
         from airflow.exceptions import AirflowSkipException
 
         from airflow_predictive.runtime import get_runtime
         from airflow_predictive.training.fanout import Plan, train_global
 
-        if plan is None:
-            raise AirflowSkipException("no task has new runs")
+        if not plan:
+            raise AirflowSkipException("nothing to fan out (no task has new runs, or one shard)")
         return train_global(get_runtime().engine(), Plan.from_json(plan))
 
     @task(execution_timeout=timedelta(minutes=30))

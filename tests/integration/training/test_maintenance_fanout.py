@@ -88,3 +88,45 @@ def test_every_task_has_the_profile_one_process_would_store(
         assert {str(p.key): p.scores for p in ProfileStore(alone).profiles()} == {
             k: p.scores for k, p in profiles.items()
         }
+
+
+@pytest.fixture(scope="module")
+def hourly(maintained: tuple[AirflowEnv, Path]) -> tuple[AirflowEnv, Path]:
+    """The next run, with new runs of two tasks only: one shard, retrained inside the planner."""
+    from datetime import UTC, datetime, timedelta
+
+    env, home = maintained
+    later = write_history(
+        home / "later",
+        tasks=2,
+        runs_per_task=4,
+        seed=1,
+        start=datetime.now(UTC) + timedelta(days=1),
+        prefix="L",
+    )
+    import_traces(later, SqlRunStore(engine_for(env.predictive_url)))
+    out = env.dags_test("predictive_maintenance", {})  # the module's API server is still up
+    assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
+    return env, home
+
+
+def test_a_few_due_tasks_retrain_inside_the_planner_and_launch_nothing_else(
+    hourly: tuple[AirflowEnv, Path],
+) -> None:
+    env, home = hourly
+    with sqlite3.connect(home / "airflow.db") as conn:
+        (run_id,) = conn.execute(
+            "SELECT run_id FROM dag_run WHERE dag_id = 'predictive_maintenance' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        rows = conn.execute(
+            "SELECT task_id, state, pid FROM task_instance WHERE run_id = ? AND dag_id = 'predictive_maintenance'",
+            (run_id,),
+        ).fetchall()
+    states = {t: (s, pid) for t, s, pid in rows}
+    assert states["plan_retraining"][0] == "success"
+    for task_id in ("train_global_models", "select_and_store", "clean_up"):
+        assert states[task_id] == ("skipped", None), states  # skipped without a process
+    engine = engine_for(env.predictive_url)
+    recent = sorted(ProfileStore(engine).profiles(), key=lambda p: p.updated_at)[-2:]
+    assert {p.key.task_id for p in recent} == {"t0000", "t0001"}
+    assert all(p.runs == 16 for p in recent)  # the 12 first runs and the 4 new ones
