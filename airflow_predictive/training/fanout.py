@@ -4,19 +4,23 @@ the maintenance DAG splits the work so that Airflow's own executors are the dist
 What runs where (``dags/predictive_maintenance.py``, one function here per Airflow task):
 
 1. ``make_plan`` (one task): the due tasks (the triggers of ``maintenance.to_retrain``), the
-   dimensions measured, and shards of due tasks balanced by their runs (``[predictive]
-   training_shard_size`` tasks each, at most ``training_max_shards``; a small deployment gets one).
+   dimensions measured, the history's snapshot, and shards of due tasks balanced by their runs
+   (``[predictive] training_shard_size`` tasks each, at most ``training_max_shards``). With one
+   shard the DAG runs every step in that task (``run_in_process``) and maps nothing.
 2. ``train_global`` (one task): the candidates whose fit learns across tasks (``CROSS_TASK``: the
-   LSTM, the scaled curve's cross-task elasticity and spread) are backtested once over every task,
-   one fit per fold as in one process, then fitted once on all runs into the work folder.
-3. ``backtest_shard`` (mapped, one per shard, beside 2): the per-task candidates, whose forecast
-   reads only the task's own history, backtested on the shard's tasks with only their runs loaded.
+   LSTM, the scaled curve's cross-task elasticity and spread) fitted once per backtest fold, as in
+   one process, and once on all runs, into the work folder; the LSTM's backtest is forecast here
+   (one batch per fold), the scaled curve's fold models are left to the shards; the cold-start
+   chain is fitted here too.
+3. ``backtest_shard`` (mapped, one per shard, after 2): every candidate backtested on the shard's
+   tasks with only their runs loaded: the per-task ones (their forecast reads only the task's own
+   history) fitted here, the scaled curve with the fold models of step 2.
 4. ``select_and_store`` (one task): merges the tallies and chooses each due task's champion with
    ``select``, once: the robust default and the coverage widening pool over every task, so the
    choice cannot be made per shard. Then, as ``pipeline.store_selections`` does in one process:
-   each champion saved once to the model store (the global ones from the work folder, never
+   each champion saved once to the model store (the global ones as fitted in step 2, never
    refitted), every selection recorded and every next forecast cached.
-5. ``clean_up`` (all done): the work folder goes.
+5. ``clean_up`` (after any of them): the work folder goes.
 
 Same result as one process (``maintenance.retrain``): the same fold fits, forecasts and scores,
 the same pooled choice and the same saved versions (``tests/unit/training/test_fanout.py``).
