@@ -25,7 +25,7 @@ from airflow_predictive import config
 
 # re-exported: adapters use these without reading config themselves
 from airflow_predictive.config import INHERITED_STORE_ENV as INHERITED_STORE_ENV
-from airflow_predictive.config import ConnectionLookup as ConnectionLookup  # noqa: TC001
+from airflow_predictive.config import ConnectionLookup as ConnectionLookup
 from airflow_predictive.config import InvalidConfig as InvalidConfig
 from airflow_predictive.config import RecordingUnavailable as RecordingUnavailable
 
