@@ -53,19 +53,12 @@ def predictive_maintenance() -> None:
         deployment) it retrains here, in this task, and returns no shard. No shard (that, or
         nothing due) short-circuits: every task after it is skipped without a process.
         ``run_id`` and ``ti`` come from the task's context."""
-        from airflow_predictive import config
         from airflow_predictive.runtime import get_runtime
         from airflow_predictive.training.fanout import make_plan, run_in_process
 
-        runtime = get_runtime()
+        runtime = get_runtime()  # candidates and shards: [predictive] training_* options
         plan = make_plan(
-            runtime.engine(),
-            runtime.model_store().root,
-            run_id or "manual",
-            min_new_runs=min_new_runs,
-            candidates=config.training_candidates() or None,
-            shard_size=config.training_shard_size(),
-            max_shards=config.training_max_shards(),
+            runtime.engine(), runtime.model_store().root, run_id or "manual", min_new_runs=min_new_runs
         )
         if plan is not None and len(plan.shards) == 1:
             result = run_in_process(runtime.engine(), plan)
