@@ -119,8 +119,8 @@ def airflow_run(
         env.stop()
     with sqlite3.connect(home / "airflow.db") as conn:
         rows = conn.execute(
-            "SELECT task_id, map_index, start_date, end_date FROM task_instance"
-            " WHERE dag_id = 'predictive_maintenance' ORDER BY start_date"
+            "SELECT DISTINCT task_id, map_index, start_date, end_date FROM task_instance"
+            " WHERE dag_id = 'predictive_maintenance' AND start_date IS NOT NULL ORDER BY start_date"
         ).fetchall()
     first = min(datetime.fromisoformat(r[2]) for r in rows)
     spans = [
