@@ -225,6 +225,15 @@ class Runtime:
 
         return ModelStore(config.model_dir(), keep=config.model_versions_kept())
 
+    def training_fanout(self) -> dict[str, Any]:
+        """The maintenance DAG's fan-out options, as ``training.fanout.make_plan`` keywords
+        (``[predictive] training_candidates``, ``training_shard_size``, ``training_max_shards``)."""
+        return {
+            "candidates": config.training_candidates() or None,
+            "shard_size": config.training_shard_size(),
+            "max_shards": config.training_max_shards(),
+        }
+
     # -- the profiler, serving side ----------------------------------------------------------------
 
     @_once

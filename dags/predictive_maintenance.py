@@ -58,7 +58,11 @@ def predictive_maintenance() -> None:
 
         runtime = get_runtime()  # candidates and shards: [predictive] training_* options
         plan = make_plan(
-            runtime.engine(), runtime.model_store().root, run_id or "manual", min_new_runs=min_new_runs
+            runtime.engine(),
+            runtime.model_store().root,
+            run_id or "manual",
+            min_new_runs=min_new_runs,
+            **runtime.training_fanout(),
         )
         if plan is not None and len(plan.shards) == 1:
             result = run_in_process(runtime.engine(), plan)

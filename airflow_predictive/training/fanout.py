@@ -46,8 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_predictive import config
-from airflow_predictive.core.model.resources import Metric
+from airflow_predictive.core.model.resources import FORECAST_METRICS, Metric
 from airflow_predictive.core.model.runs import TaskKey
 from airflow_predictive.core.profiler.selection import Backtested, SelectionPolicy, _Tally
 
@@ -156,20 +155,18 @@ def make_plan(
     min_new_runs: int = 3,
     drift: bool = True,
     candidates: Sequence[str] | None = None,
-    shard_size: int | None = None,
-    max_shards: int | None = None,
+    shard_size: int = 100,
+    max_shards: int = 32,
 ) -> Plan | None:
-    """The plan of one maintenance run (None: no task is due). ``candidates``, ``shard_size`` and
-    ``max_shards`` default to ``[predictive] training_candidates`` (else the defaults),
-    ``training_shard_size`` and ``training_max_shards``."""
+    """The plan of one maintenance run (None: no task is due). ``candidates`` None: the default
+    candidates. The maintenance DAG passes ``[predictive] training_candidates``,
+    ``training_shard_size`` and ``training_max_shards`` (``Runtime.training_fanout``)."""
     from airflow_predictive.core.model.runs import Outcome
     from airflow_predictive.storage.run_store import SqlRunStore
     from airflow_predictive.training.candidates import DEFAULT_CANDIDATES, KNOWN
     from airflow_predictive.training.maintenance import to_retrain
 
-    names = tuple(candidates or config.training_candidates() or DEFAULT_CANDIDATES)
-    shard_size = config.training_shard_size() if shard_size is None else shard_size
-    max_shards = config.training_max_shards() if max_shards is None else max_shards
+    names = tuple(candidates or DEFAULT_CANDIDATES)
     unknown = [n for n in names if n not in KNOWN]
     if unknown:
         raise ValueError(f"unknown estimator(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN))}")
@@ -194,7 +191,7 @@ def make_plan(
         work=str(work),
         model_dir=os.fspath(model_dir),
         candidates=names,
-        metrics=tuple(m for m in Metric if m in found),
+        metrics=tuple(m for m in FORECAST_METRICS if m in found),
         due=tuple(due),
         shards=tuple(shards_of({k: decision.runs.get(k, 0) for k in due}, shard_size, max_shards)),
         last_run_pk=last_pk,

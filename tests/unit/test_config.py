@@ -101,7 +101,9 @@ _PACKAGE = Path(config.__file__).resolve().parent
 
 
 def _modules() -> Iterator[tuple[Path, ast.Module]]:
-    for path in _PACKAGE.rglob("*.py"):
+    """The package's modules and the repo's DAGs (the maintenance DAG reads its options through
+    the runtime: ``Runtime.training_fanout``)."""
+    for path in [*_PACKAGE.rglob("*.py"), *sorted((_PACKAGE.parent / "dags").glob("*.py"))]:
         try:
             yield path, ast.parse(path.read_text(encoding="utf-8"))
         except SyntaxError:  # a module being written; its own tests fail on it
