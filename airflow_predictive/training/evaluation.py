@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from airflow_predictive.core.model.resources import Metric
+from airflow_predictive.core.model.resources import FORECAST_METRICS, Metric
 from airflow_predictive.core.model.series import UsageSeries
 from airflow_predictive.core.profiler.metrics import ActualCurves, RunScore, Summary, summarise
 from airflow_predictive.core.profiler.prefix import condition_on_prefix, needs_conditioning
@@ -161,7 +161,7 @@ def measured_metrics(examples: Sequence[RunExample]) -> tuple[Metric, ...]:
     found = {Metric.CPU_CORES, Metric.MEMORY_BYTES}
     for ex in examples:
         found.update(ex.record.peak.present())
-    return tuple(m for m in Metric if m in found)
+    return tuple(m for m in FORECAST_METRICS if m in found)
 
 
 def truncated(series: UsageSeries, fraction: float) -> UsageSeries | None:

@@ -60,6 +60,11 @@ class Metric(StrEnum):
         return _UNIT[self]
 
 
+# what memory_bytes is made of: recorded and shown, never forecast nor allocated on their own (the
+# profiler would otherwise learn two more curves per task from every run that has them)
+COMPOSITION_METRICS: frozenset[Metric] = frozenset({Metric.MEMORY_ANON_BYTES, Metric.MEMORY_FILE_BYTES})
+FORECAST_METRICS: tuple[Metric, ...] = tuple(m for m in Metric if m not in COMPOSITION_METRICS)
+
 _DIMENSION: dict[Metric, Dimension] = {
     Metric.CPU_CORES: Dimension.CPU,
     Metric.MEMORY_BYTES: Dimension.MEMORY,

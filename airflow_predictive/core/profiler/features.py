@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from airflow_predictive.core.model.resources import Metric
+from airflow_predictive.core.model.resources import FORECAST_METRICS, Metric
 from airflow_predictive.core.model.runs import FeatureValue, TaskKey
 from airflow_predictive.core.profiler.estimators.base import ForecastQuery, RunExample
 from airflow_predictive.core.profiler.run_features import (
@@ -348,7 +348,7 @@ def query_for_example(example: RunExample, history: Sequence[RunExample]) -> For
         declared=rec.declared,
         operator=rec.operator,
         history=tuple(history),
-        metrics=tuple(Metric),
+        metrics=FORECAST_METRICS,
         start=rec.start,
         try_number=rec.identity.try_number,
     )

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from airflow_predictive.core.model.query import ForecastSource, ServedForecast
-from airflow_predictive.core.model.resources import Metric
+from airflow_predictive.core.model.resources import FORECAST_METRICS, Metric
 from airflow_predictive.core.profiler.estimators.base import ForecastQuery as EstimatorQuery
 from airflow_predictive.core.profiler.selection import calibrated
 
@@ -42,7 +42,7 @@ CHAIN_SOURCES: dict[str, ForecastSource] = {
     "operator_prior": ForecastSource.OPERATOR,
     "declared": ForecastSource.DECLARED,
 }
-SERVED_METRICS: tuple[Metric, ...] = tuple(Metric)
+SERVED_METRICS: tuple[Metric, ...] = FORECAST_METRICS
 
 
 @dataclass(frozen=True)

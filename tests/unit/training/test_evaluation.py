@@ -61,3 +61,35 @@ def test_per_task_report_names_the_candidates_that_beat_the_champion(filled_stor
             assert theirs < mine and other != "profiler", name
     # the declared resources (a flat 8 GiB) never forecast these runs better than the champion
     assert all("declared" not in f["beaten_by"] for f in tasks.values())
+
+
+def test_memory_composition_is_recorded_but_never_a_forecast_dimension() -> None:
+    """A run that recorded anon / file memory still trains CPU + memory (+ what else it measured):
+    the composition metrics are parts of memory_bytes, not demands of their own."""
+    from dataclasses import replace
+
+    from airflow_predictive.core.model.resources import GIB
+    from airflow_predictive.core.profiler.estimators.base import RunExample
+    from airflow_predictive.training.evaluation import measured_metrics
+    from tests.unit.core.profiler.synthetic_runs import example
+
+    ex = example("t", 1, 2.0)
+    s = ex.series
+    assert s is not None
+    n = s.times.size
+    series = UsageSeries(
+        s.times,
+        {
+            **s.values,
+            Metric.MEMORY_ANON_BYTES: np.full(n, 1.5 * GIB),
+            Metric.MEMORY_FILE_BYTES: np.full(n, 0.5 * GIB),
+            Metric.DISK_READ_BPS: np.full(n, 1e6),
+        },
+    )
+    rec = replace(ex.record, peak=series.peaks())
+    assert rec.peak.get(Metric.MEMORY_ANON_BYTES) == 1.5 * GIB  # recorded
+    assert measured_metrics([RunExample(rec, series)]) == (
+        Metric.CPU_CORES,
+        Metric.MEMORY_BYTES,
+        Metric.DISK_READ_BPS,
+    )
