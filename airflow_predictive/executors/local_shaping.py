@@ -142,8 +142,7 @@ class PoolGate:
         adjust does)."""
         if self.plan is None or self.started is None:
             return None
-        step = self.plan.next_step_after(now - self.started)
-        return None if step is None else self.started + step.at_s
+        return self.plan.segment_end(now - self.started, now)
 
     def _usage(self, handle: Handle) -> ResourceVector | None:
         try:

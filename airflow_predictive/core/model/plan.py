@@ -156,6 +156,13 @@ class AllocationPlan:
     def next_step_after(self, t_s: float) -> PlanStep | None:
         return next((s for s in self.steps if s.at_s > t_s), None)
 
+    def segment_end(self, elapsed_s: float, now: float) -> float | None:
+        """When (on ``now``'s clock) the segment in force ``elapsed_s`` into the run ends: at the
+        plan's next step; None after the last one (the reservation's end). A change applied now
+        holds only this segment in the ledger, the plan's later steps stay as planned."""
+        step = self.next_step_after(elapsed_s)
+        return None if step is None else now + max(0.0, step.at_s - elapsed_s)
+
 
 def charge_of(allocation: Allocation) -> Allocation:
     """What an allocation holds in a pool: requests (a limit stands in for a missing request, as

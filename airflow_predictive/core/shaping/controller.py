@@ -375,17 +375,15 @@ class ShapingController:
     def _segment_end(self, now: float) -> float | None:
         """Epoch seconds of the plan's next step (None: the reservation's end): an applied change
         holds only the current segment, the plan's future steps stay in the ledger."""
-        following = getattr(self.plan, "next_step_after", None)
-        if not callable(following):
+        segment_end = getattr(self.plan, "segment_end", None)
+        if not callable(segment_end):
             return None
-        t = self.clock.monotonic() - self.started_s
         try:
-            step = following(t)
+            end = segment_end(self.clock.monotonic() - self.started_s, now)
         except Exception as exc:
             self._warn("plan", f"plan unreadable, adjusting the ledger to its end: {exc}")
             return None
-        at_s = getattr(step, "at_s", None)
-        return None if at_s is None else now + max(0.0, float(at_s) - t)
+        return None if end is None else float(end)
 
     def _record(self, t: float, output: PolicyOutput, events: list[ShapingEvent], *, submitted: bool) -> None:
         for d in output.decisions:  # a held episode ends once the policy stops asking for that change
