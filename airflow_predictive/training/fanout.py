@@ -77,12 +77,16 @@ class Plan:
     model_dir: str
     candidates: tuple[str, ...]
     metrics: tuple[Metric, ...]
-    due: tuple[TaskKey, ...]
     shards: tuple[tuple[TaskKey, ...], ...]
     # the history as the plan saw it: every step trains on the successful runs up to here, so runs
     # that end while the DAG runs (its own tasks' among them) cannot make the steps disagree
     last_run_pk: int = 0
     last_end: datetime | None = None
+
+    @property
+    def due(self) -> tuple[TaskKey, ...]:
+        """Every task the plan retrains (its shards', each once), sorted."""
+        return tuple(sorted((k for shard in self.shards for k in shard), key=str))
 
     def examples(self, engine: Engine, keys: Sequence[TaskKey] | None = None) -> list[RunExample]:
         from airflow_predictive.storage.run_store import SqlRunStore
@@ -117,7 +121,6 @@ class Plan:
             model_dir=str(data["model_dir"]),
             candidates=tuple(data["candidates"]),
             metrics=tuple(Metric(m) for m in data["metrics"]),
-            due=tuple(sorted((_key(k) for s in data["shards"] for k in s), key=str)),
             shards=tuple(tuple(_key(k) for k in s) for s in data["shards"]),
             last_run_pk=int(data["last_run_pk"]),
             last_end=datetime.fromisoformat(data["last_end"]) if data["last_end"] else None,
@@ -192,7 +195,6 @@ def make_plan(
         model_dir=os.fspath(model_dir),
         candidates=names,
         metrics=tuple(m for m in FORECAST_METRICS if m in found),
-        due=tuple(due),
         shards=tuple(shards_of({k: decision.runs.get(k, 0) for k in due}, shard_size, max_shards)),
         last_run_pk=last_pk,
         last_end=last_end,
