@@ -35,8 +35,9 @@ from airflow_predictive.training.dataset import chronological, split_chronologic
 from airflow_predictive.training.pipeline import fit_all
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from airflow_predictive.core.model.resources import ResourceVector
     from airflow_predictive.core.model.runs import TaskKey
     from airflow_predictive.core.model.series import Forecast
     from airflow_predictive.core.profiler.estimators.base import Estimator, ForecastQuery, RunExample
@@ -158,9 +159,15 @@ def _prefix_dict(p: PrefixFigures) -> dict[str, Any]:
 
 def measured_metrics(examples: Sequence[RunExample]) -> tuple[Metric, ...]:
     """CPU and memory, plus any other metric the examples measured (disk I/O of Nextflow traces)."""
+    return forecast_dimensions(ex.record.peak for ex in examples)
+
+
+def forecast_dimensions(peaks: Iterable[ResourceVector]) -> tuple[Metric, ...]:
+    """The metrics the profiler forecasts for runs with these peaks: CPU and memory, plus every
+    other forecastable metric one of them measured (never the composition of memory)."""
     found = {Metric.CPU_CORES, Metric.MEMORY_BYTES}
-    for ex in examples:
-        found.update(ex.record.peak.present())
+    for peak in peaks:
+        found.update(peak.present())
     return tuple(m for m in FORECAST_METRICS if m in found)
 
 

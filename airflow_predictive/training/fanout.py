@@ -46,7 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_predictive.core.model.resources import FORECAST_METRICS, Metric
+from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.runs import TaskKey
 from airflow_predictive.core.profiler.selection import Backtested, SelectionPolicy, _Tally
 
@@ -167,6 +167,7 @@ def make_plan(
     from airflow_predictive.core.model.runs import Outcome
     from airflow_predictive.storage.run_store import SqlRunStore
     from airflow_predictive.training.candidates import DEFAULT_CANDIDATES, KNOWN
+    from airflow_predictive.training.evaluation import forecast_dimensions
     from airflow_predictive.training.maintenance import to_retrain
 
     names = tuple(candidates or DEFAULT_CANDIDATES)
@@ -177,12 +178,11 @@ def make_plan(
     if not decision.due:
         log.info("predictive: no task has new runs; nothing to retrain")
         return None
-    # the dimensions one process would find in its examples (``evaluation.measured_metrics``)
-    found = {Metric.CPU_CORES, Metric.MEMORY_BYTES}
+    peaks = []  # the dimensions one process would find in its examples (``measured_metrics``)
     last_pk, last_end = 0, None
     for rec in SqlRunStore(engine).runs(None):
         if rec.outcome is Outcome.SUCCESS and rec.end is not None:
-            found.update(rec.peak.present())
+            peaks.append(rec.peak)
             last_pk = max(last_pk, rec.run_pk or 0)
             last_end = rec.end if last_end is None else max(last_end, rec.end)
     _sweep(model_dir)
@@ -194,7 +194,7 @@ def make_plan(
         work=str(work),
         model_dir=os.fspath(model_dir),
         candidates=names,
-        metrics=tuple(m for m in FORECAST_METRICS if m in found),
+        metrics=forecast_dimensions(peaks),
         shards=tuple(shards_of({k: decision.runs.get(k, 0) for k in due}, shard_size, max_shards)),
         last_run_pk=last_pk,
         last_end=last_end,
