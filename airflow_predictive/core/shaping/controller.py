@@ -36,7 +36,7 @@ from airflow_predictive.core.shaping.quiet import Quiet, quiet
 from airflow_predictive.core.shaping.reforecast import UsagePrefix
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from airflow_predictive.core.model.backend import Allocation, Handle
     from airflow_predictive.core.model.resources import Metric
@@ -125,6 +125,15 @@ class _Window:
         self.points.append((t, value))
         while self.points and self.points[0][0] < t - self.seconds:
             self.points.popleft()
+
+    def extend(self, times: Sequence[float], values: Sequence[float]) -> None:
+        """``add`` of each (time, value) in turn (times ascending)."""
+        points = self.points
+        points.extend(zip(times, values, strict=True))
+        if points:
+            cut = points[-1][0] - self.seconds
+            while points and points[0][0] < cut:
+                points.popleft()
 
     def peak(self) -> float | None:
         return max((v for _, v in self.points), default=None)
@@ -220,7 +229,8 @@ class ShapingController:
                 value = usage.get(metric)
                 if value is not None:
                     self.windows[metric].add(t, value)
-            self.prefix.append(t, usage)
+            if self.reforecast is not None:  # only a re-forecast reads the prefix
+                self.prefix.append(t, usage)
         return True, usage
 
     def _settle(self, t: float, events: list[ShapingEvent]) -> ResizeResult | None:
@@ -430,8 +440,17 @@ class ShapingController:
             value = usage.get(metric)
             if value is not None:
                 self.windows[metric].add(t_s, value)
-        if prefix:
+        if prefix and self.reforecast is not None:
             self.prefix.append(t_s, usage)
+
+    def observe_window(self, times: Sequence[float], usage: Mapping[Metric, Sequence[float]]) -> None:
+        """``observe`` of many samples (``times`` ascending, one value per time and metric) for the
+        dwell window only, without a ``ResourceVector`` per sample: a loop that skipped ticks adds
+        their samples to the prefix in bulk (``prefix.extend``)."""
+        for metric in self.settings.metrics:
+            values = usage.get(metric)
+            if values is not None:
+                self.windows[metric].extend(times, values)
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _events_for(

@@ -8,6 +8,7 @@ where a value differs), so an event-driven loop can skip the ticks in between.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -40,6 +41,9 @@ class ForecastExpectation:
     _lists: dict[tuple[Metric, float], tuple[list[float], float] | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _merged: dict[tuple[Metric, tuple[float, ...]], list[float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def _values(self, metric: Metric, quantile: float) -> tuple[list[float], float] | None:
         """The curve at ``quantile`` as a Python list (read every tick: small slices are cheaper
@@ -48,7 +52,9 @@ class ForecastExpectation:
         if key in self._lists:
             return self._lists[key]
         curve = self.forecast.curve(metric)
-        found = None if curve is None else ([float(v) for v in curve.at(quantile)], curve.step_s)
+        found = (
+            None if curve is None else (np.asarray(curve.at(quantile), dtype=float).tolist(), curve.step_s)
+        )
         self._lists[key] = found
         return found
 
@@ -81,13 +87,13 @@ class ForecastExpectation:
     def next_change_s(self, metric: Metric, t_s: float, horizons: tuple[float, ...] = ()) -> float:
         """The first time after ``t_s`` at which ``predicted`` or ``ahead`` / ``ahead_at`` over one
         of ``horizons`` may read a different value, at any quantile (inf: never again)."""
-        out = math.inf
-        for horizon in (None, *horizons):
-            times = self._change_times(metric, horizon)
-            i = int(np.searchsorted(times, t_s, side="right"))
-            if i < times.size:
-                out = min(out, float(times[i]))
-        return out
+        key = (metric, horizons)
+        times = self._merged.get(key)
+        if times is None:  # every horizon's change times in one sorted list (read once per tick)
+            merged = np.concatenate([self._change_times(metric, h) for h in (None, *horizons)])
+            times = self._merged[key] = np.unique(merged).tolist()
+        i = bisect.bisect_right(times, t_s)
+        return float(times[i]) if i < len(times) else math.inf
 
     def _change_times(self, metric: Metric, horizon: float | None) -> np.ndarray:
         key = (metric, horizon)

@@ -455,18 +455,17 @@ class ShapedDriver:
             self._skipped = None
             k0, times, mem, cpu = skipped
             count = k - 1 - k0  # ticks k0+1 .. k-1
-            keep = times[:count] >= now_s - self._controller.settings.reclaim_after_s - 1.0
-            bulk = self._controller.reforecast is not None  # the re-forecast reads the whole prefix
-            if bulk:
-                self._controller.prefix.extend(
+            controller = self._controller
+            if controller.reforecast is not None:  # the re-forecast reads the whole prefix
+                controller.prefix.extend(
                     times[:count], {Metric.CPU_CORES: cpu[:count], Metric.MEMORY_BYTES: mem[:count]}
                 )
-            for s in np.flatnonzero(keep):
-                self._controller.observe(
-                    float(times[s]),
-                    ResourceVector(cpu_cores=float(cpu[s]), memory_bytes=float(mem[s])),
-                    prefix=not bulk,
-                )
+            # the dwell window needs only the samples of its last seconds (times ascend)
+            first = int(np.searchsorted(times[:count], now_s - controller.settings.reclaim_after_s - 1.0))
+            controller.observe_window(
+                times[first:count].tolist(),
+                {Metric.CPU_CORES: cpu[first:count].tolist(), Metric.MEMORY_BYTES: mem[first:count].tolist()},
+            )
         i = k - 1  # the last completed sample
         backend.usage_now = ResourceVector(
             cpu_cores=float(min(self.run.cpu[i], current.cpu_cores)), memory_bytes=float(self.run.memory[i])
