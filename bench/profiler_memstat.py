@@ -50,14 +50,15 @@ from airflow_predictive.sampling.sources import (  # noqa: E402
     CombinedSource,
     PatternTreeSource,
     build_source,
-    cgroup_memory_pattern,
 )
 from airflow_predictive.storage import migrate  # noqa: E402
 from airflow_predictive.storage.run_store import SqlRunStore  # noqa: E402
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_predictive.backends.cgroups.files import MemoryComposition
     from airflow_predictive.backends.cgroups.hierarchy import CgroupLayout
-    from airflow_predictive.sampling.memstat import MemoryPattern
 
 # argv: mode anon_mb file_mb folder. Waits for a line on stdin (put in its cgroup meanwhile).
 WORKLOAD = r"""
@@ -187,10 +188,15 @@ def start(proc: subprocess.Popen[str]) -> None:
     proc.stdin.flush()
 
 
-def counters(group: TaskGroup) -> MemoryPattern:
-    reader = cgroup_memory_pattern(group.ref)
-    assert reader is not None
-    return reader.read()
+def counters(group: TaskGroup) -> MemoryComposition:
+    from airflow_predictive.backends.cgroups.files import MemoryComposition
+
+    reading = group.read()
+    return (
+        MemoryComposition()
+        if reading is None or reading.memory_composition is None
+        else reading.memory_composition
+    )
 
 
 def record(
@@ -285,7 +291,11 @@ def run_limited(
 
 def reader_cost(n: int, layout: CgroupLayout, rounds: int = 15) -> dict[str, tuple[float, float]]:
     """CPU microseconds per read() of each source, before and after the pattern reader, on a live
-    2-process tree in a bench cgroup: rounds interleave the sources; the median round counts."""
+    2-process tree in a bench cgroup: rounds interleave the sources; the median round counts.
+
+    With a cgroup, anon / file come from the ``memory.stat`` the working set already reads, so the
+    cost added is the composition rule on the parsed file: "before" is the source's read minus
+    that rule's time, measured in the same rounds."""
     group = new_group(layout, "cost")
     child = subprocess.Popen(
         [sys.executable, "-c", "import subprocess,sys,time; sys.stdin.readline(); p=subprocess.Popen("
@@ -296,30 +306,34 @@ def reader_cost(n: int, layout: CgroupLayout, rounds: int = 15) -> dict[str, tup
         group.add_pid(child.pid)
         start(child)
         time.sleep(0.5)
-        cgroup_plain = build_source(child.pid, cgroup=group.ref, gpu_mode="off")
-        cgroup_pattern = build_source(child.pid, cgroup=group.ref, gpu_mode="off")
-        assert isinstance(cgroup_plain, CombinedSource) and isinstance(cgroup_pattern, CombinedSource)
-        cgroup_plain.memory = None  # the cgroup source as it was before the pattern reader
-        sources: dict[str, tuple[ProcessTreeSource | CombinedSource, ProcessTreeSource | CombinedSource]] = {
-            "process tree (no cgroup)": (
-                ProcessTreeSource(child.pid, network=True),
-                PatternTreeSource(child.pid),
-            ),
-            "cgroup + process tree": (cgroup_plain, cgroup_pattern),
-        }
-        times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in sources}
+        from airflow_predictive.backends.cgroups import files
+
+        cgroup = build_source(child.pid, cgroup=group.ref, gpu_mode="off")
+        assert isinstance(cgroup, CombinedSource)
+        v2 = "unified" in group.dirs
+        stat_path = os.path.join(group.dirs["unified" if v2 else "memory"], "memory.stat")
+        stat = files.parse_flat_keyed(Path(stat_path).read_text())
+        tree_plain, tree_pattern = ProcessTreeSource(child.pid, network=True), PatternTreeSource(child.pid)
+        names = ("process tree (no cgroup)", "cgroup + process tree")
+        times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in names}
         per_round = max(1, n // rounds)
+
+        def timed(call: Callable[[], object]) -> float:
+            call()
+            t0 = time.process_time()
+            for _ in range(per_round):
+                call()
+            return 1e6 * (time.process_time() - t0) / per_round
+
         for _ in range(rounds):
-            for name, pair in sources.items():
-                for side, src in enumerate(pair):
-                    src.read()
-                    t0 = time.process_time()
-                    for _ in range(per_round):
-                        src.read()
-                    times[name][side].append(1e6 * (time.process_time() - t0) / per_round)
-        for pair in sources.values():
-            for src in pair:
-                src.close()
+            times[names[0]][0].append(timed(tree_plain.read))
+            times[names[0]][1].append(timed(tree_pattern.read))
+            with_rule = timed(cgroup.read)
+            rule = timed(lambda: files.memory_composition(stat, v2=v2))
+            times[names[1]][0].append(with_rule - rule)
+            times[names[1]][1].append(with_rule)
+        for src in (tree_plain, tree_pattern, cgroup):
+            src.close()
         return {name: (statistics.median(a), statistics.median(b)) for name, (a, b) in times.items()}
     finally:
         child.kill()

@@ -5,8 +5,9 @@ that left the tree) comes first and the process tree fills what a cgroup cannot 
 GPU). The cgroup adapter lives in ``backends.cgroups.usage`` and is imported only when a cgroup is
 asked for, so the sidecar starts fast and works where that backend is absent.
 
-Memory access patterns (anonymous vs file-backed memory; ``sampling.memstat``) come from the
-cgroup's ``memory.stat`` when there is a cgroup, else from /proc of the tree's processes.
+Memory access patterns (anonymous vs file-backed memory) come with the cgroup's other counters
+from its ``memory.stat`` when there is a cgroup, else from /proc of the tree's processes
+(``sampling.memstat``).
 
 Nothing here may raise into the sampler loop once built; building may raise ``TargetGone``.
 """
@@ -20,7 +21,7 @@ import psutil
 
 from airflow_predictive.core.model.resources import Metric, ResourceVector
 from airflow_predictive.sampling.gpu import build_gpu
-from airflow_predictive.sampling.memstat import CgroupMemoryPattern, MemoryPattern, ProcMemoryPattern
+from airflow_predictive.sampling.memstat import MemoryPattern, ProcMemoryPattern
 from airflow_predictive.sampling.process_tree import ProcessTreeSource
 
 if TYPE_CHECKING:
@@ -64,16 +65,9 @@ class PatternTreeSource(ProcessTreeSource):
 class CombinedSource:
     """Values of ``primary``; metrics it leaves absent come from ``tree``. Gone when either is."""
 
-    def __init__(
-        self,
-        primary: UsageSource,
-        tree: ProcessTreeSource,
-        *,
-        memory: CgroupMemoryPattern | None = None,
-    ) -> None:
+    def __init__(self, primary: UsageSource, tree: ProcessTreeSource) -> None:
         self.primary = primary
         self.tree = tree
-        self.memory = memory
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -84,10 +78,9 @@ class CombinedSource:
         second = self.tree.read()
         if first is None or second is None:
             return None
-        merged = ResourceVector.lenient(
+        return ResourceVector.lenient(
             {m: first.get(m) if first.get(m) is not None else second.get(m) for m in Metric}
         )
-        return merged if self.memory is None else with_pattern(merged, self.memory.read)
 
     def oom_killed(self) -> bool:
         return source_oom_killed(self.primary)
@@ -124,16 +117,6 @@ def _cgroup_source(ref: str, clock: Clock | None) -> UsageSource:
     return source
 
 
-def cgroup_memory_pattern(ref: str) -> CgroupMemoryPattern | None:
-    """The memory.stat reader of the cgroup named by ``ref`` (None without a memory folder)."""
-    from airflow_predictive.backends.cgroups.group import group_from_ref
-
-    group = group_from_ref(ref)
-    v2 = "unified" in group.dirs
-    folder = group.dirs.get("unified" if v2 else "memory")
-    return None if folder is None else CgroupMemoryPattern(folder, v2=v2)
-
-
 def build_source(
     pid: int,
     *,
@@ -153,7 +136,6 @@ def build_source(
         raise TargetGone(f"process {pid} does not exist") from exc
     try:
         primary = _cgroup_source(cgroup, clock)
-        memory = cgroup_memory_pattern(cgroup)
     except Exception as exc:  # backend missing, cgroup not readable: the tree still measures
         log.warning(
             "predictive sampler: cannot read cgroup %s (%s); sampling the process tree instead", cgroup, exc
@@ -163,4 +145,4 @@ def build_source(
             return PatternTreeSource(pid, clock=clock, gpu=gpu, exclude=exclude)
         except psutil.NoSuchProcess as exc2:
             raise TargetGone(f"process {pid} does not exist") from exc2
-    return CombinedSource(primary, tree, memory=memory)
+    return CombinedSource(primary, tree)

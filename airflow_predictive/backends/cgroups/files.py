@@ -164,3 +164,43 @@ def working_set(usage_bytes: int, stat: dict[str, int], *, v2: bool) -> int:
     """Usage minus inactive page cache (what the kubelet calls the working set), never negative."""
     inactive = stat.get("inactive_file" if v2 else "total_inactive_file", stat.get("inactive_file", 0))
     return max(0, usage_bytes - inactive)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryComposition:
+    """What a group's memory is made of, from its ``memory.stat`` (None: this kernel lacks the key).
+
+    anon: anonymous + shmem bytes (neither can be dropped without swap); file: page cache minus
+    shmem (what the kernel reclaims under a limit); faults / major_faults: cumulative counters
+    (read for benchmarks, not recorded as metrics: docs/benchmarks/profiler_memstat.md).
+    """
+
+    anon: int | None = None
+    file: int | None = None
+    faults: int | None = None
+    major_faults: int | None = None
+
+
+def _first(stat: dict[str, int], *keys: str) -> int | None:
+    return next((stat[k] for k in keys if k in stat), None)
+
+
+def memory_composition(stat: dict[str, int], *, v2: bool) -> MemoryComposition:
+    """v2 keys ``anon``/``file``/``shmem``/``pgfault``/``pgmajfault``; v1 the hierarchical
+    ``total_*`` keys, else the group's own (a kernel without ``use_hierarchy`` totals)."""
+    if v2:
+        anon, file, shmem = stat.get("anon"), stat.get("file"), stat.get("shmem")
+        faults, major = stat.get("pgfault"), stat.get("pgmajfault")
+    else:
+        anon = _first(stat, "total_rss", "rss")
+        file = _first(stat, "total_cache", "cache")
+        shmem = _first(stat, "total_shmem", "shmem")
+        faults = _first(stat, "total_pgfault", "pgfault")
+        major = _first(stat, "total_pgmajfault", "pgmajfault")
+    shmem = shmem or 0
+    return MemoryComposition(
+        anon=None if anon is None else anon + shmem,
+        file=None if file is None else max(0, file - shmem),
+        faults=faults,
+        major_faults=major,
+    )

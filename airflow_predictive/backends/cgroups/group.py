@@ -38,6 +38,7 @@ class CgroupReading:
     io: IoBytes | None
     oom_kills: int | None
     cpu_quota: files.CpuQuota | None
+    memory_composition: files.MemoryComposition | None = None  # None: memory.stat unreadable
 
 
 class CgroupWriteError(OSError):
@@ -243,6 +244,7 @@ class V1Group(TaskGroup):
             io=_io_or_none(io_text, files.parse_v1_blkio_bytes),
             oom_kills=None if oom is None else oom.get("oom_kill"),
             cpu_quota=quota,
+            memory_composition=None if stat is None else files.memory_composition(stat, v2=False),
         )
 
 
@@ -306,6 +308,7 @@ class V2Group(TaskGroup):
             io=_io_or_none(_read(os.path.join(folder, "io.stat")), files.parse_v2_io_stat),
             oom_kills=None if events is None else events.get("oom_kill"),
             cpu_quota=quota,
+            memory_composition=None if stat is None else files.memory_composition(stat, v2=True),
         )
 
 

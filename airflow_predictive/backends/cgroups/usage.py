@@ -28,9 +28,15 @@ def _rate(now: float | None, before: float | None, dt: float) -> float | None:
     return max(0.0, (now - before) / dt)
 
 
+def _bytes(value: int | None) -> float | None:
+    return None if value is None else float(value)
+
+
 def to_vector(current: CgroupReading, previous: CgroupReading | None, dt: float) -> ResourceVector:
-    """Rates over ``dt`` seconds (None without a previous reading) and memory as the working set."""
+    """Rates over ``dt`` seconds (None without a previous reading), memory as the working set and
+    its anon / file composition."""
     prev_io = None if previous is None else previous.io
+    composition = current.memory_composition
     return ResourceVector.lenient(
         {
             Metric.CPU_CORES: _rate(
@@ -47,6 +53,8 @@ def to_vector(current: CgroupReading, previous: CgroupReading | None, dt: float)
                 None if prev_io is None else prev_io.write,
                 dt,
             ),
+            Metric.MEMORY_ANON_BYTES: None if composition is None else _bytes(composition.anon),
+            Metric.MEMORY_FILE_BYTES: None if composition is None else _bytes(composition.file),
         }
     )
 

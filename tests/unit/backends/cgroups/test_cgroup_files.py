@@ -91,3 +91,53 @@ def test_pids_and_integers() -> None:
     assert files.parse_pids("12\n13\n\n") == [12, 13]
     with pytest.raises(CgroupFileError, match="integer"):
         files.parse_int("max")
+
+
+V1_STAT = """cache 999
+rss 888
+shmem 1
+pgfault 7
+pgmajfault 0
+total_cache 314572800
+total_rss 104857600
+total_rss_huge 0
+total_shmem 10485760
+total_pgfault 1200
+total_pgmajfault 3
+total_inactive_file 1000
+"""
+
+V2_STAT = """anon 52428800
+file 209715200
+kernel 1234
+shmem 4194304
+file_mapped 1000
+pgfault 400
+pgmajfault 2
+inactive_file 1
+"""
+
+MIB = 1 << 20
+
+
+def test_v1_composition_reads_the_hierarchical_totals_and_moves_shmem_from_cache_to_anon() -> None:
+    c = files.memory_composition(files.parse_flat_keyed(V1_STAT), v2=False)
+    assert c.anon == 100 * MIB + 10 * MIB  # total_rss + total_shmem: neither can be dropped
+    assert c.file == 300 * MIB - 10 * MIB  # total_cache minus shmem: reclaimable page cache
+    assert (c.faults, c.major_faults) == (1200, 3)
+
+
+def test_v1_composition_without_hierarchical_keys_falls_back_to_the_group_own_keys() -> None:
+    c = files.memory_composition({"cache": 400, "rss": 100, "pgfault": 5}, v2=False)
+    assert (c.anon, c.file, c.faults, c.major_faults) == (100, 400, 5, None)
+
+
+def test_v2_composition_reads_anon_file_and_shmem() -> None:
+    c = files.memory_composition(files.parse_flat_keyed(V2_STAT), v2=True)
+    assert (c.anon, c.file) == (50 * MIB + 4 * MIB, 200 * MIB - 4 * MIB)
+    assert (c.faults, c.major_faults) == (400, 2)
+
+
+def test_composition_keys_this_kernel_lacks_stay_absent_never_zero() -> None:
+    assert files.memory_composition({"kernel": 5}, v2=True) == files.MemoryComposition()
+    assert files.memory_composition({}, v2=False) == files.MemoryComposition()
