@@ -1,7 +1,8 @@
 """Retraining fanned out as Airflow tasks: once one process is not enough (thousands of tasks),
 the maintenance DAG splits the work so that Airflow's own executors are the distributed engine.
 
-What runs where (``dags/predictive_maintenance.py``, one function here per Airflow task):
+What runs where (one function here per Airflow task of the maintenance DAG,
+``airflow_provider_predictive/example_dags/predictive_maintenance.py``):
 
 1. ``make_plan`` (one task): the due tasks (the triggers of ``maintenance.to_retrain``), the
    dimensions measured, the history's snapshot, and shards of due tasks balanced by their runs

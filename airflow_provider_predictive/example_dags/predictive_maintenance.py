@@ -14,6 +14,10 @@ backtests every candidate on its shard's tasks, the cross-task ones with those f
 profiles, forecasts and models; ``clean_up`` removes the run's work folder. The result is the same
 as one process retraining everything.
 
+It ships in the package: with ``[core] load_examples`` on, Airflow loads it with the example
+bundle (``airflow-provider-predictive-example-dags``, paused at creation like every new DAG);
+with examples off, a DAGs folder gets it from ``dags/predictive_maintenance.py`` (one import).
+
 Import-light at parse time: nothing beyond the Airflow SDK is imported at module level; the
 training code (numpy, statsmodels, TensorFlow) loads inside the tasks, on a worker, never in the
 DAG processor or the scheduler.
@@ -132,4 +136,4 @@ def _summary(result: Any, shards: int) -> dict[str, object]:
     }
 
 
-predictive_maintenance()
+maintenance_dag = predictive_maintenance()

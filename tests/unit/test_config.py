@@ -101,9 +101,10 @@ _PACKAGE = Path(config.__file__).resolve().parent
 
 
 def _modules() -> Iterator[tuple[Path, ast.Module]]:
-    """The package's modules and the repo's DAGs (the maintenance DAG reads its options through
+    """The package's modules and its shipped DAGs (the maintenance DAG reads its options through
     the runtime: ``Runtime.training_fanout``)."""
-    for path in [*_PACKAGE.rglob("*.py"), *sorted((_PACKAGE.parent / "dags").glob("*.py"))]:
+    shipped = _PACKAGE.parent / "airflow_provider_predictive" / "example_dags"
+    for path in [*_PACKAGE.rglob("*.py"), *sorted(shipped.glob("*.py"))]:
         try:
             yield path, ast.parse(path.read_text(encoding="utf-8"))
         except SyntaxError:  # a module being written; its own tests fail on it

@@ -15,7 +15,12 @@ from airflow_predictive.storage import migrate
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-REPO_DAG = Path(__file__).resolve().parents[2] / "dags" / "predictive_maintenance.py"
+SHIPPED_DAG = (
+    Path(__file__).resolve().parents[2]
+    / "airflow_provider_predictive"
+    / "example_dags"
+    / "predictive_maintenance.py"
+)
 
 
 class _Pushed:
@@ -36,7 +41,7 @@ def maintenance(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any
     runtime.reset_runtime()
     try:
         migrate.upgrade(runtime.get_runtime().engine())
-        yield runpy.run_path(str(REPO_DAG))["predictive_maintenance"]()  # the @dag factory
+        yield runpy.run_path(str(SHIPPED_DAG))["predictive_maintenance"]()  # the @dag factory
     finally:
         runtime.reset_runtime()
 

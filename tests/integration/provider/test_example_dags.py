@@ -21,6 +21,8 @@ pytestmark = pytest.mark.airflow
 OUR_DAGS = {"predictive_shapes", "predictive_etl"}
 BUNDLE = "airflow-provider-predictive-example-dags"
 SHIPPED = REPO / "airflow_provider_predictive" / "example_dags" / "predictive_examples.py"
+MAINTENANCE = "predictive_maintenance"
+SHIPPED_MAINTENANCE = SHIPPED.parent / "predictive_maintenance.py"
 
 
 def _listed(env: AirflowEnv) -> dict[str, dict[str, str]]:
@@ -66,7 +68,10 @@ def test_example_dags_are_listed_from_the_provider_bundle(examples_on: tuple[Air
     for dag_id in OUR_DAGS:
         assert dags[dag_id]["bundle_name"] == BUNDLE
         assert dags[dag_id]["fileloc"] == str(SHIPPED)
-    assert "predictive_maintenance" in dags  # the DAGs folder still loads next to the bundle
+    # the maintenance DAG ships too (a pip install has no repo dags/), and the DAGs folder's
+    # one-import file does not declare it a second time
+    assert dags[MAINTENANCE]["bundle_name"] == BUNDLE
+    assert dags[MAINTENANCE]["fileloc"] == str(SHIPPED_MAINTENANCE)
 
 
 def test_with_examples_off_the_dags_folder_declares_them_once(tmp_path: Path) -> None:
@@ -80,6 +85,7 @@ def test_with_examples_off_the_dags_folder_declares_them_once(tmp_path: Path) ->
     for dag_id in OUR_DAGS:
         assert dags[dag_id]["bundle_name"] == "dags-folder"
         assert dags[dag_id]["fileloc"] == str(REPO / "dags" / "predictive_examples.py")
+    assert dags[MAINTENANCE]["bundle_name"] == "dags-folder"
 
 
 def test_shipped_examples_parse_import_light() -> None:
@@ -87,7 +93,7 @@ def test_shipped_examples_parse_import_light() -> None:
     code = (
         "import runpy, sys, json; import airflow.sdk;"
         "before = set(sys.modules);"
-        f"runpy.run_path({str(SHIPPED)!r});"
+        f"runpy.run_path({str(SHIPPED)!r}); runpy.run_path({str(SHIPPED_MAINTENANCE)!r});"
         "print(json.dumps(sorted(set(sys.modules) - before)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
