@@ -19,6 +19,8 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from airflow_predictive.core.model.backend import ExitKind, ResizeResult, ResizeStatus
 from airflow_predictive.core.model.resources import ResourceVector
 from airflow_predictive.core.shaping.events import Action, MetricDecision, ShapingEvent, Verdict
@@ -29,6 +31,7 @@ from airflow_predictive.core.shaping.policy import (
     PolicyOutput,
     ShapingSettings,
     decide,
+    seen_ratio,
     shaped_value,
     target_allocation,
 )
@@ -443,14 +446,32 @@ class ShapingController:
         if prefix and self.reforecast is not None:
             self.prefix.append(t_s, usage)
 
-    def observe_window(self, times: Sequence[float], usage: Mapping[Metric, Sequence[float]]) -> None:
-        """``observe`` of many samples (``times`` ascending, one value per time and metric) for the
-        dwell window only, without a ``ResourceVector`` per sample: a loop that skipped ticks adds
-        their samples to the prefix in bulk (``prefix.extend``)."""
+    def observe_skipped(self, times: np.ndarray, usage: Mapping[Metric, np.ndarray]) -> None:
+        """The samples of the ticks a loop skipped under the last ``quiet()`` promise (``times``
+        ascending, seconds since start; one array per metric), seen as if each tick had run: the
+        dwell window's, the re-forecast prefix's and the ratio guard's peak so far (the one part
+        of the history such a tick may change: ``quiet.py``). No ``ResourceVector`` per sample."""
+        if times.size == 0:
+            return
+        if self.reforecast is not None:  # the re-forecast reads the whole prefix
+            self.prefix.extend(times, usage)
+        t_last = float(times[-1])
+        first = int(np.searchsorted(times, t_last - self.settings.reclaim_after_s))  # older ones drop out
+        recent = times[first:].tolist()
+        inp = self._last_input
         for metric in self.settings.metrics:
             values = usage.get(metric)
-            if values is not None:
-                self.windows[metric].extend(times, values)
+            if values is None:
+                continue
+            self.windows[metric].extend(recent, values[first:].tolist())
+            history = self.histories.get(metric)
+            if history is not None and inp is not None:
+                # the median read at the skipped ticks is the last tick's (quiet() holds it constant)
+                folded = seen_ratio(
+                    self.expectation, metric, inp.t_s, self.settings, float(values.max()), history
+                )
+                if folded is not history:
+                    self.histories[metric] = folded
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _events_for(

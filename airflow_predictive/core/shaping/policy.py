@@ -322,7 +322,7 @@ def _decide_metric(
     seen = peak / predicted if has_forecast and predicted else None
     rises = ahead is not None and predicted is not None and ahead > predicted * (1 + s.tolerance)
     ahead_eff = ahead * seen if rises and ahead is not None and seen is not None else None
-    history = _seen_ratio(exp, metric, t, s, usage, history)
+    history = seen_ratio(exp, metric, t, s, usage, history)
     guard = effective_guard(exp, metric, t, s, history)
     if guard is not None:  # expressed before the grow margin, which every need gets
         ahead_eff = max(ahead_eff or 0.0, guard)
@@ -398,9 +398,11 @@ def median_now(exp: Expectation | None, metric: Metric, t: float, s: ShapingSett
     return float(value) if value is not None and value > 0 else None
 
 
-def _seen_ratio(
+def seen_ratio(
     exp: Expectation | None, metric: Metric, t: float, s: ShapingSettings, usage: float, h: MetricHistory
 ) -> MetricHistory:
+    """``h`` after a tick at ``t`` with ``usage``: the ratio guard's peak so far and median peak so
+    far (the same as one call per sample for the largest of several samples read at one median)."""
     if s.ratio_floor is None:
         return h
     median = median_now(exp, metric, t, s)
@@ -418,6 +420,16 @@ def ratio_scale(t: float, s: ShapingSettings, h: MetricHistory) -> float:
     if s.ratio_floor is None or h.ratio_seen is None or t < s.ratio_after_s:
         return 1.0
     return min(1.0, max(s.ratio_floor, h.ratio_seen * (1 + s.ratio_margin)))
+
+
+def higher_peak_scales_alike(t: float, s: ShapingSettings, h: MetricHistory) -> bool:
+    """True when a higher peak so far than ``h``'s leaves ``ratio_scale`` at ``t`` as it is: the
+    ratio guard is off or not started, or the run is already at or above its median (scale 1; the
+    ratio only grows with the peak)."""
+    if s.ratio_floor is None or t < s.ratio_after_s:
+        return True
+    ratio = h.ratio_seen
+    return ratio is not None and ratio * (1 + s.ratio_margin) >= 1.0
 
 
 def effective_guard(

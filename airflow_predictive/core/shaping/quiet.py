@@ -10,8 +10,13 @@ limit line, the grow-ahead line, the hysteresis of a grow or a reclaim) solved f
 
 ``quiet()`` returns that promise: a time ``until_s`` and, per metric, the band. A loop that
 knows usage in advance (the cluster simulator) may skip every tick before ``until_s`` whose
-usage stays in its band and tick at the first one that leaves it: the decisions are those of
-ticking every second (tested on scripted curves against per-second ticking). Conservative by
+usage stays in its band and tick at the first one that leaves it, handing the skipped samples to
+``ShapingController.observe_skipped`` (the dwell window, the re-forecast prefix and the ratio
+guard's peak so far see them as if each tick had run): the decisions are those of ticking every
+second (tested on scripted curves and on random states against per-second ticking). The one part
+of the history a skipped tick may change is that peak so far, and only where a higher peak
+decides nothing before ``until_s`` (the ratio guard not started, or the run already at its
+median); elsewhere the band stops below it. Conservative by
 construction: a band may be narrower than the exact region (ticking too often is harmless), and
 ``None`` means "tick at the next opportunity" (a resize in flight, a plan step not yet absorbed,
 an expectation that cannot say when it changes).
@@ -30,6 +35,7 @@ from airflow_predictive.core.shaping.policy import (
     MetricHistory,
     MetricObservation,
     effective_guard,
+    higher_peak_scales_alike,
     median_now,
     shaped_value,
 )
@@ -114,10 +120,13 @@ def quiet(
             if median is not None:
                 if history.peak_seen is None or history.median_seen is None or median > history.median_seen:
                     return None
-                # usage up to the peak so far leaves it as it is (exact: max() of the same floats)
-                band = replace(
-                    band, usage_max=min(band.usage_max, math.nextafter(history.peak_seen, math.inf))
-                )
+                if not higher_peak_scales_alike(inp.t_s, settings, history):
+                    # usage up to the peak so far leaves it as it is (exact: max() of the same floats)
+                    band = replace(
+                        band, usage_max=min(band.usage_max, math.nextafter(history.peak_seen, math.inf))
+                    )
+                # else a higher usage only raises the peak so far, which decides nothing before
+                # the next promise: the loop folds it in (``ShapingController.observe_skipped``)
             if inp.t_s < settings.ratio_after_s:
                 metric_until = min(metric_until, settings.ratio_after_s - TIME_EPS)
         bands[metric] = band

@@ -455,16 +455,8 @@ class ShapedDriver:
             self._skipped = None
             k0, times, mem, cpu = skipped
             count = k - 1 - k0  # ticks k0+1 .. k-1
-            controller = self._controller
-            if controller.reforecast is not None:  # the re-forecast reads the whole prefix
-                controller.prefix.extend(
-                    times[:count], {Metric.CPU_CORES: cpu[:count], Metric.MEMORY_BYTES: mem[:count]}
-                )
-            # the dwell window needs only the samples of its last seconds (times ascend)
-            first = int(np.searchsorted(times[:count], now_s - controller.settings.reclaim_after_s - 1.0))
-            controller.observe_window(
-                times[first:count].tolist(),
-                {Metric.CPU_CORES: cpu[first:count].tolist(), Metric.MEMORY_BYTES: mem[first:count].tolist()},
+            self._controller.observe_skipped(
+                times[:count], {Metric.CPU_CORES: cpu[:count], Metric.MEMORY_BYTES: mem[:count]}
             )
         i = k - 1  # the last completed sample
         backend.usage_now = ResourceVector(
