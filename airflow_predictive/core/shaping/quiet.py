@@ -121,12 +121,11 @@ def quiet(
                 if history.peak_seen is None or history.median_seen is None or median > history.median_seen:
                     return None
                 if not higher_peak_scales_alike(inp.t_s, settings, history):
-                    # usage up to the peak so far leaves it as it is (exact: max() of the same floats)
                     band = replace(
-                        band, usage_max=min(band.usage_max, math.nextafter(history.peak_seen, math.inf))
+                        band, usage_max=min(band.usage_max, _ratio_peak_cap(metric, inp, settings, history))
                     )
-                # else a higher usage only raises the peak so far, which decides nothing before
-                # the next promise: the loop folds it in (``ShapingController.observe_skipped``)
+                # a higher usage raises the peak so far, which decides nothing before the next
+                # promise: the loop folds it in (``ShapingController.observe_skipped``)
             if inp.t_s < settings.ratio_after_s:
                 metric_until = min(metric_until, settings.ratio_after_s - TIME_EPS)
         bands[metric] = band
@@ -134,6 +133,37 @@ def quiet(
     if until <= inp.t_s:
         return None
     return Quiet(until, bands)
+
+
+def _ratio_peak_cap(metric: Metric, inp: PolicyInput, s: ShapingSettings, history: MetricHistory) -> float:
+    """While the ratio guard scales the guard with the run's peak so far, the usage (exclusive)
+    below which a higher peak leaves the promise's decisions as they are: the scaled guard stays
+    below the lowest line ``_metric_band`` compares it with (the near-limit line; the grow's
+    hysteresis line, or the limit, over the grow margin), so every comparison reads as at the
+    tick (a guard rising past a reclaim's line only holds that reclaim back further). At least
+    just above the peak so far (usage up to it leaves it as it is: max() of the same floats).
+    Checked with the policy's own ``effective_guard`` (monotone in the peak)."""
+    assert history.peak_seen is not None and history.median_seen is not None
+    keep = math.nextafter(history.peak_seen, math.inf)
+    current = shaped_value(inp.current, metric)
+    exp = inp.expectation
+    if current is None or exp is None:
+        return keep
+    _, hi = s.bounds(metric)
+    line = min(current * (1 + s.hysteresis), hi)
+    lowest = min(current * (1 - s.near_limit), min(current, line) / (1 + s.grow_margin))
+
+    def guard_at(peak: float) -> float | None:
+        return effective_guard(exp, metric, inp.t_s, s, replace(history, peak_seen=peak))
+
+    now, top = guard_at(history.peak_seen), guard_at(math.inf)  # top: scaled by 1, the most a peak gives
+    if now is None or top is None or now >= lowest:
+        return keep
+    if top < lowest:
+        return math.inf
+    cap = _hi(lowest / top * history.median_seen / (1 + s.ratio_margin))
+    found = guard_at(cap)
+    return max(keep, cap) if found is not None and found < lowest else keep
 
 
 def _metric_band(
