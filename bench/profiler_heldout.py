@@ -39,6 +39,7 @@ from airflow_predictive.core.profiler.selection import (  # noqa: E402
     SelectionPolicy,
     _choose,
     pooled_default,
+    ranking,
 )
 from airflow_predictive.training.candidates import DEFAULT_CANDIDATES, REFERENCES, factories  # noqa: E402
 from airflow_predictive.training.evaluation import PROFILER, Evaluation, evaluate, measured_metrics  # noqa: E402
@@ -53,11 +54,13 @@ def variants() -> dict[str, dict]:
     for gain in (0.0, 0.05, 0.1, 0.2):
         out[f"score, gain {100 * gain:.0f}%"] = {"criterion": "score", "min_gain": gain}
         for q in (0.5, 0.75):
-            out[f"peak p{100 * q:.0f}, gain {100 * gain:.0f}%"] = {
-                "criterion": "peak_error",
-                "peak_quantile": q,
-                "min_gain": gain,
+            peak = {"criterion": "peak_error", "peak_quantile": q, "min_gain": gain}
+            out[f"peak p{100 * q:.0f}, gain {100 * gain:.0f}%"] = peak
+            out[f"peak p{100 * q:.0f}, gain {100 * gain:.0f}%, fold majority"] = {
+                **peak,
+                "fold_majority": True,
             }
+            out[f"peak p{100 * q:.0f}, gain {100 * gain:.0f}%, last fold"] = {**peak, "rank_last_fold": True}
     return out
 
 
@@ -73,7 +76,8 @@ def held_errors(ev: Evaluation) -> dict[tuple[str, object], list[float]]:
 
 def replay(ev: Evaluation, errors: dict, policy: SelectionPolicy) -> tuple[list[float], list[tuple]]:
     """Held-out errors of every run when champions are chosen with ``policy``, and per task
-    (task, champion, its median, best simple baseline, its median)."""
+    (task, champion, its median, best simple baseline, its median, the simple baseline the
+    task's backtest ranks first, its median)."""
     scored = {r.key: [s for s in r.scores if s.eligible] for r in ev.selections if r.champion is not None}
     default = pooled_default(scored.values(), policy) if policy.default == AUTO else policy.default
     runs = {r.key: r.runs for r in ev.selections}
@@ -88,17 +92,46 @@ def replay(ev: Evaluation, errors: dict, policy: SelectionPolicy) -> tuple[list[
         simple = {n: float(np.median(errors[(n, key)])) for n in SIMPLE if errors.get((n, key))}
         if mine and simple:
             best = min(simple, key=lambda n: simple[n])
-            rows.append((key, champ or "cold start", float(np.median(mine)), best, simple[best]))
+            backed = [s for s in ok or [] if s.estimator in simple]
+            rank = ranking(backed, policy) if backed else {}
+            chosen = min(rank, key=lambda n: (rank[n], n)) if rank else best
+            rows.append(
+                (
+                    key,
+                    champ or "cold start",
+                    float(np.median(mine)),
+                    best,
+                    simple[best],
+                    chosen,
+                    simple[chosen],
+                )
+            )
     return all_errors, rows
 
 
-def figures(errs: list[float], rows: list[tuple]) -> tuple[float, float, int, int]:
+def figures(errs: list[float], rows: list[tuple]) -> tuple[float, float, int, int, int]:
+    """median, p90, tasks worse than the best simple baseline on the held-out runs (an oracle),
+    tasks, tasks worse than the simple baseline the backtest chose (the issue's definition)."""
     worse = sum(1 for r in rows if r[2] > r[4] + 1e-9)
-    return float(np.median(errs)), float(np.quantile(errs, 0.9)), worse, len(rows)
+    chosen = sum(1 for r in rows if r[2] > r[6] + 1e-9)
+    return float(np.median(errs)), float(np.quantile(errs, 0.9)), worse, len(rows), chosen
 
 
-def fmt(f: tuple[float, float, int, int]) -> str:
-    return f"{100 * f[0]:.2f}% / {100 * f[1]:.1f}% / {f[2]} of {f[3]}"
+def fmt(f: tuple[float, float, int, int, int]) -> str:
+    return f"{100 * f[0]:.2f}% / {100 * f[1]:.1f}% / {f[2]} ({f[4]}) of {f[3]}"
+
+
+def oracle_p90(per_wf: dict) -> float:
+    """p90 of the held-out errors when every task is served by the candidate with the fewest
+    held-out errors above 25% (an oracle on the held-out runs: the bound no selection can pass)."""
+    errs: list[float] = []
+    for ev, errors, _ in per_wf.values():
+        del ev
+        for key in {k for n, k in errors if n == PROFILER}:
+            mine = errors[(PROFILER, key)]
+            opts = [v for (n, k), v in errors.items() if k == key and n != PROFILER and len(v) == len(mine)]
+            errs += min(opts, key=lambda v: float(np.mean(np.asarray(v) > 0.25))) if opts else mine
+    return float(np.quantile(errs, 0.9))
 
 
 def main() -> int:
@@ -111,7 +144,8 @@ def main() -> int:
 
     began = time.monotonic()
     _, examples, _ = load(Path(args.data) / "nextflow-traces")
-    names = tuple(n for n in DEFAULT_CANDIDATES if n != "lstm")  # no series in Nextflow traces
+    # no series in Nextflow traces: no LSTM, so no combination of it either
+    names = tuple(n for n in DEFAULT_CANDIDATES if n not in ("lstm", "combined"))
     grid = variants()
     shipped = SelectionPolicy()
     per_wf: dict[str, tuple[Evaluation, dict, SelectionPolicy]] = {}
@@ -141,21 +175,27 @@ def main() -> int:
         "criterion": shipped.criterion,
         "peak_quantile": shipped.peak_quantile,
         "min_gain": shipped.min_gain,
+        "fold_majority": shipped.fold_majority,
+        "rank_last_fold": shipped.rank_last_fold,
     }
     lines = [
         "# Held-out trace families: leave one Nextflow workflow out (memory peaks)",
         "",
         "Reproduce: `.venv/bin/python bench/profiler_heldout.py` (part of `make bench`). Candidates: "
-        f"{', '.join(names)} (the LSTM needs series, which Nextflow traces lack). Each cell: median / p90 "
+        f"{', '.join(names)} (the LSTM, and so its combination with the scaled curve, needs series, which Nextflow traces lack). Each cell: median / p90 "
         "memory peak error over the held-out half / tasks whose median is worse than the best simple "
         "baseline (last run, median of peaks, linear in input size: the best of the three *on the "
-        "held-out runs*, an oracle no per-task choice can always match). *Tuned on the other three*: "
+        "held-out runs*, an oracle no per-task choice can always match), in brackets those worse than "
+        "the simple baseline the task's own backtest ranks first (the issue's target: *never worse than "
+        "the best simple baseline per task, chosen per task by backtest*). *Tuned on the other three*: "
         "the selection policy of the grid below with the fewest such tasks (then the lowest median) on "
         "the three other workflows, applied to this one.",
         "",
         f"Shipped default: criterion `{shipped.criterion}`, p{100 * shipped.peak_quantile:.0f} of the "
         f"backtest peak errors, gain {100 * shipped.min_gain:.0f}% towards the pooled default "
-        f"(x2 under {shipped.short_history} runs). Grid: {', '.join(g for g in grid if g != FORMER)}.",
+        f"(x2 under {shipped.short_history} runs). Grid: {', '.join(g for g in grid if g != FORMER)} "
+        "(*fold majority*: a challenger must also beat the default in most backtest folds; *last fold*: "
+        "rank by the last fold's errors alone, the models fitted on the most runs).",
         "",
         "| held-out workflow | former default (score) | tuned on the other three | chosen there | shipped default |",
         "|---|---|---|---|---|",
@@ -183,19 +223,29 @@ def main() -> int:
         f"{fmt(figures(*total['ship']))} |"
     )
     ranked = sorted(grid, key=lambda n: objective(n, wfs))
+    bound = oracle_p90(per_wf)
     lines += [
         "",
         "Every grid policy on all four workflows (tasks worse, median): "
         + "; ".join(f"{n}: {objective(n, wfs)[0]}, {100 * objective(n, wfs)[1]:.2f}%" for n in ranked),
         "",
+        f"Bound on the p90: serving every task with the candidate that has the fewest held-out errors "
+        f"above 25% (an oracle on the held-out runs) gives a p90 of {100 * bound:.1f}% "
+        f"(goal 25%): the runs that make the p90 are mispredicted by every candidate (e.g. "
+        "methylseq's BISMARK tasks, whose peaks jump between ~0.2 and ~2.5 GiB by sample with no "
+        "input size in the traces), so no selection rule among these candidates can reach it.",
+        "",
         "## Where the shipped champion lost to a simpler candidate (held-out median memory peak error)",
         "",
-        "| task | champion | its median | best simple baseline | its median |",
-        "|---|---|---|---|---|",
+        "| task | champion | its median | best simple baseline | its median | backtest's simple choice | its median |",
+        "|---|---|---|---|---|---|---|",
     ]
     lost = [r for r in total["ship"][1] if r[2] > r[4] + 1e-9]
-    for key, champ, mine, best, theirs in sorted(lost, key=lambda r: r[4] - r[2]):
-        lines.append(f"| {str(key)[-60:]} | {champ} | {100 * mine:.2f}% | {best} | {100 * theirs:.2f}% |")
+    for key, champ, mine, best, theirs, chosen, its in sorted(lost, key=lambda r: r[4] - r[2]):
+        lines.append(
+            f"| {str(key)[-60:]} | {champ} | {100 * mine:.2f}% | {best} | {100 * theirs:.2f}% | {chosen} | "
+            f"{100 * its:.2f}%{' (worse)' if mine > its + 1e-9 else ''} |"
+        )
     lines += ["", f"Took {time.monotonic() - began:.0f} s on this shared 2-core machine.", ""]
     Path(args.out).write_text("\n".join(lines))
     return 0

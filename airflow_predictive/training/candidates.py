@@ -27,6 +27,7 @@ KNOWN: dict[str, tuple[str, str, dict[str, Any]]] = {
     "vpa": (_BASELINES, "VpaStyle", {}),
     "autopilot": (_BASELINES, "AutopilotStyle", {}),
     "declared": (_BASELINES, "DeclaredResources", {}),
+    "combined": ("airflow_predictive.core.profiler.estimators.combination", "MedianCombination", {}),
     "ets": (_STATSMODELS, "StatsmodelsTrend", {"name": "ets", "method": "ets"}),
     "arima": (_STATSMODELS, "StatsmodelsTrend", {"name": "arima", "method": "arima"}),
     "lstm": ("airflow_predictive.core.profiler.estimators.lstm", "LstmForecaster", {}),

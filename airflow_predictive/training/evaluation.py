@@ -27,6 +27,7 @@ from airflow_predictive.core.profiler.selection import (
     SelectionRecord,
     backtest,
     calibrated,
+    composite_members,
     query_for,
     score_example,
 )
@@ -252,11 +253,17 @@ def evaluate(
         query_for(ex, by_task[ex.key][max(0, position[id(ex)] - h) : position[id(ex)]], metrics)
         for ex in test
     ]
+    composites = composite_members(everything)
     forecasts: dict[str, list[Forecast | None]] = {}
-    for n, e in fitted.items():
-        forecasts[n] = _predict_all(e, queries)
+    for n in sorted(fitted, key=lambda n: n in composites):  # members before their combinations
+        e = fitted[n]
+        if n in composites:  # combined from the members' forecasts, none asked again
+            forecasts[n] = _combined(e, [forecasts.get(m) for m in composites[n]], queries)
+        else:
+            forecasts[n] = _predict_all(e, queries)
         if step is not None:
             step(f"forecast {n}")
+    forecasts = {n: forecasts[n] for n in fitted}
     prof: list[Forecast | None] = []
     for i, ex in enumerate(test):
         name = champion.get(ex.key)
@@ -308,6 +315,23 @@ def evaluate(
     )
 
 
+def _combined(
+    combination: Estimator,
+    members: Sequence[Sequence[Forecast | None] | None],
+    queries: Sequence[ForecastQuery],
+) -> list[Forecast | None]:
+    """Per query, ``combination.combine`` of its members' forecasts (None where it cannot)."""
+    combine = getattr(combination, "combine")  # noqa: B009 (a combination, see composite_members)
+    out: list[Forecast | None] = []
+    for i, q in enumerate(queries):
+        got = [f for fcs in members if fcs is not None and (f := fcs[i]) is not None]
+        try:
+            out.append(combine(got, q.key))
+        except Exception:
+            out.append(None)
+    return out
+
+
 def _summaries(
     scored: Sequence[tuple[TaskKey, RunScore]], metrics: tuple[Metric, ...]
 ) -> tuple[dict[Metric, Summary], dict[TaskKey, dict[Metric, Summary]]]:
@@ -351,7 +375,14 @@ def _with_prefix(
                 step(f"prefix {n}")
         return reports
     with_prefix: dict[str, list[Forecast | None]] = {}
-    for n, e in fitted.items():
+    for n in sorted(fitted, key=lambda n: hasattr(fitted[n], "member_names")):
+        e = fitted[n]
+        members = getattr(e, "member_names", None)
+        if members is not None and all(m in with_prefix for m in members):
+            with_prefix[n] = _combined(e, [with_prefix[m] for m in members], prefixed)
+            if step is not None:
+                step(f"prefix {n}")
+            continue
         raw = _predict_all(e, prefixed)
         if needs_conditioning(e):  # an at-start estimator: re-forecast the rest from the prefix
             raw = [

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_predictive.core.profiler.estimators.base import ForecastQuery, RunExample
 from airflow_predictive.core.profiler.explain import explain
-from airflow_predictive.core.profiler.selection import SelectionPolicy, SelectionRecord, backtest, calibrated
+from airflow_predictive.core.profiler.selection import (
+    SelectionPolicy,
+    SelectionRecord,
+    backtest,
+    calibrated,
+    composite_members,
+)
 from airflow_predictive.training.artefacts import COLD_START
 from airflow_predictive.training.candidates import cold_start_chain
 
@@ -72,17 +78,27 @@ def fit_all(
     examples: Sequence[RunExample],
     on_step: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Estimator], dict[str, float]]:
-    """Fit each named candidate once on ``examples``; a failing one is logged and left out."""
+    """Fit each named candidate once on ``examples``; a failing one is logged and left out.
+
+    A combination of other candidates (``selection.composite_members``) is assembled from its
+    members, each fitted once (members not named themselves are fitted for it, not returned)."""
     fitted: dict[str, Estimator] = {}
     seconds: dict[str, float] = {}
-    for name in sorted(names):
+    composites = composite_members({n: candidates[n] for n in candidates})
+    wanted = set(names) | {m for n in names for m in composites.get(n, ())}
+    helpers: dict[str, Estimator] = {}
+    for name in sorted(wanted, key=lambda n: (n in composites, n)):  # members first
         began = time.monotonic()
         try:
-            fitted[name] = candidates[name]().fit(examples)
+            if name in composites:
+                combination: Any = candidates[name]()
+                fitted[name] = combination.assembled({**helpers, **fitted})
+            else:
+                (fitted if name in names else helpers)[name] = candidates[name]().fit(examples)
         except Exception as exc:
             log.warning("predictive: %s could not be fitted on all runs: %s", name, exc)
         seconds[name] = time.monotonic() - began
-        if on_step is not None:
+        if on_step is not None and name in names:
             on_step(f"fit {name}")
     return fitted, seconds
 

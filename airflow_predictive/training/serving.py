@@ -51,7 +51,17 @@ log = logging.getLogger(__name__)
 
 # champions evaluated per query in numpy (their fit is a no-op or they are loaded from the store)
 PER_QUERY = frozenset(
-    {"scaled_curve", "last_run", "median_peak", "linear_input", "vpa", "autopilot", "declared", "lstm"}
+    {
+        "scaled_curve",
+        "last_run",
+        "median_peak",
+        "linear_input",
+        "vpa",
+        "autopilot",
+        "declared",
+        "lstm",
+        "combined",
+    }
 )
 _LABEL = re.compile(r"^(?P<name>[A-Za-z0-9_]+):v(?P<version>\d+)$")
 

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -93,6 +93,8 @@ class SelectionPolicy:
     criterion: str = "peak_error"
     peak_quantile: float = 0.75
     coverage_target: float = 0.99
+    fold_majority: bool = False
+    rank_last_fold: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,15 @@ class CandidateScore:
     score: float
     error: str | None = None
     peak_errors: tuple[float, ...] = ()
+    peak_folds: tuple[int, ...] = ()  # the backtest fold of each of ``peak_errors``
+
+    def fold_errors(self) -> dict[int, list[float]]:
+        """``peak_errors`` per backtest fold (empty when the folds were not recorded)."""
+        out: dict[int, list[float]] = {}
+        if len(self.peak_folds) == len(self.peak_errors):
+            for fold, err in zip(self.peak_folds, self.peak_errors, strict=True):
+                out.setdefault(fold, []).append(err)
+        return out
 
     @property
     def peak_error_median(self) -> float | None:
@@ -201,6 +212,7 @@ class _Tally:
     last_fold_ratios: dict[Metric, list[float]] = field(default_factory=dict)
     last_fold: int = -1
     peak_errors: list[float] = field(default_factory=list)
+    peak_folds: list[int] = field(default_factory=list)
 
 
 def _combine(name: str, t: _Tally, policy: SelectionPolicy) -> CandidateScore:
@@ -210,7 +222,16 @@ def _combine(name: str, t: _Tally, policy: SelectionPolicy) -> CandidateScore:
     under = float(np.mean(t.under)) if t.under else 0.0
     short = float(np.mean(t.shortfall)) if t.shortfall else 0.0
     score = pin + policy.memory_under_penalty * (short + 0.1 * under)
-    return CandidateScore(name, t.forecasts, pin, under, short, score, peak_errors=tuple(t.peak_errors))
+    return CandidateScore(
+        name,
+        t.forecasts,
+        pin,
+        under,
+        short,
+        score,
+        peak_errors=tuple(t.peak_errors),
+        peak_folds=tuple(t.peak_folds),
+    )
 
 
 def backtest(
@@ -262,6 +283,9 @@ def backtest_tallies(
         k: origins(len(v), policy) if only is None or k in only else [] for k, v in by_task.items()
     }
     tallies: dict[TaskKey, dict[str, _Tally]] = {k: {n: _Tally() for n in candidates} for k in by_task}
+    composites = composite_members(candidates)
+    kept_of = {m for members in composites.values() for m in members}
+    order = sorted(candidates, key=lambda n: n in composites)  # members before their combinations
     for fold in range(policy.folds):
         train: list[RunExample] = []
         tests: list[tuple[TaskKey, int, int]] = []
@@ -280,9 +304,12 @@ def backtest_tallies(
                 if on_step is not None:
                     on_step(f"backtest fold {fold + 1} {name}")
             continue
-        for name, factory in candidates.items():
-            try:
-                model = factory().fit(train)
+        kept: dict[str, dict[tuple[TaskKey, int], Forecast]] = {m: {} for m in kept_of}
+        for name in order:
+            factory = candidates[name]
+            members = composites.get(name)
+            try:  # a combination of other candidates is not fitted: it combines their forecasts
+                model = factory() if members is not None else factory().fit(train)
             except Exception as exc:
                 log.warning("predictive: candidate %s failed to fit (fold %d): %s", name, fold, exc)
                 for key, _, _ in tests:
@@ -290,7 +317,7 @@ def backtest_tallies(
                 if on_step is not None:
                     on_step(f"backtest fold {fold + 1} {name}")
                 continue
-            batched = _batch_forecasts(model, by_task, tests, policy)
+            batched = _batch_forecasts(model, by_task, tests, policy) if members is None else {}
             for key, start, end in tests:
                 tally = tallies[key][name]
                 if tally.error is not None:
@@ -300,11 +327,17 @@ def backtest_tallies(
                     forecast = batched.get((key, i))
                     if forecast is None:
                         try:
-                            history = runs[max(0, i - policy.max_history) : i]
-                            forecast = model.predict(query_for(runs[i], history, policy.metrics))
+                            if members is not None:
+                                got = [f for m in members if (f := kept[m].get((key, i))) is not None]
+                                forecast = cast("Any", model).combine(got, key)  # a combination
+                            else:
+                                history = runs[max(0, i - policy.max_history) : i]
+                                forecast = model.predict(query_for(runs[i], history, policy.metrics))
                         except Exception as exc:
                             tally.error = f"predict: {type(exc).__name__}: {exc}"
                             break
+                    if name in kept:
+                        kept[name][(key, i)] = forecast
                     missing = [
                         m.value for m in policy.metrics if m not in forecast.curves and _measured(runs[i], m)
                     ]
@@ -328,6 +361,7 @@ def backtest_tallies(
                             )
                         if s.metric is Metric.MEMORY_BYTES and math.isfinite(s.peak_error):
                             tally.peak_errors.append(s.peak_error)
+                            tally.peak_folds.append(fold)
                         if s.metric is Metric.MEMORY_BYTES and s.under:
                             top = max(s.under)
                             tally.under.append(s.under[top])
@@ -336,6 +370,22 @@ def backtest_tallies(
             if on_step is not None:
                 on_step(f"backtest fold {fold + 1} {name}")
     return Backtested({k: len(v) for k, v in by_task.items()}, task_origins, tallies)
+
+
+def composite_members(candidates: Mapping[str, EstimatorFactory]) -> dict[str, tuple[str, ...]]:
+    """Candidates that combine other candidates' forecasts (``estimators/combination.py``), by
+    name -> their members' names: those whose every member is itself a candidate here (the
+    backtest then combines the members' forecasts instead of fitting the members a second time).
+    A combination with a member that is not a candidate is fitted and forecast like any other."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, factory in candidates.items():
+        try:
+            members = getattr(factory(), "member_names", None)
+        except Exception:
+            continue
+        if members and all(m in candidates and m != name for m in members):
+            out[name] = tuple(members)
+    return out
 
 
 def select(
@@ -385,8 +435,18 @@ def ranking(ok: Sequence[CandidateScore], policy: SelectionPolicy) -> dict[str, 
     of its backtest memory peak errors under ``criterion="peak_error"`` when every candidate has
     them, else the penalised pinball score."""
     if policy.criterion == "peak_error" and ok and all(s.peak_errors for s in ok):
-        return {s.estimator: float(np.quantile(s.peak_errors, policy.peak_quantile)) for s in ok}
+        return {s.estimator: float(np.quantile(_ranked_errors(s, policy), policy.peak_quantile)) for s in ok}
     return {s.estimator: s.score for s in ok}
+
+
+def _ranked_errors(s: CandidateScore, policy: SelectionPolicy) -> Sequence[float]:
+    """The peak errors ``ranking`` compares: with ``rank_last_fold``, the last fold's alone when
+    it has ``min_calibration_runs`` of them (the models fitted on the most runs); else all."""
+    if policy.rank_last_fold:
+        folds = s.fold_errors()
+        if folds and len(last := folds[max(folds)]) >= policy.min_calibration_runs:
+            return last
+    return s.peak_errors
 
 
 def pooled_default(
@@ -432,15 +492,35 @@ def _choose(ok: Sequence[CandidateScore], policy: SelectionPolicy, n_runs: int) 
         return best, f"lowest {what} ({mine:.4f}) over {best.forecasts} backtest runs"
     theirs = rank[default.estimator]
     gain = policy.min_gain * (2 if n_runs < policy.short_history else 1)
-    if mine < theirs * (1 - gain):
+    won, compared = fold_wins(best, default, policy)
+    if mine < theirs * (1 - gain) and (not policy.fold_majority or 2 * won > compared or not compared):
         return best, (
             f"lowest {what} ({mine:.4f}) over {best.forecasts} backtest runs, "
             f"{100 * (1 - mine / theirs) if theirs > 0 else 100:.0f}% below {default.estimator}"
+        )
+    if mine < theirs * (1 - gain):
+        return default, (
+            f"{default.estimator} kept ({what} {theirs:.4f}): {best.estimator} ({mine:.4f}) was lower "
+            f"in only {won} of {compared} backtest folds"
         )
     return default, (
         f"{default.estimator} kept ({what} {theirs:.4f}): {best.estimator} ({mine:.4f}) was not "
         f"{100 * gain:.0f}% better over {best.forecasts} backtest runs"
     )
+
+
+def fold_wins(
+    challenger: CandidateScore, default: CandidateScore, policy: SelectionPolicy
+) -> tuple[int, int]:
+    """In how many backtest folds the challenger's ``peak_quantile`` of memory peak errors was
+    lower than the default's, of the folds where both were scored: ``fold_majority`` requires a
+    majority, so that one lucky fold (a burst of runs one model happened to fit) cannot make a
+    candidate champion over the robust default. (0, 0) when the folds are unknown."""
+    mine, theirs = challenger.fold_errors(), default.fold_errors()
+    common = [f for f in mine if mine[f] and theirs.get(f)]
+    q = policy.peak_quantile
+    won = sum(1 for f in common if np.quantile(mine[f], q) < np.quantile(theirs[f], q))
+    return won, len(common)
 
 
 def _batch_forecasts(

@@ -93,3 +93,64 @@ def test_memory_composition_is_recorded_but_never_a_forecast_dimension() -> None
         Metric.MEMORY_BYTES,
         Metric.DISK_READ_BPS,
     )
+
+
+def _combo_candidates() -> dict:
+    from airflow_predictive.core.profiler.estimators.baselines import LastRunCurve, MedianPeak
+    from airflow_predictive.core.profiler.estimators.combination import MedianCombination
+
+    return {
+        **factories(("median_peak", "last_run")),
+        "combo": lambda: MedianCombination([MedianPeak(), LastRunCurve()], name="combo"),
+    }
+
+
+def test_combination_is_evaluated_as_the_combination_of_its_members_held_out_forecasts(
+    filled_store: SqlRunStore,
+) -> None:
+    from airflow_predictive.core.profiler.estimators.combination import combine_curves
+
+    result = evaluate(
+        load_examples(filled_store), _combo_candidates(), policy=SelectionPolicy(folds=2), prefix_fraction=0.2
+    )
+    combo, a, b = (result.forecasts[n] for n in ("combo", "median_peak", "last_run"))
+    assert combo and set(combo) == set(a) & set(b)
+    for i, f in combo.items():
+        for metric, curve in f.curves.items():
+            expected = combine_curves(metric, [a[i].curves[metric], b[i].curves[metric]])
+            assert np.array_equal(curve.at(0.5), expected.at(0.5))
+    assert result.reports["combo"].prefix is not None and result.reports["combo"].prefix.runs > 0
+
+
+def test_combination_champion_is_served_as_training_forecast_it(filled_store: SqlRunStore, tmp_path) -> None:
+    from airflow_predictive.core.model.query import ForecastQuery as ServingQuery
+    from airflow_predictive.core.profiler.estimators.baselines import DeclaredResources, FallbackChain
+    from airflow_predictive.core.profiler.estimators.combination import MedianCombination
+    from airflow_predictive.core.profiler.selection import calibrated
+    from airflow_predictive.core.profiler.serving import ServingProfile, estimator_query, serve
+    from airflow_predictive.training.pipeline import fit_all
+
+    examples = load_examples(filled_store)
+    fitted, _ = fit_all({"combo"}, _combo_candidates(), examples)
+    assert set(fitted) == {"combo"}  # its members are fitted for it, not returned as champions
+    fitted["combo"].save(tmp_path / "combo")
+    loaded = MedianCombination.load(tmp_path / "combo")
+    keys = [e.key for e in examples]
+    runs = [e for e in examples if e.key == max(set(keys), key=keys.count)]  # the task with most runs
+    history, run = runs[:-1], runs[-1]
+    calibration = {Metric.MEMORY_BYTES: {0.9: 1.3, 0.99: 1.6}}
+    rec = run.record
+    query = ServingQuery(key=rec.key, features=rec.features, declared=rec.declared, operator=rec.operator)
+    metrics = (Metric.CPU_CORES, Metric.MEMORY_BYTES)
+    at_training = calibrated(fitted["combo"].predict(estimator_query(query, history, metrics)), calibration)
+    served = serve(
+        query,
+        history,
+        ServingProfile(champion="combo", estimator=loaded, calibration=calibration),
+        FallbackChain([DeclaredResources()]),
+        metrics=metrics,
+    )
+    assert served.forecast is not None and served.forecast.estimator == "combo"
+    for metric, curve in at_training.curves.items():
+        for q in (0.5, 0.9, 0.99):
+            assert np.array_equal(served.forecast.curves[metric].at(q), curve.at(q))

@@ -9,8 +9,11 @@ from airflow_predictive.core.model.runs import TaskKey
 from airflow_predictive.core.profiler.selection import (
     NO_CANDIDATE,
     NO_HISTORY,
+    CandidateScore,
     SelectionPolicy,
+    _choose,
     backtest,
+    fold_wins,
     origins,
     query_for,
 )
@@ -271,3 +274,50 @@ def test_p99_widens_where_the_earlier_folds_calibration_missed_the_last_folds_pe
     )
     [off] = backtest(flat, runs, SelectionPolicy(folds=2, coverage_target=0.0))
     assert WIDEN not in off.calibration[Metric.MEMORY_BYTES]
+
+
+class _Counted(FlatHistoryPeak):
+    fits: list[str] = []
+
+    def fit(self, examples):  # type: ignore[no-untyped-def]
+        _Counted.fits.append(self.name)
+        return self
+
+
+def test_combination_is_backtested_from_its_members_forecasts_without_fitting_them_again() -> None:
+    from airflow_predictive.core.profiler.estimators.combination import MedianCombination
+
+    _Counted.fits = []
+    candidates = {
+        "low": lambda: _Counted("low", 0.8),
+        "high": lambda: _Counted("high", 1.2),
+        "combined": lambda: MedianCombination([_Counted("low", 0.8), _Counted("high", 1.2)]),
+    }
+    runs = [example("a", i, 1.0) for i in range(10)]
+    [record] = backtest(candidates, runs, SelectionPolicy(folds=3))
+    assert sorted(_Counted.fits) == ["high"] * 3 + ["low"] * 3  # one fit per member and fold, none for it
+    # members at 0.8x and 1.2x the last peak: their combination forecasts the peak exactly
+    combined, low = record.score_of("combined"), record.score_of("low")
+    assert combined is not None and low is not None and combined.forecasts == low.forecasts
+    assert max(combined.peak_errors) == pytest.approx(0.0, abs=1e-9)
+    assert record.champion == "combined"
+
+
+def _score(name: str, errors: list[float], folds: list[int]) -> CandidateScore:
+    return CandidateScore(
+        name, len(errors), 0.1, 0.0, 0.0, 0.1, peak_errors=tuple(errors), peak_folds=tuple(folds)
+    )
+
+
+def test_with_fold_majority_a_candidate_that_wins_one_lucky_fold_is_not_champion() -> None:
+    folds = [0] * 8 + [1] * 2 + [2] * 2  # a long first fold (a burst of easy runs)
+    default = _score("robust", [0.10] * 12, folds)
+    lucky = _score("lucky", [0.01] * 8 + [0.11] * 4, folds)  # far better in fold 0, worse in 1 and 2
+    steady = _score("steady", [0.05] * 8 + [0.08] * 2 + [0.20] * 2, folds)  # better in two of three
+    base = SelectionPolicy(default="robust", min_gain=0.05, peak_quantile=0.5, short_history=0)
+    assert _choose([default, lucky], base, 100)[0].estimator == "lucky"  # the pooled median alone is fooled
+    strict = dataclasses.replace(base, fold_majority=True)
+    best, reason = _choose([default, lucky], strict, 100)
+    assert best.estimator == "robust" and "1 of 3" in reason
+    assert fold_wins(lucky, default, strict) == (1, 3)
+    assert _choose([default, steady], strict, 100)[0].estimator == "steady"
