@@ -123,6 +123,8 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         self._shaping_thread: threading.Thread | None = None
         self.shaping_rounds = 0
         self.plan_note = ""
+        # what the pod is shaped along: the served forecast, its quantiles, the plan (None: usage only)
+        self._along: tuple[Any, dict[Any, float], Any] | None = None
         if pod_sampler_store_secret is not None and ":" not in pod_sampler_store_secret:
             raise ValueError("pod_sampler_store_secret must be 'secret-name:key'")
         self.pod_sampler = pod_sampler
@@ -251,6 +253,7 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         from airflow_predictive.core.scheduling.planner import PlanSettings, plan_from_forecast
         from airflow_predictive.runtime import get_runtime
 
+        self._along = None
         declared_alloc = allocation_of(_as_dict(base.resources))
         declared = declared_alloc.limits.combine(declared_alloc.requests, lambda lim, _req: lim)
         key = TaskKey(self.dag_id, self.task_id, getattr(self, "map_index", -1) or -1)
@@ -276,6 +279,7 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         from airflow_predictive.executors.kubernetes_nodes import plan_peak
 
         self.planned_peak = plan_peak(outcome.plan)
+        self._along = (served.forecast, dict(settings.risk), outcome.plan)
         self.plan_note = f"planned from {served.source}: {outcome.decision} ({outcome.reason})"
         self.log.info("%s", self.plan_note)
         return outcome.plan.initial
@@ -303,6 +307,7 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
 
         if self.shadow_run is False:
             return {"shadowed": False, "reason": "disabled", "note": "shadow_run=False"}
+        self._along = None
         declared_alloc = allocation_of(_as_dict(base.resources))
         declared = declared_alloc.limits.combine(declared_alloc.requests, lambda lim, _req: lim)
         key = TaskKey(self.dag_id, self.task_id, getattr(self, "map_index", -1) or -1)
@@ -398,6 +403,29 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
             self._shaping_thread.join(timeout=10)
             self._shaping_thread = None
 
+    def _shaping_along(self) -> dict[str, Any]:
+        """``PodShaper`` kwargs that shape the pod along its plan and forecast ({}: none planned)."""
+        from airflow_predictive.core.shaping.expectation import ForecastExpectation
+        from airflow_predictive.triggers.pod_shaper import shaping_along
+
+        if self._along is None:
+            return {}
+        forecast, quantiles, plan = self._along
+        return {**shaping_along(ForecastExpectation(forecast, quantiles=quantiles)), "plan": plan}
+
+    def _forecast_primitives(self) -> dict[str, Any] | None:
+        """The planned forecast for the deferred trigger's kwargs (None: none planned or not
+        encodable; the trigger then shapes on usage)."""
+        from airflow_predictive.triggers.pod_shaper import forecast_primitives
+
+        if self._along is None:
+            return None
+        try:
+            return forecast_primitives(self._along[0], self._along[1])
+        except Exception as exc:
+            self.log.warning("predictive: the trigger shapes on usage only (forecast not encodable: %s)", exc)
+            return None
+
     def _shaper(self, pod: k8s.V1Pod) -> Any:
         from airflow_predictive.triggers.pod_shaper import PodShaper, PodTarget, store_sidecar_usage
 
@@ -421,6 +449,7 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
             events=events,
             run_key=f"{self.dag_id}/{self.task_id}",
             sidecar=store_sidecar_usage(),
+            **self._shaping_along(),
         )
 
     # ---- deferrable mode (seam: the parent's trigger) ------------------------------------------------
@@ -440,6 +469,7 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
                     shaping_interval_s=self.shaping_interval_s,
                     shaping_kubeconfig=self.config_file,
                     shaping_run_key=f"{self.dag_id}/{self.task_id}",
+                    shaping_forecast=self._forecast_primitives(),
                 )
             except Exception as exc:  # never hurt the task: defer unshaped
                 self.log.warning(

@@ -37,6 +37,7 @@ class PredictiveKubernetesPodTrigger(KubernetesPodTrigger):
         shaping_interval_s: float = 2.0,
         shaping_kubeconfig: str | None = None,
         shaping_run_key: str = "",
+        shaping_forecast: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -44,6 +45,8 @@ class PredictiveKubernetesPodTrigger(KubernetesPodTrigger):
         self.shaping_interval_s = float(shaping_interval_s)
         self.shaping_kubeconfig = shaping_kubeconfig
         self.shaping_run_key = shaping_run_key
+        # the try's at-start forecast (``pod_shaper.forecast_primitives``): shaped along it
+        self.shaping_forecast = dict(shaping_forecast) if shaping_forecast else None
 
     @classmethod
     def wrapping(cls, trigger: KubernetesPodTrigger, **shaping: Any) -> PredictiveKubernetesPodTrigger:
@@ -61,6 +64,7 @@ class PredictiveKubernetesPodTrigger(KubernetesPodTrigger):
                 "shaping_interval_s": self.shaping_interval_s,
                 "shaping_kubeconfig": self.shaping_kubeconfig,
                 "shaping_run_key": self.shaping_run_key,
+                "shaping_forecast": self.shaping_forecast,
             },
         )
 
@@ -77,7 +81,13 @@ class PredictiveKubernetesPodTrigger(KubernetesPodTrigger):
     async def _shape(self) -> None:
         from airflow_predictive.backends.kubernetes.translate import label_value
         from airflow_predictive.core.shaping.codec import settings_from_dict
-        from airflow_predictive.triggers.pod_shaper import PodShaper, PodTarget, store_sidecar_usage
+        from airflow_predictive.triggers.pod_shaper import (
+            PodShaper,
+            PodTarget,
+            expectation_from_primitives,
+            shaping_along,
+            store_sidecar_usage,
+        )
 
         target = PodTarget(
             selector=f"{SHAPING_LABEL}={label_value(self.pod_name)}",
@@ -96,12 +106,16 @@ class PredictiveKubernetesPodTrigger(KubernetesPodTrigger):
             except Exception as exc:
                 log.info("shaping events will not be stored: %s", exc)
             sidecar = await asyncio.to_thread(store_sidecar_usage)
+            along = await asyncio.to_thread(
+                lambda: shaping_along(expectation_from_primitives(self.shaping_forecast))
+            )
             shaper = PodShaper(
                 target,
                 settings_from_dict(self.shaping),
                 events=events,
                 run_key=self.shaping_run_key,
                 sidecar=sidecar,
+                **along,
             )
             while True:
                 report = await asyncio.to_thread(shaper.round)

@@ -9,6 +9,12 @@ resized, plus one store query for all pods when the pods carry the in-pod sample
 metrics.k8s.io; the round's report counts the pods per usage origin). Nothing here survives a triggerer restart but the primitives it was built from: pods
 and their resizes in flight are found again in the cluster (``attach``), the run's start time
 comes back from ``started_at``. It never raises for cluster or storage failures.
+
+With the try's at-start forecast (``expectation``) and plan, each pod is shaped along them as a
+local task is: grown ahead of a predicted rise, reclaimed to the forecast, re-forecast from its
+observed prefix (``reforecast``, ``Runtime.shaping_reforecast``). Without one it shapes on usage
+(near-limit grows, idle reclaims). ``forecast_primitives`` / ``expectation_from_primitives`` carry
+the forecast into a trigger's kwargs (JSON, never pickled).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from airflow_predictive.core.ports import SystemClock
 from airflow_predictive.core.shaping.controller import ShapingController
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from airflow_predictive.backends.kubernetes.backend import KubernetesPodBackend
     from airflow_predictive.backends.kubernetes.pod_samples import SidecarUsage
     from airflow_predictive.core.model.backend import (
@@ -34,10 +42,12 @@ if TYPE_CHECKING:
         ProvisionSpec,
         ResizeResult,
     )
-    from airflow_predictive.core.model.resources import ResourceVector
+    from airflow_predictive.core.model.resources import Metric, ResourceVector
+    from airflow_predictive.core.model.series import Forecast, UsageSeries
     from airflow_predictive.core.ports import Clock
-    from airflow_predictive.core.shaping.controller import EventSink, LedgerAdjuster
-    from airflow_predictive.core.shaping.policy import ShapingSettings
+    from airflow_predictive.core.shaping.controller import ControllerOptions, EventSink, LedgerAdjuster
+    from airflow_predictive.core.shaping.expectation import ForecastExpectation
+    from airflow_predictive.core.shaping.policy import Expectation, PlanView, ShapingSettings
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +173,17 @@ class PodShaper:
         reservation_id: str | None = None,
         run_key: str = "",
         sidecar: SidecarUsage | None = None,
+        expectation: Expectation | None = None,
+        plan: PlanView | None = None,
+        reforecast: Callable[[UsageSeries], Expectation | None] | None = None,
+        options: ControllerOptions | None = None,
     ) -> None:
         self.target = target
         self.sidecar = sidecar
+        self.expectation = expectation
+        self.plan = plan
+        self.reforecast = reforecast
+        self.options = options
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.started_at = time.time() if started_at is None else started_at
@@ -227,6 +245,10 @@ class PodShaper:
             reservation_id=self.reservation_id,
             run_key=self.run_key,
             started_s=self.clock.monotonic() - elapsed,
+            expectation=self.expectation,
+            plan=self.plan,
+            reforecast=self.reforecast,
+            options=self.options,
         )
         log.info("shaping %s (memory limit in force: %s)", handle.ref, handle.allocation.limits.memory_bytes)
         self._protect(view, handle.ref, on=True)
@@ -296,3 +318,52 @@ def build_backend(target: PodTarget) -> KubernetesPodBackend:
         return KubernetesPodBackend.from_kubeconfig(target.kubeconfig, settings=settings)
     conn_id = target.conn_id or get_runtime().kubernetes_conn_id()
     return KubernetesPodBackend.from_connection(conn_id, settings=settings)
+
+
+def forecast_primitives(forecast: Forecast, quantiles: Mapping[Metric, float]) -> dict[str, Any]:
+    """The at-start forecast a pod is shaped along, as JSON-safe primitives (trigger kwargs)."""
+    from airflow_predictive.storage.profile_store import forecast_to_json
+
+    curves, duration = forecast_to_json(forecast)
+    return {
+        "curves": curves,
+        "duration": duration,
+        "estimator": forecast.estimator,
+        "peak_only": forecast.peak_only,
+        "quantiles": {m.value: float(q) for m, q in quantiles.items()},
+    }
+
+
+def expectation_from_primitives(raw: Mapping[str, Any] | None) -> ForecastExpectation | None:
+    """``forecast_primitives`` back into an expectation; None (logged) when absent or unreadable:
+    the pods are then shaped on usage alone."""
+    if not raw:
+        return None
+    from airflow_predictive.core.model.resources import Metric
+    from airflow_predictive.core.shaping.expectation import ForecastExpectation
+    from airflow_predictive.storage.profile_store import forecast_from_json
+
+    try:
+        forecast = forecast_from_json(
+            str(raw["curves"]), str(raw["duration"]), str(raw["estimator"]), bool(raw["peak_only"])
+        )
+        quantiles = {Metric(k): float(v) for k, v in dict(raw.get("quantiles") or {}).items()}
+    except (KeyError, ValueError, TypeError) as exc:
+        log.warning("shaping on usage only: the forecast passed to the shaper is unreadable (%s)", exc)
+        return None
+    return ForecastExpectation(forecast, quantiles=quantiles)
+
+
+def shaping_along(expectation: ForecastExpectation | None) -> dict[str, Any]:
+    """``PodShaper`` kwargs that shape along ``expectation``: it, and the runtime's mid-run
+    re-forecast when ``[predictive] shaping_reforecast_interval`` is on ({}: no expectation)."""
+    if expectation is None:
+        return {}
+    kwargs: dict[str, Any] = {"expectation": expectation}
+    try:
+        from airflow_predictive.runtime import get_runtime
+
+        kwargs.update(get_runtime().shaping_reforecast(expectation, None))
+    except Exception as exc:  # no runtime here: shape along the at-start forecast only
+        log.warning("shaping along the at-start forecast without re-forecasts: %s", exc)
+    return kwargs

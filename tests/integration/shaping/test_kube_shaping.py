@@ -209,3 +209,47 @@ def test_a_pod_deleted_under_the_controller_ends_shaping_quietly(cluster: Cluste
     cluster.advance(1)
     report = ctrl.tick()
     assert not report.running and ctrl.finished in (ExitKind.GONE, ExitKind.FAILED)
+
+
+def _pod_shaper_run(cluster: Cluster, **along: Any) -> tuple[dict[str, str], list[ShapingEvent]]:
+    """One ramping pod shaped by ``PodShaper`` rounds (what the operator and trigger run)."""
+    from airflow_predictive.triggers.pod_shaper import PodShaper, PodTarget
+
+    backend = cluster.backend()
+    handle = backend.provision(cluster.spec(RAMP, 90), START)
+    cluster.advance(0.1)
+    sink = Sink()
+    target = PodTarget(f"predictive.airflow.apache.org/task={handle.name}")
+    shaper = PodShaper(target, SETTINGS, backend=backend, clock=cluster.clock, events=sink, **along)
+    report = shaper.round()
+    for _ in range(130):
+        if report.done:
+            break
+        cluster.advance(1.0)
+        report = shaper.round()
+    shaper.close()
+    return report.finished, [e for e in sink.events if e.verdict is Verdict.APPLIED]
+
+
+def test_pods_are_shaped_along_their_forecast_ahead_of_the_rise(cluster: Cluster) -> None:
+    import numpy as np
+
+    from airflow_predictive.core.model.series import DemandCurve, Forecast
+    from airflow_predictive.core.shaping.expectation import ForecastExpectation
+
+    t = np.arange(0.0, 95.0, 5.0)
+    ramp = np.interp(t, [0.0, 60.0, 90.0], [50.0, 600.0, 600.0]) * MIB  # what the pod will do
+    forecast = Forecast({MEM: DemandCurve(MEM, 5.0, {0.5: ramp, 0.9: ramp * 1.05})}, {0.5: 90.0}, "test")
+
+    alone_end, alone = _pod_shaper_run(cluster)
+    along_end, along = _pod_shaper_run(cluster, expectation=ForecastExpectation(forecast))
+    assert set(alone_end.values()) == set(along_end.values()) == {"succeeded"}
+    first_alone, first_along = alone[0], along[0]
+    assert first_alone.usage is not None and first_alone.before is not None
+    # on usage alone, the first grow waits for the usage to come near the limit ...
+    assert first_alone.usage >= (1 - SETTINGS.near_limit) * first_alone.before * 0.99
+    # ... along the forecast it comes while the usage is far below it, for the rise ahead
+    assert first_along.usage is not None and first_along.before is not None
+    assert first_along.usage < 0.5 * first_along.before
+    assert first_along.after is not None and first_along.after > first_alone.after  # type: ignore[operator]
+    assert len(along) < len(alone)  # fewer resizes for the same ramp

@@ -153,3 +153,113 @@ def test_pod_sampler_adds_the_in_pod_sampler_under_the_trys_identity(monkeypatch
     assert not _op().build_pod_request_obj(dry_run=True).spec.init_containers  # off by default
     with pytest.raises(ValueError, match="secret-name:key"):
         _op(pod_sampler=True, pod_sampler_store_secret="no-key")
+
+
+def _ramp_forecast() -> Any:
+    import numpy as np
+
+    from airflow_predictive.core.model.resources import MIB, Metric
+    from airflow_predictive.core.model.series import DemandCurve, Forecast
+
+    ramp = np.linspace(50 * MIB, 600 * MIB, 19)
+    mem = DemandCurve(Metric.MEMORY_BYTES, 5.0, {0.5: ramp, 0.9: ramp * 1.05, 0.99: ramp * 1.1})
+    cpu = DemandCurve(Metric.CPU_CORES, 5.0, {0.5: np.full(19, 0.3), 0.9: np.full(19, 0.4)})
+    return Forecast({Metric.MEMORY_BYTES: mem, Metric.CPU_CORES: cpu}, {0.5: 90.0, 0.9: 95.0}, "scaled_curve")
+
+
+class Learned:
+    """A runtime whose store serves a learned memory ramp (what training would have left)."""
+
+    def __init__(self) -> None:
+        from airflow_predictive.core.model.query import ForecastSource, ServedForecast
+
+        self.served = ServedForecast(_ramp_forecast(), ForecastSource.TASK, note="champion")
+
+    def forecasts(self) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(forecast_for=lambda query: self.served)
+
+    def shaping_events(self) -> Any:
+        raise ConnectionError("no event store in this test")
+
+    def shaping_reforecast(self, expectation: object, options: Any) -> dict[str, Any]:
+        from airflow_predictive.runtime import Runtime
+
+        return Runtime.shaping_reforecast(self, expectation, options)  # type: ignore[arg-type]
+
+
+def test_the_pod_is_shaped_along_the_forecast_and_plan_it_was_sized_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_predictive.core.model.resources import Metric
+    from airflow_predictive.core.shaping.expectation import ForecastExpectation
+
+    runtime = Learned()
+    monkeypatch.setattr("airflow_predictive.runtime.get_runtime", lambda: runtime)
+    op = _op(risk={"memory": 0.99})
+    pod = op.build_pod_request_obj(dry_run=True)
+    assert "planned from task" in op.plan_note
+    shaper = op._shaper(pod)
+    assert isinstance(shaper.expectation, ForecastExpectation)
+    assert shaper.expectation.forecast is runtime.served.forecast
+    assert shaper.expectation.quantiles[Metric.MEMORY_BYTES] == 0.99  # the quantile it was sized at
+    assert shaper.plan is not None and shaper.plan.allocation_at(0.0) is not None
+    assert shaper.reforecast is not None  # [predictive] shaping_reforecast_interval is on by default
+    assert shaper.options is not None and shaper.options.reforecast_every_s == 60.0
+
+
+def test_without_a_learned_forecast_the_pod_is_shaped_on_usage_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("airflow_predictive.runtime.get_runtime", lambda: Broken())
+    op = _op()
+    pod = op.build_pod_request_obj(dry_run=True)
+    shaper = op._shaper(pod)
+    assert shaper.expectation is None and shaper.plan is None and shaper.reforecast is None
+
+
+def test_the_deferred_trigger_carries_the_forecast_and_rebuilds_it_after_a_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+    import json
+
+    import numpy as np
+    from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from airflow_predictive.core.model.resources import Metric
+    from airflow_predictive.triggers.pod_shaper import expectation_from_primitives
+
+    runtime = Learned()
+    monkeypatch.setattr("airflow_predictive.runtime.get_runtime", lambda: runtime)
+    op = _op(deferrable=True, risk={"memory": 0.99})
+    op.build_pod_request_obj(dry_run=True)
+    parent = KubernetesPodTrigger(
+        pod_name="p-1", pod_namespace="default", trigger_start_time=None, base_container_name="base"
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        op.defer(trigger=parent, method_name="trigger_reentry")
+    path, kwargs = deferred.value.trigger.serialize()
+    kwargs = json.loads(json.dumps(kwargs))  # what the triggerer reads back from the database
+    module, _, name = path.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+    expectation = expectation_from_primitives(rebuilt.shaping_forecast)
+    assert expectation is not None
+    sent = runtime.served.forecast.curve(Metric.MEMORY_BYTES)
+    got = expectation.forecast.curve(Metric.MEMORY_BYTES)
+    assert got.step_s == sent.step_s
+    assert np.allclose(got.at(0.99), sent.at(0.99))
+    assert expectation.quantiles == {Metric.MEMORY_BYTES: 0.99}  # the sizing quantile, as planned
+    assert expectation.forecast.duration_s == {0.5: 90.0, 0.9: 95.0}
+
+
+def test_an_unreadable_forecast_in_the_trigger_kwargs_shapes_on_usage_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from airflow_predictive.triggers.pod_shaper import expectation_from_primitives
+
+    broken = {"curves": "{not json", "duration": "{}", "estimator": "x", "peak_only": False}
+    with caplog.at_level("WARNING", logger="airflow_predictive.triggers.pod_shaper"):
+        assert expectation_from_primitives(broken) is None
+    assert "unreadable" in caplog.text
+    assert expectation_from_primitives(None) is None
