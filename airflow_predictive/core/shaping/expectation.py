@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from airflow_predictive.core.model.series import Forecast
 
 
+WHOLE_AFTER = 3  # questions with a ``before`` answered from the edges in between, then the whole curve
+
+
 @dataclass(frozen=True)
 class ForecastExpectation:
     """Expectation over a ``Forecast`` at ``quantile`` (per-metric overrides in ``quantiles``).
@@ -34,14 +37,20 @@ class ForecastExpectation:
     quantile: float = 0.9
     quantiles: Mapping[Metric, float] = field(default_factory=dict)
     offset_s: float = 0.0
-    _changes: dict[tuple[Metric, float | None], np.ndarray] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
 
     _lists: dict[tuple[Metric, float], tuple[list[float], float] | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     _merged: dict[tuple[Metric, tuple[float, ...]], list[float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _windowed: dict[tuple[Metric, tuple[float, ...]], int] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _edge_cache: dict[tuple[Metric, float | None], tuple[np.ndarray, list[float]] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _values_cache: dict[Metric, np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -84,47 +93,96 @@ class ForecastExpectation:
         last = min(max(int((t_s - self.offset_s + horizon_s) // step), first), len(values) - 1)
         return max(values[first : last + 1])
 
-    def next_change_s(self, metric: Metric, t_s: float, horizons: tuple[float, ...] = ()) -> float:
+    def next_change_s(
+        self, metric: Metric, t_s: float, horizons: tuple[float, ...] = (), before: float = math.inf
+    ) -> float:
         """The first time after ``t_s`` at which ``predicted`` or ``ahead`` / ``ahead_at`` over one
-        of ``horizons`` may read a different value, at any quantile (inf: never again)."""
+        of ``horizons`` may read a different value, at any quantile (inf: never again). With
+        ``before``, a change at or after it may be answered by any time >= ``before`` (the
+        caller's promise ends there anyway): only the edges in between are read, which is what a
+        re-forecast's expectation, replaced within a minute, is asked about a few times; one asked
+        more often reads the whole curve once."""
         key = (metric, horizons)
         times = self._merged.get(key)
-        if times is None:  # every horizon's change times in one sorted list (read once per tick)
-            merged = np.concatenate([self._change_times(metric, h) for h in (None, *horizons)])
-            times = self._merged[key] = np.unique(merged).tolist()
+        if times is None and before < math.inf and self._windowed.get(key, 0) < WHOLE_AFTER:
+            self._windowed[key] = self._windowed.get(key, 0) + 1
+            return min(self._first_change(metric, h, t_s, before) for h in (None, *horizons))
+        if times is None:  # every horizon's change times in one sorted list, read once
+            merged = [self._changed(metric, h, 0, None) for h in (None, *horizons)]
+            times = self._merged[key] = np.unique(np.concatenate(merged)).tolist()
         i = bisect.bisect_right(times, t_s)
         return float(times[i]) if i < len(times) else math.inf
 
-    def _change_times(self, metric: Metric, horizon: float | None) -> np.ndarray:
+    def _edges(self, metric: Metric, horizon: float | None) -> tuple[np.ndarray, list[float]] | None:
+        """The curve's step edges (over a horizon, with those edges minus the horizon), sorted, as
+        an array and a list: between two of them no reading changes. None when none ever does.
+        Each horizon has its own (edges of two horizons may be a rounding apart: read between
+        them, a floor could fall on either side)."""
         key = (metric, horizon)
-        cached = self._changes.get(key)
-        if cached is not None:
-            return cached
+        if key in self._edge_cache:
+            return self._edge_cache[key]
         curve = self.forecast.curve(metric)
-        times: np.ndarray
-        if curve is None or curve.steps < 2:
-            times = np.zeros(0)
-        else:
-            values = np.stack([np.asarray(v, dtype=float) for v in curve.quantiles.values()])
-            n, step, o = curve.steps, curve.step_s, self.offset_s
-            edges: np.ndarray = o + step * np.arange(1, n)
+        found = None
+        if curve is not None and curve.steps >= 2:
+            edges: np.ndarray = self.offset_s + curve.step_s * np.arange(1, curve.steps)
             if horizon is not None:
                 edges = np.unique(np.concatenate([edges, edges - horizon]))
-            # each interval between edges is read at its middle (never on an edge: float floors)
-            mids = np.concatenate(
-                [[edges[0] - step / 2], (edges[:-1] + edges[1:]) / 2, [edges[-1] + step / 2]]
+            found = (edges, edges.tolist())
+        self._edge_cache[key] = found
+        return found
+
+    def _changed(self, metric: Metric, horizon: float | None, a: int, b: int | None) -> np.ndarray:
+        """The edges among ``edges[a:b]`` (None: to the end) where the reading (now, or the peak
+        over ``horizon``, at any quantile) differs on their two sides: each interval between two
+        edges is read at its middle (never on an edge: float floors)."""
+        edges_found = self._edges(metric, horizon)
+        if edges_found is None:
+            return np.zeros(0)
+        curve = self.forecast.curve(metric)
+        assert curve is not None
+        edges, listed = edges_found
+        b = len(listed) if b is None else b
+        values = self._stacked(metric)
+        n, step, o = curve.steps, curve.step_s, self.offset_s
+        inner = edges[max(a - 1, 0) : b + 1]  # the edges bounding the middles of a .. b
+        mids = (inner[:-1] + inner[1:]) / 2
+        if a == 0:
+            mids = np.concatenate([[listed[0] - step / 2], mids])
+        if b == len(listed):
+            mids = np.concatenate([mids, [listed[-1] + step / 2]])
+        first = np.clip(((mids - o) // step).astype(np.int64), 0, n - 1)
+        read: np.ndarray
+        if horizon is None:
+            read = values[:, first]
+        else:
+            last = np.clip(np.maximum(((mids - o + horizon) // step).astype(np.int64), first), 0, n - 1)
+            lo, hi = int(first[0]), int(last[-1]) + 1  # both ascend: read the part of the curve in reach
+            read = window_max(values[:, lo:hi], first - lo, last - lo)
+        changed = np.any(read[:, 1:] != read[:, :-1], axis=0)
+        out: np.ndarray = edges[a:b][changed]
+        return out
+
+    def _stacked(self, metric: Metric) -> np.ndarray:
+        values = self._values_cache.get(metric)
+        if values is None:
+            curve = self.forecast.curve(metric)
+            assert curve is not None
+            values = self._values_cache[metric] = np.stack(
+                [np.asarray(v, dtype=float) for v in curve.quantiles.values()]
             )
-            first = np.clip(((mids - o) // step).astype(np.int64), 0, n - 1)
-            read: np.ndarray
-            if horizon is None:
-                read = values[:, first]
-            else:
-                last = np.clip(np.maximum(((mids - o + horizon) // step).astype(np.int64), first), 0, n - 1)
-                read = window_max(values, first, last)
-            changed = np.any(read[:, 1:] != read[:, :-1], axis=0)
-            times = edges[changed]
-        self._changes[key] = times
-        return times
+        return values
+
+    def _first_change(self, metric: Metric, horizon: float | None, t_s: float, before: float) -> float:
+        """The first change in (t_s, before), else inf (only the edges in between are read)."""
+        found = self._edges(metric, horizon)
+        if found is None:
+            return math.inf
+        listed = found[1]
+        a, b = bisect.bisect_right(listed, t_s), bisect.bisect_left(listed, before)
+        if a >= b:
+            return math.inf
+        changed = self._changed(metric, horizon, a, b)
+        return float(changed[0]) if changed.size else math.inf
 
 
 def window_max(values: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:

@@ -109,7 +109,7 @@ def quiet(
     bands: dict[Metric, QuietBand] = {}
     for metric in settings.metrics:
         history = histories.get(metric, MetricHistory())
-        found = _metric_band(metric, inp, settings, history)
+        found = _metric_band(metric, inp, settings, history, plan_next_s)
         if found is None:
             return None
         band, metric_until = found
@@ -167,8 +167,9 @@ def _ratio_peak_cap(metric: Metric, inp: PolicyInput, s: ShapingSettings, histor
 
 
 def _metric_band(
-    metric: Metric, inp: PolicyInput, s: ShapingSettings, history: MetricHistory
+    metric: Metric, inp: PolicyInput, s: ShapingSettings, history: MetricHistory, before: float = math.inf
 ) -> tuple[QuietBand, float] | None:
+    """The band of one metric and until when it holds (``before``: the promise ends there anyway)."""
     t = inp.t_s
     current = shaped_value(inp.current, metric)
     if current is None:
@@ -190,7 +191,11 @@ def _metric_band(
         if edge is None:
             return None
         horizons = (s.lookahead_s,) + ((s.guard_horizon_s,) if s.guard_quantile is not None else ())
-        until = min(until, float(edge(metric, t, horizons)) - TIME_EPS)
+        until = min(
+            until,
+            float(edge(metric, t, horizons, before) if before < math.inf else edge(metric, t, horizons))
+            - TIME_EPS,
+        )
         predicted = exp.predicted(metric, t)
         ahead = exp.ahead(metric, t, s.lookahead_s)
         guard = effective_guard(exp, metric, t, s, history)

@@ -216,9 +216,11 @@ class ReforecastExpectation:
             return old if new is None else new
         return max(new, old)
 
-    def next_change_s(self, metric: Metric, t_s: float, horizons: tuple[float, ...] = ()) -> float:
+    def next_change_s(
+        self, metric: Metric, t_s: float, horizons: tuple[float, ...] = (), before: float = math.inf
+    ) -> float:
         return min(
-            self.fresh.next_change_s(metric, t_s, horizons),
-            self.at_start.next_change_s(metric, t_s, horizons),
+            self.fresh.next_change_s(metric, t_s, horizons, before),
+            self.at_start.next_change_s(metric, t_s, horizons, before),
             math.inf,
         )

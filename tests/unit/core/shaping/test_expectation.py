@@ -47,7 +47,7 @@ def _every_change(exp: ForecastExpectation, metric: Metric, horizons: tuple[floa
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_the_next_change_is_the_first_edge_where_a_reading_differs_whatever_the_order_of_questions(
+def test_the_next_change_is_the_first_edge_where_a_reading_differs_whatever_the_questions(
     seed: int,
 ) -> None:
     rng = np.random.default_rng(seed)
@@ -66,7 +66,14 @@ def test_the_next_change_is_the_first_edge_where_a_reading_differs_whatever_the_
         asked = np.concatenate([np.sort(rng.uniform(-50, span + 200, 40)), rng.uniform(-50, span + 200, 40)])
         for t in [*asked.tolist(), *changes[:5]]:  # ascending first (a loop), then anywhere, and on edges
             later = [c for c in changes if c > t]
-            assert exp.next_change_s(MEM, t, HORIZONS) == (later[0] if later else math.inf)
+            first = later[0] if later else math.inf
+            # with a bound, a fresh expectation reads only the edges in between (as after a re-forecast)
+            before = t + float(rng.uniform(0, 200))
+            bounded = ForecastExpectation(exp.forecast, offset_s=exp.offset_s).next_change_s(
+                MEM, t, HORIZONS, before
+            )
+            assert bounded == first if first < before else bounded >= before
+            assert exp.next_change_s(MEM, t, HORIZONS) == first
 
 
 def test_a_flat_or_one_step_forecast_never_changes() -> None:
