@@ -106,7 +106,10 @@ class ForecastExpectation:
         times = self._merged.get(key)
         if times is None and before < math.inf and self._windowed.get(key, 0) < WHOLE_AFTER:
             self._windowed[key] = self._windowed.get(key, 0) + 1
-            return min(self._first_change(metric, h, t_s, before) for h in (None, *horizons))
+            first = math.inf
+            for horizon in (None, *horizons):  # each next one only before the earliest change so far
+                first = min(first, self._first_change(metric, horizon, t_s, min(before, first)))
+            return first
         if times is None:  # every horizon's change times in one sorted list, read once
             merged = [self._changed(metric, h, 0, None) for h in (None, *horizons)]
             times = self._merged[key] = np.unique(np.concatenate(merged)).tolist()
