@@ -400,6 +400,35 @@ def targets(results: dict) -> list[str]:
                 mc.coverage.get(0.99, 0) >= 0.99,
             )
             allocation_rows(add, ", curve calibration", mc, v)
+        if "ev_combined" in k:
+            ec = k["ev_combined"]
+            mb = ec.reports[PROFILER].overall[Metric.MEMORY_BYTES]
+            tag = "kseg-eager with the opt-in `combined` candidate"
+            add(
+                f"{tag}: memory peak error, median",
+                "<= 4%",
+                pct(mb.peak_error_median),
+                (mb.peak_error_median or 1) <= 0.04,
+            )
+            add(
+                f"{tag}: memory peak error, p90",
+                "<= 12%",
+                pct(mb.peak_error_p90),
+                (mb.peak_error_p90 or 1) <= 0.12,
+            )
+            add(
+                f"{tag}: p99 coverage", ">= 99%", pct(mb.coverage.get(0.99)), mb.coverage.get(0.99, 0) >= 0.99
+            )
+            cb = ec.reports[PROFILER].overall.get(Metric.CPU_CORES)
+            if cb is not None:
+                add(
+                    f"{tag}: CPU p99 coverage",
+                    ">= 99%",
+                    pct(cb.coverage.get(0.99)),
+                    cb.coverage.get(0.99, 0) >= 0.99,
+                )
+            add(*_best_single(ec, f"{tag}"))
+            allocation_rows(add, ", with `combined`", mb, ec.reports["vpa"].overall[Metric.MEMORY_BYTES])
         s = k.get("serving", {})
         if "lookup_p99_ms" in s:
             add(
@@ -520,6 +549,13 @@ def main() -> int:
             curve_policy = replace(policy, calibration_mode="curve")
             entry["ev_curve"] = evaluate(examples, names, refs, policy=curve_policy, prefix_fraction=None)
             log.info("%s: curve-calibrated evaluation in %.0f s", ds, time.monotonic() - t2)
+            if "combined" not in names and "lstm" in names:  # the opt-in forecast combination
+                t3 = time.monotonic()
+                with_combined = {**names, **factories(("combined",))}
+                entry["ev_combined"] = evaluate(
+                    examples, with_combined, refs, policy=policy, prefix_fraction=None
+                )
+                log.info("%s: evaluation with the combination in %.0f s", ds, time.monotonic() - t3)
             entry["serving"] = serving_figures(engine, ev, examples, names)
             log.info("serving: %s", entry["serving"])
         entry["plots"] = plots(ds, ev, examples)

@@ -24,7 +24,7 @@ import numpy as np
 
 from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.series import DemandCurve
-from airflow_predictive.core.profiler.estimators.base import Estimator, ForecastQuery, RunExample
+from airflow_predictive.core.profiler.estimators.base import Estimator, ForecastQuery, NotFitted, RunExample
 from airflow_predictive.core.profiler.metrics import ActualCurves, RunScore, score_run
 
 if TYPE_CHECKING:
@@ -56,7 +56,17 @@ class SelectionPolicy:
     default / min_gain / short_history: shrinkage of the choice (see ``_choose``): the robust
         default stays champion unless another candidate's score is ``min_gain`` lower (twice that
         with fewer than ``short_history`` runs). ``"auto"``: the candidate best across all
-        tasks' backtests (``pooled_default``); or an estimator name.
+        tasks' backtests (``pooled_default``); ``"simple"``: per task, the simple baseline
+        (``simple``: last run, median of peaks, linear in input size) its own backtest ranks first,
+        the pooled default where none is eligible (``task_default``); or an estimator name.
+    fold_majority: a challenger must also have the lower error in most backtest folds
+        (``fold_wins``). Measured in ``bench/profiler_heldout.py``; off by default.
+    rank_last_fold: rank by the last fold's peak errors alone (``ranking``). Measured; off.
+    tail_quantile / tail_slack: heavy-tail guard (``tail_ok``): a challenger whose backtest error
+        at ``tail_quantile`` exceeds the default's by ``tail_slack`` cannot replace it. Measured; off.
+    combination_gain: a champion that is a member of a combination candidate (``"combined"``)
+        must beat the combination by this much, else the combination is champion
+        (``prefer_combination``).
     pinball_cap: heavy-tail guard: one run's relative pinball loss counts at most this much (a
         single run 30x its usual size must not decide the champion alone).
     max_history: earlier runs of the task a forecast sees (the newest ones): bounds the cost of
@@ -95,6 +105,10 @@ class SelectionPolicy:
     coverage_target: float = 0.99
     fold_majority: bool = False
     rank_last_fold: bool = False
+    simple: tuple[str, ...] = ("last_run", "median_peak", "linear_input")
+    tail_quantile: float = 0.0
+    tail_slack: float = 0.1
+    combination_gain: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -264,6 +278,7 @@ class Backtested:
     runs: dict[TaskKey, int]
     origins: dict[TaskKey, list[int]]
     tallies: dict[TaskKey, dict[str, _Tally]]
+    composites: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ``composite_members``
 
 
 def backtest_tallies(
@@ -309,7 +324,12 @@ def backtest_tallies(
             factory = candidates[name]
             members = composites.get(name)
             try:  # a combination of other candidates is not fitted: it combines their forecasts
-                model = factory() if members is not None else factory().fit(train)
+                model = factory()
+                if members is None and getattr(model, "member_names", None):
+                    raise NotFitted(  # never fit its members (an LSTM) a second time in a fold
+                        f"{name} combines {', '.join(model.member_names)}: they must be candidates too"  # type: ignore[attr-defined]
+                    )
+                model = model if members is not None else model.fit(train)
             except Exception as exc:
                 log.warning("predictive: candidate %s failed to fit (fold %d): %s", name, fold, exc)
                 for key, _, _ in tests:
@@ -369,14 +389,15 @@ def backtest_tallies(
                             tally.shortfall.append(max(0.0, s.actual_peak - p99) / max(s.actual_peak, 1e-9))
             if on_step is not None:
                 on_step(f"backtest fold {fold + 1} {name}")
-    return Backtested({k: len(v) for k, v in by_task.items()}, task_origins, tallies)
+    return Backtested({k: len(v) for k, v in by_task.items()}, task_origins, tallies, composites)
 
 
 def composite_members(candidates: Mapping[str, EstimatorFactory]) -> dict[str, tuple[str, ...]]:
     """Candidates that combine other candidates' forecasts (``estimators/combination.py``), by
     name -> their members' names: those whose every member is itself a candidate here (the
     backtest then combines the members' forecasts instead of fitting the members a second time).
-    A combination with a member that is not a candidate is fitted and forecast like any other."""
+    A combination with a member that is not a candidate cannot win the backtest (its tally records
+    why): fitting its members again per fold would double the cost of the LSTM."""
     out: dict[str, tuple[str, ...]] = {}
     for name, factory in candidates.items():
         try:
@@ -410,11 +431,13 @@ def select(
         scores_of[key] = scores
         if not any(s.eligible for s in scores):
             records.append(SelectionRecord(key, None, scores, n_runs, len(cuts), NO_CANDIDATE))
-    default = pooled_default(scores_of.values(), policy) if policy.default == AUTO else policy.default
+    pooled_name = pooled_default(scores_of.values(), policy) if policy.default in (AUTO, SIMPLE) else None
     for key, scores in scores_of.items():
         ok = [s for s in scores if s.eligible]
         if ok:
+            default = task_default(ok, policy, pooled_name)
             best, reason = _choose(ok, replace(policy, default=default or ""), measured.runs[key])
+            best, reason = prefer_combination(best, reason, ok, policy, measured.composites)
             won.append((key, best, measured.runs[key], len(task_origins[key]), reason))
     pooled = _pooled_spread([tallies[k][b.estimator] for k, b, *_ in won], policy)
     widen = coverage_widening([tallies[k][b.estimator] for k, b, *_ in won], policy)
@@ -428,6 +451,65 @@ def select(
 
 
 AUTO = "auto"
+SIMPLE = "simple"
+
+
+def task_default(ok: Sequence[CandidateScore], policy: SelectionPolicy, pooled: str | None) -> str | None:
+    """The robust choice a task's champion must clearly beat (``_choose``). ``"auto"``: the
+    ``pooled`` default. ``"simple"``: the simple baseline this task's own backtest ranks first
+    (a champion then never is a model that did not clearly beat the simple choice on this task's
+    past), unless the tail guard is on and its backtest tail is heavier than the pooled
+    default's (``tail_ok``); the pooled default where no simple baseline is eligible. Otherwise
+    the named estimator."""
+    if policy.default != SIMPLE:
+        return pooled if policy.default == AUTO else policy.default
+    simple = [s for s in ok if s.estimator in policy.simple]
+    if not simple:
+        return pooled
+    rank = ranking(simple, policy)
+    best = min(simple, key=lambda s: (rank[s.estimator], s.estimator))
+    theirs = next((s for s in ok if s.estimator == pooled), None)
+    if theirs is not None and theirs is not best and not tail_ok(best, theirs, policy):
+        return pooled
+    return best.estimator
+
+
+def prefer_combination(
+    best: CandidateScore,
+    reason: str,
+    ok: Sequence[CandidateScore],
+    policy: SelectionPolicy,
+    composites: Mapping[str, tuple[str, ...]],
+) -> tuple[CandidateScore, str]:
+    """A champion that is a member of an eligible combination (``composites``: name -> members)
+    stays champion only if its ranking figure is ``combination_gain`` below the combination's;
+    else the combination is: it errs less than its members out of sample (the members err on
+    different runs) even where the backtest, whose early folds fit the LSTM on a few runs only,
+    cannot tell them apart."""
+    rank = ranking(ok, policy)
+    for name, members in composites.items():
+        combo = next((s for s in ok if s.estimator == name), None)
+        if combo is None or best.estimator not in members or best is combo:
+            continue
+        if not rank[best.estimator] < rank[name] * (1 - policy.combination_gain):
+            return combo, (
+                f"{name} (combination of {', '.join(members)}) preferred: {best.estimator} "
+                f"({rank[best.estimator]:.4f}) was not {100 * policy.combination_gain:.0f}% below it "
+                f"({rank[name]:.4f})"
+            )
+    return best, reason
+
+
+def tail_ok(challenger: CandidateScore, default: CandidateScore, policy: SelectionPolicy) -> bool:
+    """Heavy-tail guard: False when ``tail_quantile`` is on and the challenger's backtest memory
+    peak error at that quantile exceeds the default's by more than ``tail_slack`` (a candidate
+    better on most runs but far off on a few must not replace a steadier one: the few decide
+    the p90 and the OOMs)."""
+    if policy.tail_quantile <= 0 or not challenger.peak_errors or not default.peak_errors:
+        return True
+    mine = float(np.quantile(challenger.peak_errors, policy.tail_quantile))
+    theirs = float(np.quantile(default.peak_errors, policy.tail_quantile))
+    return mine <= theirs * (1 + policy.tail_slack)
 
 
 def ranking(ok: Sequence[CandidateScore], policy: SelectionPolicy) -> dict[str, float]:
@@ -493,7 +575,13 @@ def _choose(ok: Sequence[CandidateScore], policy: SelectionPolicy, n_runs: int) 
     theirs = rank[default.estimator]
     gain = policy.min_gain * (2 if n_runs < policy.short_history else 1)
     won, compared = fold_wins(best, default, policy)
-    if mine < theirs * (1 - gain) and (not policy.fold_majority or 2 * won > compared or not compared):
+    folds_ok = not policy.fold_majority or 2 * won > compared or not compared
+    if mine < theirs * (1 - gain) and folds_ok and not tail_ok(best, default, policy):
+        return default, (
+            f"{default.estimator} kept ({what} {theirs:.4f}): {best.estimator} ({mine:.4f}) has a heavier "
+            f"tail (p{100 * policy.tail_quantile:.0f} of its backtest errors)"
+        )
+    if mine < theirs * (1 - gain) and folds_ok:
         return best, (
             f"lowest {what} ({mine:.4f}) over {best.forecasts} backtest runs, "
             f"{100 * (1 - mine / theirs) if theirs > 0 else 100:.0f}% below {default.estimator}"

@@ -15,7 +15,9 @@ from airflow_predictive.core.profiler.selection import (
     backtest,
     fold_wins,
     origins,
+    prefer_combination,
     query_for,
+    task_default,
 )
 from tests.unit.core.profiler.synthetic_runs import Broken, FlatHistoryPeak, example
 
@@ -321,3 +323,50 @@ def test_with_fold_majority_a_candidate_that_wins_one_lucky_fold_is_not_champion
     assert best.estimator == "robust" and "1 of 3" in reason
     assert fold_wins(lucky, default, strict) == (1, 3)
     assert _choose([default, steady], strict, 100)[0].estimator == "steady"
+
+
+def test_a_member_champion_gives_way_to_its_combination_unless_clearly_better() -> None:
+    folds = [0] * 6 + [1] * 6
+    lstm = _score("lstm", [0.05] * 12, folds)
+    combo = _score("combined", [0.055] * 12, folds)
+    other = _score("median_peak", [0.2] * 12, folds)
+    composites = {"combined": ("lstm", "scaled_curve")}
+    policy = SelectionPolicy(combination_gain=0.2)
+    best, reason = prefer_combination(lstm, "lowest", [lstm, combo, other], policy, composites)
+    assert best.estimator == "combined" and "not 20% below" in reason
+    clearly = _score("lstm", [0.03] * 12, folds)  # 45% below the combination: stays champion
+    assert prefer_combination(clearly, "lowest", [clearly, combo, other], policy, composites)[0] is clearly
+    # a champion outside the combination, or no eligible combination: unchanged
+    assert prefer_combination(other, "x", [lstm, combo, other], policy, composites)[0] is other
+    assert prefer_combination(lstm, "x", [lstm, other], policy, composites)[0] is lstm
+
+
+def test_simple_default_is_the_simple_baseline_the_task_backtest_ranks_first() -> None:
+    folds = [0] * 12
+    last = _score("last_run", [0.04] * 12, folds)
+    median = _score("median_peak", [0.06] * 12, folds)
+    scaled = _score("scaled_curve", [0.05] * 12, folds)
+    policy = SelectionPolicy(default="simple")
+    assert task_default([last, median, scaled], policy, "scaled_curve") == "last_run"
+    assert task_default([scaled], policy, "scaled_curve") == "scaled_curve"  # no simple baseline
+    # with the tail guard, a simple baseline with a far heavier tail leaves the pooled default
+    heavy = _score("last_run", [0.01] * 10 + [2.0] * 2, folds)
+    guarded = dataclasses.replace(policy, tail_quantile=0.9)
+    assert task_default([heavy, scaled], guarded, "scaled_curve") == "scaled_curve"
+    assert task_default([heavy, scaled], policy, "scaled_curve") == "last_run"
+    assert task_default([last, scaled], SelectionPolicy(), "scaled_curve") == "scaled_curve"  # "auto"
+
+
+def test_combination_without_its_members_as_candidates_cannot_win_and_fits_nothing() -> None:
+    from airflow_predictive.core.profiler.estimators.combination import MedianCombination
+
+    _Counted.fits = []
+    candidates = {
+        "low": lambda: _Counted("low", 0.8),
+        "combined": lambda: MedianCombination([_Counted("low", 0.8), _Counted("high", 1.2)]),
+    }
+    [record] = backtest(candidates, [example("a", i, 1.0) for i in range(10)], SelectionPolicy(folds=2))
+    combined = record.score_of("combined")
+    assert combined is not None and not combined.eligible and "must be candidates" in (combined.error or "")
+    assert _Counted.fits == ["low", "low"]  # "high" (not a candidate) was never fitted
+    assert record.champion == "low"
