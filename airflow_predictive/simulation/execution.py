@@ -157,15 +157,17 @@ def run_try(run: SimRun, driver: TryDriver, settings: SimSettings) -> TryResult:
     pending: deque[tuple[int, Limits]] = deque()
     delay = settings.delay_steps
     n = run.steps
+    peak = run.peak_memory
     resizes = 0
     k = 0
     oom = False
     wake = _wakeup(driver, 0, current)
     while k < n:
         stop = max(min(wake, pending[0][0] if pending else NEVER, n), k + 1)
-        hit = run.memory[k:stop] > current.memory_bytes
-        if hit.any():
-            stop, oom = k + int(hit.argmax()), True
+        if current.memory_bytes < peak:  # else no step can be above the limit
+            hit = run.memory[k:stop] > current.memory_bytes
+            if hit.any():
+                stop, oom = k + int(hit.argmax()), True
         acc.segment(k, stop, current)
         k = stop
         if oom:
@@ -173,7 +175,7 @@ def run_try(run: SimRun, driver: TryDriver, settings: SimSettings) -> TryResult:
             break
         while pending and pending[0][0] <= k:
             target = pending.popleft()[1]
-            if target != current:
+            if target is not current and target != current:
                 current = target
                 resizes += 1
         if k >= n:
@@ -266,14 +268,13 @@ class _Accumulator:
     def segment(self, k: int, stop: int, lim: Limits) -> None:
         if stop <= k:
             return
-        if not self.changes or self.changes[-1][1] != lim:
+        if not self.changes or (self.changes[-1][1] is not lim and self.changes[-1][1] != lim):
             self.changes.append((self.wall, lim))
         run, g = self.run, self.g
-        u = run.cpu[k:stop]
-        slow = u > lim.cpu_cores
         wall = g * (stop - k)
         mem_used = g * float(run.memory_cumsum[stop] - run.memory_cumsum[k])
-        if slow.any():
+        if lim.cpu_cores < run.peak_cpu and (slow := run.cpu[k:stop] > lim.cpu_cores).any():
+            u = run.cpu[k:stop]
             factor = u[slow] / lim.cpu_cores  # wall seconds per grid step on the throttled steps
             extra = g * float(factor.sum() - factor.size)
             self.throttled += g * float(factor.sum())

@@ -57,6 +57,7 @@ class ReactivePolicy:
 class ReactiveDriver:
     def __init__(self, ctx: TryContext, start: Limits, floor: float, s: ReactiveSettings) -> None:
         self.m, self.u = ctx.run.memory, ctx.run.cpu
+        self.peaks = (ctx.run.peak_memory, ctx.run.peak_cpu)
         self.node: NodeShape = ctx.node
         self.start, self.floor, self.s = start, floor, s
         self.window = max(1, round(s.shrink_after_s / ctx.settings.grid_s))
@@ -69,8 +70,13 @@ class ReactiveDriver:
     def next_wakeup(self, k: int, current: Limits) -> int:
         due = self.last_change + self.window
         end = min(due, self.m.size)
-        if end > k:
-            lim = self.target
+        lim = self.target
+        # a trigger line above the run's peaks is never reached (no need to look at its samples)
+        never = (
+            lim.memory_bytes * self.s.trigger > self.peaks[0]
+            and lim.cpu_cores * self.s.trigger > self.peaks[1]
+        )
+        if end > k and not never:
             hot = (self.m[k:end] >= lim.memory_bytes * self.s.trigger) | (
                 np.minimum(self.u[k:end], lim.cpu_cores) >= lim.cpu_cores * self.s.trigger
             )
