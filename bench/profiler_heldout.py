@@ -202,7 +202,8 @@ def main() -> int:
         "baseline (last run, median of peaks, linear in input size: the best of the three *on the "
         "held-out runs*, an oracle no per-task choice can always match), in brackets those worse than "
         "the simple baseline the task's own backtest ranks first (the issue's target: *never worse than "
-        "the best simple baseline per task, chosen per task by backtest*). *Tuned on the other three*: "
+        "the best simple baseline per task, chosen per task by backtest*; a task too short to backtest "
+        "counts against the held-out best). *Tuned on the other three*: "
         "the selection policy of the grid below with the fewest such tasks (then the lowest median) on "
         "the three other workflows, applied to this one.",
         "",
