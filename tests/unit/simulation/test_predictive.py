@@ -180,6 +180,61 @@ def test_event_driven_ticks_decide_exactly_what_ticking_every_second_decides(cur
     assert ticks[1] < ticks[0] * 0.7, ticks  # and many seconds were skipped (a ramp ticks at each new peak)
 
 
+@pytest.mark.parametrize("level", [0.6, 0.8, 1.3])  # the run's level over its median forecast
+def test_a_slow_ramp_past_the_ratio_guards_start_ticks_rarely_and_decides_what_every_second_decides(
+    level: float,
+) -> None:
+    """A new peak so far no longer ends the promise where it decides nothing (the ratio guard not
+    started, a run at or above its median) or until the scaled guard would reach a line the band
+    compares it with; the skipped peaks reach the history (``observe_skipped``)."""
+    median = 3.0
+    ramp = np.concatenate(
+        [np.linspace(0.5, level * median * 0.8, 400), np.linspace(level * median * 0.8, level * median, 800)]
+    )
+    memory = (ramp + np.random.default_rng(3).uniform(0, 0.01, ramp.size)) * GIB
+    f = forecast(np.full(130, median), cpu=1.2)
+    run = sim_run(memory, np.full(memory.size, 1.0))
+    results, ticks = [], []
+    for event_driven in (False, True):
+        policy = PredictivePolicy(
+            held({0: f}), PredictiveSettings(event_driven=event_driven, reforecast=None)
+        )
+        policy.prepare(workload(run), SETTINGS)
+        driver = policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE))
+        results.append(run_try(run, driver, SETTINGS))
+        ticks.append(driver.ticks)  # type: ignore[attr-defined]
+    per_second, event = results
+    assert event.changes == per_second.changes
+    assert (event.oom, event.steps) == (per_second.oom, per_second.steps)
+    assert per_second.resizes > 0
+    assert ticks[1] < ticks[0] * 0.2, ticks  # a ramp used to tick at every new peak
+
+
+def test_the_peaks_of_skipped_ticks_scale_the_ratio_guard_as_ticking_every_second_does() -> None:
+    """Past the ratio guard's start, a run below its median ramps up while its ticks are skipped,
+    then drops: the reclaim that follows is held by the guard scaled by the ramp's peak (folded in
+    from the skipped samples by ``observe_skipped``), exactly as per-second ticking holds it (without
+    the fold, the event-driven replay reclaims at 698 s)."""
+    memory = np.concatenate(
+        [np.full(320, 1.3), np.linspace(1.3, 1.6, 300), np.full(60, 1.6), np.full(600, 0.3)]
+    )
+    f = forecast(np.full(200, 3.0), cpu=1.2)
+    run = sim_run(memory * GIB, np.full(memory.size, 1.0))
+    results, ticks = [], []
+    for event_driven in (False, True):
+        policy = PredictivePolicy(
+            held({0: f}), PredictiveSettings(event_driven=event_driven, reforecast=None)
+        )
+        policy.prepare(workload(run), SETTINGS)
+        driver = policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE))
+        results.append(run_try(run, driver, SETTINGS))
+        ticks.append(driver.ticks)  # type: ignore[attr-defined]
+    per_second, event = results
+    assert event.changes == per_second.changes
+    assert len(per_second.changes) >= 3  # reclaims before the ramp, then the guard holds
+    assert ticks[1] < ticks[0] * 0.2, ticks
+
+
 REFORECASTS = (
     ReforecastSettings(30.0),  # the profiler's prefix policy: a prefix above the forecast raises it
     ReforecastSettings(45.0, PrefixPolicy(shrink_down=1.0), keep_guard=False),  # follows it down too
