@@ -31,6 +31,7 @@ KNOWN: dict[str, tuple[str, str, dict[str, Any]]] = {
     "ets": (_STATSMODELS, "StatsmodelsTrend", {"name": "ets", "method": "ets"}),
     "arima": (_STATSMODELS, "StatsmodelsTrend", {"name": "arima", "method": "arima"}),
     "lstm": ("airflow_predictive.core.profiler.estimators.lstm", "LstmForecaster", {}),
+    "segments": ("airflow_predictive.core.profiler.estimators.segments", "KSegments", {}),
 }
 # compared against in every report (what users and existing tools do today)
 REFERENCES: tuple[str, ...] = ("declared", "vpa", "autopilot")
