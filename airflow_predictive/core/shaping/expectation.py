@@ -135,24 +135,34 @@ class ForecastExpectation:
         return found
 
     def _changed(self, metric: Metric, horizon: float | None, a: int, b: int | None) -> np.ndarray:
-        """The edges among ``edges[a:b]`` (None: to the end) where the reading (now, or the peak
-        over ``horizon``, at any quantile) differs on their two sides: each interval between two
-        edges is read at its middle (never on an edge: float floors)."""
+        """The edges among ``edges[a:b]`` (None: to the end) where a reading changes."""
         edges_found = self._edges(metric, horizon)
         if edges_found is None:
             return np.zeros(0)
-        curve = self.forecast.curve(metric)
-        assert curve is not None
         edges, listed = edges_found
         b = len(listed) if b is None else b
+        step = self._step(metric)
+        before = (listed[a - 1] + listed[a]) / 2 if a > 0 else listed[0] - step / 2
+        after = (listed[b - 1] + listed[b]) / 2 if b < len(listed) else listed[-1] + step / 2
+        return self._changes_among(metric, horizon, edges[a:b], before, after)
+
+    def _step(self, metric: Metric) -> float:
+        curve = self.forecast.curve(metric)
+        assert curve is not None
+        return float(curve.step_s)
+
+    def _changes_among(
+        self, metric: Metric, horizon: float | None, edges: np.ndarray, before: float, after: float
+    ) -> np.ndarray:
+        """Of consecutive ``edges``, those where the reading (now, or the peak over ``horizon``, at
+        any quantile) differs on their two sides: each interval between two edges is read at its
+        middle (never on an edge: float floors); ``before`` / ``after``: the middles before the
+        first and after the last."""
+        curve = self.forecast.curve(metric)
+        assert curve is not None
         values = self._stacked(metric)
         n, step, o = curve.steps, curve.step_s, self.offset_s
-        inner = edges[max(a - 1, 0) : b + 1]  # the edges bounding the middles of a .. b
-        mids = (inner[:-1] + inner[1:]) / 2
-        if a == 0:
-            mids = np.concatenate([[listed[0] - step / 2], mids])
-        if b == len(listed):
-            mids = np.concatenate([mids, [listed[-1] + step / 2]])
+        mids = np.concatenate([[before], (edges[:-1] + edges[1:]) / 2, [after]])
         first = np.clip(((mids - o) // step).astype(np.int64), 0, n - 1)
         read: np.ndarray
         if horizon is None:
@@ -162,7 +172,7 @@ class ForecastExpectation:
             lo, hi = int(first[0]), int(last[-1]) + 1  # both ascend: read the part of the curve in reach
             read = window_max(values[:, lo:hi], first - lo, last - lo)
         changed = np.any(read[:, 1:] != read[:, :-1], axis=0)
-        out: np.ndarray = edges[a:b][changed]
+        out: np.ndarray = edges[changed]
         return out
 
     def _stacked(self, metric: Metric) -> np.ndarray:
@@ -176,15 +186,29 @@ class ForecastExpectation:
         return values
 
     def _first_change(self, metric: Metric, horizon: float | None, t_s: float, before: float) -> float:
-        """The first change in (t_s, before), else inf (only the edges in between are read)."""
-        found = self._edges(metric, horizon)
-        if found is None:
+        """The first change in (t_s, before), else inf. Only the edges in between (and their two
+        neighbours) are made, as the whole curve's edges would be (the same floats)."""
+        curve = self.forecast.curve(metric)
+        if curve is None or curve.steps < 2:
             return math.inf
-        listed = found[1]
-        a, b = bisect.bisect_right(listed, t_s), bisect.bisect_left(listed, before)
-        if a >= b:
+        n, step, o = curve.steps, curve.step_s, self.offset_s
+
+        def near(lo_t: float, hi_t: float) -> np.ndarray:  # step edges o + step * k around (lo_t, hi_t)
+            k0 = max(1, math.floor((lo_t - o) / step) - 1)
+            k1 = min(n - 1, math.ceil((hi_t - o) / step) + 1)
+            edges: np.ndarray = o + step * np.arange(k0, k1 + 1)
+            return edges
+
+        made = near(t_s, before)
+        if horizon is not None:
+            made = np.unique(np.concatenate([made, near(t_s + horizon, before + horizon) - horizon]))
+        inside = made[(made > t_s) & (made < before)]
+        if inside.size == 0:
             return math.inf
-        changed = self._changed(metric, horizon, a, b)
+        prev, nxt = made[made <= t_s], made[made >= before]
+        head = (float(prev[-1]) + float(inside[0])) / 2 if prev.size else float(inside[0]) - step / 2
+        tail = (float(inside[-1]) + float(nxt[0])) / 2 if nxt.size else float(inside[-1]) + step / 2
+        changed = self._changes_among(metric, horizon, inside, head, tail)
         return float(changed[0]) if changed.size else math.inf
 
 
