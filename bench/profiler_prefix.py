@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from airflow_predictive.core.profiler.estimators.base import RunExample
 
 FRACTIONS = (0.1, 0.2, 0.4, 0.6)
-GRID = tuple(SegmentPolicy(k=k, recent=n) for k in (2, 4, 8) for n in (30, 100))
+GRID = tuple(SegmentPolicy(k=k, recent=n, robust=r) for k in (2, 4, 8) for n in (30, 100) for r in (0, 3))
 OUT = ROOT / "docs" / "benchmarks" / "profiler_prefix.md"
 MEM = Metric.MEMORY_BYTES
 
@@ -185,8 +185,12 @@ def _methods(policy: SegmentPolicy | None, grid: Sequence[SegmentPolicy] = ()) -
     if policy is not None:
         out["segments"] = segments(policy)
     for p in grid:
-        out[f"k={p.k} recent={p.recent}"] = segments(p)
+        out[_label(p)] = segments(p)
     return out
+
+
+def _label(p: SegmentPolicy) -> str:
+    return f"k={p.k} recent={p.recent} robust={p.robust}"
 
 
 def _mean_error(res: dict, name: str) -> float:
@@ -210,7 +214,7 @@ def main() -> int:
     train, _ = split_chronologically(chronological(examples))
     t_hist, t_test, t_fc, _ = _held_out(train, names)
     tuned = _measure(t_hist, t_test, t_fc, _methods(None, GRID), args.window)
-    labels = {f"k={p.k} recent={p.recent}": p for p in GRID}
+    labels = {_label(p): p for p in GRID}
     best = min(labels, key=lambda n: _mean_error(tuned, n))
     chosen = labels[best]
     # held-out half
@@ -243,7 +247,8 @@ def main() -> int:
         f"next minutes = the {args.window:.0f} s after the cut. Champions: {champions}. "
         "Median errors of the p50 memory forecast over the held-out runs; `today` = "
         "`condition_on_prefix` with the shipped `PrefixPolicy` (what the shaping loop uses), `segments` = "
-        f"`segment_reforecast` with `SegmentPolicy(k={chosen.k}, recent={chosen.recent})` (chosen on the "
+        f"`segment_reforecast` with `SegmentPolicy(k={chosen.k}, recent={chosen.recent}, robust={chosen.robust})` "
+        "(chosen on the "
         "training half, table below).",
         "",
         "## Next-minutes error (the maximum over the next minutes after the cut)",

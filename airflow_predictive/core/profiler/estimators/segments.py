@@ -11,7 +11,8 @@ elapsed time and fits, across those runs, one log-linear model per segment of wh
     log(peak of segment j) = a_j + b_j log(peak so far) + c_j log(level now) + d_j log(input size)
 
 Segment 0 is the next ``window_s`` seconds (what the shaping controller sizes next); the rest of
-each earlier run after it is split into ``k`` equal segments. The query run's observed peak so far,
+each earlier run after it is split into ``k`` equal segments. The fit is least squares re-weighted
+``robust`` times (Huber), so that one odd earlier run does not move it. The query run's observed peak so far,
 level now and input size give each segment's expected peak; the at-start forecast keeps its
 *shape* and quantile spread, and each segment of it is multiplied so that its p50 peak is the
 predicted one (factor clipped to ``[1/max_ratio, max_ratio]``). The next ``window_s`` hold at
@@ -53,13 +54,15 @@ if TYPE_CHECKING:
 class SegmentPolicy:
     """k: segments of the rest after the next window; window_s: the next-minutes segment;
     recent: newest earlier runs fitted; ridge: shrinkage of the slopes towards 0 (the mean ratio);
-    min_runs: fewer usable earlier runs -> ``fallback``; recent_s: "the level now" window."""
+    blend: exponent on each segment's factor (1: the model's peak, 0: the at-start forecast's);
+    robust: Huber re-weightings of the fit; min_runs: fewer usable earlier runs -> ``fallback``; recent_s: "the level now" window."""
 
     k: int = 8
     window_s: float = 300.0
     recent: int = 30
     ridge: float = 1e-3
     blend: float = 1.0
+    robust: int = 3
     min_runs: int = 4
     max_ratio: float = 4.0
     recent_s: float = 30.0
@@ -133,16 +136,27 @@ def _design(seen: np.ndarray, now: np.ndarray, size: np.ndarray | None) -> np.nd
     return np.stack(cols, axis=1)
 
 
-def _ridge_predict(x: np.ndarray, y: np.ndarray, query: np.ndarray, ridge: float) -> float:
+def _ridge_predict(x: np.ndarray, y: np.ndarray, query: np.ndarray, ridge: float, robust: int = 0) -> float:
     """Least squares of ``y`` on the centred columns of ``x`` (slopes shrunk by ``ridge`` x n), at
-    ``query``."""
-    mu = x.mean(axis=0)
-    xc = x - mu
-    n = x.shape[0]
-    a = np.vstack([xc, math.sqrt(ridge * n) * np.eye(x.shape[1])])
-    b = np.concatenate([y - y.mean(), np.zeros(x.shape[1])])
-    slopes = np.linalg.lstsq(a, b, rcond=None)[0]  # minimum-norm when columns are collinear
-    return float(y.mean() + (query - mu) @ slopes)
+    ``query``; ``robust`` > 0: that many Huber re-weightings (k = 1.345 robust sigmas), so that one
+    odd earlier run does not move the fit."""
+    n, p = x.shape
+    w = np.ones(n)
+    pred = 0.0
+    for i in range(robust + 1):
+        mu_x = (w @ x) / w.sum()
+        mu_y = float(w @ y) / w.sum()
+        sw = np.sqrt(w)
+        a = np.vstack([(x - mu_x) * sw[:, None], math.sqrt(ridge * n) * np.eye(p)])
+        b = np.concatenate([(y - mu_y) * sw, np.zeros(p)])
+        slopes = np.linalg.lstsq(a, b, rcond=None)[0]  # minimum-norm when columns are collinear
+        pred = mu_y + float((query - mu_x) @ slopes)
+        if i == robust:
+            break
+        res = np.abs(y - (mu_y + (x - mu_x) @ slopes))
+        scale = max(float(np.median(res)) * 1.4826, 1e-9)
+        w = np.minimum(1.0, 1.345 * scale / np.maximum(res, 1e-12))
+    return pred
 
 
 @dataclass(frozen=True)
@@ -188,7 +202,7 @@ def predict_segments(
             continue
         x = _design(s_arr[ok], n_arr[ok], z_arr[ok] if use_size else None)
         q = _design(np.array([cut.seen]), np.array([cut.now]), np.array([size]) if use_size else None)[0]
-        out[j] = math.exp(_ridge_predict(x, np.log(y[ok, j]), q, policy.ridge))
+        out[j] = math.exp(_ridge_predict(x, np.log(y[ok, j]), q, policy.ridge, policy.robust))
     if not np.isfinite(out).any():
         return None
     return SegmentPeaks(out, len(seen))
