@@ -84,12 +84,16 @@ class _Cut:
 
 
 def _cut(times: np.ndarray, values: np.ndarray, elapsed: float, recent_s: float) -> _Cut | None:
-    ok = np.isfinite(values) & (times <= elapsed)
+    end = int(np.searchsorted(times, elapsed, side="right"))
+    head = values[:end]
+    ok = np.isfinite(head)
     if not ok.any():
         return None
-    seen = float(np.max(values[ok]))
-    near = ok & (times >= elapsed - recent_s)
-    now = float(np.max(values[near])) if near.any() else float(values[ok][-1])
+    if not ok.all():
+        times, head = times[:end][ok], head[ok]
+    seen = float(np.max(head))
+    begin = int(np.searchsorted(times[: head.size], elapsed - recent_s, side="left"))
+    now = float(np.max(head[begin:])) if begin < head.size else float(head[-1])
     return _Cut(elapsed, seen, now)
 
 
@@ -136,27 +140,50 @@ def _design(seen: np.ndarray, now: np.ndarray, size: np.ndarray | None) -> np.nd
     return np.stack(cols, axis=1)
 
 
-def _ridge_predict(x: np.ndarray, y: np.ndarray, query: np.ndarray, ridge: float, robust: int = 0) -> float:
-    """Least squares of ``y`` on the centred columns of ``x`` (slopes shrunk by ``ridge`` x n), at
-    ``query``; ``robust`` > 0: that many Huber re-weightings (k = 1.345 robust sigmas), so that one
-    odd earlier run does not move the fit."""
-    n, p = x.shape
-    w = np.ones(n)
-    pred = 0.0
+def fit_segments(
+    x: np.ndarray, y: np.ndarray, query: np.ndarray, ridge: float, robust: int = 0
+) -> np.ndarray:
+    """Per column of ``y`` ([n, J], NaN = no target), the least-squares fit of it on the columns of
+    ``x`` ([n, p], centred per target; slopes shrunk by ``ridge`` x n), evaluated at ``query``
+    ([p]): [J]. ``robust`` > 0: that many Huber re-weightings (k = 1.345 robust sigmas), so that
+    one odd earlier run does not move the fit. All targets are solved at once (one batched solve)."""
+    p = x.shape[1]
+    known = np.isfinite(y)
+    w = known.astype(float)  # [n, J]
+    y0 = np.where(known, y, 0.0)
+    pred = np.full(y.shape[1], np.nan)
+    eye = np.eye(p)
     for i in range(robust + 1):
-        mu_x = (w @ x) / w.sum()
-        mu_y = float(w @ y) / w.sum()
-        sw = np.sqrt(w)
-        a = np.vstack([(x - mu_x) * sw[:, None], math.sqrt(ridge * n) * np.eye(p)])
-        b = np.concatenate([(y - mu_y) * sw, np.zeros(p)])
-        slopes = np.linalg.lstsq(a, b, rcond=None)[0]  # minimum-norm when columns are collinear
-        pred = mu_y + float((query - mu_x) @ slopes)
+        total = np.maximum(w.sum(axis=0), 1e-12)  # [J]
+        mu_x = (w.T @ x) / total[:, None]  # [J, p]
+        mu_y = (w * y0).sum(axis=0) / total  # [J]
+        xc = x[None, :, :] - mu_x[:, None, :]  # [J, n, p]
+        wt = w.T[:, :, None]  # [J, n, 1]
+        a = np.einsum("jni,jnk->jik", xc * wt, xc) + ridge * known.sum(axis=0)[:, None, None] * eye
+        rhs = np.einsum("jni,jn->ji", xc * wt, (y0 - mu_y).T)
+        slopes = _solve(a, rhs)  # [J, p]
+        pred = mu_y + np.einsum("ji,ji->j", query[None, :] - mu_x, slopes)
         if i == robust:
             break
-        res = np.abs(y - (mu_y + (x - mu_x) @ slopes))
-        scale = max(float(np.median(res)) * 1.4826, 1e-9)
-        w = np.minimum(1.0, 1.345 * scale / np.maximum(res, 1e-12))
+        fitted = mu_y[None, :] + np.einsum("jni,ji->nj", xc, slopes)
+        res = np.where(known, np.abs(y0 - fitted), np.nan)
+        with np.errstate(all="ignore"):
+            scale = np.maximum(np.nanmedian(np.where(known, res, np.nan), axis=0) * 1.4826, 1e-9)
+            w = np.where(known, np.minimum(1.0, 1.345 * scale[None, :] / np.maximum(res, 1e-12)), 0.0)
     return pred
+
+
+def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched normal equations ([J, p, p] x [J, p]); minimum-norm least squares for a system that
+    is singular (collinear columns without ridge: the peak so far equal to the level now in every
+    run)."""
+    regular = np.linalg.cond(a) < 1e10
+    out = np.zeros(b.shape)
+    if regular.any():
+        out[regular] = np.linalg.solve(a[regular], b[regular][:, :, None])[:, :, 0]
+    for j in np.flatnonzero(~regular):
+        out[j] = np.linalg.lstsq(a[j], b[j], rcond=None)[0]
+    return out
 
 
 @dataclass(frozen=True)
@@ -193,16 +220,16 @@ def predict_segments(
         return None
     s_arr, n_arr, z_arr, y = np.array(seen), np.array(now), np.array(sizes), np.array(targets)
     use_size = size is not None and math.isfinite(size) and size > 0
+    rows = np.isfinite(z_arr) if use_size else np.ones(len(seen), dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(y[rows] > 0, np.log(y[rows]), np.nan)  # [n, k + 1]
+    enough = np.isfinite(logs).sum(axis=0) >= policy.min_runs
+    if not enough.any():
+        return None
+    x = _design(s_arr[rows], n_arr[rows], z_arr[rows] if use_size else None)
+    q = _design(np.array([cut.seen]), np.array([cut.now]), np.array([size]) if use_size else None)[0]
     out = np.full(policy.k + 1, np.nan)
-    for j in range(policy.k + 1):
-        ok = np.isfinite(y[:, j]) & (y[:, j] > 0)
-        if use_size:
-            ok &= np.isfinite(z_arr)
-        if ok.sum() < policy.min_runs:
-            continue
-        x = _design(s_arr[ok], n_arr[ok], z_arr[ok] if use_size else None)
-        q = _design(np.array([cut.seen]), np.array([cut.now]), np.array([size]) if use_size else None)[0]
-        out[j] = math.exp(_ridge_predict(x, np.log(y[ok, j]), q, policy.ridge, policy.robust))
+    out[enough] = np.exp(fit_segments(x, logs[:, enough], q, policy.ridge, policy.robust))
     if not np.isfinite(out).any():
         return None
     return SegmentPeaks(out, len(seen))
