@@ -11,14 +11,14 @@ elapsed time and fits, across those runs, one log-linear model per segment of wh
     log(peak of segment j) = a_j + b_j log(peak so far) + c_j log(level now) + d_j log(input size)
 
 Segment 0 is the next ``window_s`` seconds (what the shaping controller sizes next); the rest of
-each earlier run after it is split into ``k`` equal segments. The fit is least squares re-weighted
-``robust`` times (Huber), so that one odd earlier run does not move it. The query run's observed peak so far,
-level now and input size give each segment's expected peak; the at-start forecast keeps its
+each earlier run after it is split into ``k`` equal segments. The fit is least squares
+re-weighted ``robust`` times (Huber), so that one odd earlier run does not move it. The query
+run's observed peak so far, level now and input size give each segment's expected peak; the at-start forecast keeps its
 *shape* and quantile spread, and each segment of it is multiplied so that its p50 peak is the
 predicted one (factor clipped to ``[1/max_ratio, max_ratio]``). The next ``window_s`` hold at
 least the level now (memory in use now is still in use). A task with fewer than ``min_runs``
 usable earlier runs (or a metric the prefix does not show) falls back to ``condition_on_prefix``.
-Hyper-parameters (k, ridge, recent) were chosen on the training half of kseg-eager only
+Hyper-parameters (k, recent, robust) were chosen on the training half of kseg-eager only
 (``bench/profiler_prefix.py`` grids them there). Pure numpy, a few ms per re-forecast: servable in
 the shaping loop; ``KSegments`` wraps it as an estimator (``uses_prefix = True``) whose at-start
 forecast is the scaled curve's.
@@ -55,7 +55,8 @@ class SegmentPolicy:
     """k: segments of the rest after the next window; window_s: the next-minutes segment;
     recent: newest earlier runs fitted; ridge: shrinkage of the slopes towards 0 (the mean ratio);
     blend: exponent on each segment's factor (1: the model's peak, 0: the at-start forecast's);
-    robust: Huber re-weightings of the fit; min_runs: fewer usable earlier runs -> ``fallback``; recent_s: "the level now" window."""
+    robust: Huber re-weightings of the fit; min_runs: fewer usable earlier runs -> ``fallback``;
+    recent_s: "the level now" window."""
 
     k: int = 8
     window_s: float = 300.0
