@@ -247,9 +247,8 @@ def main() -> int:
         f"next minutes = the {args.window:.0f} s after the cut. Champions: {champions}. "
         "Median errors of the p50 memory forecast over the held-out runs; `today` = "
         "`condition_on_prefix` with the shipped `PrefixPolicy` (what the shaping loop uses), `segments` = "
-        f"`segment_reforecast` with `SegmentPolicy(k={chosen.k}, recent={chosen.recent}, robust={chosen.robust})` "
-        "(chosen on the "
-        "training half, table below).",
+        f"`segment_reforecast` with `SegmentPolicy(k={chosen.k}, recent={chosen.recent}, "
+        f"robust={chosen.robust})` (chosen on the training half, table below).",
         "",
         "## Next-minutes error (the maximum over the next minutes after the cut)",
         "",

@@ -13,8 +13,8 @@ elapsed time and fits, across those runs, one log-linear model per segment of wh
 Segment 0 is the next ``window_s`` seconds (what the shaping controller sizes next); the rest of
 each earlier run after it is split into ``k`` equal segments. The fit is least squares
 re-weighted ``robust`` times (Huber), so that one odd earlier run does not move it. The query
-run's observed peak so far, level now and input size give each segment's expected peak; the at-start forecast keeps its
-*shape* and quantile spread, and each segment of it is multiplied so that its p50 peak is the
+run's observed peak so far, level now and input size give each segment's expected peak; the
+at-start forecast keeps its *shape* and quantile spread, and each segment of it is multiplied so that its p50 peak is the
 predicted one (factor clipped to ``[1/max_ratio, max_ratio]``). The next ``window_s`` hold at
 least the level now (memory in use now is still in use). A task with fewer than ``min_runs``
 usable earlier runs (or a metric the prefix does not show) falls back to ``condition_on_prefix``.
