@@ -1,5 +1,6 @@
 """The policy's "next time I could act" (core/shaping/quiet.py): inside the promised band, until the
-promised time, every tick decides nothing and keeps the history; outside it, the promise says so."""
+promised time, every tick decides nothing and keeps the history but the ratio guard's peak so far
+(which a loop folds in once for all its skipped ticks); outside it, the promise says so."""
 
 from __future__ import annotations
 
