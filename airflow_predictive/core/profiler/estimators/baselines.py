@@ -458,12 +458,7 @@ class FallbackChain:
         raise NotFitted(f"{self.name}: no level could forecast {query.key}: {reasons}")
 
     def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        entries = []
-        for i, level in enumerate(self.levels):
-            cls = type(level)
-            entries.append({"dir": f"level_{i}", "class": f"{cls.__module__}:{cls.__qualname__}"})
-            level.save(directory / f"level_{i}")
+        entries = save_parts(directory, self.levels, "level")
         (directory / CONFIG_FILE).write_text(json.dumps({"name": self.name, "levels": entries}))
 
     @classmethod
@@ -474,6 +469,19 @@ class FallbackChain:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise NotFitted(f"cannot load chain from {directory}: {exc}") from exc
         return cls(levels, name=state["name"])
+
+
+def save_parts(directory: Path, parts: Sequence[Estimator], prefix: str) -> list[dict[str, str]]:
+    """Save each estimator of a composite (a chain's levels, a combination's members) in its own
+    numbered folder under ``directory``; the entries name each folder and its class, for the
+    composite's JSON (loaded back through ``_estimator_class``: never pickle)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i, part in enumerate(parts):
+        cls = type(part)
+        entries.append({"dir": f"{prefix}_{i}", "class": f"{cls.__module__}:{cls.__qualname__}"})
+        part.save(directory / f"{prefix}_{i}")
+    return entries
 
 
 def _estimator_class(path: str) -> Any:

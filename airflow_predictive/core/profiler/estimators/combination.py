@@ -36,7 +36,7 @@ import numpy as np
 
 from airflow_predictive.core.model.series import DemandCurve, Forecast
 from airflow_predictive.core.profiler.estimators.base import Estimator, ForecastQuery, NotFitted, RunExample
-from airflow_predictive.core.profiler.estimators.baselines import CONFIG_FILE, _estimator_class
+from airflow_predictive.core.profiler.estimators.baselines import CONFIG_FILE, _estimator_class, save_parts
 from airflow_predictive.core.profiler.estimators.lstm import LstmForecaster
 from airflow_predictive.core.profiler.estimators.scaled_curve import ScaledCurve
 from airflow_predictive.core.profiler.prefix import condition_on_prefix, needs_conditioning
@@ -181,12 +181,7 @@ class MedianCombination:
         )
 
     def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        entries = []
-        for i, member in enumerate(self.members):
-            cls = type(member)
-            entries.append({"dir": f"member_{i}", "class": f"{cls.__module__}:{cls.__qualname__}"})
-            member.save(directory / f"member_{i}")
+        entries = save_parts(directory, self.members, "member")
         state = {"name": self.name, "min_members": self.min_members, "members": entries}
         (directory / CONFIG_FILE).write_text(json.dumps(state))
 
