@@ -14,7 +14,7 @@ import pytest
 from airflow_predictive.core.model.runs import TaskKey
 from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
-from tests.integration.airflow_runs.airflow_env import AirflowEnv
+from tests.integration.airflow_runs.airflow_env import AirflowEnv, assert_nothing_left_reserved
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -64,4 +64,4 @@ def test_example_dags_succeed_and_every_task_was_planned_and_admitted(
         for task_id in tasks:
             kinds = {(r["kind"], r["decision"]) for r in log.recent(TaskKey(dag_id, task_id))}
             assert ("plan", "unplanned") in kinds and ("admission", "admitted") in kinds, (task_id, kinds)
-    assert SqlLedger(engine_for(env.predictive_url)).reservations() == []
+    assert_nothing_left_reserved(SqlLedger(engine_for(env.predictive_url)), outputs.values())

@@ -37,7 +37,7 @@ from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
 from airflow_predictive.storage.run_store import SqlRunStore
 from airflow_predictive.training.serving import StoredForecastService
-from tests.integration.airflow_runs.airflow_env import AirflowEnv, free_port
+from tests.integration.airflow_runs.airflow_env import AirflowEnv, assert_nothing_left_reserved, free_port
 from tests.integration.kubernetes.test_kube_airflow import POD_TEMPLATE
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ def test_the_second_task_waits_for_the_quota_instead_of_failing(run: Run) -> Non
     assert sorted(len(d) for d in decisions.values()) == [1, 2], decisions
     assert any("queued" in d for d in decisions.values())
     assert "exceeded quota" not in run.out
-    assert SqlLedger(run.engine).reservations() == []
+    assert_nothing_left_reserved(SqlLedger(run.engine), (run.out,))
 
 
 def test_each_quota_worker_pod_carries_the_planned_resources(run: Run, process_emulator: Emulator) -> None:

@@ -23,7 +23,7 @@ from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
 from airflow_predictive.storage.run_store import SqlRunStore
 from airflow_predictive.storage.shaping_store import SqlShapingEventStore
 from tests._real_parts import require_cgroups
-from tests.integration.airflow_runs.airflow_env import AirflowEnv, wait_recorded
+from tests.integration.airflow_runs.airflow_env import AirflowEnv, assert_nothing_left_reserved, wait_recorded
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -151,6 +151,6 @@ def test_a_task_whose_use_drops_gets_memory_and_cpu_reclaimed_never_below_usage(
 
 
 def test_nothing_is_left_reserved_and_no_cgroup_is_left_behind(run: Run) -> None:
-    assert SqlLedger(run.engine).reservations() == []
+    assert_nothing_left_reserved(SqlLedger(run.engine), (run.out,))
     left = glob.glob(f"/sys/fs/cgroup/memory/**/airflow-predictive/{DAG}*", recursive=True)
     assert left == []
