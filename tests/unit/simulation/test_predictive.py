@@ -155,6 +155,19 @@ def _scripted_runs() -> list[np.ndarray]:
     return [ramp, noisy, jumps, np.full(600, 0.3) + rng.uniform(0, 0.05, 600)]
 
 
+def _both_ways(run: Any, f: Any, **settings: Any) -> tuple[list[Any], list[Any]]:
+    """The try replayed ticking every second, then event-driven, with ``PredictiveSettings(**settings)``:
+    ([per_second, event] results, [their drivers])."""
+    results, drivers = [], []
+    for event_driven in (False, True):
+        policy = PredictivePolicy(held({0: f}), PredictiveSettings(event_driven=event_driven, **settings))
+        policy.prepare(workload(run), SETTINGS)
+        driver = policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE))
+        results.append(run_try(run, driver, SETTINGS))
+        drivers.append(driver)
+    return results, drivers
+
+
 @pytest.mark.parametrize("curve", range(4))
 def test_event_driven_ticks_decide_exactly_what_ticking_every_second_decides(curve: int) -> None:
     memory = _scripted_runs()[curve] * GIB
@@ -162,15 +175,8 @@ def test_event_driven_ticks_decide_exactly_what_ticking_every_second_decides(cur
     cpu = 1.0 + rng.uniform(0, 1.5, memory.size)  # crosses the CPU request's band too
     f = forecast(np.concatenate([np.full(20, 1.5), np.full(20, 3.0), np.full(20, 1.2)]), cpu=1.2)
     run = sim_run(memory, cpu)
-    results = []
-    ticks = []
-    for event_driven in (False, True):
-        policy = PredictivePolicy(held({0: f}), PredictiveSettings(event_driven=event_driven))
-        policy.prepare(workload(run), SETTINGS)
-        driver = policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE))
-        results.append(run_try(run, driver, SETTINGS))
-        ticks.append(driver.ticks)  # type: ignore[attr-defined]
-    per_second, event = results
+    (per_second, event), drivers = _both_ways(run, f)
+    ticks = [d.ticks for d in drivers]
     assert event.changes == per_second.changes
     assert (event.oom, event.steps) == (per_second.oom, per_second.steps)
     # integrals over longer segments: the same sums in another order
@@ -194,16 +200,8 @@ def test_a_slow_ramp_past_the_ratio_guards_start_ticks_rarely_and_decides_what_e
     memory = (ramp + np.random.default_rng(3).uniform(0, 0.01, ramp.size)) * GIB
     f = forecast(np.full(130, median), cpu=1.2)
     run = sim_run(memory, np.full(memory.size, 1.0))
-    results, ticks = [], []
-    for event_driven in (False, True):
-        policy = PredictivePolicy(
-            held({0: f}), PredictiveSettings(event_driven=event_driven, reforecast=None)
-        )
-        policy.prepare(workload(run), SETTINGS)
-        driver = policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE))
-        results.append(run_try(run, driver, SETTINGS))
-        ticks.append(driver.ticks)  # type: ignore[attr-defined]
-    per_second, event = results
+    (per_second, event), drivers = _both_ways(run, f, reforecast=None)
+    ticks = [d.ticks for d in drivers]
     assert event.changes == per_second.changes
     assert (event.oom, event.steps) == (per_second.oom, per_second.steps)
     assert per_second.resizes > 0
@@ -220,16 +218,8 @@ def test_the_peaks_of_skipped_ticks_scale_the_ratio_guard_as_ticking_every_secon
     )
     f = forecast(np.full(200, 3.0), cpu=1.2)
     run = sim_run(memory * GIB, np.full(memory.size, 1.0))
-    results, ticks = [], []
-    for event_driven in (False, True):
-        policy = PredictivePolicy(
-            held({0: f}), PredictiveSettings(event_driven=event_driven, reforecast=None)
-        )
-        policy.prepare(workload(run), SETTINGS)
-        driver = policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE))
-        results.append(run_try(run, driver, SETTINGS))
-        ticks.append(driver.ticks)  # type: ignore[attr-defined]
-    per_second, event = results
+    (per_second, event), drivers = _both_ways(run, f, reforecast=None)
+    ticks = [d.ticks for d in drivers]
     assert event.changes == per_second.changes
     assert len(per_second.changes) >= 3  # reclaims before the ramp, then the guard holds
     assert ticks[1] < ticks[0] * 0.2, ticks
@@ -249,16 +239,8 @@ def test_event_driven_ticks_match_every_second_with_mid_run_re_forecasts(curve: 
     cpu = 1.0 + np.random.default_rng(curve).uniform(0, 1.5, memory.size)
     f = forecast(np.concatenate([np.full(20, 1.5), np.full(20, 3.0), np.full(20, 1.2)]), cpu=1.2)
     run = sim_run(memory, cpu)
-    results, calls = [], []
-    for event_driven in (False, True):
-        settings = PredictiveSettings(event_driven=event_driven, reforecast=REFORECASTS[variant])
-        policy = PredictivePolicy(held({0: f}), settings)
-        policy.prepare(workload(run), SETTINGS)
-        driver = policy.driver(TryContext(run, 1, None, 0.0, SETTINGS, NODE))
-        results.append(run_try(run, driver, SETTINGS))
-        hook = driver.reforecaster  # type: ignore[attr-defined]
-        calls.append(hook.calls)
-    per_second, event = results
+    (per_second, event), drivers = _both_ways(run, f, reforecast=REFORECASTS[variant])
+    calls = [d.reforecaster.calls for d in drivers]
     assert calls[0] >= 2 and calls[1] == calls[0]  # every re-forecast happened both ways
     assert event.changes == per_second.changes
     assert (event.oom, event.steps) == (per_second.oom, per_second.steps)
