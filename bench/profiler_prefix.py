@@ -250,32 +250,26 @@ def main() -> int:
         f"`segment_reforecast` with `SegmentPolicy(k={chosen.k}, recent={chosen.recent}, "
         f"robust={chosen.robust})` (chosen on the training half, table below).",
         "",
-        "## Next-minutes error (the maximum over the next minutes after the cut)",
-        "",
-        "| observed | runs | at start (= ignore the prefix) | today's policy | segments "
-        "| bound: best linear fit (in-sample) |",
-        "|---|---|---|---|---|---|",
     ]
-    for frac in FRACTIONS:
-        bound = _linear_bound(res[("facts", frac)], "nm")
-        lines.append(
-            f"| {100 * frac:.0f}% | {len(res[('start', 'nm', frac)])} | {med('start', 'nm', frac)} | "
-            f"{med('today', 'nm', frac)} | {med('segments', 'nm', frac)} | {pct(bound)} |"
-        )
-    lines += [
-        "",
-        "## Rest-of-run peak error",
-        "",
-        "| observed | runs | at start (= ignore the prefix) | today's policy | segments "
-        "| bound: best linear fit (in-sample) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for frac in FRACTIONS:
-        bound = _linear_bound(res[("facts", frac)], "rp")
-        lines.append(
-            f"| {100 * frac:.0f}% | {len(res[('start', 'rp', frac)])} | {med('start', 'rp', frac)} | "
-            f"{med('today', 'rp', frac)} | {med('segments', 'rp', frac)} | {pct(bound)} |"
-        )
+
+    def error_table(title: str, what: str) -> list[str]:
+        rows = [
+            f"## {title}",
+            "",
+            "| observed | runs | at start (= ignore the prefix) | today's policy | segments "
+            "| bound: best linear fit (in-sample) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for frac in FRACTIONS:
+            bound = _linear_bound(res[("facts", frac)], what)
+            rows.append(
+                f"| {100 * frac:.0f}% | {len(res[('start', what, frac)])} | {med('start', what, frac)} | "
+                f"{med('today', what, frac)} | {med('segments', what, frac)} | {pct(bound)} |"
+            )
+        return rows
+
+    lines += error_table("Next-minutes error (the maximum over the next minutes after the cut)", "nm")
+    lines += ["", *error_table("Rest-of-run peak error", "rp")]
     oracle_nm = ", ".join(
         f"{100 * f:.0f}%: {pct(float(np.nanmedian([x[7] for x in res[('facts', f)] if x[0] == 'nm'])))}"
         for f in FRACTIONS
