@@ -307,7 +307,10 @@ def main() -> int:
         + ".",
     ]
     text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    marker = "<!-- notes: kept when the benchmark rewrites this file -->"
+    notes = out.read_text().split(marker, 1)[1] if out.exists() and marker in out.read_text() else "\n"
+    out.write_text(text + marker + notes)  # hand-written notes survive a re-run, as on the other pages
     print(text)
     return 0
 
