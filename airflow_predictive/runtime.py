@@ -280,7 +280,12 @@ class Runtime:
         layout = (
             CgroupLayout(None, reason="[predictive] backend = none") if config.backend() == "none" else None
         )
-        return CgroupBackend(layout, cgroup_root=config.cgroup_root())
+        backend = CgroupBackend(layout, cgroup_root=config.cgroup_root())
+        try:  # what a killed predecessor could not release (backends/cgroups/owner.py)
+            backend.remove_abandoned()
+        except Exception as exc:  # never keeps the backend from serving
+            log.warning("predictive: abandoned cgroups were not looked for (%s)", exc)
+        return backend
 
     @_once
     def kubernetes_backend(self) -> ResourceBackend:

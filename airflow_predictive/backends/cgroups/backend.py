@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import psutil
 
+from airflow_predictive.backends.cgroups import owner
 from airflow_predictive.backends.cgroups.exits import classify_exit, hit_limit_without_counter
 from airflow_predictive.backends.cgroups.group import (
     CgroupWriteError,
@@ -92,8 +93,9 @@ def _locked(method: Callable[Concatenate[CgroupBackend, P], R]) -> Callable[Conc
 
 
 def _leaf_name(name: str) -> str:
+    """``<name>-<random>.p<pid>s<start>n<ns>``: unique, readable, and tagged with its maker (owner.py)."""
     safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", name).strip(".-")[:80] or "task"
-    return f"{safe}-{uuid.uuid4().hex[:8]}"
+    return f"{safe}-{uuid.uuid4().hex[:8]}{owner.own_tag()}"
 
 
 def _host_memory_bytes() -> float | None:
@@ -164,6 +166,36 @@ class CgroupBackend:
             )
         elif self.layout.reason:
             log.info("cgroup backend uses %s (%s)", self.layout.version, self.layout.reason)
+
+    def remove_abandoned(self) -> list[str]:
+        """Remove the empty groups whose maker died before releasing them (owner.py); returns the
+        folders removed. A group that still holds a process is left alone (its task may still be
+        running under a supervisor that outlived its executor), as is any group without a tag."""
+        if not self.layout.enforcing:
+            return []
+        removed: list[str] = []
+        for parent in sorted(set(self.layout.parents.values())):
+            try:
+                names = sorted(e.name for e in os.scandir(parent) if e.is_dir(follow_symlinks=False))
+            except OSError:
+                continue
+            for name in names:
+                if not owner.abandoned(name):
+                    continue
+                folder = os.path.join(parent, name)
+                try:
+                    os.rmdir(folder)  # the kernel refuses (EBUSY) while a process is inside
+                except OSError as exc:
+                    log.debug("abandoned cgroup %s kept (%s)", folder, exc)
+                    continue
+                removed.append(folder)
+        if removed:
+            log.info(
+                "removed %d empty cgroup(s) left by processes that died before releasing them: %s",
+                len(removed),
+                ", ".join(removed[:5]) + (" ..." if len(removed) > 5 else ""),
+            )
+        return removed
 
     # -- what this backend can do ----------------------------------------------------------------
 

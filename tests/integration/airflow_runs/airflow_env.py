@@ -288,3 +288,46 @@ def assert_nothing_left_reserved(ledger: Any, outputs: Iterable[str]) -> None:
     lapsed = ledger.expire(max((r.expires_at for r in left), default=0.0) + 1)
     assert {r.id for r in lapsed} == {r.id for r in left}
     assert ledger.reservations() == []
+
+
+def assert_no_cgroup_left(dags: Iterable[str], outputs: Iterable[str], since: float) -> None:
+    """No task cgroup of ``dags`` made since ``since`` (a time.time()) is left. Only these: other
+    modules run tasks in cgroups at the same time under xdist, and other checkouts on this machine
+    (their cpu / blkio parents may be shared) may run the same DAGs; groups another pid namespace
+    made are not this run's either. When this harness killed a ``dags test`` (see above), its
+    executor died before it released the groups of its last tasks: the next backend to start
+    removes them (``CgroupBackend.remove_abandoned``), as a restarted scheduler does in production."""
+    import glob
+
+    from airflow_predictive.backends.cgroups import owner
+
+    ns = owner.pid_namespace()
+
+    def ours(path: str) -> bool:
+        made_by = owner.maker(os.path.basename(path))
+        try:
+            made_at = os.stat(path).st_mtime  # a cgroup folder's time is its creation's
+        except OSError:
+            return False
+        return made_at >= since - 1 and (made_by is None or made_by[2] == ns)
+
+    def left() -> list[str]:
+        return sorted(
+            {
+                os.path.realpath(path)  # v1 co-mounts appear under several (symlinked) names
+                for dag in dags
+                for path in glob.glob(f"/sys/fs/cgroup/**/airflow-predictive/{dag}*/", recursive=True)
+                if ours(path.rstrip("/"))
+            }
+        )
+
+    texts = list(outputs)
+    found = left()
+    if found and any(HARNESS_KILLED in out for out in texts):
+        from airflow_predictive.backends.cgroups.backend import CgroupBackend
+
+        removed = CgroupBackend().remove_abandoned()
+        assert set(found) <= {os.path.realpath(r) for r in removed}, (found, removed)
+        found = left()
+    said = [line for out in texts for line in out.splitlines() if "cgroup" in line and "predictive" in line]
+    assert found == [], "\n".join([*found, *said[-20:]])

@@ -413,3 +413,45 @@ def test_observe_only_runs_and_measures_but_never_enforces(caplog: pytest.LogCap
         backend.release(handle)
     assert backend.usage(handle) is None
     assert backend.state(handle).kind is ExitKind.GONE
+
+
+@pytest.mark.cgroups
+def test_empty_groups_of_a_dead_maker_are_removed_and_nothing_else(
+    backend: CgroupBackend, layout: CgroupLayout
+) -> None:
+    from airflow_predictive.backends.cgroups import owner
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_start = owner.start_ticks(gone.pid)
+    gone.wait()
+    assert dead_start is not None
+    dead = f".p{gone.pid}s{dead_start}n{owner.pid_namespace()}"
+    parents = sorted(set(layout.parents.values()))
+    empty, busy_name, untagged = (f"sweep-{kind}-{os.getpid()}" for kind in ("empty", "busy", "untagged"))
+    empty, busy_name = empty + dead, busy_name + dead
+    mine = backend.prepare(ProvisionSpec(name="sweep-mine"), _alloc(0.5, 64))  # this process made it
+    mine_name = os.path.basename(os.path.dirname(backend.procs_files(mine)[0]))
+    busy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for parent in parents:
+            for name in (empty, busy_name, untagged):
+                os.makedirs(os.path.join(parent, name))
+            with open(os.path.join(parent, busy_name, "cgroup.procs"), "w") as fh:
+                fh.write(str(busy.pid))
+        removed = backend.remove_abandoned()
+        assert {os.path.join(p, empty) for p in parents} <= set(removed)
+        assert {os.path.basename(r) for r in removed}.isdisjoint({busy_name, untagged, mine_name})
+        for parent in parents:
+            assert not os.path.isdir(os.path.join(parent, empty))
+            assert os.path.isdir(os.path.join(parent, busy_name))  # its process runs on
+            assert os.path.isdir(os.path.join(parent, untagged))
+            assert os.path.isdir(os.path.join(parent, mine_name))
+        assert busy.poll() is None
+    finally:
+        busy.kill()
+        busy.wait()
+        backend.release(mine)
+        for parent in parents:
+            for name in (empty, busy_name, untagged):
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(parent, name))

@@ -27,7 +27,11 @@ from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
 from airflow_predictive.storage.run_store import SqlRunStore
 from airflow_predictive.training.serving import StoredForecastService
 from tests._real_parts import require_cgroups
-from tests.integration.airflow_runs.airflow_env import AirflowEnv, assert_nothing_left_reserved
+from tests.integration.airflow_runs.airflow_env import (
+    AirflowEnv,
+    assert_no_cgroup_left,
+    assert_nothing_left_reserved,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -220,10 +224,4 @@ def test_an_oom_killed_try_is_retried_from_its_peak_and_succeeds(run: Run) -> No
 
 def test_nothing_is_left_reserved_and_no_cgroup_is_left_behind(run: Run) -> None:
     assert_nothing_left_reserved(SqlLedger(run.engine), (run.admission_out, run.oom_out))
-    # only this module's DAGs: other modules may run tasks in cgroups at the same time (xdist)
-    left = [
-        path
-        for dag in (DAG, "predictive_oom_retry")
-        for path in glob.glob(f"/sys/fs/cgroup/memory/**/airflow-predictive/{dag}*", recursive=True)
-    ]
-    assert left == []
+    assert_no_cgroup_left((DAG, "predictive_oom_retry"), (run.admission_out, run.oom_out), run.started)

@@ -7,8 +7,8 @@ never below its usage; nothing is left reserved and no cgroup is left behind."""
 
 from __future__ import annotations
 
-import glob
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,12 @@ from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
 from airflow_predictive.storage.run_store import SqlRunStore
 from airflow_predictive.storage.shaping_store import SqlShapingEventStore
 from tests._real_parts import require_cgroups
-from tests.integration.airflow_runs.airflow_env import AirflowEnv, assert_nothing_left_reserved, wait_recorded
+from tests.integration.airflow_runs.airflow_env import (
+    AirflowEnv,
+    assert_no_cgroup_left,
+    assert_nothing_left_reserved,
+    wait_recorded,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -40,9 +45,10 @@ MEM, CPU = Metric.MEMORY_BYTES, Metric.CPU_CORES
 
 
 class Run:
-    def __init__(self, env: AirflowEnv, out: str) -> None:
+    def __init__(self, env: AirflowEnv, out: str, started: float) -> None:
         self.env = env
         self.out = out
+        self.started = started
         self.engine: Engine = engine_for(env.predictive_url)
         self.events = SqlShapingEventStore(self.engine).events(limit=100_000)
 
@@ -91,8 +97,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     env.migrate()
     env.start_api_server()
     try:
+        started = time.time()
         out = env.dags_test(DAG, {})  # fails: ramp_unshaped is OOM-killed, as it must be
-        result = Run(env, out.stdout + out.stderr)
+        result = Run(env, out.stdout + out.stderr, started)
         (home / "dags-test.log").write_text(result.out)  # for a failure's post-mortem
         wait_recorded(SqlRunStore(result.engine), timeout=30)
         yield result
@@ -152,5 +159,4 @@ def test_a_task_whose_use_drops_gets_memory_and_cpu_reclaimed_never_below_usage(
 
 def test_nothing_is_left_reserved_and_no_cgroup_is_left_behind(run: Run) -> None:
     assert_nothing_left_reserved(SqlLedger(run.engine), (run.out,))
-    left = glob.glob(f"/sys/fs/cgroup/memory/**/airflow-predictive/{DAG}*", recursive=True)
-    assert left == []
+    assert_no_cgroup_left((DAG,), (run.out,), run.started)
