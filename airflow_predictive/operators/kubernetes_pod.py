@@ -426,6 +426,13 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
             self.log.warning("predictive: the trigger shapes on usage only (forecast not encodable: %s)", exc)
             return None
 
+    def _plan_primitives(self) -> dict[str, Any] | None:
+        """The try's plan (initial allocation and timed steps) for the deferred trigger's kwargs
+        (None: none planned; the trigger then shapes along the forecast alone)."""
+        from airflow_predictive.core.scheduling.codec import plan_to_dict
+
+        return None if self._along is None else plan_to_dict(self._along[2])
+
     def _shaper(self, pod: k8s.V1Pod) -> Any:
         from airflow_predictive.triggers.pod_shaper import PodShaper, PodTarget, store_sidecar_usage
 
@@ -470,6 +477,7 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
                     shaping_kubeconfig=self.config_file,
                     shaping_run_key=f"{self.dag_id}/{self.task_id}",
                     shaping_forecast=self._forecast_primitives(),
+                    shaping_plan=self._plan_primitives(),
                 )
             except Exception as exc:  # never hurt the task: defer unshaped
                 self.log.warning(

@@ -38,6 +38,7 @@ class PredictiveKubernetesPodTrigger(KubernetesPodTrigger):
         shaping_kubeconfig: str | None = None,
         shaping_run_key: str = "",
         shaping_forecast: dict[str, Any] | None = None,
+        shaping_plan: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -47,6 +48,8 @@ class PredictiveKubernetesPodTrigger(KubernetesPodTrigger):
         self.shaping_run_key = shaping_run_key
         # the try's at-start forecast (``pod_shaper.forecast_primitives``): shaped along it
         self.shaping_forecast = dict(shaping_forecast) if shaping_forecast else None
+        # its plan (``core/scheduling/codec.plan_to_dict``): the timed steps the shaper follows
+        self.shaping_plan = dict(shaping_plan) if shaping_plan else None
 
     @classmethod
     def wrapping(cls, trigger: KubernetesPodTrigger, **shaping: Any) -> PredictiveKubernetesPodTrigger:
@@ -65,6 +68,7 @@ class PredictiveKubernetesPodTrigger(KubernetesPodTrigger):
                 "shaping_kubeconfig": self.shaping_kubeconfig,
                 "shaping_run_key": self.shaping_run_key,
                 "shaping_forecast": self.shaping_forecast,
+                "shaping_plan": self.shaping_plan,
             },
         )
 
@@ -85,6 +89,7 @@ class PredictiveKubernetesPodTrigger(KubernetesPodTrigger):
             PodShaper,
             PodTarget,
             expectation_from_primitives,
+            plan_from_primitives,
             shaping_along,
             store_sidecar_usage,
         )
@@ -109,12 +114,14 @@ class PredictiveKubernetesPodTrigger(KubernetesPodTrigger):
             along = await asyncio.to_thread(
                 lambda: shaping_along(expectation_from_primitives(self.shaping_forecast))
             )
+            plan = plan_from_primitives(self.shaping_plan) if along else None  # steps need a forecast
             shaper = PodShaper(
                 target,
                 settings_from_dict(self.shaping),
                 events=events,
                 run_key=self.shaping_run_key,
                 sidecar=sidecar,
+                plan=plan,
                 **along,
             )
             while True:

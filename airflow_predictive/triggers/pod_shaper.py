@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         ProvisionSpec,
         ResizeResult,
     )
+    from airflow_predictive.core.model.plan import AllocationPlan
     from airflow_predictive.core.model.resources import Metric, ResourceVector
     from airflow_predictive.core.model.series import Forecast, UsageSeries
     from airflow_predictive.core.ports import Clock
@@ -234,7 +235,12 @@ class PodShaper:
         handle = view.backend.attach_pod(pod)
         if handle is None:
             return
-        elapsed = max(0.0, time.time() - self.started_at)
+        now = time.time()
+        started = pod_started_at(pod, self.target.container)
+        # how long the pod has run: from its container's start when the pod says (a trigger rebuilt
+        # after a triggerer restart, or one that began after the pod, still follows the plan's
+        # clock), else since this shaper was made
+        elapsed = max(0.0, now - (started if started is not None and started <= now else self.started_at))
         self.controllers[handle.ref] = ShapingController(
             view,  # type: ignore[arg-type]  # the ResourceBackend shape, state/usage from the snapshot
             handle,
@@ -352,6 +358,43 @@ def expectation_from_primitives(raw: Mapping[str, Any] | None) -> ForecastExpect
         log.warning("shaping on usage only: the forecast passed to the shaper is unreadable (%s)", exc)
         return None
     return ForecastExpectation(forecast, quantiles=quantiles)
+
+
+def pod_started_at(pod: Any, container: str) -> float | None:
+    """When ``container`` of ``pod`` (an API body) started running, else when the pod started (epoch
+    seconds); None when the body does not say."""
+    from datetime import datetime
+
+    status = (pod.get("status") or {}) if isinstance(pod, dict) else {}
+    stamps = [
+        ((c.get("state") or {}).get("running") or {}).get("startedAt")
+        for c in status.get("containerStatuses") or ()
+        if isinstance(c, dict) and c.get("name") == container
+    ]
+    for stamp in [*stamps, status.get("startTime")]:
+        if not stamp:
+            continue
+        try:
+            return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def plan_from_primitives(raw: Mapping[str, Any] | None) -> AllocationPlan | None:
+    """``codec.plan_to_dict`` back into a plan; None (logged) when absent or unreadable: the pod is
+    then shaped along its forecast without the plan's timed steps."""
+    if not raw:
+        return None
+    from airflow_predictive.core.scheduling.codec import plan_from_dict
+
+    try:
+        return plan_from_dict(raw)
+    except ValueError as exc:
+        log.warning(
+            "shaping without the plan's timed steps: the plan passed to the shaper is unreadable (%s)", exc
+        )
+        return None
 
 
 def shaping_along(expectation: ForecastExpectation | None) -> dict[str, Any]:

@@ -228,7 +228,7 @@ def test_the_deferred_trigger_carries_the_forecast_and_rebuilds_it_after_a_resta
     from airflow.sdk.exceptions import TaskDeferred
 
     from airflow_predictive.core.model.resources import Metric
-    from airflow_predictive.triggers.pod_shaper import expectation_from_primitives
+    from airflow_predictive.triggers.pod_shaper import expectation_from_primitives, plan_from_primitives
 
     runtime = Learned()
     monkeypatch.setattr("airflow_predictive.runtime.get_runtime", lambda: runtime)
@@ -251,6 +251,20 @@ def test_the_deferred_trigger_carries_the_forecast_and_rebuilds_it_after_a_resta
     assert np.allclose(got.at(0.99), sent.at(0.99))
     assert expectation.quantiles == {Metric.MEMORY_BYTES: 0.99}  # the sizing quantile, as planned
     assert expectation.forecast.duration_s == {0.5: 90.0, 0.9: 95.0}
+    planned = op._along[2] if op._along is not None else None
+    assert planned is not None and planned.steps  # a ramp: the plan has timed steps
+    assert plan_from_primitives(rebuilt.shaping_plan) == planned  # the same initial, steps, quantiles
+
+
+def test_an_unreadable_plan_in_the_trigger_kwargs_shapes_along_the_forecast_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from airflow_predictive.triggers.pod_shaper import plan_from_primitives
+
+    with caplog.at_level("WARNING"):
+        assert plan_from_primitives({"initial": {}, "steps": [{"at_s": "soon"}]}) is None
+    assert "timed steps" in caplog.text and "unreadable" in caplog.text
+    assert plan_from_primitives(None) is None
 
 
 def test_an_unreadable_forecast_in_the_trigger_kwargs_shapes_on_usage_with_a_warning(
