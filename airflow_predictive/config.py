@@ -283,6 +283,14 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "float",
         "1.0",
     ),
+    "kubernetes_shaping_interval": _opt(
+        "Seconds between two shaping rounds of the PredictiveKubernetesExecutor (one thread shapes "
+        'every worker pod whose task opted in with executor_config={"predictive": {"shaping": True}}); '
+        "each round reads each such pod and its metrics.k8s.io usage (two API requests per pod), so "
+        "it is slower than the local executor's cgroup reads (an in-place resize takes ~2 s anyway).",
+        "float",
+        "2.0",
+    ),
     "shaping_reforecast_interval": _opt(
         "Seconds between two mid-run re-forecasts of a shaped task that has a forecast: the task's "
         "at-start forecast conditioned on the usage it has shown so far (the profiler's prefix "
@@ -621,6 +629,11 @@ def plan_min_step() -> float:
 @_reader
 def local_shaping_interval() -> float:
     return _positive_float("local_shaping_interval")
+
+
+@_reader
+def kubernetes_shaping_interval() -> float:
+    return _positive_float("kubernetes_shaping_interval")
 
 
 @_reader

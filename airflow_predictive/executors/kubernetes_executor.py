@@ -7,9 +7,11 @@ a plan, and wait QUEUED while the plan does not fit the namespace pool (Resource
 other pods' use, nodes' allocatable less other pods' requests; refreshed every
 ``CAPACITY_REFRESH_S``). Once admitted and reserved, the plan's initial requests/limits go into
 the worker pod through ``pod_override`` in ``execute_async``; timed steps are sent through the
-resize subresource (the provider's Kubernetes backend, found by the executor's pod labels); the
-reservation is released when the pod's task ends. Any failure of this machinery launches the
-task as KubernetesExecutor would (declared resources), with one log line.
+resize subresource (the provider's Kubernetes backend, found by the executor's pod labels); a
+task with ``"shaping": True`` has its pod shaped live instead (``kubernetes_shaping.py``: grown
+near its limit, reclaimed when idle, along the forecast and the plan, grows reserved first); the
+reservation is released when the pod's task ends (shaping stopped before). Any failure of this
+machinery launches the task as KubernetesExecutor would (declared resources), with one log line.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from airflow_predictive.executors.opt_in import task_settings
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from airflow_predictive.executors.coordinator import Coordinator, Launch
+    from airflow_predictive.executors.coordinator import Coordinator, Launch, Running
     from airflow_predictive.executors.kubernetes_nodes import NodeWiring
+    from airflow_predictive.executors.kubernetes_shaping import KubernetesShaping
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         self._ahead: Any = None  # warm capacity for downstream tasks of running ones (node pools)
         self._quotas: list[dict[str, Any]] = []
         self._store_env: dict[str, str] = {}
+        self._shaping: KubernetesShaping | None = None
 
     def start(self) -> None:
         super().start()
@@ -102,6 +106,23 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
             log.warning("predictive: executor runs as a plain KubernetesExecutor (%s)", exc)
             self._coordinator = None
             self._stop_nodes()
+            return
+        self._shaping = self._shaping_thread()
+
+    def _shaping_thread(self) -> KubernetesShaping | None:
+        """Live shaping of the worker pods of tasks with ``"shaping": True`` (kubernetes_shaping.py);
+        without it (no cluster client, a failure: logged) their plans' timed steps apply."""
+        try:
+            api_client = getattr(getattr(self, "kube_client", None), "api_client", None)
+            if api_client is None:
+                log.warning("predictive: no shaping of worker pods (the executor has no cluster client)")
+                return None
+            from airflow_predictive.executors.wiring import kubernetes_shaping
+
+            return kubernetes_shaping(api_client, self._pod_settings())
+        except Exception as exc:
+            log.warning("predictive: no shaping of worker pods (%s); their plans' steps apply", exc)
+            return None
 
     # -- node pools (docs/nodes.md#wiring) ---------------------------------------------------------
 
@@ -269,7 +290,9 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
             config = with_env(config, self._store_env)
         # the handle is the pod's label selector: due plan steps find the pod through it (a launch
         # without a handle never gets its steps: that was the case here before)
-        self._coordinator.started(launch, _selector(launch.run))
+        item = self._coordinator.started(launch, _selector(launch.run))
+        if self._shaping is not None and launch.settings is not None and launch.settings.shaping:
+            self._shaping.start(item, launch.settings, launch.forecast)  # no I/O: the thread finds the pod
         get_key = getattr(self, "get_task_key", None)
         use_uuid = getattr(self, "supports_task_instance_uuid", False)
         key = get_key(workload.ti) if use_uuid and get_key is not None else workload.ti.key
@@ -306,6 +329,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 coordinator.set_capacity(namespace_pool(self._namespace(), self._read_capacity()))
             else:  # nodes change faster than quotas: cached, no API call here
                 self._refresh_node_bound()
+            self._follow_shaping()
             self._apply_steps()
             coordinator.keep_alive(coordinator.clock())
         except Exception as exc:
@@ -348,23 +372,61 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 allocated=target if result.status.value in ("applied", "pending") else None,
             )
 
+    def _follow_shaping(self) -> None:
+        """What shaping applied is what the task holds (the namespace pool counts it, an OOM kill
+        is planned from it); a pod shaping gave up on before owning it is the timed steps' again."""
+        shaping, coordinator = self._shaping, self._coordinator
+        if shaping is None or coordinator is None:
+            return
+        for key, item in coordinator.running.items():
+            if not item.shaped:
+                continue
+            why = shaping.given_up(key)
+            if why is not None:
+                shaping.stop(key)
+                item.shaped = False  # its due steps are sent from this heartbeat on
+                log.warning("predictive: %s: shaping gave up (%s); its plan's steps apply", item.run.key, why)
+                continue
+            allocation = shaping.allocation(key)
+            if allocation is not None:
+                item.allocation = allocation
+
+    def _stop_shaping(self, key: Any, item: Running | None) -> None:
+        """Before the reservation is released: no tick of the pod runs past this (a bounded wait,
+        ``kubernetes_shaping.STOP_WAIT_S``); the task holds what shaping last applied."""
+        if self._shaping is None or item is None or not item.shaped:
+            return
+        try:
+            shaped = self._shaping.stop(key)
+        except Exception as exc:
+            log.warning("predictive: shaping of %s did not stop cleanly (%s)", item.run.key, exc)
+            return
+        if shaped is not None and shaped.allocation is not None:
+            item.allocation = shaped.allocation  # an OOM kill is planned from the limit it died at
+
+    def _pod_settings(self) -> Any:
+        """The pod backend's settings for this executor's worker pods: its namespace, and the
+        container named "base" (where KubernetesExecutor runs the task)."""
+        from dataclasses import replace
+
+        from airflow_predictive.runtime import get_runtime
+
+        return replace(
+            get_runtime().kubernetes_settings(), namespace=self._namespace(), container_name="base"
+        )
+
     def _steps_backend(self) -> Any:
         """The pod backend the plan steps go through: on this executor's own cluster client,
         namespace and base container (where its worker pods are); ``[predictive]
         kubernetes_conn_id`` without a client."""
-        from dataclasses import replace
-
         from airflow_predictive.backends.kubernetes.backend import KubernetesPodBackend
         from airflow_predictive.runtime import get_runtime
 
-        runtime = get_runtime()
         client = getattr(self, "kube_client", None)
         api_client = getattr(client, "api_client", None)
         if api_client is None:
-            return runtime.kubernetes_backend()
-        # KubernetesExecutor's worker pods run the task in the container named "base"
-        settings = replace(runtime.kubernetes_settings(), namespace=self._namespace(), container_name="base")
-        return KubernetesPodBackend(api_client, settings=settings)
+            return get_runtime().kubernetes_backend()
+        return KubernetesPodBackend(api_client, settings=self._pod_settings())
 
     def _change_state(self, results: Any, **kwargs: Any) -> None:
         super()._change_state(results, **kwargs)
@@ -377,6 +439,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         details = getattr(results, "failure_details", None) or {}
         oom = str(details.get("container_reason", "")) == "OOMKilled"
         item = coordinator.running.get(key)
+        self._stop_shaping(key, item)
         peak = None
         if oom and item is not None and item.allocation is not None:
             peak = item.allocation.limits  # killed at its limit: that is the peak seen
@@ -397,6 +460,12 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
     def _release_everything(self) -> None:
         """Pods still finishing: their reservations end with this executor (as the local one's)."""
         self._stop_nodes()
+        if self._shaping is not None:
+            try:
+                self._shaping.close()  # the thread stops first: nothing resizes a pod past this
+            except Exception as exc:
+                log.warning("predictive: shaping did not stop cleanly (%s)", exc)
+            self._shaping = None
         if self._coordinator is not None:
             self._coordinator.release_all()
 

@@ -101,40 +101,63 @@ class PoolGate:
 
     def resize(self, handle: Handle, allocation: Allocation) -> ResizeResult:
         current = self._in_force.get(handle.ref, handle.allocation)
-        reserved_ahead = False
         now = self.clock()
         until = self._segment_end(now)
-        if _grows(current, allocation):
-            result = self.ledger.adjust(
-                self.reservation_id,
-                now,
-                allocation,
-                desired=allocation,
-                actual=self._usage(handle),
-                until=until,
-                force=False,
-            )
-            if result.status is LedgerStatus.REFUSED:
-                self.held += 1
-                return ResizeResult(
-                    ResizeStatus.REJECTED, f"{POOL_FULL}: {result.reason}", allocation=current
-                )
-            if result.status is LedgerStatus.ADJUSTED:
-                reserved_ahead = True
-            elif not self._ledger_warned:  # ledger down / reservation gone: the task's need comes first
-                self._ledger_warned = True
-                log.warning(
-                    "predictive: %s grows without a ledger check (%s: %s)",
-                    handle.name,
-                    result.status.value,
-                    result.reason,
-                )
+        reserved = self._reserve_grow(handle, current, allocation, now, until)
+        if isinstance(reserved, ResizeResult):
+            return reserved
         out = self.backend.resize(handle, allocation)
+        self._settle(handle, out, allocation, current, reserved_ahead=reserved, now=now, until=until)
+        return out
+
+    def _reserve_grow(
+        self, handle: Handle, current: Allocation, allocation: Allocation, now: float, until: float | None
+    ) -> ResizeResult | bool:
+        """A grow reserved in the ledger before it is sent: True when reserved ahead, False when
+        there was nothing to reserve (or no ledger to ask: logged once), a REJECTED result ("pool
+        full") when the pool cannot hold it."""
+        if not _grows(current, allocation):
+            return False
+        result = self.ledger.adjust(
+            self.reservation_id,
+            now,
+            allocation,
+            desired=allocation,
+            actual=self._usage(handle),
+            until=until,
+            force=False,
+        )
+        if result.status is LedgerStatus.REFUSED:
+            self.held += 1
+            return ResizeResult(ResizeStatus.REJECTED, f"{POOL_FULL}: {result.reason}", allocation=current)
+        if result.status is LedgerStatus.ADJUSTED:
+            return True
+        if not self._ledger_warned:  # ledger down / reservation gone: the task's need comes first
+            self._ledger_warned = True
+            log.warning(
+                "predictive: %s grows without a ledger check (%s: %s)",
+                handle.name,
+                result.status.value,
+                result.reason,
+            )
+        return False
+
+    def _settle(
+        self,
+        handle: Handle,
+        out: ResizeResult,
+        allocation: Allocation,
+        current: Allocation,
+        *,
+        reserved_ahead: bool,
+        now: float,
+        until: float | None,
+    ) -> None:
+        """A resize's final result: what is in force now, or the reserved grow given back."""
         if out.applied:
             self._in_force[handle.ref] = out.allocation or allocation
         elif reserved_ahead:  # give back what was reserved for a grow that did not happen
             self.ledger.adjust(self.reservation_id, now, out.allocation or current, until=until, force=True)
-        return out
 
     def _segment_end(self, now: float) -> float | None:
         """Epoch seconds of the plan's next step (None: the reservation's end): a grow reserves only

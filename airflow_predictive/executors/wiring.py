@@ -18,6 +18,7 @@ from airflow_predictive.core.scheduling.planner import PlanSettings
 from airflow_predictive.executors.coordinator import Coordinator, CoordinatorSettings
 
 if TYPE_CHECKING:
+    from airflow_predictive.executors.kubernetes_shaping import KubernetesShaping
     from airflow_predictive.executors.local_shaping import LocalShaping
 
 log = logging.getLogger(__name__)
@@ -83,3 +84,14 @@ def local_shaping(backend: Any) -> LocalShaping:
 
     runtime = get_runtime()
     return LocalShaping(runtime, backend, runtime.scheduler_settings().shaping_interval_s)
+
+
+def kubernetes_shaping(api_client: Any, pod_settings: Any) -> KubernetesShaping:
+    """The PredictiveKubernetesExecutor's shaping thread (``[predictive]
+    kubernetes_shaping_interval``) on a pod backend of its own (``kubernetes_shaping.shaping_backend``)."""
+    from airflow_predictive import config
+    from airflow_predictive.executors.kubernetes_shaping import KubernetesShaping, shaping_backend
+    from airflow_predictive.runtime import get_runtime
+
+    backend = shaping_backend(api_client, pod_settings)
+    return KubernetesShaping(get_runtime(), backend, config.kubernetes_shaping_interval())
