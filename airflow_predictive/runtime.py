@@ -115,6 +115,7 @@ class SchedulerSettings:
     trust_after_runs: int = 3
     plan_min_step_s: float = 30.0  # shortest constant piece of a plan ([predictive] plan_min_step)
     local_shadow_run: str = "false"  # shadow_run of a local task that sets none (local_shadow_run)
+    kubernetes_shaping_interval_s: float = 2.0  # pod shaping period (kubernetes_shaping_interval)
 
 
 class Runtime:
@@ -397,6 +398,7 @@ class Runtime:
             trust_after_runs=config.trust_after_runs(),
             plan_min_step_s=config.plan_min_step(),
             local_shadow_run=config.local_shadow_run(),
+            kubernetes_shaping_interval_s=config.kubernetes_shaping_interval(),
         )
 
 

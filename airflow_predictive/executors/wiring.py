@@ -89,9 +89,9 @@ def local_shaping(backend: Any) -> LocalShaping:
 def kubernetes_shaping(api_client: Any, pod_settings: Any) -> KubernetesShaping:
     """The PredictiveKubernetesExecutor's shaping thread (``[predictive]
     kubernetes_shaping_interval``) on a pod backend of its own (``kubernetes_shaping.shaping_backend``)."""
-    from airflow_predictive import config
     from airflow_predictive.executors.kubernetes_shaping import KubernetesShaping, shaping_backend
     from airflow_predictive.runtime import get_runtime
 
-    backend = shaping_backend(api_client, pod_settings)
-    return KubernetesShaping(get_runtime(), backend, config.kubernetes_shaping_interval())
+    runtime = get_runtime()
+    interval_s = runtime.scheduler_settings().kubernetes_shaping_interval_s
+    return KubernetesShaping(runtime, shaping_backend(api_client, pod_settings), interval_s)
