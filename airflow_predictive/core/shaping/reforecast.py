@@ -10,6 +10,14 @@ try's *at-start* forecast through the profiler's own prefix path
 shaping loop) and returns the expectation the policy follows until the next re-forecast. It always
 starts from the at-start forecast, so re-forecasts never compound.
 
+With the task's history (its earlier finished runs as ``RunExample``s, oldest first, bounded to the
+newest ``SegmentPolicy.recent``) and ``ReforecastSettings.segments`` set, the re-forecast is
+``core/profiler/estimators/segments.segment_reforecast`` instead: how the task's earlier runs that
+looked like this one at the same elapsed time went on (k-Segments); a metric or a try the history
+cannot answer for (too few earlier runs that lasted this long, no prefix of the metric) falls back
+to ``condition_on_prefix`` with the same ``prefix`` policy. Without history it is
+``condition_on_prefix`` exactly.
+
 Bounds (the re-forecast can move the band, never the floors):
 - the policy's own floors are untouched: a reclaim never goes below usage + the memory margin nor
   below the dwell window's peak, whatever the re-forecast says;
@@ -22,20 +30,23 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from airflow_predictive.core.model.series import UsageSeries
+from airflow_predictive.core.profiler.estimators.segments import SegmentPolicy, segment_reforecast
 from airflow_predictive.core.profiler.prefix import PrefixPolicy, condition_on_prefix
 from airflow_predictive.core.shaping.expectation import ForecastExpectation
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from airflow_predictive.core.model.resources import Metric, ResourceVector
+    from airflow_predictive.core.model.runs import FeatureValue
     from airflow_predictive.core.model.series import Forecast
+    from airflow_predictive.core.profiler.estimators.base import RunExample
 
 
 class UsagePrefix:
@@ -127,11 +138,14 @@ class UsagePrefix:
 class ReforecastSettings:
     """every_s: re-forecast this often while the try runs (0: never; the controller's
     ``reforecast_every_s``). prefix: how much the prefix moves the forecast (the profiler's
-    ``PrefixPolicy``). keep_guard: the guard's quantiles never fall below the at-start forecast's."""
+    ``PrefixPolicy``). keep_guard: the guard's quantiles never fall below the at-start forecast's.
+    segments: re-forecast from the task's history with this policy when the hook has one (None:
+    ``condition_on_prefix`` only; its ``fallback`` is replaced by ``prefix``)."""
 
     every_s: float = 0.0
     prefix: PrefixPolicy = field(default_factory=PrefixPolicy)
     keep_guard: bool = True
+    segments: SegmentPolicy | None = None
 
     def __post_init__(self) -> None:
         if not self.every_s >= 0:
@@ -159,16 +173,32 @@ class PrefixReforecaster:
         quantile: float = 0.9,
         quantiles: Mapping[Metric, float] | None = None,
         settings: ReforecastSettings | None = None,
+        history: Sequence[RunExample] = (),
+        features: Mapping[str, FeatureValue] | None = None,
     ) -> None:
+        """``history``: the task's earlier finished runs, oldest first (only the newest
+        ``settings.segments.recent`` are kept); ``features``: this try's (its input size)."""
         self.forecast = forecast
         self.quantile = quantile
         self.quantiles = dict(quantiles or {})
         self.settings = settings or ReforecastSettings()
         self.at_start = ForecastExpectation(forecast, quantile=quantile, quantiles=self.quantiles)
+        segments = self.settings.segments
+        self.segments = replace(segments, fallback=self.settings.prefix) if segments is not None else None
+        self.history: tuple[RunExample, ...] = (
+            tuple(history)[-self.segments.recent :] if self.segments is not None else ()
+        )
+        self.features = dict(features or {})
         self.calls = 0
 
     @classmethod
-    def following(cls, expectation: object, settings: ReforecastSettings) -> PrefixReforecaster | None:
+    def following(
+        cls,
+        expectation: object,
+        settings: ReforecastSettings,
+        history: Sequence[RunExample] = (),
+        features: Mapping[str, FeatureValue] | None = None,
+    ) -> PrefixReforecaster | None:
         """The hook for a controller shaping along ``expectation`` (None: re-forecast off, or an
         expectation that is not an at-start forecast's, so there is nothing to condition)."""
         if (
@@ -182,15 +212,20 @@ class PrefixReforecaster:
             quantile=expectation.quantile,
             quantiles=expectation.quantiles,
             settings=settings,
+            history=history,
+            features=features,
         )
+
+    def reforecast(self, prefix: UsageSeries) -> Forecast:
+        """The rest-of-try forecast given ``prefix`` (segments over the history, else the prefix path)."""
+        observed = from_start(prefix)
+        if self.segments is not None and self.history:
+            return segment_reforecast(self.forecast, observed, self.history, self.features, self.segments)
+        return condition_on_prefix(self.forecast, observed, self.settings.prefix)
 
     def __call__(self, prefix: UsageSeries) -> ForecastExpectation | ReforecastExpectation:
         self.calls += 1
-        fresh = ForecastExpectation(
-            condition_on_prefix(self.forecast, from_start(prefix), self.settings.prefix),
-            quantile=self.quantile,
-            quantiles=self.quantiles,
-        )
+        fresh = ForecastExpectation(self.reforecast(prefix), quantile=self.quantile, quantiles=self.quantiles)
         if not self.settings.keep_guard:
             return fresh
         return ReforecastExpectation(fresh, self.at_start)

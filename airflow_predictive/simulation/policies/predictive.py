@@ -262,16 +262,30 @@ class PredictivePolicy:
             planned_s,
             shadow,
             event_driven=self.settings.event_driven,
-            reforecaster=self._reforecaster(forecast),
+            reforecaster=self._reforecaster(forecast, run),
         )
 
-    def _reforecaster(self, forecast: Forecast | None) -> PrefixReforecaster | None:
+    def _reforecaster(self, forecast: Forecast | None, run: SimRun) -> PrefixReforecaster | None:
+        """The re-forecast hook of ``run``'s tries; with ``segments`` on, over its task's earlier
+        runs only (``Workload.history_of``: the training runs and the replayed runs that started
+        before it, never the run itself nor a later one)."""
         settings = self.settings.reforecast
         if forecast is None or settings is None or settings.every_s <= 0:
             return None
         from airflow_predictive.core.shaping.reforecast import PrefixReforecaster
 
-        return PrefixReforecaster(forecast, quantile=self.settings.expectation_quantile, settings=settings)
+        history = (
+            self.workload.history_of(run)
+            if settings.segments is not None and self.workload is not None
+            else []
+        )
+        return PrefixReforecaster(
+            forecast,
+            quantile=self.settings.expectation_quantile,
+            settings=settings,
+            history=history,
+            features=run.example.record.features,
+        )
 
     def _shadow(self, run: SimRun, forecast: Forecast | None) -> tuple[ShadowCost, Forecast | None]:
         """The shadow run's observed prefix and the re-forecast it gives (cost charged to the try)."""

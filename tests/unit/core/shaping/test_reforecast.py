@@ -4,14 +4,19 @@ limit never below usage + the memory margin whatever the re-forecast says."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pytest
 
 from airflow_predictive.backends.fake import FakeBackend, ManualClock, curve_script
 from airflow_predictive.core.model.backend import Allocation, MemoryMargin, ProvisionSpec
 from airflow_predictive.core.model.resources import GIB, MIB, Metric, ResourceVector
+from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, RunSource, TaskKey
 from airflow_predictive.core.model.series import DemandCurve, Forecast, UsageSeries
-from airflow_predictive.core.profiler.prefix import PrefixPolicy
+from airflow_predictive.core.profiler.estimators.base import RunExample
+from airflow_predictive.core.profiler.estimators.segments import SegmentPolicy
+from airflow_predictive.core.profiler.prefix import PrefixPolicy, condition_on_prefix
 from airflow_predictive.core.shaping.controller import ControllerOptions, ShapingController
 from airflow_predictive.core.shaping.expectation import ForecastExpectation
 from airflow_predictive.core.shaping.policy import ShapingSettings
@@ -186,3 +191,82 @@ def test_the_prefix_kept_by_columns_is_what_from_samples_gives_for_the_same_samp
     repeated.append(1.0, ResourceVector(memory_bytes=1.0))
     repeated.append(1.0, ResourceVector(memory_bytes=2.0))  # the same time again: the last wins
     assert repeated.series().get(MEM).tolist() == [2.0]  # type: ignore[union-attr]
+
+
+# -- with the task's history: the k-Segments re-forecast ------------------------------------------
+
+SPLIT_S = 240.0  # the earlier runs' first phase ends here; their peak comes in the second phase
+SEGMENTS = ReforecastSettings(60, segments=SegmentPolicy())
+
+
+def _earlier_run(i: int, early_gib: float, late_gib: float, duration_s: float = 600.0) -> RunExample:
+    t = np.arange(0.0, duration_s + 1, 2.0)
+    series = UsageSeries(t, {MEM: np.where(t < SPLIT_S, early_gib, late_gib) * GIB})
+    start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=i)
+    record = RunRecord(
+        identity=RunIdentity(TaskKey("wf", "two_phase"), f"r{i}", 1, RunSource.TRACE),
+        start=start,
+        end=start + timedelta(seconds=duration_s),
+        outcome=Outcome.SUCCESS,
+        declared=ResourceVector(memory_bytes=16 * GIB),
+        peak=series.peaks(),
+        features={"input_bytes": 1e9},
+        run_pk=i + 1,
+    )
+    return RunExample(record, series)
+
+
+def _doubling_history(n: int = 12, first: int = 0) -> list[RunExample]:
+    """Earlier runs whose second phase was twice their first."""
+    return [_earlier_run(first + i, e, 2 * e) for i, e in enumerate(np.linspace(1.0, 3.0, n))]
+
+
+def test_with_history_the_re_forecast_follows_how_the_earlier_runs_went_on() -> None:
+    history = _doubling_history()
+    hook = PrefixReforecaster(
+        _forecast(4.0), settings=SEGMENTS, history=history, features={"input_bytes": 1e9}
+    )
+    low, high = _prefix([1.5] * 200), _prefix([2.5] * 200)
+    # the band (p90 = 1.1 x p50) after the split: the earlier runs say 2 x the level so far
+    assert hook(low).predicted(MEM, 400.0) == pytest.approx(3.0 * 1.1 * GIB, rel=0.03)
+    assert hook(high).predicted(MEM, 400.0) == pytest.approx(5.0 * 1.1 * GIB, rel=0.03)
+    # the same prefix without the history: today's prefix path, which never lowers a low start
+    alone = PrefixReforecaster(_forecast(4.0), settings=SEGMENTS)
+    assert alone(low).predicted(MEM, 400.0) == pytest.approx(4.4 * GIB)
+    # the history without a prefix: nothing to cut the earlier runs at, the at-start forecast
+    assert hook(UsageSeries(np.zeros(0), {})).predicted(MEM, 400.0) == pytest.approx(4.4 * GIB)
+    assert hook.calls == 3
+
+
+def test_with_history_the_guards_quantiles_still_never_fall_below_the_at_start_forecast() -> None:
+    hook = PrefixReforecaster(_forecast(4.0), settings=SEGMENTS, history=_doubling_history())
+    lowered = hook(_prefix([1.5] * 200))
+    assert isinstance(lowered, ReforecastExpectation)
+    assert lowered.predicted(MEM, 400.0) == pytest.approx(3.3 * GIB, rel=0.03)
+    assert lowered.ahead_at(MEM, 400.0, 120.0, 0.5) == pytest.approx(4.0 * GIB)  # the guard's median
+    # the next minutes still hold at least the level now (memory in use now is still in use)
+    assert lowered.predicted(MEM, 205.0) >= 1.5 * GIB  # type: ignore[operator]
+
+
+def test_only_the_newest_runs_of_the_history_are_kept_and_followed() -> None:
+    recent = 10
+    halving = [_earlier_run(i, e, e / 2) for i, e in enumerate(np.linspace(1.0, 3.0, 30))]
+    history = halving + _doubling_history(recent, first=30)
+    settings = ReforecastSettings(60, segments=SegmentPolicy(recent=recent))
+    hook = PrefixReforecaster(_forecast(4.0), settings=settings, history=history)
+    assert hook.history == tuple(history[-recent:])
+    assert hook(_prefix([2.5] * 200)).predicted(MEM, 400.0) == pytest.approx(5.5 * GIB, rel=0.03)
+
+
+def test_too_little_history_or_segments_off_is_exactly_todays_prefix_path() -> None:
+    prefix = _prefix([5.0] * 200)
+    expected = condition_on_prefix(_forecast(4.0), from_start(prefix)).curve(MEM)
+    assert expected is not None
+    for hook in (
+        PrefixReforecaster(_forecast(4.0), settings=SEGMENTS, history=_doubling_history(3)),  # < min_runs
+        PrefixReforecaster(_forecast(4.0), settings=ReforecastSettings(60), history=_doubling_history()),
+    ):
+        got = hook.reforecast(prefix).curve(MEM)
+        assert got is not None
+        np.testing.assert_allclose(got.at(0.9), expected.at(0.9))
+    assert PrefixReforecaster(_forecast(4.0), history=_doubling_history()).history == ()
