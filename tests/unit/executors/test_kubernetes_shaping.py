@@ -321,3 +321,30 @@ def test_the_executor_follows_shaping_and_takes_back_a_pod_shaping_gave_up_on() 
     executor._follow_shaping()
     assert kept.shaped and kept.allocation == grown  # the namespace pool counts what was applied
     assert not dropped.shaped and stopped == ["dropped"]  # its due steps are sent again
+
+
+def test_a_pod_that_ends_stops_being_shaped_before_its_reservation_is_released(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.providers.cncf.kubernetes.executors.kubernetes_executor import KubernetesExecutor
+
+    monkeypatch.setattr(KubernetesExecutor, "_change_state", lambda self, results, **kw: None)
+    item = _item("k", reservation="res-1")
+    item.shaped, item.allocation = True, _alloc(400)
+    grown = _alloc(900)
+    order: list[str] = []
+    shaped = SimpleNamespace(allocation=grown)
+    shaping = SimpleNamespace(stop=lambda key: order.append(f"stop {key}") or shaped)
+    finished: list[Any] = []
+
+    def finish(key: str, **kw: Any) -> None:
+        order.append(f"release {key}")
+        finished.append(kw)
+
+    executor = object.__new__(PredictiveKubernetesExecutor)
+    executor._shaping = shaping  # type: ignore[assignment]
+    executor._coordinator = SimpleNamespace(running={"k": item}, finished=finish)  # type: ignore[assignment]
+    results = SimpleNamespace(key="k", state="failed", failure_details={"container_reason": "OOMKilled"})
+    executor._change_state(results)
+    assert order == ["stop k", "release k"]
+    assert finished[0]["oom_killed"] and finished[0]["peak"] == grown.limits  # killed at the grown limit
