@@ -37,8 +37,8 @@ from airflow_predictive.core.model.backend import ExitKind, ResizeResult, Resize
 from airflow_predictive.core.shaping.runner import ShapingGroup
 from airflow_predictive.executors.local_shaping import (
     PoolGate,
-    _no_reclaim_below,
-    _retry_floor,
+    no_reclaim_below,
+    retry_floor,
     shaping_run_key,
     shaping_settings_for,
 )
@@ -144,7 +144,7 @@ class PodShapedTask:
             log.info("predictive: shaping pod %s from %s", handle.ref, _fmt(handle.allocation))
             if self.warmup_s > 0:
                 self._settings = self.controller.settings
-                self.controller.settings = _no_reclaim_below(self._settings, self.controller.allocation)
+                self.controller.settings = no_reclaim_below(self._settings, self.controller.allocation)
         if self._settings is not None and self.clock() - (self.joined_at or 0.0) >= self.warmup_s:
             self.controller.settings, self._settings = self._settings, None  # warm-up over
         self.last = self.controller.tick()
@@ -227,7 +227,7 @@ class KubernetesShaping:
         if not isinstance(selector, str) or not selector:
             return False
         try:
-            settings = _retry_floor(shaping_settings_for(task), item.plan)
+            settings = retry_floor(shaping_settings_for(task), item.plan)
             backend: Any = self.backend
             if item.reservation_id is not None:
                 backend = PodPoolGate(

@@ -206,7 +206,7 @@ class LocalShapedTask:
             self.joined_at = self.clock()
             if self.warmup_s > 0:
                 self._settings = self.controller.settings
-                self.controller.settings = _no_reclaim_below(self._settings, self.controller.allocation)
+                self.controller.settings = no_reclaim_below(self._settings, self.controller.allocation)
         if self._settings is not None and self.clock() - (self.joined_at or 0.0) >= self.warmup_s:
             self.controller.settings, self._settings = self._settings, None  # warm-up over
         self.last = self.controller.tick()
@@ -221,7 +221,7 @@ class LocalShapedTask:
         return None if self.controller is None else self.controller.allocation
 
 
-def _no_reclaim_below(settings: ShapingSettings, allocation: Allocation) -> ShapingSettings:
+def no_reclaim_below(settings: ShapingSettings, allocation: Allocation) -> ShapingSettings:
     lo = dict(settings.minimum.present())
     for metric in settings.metrics:
         value = allocation.limits.get(metric)
@@ -232,7 +232,7 @@ def _no_reclaim_below(settings: ShapingSettings, allocation: Allocation) -> Shap
     return replace(settings, minimum=ResourceVector.from_mapping(lo))
 
 
-def _retry_floor(settings: ShapingSettings, plan: AllocationPlan | None) -> ShapingSettings:
+def retry_floor(settings: ShapingSettings, plan: AllocationPlan | None) -> ShapingSettings:
     """A try after an OOM kill is never reclaimed below its retry plan's memory: the kill showed
     what the task needs (the cluster benchmark saw one run killed four times at the same jump
     when the shaper reclaimed its retry)."""
@@ -270,7 +270,7 @@ class LocalShaping:
         if handle is None:
             return False
         try:
-            settings = _retry_floor(shaping_settings_for(task), item.plan)
+            settings = retry_floor(shaping_settings_for(task), item.plan)
             procs = tuple(self.backend.procs_files(handle)) if hasattr(self.backend, "procs_files") else ()
             backend: Any = self.backend
             if item.reservation_id is not None:

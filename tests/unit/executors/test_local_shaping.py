@@ -259,15 +259,15 @@ def test_a_task_whose_shaping_breaks_keeps_its_limits_and_is_logged_once(
 
 def test_a_try_after_an_oom_kill_is_never_reclaimed_below_its_retry_plan() -> None:
     from airflow_predictive.core.model.plan import AllocationPlan, PlanSource
-    from airflow_predictive.executors.local_shaping import _retry_floor
+    from airflow_predictive.executors.local_shaping import retry_floor
 
     base = ShapingSettings(minimum=ResourceVector(memory_bytes=64 * MIB))
     alloc = Allocation.exactly(ResourceVector(memory_bytes=300 * MIB))
     retry = AllocationPlan.flat(alloc, 60.0, source=PlanSource.OOM_RETRY, why="OOM retry")
-    assert _retry_floor(base, retry).minimum.memory_bytes == 300 * MIB
+    assert retry_floor(base, retry).minimum.memory_bytes == 300 * MIB
     planned = AllocationPlan.flat(alloc, 60.0, source=PlanSource.FORECAST, why="forecast")
-    assert _retry_floor(base, planned).minimum.memory_bytes == 64 * MIB
-    assert _retry_floor(base, None) is base
+    assert retry_floor(base, planned).minimum.memory_bytes == 64 * MIB
+    assert retry_floor(base, None) is base
 
 
 def test_a_grow_through_the_gate_keeps_the_plans_later_steps_reserved() -> None:
