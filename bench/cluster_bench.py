@@ -149,11 +149,18 @@ def reforecast_ablation(workload: Any, result: BenchResult) -> None:
     )
 
 
-def segments_ablation(workload: Any, result: BenchResult) -> None:
-    """Ours with the other mid-run re-forecast from its default: the k-Segments one over the task's
-    earlier runs (``SegmentPolicy``) if it ships with the prefix path, the prefix path if it ships
-    with segments; same forecasts, same interval."""
+FORECAST_RECLAIM_MARGIN = 0.15  # the reclaim above the need of the ablation rows (ShapingSettings)
+
+
+def segments_ablation(workload: Any, result: BenchResult, *, all_rows: bool = True) -> None:
+    """Ours with the other re-forecasts / reclaim rules, on the same forecasts and interval: the
+    prefix path alone (what shipped before), the k-Segments re-forecast over the task's earlier
+    runs, and either with ``ShapingSettings.forecast_reclaim_margin`` (a limit above the
+    re-forecast's need is reclaimed while usage is inside the band); the shipped default's own
+    combination is the ``predictive`` row and is not replayed twice. ``all_rows`` False: only the
+    segments rows."""
     from airflow_predictive.core.profiler.estimators.segments import SegmentPolicy
+    from airflow_predictive.core.shaping.policy import ShapingSettings
     from airflow_predictive.core.shaping.reforecast import ReforecastSettings
     from airflow_predictive.simulation.bench import ProgressBar
     from airflow_predictive.simulation.policies.predictive import (
@@ -165,23 +172,49 @@ def segments_ablation(workload: Any, result: BenchResult) -> None:
     if result.forecasts is None or "predictive" not in result.metrics:
         return
     base = REFORECAST or ReforecastSettings(REFORECAST_EVERY_S)
-    with_segments = base.segments is None
-    flipped = replace(base, segments=SegmentPolicy() if with_segments else None)
-    name = "predictive_segments" if with_segments else "predictive_prefix_only"
-    policy = PredictivePolicy(result.forecasts, PredictiveSettings(reforecast=flipped), name=name)
-    replayed = replay(workload, policy, result.pool, result.settings, ProgressBar(name, sys.stderr))
-    result.replays[name] = replayed
-    result.metrics[name] = summarise(replayed)
-    result.notes[name] = (
-        f"ours with the mid-run re-forecast every {flipped.every_s:g} s "
-        + (
-            "from the task's earlier runs (k-Segments, `segment_reforecast`, default `SegmentPolicy`; "
-            "the prefix path where the history cannot answer)"
-            if with_segments
-            else "from the observed prefix only (`condition_on_prefix`, no task history)"
+    prefix_only = replace(base, segments=None)
+    segments = replace(base, segments=base.segments or SegmentPolicy())
+    shipped = (REFORECAST, ShapingSettings().forecast_reclaim_margin)
+    rows = {
+        "predictive_prefix_only": (
+            prefix_only,
+            None,
+            "from the observed prefix only (`condition_on_prefix`)",
+        ),
+        "predictive_segments": (
+            segments,
+            None,
+            "from the task's earlier runs (k-Segments, `segment_reforecast`; the prefix path where the "
+            "history cannot answer)",
+        ),
+        "predictive_segments_reclaim": (
+            segments,
+            FORECAST_RECLAIM_MARGIN,
+            "from the task's earlier runs (k-Segments), and a memory limit above the re-forecast's need "
+            f"reclaimed inside the band (`forecast_reclaim_margin` {FORECAST_RECLAIM_MARGIN:g})",
+        ),
+        "predictive_prefix_reclaim": (
+            prefix_only,
+            FORECAST_RECLAIM_MARGIN,
+            "from the observed prefix only, and a memory limit above the re-forecast's need reclaimed "
+            f"inside the band (`forecast_reclaim_margin` {FORECAST_RECLAIM_MARGIN:g})",
+        ),
+    }
+    if not all_rows:
+        rows = {k: v for k, v in rows.items() if "segments" in k}
+    for name, (reforecast, margin, what) in rows.items():
+        if (reforecast, margin) == shipped:
+            continue
+        shaping = replace(ShapingSettings(), forecast_reclaim_margin=margin)
+        settings = PredictiveSettings(reforecast=reforecast, shaping=shaping)
+        policy = PredictivePolicy(result.forecasts, settings, name=name)
+        replayed = replay(workload, policy, result.pool, result.settings, ProgressBar(name, sys.stderr))
+        result.replays[name] = replayed
+        result.metrics[name] = summarise(replayed)
+        result.notes[name] = (
+            f"ours with the mid-run re-forecast every {reforecast.every_s:g} s {what}, on the same "
+            "forecasts: an ablation"
         )
-        + " on the same forecasts: an ablation"
-    )
 
 
 def training_split(examples: Any, train_fraction: float = 0.5) -> Any:

@@ -36,6 +36,7 @@ class Cause(StrEnum):
     FORECAST_RISE = "forecast_rise"  # the forecast ahead needs more than the limit: grow before the ramp
     PLAN_STEP = "plan_step"  # the plan's timed step says so
     IDLE_LIMIT = "idle_limit"  # no forecast; usage far below the limit for long enough
+    ABOVE_NEED = "above_need"  # usage in the band, the limit above the forecast's need ahead (opt-in)
     WITHIN_BAND = "within_band"  # nothing to do
     NO_USAGE = "no_usage"  # the metric was not measured this tick
     NOT_SHAPED = "not_shaped"  # neither request nor limit set (BestEffort), or not live

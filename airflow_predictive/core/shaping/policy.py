@@ -113,6 +113,15 @@ class ShapingSettings:
         0.5: 36.0 % at 0 (0.4: the same, the floor no longer binds); 0.5 with margin 0: 35.6 % at 0
         (adopted); 0.6 from 60 s: 38.3 % and one kill (a jump before the median's level was seen). The unscaled guard held runs far
         below their forecast at the median's level (``bwa``: the median 1.46x its mean usage).
+    forecast_reclaim_margin: memory only; None (default): off. When set, a memory limit above what
+        the forecast needs ahead is reclaimed even while usage is inside the band (cause
+        ``ABOVE_NEED``): to the larger of the band quantile's peak over the next
+        ``guard_horizon_s`` and the dwell window's peak, times (1 + this margin), never below the
+        guard (with ``grow_margin``), the usage floor nor the other bounds; it needs
+        ``shrink_cooldown_s`` since the last change and a change above ``hysteresis``. Worth it
+        only with a re-forecast that knows the next minutes (the k-Segments one over the task's
+        earlier runs: an accurate band keeps usage inside it, so the band rule alone never
+        reclaims); measured on the training half's own split in docs/benchmarks/cluster_training.md.
     """
 
     tolerance: float = 0.15
@@ -136,6 +145,7 @@ class ShapingSettings:
     ratio_floor: float | None = RATIO_FLOOR
     ratio_after_s: float = RATIO_AFTER_S
     ratio_margin: float = RATIO_MARGIN
+    forecast_reclaim_margin: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("tolerance", "near_limit", "hysteresis"):
@@ -150,6 +160,12 @@ class ShapingSettings:
             raise ValueError(
                 "a grow near the limit must clear the hysteresis: need "
                 "(1 + grow_margin) x (1 - near_limit) >= 1 + hysteresis"
+            )
+        m = self.forecast_reclaim_margin
+        if m is not None and not (1 + m) * (1 - self.near_limit) > 1:
+            raise ValueError(
+                "a reclaim above the need must not land near the limit: need "
+                "(1 + forecast_reclaim_margin) x (1 - near_limit) > 1"
             )
         for name in ("lookahead_s", "grow_cooldown_s", "shrink_cooldown_s", "reclaim_after_s"):
             if getattr(self, name) < 0:
@@ -377,6 +393,12 @@ def _decide_metric(
         why = f"usage {_fmt(metric, usage)} far below the limit {_fmt(metric, current)}"
     if not below:
         history = replace(history, below_since_s=None)
+        above = _above_need(metric, exp, t, s, peak, guard, current)
+        if above is not None:
+            want, why = above
+            return _reclaim(
+                make, metric, Cause.ABOVE_NEED, want, current, lo, hi, usage, t, s, history, why, dwell=False
+            )
         return make(Action.HOLD, Cause.WITHIN_BAND, None, "within the band", Verdict.NO_CHANGE), history
     if history.below_since_s is None:
         history = replace(history, below_since_s=t)
@@ -387,6 +409,40 @@ def _decide_metric(
         need = max(need, guard)
     want = need * (1 + s.grow_margin)
     return _reclaim(make, metric, cause, want, current, lo, hi, usage, t, s, history, why, dwell=True)
+
+
+def above_need_level(s: ShapingSettings, current: float) -> float | None:
+    """The peak (usage or dwell window) at or above which ``forecast_reclaim_margin`` cannot act."""
+    if s.forecast_reclaim_margin is None:
+        return None
+    return current * (1 - s.hysteresis) / (1 + s.forecast_reclaim_margin)
+
+
+def _above_need(
+    metric: Metric,
+    exp: Expectation | None,
+    t: float,
+    s: ShapingSettings,
+    peak: float,
+    guard: float | None,
+    current: float,
+) -> tuple[float, str] | None:
+    """(target, reason) when ``forecast_reclaim_margin`` reclaims a memory limit above the need."""
+    if s.forecast_reclaim_margin is None or metric is not Metric.MEMORY_BYTES or exp is None:
+        return None
+    ahead = exp.ahead(metric, t, s.guard_horizon_s)
+    if ahead is None or not ahead > 0:
+        return None
+    want = max(ahead, peak) * (1 + s.forecast_reclaim_margin)
+    if guard is not None:
+        want = max(want, guard * (1 + s.grow_margin))
+    if want >= current * (1 - s.hysteresis):
+        return None
+    why = (
+        f"limit {_fmt(metric, current)} above the need: forecast {_fmt(metric, ahead)} within "
+        f"{s.guard_horizon_s:g}s, window peak {_fmt(metric, peak)}, x {1 + s.forecast_reclaim_margin:g}"
+    )
+    return want, why
 
 
 def median_now(exp: Expectation | None, metric: Metric, t: float, s: ShapingSettings) -> float | None:

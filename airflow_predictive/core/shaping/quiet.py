@@ -34,6 +34,7 @@ from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.shaping.policy import (
     MetricHistory,
     MetricObservation,
+    above_need_level,
     effective_guard,
     higher_peak_scales_alike,
     median_now,
@@ -113,6 +114,17 @@ def quiet(
         if found is None:
             return None
         band, metric_until = found
+        if metric is Metric.MEMORY_BYTES and settings.forecast_reclaim_margin is not None:
+            # the opt-in reclaim above the need (in the band): it cannot act while the peak stays
+            # at or above its level; below it, tick
+            current = shaped_value(inp.current, metric)
+            level = above_need_level(settings, current) if current is not None else None
+            if level is not None:
+                obs = inp.observations.get(metric, MetricObservation(None))
+                w0 = max(obs.usage or 0.0, obs.window_peak or 0.0)
+                if w0 < _lo(level):
+                    return None
+                band = replace(band, peak_min=max(band.peak_min, _lo(level)))
         if settings.ratio_floor is not None:
             # the ratio guard: a new highest usage / median-now changes the history; its scaling
             # starts at ratio_after_s
@@ -190,7 +202,8 @@ def _metric_band(
         edge = getattr(exp, "next_change_s", None)
         if edge is None:
             return None
-        horizons = (s.lookahead_s,) + ((s.guard_horizon_s,) if s.guard_quantile is not None else ())
+        reads_horizon = s.guard_quantile is not None or s.forecast_reclaim_margin is not None
+        horizons = (s.lookahead_s,) + ((s.guard_horizon_s,) if reads_horizon else ())
         until = min(
             until,
             float(edge(metric, t, horizons, before) if before < math.inf else edge(metric, t, horizons))

@@ -415,3 +415,37 @@ def test_the_ratio_guard_never_lets_memory_fall_below_usage_plus_margin() -> Non
             reclaims += 1
             assert d.target is not None and d.target >= margin.floor(usage * MIB) - 1e-6
     assert reclaims > 100
+
+
+# -- opt-in: a memory limit above the forecast's need is reclaimed while usage is inside the band --
+
+ABOVE = ShapingSettings(metrics=(MEM,), forecast_reclaim_margin=0.15)
+
+
+def test_a_limit_above_the_need_is_reclaimed_inside_the_band_only_when_switched_on() -> None:
+    exp = Flat(500 * MIB)  # usage 540 MiB is inside its +-15 % band
+    d, _ = _one(100, _mem(2000), 540, exp=exp, peak_mb=560)
+    assert d.action is Action.HOLD and d.cause is Cause.WITHIN_BAND  # the default: the band rule only
+    d, _ = _one(100, _mem(2000), 540, exp=exp, peak_mb=560, settings=ABOVE)
+    assert d.wants_change and d.cause is Cause.ABOVE_NEED
+    assert d.target == pytest.approx(560 * 1.15 * MIB)  # the window peak beats the forecast ahead
+    risen = Flat(500 * MIB, rise_at=150.0, risen=900 * MIB)  # the forecast rises within 120 s
+    d, _ = _one(100, _mem(2000), 540, exp=risen, peak_mb=560, settings=ABOVE)
+    assert d.target == pytest.approx(900 * 1.15 * MIB)
+    # not within the shrink cooldown, not for a change below the hysteresis
+    d, _ = _one(100, _mem(2000), 540, exp=exp, peak_mb=560, settings=ABOVE, history=MetricHistory(50.0))
+    assert d.verdict is Verdict.HELD_BACK_COOLDOWN
+    d, _ = _one(100, _mem(700), 540, exp=exp, peak_mb=560, settings=ABOVE)
+    assert d.action is Action.HOLD
+
+
+def test_the_reclaim_above_the_need_keeps_the_guard_and_cannot_land_near_the_limit() -> None:
+    band, high = np.full(100, 500.0 * MIB), np.full(100, 800.0 * MIB)
+    forecast = Forecast({MEM: DemandCurve(MEM, 10.0, {0.5: band, 0.9: high})}, {0.5: 1000.0}, "x")
+    guarded = ForecastExpectation(forecast, quantile=0.5)  # the band at 500 MiB, the guard reads p90
+    settings = ShapingSettings(metrics=(MEM,), forecast_reclaim_margin=0.15, guard_quantile=0.9)
+    d, _ = _one(100, _mem(2000), 540, exp=guarded, peak_mb=560, settings=settings)  # type: ignore[arg-type]
+    assert d.cause is Cause.ABOVE_NEED
+    assert d.target == pytest.approx(800 * 1.1 * MIB)  # the guard (+10 %), not 560 x 1.15
+    with pytest.raises(ValueError, match="near the limit"):
+        ShapingSettings(forecast_reclaim_margin=0.1)  # 1.1 x 0.9 < 1: the next tick would grow back

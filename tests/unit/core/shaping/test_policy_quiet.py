@@ -63,14 +63,15 @@ def _sample(rng: np.random.Generator, band: QuietBand, scale: float) -> tuple[fl
     return u, float(rng.uniform(w_lo, w_hi))
 
 
+@pytest.mark.parametrize("reclaim_margin", [None, 0.15])  # 0.15: the reclaim above the need, on
 @pytest.mark.parametrize("seed", range(6))
 def test_inside_the_quiet_band_later_ticks_decide_nothing_and_keep_the_history_but_the_peak_so_far(
-    seed: int,
+    seed: int, reclaim_margin: float | None
 ) -> None:
     rng = np.random.default_rng(seed)
-    settings = ShapingSettings()
+    settings = ShapingSettings(forecast_reclaim_margin=reclaim_margin)
     checked = promised = 0
-    for _ in range(400):
+    for _ in range(400 if reclaim_margin is None else 1000):  # the reclaim promises less often
         exp = _expectation(rng)
         current = _allocation(float(rng.uniform(0.5, 5.0)) * GIB, float(rng.uniform(0.5, 3.0)))
         t = float(rng.uniform(0, 700))  # the ratio guard scales the guard from 300 s
