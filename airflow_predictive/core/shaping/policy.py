@@ -117,7 +117,8 @@ class ShapingSettings:
         the forecast needs ahead is reclaimed even while usage is inside the band (cause
         ``ABOVE_NEED``): to the larger of the band quantile's peak over the next
         ``guard_horizon_s`` and the dwell window's peak, times (1 + this margin), never below the
-        guard (with ``grow_margin``), the usage floor nor the other bounds; it needs
+        guard (with ``grow_margin``), the usage floor nor the other bounds (the margin is at least
+        what keeps the window peak out of ``near_limit`` of the new limit); it needs
         ``shrink_cooldown_s`` since the last change and a change above ``hysteresis``. Worth it
         only with a re-forecast that knows the next minutes (the k-Segments one over the task's
         earlier runs: an accurate band keeps usage inside it, so the band rule alone never
@@ -161,12 +162,8 @@ class ShapingSettings:
                 "a grow near the limit must clear the hysteresis: need "
                 "(1 + grow_margin) x (1 - near_limit) >= 1 + hysteresis"
             )
-        m = self.forecast_reclaim_margin
-        if m is not None and not (1 + m) * (1 - self.near_limit) > 1:
-            raise ValueError(
-                "a reclaim above the need must not land near the limit: need "
-                "(1 + forecast_reclaim_margin) x (1 - near_limit) > 1"
-            )
+        if self.forecast_reclaim_margin is not None and not self.forecast_reclaim_margin >= 0:
+            raise ValueError("forecast_reclaim_margin must be >= 0 (or None: off)")
         for name in ("lookahead_s", "grow_cooldown_s", "shrink_cooldown_s", "reclaim_after_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -411,11 +408,19 @@ def _decide_metric(
     return _reclaim(make, metric, cause, want, current, lo, hi, usage, t, s, history, why, dwell=True)
 
 
+def reclaim_margin(s: ShapingSettings) -> float | None:
+    """``forecast_reclaim_margin``, at least what keeps the reclaimed limit out of ``near_limit`` of
+    the window peak (else the next tick would grow it back)."""
+    m = s.forecast_reclaim_margin
+    if m is None:
+        return None
+    return max(m, 1.02 / (1 - s.near_limit) - 1)
+
+
 def above_need_level(s: ShapingSettings, current: float) -> float | None:
     """The peak (usage or dwell window) at or above which ``forecast_reclaim_margin`` cannot act."""
-    if s.forecast_reclaim_margin is None:
-        return None
-    return current * (1 - s.hysteresis) / (1 + s.forecast_reclaim_margin)
+    m = reclaim_margin(s)
+    return None if m is None else current * (1 - s.hysteresis) / (1 + m)
 
 
 def _above_need(
@@ -428,19 +433,20 @@ def _above_need(
     current: float,
 ) -> tuple[float, str] | None:
     """(target, reason) when ``forecast_reclaim_margin`` reclaims a memory limit above the need."""
-    if s.forecast_reclaim_margin is None or metric is not Metric.MEMORY_BYTES or exp is None:
+    m = reclaim_margin(s)
+    if m is None or metric is not Metric.MEMORY_BYTES or exp is None:
         return None
     ahead = exp.ahead(metric, t, s.guard_horizon_s)
     if ahead is None or not ahead > 0:
         return None
-    want = max(ahead, peak) * (1 + s.forecast_reclaim_margin)
+    want = max(ahead, peak) * (1 + m)
     if guard is not None:
         want = max(want, guard * (1 + s.grow_margin))
     if want >= current * (1 - s.hysteresis):
         return None
     why = (
         f"limit {_fmt(metric, current)} above the need: forecast {_fmt(metric, ahead)} within "
-        f"{s.guard_horizon_s:g}s, window peak {_fmt(metric, peak)}, x {1 + s.forecast_reclaim_margin:g}"
+        f"{s.guard_horizon_s:g}s, window peak {_fmt(metric, peak)}, x {1 + m:g}"
     )
     return want, why
 

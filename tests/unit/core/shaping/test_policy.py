@@ -447,5 +447,10 @@ def test_the_reclaim_above_the_need_keeps_the_guard_and_cannot_land_near_the_lim
     d, _ = _one(100, _mem(2000), 540, exp=guarded, peak_mb=560, settings=settings)  # type: ignore[arg-type]
     assert d.cause is Cause.ABOVE_NEED
     assert d.target == pytest.approx(800 * 1.1 * MIB)  # the guard (+10 %), not 560 x 1.15
-    with pytest.raises(ValueError, match="near the limit"):
-        ShapingSettings(forecast_reclaim_margin=0.1)  # 1.1 x 0.9 < 1: the next tick would grow back
+    # a margin that would land the limit within near_limit of the peak is widened past it
+    small = ShapingSettings(metrics=(MEM,), forecast_reclaim_margin=0.05, near_limit=0.2, grow_margin=0.4)
+    d, _ = _one(100, _mem(2000), 540, exp=Flat(500 * MIB), peak_mb=560, settings=small)
+    assert d.cause is Cause.ABOVE_NEED and d.target is not None
+    assert d.target * (1 - 0.2) > 560 * MIB  # the next tick does not grow it back
+    with pytest.raises(ValueError, match="forecast_reclaim_margin"):
+        ShapingSettings(forecast_reclaim_margin=-0.1)
