@@ -152,13 +152,12 @@ def reforecast_ablation(workload: Any, result: BenchResult) -> None:
 FORECAST_RECLAIM_MARGIN = 0.15  # the reclaim above the need of the ablation rows (ShapingSettings)
 
 
-def segments_ablation(workload: Any, result: BenchResult, *, all_rows: bool = True) -> None:
+def segments_ablation(workload: Any, result: BenchResult, *, only: tuple[str, ...] | None = None) -> None:
     """Ours with the other re-forecasts / reclaim rules, on the same forecasts and interval: the
     prefix path alone (what shipped before), the k-Segments re-forecast over the task's earlier
     runs, and either with ``ShapingSettings.forecast_reclaim_margin`` (a limit above the
     re-forecast's need is reclaimed while usage is inside the band); the shipped default's own
-    combination is the ``predictive`` row and is not replayed twice. ``all_rows`` False: only the
-    segments rows."""
+    combination is the ``predictive`` row and is not replayed twice. ``only``: these rows."""
     from airflow_predictive.core.profiler.estimators.segments import SegmentPolicy
     from airflow_predictive.core.shaping.policy import ShapingSettings
     from airflow_predictive.core.shaping.reforecast import ReforecastSettings
@@ -172,9 +171,11 @@ def segments_ablation(workload: Any, result: BenchResult, *, all_rows: bool = Tr
     if result.forecasts is None or "predictive" not in result.metrics:
         return
     base = REFORECAST or ReforecastSettings(REFORECAST_EVERY_S)
+    segments = replace(base, segments=base.segments or SegmentPolicy(), reclaim_margin=None)
+    with_reclaim = replace(segments, reclaim_margin=FORECAST_RECLAIM_MARGIN)
     prefix_only = replace(base, segments=None)
-    segments = replace(base, segments=base.segments or SegmentPolicy())
     shipped = (REFORECAST, ShapingSettings().forecast_reclaim_margin)
+    reclaim = f"a memory limit above the re-forecast's need reclaimed inside the band (margin {FORECAST_RECLAIM_MARGIN:g})"
     rows = {
         "predictive_prefix_only": (
             prefix_only,
@@ -185,23 +186,21 @@ def segments_ablation(workload: Any, result: BenchResult, *, all_rows: bool = Tr
             segments,
             None,
             "from the task's earlier runs (k-Segments, `segment_reforecast`; the prefix path where the "
-            "history cannot answer)",
+            "history cannot answer), without the reclaim above the need",
         ),
         "predictive_segments_reclaim": (
-            segments,
-            FORECAST_RECLAIM_MARGIN,
-            "from the task's earlier runs (k-Segments), and a memory limit above the re-forecast's need "
-            f"reclaimed inside the band (`forecast_reclaim_margin` {FORECAST_RECLAIM_MARGIN:g})",
+            with_reclaim,
+            None,
+            f"from the task's earlier runs (k-Segments), and {reclaim} where they answered",
         ),
         "predictive_prefix_reclaim": (
             prefix_only,
             FORECAST_RECLAIM_MARGIN,
-            "from the observed prefix only, and a memory limit above the re-forecast's need reclaimed "
-            f"inside the band (`forecast_reclaim_margin` {FORECAST_RECLAIM_MARGIN:g})",
+            f"from the observed prefix only, and {reclaim} always (`ShapingSettings.forecast_reclaim_margin`)",
         ),
     }
-    if not all_rows:
-        rows = {k: v for k, v in rows.items() if "segments" in k}
+    if only is not None:
+        rows = {k: v for k, v in rows.items() if k in only}
     for name, (reforecast, margin, what) in rows.items():
         if (reforecast, margin) == shipped:
             continue
@@ -579,7 +578,7 @@ def main() -> int:
         result.replays.update(shadow.replays)
         result.notes.update(shadow.notes)
     reforecast_ablation(workload, result)
-    segments_ablation(workload, result)
+    segments_ablation(workload, result, only=("predictive_prefix_only",))  # what shipped before
     sweep = reactive_sweep(result)
     speed = speed_figures(workload, result.settings, result, 5_000 if args.quick else SCALE_RUNS)
     nextflow = data / "nextflow-traces"

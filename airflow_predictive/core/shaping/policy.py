@@ -113,7 +113,9 @@ class ShapingSettings:
         0.5: 36.0 % at 0 (0.4: the same, the floor no longer binds); 0.5 with margin 0: 35.6 % at 0
         (adopted); 0.6 from 60 s: 38.3 % and one kill (a jump before the median's level was seen). The unscaled guard held runs far
         below their forecast at the median's level (``bwa``: the median 1.46x its mean usage).
-    forecast_reclaim_margin: memory only; None (default): off. When set, a memory limit above what
+    forecast_reclaim_margin: memory only; None (default): the expectation's own ``reclaim_margin``
+        if it offers one (the k-Segments re-forecast does, ``core/shaping/reforecast.py``), else off.
+        When set (or offered), a memory limit above what
         the forecast needs ahead is reclaimed even while usage is inside the band (cause
         ``ABOVE_NEED``): to the larger of the band quantile's peak over the next
         ``guard_horizon_s`` and the dwell window's peak, times (1 + this margin), never below the
@@ -408,18 +410,23 @@ def _decide_metric(
     return _reclaim(make, metric, cause, want, current, lo, hi, usage, t, s, history, why, dwell=True)
 
 
-def reclaim_margin(s: ShapingSettings) -> float | None:
-    """``forecast_reclaim_margin``, at least what keeps the reclaimed limit out of ``near_limit`` of
-    the window peak (else the next tick would grow it back)."""
+def reclaim_margin(s: ShapingSettings, exp: Expectation | None = None) -> float | None:
+    """The margin of the reclaim above the need: ``forecast_reclaim_margin``, else the expectation's
+    own ``reclaim_margin`` (a re-forecast that knows the next minutes offers one; None: off), at
+    least what keeps the reclaimed limit out of ``near_limit`` of the window peak (else the next
+    tick would grow it back)."""
     m = s.forecast_reclaim_margin
+    if m is None:
+        offered = getattr(exp, "reclaim_margin", None)
+        m = float(offered) if isinstance(offered, int | float) and offered >= 0 else None
     if m is None:
         return None
     return max(m, 1.02 / (1 - s.near_limit) - 1)
 
 
-def above_need_level(s: ShapingSettings, current: float) -> float | None:
-    """The peak (usage or dwell window) at or above which ``forecast_reclaim_margin`` cannot act."""
-    m = reclaim_margin(s)
+def above_need_level(s: ShapingSettings, current: float, exp: Expectation | None = None) -> float | None:
+    """The peak (usage or dwell window) at or above which the reclaim above the need cannot act."""
+    m = reclaim_margin(s, exp)
     return None if m is None else current * (1 - s.hysteresis) / (1 + m)
 
 
@@ -433,7 +440,7 @@ def _above_need(
     current: float,
 ) -> tuple[float, str] | None:
     """(target, reason) when ``forecast_reclaim_margin`` reclaims a memory limit above the need."""
-    m = reclaim_margin(s)
+    m = reclaim_margin(s, exp)
     if m is None or metric is not Metric.MEMORY_BYTES or exp is None:
         return None
     ahead = exp.ahead(metric, t, s.guard_horizon_s)

@@ -38,6 +38,7 @@ from airflow_predictive.core.shaping.policy import (
     effective_guard,
     higher_peak_scales_alike,
     median_now,
+    reclaim_margin,
     shaped_value,
 )
 
@@ -114,11 +115,15 @@ def quiet(
         if found is None:
             return None
         band, metric_until = found
-        if metric is Metric.MEMORY_BYTES and settings.forecast_reclaim_margin is not None:
-            # the opt-in reclaim above the need (in the band): it cannot act while the peak stays
-            # at or above its level; below it, tick
+        exp = inp.expectation
+        if metric is Metric.MEMORY_BYTES and reclaim_margin(settings, exp) is not None:
+            # the reclaim above the need (in the band): it cannot act while the peak stays at or
+            # above its level, or while the forecast ahead alone is; else tick
             current = shaped_value(inp.current, metric)
-            level = above_need_level(settings, current) if current is not None else None
+            level = above_need_level(settings, current, exp) if current is not None else None
+            ahead = exp.ahead(metric, inp.t_s, settings.guard_horizon_s) if exp is not None else None
+            if level is not None and ahead is not None and ahead >= _lo(level):
+                level = None  # the forecast ahead alone keeps it off until its next edge (the promise's end)
             if level is not None:
                 obs = inp.observations.get(metric, MetricObservation(None))
                 w0 = max(obs.usage or 0.0, obs.window_peak or 0.0)
@@ -202,7 +207,7 @@ def _metric_band(
         edge = getattr(exp, "next_change_s", None)
         if edge is None:
             return None
-        reads_horizon = s.guard_quantile is not None or s.forecast_reclaim_margin is not None
+        reads_horizon = s.guard_quantile is not None or reclaim_margin(s, exp) is not None
         horizons = (s.lookahead_s,) + ((s.guard_horizon_s,) if reads_horizon else ())
         until = min(
             until,

@@ -23,7 +23,12 @@ Bounds (the re-forecast can move the band, never the floors):
   below the dwell window's peak, whatever the re-forecast says;
 - ``keep_guard``: every other quantile the policy reads (the guard's median, the ratio guard's
   reference) is the larger of the at-start and the re-forecast one, so the median-forecast guard
-  stays the floor against kills (a re-forecast can raise it, never lower it).
+  stays the floor against kills (a re-forecast can raise it, never lower it);
+- the reclaim above the need: only a memory re-forecast the history answered offers the policy
+  ``reclaim_margin`` (an accurate band keeps usage inside it, so the band rule alone would never
+  reclaim; see ``ShapingSettings.forecast_reclaim_margin``), and that reclaim is bounded like any
+  other: never below the guard, the window peak, usage + the memory margin, nor inside the
+  shrink cooldown.
 Pure: no I/O, no clock.
 """
 
@@ -35,15 +40,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.series import UsageSeries
 from airflow_predictive.core.profiler.estimators.segments import SegmentPolicy, segment_reforecast
 from airflow_predictive.core.profiler.prefix import PrefixPolicy, condition_on_prefix
 from airflow_predictive.core.shaping.expectation import ForecastExpectation
 
+MEMORY = Metric.MEMORY_BYTES
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from airflow_predictive.core.model.resources import Metric, ResourceVector
+    from airflow_predictive.core.model.resources import ResourceVector
     from airflow_predictive.core.model.runs import FeatureValue
     from airflow_predictive.core.model.series import Forecast
     from airflow_predictive.core.profiler.estimators.base import RunExample
@@ -139,13 +147,19 @@ class ReforecastSettings:
     """every_s: re-forecast this often while the try runs (0: never; the controller's
     ``reforecast_every_s``). prefix: how much the prefix moves the forecast (the profiler's
     ``PrefixPolicy``). keep_guard: the guard's quantiles never fall below the at-start forecast's.
-    segments: re-forecast from the task's history with this policy when the hook has one (None:
-    ``condition_on_prefix`` only; its ``fallback`` is replaced by ``prefix``)."""
+    segments: re-forecast from the task's history with this policy when the hook has one (the
+    default, adopted on the training half's own split of kseg-eager: docs/benchmarks/
+    cluster_training.md; None: ``condition_on_prefix`` only; its ``fallback`` is replaced by
+    ``prefix``). reclaim_margin: what
+    a memory re-forecast the history answered offers the policy (``ReforecastExpectation.
+    reclaim_margin``: a limit above its need is reclaimed inside the band, see
+    ``ShapingSettings.forecast_reclaim_margin``); None: never offered."""
 
     every_s: float = 0.0
     prefix: PrefixPolicy = field(default_factory=PrefixPolicy)
     keep_guard: bool = True
-    segments: SegmentPolicy | None = None
+    segments: SegmentPolicy | None = field(default_factory=SegmentPolicy)
+    reclaim_margin: float | None = 0.15
 
     def __post_init__(self) -> None:
         if not self.every_s >= 0:
@@ -218,25 +232,37 @@ class PrefixReforecaster:
 
     def reforecast(self, prefix: UsageSeries) -> Forecast:
         """The rest-of-try forecast given ``prefix`` (segments over the history, else the prefix path)."""
+        return self._reforecast(prefix)[0]
+
+    def _reforecast(self, prefix: UsageSeries) -> tuple[Forecast, bool]:
+        """(forecast, whether the history answered for memory)."""
         observed = from_start(prefix)
-        if self.segments is not None and self.history:
-            return segment_reforecast(self.forecast, observed, self.history, self.features, self.segments)
-        return condition_on_prefix(self.forecast, observed, self.settings.prefix)
+        if self.segments is not None and self.history and len(observed) > 0:
+            fell_back: set[Metric] = set()
+            out = segment_reforecast(
+                self.forecast, observed, self.history, self.features, self.segments, fell_back
+            )
+            return out, MEMORY in out.curves and MEMORY not in fell_back
+        return condition_on_prefix(self.forecast, observed, self.settings.prefix), False
 
     def __call__(self, prefix: UsageSeries) -> ForecastExpectation | ReforecastExpectation:
         self.calls += 1
-        fresh = ForecastExpectation(self.reforecast(prefix), quantile=self.quantile, quantiles=self.quantiles)
+        forecast, answered = self._reforecast(prefix)
+        fresh = ForecastExpectation(forecast, quantile=self.quantile, quantiles=self.quantiles)
+        margin = self.settings.reclaim_margin if answered else None
         if not self.settings.keep_guard:
-            return fresh
-        return ReforecastExpectation(fresh, self.at_start)
+            return fresh if margin is None else ReforecastExpectation(fresh, fresh, margin)
+        return ReforecastExpectation(fresh, self.at_start, margin)
 
 
 @dataclass(frozen=True)
 class ReforecastExpectation:
-    """The re-forecast's band quantile; any other quantile at least the at-start forecast's."""
+    """The re-forecast's band quantile; any other quantile at least the at-start forecast's.
+    reclaim_margin: offered to the policy when the task's history answered for memory."""
 
     fresh: ForecastExpectation
     at_start: ForecastExpectation
+    reclaim_margin: float | None = None
 
     def predicted(self, metric: Metric, t_s: float) -> float | None:
         return self.fresh.predicted(metric, t_s)

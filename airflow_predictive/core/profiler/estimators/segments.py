@@ -242,9 +242,11 @@ def segment_reforecast(
     history: Sequence[RunExample],
     features: Mapping[str, FeatureValue] | None = None,
     policy: SegmentPolicy | None = None,
+    fell_back: set[Metric] | None = None,
 ) -> Forecast:
     """The forecast of the rest of a try from its ``prefix`` and its task's finished ``history``
-    (oldest first), see the module docstring; unchanged without a prefix."""
+    (oldest first), see the module docstring; unchanged without a prefix. ``fell_back``: gets the
+    metrics the history could not answer for (re-forecast by ``condition_on_prefix``)."""
     policy = policy or SegmentPolicy()
     if prefix is None or len(prefix) == 0:
         return forecast
@@ -261,6 +263,8 @@ def segment_reforecast(
             fallback.append(metric)
             continue
         curves[metric] = _rescaled(curve, forecast, cut, seg, policy)
+    if fell_back is not None:
+        fell_back.update(fallback)
     duration = dict(forecast.duration_s)
     if duration and elapsed > 0:
         floor = elapsed * (1 + policy.overrun)

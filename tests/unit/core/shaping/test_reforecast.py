@@ -264,9 +264,12 @@ def test_too_little_history_or_segments_off_is_exactly_todays_prefix_path() -> N
     assert expected is not None
     for hook in (
         PrefixReforecaster(_forecast(4.0), settings=SEGMENTS, history=_doubling_history(3)),  # < min_runs
-        PrefixReforecaster(_forecast(4.0), settings=ReforecastSettings(60), history=_doubling_history()),
+        PrefixReforecaster(
+            _forecast(4.0), settings=ReforecastSettings(60, segments=None), history=_doubling_history()
+        ),
     ):
         got = hook.reforecast(prefix).curve(MEM)
         assert got is not None
         np.testing.assert_allclose(got.at(0.9), expected.at(0.9))
-    assert PrefixReforecaster(_forecast(4.0), history=_doubling_history()).history == ()
+    off = ReforecastSettings(60, segments=None)
+    assert PrefixReforecaster(_forecast(4.0), settings=off, history=_doubling_history()).history == ()
