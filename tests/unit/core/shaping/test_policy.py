@@ -454,3 +454,17 @@ def test_the_reclaim_above_the_need_keeps_the_guard_and_cannot_land_near_the_lim
     assert d.target * (1 - 0.2) > 560 * MIB  # the next tick does not grow it back
     with pytest.raises(ValueError, match="forecast_reclaim_margin"):
         ShapingSettings(forecast_reclaim_margin=-0.1)
+
+
+@dataclass(frozen=True)
+class Offering(Flat):
+    """A re-forecast that offers the reclaim above its need (as the k-Segments one does)."""
+
+    reclaim_margin: float | None = 0.15
+
+
+def test_with_the_settings_default_the_reclaim_above_the_need_follows_the_expectations_offer() -> None:
+    d, _ = _one(100, _mem(2000), 540, exp=Offering(500 * MIB), peak_mb=560)
+    assert d.cause is Cause.ABOVE_NEED and d.target == pytest.approx(560 * 1.15 * MIB)
+    d, _ = _one(100, _mem(2000), 540, exp=Offering(500 * MIB, reclaim_margin=None), peak_mb=560)
+    assert d.action is Action.HOLD and d.cause is Cause.WITHIN_BAND

@@ -4,6 +4,7 @@ limit never below usage + the memory margin whatever the re-forecast says."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -273,3 +274,18 @@ def test_too_little_history_or_segments_off_is_exactly_todays_prefix_path() -> N
         np.testing.assert_allclose(got.at(0.9), expected.at(0.9))
     off = ReforecastSettings(60, segments=None)
     assert PrefixReforecaster(_forecast(4.0), settings=off, history=_doubling_history()).history == ()
+
+
+def test_only_a_re_forecast_the_history_answered_offers_the_reclaim_above_the_need() -> None:
+    prefix = _prefix([1.5] * 200)
+    answered = PrefixReforecaster(_forecast(4.0), settings=SEGMENTS, history=_doubling_history())(prefix)
+    assert isinstance(answered, ReforecastExpectation) and answered.reclaim_margin == 0.15
+    for hook in (
+        PrefixReforecaster(_forecast(4.0), settings=SEGMENTS, history=_doubling_history(3)),  # too few
+        PrefixReforecaster(_forecast(4.0), settings=SEGMENTS),  # no history: the prefix path
+    ):
+        got = hook(prefix)
+        assert isinstance(got, ReforecastExpectation) and got.reclaim_margin is None
+    off = replace(SEGMENTS, reclaim_margin=None)
+    kept = PrefixReforecaster(_forecast(4.0), settings=off, history=_doubling_history())(prefix)
+    assert kept.reclaim_margin is None  # type: ignore[union-attr]
