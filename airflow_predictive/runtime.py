@@ -38,9 +38,11 @@ if TYPE_CHECKING:
     from airflow_predictive.backends.nodes.backend import NodePoolBackend
     from airflow_predictive.core.model.backend import Handle
     from airflow_predictive.core.ports import ForecastService, ResourceBackend
+    from airflow_predictive.core.profiler.estimators.base import RunExample
     from airflow_predictive.core.shadow.policy import ShadowSettings
     from airflow_predictive.core.shaping.controller import ShapingController
     from airflow_predictive.core.shaping.policy import ShapingSettings
+    from airflow_predictive.core.shaping.reforecast import ReforecastSettings
     from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
     from airflow_predictive.storage.model_store import ModelStore
     from airflow_predictive.storage.profile_store import ForecastCache, ProfileStore
@@ -343,13 +345,22 @@ class Runtime:
         if kwargs.get("reservation_id"):
             kwargs.setdefault("ledger", self.ledger())
         if "reforecast" not in kwargs:
-            kwargs.update(self.shaping_reforecast(kwargs.get("expectation"), kwargs.get("options")))
+            kwargs.update(
+                self.shaping_reforecast(
+                    kwargs.get("expectation"), kwargs.get("options"), kwargs.get("run_key")
+                )
+            )
         return ShapingController(backend, handle, settings or ShapingSettings(), **kwargs)
 
-    def shaping_reforecast(self, expectation: object, options: Any) -> dict[str, Any]:
+    def shaping_reforecast(
+        self, expectation: object, options: Any, run_key: str | None = None
+    ) -> dict[str, Any]:
         """The controller's mid-run re-forecast (``core/shaping/reforecast.py``) when
         ``shaping_reforecast_interval`` > 0 and it shapes along an at-start forecast; an invalid option
-        is logged and the task is shaped without it."""
+        is logged and the task is shaped without it. With the try's ``run_key``
+        (``dag/task[map]/run_id/try``, as the executors name shaping events) the task's newest
+        finished runs are loaded once, bounded to ``SegmentPolicy.recent``, for the k-Segments
+        re-forecast; a failure to load them is one log line and the prefix re-forecast."""
         from dataclasses import replace
 
         from airflow_predictive.core.shaping.controller import ControllerOptions
@@ -360,13 +371,40 @@ class Runtime:
         except InvalidConfig as exc:
             log.warning("shaping without mid-run re-forecasts: %s", exc)
             return {}
-        hook = PrefixReforecaster.following(expectation, ReforecastSettings(every))
+        settings = ReforecastSettings(every)
+        hook = PrefixReforecaster.following(expectation, settings)
         if hook is None:
             return {}
+        history = self.shaping_history(run_key, settings) if run_key else ()
+        if history:
+            hook = PrefixReforecaster.following(expectation, settings, history) or hook
         return {
             "reforecast": hook,
             "options": replace(options or ControllerOptions(), reforecast_every_s=every),
         }
+
+    def shaping_history(self, run_key: str | None, settings: ReforecastSettings) -> tuple[RunExample, ...]:
+        """The task's earlier finished runs for ``shaping_reforecast`` (empty: none, segments off, a
+        run key that names no task, or storage failing: logged once per call)."""
+        import re
+
+        from airflow_predictive.core.model.runs import TaskKey
+        from airflow_predictive.training.serving import task_history
+
+        if settings.segments is None or not run_key:
+            return ()
+        parts = run_key.split("/")
+        if len(parts) < 4 or not parts[0] or not parts[1]:
+            return ()
+        found = re.fullmatch(r"(.+)\[(-?\d+)\]", parts[1])
+        key = TaskKey(parts[0], found.group(1), int(found.group(2))) if found else TaskKey(parts[0], parts[1])
+        try:
+            return task_history(self.run_store(), key, settings.segments.recent)
+        except Exception as exc:
+            log.warning(
+                "shaping %s with the prefix re-forecast only: its task history did not load: %s", run_key, exc
+            )
+            return ()
 
     # -- scheduler (issue 10): the shared ledger, the decision log, the local pool's settings ------
 

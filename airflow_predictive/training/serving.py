@@ -396,6 +396,26 @@ def _fields(profile: ServingProfile) -> dict[str, Any]:
     return {k: getattr(profile, k) for k in profile.__dataclass_fields__}
 
 
+def task_history(store: SqlRunStore, key: TaskKey, runs: int) -> tuple[RunExample, ...]:
+    """A task's newest ``runs`` successful runs that have a usage series, oldest first: what the
+    shaping loop's k-Segments re-forecast reads (``core/shaping/reforecast.py``), loaded once when a
+    try starts shaping. Bounded (at most ``2 x runs`` records and ``runs`` series read); numpy only.
+    Storage errors propagate: the caller falls back to the prefix re-forecast."""
+    from airflow_predictive.training.dataset import series_bulk
+
+    if runs <= 0:
+        return ()
+    records = [r for r in store.runs(key, limit=2 * runs) if r.outcome is Outcome.SUCCESS]
+    records = [r for r in records if r.run_pk is not None and r.n_samples > 0][-runs:]
+    series = series_bulk(store, [r.run_pk for r in records if r.run_pk is not None]) if records else {}
+    out = []
+    for rec in records:
+        s = series.get(rec.run_pk) if rec.run_pk is not None else None
+        if s is not None and len(s) > 1:
+            out.append(RunExample(rec, s))
+    return tuple(out)
+
+
 def build_forecast_service(runtime: Any) -> StoredForecastService:
     """What ``runtime.Runtime.forecasts()`` builds: the service over the runtime's engine and model store."""
     return StoredForecastService(runtime.engine(), model_store=runtime.model_store())

@@ -279,3 +279,51 @@ def test_maintenance_retrains_a_task_whose_few_new_runs_drifted_not_one_whose_ru
     _record_runs(run_store, KEY, [3000, 3000], first=len(SIZES))
     _record_runs(run_store, other, [200, 260], first=len(SIZES))
     assert drifted_tasks(run_store.engine, {KEY: 2, other: 2}, str(models)) == frozenset({KEY})
+
+
+# -- the shaping loop's task history (k-Segments re-forecast) -------------------------------------
+
+
+def test_task_history_is_the_newest_successful_runs_with_series_oldest_first(run_store):
+    from airflow_predictive.training.serving import task_history
+
+    _record_runs(run_store, KEY, [10.0 * i for i in range(1, 8)])
+    failed = run_store.start_run(
+        RunRecord(
+            identity=RunIdentity(KEY, "run_failed", 1, RunSource.LISTENER),
+            start=datetime(2026, 2, 1, tzinfo=UTC),
+        )
+    )
+    run_store.finish_run(failed, outcome=Outcome.FAILED, end=datetime(2026, 2, 1, 0, 1, tzinfo=UTC))
+    got = task_history(run_store, KEY, 3)
+    assert [e.record.identity.run_id for e in got] == ["run_4", "run_5", "run_6"]
+    assert all(e.series is not None and len(e.series) > 1 for e in got)
+    assert task_history(run_store, TaskKey("etl", "other"), 3) == ()
+    assert task_history(run_store, KEY, 0) == ()
+
+
+def test_the_shaping_loop_gets_its_tasks_history_from_the_run_key_or_the_prefix_path_with_one_line(
+    run_store, caplog
+):
+    from types import SimpleNamespace
+
+    from airflow_predictive.core.shaping.reforecast import ReforecastSettings
+    from airflow_predictive.runtime import Runtime
+
+    _record_runs(run_store, KEY, [10.0, 20.0, 30.0])
+    settings = ReforecastSettings(60)
+    runtime = SimpleNamespace(run_store=lambda: run_store)
+    got = Runtime.shaping_history(runtime, "etl/transform/manual__1/1", settings)  # type: ignore[arg-type]
+    assert [e.record.identity.run_id for e in got] == ["run_0", "run_1", "run_2"]
+    assert Runtime.shaping_history(runtime, "etl/transform[3]/manual__1/1", settings) == ()  # type: ignore[arg-type]
+    assert Runtime.shaping_history(runtime, "not-a-run-key", settings) == ()  # type: ignore[arg-type]
+    off = ReforecastSettings(60, segments=None)
+    assert Runtime.shaping_history(runtime, "etl/transform/manual__1/1", off) == ()  # type: ignore[arg-type]
+
+    def down() -> SqlRunStore:
+        raise ConnectionError("database is down")
+
+    with caplog.at_level(logging.WARNING, logger="airflow_predictive.runtime"):
+        broken = SimpleNamespace(run_store=down)
+        assert Runtime.shaping_history(broken, "etl/transform/manual__1/1", settings) == ()  # type: ignore[arg-type]
+    assert [r.getMessage() for r in caplog.records if "prefix re-forecast only" in r.getMessage()] != []
