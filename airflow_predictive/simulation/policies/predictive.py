@@ -55,8 +55,9 @@ if TYPE_CHECKING:
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 RISING_WINDOW_S = 10.0
-# ours' mid-run re-forecast by default (None: off); chosen on the training half's own split, see
-# docs/benchmarks/cluster.md
+# ours' mid-run re-forecast by default (None: off): the product's default ReforecastSettings (the
+# k-Segments re-forecast over each run's earlier runs, offering the reclaim above the need), chosen
+# on the training half's own split, see docs/benchmarks/cluster_training.md
 REFORECAST: ReforecastSettings | None = ReforecastSettings(every_s=60.0)
 
 
