@@ -59,3 +59,18 @@ def test_grows_past_a_full_node_are_counted_as_overcommitted() -> None:
     result = replay(workload(a, b), OraclePolicy(), pool, SETTINGS)
     assert result.overcommitted_grows >= 1
     assert not any(t.result.oom for t in result.tries)
+
+
+def test_a_whole_node_try_starts_once_the_node_is_idle_whatever_float_residue_its_sums_left() -> None:
+    pool = PoolSpec(nodes=1, cpu_cores=64, memory_bytes=64 * GIB)
+    sizes = (15.89217319166068, 6.762941795499621, 10.055342128894761)  # summed, then released
+    ends = (200, 100, 300)  # b, a, c: the node's float sum is a few 1e-6 bytes, not 0
+    runs = [
+        sim_run(np.full(n, GIB), index=i, declared_memory=s * GIB, declared_cpu=1.0)
+        for i, (s, n) in enumerate(zip(sizes, ends, strict=True))
+    ]
+    whole = sim_run(np.full(10, GIB), index=3, arrival_s=1.0, declared_memory=64 * GIB, declared_cpu=1.0)
+    result = replay(workload(*runs, whole), DeclaredPolicy(), pool, SETTINGS)
+    by_run = {t.run: t for t in result.tries}
+    assert sorted(by_run) == [0, 1, 2, 3]
+    assert by_run[3].started_s == pytest.approx(300.0)
