@@ -143,9 +143,8 @@ def reforecast_ablation(workload: Any, result: BenchResult) -> None:
     result.metrics[name] = summarise(replayed)
     every = (REFORECAST or flipped).every_s  # type: ignore[union-attr]
     result.notes[name] = (
-        f"ours {'without' if REFORECAST is not None else 'with'} the mid-run re-forecast (every {every:g} s "
-        "from the observed prefix, core/shaping/reforecast.py) on the same forecasts: an ablation, "
-        "nothing chosen from it"
+        f"ours {'without' if REFORECAST is not None else 'with'} the mid-run re-forecast (its default: every "
+        f"{every:g} s, core/shaping/reforecast.py) on the same forecasts: an ablation, nothing chosen from it"
     )
 
 
