@@ -1,5 +1,5 @@
 """The in-pod sampler on the process kubelet: real PID namespaces, real samples in a real store,
-a real spike grown from them while metrics.k8s.io (15 s resolution) still shows the old usage.
+a real spike grown from them while metrics.k8s.io (60 s resolution) still shows the old usage.
 
 One emulator and one SQLite store for the module. The pods are what ``with_pod_sampler`` builds
 (a native sidecar in a pod with ``shareProcessNamespace: true``); the shaper is ``PodShaper`` with
@@ -69,8 +69,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     require_cgroups()
     em = Emulator(
         mode="process",
-        # metrics-server at its recommended 15 s resolution: a spike is invisible there for up to 15 s
-        kubelet=KubeletConfig(actuation_delay_s=0.5, metrics_window_s=15.0, metrics_resolution_s=15.0),
+        # metrics-server at its default 60 s resolution (--metric-resolution): a spike is invisible
+        # there until the next scrape. At 15 s the scrape after the pod's first one could fall
+        # between the spike and a grow delayed by a loaded machine (the spike comes ~5 s in), and
+        # the "metrics had not seen it yet" check then failed a gate; at 60 s it has ~50 s of margin
+        kubelet=KubeletConfig(actuation_delay_s=0.5, metrics_window_s=15.0, metrics_resolution_s=60.0),
         nodes=(NodeSpec(cpu="4", memory="8Gi"),),
         watch_poll_s=0.05,
     ).start()
