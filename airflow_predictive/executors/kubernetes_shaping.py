@@ -34,10 +34,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_predictive.core.model.backend import ExitKind, ResizeResult, ResizeStatus
+from airflow_predictive.core.model.resources import format_bytes
 from airflow_predictive.core.shaping.runner import ShapingGroup
 from airflow_predictive.executors.local_shaping import (
     PoolGate,
-    no_reclaim_below,
+    ShapedMember,
+    forecast_expectation,
+    log_shaping_ended,
     retry_floor,
     shaping_run_key,
     shaping_settings_for,
@@ -48,7 +51,6 @@ if TYPE_CHECKING:
 
     from airflow_predictive.core.model.backend import Allocation, Handle
     from airflow_predictive.core.shaping.controller import ShapingController, TickReport
-    from airflow_predictive.core.shaping.policy import ShapingSettings
     from airflow_predictive.executors.coordinator import Running
     from airflow_predictive.executors.opt_in import TaskSettings
 
@@ -97,7 +99,7 @@ class PodPoolGate(PoolGate):
         return out
 
 
-class PodShapedTask:
+class PodShapedTask(ShapedMember):
     """One worker pod in the executor's shaping group: found by its labels (``find``), its
     controller built (``build``) once its container runs and reports usage, then ticked every
     round; for its first ``warmup_s`` it is only grown, never reclaimed below its start (an Airflow
@@ -114,17 +116,11 @@ class PodShapedTask:
         warmup_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.name = name
+        super().__init__(name, warmup_s=warmup_s, clock=clock)
         self._find = find
         self.backend = backend
         self._build = build
-        self.warmup_s = warmup_s
-        self.clock = clock
-        self.controller: ShapingController | None = None
-        self.last: TickReport | None = None
         self.given_up: str | None = None
-        self.joined_at: float | None = None
-        self._settings: ShapingSettings | None = None  # the real settings, while warming up
         self._waiting_for = ""  # what the last round waited for (logged when it changes)
 
     def tick(self) -> TickReport | None:
@@ -135,20 +131,15 @@ class PodShapedTask:
             if handle is None:
                 return None
             try:
-                self.controller = self._build(handle)
+                controller = self._build(handle)
             except Exception as exc:  # never hurts the task: its pod keeps what it has
                 self.given_up = f"controller not built: {exc}"
                 log.warning("predictive: %s is not shaped (%s); its plan's steps apply", self.name, exc)
                 return None
-            self.joined_at = self.clock()
             log.info("predictive: shaping pod %s from %s", handle.ref, _fmt(handle.allocation))
-            if self.warmup_s > 0:
-                self._settings = self.controller.settings
-                self.controller.settings = no_reclaim_below(self._settings, self.controller.allocation)
-        if self._settings is not None and self.clock() - (self.joined_at or 0.0) >= self.warmup_s:
-            self.controller.settings, self._settings = self._settings, None  # warm-up over
-        self.last = self.controller.tick()
-        return self.last
+            self._joined(controller)
+        assert self.controller is not None
+        return self._tick_controller(self.controller)
 
     def _running_pod(self) -> Handle | None:
         """The try's pod once its container runs and its metrics answer; None meanwhile (one log
@@ -179,19 +170,11 @@ class PodShapedTask:
             log.info("predictive: shaping of %s waits: %s", self.name, why)
         return None
 
-    @property
-    def warming_up(self) -> bool:
-        return self._settings is not None
-
-    @property
-    def allocation(self) -> Allocation | None:
-        return None if self.controller is None else self.controller.allocation
-
 
 def _fmt(allocation: Allocation) -> str:
     mem = allocation.limits.memory_bytes
     cpu = allocation.limits.cpu_cores
-    return f"memory limit {mem / 2**20:.0f}Mi, cpu limit {cpu}" if mem else f"cpu limit {cpu}"
+    return f"memory limit {format_bytes(mem)}, cpu limit {cpu}" if mem else f"cpu limit {cpu}"
 
 
 def shaping_backend(api_client: Any, settings: Any) -> Any:
@@ -237,11 +220,7 @@ class KubernetesShaping:
                     plan=item.plan,
                     started=item.started,
                 )
-            expectation = None
-            if forecast is not None:
-                from airflow_predictive.core.shaping.expectation import ForecastExpectation
-
-                expectation = ForecastExpectation(forecast, quantiles=dict(task.risk))
+            expectation = forecast_expectation(forecast, task)
             plan, started, run_key = item.plan, item.started, shaping_run_key(item.run)
 
             def build(handle: Handle) -> ShapingController:
@@ -284,14 +263,7 @@ class KubernetesShaping:
         """Stop shaping ``key``; returns once no tick of it runs, or after ``STOP_WAIT_S``."""
         self.group.remove(key, wait_s=STOP_WAIT_S)
         shaped = self.tasks.pop(key, None)
-        if shaped is not None and shaped.controller is not None:
-            ctrl = shaped.controller
-            log.info(
-                "predictive: shaping of %s ended: %d resize(s), %d applied",
-                shaped.name,
-                ctrl.resizes,
-                ctrl.applied,
-            )
+        log_shaping_ended(shaped)
         return shaped
 
     def allocation(self, key: Any) -> Allocation | None:

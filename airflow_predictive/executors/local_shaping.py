@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from airflow_predictive.core.model.runs import RunIdentity
     from airflow_predictive.core.ports import ReservationLedger, ResourceBackend
     from airflow_predictive.core.shaping.controller import ShapingController, TickReport
+    from airflow_predictive.core.shaping.expectation import ForecastExpectation
     from airflow_predictive.executors.coordinator import Running
     from airflow_predictive.executors.opt_in import TaskSettings
 
@@ -174,10 +175,48 @@ class PoolGate:
             return None
 
 
-class LocalShapedTask:
+class ShapedMember:
+    """What every member of an executor's shaping group shares once its controller is built: the
+    warm-up (for its first ``warmup_s`` its minimum is the allocation it started with: grows only),
+    the tick, and the allocation in force. Subclasses say when the controller can be built."""
+
+    def __init__(
+        self, name: str, *, warmup_s: float = 0.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.name = name
+        self.warmup_s = warmup_s
+        self.clock = clock
+        self.controller: ShapingController | None = None
+        self.last: TickReport | None = None
+        self.joined_at: float | None = None
+        self._settings: ShapingSettings | None = None  # the real settings, while warming up
+
+    def _joined(self, controller: ShapingController) -> None:
+        """``controller`` now shapes this member: its warm-up starts."""
+        self.controller = controller
+        self.joined_at = self.clock()
+        if self.warmup_s > 0:
+            self._settings = controller.settings
+            controller.settings = no_reclaim_below(self._settings, controller.allocation)
+
+    def _tick_controller(self, controller: ShapingController) -> TickReport:
+        if self._settings is not None and self.clock() - (self.joined_at or 0.0) >= self.warmup_s:
+            controller.settings, self._settings = self._settings, None  # warm-up over
+        self.last = controller.tick()
+        return self.last
+
+    @property
+    def warming_up(self) -> bool:
+        return self._settings is not None
+
+    @property
+    def allocation(self) -> Allocation | None:
+        return None if self.controller is None else self.controller.allocation
+
+
+class LocalShapedTask(ShapedMember):
     """One task in the executor's shaping group: its controller is built when the task's process is
-    in its cgroup (``procs_files`` non-empty), then ticked every round; during the first
-    ``warmup_s`` its minimum is the allocation it started with (grows only)."""
+    in its cgroup (``procs_files`` non-empty), then ticked every round (warm-up: ``ShapedMember``)."""
 
     def __init__(
         self,
@@ -188,37 +227,38 @@ class LocalShapedTask:
         warmup_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.name = name
+        super().__init__(name, warmup_s=warmup_s, clock=clock)
         self.procs_files = procs_files
         self._build = build
-        self.warmup_s = warmup_s
-        self.clock = clock
-        self.controller: ShapingController | None = None
-        self.last: TickReport | None = None
-        self.joined_at: float | None = None
-        self._settings: ShapingSettings | None = None  # the real settings, while warming up
 
     def tick(self) -> TickReport | None:
         if self.controller is None:
             if self.procs_files and not pids_in(self.procs_files):
                 return None  # the task's process has not joined yet: an empty group is not idle
-            self.controller = self._build()
-            self.joined_at = self.clock()
-            if self.warmup_s > 0:
-                self._settings = self.controller.settings
-                self.controller.settings = no_reclaim_below(self._settings, self.controller.allocation)
-        if self._settings is not None and self.clock() - (self.joined_at or 0.0) >= self.warmup_s:
-            self.controller.settings, self._settings = self._settings, None  # warm-up over
-        self.last = self.controller.tick()
-        return self.last
+            self._joined(self._build())
+        assert self.controller is not None
+        return self._tick_controller(self.controller)
 
-    @property
-    def warming_up(self) -> bool:
-        return self._settings is not None
 
-    @property
-    def allocation(self) -> Allocation | None:
-        return None if self.controller is None else self.controller.allocation
+def forecast_expectation(forecast: Any, task: TaskSettings) -> ForecastExpectation | None:
+    """What a shaped task follows: its served forecast at the task's risk quantiles (None: none)."""
+    if forecast is None:
+        return None
+    from airflow_predictive.core.shaping.expectation import ForecastExpectation
+
+    return ForecastExpectation(forecast, quantiles=dict(task.risk))
+
+
+def log_shaping_ended(shaped: ShapedMember | None) -> None:
+    """One line with what shaping did to ``shaped`` (nothing when it never had a controller)."""
+    if shaped is not None and shaped.controller is not None:
+        ctrl = shaped.controller
+        log.info(
+            "predictive: shaping of %s ended: %d resize(s), %d applied",
+            shaped.name,
+            ctrl.resizes,
+            ctrl.applied,
+        )
 
 
 def no_reclaim_below(settings: ShapingSettings, allocation: Allocation) -> ShapingSettings:
@@ -281,11 +321,7 @@ class LocalShaping:
                     plan=item.plan,
                     started=item.started,
                 )
-            expectation = None
-            if forecast is not None:
-                from airflow_predictive.core.shaping.expectation import ForecastExpectation
-
-                expectation = ForecastExpectation(forecast, quantiles=dict(task.risk))
+            expectation = forecast_expectation(forecast, task)
             plan = item.plan
 
             def build() -> ShapingController:
@@ -321,14 +357,7 @@ class LocalShaping:
         self.group.remove(key)
         self.gates.pop(key, None)
         shaped = self.tasks.pop(key, None)
-        if shaped is not None and shaped.controller is not None:
-            ctrl = shaped.controller
-            log.info(
-                "predictive: shaping of %s ended: %d resize(s), %d applied",
-                shaped.name,
-                ctrl.resizes,
-                ctrl.applied,
-            )
+        log_shaping_ended(shaped)
         return shaped
 
     def allocation(self, key: Any) -> Allocation | None:
