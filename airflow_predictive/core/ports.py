@@ -185,6 +185,13 @@ class ReservationLedger(Protocol):
         """Heartbeat: extend the lease of every active reservation of ``holder``; returns how many."""
         ...
 
+    def take_over(self, run: RunIdentity, holder: str, until: float) -> LedgerResult:
+        """The active reservation of ``run`` (one try) is ``holder``'s from now on, its lease at
+        least until ``until``: a restarted scheduler adopting a running try. ADJUSTED with the
+        reservation (its plan and start unchanged), UNKNOWN when none is active (released by a clean
+        stop, or lapsed)."""
+        ...
+
     def expire(self, now: float) -> list[Reservation]:
         """Lapse reservations whose lease ended before ``now`` (their holder crashed); returns them."""
         ...

@@ -549,6 +549,50 @@ class Coordinator:
         self.running[launch.key] = item
         return item
 
+    def adopted(
+        self,
+        key: Any,
+        run: RunIdentity,
+        settings: TaskSettings,
+        query: ForecastQuery,
+        *,
+        handle: Any,
+        allocation: Allocation | None,
+        started: float | None,
+        priority: int = 1,
+    ) -> tuple[Running, Forecast | None]:
+        """A try another executor launched, now this one's (a restarted scheduler adopted its pod).
+
+        Its reservation is taken over when the ledger still holds it (the plan, and the plan's
+        clock, are the try's own); else (a clean stop released it, or its lease lapsed) it is
+        planned now and reserved from ``started`` (the pod's start), and runs unreserved, logged,
+        when the pool refuses it. Due steps resume on the plan's clock: the latest step already due
+        is sent once more (the old executor may have died before it), earlier ones never.
+        ``allocation``: what the pod holds now. Returns the item and the forecast (for shaping)."""
+        now = self.clock()
+        outcome, forecast = self._plan(run, settings, query)
+        taken = self.ledger.take_over(run, self.holder, now + self.settings.lease_s)
+        res = taken.reservation
+        rid: str | None
+        if res is not None:
+            plan, began, rid, how = res.plan or outcome.plan, res.start, res.id, taken.reason
+        else:
+            plan, began = outcome.plan, now if started is None else min(started, now)
+            made = self.ledger.reserve(
+                ReservationRequest(
+                    self.pool.name, run, self.holder, plan, began, self.settings.lease_s, priority
+                )
+            )
+            rid = made.reservation.id if made.reservation is not None else None
+            how = f"{taken.reason}; reserved anew" if rid else f"{taken.reason}; unreserved ({made.reason})"
+        due = [i for i, step in enumerate(plan.steps) if step.at_s <= now - began]
+        item = Running(key, run, plan, rid, began, began + plan.duration_s, handle=handle)
+        item.next_step, item.allocation = (due[-1] if due else 0), allocation
+        self.running[key] = item
+        log.info("predictive: %s adopted after a restart (%s)", run.key, how)
+        self._record("adoption", "adopted", run, how, {"reservation": rid, "at_s": now - began})
+        return item, forecast
+
     def due_steps(self, now: float) -> list[tuple[Running, Allocation, str]]:
         """Planned steps whose time has come (the executor applies them, then calls ``stepped``)."""
         out = []

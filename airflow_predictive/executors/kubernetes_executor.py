@@ -10,8 +10,10 @@ the worker pod through ``pod_override`` in ``execute_async``; timed steps are se
 resize subresource (the provider's Kubernetes backend, found by the executor's pod labels); a
 task with ``"shaping": True`` has its pod shaped live instead (``kubernetes_shaping.py``: grown
 near its limit, reclaimed when idle, along the forecast and the plan, grows reserved first); the
-reservation is released when the pod's task ends (shaping stopped before). Any failure of this
-machinery launches the task as KubernetesExecutor would (declared resources), with one log line.
+reservation is released when the pod's task ends (shaping stopped before). A restarted scheduler
+that adopts a running pod takes over its try's reservation, plan steps and shaping
+(``adopt_launched_task``). Any failure of this machinery launches the task as KubernetesExecutor
+would (declared resources), with one log line.
 """
 
 from __future__ import annotations
@@ -244,13 +246,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
             if not settings.enabled:
                 return False
             run = run_identity(ti)
-            query = ForecastQuery(
-                run.key,
-                features=run_features(None, executor_config=ti.executor_config, try_number=run.try_number),
-                declared=settings.declared,
-                run_id=run.run_id,  # a shadow run's re-forecast for this DAG run, when there is one
-            )
-            coordinator.submit(ti.key, run, settings, query, int(getattr(ti, "priority_weight", 1) or 1))
+            coordinator.submit(ti.key, run, settings, _query(ti, run, settings), _priority(ti))
         except Exception as exc:
             log.warning("predictive: %s.%s runs unplanned (%s)", ti.dag_id, ti.task_id, exc)
             return False
@@ -315,6 +311,62 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         except Exception as exc:
             log.warning("predictive: %s keeps its default placement (%s)", launch.run.key, exc)
             return config
+
+    # -- adoption (a restarted scheduler) -----------------------------------------------------------
+
+    def adopt_launched_task(self, kube_client: Any, pod: Any, tis_to_flush_by_key: dict[Any, Any]) -> None:
+        """KubernetesExecutor relabels the pod of a try whose scheduler is gone; an opted-in try
+        then gets its reservation (taken over, or made anew), its plan's remaining steps and its
+        shaping back (``Coordinator.adopted``). Any failure: logged, the pod runs on as it is."""
+        before = dict(tis_to_flush_by_key)
+        super().adopt_launched_task(kube_client, pod, tis_to_flush_by_key)
+        for key, ti in before.items():
+            if key not in tis_to_flush_by_key:  # adopted by the call above
+                self._adopted(ti, pod)
+
+    def _adopted(self, ti: Any, pod: Any) -> None:
+        coordinator = self._coordinator
+        if coordinator is None:
+            return
+        try:
+            settings = task_settings(ti.executor_config, default_enabled=self._default_enabled)
+            if not settings.enabled:
+                return
+            from airflow_predictive.backends.kubernetes.procedures import in_force
+
+            run = run_identity(ti)
+            body = self._full_pod(pod)
+            item, forecast = coordinator.adopted(
+                ti.key,
+                run,
+                settings,
+                _query(ti, run, settings),
+                handle=_selector(run),
+                allocation=in_force(body, "base") if body else None,
+                started=_started_at(body),
+                priority=_priority(ti),
+            )
+            if self._shaping is not None and settings.shaping:
+                self._shaping.start(item, settings, forecast)  # no I/O: the thread finds the pod
+        except Exception as exc:
+            log.warning("predictive: adopted %s.%s runs on as it is (%s)", ti.dag_id, ti.task_id, exc)
+
+    def _full_pod(self, pod: Any) -> Any:
+        """The adopted pod as a dict with its spec and status: KubernetesExecutor lists pods for
+        adoption as metadata only (PartialObjectMetadata), so one read; {} when it fails (logged:
+        the try is adopted without the pod's resources and start time)."""
+        if isinstance(pod, dict):
+            return pod
+        try:
+            meta, client = pod.metadata, self.kube_client
+            assert client is not None  # the base executor adopts only through its client
+            full = client.read_namespaced_pod(
+                name=meta.name, namespace=meta.namespace, **self.kube_config.kube_client_request_args
+            )
+            return dict(client.api_client.sanitize_for_serialization(full))
+        except Exception as exc:
+            log.warning("predictive: adopted pod not read (%s); its plan's clock is its reservation's", exc)
+            return {}
 
     # -- heartbeat -----------------------------------------------------------------------------------
 
@@ -495,6 +547,32 @@ def _store_env(runtime: Any) -> dict[str, str]:
         log.debug("predictive: no store to pass to worker pods (%s)", exc)
         return {}
     return {INHERITED_STORE_ENV: url} if url else {}
+
+
+def _query(ti: Any, run: Any, settings: Any) -> ForecastQuery:
+    return ForecastQuery(
+        run.key,
+        features=run_features(None, executor_config=ti.executor_config, try_number=run.try_number),
+        declared=settings.declared,
+        run_id=run.run_id,  # a shadow run's re-forecast for this DAG run, when there is one
+    )
+
+
+def _priority(ti: Any) -> int:
+    return int(getattr(ti, "priority_weight", 1) or 1)
+
+
+def _started_at(pod: dict[str, Any]) -> float | None:
+    """When the pod started (epoch s, ``status.startTime``); None when it has not or is unreadable."""
+    from datetime import datetime
+
+    raw = (pod.get("status") or {}).get("startTime") or (pod.get("status") or {}).get("start_time")
+    if isinstance(raw, datetime):
+        return raw.timestamp()
+    try:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp() if raw else None
+    except ValueError:
+        return None
 
 
 def _selector(run: Any) -> str:

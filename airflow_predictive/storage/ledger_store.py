@@ -41,6 +41,7 @@ from airflow_predictive.core.scheduling.ledger import (
     new_reservation_id,
     profile_of,
     released,
+    taken_over,
 )
 from airflow_predictive.storage.engine import StorageUnavailable
 from airflow_predictive.storage.tables import decision_record, ledger_pool, reservation
@@ -288,6 +289,41 @@ class SqlLedger:
         except (SQLAlchemyError, StorageUnavailable) as exc:
             self._fail("renew", exc)
             return 0
+
+    def take_over(self, run: RunIdentity, holder: str, until: float) -> LedgerResult:
+        key, c = run.key, reservation.c
+        mine = and_(
+            c.state == _ACTIVE,
+            c.dag_id == key.dag_id,
+            c.task_id == key.task_id,
+            c.map_index == key.map_index,
+            c.run_id == run.run_id,
+            c.try_number == run.try_number,
+        )
+        try:
+            with self._locked(f"take_over {key}") as conn:
+                row = conn.execute(select(c.pool).where(mine).order_by(c.start_at.desc())).first()
+                if row is not None:
+                    self._pool_under_lock(conn, str(row[0]))
+                    # under the pool's lock: lapse what ended, then the try's live one, if any
+                    live = [r for r in self._active(conn, str(row[0]), self._clock()) if r.run == run]
+                    if live:
+                        newest = max(live, key=lambda r: r.start)
+                        full = conn.execute(select(reservation).where(c.id == newest.id)).mappings().first()
+                        res = _reservation(full) if full is not None else newest  # with its plan
+                        done = taken_over(res, holder, until)
+                        conn.execute(
+                            update(reservation)
+                            .where(c.id == res.id)
+                            .values(holder=holder, expires_at=done.expires_at)
+                        )
+                        reason = f"taken over from {res.holder}"
+                        return LedgerResult(LedgerStatus.ADJUSTED, reason, reservation=done)
+                return LedgerResult(
+                    LedgerStatus.UNKNOWN, f"no active reservation of {key} try {run.try_number}"
+                )
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            return self._fail("take_over", exc)
 
     def expire(self, now: float) -> list[Reservation]:
         out: list[Reservation] = []

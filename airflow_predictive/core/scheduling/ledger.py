@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from airflow_predictive.core.model.backend import Allocation
     from airflow_predictive.core.model.resources import ResourceVector
+    from airflow_predictive.core.model.runs import RunIdentity
     from airflow_predictive.core.scheduling.coming import ComingCapacity
 
 MIN_PIECE_S = 1e-3
@@ -157,6 +158,12 @@ def released(res: Reservation, at: float) -> Reservation:
     return replace(res, end=end, timeline=timeline, state=ReservationState.RELEASED)
 
 
+def taken_over(res: Reservation, holder: str, until: float) -> Reservation:
+    """``res`` held by ``holder`` from now on, its lease at least until ``until`` (a restarted
+    scheduler adopting the try's pod: the timeline, plan and start are the try's, unchanged)."""
+    return replace(res, holder=holder, expires_at=max(res.expires_at, until))
+
+
 def expired(res: Reservation, now: float) -> Reservation:
     end = min(res.end, max(res.expires_at, res.start + MIN_PIECE_S))
     timeline = tuple(p for p in res.timeline if p.at < end) or res.timeline[:1]
@@ -266,6 +273,18 @@ class InMemoryLedger:
             for r in mine:
                 self._active[r.id] = replace(r, expires_at=max(r.expires_at, until))
             return len(mine)
+
+    def take_over(self, run: RunIdentity, holder: str, until: float) -> LedgerResult:
+        with self._lock:
+            now = self._clock()
+            res = next((r for r in self._active.values() if r.run == run and r.expires_at >= now), None)
+            if res is None:
+                return LedgerResult(
+                    LedgerStatus.UNKNOWN, f"no active reservation of {run.key} try {run.try_number}"
+                )
+            mine = taken_over(res, holder, until)
+            self._active[res.id] = mine
+            return LedgerResult(LedgerStatus.ADJUSTED, f"taken over from {res.holder}", reservation=mine)
 
     def expire(self, now: float) -> list[Reservation]:
         with self._lock:

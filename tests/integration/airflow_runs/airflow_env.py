@@ -70,6 +70,7 @@ class AirflowEnv:
     env: dict[str, str]
     api: subprocess.Popen[bytes] | None = None
     triggerer: subprocess.Popen[bytes] | None = None
+    schedulers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _dags_tests: int = 0
     _engines: dict[str, Any] = field(default_factory=dict)
 
@@ -165,7 +166,26 @@ class AirflowEnv:
                 raise RuntimeError(f"triggerer did not start: {path.read_text(errors='replace')[-2000:]}")
             time.sleep(0.5)
 
+    def start_scheduler(self, timeout: float = 120) -> subprocess.Popen[bytes]:
+        """A real `airflow scheduler` (its own process group, its log in ``scheduler-N.log``);
+        returns once its scheduling loop runs."""
+        path = self.home / f"scheduler-{len(self.schedulers) + 1}.log"
+        log = open(path, "wb")  # noqa: SIM115 - kept open for its life
+        proc = subprocess.Popen(
+            [AIRFLOW, "scheduler"], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.schedulers.append(proc)
+        deadline = time.monotonic() + timeout
+        while b"Starting the scheduler" not in path.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"scheduler did not start: {path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.5)
+        return proc
+
     def stop(self) -> None:
+        for proc in self.schedulers:
+            if proc.poll() is None:
+                _kill_group(proc)
         for proc in (self.triggerer, self.api):
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, 15)

@@ -55,17 +55,19 @@ OOM_DECLARED_MIB = 400  # as in dags_kubernetes.py
 LOW_MIB, HIGH_MIB, STEP_AT_S = 400, 560, 6  # `stepped`'s seeded curve: LOW until STEP_AT_S, then HIGH
 
 
-def _seed_stepped(store: SqlRunStore) -> None:
-    """Five earlier runs of `stepped`: LOW_MIB for STEP_AT_S seconds, then HIGH_MIB, 20 s long."""
+def seed_stepped(
+    store: SqlRunStore, task: TaskKey, low_mib: int, high_mib: int, step_at_s: int, length_s: int = 20
+) -> None:
+    """Five earlier runs of ``task``: ``low_mib`` for ``step_at_s`` seconds, then ``high_mib``."""
     t0 = datetime(2026, 11, 1, tzinfo=UTC)
     for i in range(5):
         start = t0 + timedelta(hours=i)
         rec = RunRecord(
-            identity=RunIdentity(TaskKey(DAG, "stepped"), f"seed{i}", 1, RunSource.TRACE),
+            identity=RunIdentity(task, f"seed{i}", 1, RunSource.TRACE),
             start=start,
-            end=start + timedelta(seconds=20),
+            end=start + timedelta(seconds=length_s),
             outcome=Outcome.SUCCESS,
-            peak=ResourceVector(memory_bytes=HIGH_MIB * MIB, cpu_cores=0.5),
+            peak=ResourceVector(memory_bytes=high_mib * MIB, cpu_cores=0.5),
         )
         pk = store.upsert_run(rec)
         store.add_samples(
@@ -74,10 +76,10 @@ def _seed_stepped(store: SqlRunStore) -> None:
                 ResourceSample(
                     float(t),
                     ResourceVector(
-                        memory_bytes=(LOW_MIB if t < STEP_AT_S else HIGH_MIB) * MIB, cpu_cores=0.5
+                        memory_bytes=(low_mib if t < step_at_s else high_mib) * MIB, cpu_cores=0.5
                     ),
                 )
-                for t in range(20)
+                for t in range(length_s)
             ],
         )
 
@@ -172,7 +174,7 @@ def run(process_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) ->
     )
     env.migrate()
     engine = engine_for(env.predictive_url)
-    _seed_stepped(SqlRunStore(engine))
+    seed_stepped(SqlRunStore(engine), TaskKey(DAG, "stepped"), LOW_MIB, HIGH_MIB, STEP_AT_S)
     # what the executor will plan for `stepped` (the same service and planner, on the same history)
     served = StoredForecastService(engine).forecast_for(ForecastQuery(TaskKey(DAG, "stepped")))
     assert served.forecast is not None, (served.source, served.note)

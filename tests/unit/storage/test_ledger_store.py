@@ -108,6 +108,42 @@ def test_a_crashed_holders_reservations_lapse(db_engine: Engine) -> None:
     assert ledger.expire(now=T0 + 10_000) and not ledger.reservations()
 
 
+def test_a_restarted_scheduler_takes_over_a_running_trys_reservation(db_engine: Engine) -> None:
+    now = [T0]
+    ledger = SqlLedger(db_engine, clock=lambda: now[0])
+    ledger.set_pool(POOL)
+    plan = AllocationPlan(_mem(2), (PlanStep(50.0, _mem(6), "load"),), duration_s=100.0)
+    run = RunIdentity(TaskKey("d", "a"), "r1", 2)
+    made = ledger.reserve(ReservationRequest("local", run, "old", plan, T0, lease_s=60.0)).reservation
+    assert made is not None
+    now[0] = T0 + 30  # the old scheduler is gone; its lease (T0+60) still runs
+    taken = ledger.take_over(run, "new", until=T0 + 150)
+    assert taken.status is LedgerStatus.ADJUSTED and "old" in taken.reason
+    res = taken.reservation
+    assert res is not None and res.id == made.id and res.holder == "new"
+    assert res.plan == plan and res.start == T0 and res.expires_at == T0 + 150  # its clock, its plan
+    now[0] = T0 + 100
+    assert ledger.renew("old", until=T0 + 1_000) == 0 and ledger.renew("new", until=T0 + 200) == 1
+    assert ledger.expire(now=T0 + 199) == []  # the new holder's lease holds it
+    assert ledger.take_over(RunIdentity(TaskKey("d", "a"), "r1", 1), "new", T0 + 500).status is (
+        LedgerStatus.UNKNOWN  # another try: nothing to take
+    )
+    assert ledger.release(made.id).ok
+    assert ledger.take_over(run, "newer", T0 + 500).status is LedgerStatus.UNKNOWN  # released
+
+
+def test_a_lapsed_reservation_is_not_taken_over(db_engine: Engine) -> None:
+    now = [T0]
+    ledger = SqlLedger(db_engine, clock=lambda: now[0])
+    ledger.set_pool(POOL)
+    made = ledger.reserve(_request("a", 1.0, holder="old")).reservation
+    assert made is not None
+    now[0] = T0 + 61  # its lease ended: the restart came too late
+    assert ledger.take_over(made.run, "new", T0 + 200).status is LedgerStatus.UNKNOWN
+    lapsed = ledger.get(made.id)
+    assert lapsed is not None and lapsed.state is ReservationState.EXPIRED and lapsed.holder == "old"
+
+
 def test_database_down_is_unavailable_not_an_exception(tmp_path: Path) -> None:
     engine = create_engine(
         "postgresql+psycopg2://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 1}
@@ -117,6 +153,7 @@ def test_database_down_is_unavailable_not_an_exception(tmp_path: Path) -> None:
     assert result.status is LedgerStatus.UNAVAILABLE and "unavailable" in result.reason
     assert ledger.release("x").status is LedgerStatus.UNAVAILABLE
     assert ledger.renew("h", 1.0) == 0
+    assert ledger.take_over(RunIdentity(TaskKey("d", "a"), "r1"), "h", 1.0).status is LedgerStatus.UNAVAILABLE
     missing = SqlLedger(engine_for(f"sqlite:///{tmp_path / 'empty.db'}"))  # schema never migrated
     assert missing.reserve(_request("a", 1.0)).status is LedgerStatus.UNAVAILABLE
 

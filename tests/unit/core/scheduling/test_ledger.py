@@ -108,6 +108,22 @@ def test_a_holder_that_stops_renewing_loses_its_reservations() -> None:
     assert ledger.reserve(_req("c", 6.0, start=70.0)).ok
 
 
+def test_a_new_holder_takes_over_a_live_reservation_of_the_same_try_only() -> None:
+    now = [0.0]
+    ledger = _ledger(now)
+    made = ledger.reserve(_req("a", 6.0, holder="old")).reservation
+    assert made is not None
+    now[0] = 30.0
+    other = RunIdentity(TaskKey("d", "a"), "r", 2)  # the next try: not this reservation's
+    assert ledger.take_over(other, "new", until=200.0).status is LedgerStatus.UNKNOWN
+    taken = ledger.take_over(made.run, "new", until=200.0)
+    assert taken.status is LedgerStatus.ADJUSTED and taken.reservation is not None
+    assert taken.reservation.holder == "new" and taken.reservation.timeline == made.timeline
+    assert ledger.expire(now=150.0) == [] and ledger.renew("new", until=300.0) == 1
+    now[0] = 400.0  # the new holder stopped renewing too: it lapses, and is not taken again
+    assert ledger.take_over(made.run, "newer", until=900.0).status is LedgerStatus.UNKNOWN
+
+
 def test_an_adjust_past_the_predicted_end_keeps_the_task_charged_until_then() -> None:
     now = [95.0]
     ledger = _ledger(now)
