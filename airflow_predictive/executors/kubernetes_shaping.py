@@ -121,6 +121,7 @@ class PodShapedTask(ShapedMember):
         self.backend = backend
         self._build = build
         self.given_up: str | None = None
+        self.protected = False  # the pod carries the do-not-disrupt annotations (``_protect``)
         self._waiting_for = ""  # what the last round waited for (logged when it changes)
 
     def tick(self) -> TickReport | None:
@@ -138,8 +139,17 @@ class PodShapedTask(ShapedMember):
                 return None
             log.info("predictive: shaping pod %s from %s", handle.ref, _fmt(handle.allocation))
             self._joined(controller)
+            self._protect(handle)
         assert self.controller is not None
         return self._tick_controller(self.controller)
+
+    def _protect(self, handle: Handle) -> None:
+        """do-not-disrupt / safe-to-evict on the pod once shaping owns it (docs/nodes.md): node
+        consolidation would otherwise evict exactly the pods being resized. One patch, from this
+        thread; the annotations stay for the pod's life (a worker pod runs one try). Best effort."""
+        protect = getattr(self.backend, "protect", None)
+        if protect is not None:
+            self.protected = bool(protect(handle, on=True))
 
     def _running_pod(self) -> Handle | None:
         """The try's pod once its container runs and its metrics answer; None meanwhile (one log

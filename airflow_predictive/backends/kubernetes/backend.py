@@ -134,6 +134,21 @@ class KubernetesPodBackend:
     def close(self) -> None:
         self._api_client.close()
 
+    def protect(self, handle: Handle, *, on: bool = True) -> bool:
+        """Add (``on``) or remove the do-not-disrupt / safe-to-evict annotations of the pod, so a
+        node autoscaler does not consolidate away a pod being resized (backends/nodes/disruption.py);
+        one merge patch, bounded by ``request_timeout_s``; False (logged) when it failed."""
+        from airflow_predictive.backends.nodes.disruption import set_protected
+
+        namespace, _, name = handle.ref.rpartition("/")  # refs are "<namespace>/<name>"
+        return set_protected(
+            self._core,
+            namespace or self.settings.namespace,
+            name,
+            on=on,
+            timeout_s=self.settings.request_timeout_s,
+        )
+
     # ---- control loop (a tick never blocks on one pod) ------------------------------------------
     def submit_resize(self, handle: Handle, allocation: Allocation, pod: Any = None) -> ResizeResult:
         """Send the resize and return at once: PENDING while the kubelet actuates it. ``pod``: the

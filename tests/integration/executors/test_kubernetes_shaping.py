@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_predictive.backends.nodes.karpenter import DO_NOT_DISRUPT
 from airflow_predictive.core.model.quantity import parse_quantity
 from airflow_predictive.core.model.resources import MIB, Metric
 from airflow_predictive.core.model.runs import RunIdentity, TaskKey
@@ -196,6 +197,10 @@ def test_the_shaped_pod_is_resized_in_place_past_its_planned_limit(
     assert abs(limits[-1] - spec) < PAGE  # ... and what the kernel enforces (rounded to a page)
     assert status.get("restartCount", 0) == 0 and pod["status"]["phase"] == "Succeeded"  # same pod
     assert run.watch.peaks[name] > LIMIT  # it really used more than it was planned with
+    # protected from node consolidation while shaped; its unshaped twin is not
+    assert (pod["metadata"].get("annotations") or {}).get(DO_NOT_DISRUPT) == "true"
+    [twin] = ours(process_emulator, "ramp_unshaped")
+    assert DO_NOT_DISRUPT not in (twin["metadata"].get("annotations") or {})
 
 
 def test_every_grow_is_stored_and_followed_by_the_reservation(run: Run) -> None:

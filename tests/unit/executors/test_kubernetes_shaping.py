@@ -78,6 +78,7 @@ class Pods:
         self.pending: dict[str, tuple[Allocation, int]] = {}
         self.submitted: list[Allocation] = []
         self.finds = 0
+        self.protected: list[str] = []  # refs given the do-not-disrupt annotations
 
     def find(self, selector: str) -> list[Handle]:
         self.finds += 1
@@ -113,6 +114,10 @@ class Pods:
             return ResizeResult(ResizeStatus.PENDING, "in progress")
         del self.pending[handle.ref]
         return self.final if self.final is not None else self.fake.resize(handle, target)
+
+    def protect(self, handle: Handle, *, on: bool = True) -> bool:
+        self.protected.append(handle.ref)
+        return True
 
     def close(self) -> None:
         pass
@@ -232,12 +237,13 @@ def test_a_pod_is_shaped_only_once_it_is_found_running_and_measured() -> None:
         for _ in range(3):  # no pod, ContainerCreating, no metrics yet: an unmeasured pod is not idle
             assert task.tick() is None
             clock.advance(1.0)
-    assert built == [] and task.controller is None and not pods.submitted
+    assert built == [] and task.controller is None and not pods.submitted and not pods.protected
     pods.measured = True
     for _ in range(10):
         task.tick()
         clock.advance(1.0)
     assert built == [pods.handle] and task.controller is not None
+    assert pods.protected == [pods.handle.ref] and task.protected  # once, when shaping took it
     assert pods.submitted  # the idle pod is reclaimed once measured
     assert pods.finds == 10  # looked up every round until it is shaped (9 waits + 1), never after
 
