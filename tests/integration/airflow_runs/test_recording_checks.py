@@ -47,9 +47,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Airflow
     env.start_triggerer()
     try:
         hwm_file = root / "hwm.txt"
-        out = env.dags_test("recording_own_peak", {"hwm_file": str(hwm_file)})
-        assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-        out = env.dags_test("recording_deferral", {}, timeout=300)
+        out = env.dags_test("recording_checks", {"hwm_file": str(hwm_file)}, timeout=300)
         assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
         store = SqlRunStore(engine_for(env.predictive_url))
         wait_recorded(store)
@@ -62,7 +60,7 @@ def test_the_recorded_absolute_peak_is_the_tasks_own_peak_rss(
     recorded: tuple[AirflowEnv, SqlRunStore, int],
 ) -> None:
     _, store, hwm = recorded
-    [run] = store.runs(TaskKey("recording_own_peak", "allocate"))
+    [run] = store.runs(TaskKey("recording_checks", "allocate"))
     assert run.outcome is Outcome.SUCCESS
     peak = run.peak.memory_bytes
     assert peak is not None
@@ -74,7 +72,7 @@ def test_a_deferred_try_is_one_complete_run_with_both_legs(
     recorded: tuple[AirflowEnv, SqlRunStore, int],
 ) -> None:
     _, store, _ = recorded
-    runs = store.runs(TaskKey("recording_deferral", "work_then_defer"))
+    runs = store.runs(TaskKey("recording_checks", "work_then_defer"))
     assert len(runs) == 1, runs
     [run] = runs
     assert run.outcome is Outcome.SUCCESS, run

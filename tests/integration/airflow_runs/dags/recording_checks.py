@@ -1,8 +1,8 @@
 """DAGs for recording's real-Airflow tests (not shipped).
 
-``recording_own_peak``: a task allocates ``alloc_mb`` MiB, holds it, and writes its own peak RSS
+One DAG, ``recording_checks``, two tasks: ``allocate`` allocates ``alloc_mb`` MiB, holds it, and writes its own peak RSS
 (VmHWM from /proc/self/status) to ``hwm_file``: the recorded absolute peak must match it.
-``recording_deferral``: a deferrable task works a little, defers to a real TimeDeltaTrigger (the
+``work_then_defer``: a deferrable task works a little, defers to a real TimeDeltaTrigger (the
 triggerer fires it), resumes in a new task process, works again and succeeds: one run, two legs.
 """
 
@@ -41,13 +41,18 @@ class WorkThenDefer(BaseOperator):
         return "resumed"
 
 
+# one DAG run for the module (each `dags test` costs ~30 s of Airflow start-up): the two tasks
+# side by side, in processes and cgroups of their own
 with DAG(
-    "recording_own_peak",
+    "recording_checks",
     schedule=None,
     start_date=datetime(2024, 1, 1),
     catchup=False,
-    params={"hwm_file": ""},
-) as own_peak:
+    # `dags test --use-executor` processes the first leg's executor event only once its
+    # supervisor is done (seen: up to ~10 s after the deferral on a loaded machine); a trigger that
+    # fires before that makes Airflow fail the resumed leg, recording or not. Hence 15 s.
+    params={"hwm_file": "", "defer_s": 15.0},
+) as checks:
 
     @task
     def allocate(alloc_mb: int = 120, hold_s: float = 4.0, hwm_file: str = "") -> int:
@@ -65,16 +70,4 @@ with DAG(
         return hwm_kb
 
     allocate(hwm_file="{{ params.hwm_file }}")
-
-
-with DAG(
-    "recording_deferral",
-    schedule=None,
-    start_date=datetime(2024, 1, 1),
-    catchup=False,
-    # `dags test --use-executor` processes the first leg's executor event only once its
-    # supervisor is done (seen: up to ~10 s after the deferral on a loaded machine); a trigger that
-    # fires before that makes Airflow fail the resumed leg, recording or not. Hence 15 s.
-    params={"defer_s": 15.0},
-) as deferral:
     WorkThenDefer(task_id="work_then_defer", work_s=3.0, defer_s=15.0)
