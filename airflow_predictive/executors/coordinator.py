@@ -593,6 +593,26 @@ class Coordinator:
         self._record("adoption", "adopted", run, how, {"reservation": rid, "at_s": now - began})
         return item, forecast
 
+    def ended_elsewhere(self, key: Any, run: RunIdentity, *, oom_killed: bool = False) -> Running | None:
+        """A try launched by an executor that died ended before this one adopted it (its pod is
+        handed over completed): its reservation, if still active, is released now rather than at
+        its lease's end, and an OOM kill is remembered for the retry (at the limit the ledger held
+        then, still rising). None when the ledger holds nothing for it."""
+        now = self.clock()
+        res = self.ledger.take_over(run, self.holder, now + self.settings.lease_s).reservation
+        if res is None:
+            return None
+        held = res.charge_at(min(max(now, res.start), res.end - 1e-6))
+        item = Running(key, run, res.plan, res.id, res.start, res.end, allocation=held)
+        self.running[key] = item
+        log.info(
+            "predictive: %s ended while its executor was down; its reservation %s is released",
+            run.key,
+            res.id,
+        )
+        peak = held.limits if oom_killed and held is not None else None
+        return self.finished(key, oom_killed=oom_killed, peak=peak, still_rising=oom_killed)
+
     def due_steps(self, now: float) -> list[tuple[Running, Allocation, str]]:
         """Planned steps whose time has come (the executor applies them, then calls ``stepped``)."""
         out = []

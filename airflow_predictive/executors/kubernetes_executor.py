@@ -67,6 +67,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         self._quotas: list[dict[str, Any]] = []
         self._store_env: dict[str, str] = {}
         self._shaping: KubernetesShaping | None = None
+        self._unplanned: set[Any] = set()  # tries this executor runs without a plan (not opted in)
 
     def start(self) -> None:
         super().start()
@@ -228,6 +229,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
 
     def _process_workloads(self, workloads: Sequence[Any]) -> None:
         passthrough = [w for w in workloads if not self._intake(w)]
+        self._unplanned.update(w.ti.key for w in passthrough if getattr(w, "ti", None) is not None)
         if passthrough:
             super()._process_workloads(passthrough)
         self._admit()
@@ -320,9 +322,34 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         shaping back (``Coordinator.adopted``). Any failure: logged, the pod runs on as it is."""
         before = dict(tis_to_flush_by_key)
         super().adopt_launched_task(kube_client, pod, tis_to_flush_by_key)
-        for key, ti in before.items():
-            if key not in tis_to_flush_by_key:  # adopted by the call above
-                self._adopted(ti, pod)
+        adopted = [ti for key, ti in before.items() if key not in tis_to_flush_by_key]
+        for ti in adopted:  # adopted by the call above
+            self._adopted(ti, pod)
+        if not adopted:
+            self._not_adopted(pod)
+
+    def _not_adopted(self, pod: Any) -> None:
+        """A dead scheduler's pod whose task instance is not up for adoption: its try ended (the
+        task reported its end, the executor died before seeing the pod's). Once the pod has ended
+        too, the try's reservation is released now rather than at its lease's end, and an
+        ``OOMKilled`` end is remembered for the retry (``Coordinator.ended_elsewhere``)."""
+        if self._coordinator is None:
+            return
+        try:
+            from airflow.providers.cncf.kubernetes.kubernetes_helper_functions import annotations_to_key
+
+            body = self._full_pod(pod)
+            status = (body or {}).get("status") or {}
+            if status.get("phase") not in ("Succeeded", "Failed"):
+                return
+            key = annotations_to_key(pod.metadata.annotations or {})
+            terminated = [
+                (c.get("state") or {}).get("terminated") or {} for c in status.get("containerStatuses") or []
+            ]
+            oom = any(t.get("reason") == "OOMKilled" for t in terminated)
+            self._coordinator.ended_elsewhere(key, run_identity(key), oom_killed=oom)
+        except Exception as exc:
+            log.warning("predictive: an ended pod's reservation is left to its lease (%s)", exc)
 
     def _adopted(self, ti: Any, pod: Any) -> None:
         coordinator = self._coordinator
@@ -331,6 +358,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         try:
             settings = task_settings(ti.executor_config, default_enabled=self._default_enabled)
             if not settings.enabled:
+                self._unplanned.add(ti.key)
                 return
             from airflow_predictive.backends.kubernetes.procedures import in_force
 
@@ -491,11 +519,25 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         details = getattr(results, "failure_details", None) or {}
         oom = str(details.get("container_reason", "")) == "OOMKilled"
         item = coordinator.running.get(key)
+        if item is None and key not in self._unplanned and key not in self._held:
+            self._ended_elsewhere(key, oom)
+            return
+        self._unplanned.discard(key)
         self._stop_shaping(key, item)
         peak = None
         if oom and item is not None and item.allocation is not None:
             peak = item.allocation.limits  # killed at its limit: that is the peak seen
         coordinator.finished(key, oom_killed=oom, peak=peak, still_rising=oom)
+
+    def _ended_elsewhere(self, key: Any, oom: bool) -> None:
+        """A pod of a dead scheduler's executor that ended before this one adopted it (the base
+        executor hands completed pods over to this watcher): its try's reservation goes now."""
+        if self._coordinator is None or not hasattr(key, "dag_id"):
+            return
+        try:
+            self._coordinator.ended_elsewhere(key, run_identity(key), oom_killed=oom)
+        except Exception as exc:
+            log.warning("predictive: %s's reservation is left to its lease (%s)", key, exc)
 
     def end(self) -> None:
         try:

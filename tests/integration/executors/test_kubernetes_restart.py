@@ -1,65 +1,134 @@
-"""A real `airflow scheduler` running the PredictiveKubernetesExecutor on the emulator's process
-kubelet is SIGKILLed while its task's worker pod runs; a second scheduler adopts the pod
-(KubernetesExecutor's own adoption: the pod relabelled to the new scheduler's job) and with it the
-try's predictive state: the reservation the dead executor held is taken over (its plan and the
-plan's clock), the plan's timed step still due is applied by the new executor in place, the task
-succeeds on the same pod, and nothing is left reserved (dags_kubernetes_adoption.py)."""
+"""Real `airflow scheduler` processes running the PredictiveKubernetesExecutor on the emulator's
+process kubelet (each pod's container is a real process under a real cgroup), one DAG run for the
+module (dags_kubernetes_restart.py), and the first scheduler SIGKILLed mid-run:
+
+- live shaping: the memory ramp past its planned 400Mi completes with shaping on -- its pod resized
+  in place (pod spec, container status and the limit in the container's real cgroup change; same
+  pod, no restart), every grow stored and followed by the ledger's reservation, the pod protected
+  from node consolidation -- and is OOM-killed with shaping off;
+- the restart: the second scheduler adopts the running pods (KubernetesExecutor's own adoption,
+  the pods relabelled to its job) and with them the tries' predictive state: the reservations the
+  dead executor held are taken over (their plans and the plans' clock), the shaped pod is grown
+  again by the new executor's shaping in the ramp's second phase, the plan's timed step due after
+  the restart is applied in place by the new executor, and nothing is left reserved.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_predictive.backends.nodes.karpenter import DO_NOT_DISRUPT
 from airflow_predictive.core.model.quantity import parse_quantity
+from airflow_predictive.core.model.resources import MIB, Metric
 from airflow_predictive.core.model.runs import RunIdentity, TaskKey
-from airflow_predictive.emulator.kubernetes.resources import PODS
+from airflow_predictive.core.shaping.events import Action, ShapingEvent, Verdict
+from airflow_predictive.emulator.kubernetes.resources import PODS, QUOTAS
 from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
 from airflow_predictive.storage.run_store import SqlRunStore
+from airflow_predictive.storage.shaping_store import SqlShapingEventStore
 from tests.integration.airflow_runs.airflow_env import AirflowEnv, assert_nothing_left_reserved, free_port
 from tests.integration.executors.test_kubernetes_executor import seed_stepped
 from tests.integration.kubernetes.test_kube_airflow import POD_TEMPLATE
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from datetime import datetime
 
     from airflow_predictive.emulator.kubernetes.emulator import Emulator
 
 pytestmark = [pytest.mark.airflow, pytest.mark.cgroups]
 
 HERE = Path(__file__).resolve().parent
-DAG, TASK = "predictive_k8s_adoption", "stepped"
-LOW_MIB, HIGH_MIB, STEP_AT_S = 400, 560, 25  # the seeded curve: the step comes after the restart
+DAG = "predictive_k8s_restart"
+LIMIT = 400 * MIB  # as in dags_kubernetes_restart.py
+LOW_MIB, HIGH_MIB, STEP_AT_S = 400, 560, 40  # `stepped`'s seeded curve: its step is due after the restart
+PAGE = 4096
+
+
+class CgroupWatch(threading.Thread):
+    """The memory limit and peak of each of the DAG's container cgroups, every 0.1 s, from the
+    kernel's files (what is enforced, not what the pod status says)."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        super().__init__(daemon=True)
+        self.kubelet: Any = emulator.kubelet
+        self.limits: dict[str, list[int]] = {}  # pod name -> distinct memory limits, in order seen
+        self.peaks: dict[str, int] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                runtimes = list(self.kubelet.pods.values())
+            except RuntimeError:  # changed while copied: next round
+                runtimes = []
+            for rt in runtimes:
+                group = getattr(rt.containers.get("base"), "group", None)
+                folder = None if group is None else group.dirs.get("memory")
+                if not rt.name.startswith(DAG.replace("_", "-")) or folder is None:
+                    continue
+                try:
+                    limit = int(Path(folder, "memory.limit_in_bytes").read_text())
+                    peak = int(Path(folder, "memory.max_usage_in_bytes").read_text())
+                except (OSError, ValueError):
+                    continue
+                seen = self.limits.setdefault(rt.name, [])
+                if not seen or seen[-1] != limit:
+                    seen.append(limit)
+                self.peaks[rt.name] = max(peak, self.peaks.get(rt.name, 0))
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
 
 
 class Run:
-    def __init__(self, env: AirflowEnv, emulator: Emulator, new_pid: int, logs: str) -> None:
-        self.env, self.emulator, self.new_pid, self.logs = env, emulator, new_pid, logs
+    def __init__(self, env: AirflowEnv, emulator: Emulator, watch: CgroupWatch) -> None:
+        self.env, self.emulator, self.watch = env, emulator, watch
         self.engine = engine_for(env.predictive_url)
+        self.new_pid = 0
+        self.killed_at: datetime | None = None
+        self.logs = ""
 
-    def ti(self) -> tuple[str, int, str]:
+    def tis(self) -> dict[str, tuple[str, int, str]]:
         with sqlite3.connect(self.env.home / "airflow.db") as db:
-            row = db.execute(
-                "select state, try_number, run_id from task_instance where dag_id = ? and task_id = ?",
-                (DAG, TASK),
-            ).fetchone()
-        return (str(row[0]), int(row[1]), str(row[2])) if row else ("", 0, "")
+            rows = db.execute(
+                "select task_id, state, try_number, run_id from task_instance where dag_id = ?", (DAG,)
+            ).fetchall()
+        return {t: (s, n, r) for t, s, n, r in rows}
 
-    def decisions(self) -> list[dict[str, Any]]:
-        return list(reversed(list(DecisionLog(self.engine).recent(TaskKey(DAG, TASK), limit=100))))
+    def decisions(self, task: str, kind: str | None = None) -> list[dict[str, Any]]:
+        rows = reversed(list(DecisionLog(self.engine).recent(TaskKey(DAG, task), limit=200)))
+        return [r for r in rows if kind is None or r["kind"] == kind]
 
-    def pod(self) -> dict[str, Any]:
-        [pod] = [
+    def grows(self, task: str) -> list[ShapingEvent]:
+        return [
+            e
+            for e in SqlShapingEventStore(self.engine).events(limit=100_000)
+            if e.run_key.startswith(f"{DAG}/{task}/")
+            and e.metric is Metric.MEMORY_BYTES
+            and e.action is Action.GROW
+            and e.verdict is Verdict.APPLIED
+        ]
+
+    def pods(self, task: str | None = None) -> list[dict[str, Any]]:
+        return [
             p
             for p in self.emulator.store.list(PODS, "default")[0]
             if (p["metadata"].get("labels") or {}).get("dag_id") == DAG
+            and (task is None or p["metadata"]["labels"].get("task_id") == task)
         ]
-        return pod
 
 
 def _wait(what: str, check: Any, timeout: float, logs: Any) -> Any:
@@ -74,14 +143,20 @@ def _wait(what: str, check: Any, timeout: float, logs: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def run(process_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    home = tmp_path_factory.mktemp("airflow-k8s-adoption")
+    home = tmp_path_factory.mktemp("airflow-k8s-restart")
     dags = home / "dags"
     dags.mkdir()
-    shutil.copy(HERE / "dags_kubernetes_adoption.py", dags / "dags_kubernetes_adoption.py")
+    shutil.copy(HERE / "dags_kubernetes_restart.py", dags / "dags_kubernetes_restart.py")
     kubeconfig = process_emulator.write_kubeconfig(home / "kubeconfig")
     port = free_port()
     template = home / "pod_template.yaml"
     template.write_text(POD_TEMPLATE.format(home=home, dags=dags, port=port))
+    # a namespace pool the grows are reserved in (room for them: nothing is held "pool full")
+    quota = {
+        "metadata": {"name": "restart-q", "namespace": "default"},
+        "spec": {"hard": {"requests.memory": "4Gi", "limits.memory": "4Gi"}},
+    }
+    process_emulator.store.create(QUOTAS, "default", quota)
     env = AirflowEnv.create(
         home,
         {
@@ -94,6 +169,7 @@ def run(process_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) ->
             "AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE": "default",
             "AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE": str(template),
             "AIRFLOW__KUBERNETES_EXECUTOR__DELETE_WORKER_PODS": "False",
+            "AIRFLOW__PREDICTIVE__KUBERNETES_SHAPING_INTERVAL": "0.5",
             "AIRFLOW__PREDICTIVE__PLAN_MIN_STEP": "5",
             # a dead scheduler is seen as dead after 6 s; orphans are looked for every 2 s
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
@@ -103,80 +179,120 @@ def run(process_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) ->
     )
     env.migrate()
     seed_stepped(
-        SqlRunStore(engine_for(env.predictive_url)), TaskKey(DAG, TASK), LOW_MIB, HIGH_MIB, STEP_AT_S, 40
+        SqlRunStore(engine_for(env.predictive_url)), TaskKey(DAG, "stepped"), LOW_MIB, HIGH_MIB, STEP_AT_S, 60
     )
     for args in (("dags", "reserialize"), ("dags", "trigger", DAG)):  # unpaused on creation
         out = env.airflow(*args)
         assert out.returncode == 0, (args, out.stdout[-2000:], out.stderr[-3000:])
     env.start_api_server()
+    watch = CgroupWatch(process_emulator)
+    watch.start()
+    result = Run(env, process_emulator, watch)
 
     def logs() -> str:
-        return "\n".join(
-            f"--- {p.name} ---\n{p.read_text(errors='replace')[-4000:]}"
-            for p in sorted(home.glob("scheduler-*.log"))
-        )
+        files = sorted(home.glob("scheduler-*.log"))
+        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-4000:]}" for p in files)
 
     try:
         old = env.start_scheduler()
-        result = Run(env, process_emulator, 0, "")
+        # the first scheduler shapes the ramp's first phase; its pods run when it dies
+        _wait("the first scheduler's first grow", lambda: result.grows("ramp_shaped"), 240, logs)
+        _wait("`stepped`'s pod", lambda: result.pods("stepped"), 60, logs)
+        assert not result.decisions("stepped", "step")  # its step is not due yet
+        os.killpg(old.pid, 9)  # as a crash or an OOM-killed scheduler container: nothing released
+        old.wait(timeout=30)
+        result.killed_at = max(e.at for e in result.grows("ramp_shaped"))  # no decision of it after this
+        new = env.start_scheduler()
+        result.new_pid = new.pid
+        for task in ("ramp_shaped", "stepped"):
+            _wait(f"the adoption of {task}", lambda t=task: result.decisions(t, "adoption"), 120, logs)
+        (home / "restarted").write_text("")  # the ramps' second phase starts
         _wait(
-            "the worker pod to run",
-            lambda: any(
-                (p["metadata"].get("labels") or {}).get("dag_id") == DAG
-                and p["status"].get("phase") == "Running"
-                for p in process_emulator.store.list(PODS, "default")[0]
-            ),
-            180,
+            "the DAG run's end",
+            lambda: all(s in ("success", "failed") for s, _n, _r in result.tis().values()),
+            240,
             logs,
         )
-        assert not [d for d in result.decisions() if d["kind"] == "step"]  # nothing stepped yet
-        _kill(old)  # as a crash or an OOM-killed scheduler container: no clean stop, nothing released
-        new = env.start_scheduler()
-        _wait("the adoption", lambda: [d for d in result.decisions() if d["kind"] == "adoption"], 120, logs)
-        _wait("the task's end", lambda: result.ti()[0] in ("success", "failed"), 180, logs)
-        # the task reports its end before its worker process exits; the pod's end releases the
+        # a task reports its end before its worker process exits; a pod's end releases its
         # reservation (the executor's watcher sees it)
-        _wait("the pod's end", lambda: result.pod()["status"]["phase"] in ("Succeeded", "Failed"), 60, logs)
-        _wait("the release", lambda: not SqlLedger(result.engine).reservations(), 60, logs)
-        yield Run(env, process_emulator, new.pid, logs())
+        _wait(
+            "the pods' end",
+            lambda: all(p["status"]["phase"] in ("Succeeded", "Failed") for p in result.pods()),
+            60,
+            logs,
+        )
+        _wait("the releases", lambda: not SqlLedger(result.engine).reservations(), 60, logs)
+        watch.stop()
+        result.logs = logs()
+        yield result
     finally:
+        watch.stop()
         env.stop()
+        process_emulator.store.delete(QUOTAS, "default", "restart-q")
 
 
-def _kill(proc: Any) -> None:
-    import os
+def test_every_task_ends_as_it_must(run: Run) -> None:
+    states = {t: s for t, (s, _n, _r) in run.tis().items()}
+    expected = {"ramp_shaped": "success", "ramp_unshaped": "failed", "stepped": "success"}
+    assert states == expected, run.logs[-6000:]
 
-    os.killpg(proc.pid, 9)
-    proc.wait(timeout=30)
+
+def test_the_unshaped_ramp_is_oom_killed_at_its_planned_limit(run: Run) -> None:
+    [killed] = run.pods("ramp_unshaped")
+    term = killed["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["reason"] == "OOMKilled", json.dumps(killed["status"])[:800]
+    assert parse_quantity(killed["spec"]["containers"][0]["resources"]["limits"]["memory"]) == LIMIT
+    assert run.grows("ramp_unshaped") == []  # shaping off: nothing decided, nothing stored
+    assert DO_NOT_DISRUPT not in (killed["metadata"].get("annotations") or {})
 
 
-def test_the_task_succeeds_on_the_same_pod_relabelled_to_the_new_scheduler(run: Run) -> None:
-    assert run.ti()[0] == "success", run.logs[-6000:]
-    pod = run.pod()
+def test_the_shaped_pod_is_grown_in_place_by_both_schedulers(run: Run) -> None:
+    [pod] = run.pods("ramp_shaped")
+    name = pod["metadata"]["name"]
+    limits = run.watch.limits[name]
+    print("cgroup memory limits MiB:", [round(v / MIB) for v in limits])
+    assert limits[0] == LIMIT and len(limits) >= 3 and limits == sorted(limits), limits  # grown only
+    spec = parse_quantity(pod["spec"]["containers"][0]["resources"]["limits"]["memory"])
     status = pod["status"]["containerStatuses"][0]
-    assert pod["status"]["phase"] == "Succeeded" and status.get("restartCount", 0) == 0
-    assert "adopt" in run.logs  # KubernetesExecutor's own adoption ran in the second scheduler
+    assert spec > LIMIT and parse_quantity(status["resources"]["limits"]["memory"]) == spec  # what runs
+    assert abs(limits[-1] - spec) < PAGE  # ... and what the kernel enforces (rounded to a page)
+    assert status.get("restartCount", 0) == 0 and pod["status"]["phase"] == "Succeeded"  # same pod
+    assert run.watch.peaks[name] > LIMIT  # it really used more than it was planned with
+    [adoption] = run.decisions("ramp_shaped", "adoption")
+    grows = run.grows("ramp_shaped")
+    before = [g for g in grows if run.killed_at is not None and g.at <= run.killed_at]
+    after = [g for g in grows if g.at >= adoption["at"].replace(tzinfo=g.at.tzinfo)]
+    assert before and after, [(g.at, g.after) for g in grows]  # the first scheduler's, then the second's
+    assert max(g.after or 0 for g in after) > max(g.after or 0 for g in before)
+    assert (pod["metadata"].get("annotations") or {}).get(DO_NOT_DISRUPT) == "true"  # while shaped
 
 
-def test_the_dead_executors_reservation_is_taken_over_and_released_at_the_end(run: Run) -> None:
-    _state, try_number, run_id = run.ti()
-    [reservation] = SqlLedger(run.engine).of_run(RunIdentity(TaskKey(DAG, TASK), run_id, try_number))
-    assert reservation.holder.split(":")[1] == str(run.new_pid)  # the second scheduler's executor
-    assert reservation.state.value == "released"
-    [adoption] = [d for d in run.decisions() if d["kind"] == "adoption"]
-    assert "taken over from" in adoption["reason"] and adoption["payload"]["reservation"] == reservation.id
-    assert_nothing_left_reserved(SqlLedger(run.engine), (run.logs,))
+def test_the_dead_executors_reservations_are_taken_over_and_released(run: Run) -> None:
+    ledger = SqlLedger(run.engine)
+    for task in ("ramp_shaped", "stepped"):
+        _state, try_number, run_id = run.tis()[task]
+        [reservation] = ledger.of_run(RunIdentity(TaskKey(DAG, task), run_id, try_number))
+        assert reservation.holder.split(":")[1] == str(run.new_pid)  # the second scheduler's executor
+        assert reservation.state.value == "released"
+        [adoption] = run.decisions(task, "adoption")
+        assert (
+            "taken over from" in adoption["reason"] and adoption["payload"]["reservation"] == reservation.id
+        )
+    # the shaped pod's grows are in its reservation: it held more than its plan's 400Mi
+    _s, n, r = run.tis()["ramp_shaped"]
+    [shaped] = ledger.of_run(RunIdentity(TaskKey(DAG, "ramp_shaped"), r, n))
+    assert max(a.limits.memory_bytes or 0 for _s0, _e, a in shaped.pieces()) > LIMIT
+    assert_nothing_left_reserved(ledger, (run.logs,))
 
 
 def test_the_plans_step_is_applied_in_place_by_the_new_executor(run: Run) -> None:
-    decisions = run.decisions()
-    kinds = [d["kind"] for d in decisions]
-    [plan] = [d for d in decisions if d["kind"] == "plan"]
+    kinds = [d["kind"] for d in run.decisions("stepped")]
+    [plan] = run.decisions("stepped", "plan")
     stepped = plan["payload"]["plan"]["steps"][0]["limits"]["memory_bytes"]
-    initial = plan["payload"]["plan"]["initial"]["limits"]["memory_bytes"]
-    assert initial < stepped
-    [step] = [d for d in decisions if d["kind"] == "step"]
+    assert plan["payload"]["plan"]["initial"]["limits"]["memory_bytes"] < stepped
+    [step] = run.decisions("stepped", "step")
     assert kinds.index("adoption") < kinds.index("step")  # sent after the restart, by the new one
     assert step["decision"] in ("applied", "pending"), step
-    resources = run.pod()["spec"]["containers"][0]["resources"]
+    [pod] = run.pods("stepped")
+    resources = pod["spec"]["containers"][0]["resources"]
     assert parse_quantity(resources["limits"]["memory"]) == stepped  # the same pod, resized in place

@@ -106,3 +106,21 @@ def test_a_full_pool_or_a_dead_ledger_leaves_the_adopted_try_running_unreserved(
     lost = _coordinator(down, "new")
     item, _ = lost.adopted("k", RUN, SETTINGS, QUERY, handle="sel", allocation=None, started=None)
     assert item.reservation_id is None and item.plan is not None and "k" in lost.running
+
+
+def test_a_try_that_ended_while_its_executor_was_down_is_released_and_its_oom_remembered(
+    db_engine: Engine,
+) -> None:
+    ledger = SqlLedger(db_engine)
+    _coordinator(ledger, "old")
+    made = ledger.reserve(
+        ReservationRequest(POOL.name, RUN, "old", STEPPED, time.time() - 70.0, lease_s=120.0)
+    )
+    assert made.reservation is not None
+    new = _coordinator(ledger, "new", db_engine)
+    ended = new.ended_elsewhere("k", RUN, oom_killed=True)
+    assert ended is not None and ended.reservation_id == made.reservation.id
+    assert ledger.reservations(POOL.name) == [] and "k" not in new.running  # released now, not at lease end
+    [oom] = [r for r in DecisionLog(db_engine).recent(RUN.key) if r["kind"] == "oom"]
+    assert oom["payload"]["peak"]["memory_bytes"] == 3 * GIB  # what the ledger held at the kill ("join")
+    assert new.ended_elsewhere("k", RUN) is None  # nothing left to release
