@@ -16,11 +16,8 @@ module (dags_kubernetes.py):
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
-import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,16 +26,15 @@ import pytest
 from airflow_predictive.core.model.quantity import parse_quantity
 from airflow_predictive.core.model.query import ForecastQuery
 from airflow_predictive.core.model.resources import MIB, ResourceVector
-from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunRecord, RunSource, TaskKey
-from airflow_predictive.core.model.series import ResourceSample
+from airflow_predictive.core.model.runs import Outcome, RunIdentity, RunSource, TaskKey
 from airflow_predictive.core.scheduling.planner import PlanSettings, plan_from_forecast
-from airflow_predictive.emulator.kubernetes.resources import PODS, QUOTAS
+from airflow_predictive.emulator.kubernetes.resources import PODS
 from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
 from airflow_predictive.storage.run_store import SqlRunStore
 from airflow_predictive.training.serving import StoredForecastService
-from tests.integration.airflow_runs.airflow_env import AirflowEnv, assert_nothing_left_reserved, free_port
-from tests.integration.kubernetes.test_kube_airflow import POD_TEMPLATE
+from tests.integration.airflow_runs.airflow_env import AirflowEnv, assert_nothing_left_reserved
+from tests.integration.executors.kube_env import CgroupWatch, drop_quota, executor_env, seed_stepped
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,76 +49,6 @@ DAG = "predictive_k8s_quota"
 MIN_STEP_S = 5.0  # [predictive] plan_min_step: a step a few seconds in (default 30 s)
 OOM_DECLARED_MIB = 400  # as in dags_kubernetes.py
 LOW_MIB, HIGH_MIB, STEP_AT_S = 400, 560, 6  # `stepped`'s seeded curve: LOW until STEP_AT_S, then HIGH
-
-
-def seed_stepped(
-    store: SqlRunStore, task: TaskKey, low_mib: int, high_mib: int, step_at_s: int, length_s: int = 20
-) -> None:
-    """Five earlier runs of ``task``: ``low_mib`` for ``step_at_s`` seconds, then ``high_mib``."""
-    t0 = datetime(2026, 11, 1, tzinfo=UTC)
-    for i in range(5):
-        start = t0 + timedelta(hours=i)
-        rec = RunRecord(
-            identity=RunIdentity(task, f"seed{i}", 1, RunSource.TRACE),
-            start=start,
-            end=start + timedelta(seconds=length_s),
-            outcome=Outcome.SUCCESS,
-            peak=ResourceVector(memory_bytes=high_mib * MIB, cpu_cores=0.5),
-        )
-        pk = store.upsert_run(rec)
-        store.add_samples(
-            pk,
-            [
-                ResourceSample(
-                    float(t),
-                    ResourceVector(
-                        memory_bytes=(low_mib if t < step_at_s else high_mib) * MIB, cpu_cores=0.5
-                    ),
-                )
-                for t in range(length_s)
-            ],
-        )
-
-
-class CgroupWatch(threading.Thread):
-    """Reads the memory limit and peak of every container cgroup the process kubelet made for the
-    DAG's pods, every 0.1 s, straight from the cgroup files (what the kernel enforces)."""
-
-    def __init__(self, emulator: Emulator) -> None:
-        super().__init__(daemon=True)
-        self.kubelet: Any = emulator.kubelet
-        self.limits: dict[str, list[int]] = {}  # pod name -> distinct memory limits, in order seen
-        self.peaks: dict[str, int] = {}
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            try:
-                runtimes = list(self.kubelet.pods.values())
-            except RuntimeError:  # changed while copied: next round
-                runtimes = []
-            for rt in runtimes:
-                if not rt.name.startswith(DAG.replace("_", "-")):
-                    continue
-                cr = rt.containers.get("base")
-                group = getattr(cr, "group", None)
-                folder = None if group is None else group.dirs.get("memory")
-                if folder is None:
-                    continue
-                try:
-                    limit = int(Path(folder, "memory.limit_in_bytes").read_text())
-                    peak = int(Path(folder, "memory.max_usage_in_bytes").read_text())
-                except (OSError, ValueError):
-                    continue
-                seen = self.limits.setdefault(rt.name, [])
-                if not seen or seen[-1] != limit:
-                    seen.append(limit)
-                self.peaks[rt.name] = max(peak, self.peaks.get(rt.name, 0))
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
 
 
 class Run:
@@ -145,30 +71,12 @@ class Run:
 @pytest.fixture(scope="module")
 def run(process_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     home = tmp_path_factory.mktemp("airflow-k8s-predictive")
-    dags = home / "dags"
-    dags.mkdir()
-    shutil.copy(HERE / "dags_kubernetes.py", dags / "dags_kubernetes.py")
-    kubeconfig = process_emulator.write_kubeconfig(home / "kubeconfig")
-    port = free_port()
-    template = home / "pod_template.yaml"
-    template.write_text(POD_TEMPLATE.format(home=home, dags=dags, port=port))
-    quota = {
-        "metadata": {"name": "predictive-q", "namespace": "default"},
-        "spec": {"hard": {"requests.memory": "1536Mi", "limits.memory": "1536Mi"}},
-    }
-    process_emulator.store.create(QUOTAS, "default", quota)
-    env = AirflowEnv.create(
+    env = executor_env(
+        process_emulator,
         home,
+        "dags_kubernetes.py",
+        "1536Mi",
         {
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__CORE__EXECUTOR": "airflow_predictive.executors.kubernetes_executor.PredictiveKubernetesExecutor",
-            "AIRFLOW__KUBERNETES_EXECUTOR__CONFIG_FILE": str(kubeconfig),
-            "AIRFLOW__KUBERNETES_EXECUTOR__IN_CLUSTER": "False",
-            "AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE": "default",
-            "AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE": str(template),
-            "AIRFLOW__KUBERNETES_EXECUTOR__DELETE_WORKER_PODS": "False",
             "AIRFLOW__PREDICTIVE__PLAN_MIN_STEP": str(MIN_STEP_S),
         },
     )
@@ -183,7 +91,7 @@ def run(process_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) ->
     ).plan
     assert step_plan.steps and 0 < step_plan.steps[0].at_s <= 10, step_plan
     env.start_api_server()
-    watch = CgroupWatch(process_emulator)
+    watch = CgroupWatch(process_emulator, DAG.replace("_", "-"))
     watch.start()
     try:
         out = env.dags_test(DAG, {})
@@ -194,7 +102,7 @@ def run(process_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) ->
     finally:
         watch.stop()
         env.stop()
-        process_emulator.store.delete(QUOTAS, "default", "predictive-q")
+        drop_quota(process_emulator)
 
 
 def ours(emulator: Emulator, task: str | None = None) -> list[dict[str, Any]]:

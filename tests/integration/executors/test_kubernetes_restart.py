@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,14 +29,13 @@ from airflow_predictive.core.model.quantity import parse_quantity
 from airflow_predictive.core.model.resources import MIB, Metric
 from airflow_predictive.core.model.runs import RunIdentity, TaskKey
 from airflow_predictive.core.shaping.events import Action, ShapingEvent, Verdict
-from airflow_predictive.emulator.kubernetes.resources import PODS, QUOTAS
+from airflow_predictive.emulator.kubernetes.resources import PODS
 from airflow_predictive.storage.engine import engine_for
 from airflow_predictive.storage.ledger_store import DecisionLog, SqlLedger
 from airflow_predictive.storage.run_store import SqlRunStore
 from airflow_predictive.storage.shaping_store import SqlShapingEventStore
-from tests.integration.airflow_runs.airflow_env import AirflowEnv, assert_nothing_left_reserved, free_port
-from tests.integration.executors.test_kubernetes_executor import seed_stepped
-from tests.integration.kubernetes.test_kube_airflow import POD_TEMPLATE
+from tests.integration.airflow_runs.airflow_env import AirflowEnv, assert_nothing_left_reserved
+from tests.integration.executors.kube_env import CgroupWatch, drop_quota, executor_env, seed_stepped
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,44 +50,6 @@ DAG = "predictive_k8s_restart"
 LIMIT = 400 * MIB  # as in dags_kubernetes_restart.py
 LOW_MIB, HIGH_MIB, STEP_AT_S = 400, 560, 40  # `stepped`'s seeded curve: its step is due after the restart
 PAGE = 4096
-
-
-class CgroupWatch(threading.Thread):
-    """The memory limit and peak of each of the DAG's container cgroups, every 0.1 s, from the
-    kernel's files (what is enforced, not what the pod status says)."""
-
-    def __init__(self, emulator: Emulator) -> None:
-        super().__init__(daemon=True)
-        self.kubelet: Any = emulator.kubelet
-        self.limits: dict[str, list[int]] = {}  # pod name -> distinct memory limits, in order seen
-        self.peaks: dict[str, int] = {}
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            try:
-                runtimes = list(self.kubelet.pods.values())
-            except RuntimeError:  # changed while copied: next round
-                runtimes = []
-            for rt in runtimes:
-                group = getattr(rt.containers.get("base"), "group", None)
-                folder = None if group is None else group.dirs.get("memory")
-                if not rt.name.startswith(DAG.replace("_", "-")) or folder is None:
-                    continue
-                try:
-                    limit = int(Path(folder, "memory.limit_in_bytes").read_text())
-                    peak = int(Path(folder, "memory.max_usage_in_bytes").read_text())
-                except (OSError, ValueError):
-                    continue
-                seen = self.limits.setdefault(rt.name, [])
-                if not seen or seen[-1] != limit:
-                    seen.append(limit)
-                self.peaks[rt.name] = max(peak, self.peaks.get(rt.name, 0))
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
 
 
 class Run:
@@ -144,31 +103,12 @@ def _wait(what: str, check: Any, timeout: float, logs: Any) -> Any:
 @pytest.fixture(scope="module")
 def run(process_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     home = tmp_path_factory.mktemp("airflow-k8s-restart")
-    dags = home / "dags"
-    dags.mkdir()
-    shutil.copy(HERE / "dags_kubernetes_restart.py", dags / "dags_kubernetes_restart.py")
-    kubeconfig = process_emulator.write_kubeconfig(home / "kubeconfig")
-    port = free_port()
-    template = home / "pod_template.yaml"
-    template.write_text(POD_TEMPLATE.format(home=home, dags=dags, port=port))
-    # a namespace pool the grows are reserved in (room for them: nothing is held "pool full")
-    quota = {
-        "metadata": {"name": "restart-q", "namespace": "default"},
-        "spec": {"hard": {"requests.memory": "4Gi", "limits.memory": "4Gi"}},
-    }
-    process_emulator.store.create(QUOTAS, "default", quota)
-    env = AirflowEnv.create(
+    env = executor_env(
+        process_emulator,
         home,
+        "dags_kubernetes_restart.py",
+        "4Gi",
         {
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__CORE__EXECUTOR": "airflow_predictive.executors.kubernetes_executor.PredictiveKubernetesExecutor",
-            "AIRFLOW__KUBERNETES_EXECUTOR__CONFIG_FILE": str(kubeconfig),
-            "AIRFLOW__KUBERNETES_EXECUTOR__IN_CLUSTER": "False",
-            "AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE": "default",
-            "AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE": str(template),
-            "AIRFLOW__KUBERNETES_EXECUTOR__DELETE_WORKER_PODS": "False",
             "AIRFLOW__PREDICTIVE__KUBERNETES_SHAPING_INTERVAL": "0.5",
             "AIRFLOW__PREDICTIVE__PLAN_MIN_STEP": "5",
             # a dead scheduler is seen as dead after 6 s; orphans are looked for every 2 s
@@ -185,7 +125,7 @@ def run(process_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) ->
         out = env.airflow(*args)
         assert out.returncode == 0, (args, out.stdout[-2000:], out.stderr[-3000:])
     env.start_api_server()
-    watch = CgroupWatch(process_emulator)
+    watch = CgroupWatch(process_emulator, DAG.replace("_", "-"))
     watch.start()
     result = Run(env, process_emulator, watch)
 
@@ -228,7 +168,7 @@ def run(process_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) ->
     finally:
         watch.stop()
         env.stop()
-        process_emulator.store.delete(QUOTAS, "default", "restart-q")
+        drop_quota(process_emulator)
 
 
 def test_every_task_ends_as_it_must(run: Run) -> None:
