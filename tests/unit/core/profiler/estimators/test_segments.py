@@ -172,3 +172,62 @@ def test_estimator_without_history_or_with_damaged_state_raises_not_fitted(tmp_p
     (tmp_path / "bad" / "estimator.json").write_text("{not json")
     with pytest.raises(NotFitted):
         KSegments.load(tmp_path / "bad")
+
+
+def _example(i: int, t: np.ndarray, mem: np.ndarray) -> RunExample:
+    s = UsageSeries(t, {MEM: mem})
+    start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=i)
+    rec = RunRecord(
+        identity=RunIdentity(KEY, f"r{i}", 1, RunSource.TRACE),
+        start=start,
+        end=start + timedelta(seconds=float(t[-1])),
+        outcome=Outcome.SUCCESS,
+        declared=ResourceVector(cpu_cores=2, memory_bytes=16 * GIB),
+        peak=s.peaks(),
+        features={"input_bytes": 1e9},
+        run_pk=i + 1,
+    )
+    return RunExample(rec, s)
+
+
+def _ramp(a_gib: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """A run at ``a_gib`` (< 3) for 150 s, then 3 GiB: at 200 s its peak so far and level now are
+    3 GiB whatever ``a_gib``, only its mean so far tells; the rest is at 2 x mean**2 (log-linear)."""
+    t = np.arange(0.0, DURATION + 1, 2.0)
+    mem = np.where(t < 150, a_gib, 3.0) * GIB
+    late = 2 * float(np.mean(mem[t <= 200.0])) ** 2 / GIB
+    return t, np.where(t <= 200.0, mem, late), late
+
+
+def test_the_mean_so_far_tells_a_ramp_from_a_plateau_at_the_same_peak() -> None:
+    history = [_example(i, *_ramp(float(a))[:2]) for i, a in enumerate(np.linspace(1.0, 2.8, 12))]
+    t, mem, late = _ramp(1.3)
+    prefix = UsageSeries(t[t <= 200.0], {MEM: mem[t <= 200.0]})
+    f = _at_start()
+    got = segment_reforecast(f, prefix, history, {"input_bytes": 1e9})
+    assert _rest_peak(got) == pytest.approx(late, rel=0.03)
+    # without the mean so far every earlier run looks the same at the cut: their average level
+    blind = segment_reforecast(f, prefix, history, {"input_bytes": 1e9}, SegmentPolicy(mean_so_far=False))
+    assert abs(_rest_peak(blind) / late - 1) > 0.1
+
+
+def test_a_peak_whose_timing_varies_between_runs_still_gets_its_height() -> None:
+    t = np.arange(0.0, 2001.0, 2.0)
+    runs = []
+    for i in range(12):  # 2 GiB with a 30 s spike to 6 GiB somewhere after the next minutes
+        at = 550.0 + 110.0 * i
+        runs.append(_example(i, t, np.where((t >= at) & (t < at + 30), 6.0, 2.0) * GIB))
+    flat = np.full(1001, 4.0 * GIB)
+    f = Forecast(
+        curves={MEM: DemandCurve(MEM, 2.0, {0.5: flat, 0.9: flat * 1.2})},
+        duration_s={0.5: 2000.0, 0.9: 2000.0},
+        estimator="x",
+    )
+    prefix = UsageSeries(t[t <= 200.0], {MEM: np.full(int(np.sum(t <= 200.0)), 2.0 * GIB)})
+    got = segment_reforecast(f, prefix, runs, {"input_bytes": 1e9})
+    assert _rest_peak(got) == pytest.approx(6.0 * GIB, rel=0.05)
+    c = got.curve(MEM)
+    assert c is not None and c.value_at(300.0, 0.5) == pytest.approx(2.0 * GIB, rel=0.05)
+    # per segment the spike is one odd run out of twelve: the maximum of the segments' medians misses it
+    per_segment = segment_reforecast(f, prefix, runs, {"input_bytes": 1e9}, SegmentPolicy(rest=False))
+    assert _rest_peak(per_segment) == pytest.approx(2.0 * GIB, rel=0.1)
