@@ -122,10 +122,16 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 return None
             from airflow_predictive.executors.wiring import kubernetes_shaping
 
-            return kubernetes_shaping(api_client, self._pod_settings())
+            return kubernetes_shaping(api_client, self._pod_settings(), self._workers_selector())
         except Exception as exc:
             log.warning("predictive: no shaping of worker pods (%s); their plans' steps apply", exc)
             return None
+
+    def _workers_selector(self) -> str:
+        """This scheduler's worker pods (KubernetesExecutor's labels; adopted pods are relabelled
+        to it): what the shaping thread lists once per round."""
+        job = getattr(self, "scheduler_job_id", None)
+        return "kubernetes_executor=True" + (f",airflow-worker={_label(str(job))}" if job else "")
 
     # -- node pools (docs/nodes.md#wiring) ---------------------------------------------------------
 

@@ -208,11 +208,24 @@ class KubernetesShaping:
     its pod ends (before the reservation is released), ``close`` on executor end. ``runtime``
     builds the controllers (``runtime.shaper``), ``backend`` is a ``KubernetesPodBackend``."""
 
-    def __init__(self, runtime: Any, backend: Any, interval_s: float) -> None:
+    def __init__(self, runtime: Any, backend: Any, interval_s: float, *, selector: str | None = None) -> None:
         self.runtime = runtime
         self.backend = backend
-        self.group = ShapingGroup(interval_s, name="predictive-kubernetes-shaping")
         self.tasks: dict[Any, PodShapedTask] = {}
+        # batched: with ``selector`` (the executor's worker pods), each round reads every shaped
+        # pod and its usage in two list calls (``SnapshotPods``), not two reads per pod
+        self.view: Any = None
+        self.selector = selector
+        if selector is not None and hasattr(backend, "snapshot"):
+            from airflow_predictive.triggers.pod_shaper import SnapshotPods
+
+            self.view = SnapshotPods(backend, backend.settings.container_name)
+        refresh = self._refresh if self.view is not None else None
+        self.group = ShapingGroup(interval_s, name="predictive-kubernetes-shaping", before_round=refresh)
+
+    def _refresh(self) -> None:
+        assert self.view is not None and self.selector is not None
+        self.view.refresh(self.selector)
 
     def start(self, item: Running, task: TaskSettings, forecast: Any = None) -> bool:
         """Shape ``item`` (its handle is its pod's label selector); False (logged) when it cannot."""
@@ -221,10 +234,11 @@ class KubernetesShaping:
             return False
         try:
             settings = retry_floor(shaping_settings_for(task), item.plan)
-            backend: Any = self.backend
+            pods: Any = self.view if self.view is not None else self.backend  # batched, or per pod
+            backend: Any = pods
             if item.reservation_id is not None:
                 backend = PodPoolGate(
-                    self.backend,
+                    pods,
                     self.runtime.ledger(),
                     item.reservation_id,
                     plan=item.plan,
@@ -249,8 +263,8 @@ class KubernetesShaping:
 
             shaped = PodShapedTask(
                 str(item.run.key),
-                lambda: list(self.backend.find(selector)),
-                self.backend,
+                lambda: list(pods.find(selector)),
+                pods,
                 build,
                 warmup_s=task.shaping_warmup_s,
             )

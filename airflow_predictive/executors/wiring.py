@@ -86,12 +86,15 @@ def local_shaping(backend: Any) -> LocalShaping:
     return LocalShaping(runtime, backend, runtime.scheduler_settings().shaping_interval_s)
 
 
-def kubernetes_shaping(api_client: Any, pod_settings: Any) -> KubernetesShaping:
+def kubernetes_shaping(api_client: Any, pod_settings: Any, selector: str | None = None) -> KubernetesShaping:
     """The PredictiveKubernetesExecutor's shaping thread (``[predictive]
-    kubernetes_shaping_interval``) on a pod backend of its own (``kubernetes_shaping.shaping_backend``)."""
+    kubernetes_shaping_interval``) on a pod backend of its own (``kubernetes_shaping.shaping_backend``);
+    ``selector``: the executor's worker pods, read in one batch per round."""
     from airflow_predictive.executors.kubernetes_shaping import KubernetesShaping, shaping_backend
     from airflow_predictive.runtime import get_runtime
 
     runtime = get_runtime()
     interval_s = runtime.scheduler_settings().kubernetes_shaping_interval_s
-    return KubernetesShaping(runtime, shaping_backend(api_client, pod_settings), interval_s)
+    return KubernetesShaping(
+        runtime, shaping_backend(api_client, pod_settings), interval_s, selector=selector
+    )

@@ -131,6 +131,22 @@ class SnapshotPods:
     def release(self, handle: Handle) -> None:
         """Shaping never deletes the pods it shapes."""
 
+    def find(self, selector: str) -> list[Handle]:
+        """Handles of this round's pods whose labels match ``selector`` (``k=v`` terms joined by
+        commas, as the executor's try selectors), from the snapshot: no request."""
+        wanted = dict(term.split("=", 1) for term in selector.split(",") if "=" in term)
+        out = []
+        for pod in self.pods.values():
+            labels = (pod.get("metadata") or {}).get("labels") or {}
+            if all(labels.get(k) == v for k, v in wanted.items()):
+                handle = self.backend.attach_pod(pod)
+                if handle is not None:
+                    out.append(handle)
+        return out
+
+    def protect(self, handle: Handle, *, on: bool = True) -> bool:
+        return self.backend.protect(handle, on=on)
+
 
 @dataclass
 class RoundReport:

@@ -15,6 +15,8 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow_predictive.core.shaping.controller import ShapingController, TickReport
 
 log = logging.getLogger(__name__)
@@ -83,15 +85,24 @@ class ShapingGroup:
     may release the member's cgroup right after; it never waits for other members' ticks, and
     ``add`` never waits for a tick at all (the executor calls both from the scheduler's loop).
     ``close()`` stops the thread and forgets everyone. ``round()`` is one pass in the caller's
-    thread (tests, benchmarks). A member whose tick raises is logged once (then at debug) and
+    thread (tests, benchmarks); ``before_round`` (optional) runs first in each round that has
+    members (a batched read the members' ticks then use). A member whose tick raises is logged once (then at debug) and
     ticked again next round.
     """
 
-    def __init__(self, interval_s: float = 1.0, *, name: str = "shaping-group") -> None:
+    def __init__(
+        self,
+        interval_s: float = 1.0,
+        *,
+        name: str = "shaping-group",
+        before_round: Callable[[], None] | None = None,
+    ) -> None:
         if not interval_s > 0:
             raise ValueError("interval_s must be positive")
         self.interval_s = interval_s
         self.name = name
+        self.before_round = before_round  # once per round with members (one batched read for all)
+        self._before_failed = False
         self.rounds = 0
         self._members: dict[Any, tuple[Shaped, threading.Lock]] = {}
         self._lock = threading.Lock()  # guards the members dict only (held briefly)
@@ -133,6 +144,14 @@ class ShapingGroup:
         ticked = 0
         with self._lock:
             snapshot = list(self._members.items())
+        if snapshot and self.before_round is not None:
+            try:
+                self.before_round()
+                self._before_failed = False
+            except Exception:  # the members' ticks see last round's view; logged once per outage
+                if not self._before_failed:
+                    log.exception("shaping round's refresh failed; members see the last one")
+                self._before_failed = True
         for key, (member, ticking) in snapshot:
             if self._stop.is_set():
                 break

@@ -7,12 +7,15 @@ plan's timed steps; the executor follows what shaping applied."""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from airflow_predictive.backends.fake import FakeBackend, ManualClock, ramp_script
+from airflow_predictive.backends.kubernetes.backend import KubernetesPodBackend
 from airflow_predictive.core.model.backend import (
     Allocation,
     ExitKind,
@@ -37,6 +40,9 @@ from airflow_predictive.core.scheduling.ledger import InMemoryLedger
 from airflow_predictive.core.shaping.controller import ShapingController
 from airflow_predictive.core.shaping.events import Action, ShapingEvent, Verdict
 from airflow_predictive.core.shaping.policy import ShapingSettings
+from airflow_predictive.emulator.kubernetes.emulator import Emulator, NodeSpec
+from airflow_predictive.emulator.kubernetes.kubelet import KubeletConfig
+from airflow_predictive.emulator.kubernetes.workload import WORKLOAD_ANNOTATION
 from airflow_predictive.executors.coordinator import Running
 from airflow_predictive.executors.kubernetes_executor import PredictiveKubernetesExecutor
 from airflow_predictive.executors.kubernetes_shaping import KubernetesShaping, PodPoolGate, PodShapedTask
@@ -44,6 +50,8 @@ from airflow_predictive.executors.local_shaping import POOL_FULL
 from airflow_predictive.executors.opt_in import task_settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pytest
 
 MEM = Metric.MEMORY_BYTES
@@ -350,7 +358,67 @@ def test_a_pod_that_ends_stops_being_shaped_before_its_reservation_is_released(
     executor = object.__new__(PredictiveKubernetesExecutor)
     executor._shaping = shaping  # type: ignore[assignment]
     executor._coordinator = SimpleNamespace(running={"k": item}, finished=finish)  # type: ignore[assignment]
+    executor._unplanned, executor._held = set(), {}
     results = SimpleNamespace(key="k", state="failed", failure_details={"container_reason": "OOMKilled"})
     executor._change_state(results)
     assert order == ["stop k", "release k"]
     assert finished[0]["oom_killed"] and finished[0]["peak"] == grown.limits  # killed at the grown limit
+
+
+def test_a_round_reads_every_shaped_pod_in_two_list_calls(tmp_path: Path) -> None:
+    """Batched (the executor's worker selector): the round's refresh lists the pods and their
+    metrics once; no shaped pod costs a read of its own (pod, metrics) however many there are."""
+    em = Emulator(
+        kubelet=KubeletConfig(metrics_window_s=1.0), nodes=(NodeSpec(cpu="8", memory="8Gi"),)
+    ).start()
+    backend = KubernetesPodBackend.from_kubeconfig(str(em.write_kubeconfig(tmp_path / "kc")))
+    try:
+        body = json.dumps({"points": [{"t": 0, "memory": "64Mi", "cpu": 0.1}], "duration": 600})
+        for i in range(3):
+            labels = {"kubernetes_executor": "True", "task_id": f"t{i}"}
+            spec = ProvisionSpec(
+                f"w{i}", ("python", "-c", "pass"), labels=labels, annotations={WORKLOAD_ANNOTATION: body}
+            )
+            backend.provision(spec, _alloc(256))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pods, usage = backend.snapshot("kubernetes_executor=True")
+            if len(usage) == 3 and all(p["status"].get("phase") == "Running" for p in pods.values()):
+                break
+            time.sleep(0.2)
+        calls: list[str] = []
+        execute = backend._execute
+
+        def counted(op: Any) -> Any:
+            calls.append(getattr(getattr(op, "verb", None), "name", type(op).__name__))
+            return execute(op)
+
+        backend._execute = counted  # type: ignore[method-assign]
+        built: list[Handle] = []
+
+        def shaper(pods: Any, handle: Handle, settings: Any, **_: Any) -> ShapingController:
+            built.append(handle)
+            return ShapingController(pods, handle, settings)
+
+        runtime = SimpleNamespace(ledger=lambda: None, shaper=shaper)
+        shaping = KubernetesShaping(runtime, backend, interval_s=3600.0, selector="kubernetes_executor=True")
+        try:
+            for i in range(3):
+                item = replace(_item(f"k{i}"), handle=f"task_id=t{i}")
+                assert shaping.start(item, task_settings({"predictive": {"shaping": True}}))
+            deadline = time.monotonic() + 10
+            while shaping.group.rounds < 1 and time.monotonic() < deadline:  # the thread's first round
+                time.sleep(0.05)
+            calls.clear()
+            for _ in range(2):
+                shaping.group.round()
+            assert len(built) == 3, built  # every pod found and shaped from the snapshot
+            reads = [
+                c for c in calls if c in ("READ_POD", "READ_POD_METRICS", "LIST_PODS", "LIST_POD_METRICS")
+            ]
+            assert reads == ["LIST_PODS", "LIST_POD_METRICS"] * 2, calls
+        finally:
+            shaping.close()
+    finally:
+        backend.close()
+        em.stop()
