@@ -21,9 +21,11 @@ takes the pod back and its timed steps apply again (``given_up``).
 Never hurting the task: every failure (API error, pod not found, metrics absent) is one log line
 and the pod keeps the resources it has. Bounded delays: ``start`` never waits; ``stop`` waits at
 most ``STOP_WAIT_S`` for a tick in progress; the shaping thread's own requests are bounded by
-``SHAPING_REQUEST_TIMEOUT_S`` per request and ``SHAPING_MAX_RETRIES`` (a tick reads the pod and its
-metrics; one that sends a resize adds up to five: pod, nodes when not cached, usage, the patch, the
-gate's usage read), so a stuck API server slows the other pods' rounds, never the executor loop.
+``SHAPING_REQUEST_TIMEOUT_S`` per request and ``SHAPING_MAX_RETRIES``, so a stuck API server slows
+the shaping rounds, never the executor loop. Requests: with the executor's worker selector (the
+default wiring) a round lists the pods and their metrics once for all members (``SnapshotPods``, two
+calls however many pods are shaped), and a member reads nothing of its own unless it sends a resize
+(the patch, and the nodes when not cached); without it, each member reads its pod and metrics.
 """
 
 from __future__ import annotations
