@@ -120,7 +120,7 @@ class ShapingSettings:
         held at 0.55 x ``bwa``'s median, 5.7 GiB, over its ~4.8 GiB flat phase of hours; numpy
         candidates, training half's own split): floor 0.5 28.5 % at 0 kills; 0.3: 27.5 % at 0;
         0.3 with guard margin 0 and the offered reclaim margin 0.05: 26.8 % at 0 (adopted: 0.3);
-        0.2 the same as 0.3 and from 120 s 31.4 % at 19.3 (both with near_limit 0.05 / grow_margin 0.2)
+        with near_limit 0.05 / grow_margin 0.2, 0.2 the same as 0.3, and from 120 s 31.4 % at 19.3
         OOM kills / 1,000 (``markduplicates`` jumps at ~200 s). Shipped candidates (LSTM included):
         26.9 % at 0 kills (docs/benchmarks/cluster_training.md).
     forecast_reclaim_margin: memory only; None (default): the expectation's own ``reclaim_margin``
