@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +29,13 @@ from airflow_predictive.core.shaping.policy import (
 
 MEM = Metric.MEMORY_BYTES
 CPU = Metric.CPU_CORES
+# the margins the figures below are worked out with (the defaults before session 9: grow 0.25,
+# near-limit 0.1, guard +10 %, ratio floor 0.5); the shipped defaults have tests of their own
+EXPLICIT: dict[str, Any] = {"grow_margin": 0.25, "near_limit": 0.1, "guard_margin": 0.1, "ratio_floor": 0.5}
+
+
+def _explicit(**kw: Any) -> ShapingSettings:
+    return ShapingSettings(**{"metrics": (MEM,), **EXPLICIT, **kw})
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ def _one(
     settings: ShapingSettings | None = None,
     plan: Allocation | None = None,
 ):
-    s = settings or ShapingSettings(metrics=(MEM,))
+    s = settings or _explicit()
     obs = {
         MEM: MetricObservation(
             None if used_mb is None else used_mb * MIB, None if peak_mb is None else peak_mb * MIB
@@ -145,7 +153,7 @@ def test_the_median_guard_holds_the_level_the_median_forecast_reaches_soon() -> 
     d, _ = _one(100, _mem(850), 300, exp=exp, peak_mb=300)
     assert d.cause is Cause.FORECAST_RISE and d.wants_change
     assert d.target == pytest.approx(900 * MIB * 1.1)
-    off = ShapingSettings(metrics=(MEM,), guard_quantile=None)
+    off = _explicit(guard_quantile=None)
     d, _ = _one(100, _mem(850), 300, exp=exp, peak_mb=300, settings=off)
     assert d.cause is not Cause.FORECAST_RISE
 
@@ -196,13 +204,13 @@ def test_a_reclaim_inside_the_shrink_cooldown_is_held_back() -> None:
 
 
 def test_a_change_smaller_than_the_hysteresis_is_held_back() -> None:
-    s = ShapingSettings(metrics=(MEM,), hysteresis=0.3, grow_margin=0.5)
+    s = _explicit(hysteresis=0.3, grow_margin=0.5)
     d, _ = _one(10, _mem(1000), 720, exp=Flat(600 * MIB), settings=s)  # wants +8 %
     assert d.verdict is Verdict.HELD_BACK_HYSTERESIS and "hysteresis" in d.reason
 
 
 def test_the_maximum_bound_caps_a_grow_and_then_reports_at_bound() -> None:
-    s = ShapingSettings(metrics=(MEM,), maximum=ResourceVector(memory_bytes=1050 * MIB))
+    s = _explicit(maximum=ResourceVector(memory_bytes=1050 * MIB))
     d, _ = _one(10, _mem(1000), 950, settings=s)
     assert d.wants_change and d.target == pytest.approx(1050 * MIB)  # reaching the bound clears hysteresis
     d, _ = _one(10, _mem(1050), 1000, settings=s)
@@ -215,7 +223,7 @@ def test_no_usage_holds_and_never_reclaims() -> None:
 
 
 def test_plan_steps_are_followed_once_not_reimposed_after_a_grow() -> None:
-    s = ShapingSettings(metrics=(MEM,))
+    s = _explicit()
     d, h = _one(1, _mem(1000), 300, settings=s, plan=_mem(1000))
     assert h.plan_seen == 1000 * MIB and not d.wants_change
     d, _h2 = _one(30, _mem(1000), 300, settings=s, plan=_mem(2000), history=h)
@@ -228,7 +236,7 @@ def test_plan_steps_are_followed_once_not_reimposed_after_a_grow() -> None:
 
 
 def test_plan_step_down_absorbed_by_the_usage_floor_is_taken_as_seen() -> None:
-    s = ShapingSettings(metrics=(MEM,))
+    s = _explicit()
     out = decide(
         PolicyInput(30, _mem(1000), {MEM: MetricObservation(950 * MIB)}, None, _mem(500)),
         s,
@@ -330,7 +338,7 @@ def _noisy(seconds: int, centre: float, amplitude: float, seed: int) -> list[flo
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_noisy_usage_around_the_forecast_resizes_at_most_the_stated_bound(seed: int) -> None:
-    settings = ShapingSettings(metrics=(MEM,))
+    settings = _explicit()
     duration = 600
     usage = _noisy(duration, 500.0, 0.3, seed)  # +-30 %: well outside the +-15 % band
     changes = _simulate(settings, usage, 500.0, Flat(500 * MIB))
@@ -345,7 +353,7 @@ def test_noisy_usage_around_the_forecast_resizes_at_most_the_stated_bound(seed: 
 
 def test_without_hysteresis_and_cooldown_the_same_noise_would_exceed_the_bound() -> None:
     """The bound is meaningful: a naive rule (no dwell, no cooldown, no hysteresis) breaks it."""
-    careful = ShapingSettings(metrics=(MEM,))
+    careful = _explicit()
     naive = ShapingSettings(
         metrics=(MEM,),
         hysteresis=0.0,
@@ -361,7 +369,7 @@ def test_without_hysteresis_and_cooldown_the_same_noise_would_exceed_the_bound()
     assert len(naive_changes) > _bound(careful, 600, max(usage), min(usage))
 
 
-RATIO = ShapingSettings(metrics=(MEM,), ratio_floor=0.5, ratio_after_s=300.0, ratio_margin=0.1)  # explicit
+RATIO = _explicit(ratio_floor=0.5, ratio_after_s=300.0, ratio_margin=0.1)  # explicit
 
 
 def test_the_ratio_guard_scales_the_guard_by_the_runs_peak_over_its_median_once_it_has_run_long_enough() -> (
@@ -419,7 +427,7 @@ def test_the_ratio_guard_never_lets_memory_fall_below_usage_plus_margin() -> Non
 
 # -- opt-in: a memory limit above the forecast's need is reclaimed while usage is inside the band --
 
-ABOVE = ShapingSettings(metrics=(MEM,), forecast_reclaim_margin=0.15)
+ABOVE = _explicit(forecast_reclaim_margin=0.15)
 
 
 def test_a_limit_above_the_need_is_reclaimed_inside_the_band_only_when_switched_on() -> None:
@@ -443,12 +451,12 @@ def test_the_reclaim_above_the_need_keeps_the_guard_and_cannot_land_near_the_lim
     band, high = np.full(100, 500.0 * MIB), np.full(100, 800.0 * MIB)
     forecast = Forecast({MEM: DemandCurve(MEM, 10.0, {0.5: band, 0.9: high})}, {0.5: 1000.0}, "x")
     guarded = ForecastExpectation(forecast, quantile=0.5)  # the band at 500 MiB, the guard reads p90
-    settings = ShapingSettings(metrics=(MEM,), forecast_reclaim_margin=0.15, guard_quantile=0.9)
+    settings = _explicit(forecast_reclaim_margin=0.15, guard_quantile=0.9)
     d, _ = _one(100, _mem(2000), 540, exp=guarded, peak_mb=560, settings=settings)  # type: ignore[arg-type]
     assert d.cause is Cause.ABOVE_NEED
     assert d.target == pytest.approx(800 * 1.1 * MIB)  # the guard (+10 %), not 560 x 1.15
     # a margin that would land the limit within near_limit of the peak is widened past it
-    small = ShapingSettings(metrics=(MEM,), forecast_reclaim_margin=0.05, near_limit=0.2, grow_margin=0.4)
+    small = _explicit(forecast_reclaim_margin=0.05, near_limit=0.2, grow_margin=0.4)
     d, _ = _one(100, _mem(2000), 540, exp=Flat(500 * MIB), peak_mb=560, settings=small)
     assert d.cause is Cause.ABOVE_NEED and d.target is not None
     assert d.target * (1 - 0.2) > 560 * MIB  # the next tick does not grow it back
@@ -468,3 +476,40 @@ def test_with_the_settings_default_the_reclaim_above_the_need_follows_the_expect
     assert d.cause is Cause.ABOVE_NEED and d.target == pytest.approx(560 * 1.15 * MIB)
     d, _ = _one(100, _mem(2000), 540, exp=Offering(500 * MIB, reclaim_margin=None), peak_mb=560)
     assert d.action is Action.HOLD and d.cause is Cause.WITHIN_BAND
+
+
+@dataclass(frozen=True)
+class OfferingWithMedian(WithMedian):
+    """A re-forecast offering the reclaim above its need, its median's peak ahead ``median``."""
+
+    reclaim_margin: float | None = 0.05
+
+
+def test_with_the_shipped_defaults_a_long_flat_run_far_below_its_median_is_reclaimed_to_its_own_level() -> (
+    None
+):
+    # bwa's long flat phase in the cluster benchmark: the run holds 40 % of its median forecast's
+    # level for hours, its re-forecast knows it (band at 400 MiB) and offers the reclaim
+    exp = OfferingWithMedian(400 * MIB, median=1000 * MIB)
+    seen = MetricHistory(peak_seen=400 * MIB, median_seen=1000 * MIB)
+    s = ShapingSettings(metrics=(MEM,))
+    d, _ = _one(3600, _mem(1200), 395, exp=exp, peak_mb=400, history=seen, settings=s)
+    assert d.wants_change and d.cause is Cause.ABOVE_NEED and d.target is not None
+    # the window peak x the near-limit's smallest margin (1.02 / 0.9): neither the ratio guard's
+    # floor (0.5 x the median x 1.1 = 550 MiB before) nor the guard margin holds it higher
+    assert d.target == pytest.approx(400 * MIB * 1.02 / (1 - s.near_limit))
+    assert d.target < 0.5 * 1000 * MIB
+    # and the next tick does not grow it back (the window peak stays out of near_limit of it)
+    again, _ = _one(3601, _mem(d.target / MIB), 400, exp=exp, peak_mb=400, history=seen, settings=s)
+    assert not again.wants_change
+
+
+def test_with_the_shipped_defaults_the_ratio_guard_floor_still_holds_a_run_far_below_its_median() -> None:
+    # a run at 20 % of its median forecast is held at the ratio guard's floor, 0.3 x the median
+    # ahead (above its window peak x 1.13): a run that small may still be early, not small
+    exp = OfferingWithMedian(400 * MIB, median=2000 * MIB)
+    seen = MetricHistory(peak_seen=400 * MIB, median_seen=2000 * MIB)
+    s = ShapingSettings(metrics=(MEM,))
+    d, _ = _one(3600, _mem(1200), 395, exp=exp, peak_mb=400, history=seen, settings=s)
+    assert s.ratio_floor == 0.3
+    assert d.cause is Cause.ABOVE_NEED and d.target == pytest.approx(0.3 * 2000 * MIB)

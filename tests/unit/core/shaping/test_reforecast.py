@@ -279,7 +279,10 @@ def test_too_little_history_or_segments_off_is_exactly_todays_prefix_path() -> N
 def test_only_a_re_forecast_the_history_answered_offers_the_reclaim_above_the_need() -> None:
     prefix = _prefix([1.5] * 200)
     answered = PrefixReforecaster(_forecast(4.0), settings=SEGMENTS, history=_doubling_history())(prefix)
-    assert isinstance(answered, ReforecastExpectation) and answered.reclaim_margin == 0.15
+    assert (
+        isinstance(answered, ReforecastExpectation)
+        and answered.reclaim_margin == ReforecastSettings().reclaim_margin == 0.05
+    )
     for hook in (
         PrefixReforecaster(_forecast(4.0), settings=SEGMENTS, history=_doubling_history(3)),  # too few
         PrefixReforecaster(_forecast(4.0), settings=SEGMENTS),  # no history: the prefix path
