@@ -47,6 +47,8 @@ from airflow_predictive.core.profiler.prefix import PrefixPolicy, condition_on_p
 from airflow_predictive.core.shaping.expectation import ForecastExpectation
 
 MEMORY = Metric.MEMORY_BYTES
+# shaping's k-Segments policy: the one the cluster benchmark validated (session 8's defaults)
+SHAPING_SEGMENTS = SegmentPolicy(k=8, recent=30, robust=3, mean_so_far=False, rest=False)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -153,16 +155,20 @@ class ReforecastSettings:
     ``prefix``). reclaim_margin: what
     a memory re-forecast the history answered offers the policy (``ReforecastExpectation.
     reclaim_margin``: a limit above its need is reclaimed inside the band, see
-    ``ShapingSettings.forecast_reclaim_margin``); None: never offered. 0.15 until session 9; 0.05
-    since (with ``ShapingSettings`` guard margin 0 and ratio floor 0.3; the policy widens it to
-    0.133 at ``near_limit`` 0.1: 26.8 % slack against 28.5 %, 0 kills both, on the training
-    half's own split with numpy candidates, bench/cluster_sweep.py)."""
+    ``ShapingSettings.forecast_reclaim_margin``); None: never offered. 0.15; 0.05 (with
+    ``ShapingSettings`` guard margin 0 and ratio floor 0.3; the policy widens it to 0.133 at
+    ``near_limit`` 0.1) gave 26.8 % slack against 28.5 %, 0 kills both, on the training half's own
+    split (bench/cluster_sweep.py) but OOM kills on the held-out half: not adopted.
+    segments: the k-Segments policy of shaping's re-forecast, pinned to the one validated on the
+    cluster benchmark (``SHAPING_SEGMENTS``: k=8, 30 runs, without the mean-so-far and whole-rest
+    models that ``SegmentPolicy()`` gained in session 9 on the profiler's accuracy benchmark, not
+    yet on the cluster's training split)."""
 
     every_s: float = 0.0
     prefix: PrefixPolicy = field(default_factory=PrefixPolicy)
     keep_guard: bool = True
-    segments: SegmentPolicy | None = field(default_factory=SegmentPolicy)
-    reclaim_margin: float | None = 0.05
+    segments: SegmentPolicy | None = field(default_factory=lambda: SHAPING_SEGMENTS)
+    reclaim_margin: float | None = 0.15
 
     def __post_init__(self) -> None:
         if not self.every_s >= 0:
