@@ -19,7 +19,7 @@ from airflow.sdk import dag, task
 LIMIT = "400Mi"  # the worker's own memory (supervisor + task process) plus one phase does not fit
 PHASE_MB, STEP_MB, STEP_S = 224, 16, 0.5  # each phase +224 MiB at 32 MiB/s
 RESTARTED = "restarted"
-STEPPED_RUN_S = 40
+STEPPED_RUN_S = 60  # past the adoption (~25-40 s after the pods start: the 20 s health threshold)
 # grow early and wide (a pod resize takes a round, a metrics read and the kubelet's actuation)
 SHAPING = {"grow_margin": 0.5, "near_limit": 0.25, "grow_cooldown_s": 1.0, "reclaim_after_s": 30.0}
 

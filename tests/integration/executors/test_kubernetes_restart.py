@@ -111,15 +111,17 @@ def run(process_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) ->
         {
             "AIRFLOW__PREDICTIVE__KUBERNETES_SHAPING_INTERVAL": "0.5",
             "AIRFLOW__PREDICTIVE__PLAN_MIN_STEP": "5",
-            # a dead scheduler is seen as dead after 6 s; orphans are looked for every 2 s
+            # a dead scheduler is seen as dead after 20 s; orphans are looked for every 2 s. Not
+            # less: a live scheduler whose loop stalls past the threshold (seen on a loaded 2-core
+            # machine: 10 s) marks itself failed and resets its own running tasks
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "6",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "20",
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "2",
         },
     )
     env.migrate()
     seed_stepped(
-        SqlRunStore(engine_for(env.predictive_url)), TaskKey(DAG, "stepped"), LOW_MIB, HIGH_MIB, STEP_AT_S, 60
+        SqlRunStore(engine_for(env.predictive_url)), TaskKey(DAG, "stepped"), LOW_MIB, HIGH_MIB, STEP_AT_S, 80
     )
     for args in (("dags", "reserialize"), ("dags", "trigger", DAG)):  # unpaused on creation
         out = env.airflow(*args)
