@@ -585,9 +585,11 @@ class Coordinator:
             )
             rid = made.reservation.id if made.reservation is not None else None
             how = f"{taken.reason}; reserved anew" if rid else f"{taken.reason}; unreserved ({made.reason})"
-        due = [i for i, step in enumerate(plan.steps) if step.at_s <= now - began]
-        item = Running(key, run, plan, rid, began, began + plan.duration_s, handle=handle)
-        item.next_step, item.allocation = (due[-1] if due else 0), allocation
+        due = sum(1 for step in plan.steps if step.at_s <= now - began)
+        item = Running(
+            key, run, plan, rid, began, began + plan.duration_s, handle=handle, allocation=allocation
+        )
+        item.next_step = max(due - 1, 0)  # the latest due step is sent again, the earlier ones never
         self.running[key] = item
         log.info("predictive: %s adopted after a restart (%s)", run.key, how)
         self._record("adoption", "adopted", run, how, {"reservation": rid, "at_s": now - began})

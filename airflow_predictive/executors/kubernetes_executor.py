@@ -344,18 +344,17 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         try:
             from airflow.providers.cncf.kubernetes.kubernetes_helper_functions import annotations_to_key
 
-            body = self._full_pod(pod)
-            status = (body or {}).get("status") or {}
-            if status.get("phase") not in ("Succeeded", "Failed"):
+            from airflow_predictive.backends.kubernetes.translate import task_state
+            from airflow_predictive.core.model.backend import ExitKind
+
+            state = task_state(self._full_pod(pod) or None, "base")
+            if state.kind not in (ExitKind.SUCCEEDED, ExitKind.FAILED, ExitKind.OOM_KILLED):
                 return
             key = annotations_to_key(pod.metadata.annotations or {})
-            terminated = [
-                (c.get("state") or {}).get("terminated") or {} for c in status.get("containerStatuses") or []
-            ]
-            oom = any(t.get("reason") == "OOMKilled" for t in terminated)
-            self._coordinator.ended_elsewhere(key, run_identity(key), oom_killed=oom)
         except Exception as exc:
             log.warning("predictive: an ended pod's reservation is left to its lease (%s)", exc)
+            return
+        self._ended_elsewhere(key, state.kind is ExitKind.OOM_KILLED)
 
     def _adopted(self, ti: Any, pod: Any) -> None:
         coordinator = self._coordinator
@@ -367,6 +366,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 self._unplanned.add(ti.key)
                 return
             from airflow_predictive.backends.kubernetes.procedures import in_force
+            from airflow_predictive.triggers.pod_shaper import pod_started_at
 
             run = run_identity(ti)
             body = self._full_pod(pod)
@@ -377,7 +377,7 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
                 _query(ti, run, settings),
                 handle=_selector(run),
                 allocation=in_force(body, "base") if body else None,
-                started=_started_at(body),
+                started=pod_started_at(body, "base"),
                 priority=_priority(ti),
             )
             if self._shaping is not None and settings.shaping:
@@ -389,8 +389,6 @@ class PredictiveKubernetesExecutor(KubernetesExecutor):
         """The adopted pod as a dict with its spec and status: KubernetesExecutor lists pods for
         adoption as metadata only (PartialObjectMetadata), so one read; {} when it fails (logged:
         the try is adopted without the pod's resources and start time)."""
-        if isinstance(pod, dict):
-            return pod
         try:
             meta, client = pod.metadata, self.kube_client
             assert client is not None  # the base executor adopts only through its client
@@ -608,19 +606,6 @@ def _query(ti: Any, run: Any, settings: Any) -> ForecastQuery:
 
 def _priority(ti: Any) -> int:
     return int(getattr(ti, "priority_weight", 1) or 1)
-
-
-def _started_at(pod: dict[str, Any]) -> float | None:
-    """When the pod started (epoch s, ``status.startTime``); None when it has not or is unreadable."""
-    from datetime import datetime
-
-    raw = (pod.get("status") or {}).get("startTime") or (pod.get("status") or {}).get("start_time")
-    if isinstance(raw, datetime):
-        return raw.timestamp()
-    try:
-        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp() if raw else None
-    except ValueError:
-        return None
 
 
 def _selector(run: Any) -> str:

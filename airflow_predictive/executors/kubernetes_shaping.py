@@ -151,7 +151,7 @@ class PodShapedTask(ShapedMember):
         thread; the annotations stay for the pod's life (a worker pod runs one try). Best effort."""
         protect = getattr(self.backend, "protect", None)
         if protect is not None:
-            self.protected = bool(protect(handle, on=True))
+            self.protected = bool(protect(handle.ref, on=True))
 
     def _running_pod(self) -> Handle | None:
         """The try's pod once its container runs and its metrics answer; None meanwhile (one log

@@ -291,36 +291,28 @@ class SqlLedger:
             return 0
 
     def take_over(self, run: RunIdentity, holder: str, until: float) -> LedgerResult:
-        key, c = run.key, reservation.c
-        mine = and_(
-            c.state == _ACTIVE,
-            c.dag_id == key.dag_id,
-            c.task_id == key.task_id,
-            c.map_index == key.map_index,
-            c.run_id == run.run_id,
-            c.try_number == run.try_number,
-        )
+        none = LedgerResult(LedgerStatus.UNKNOWN, f"no active reservation of {run.key} try {run.try_number}")
         try:
-            with self._locked(f"take_over {key}") as conn:
-                row = conn.execute(select(c.pool).where(mine).order_by(c.start_at.desc())).first()
-                if row is not None:
-                    self._pool_under_lock(conn, str(row[0]))
-                    # under the pool's lock: lapse what ended, then the try's live one, if any
-                    live = [r for r in self._active(conn, str(row[0]), self._clock()) if r.run == run]
-                    if live:
-                        newest = max(live, key=lambda r: r.start)
-                        full = conn.execute(select(reservation).where(c.id == newest.id)).mappings().first()
-                        res = _reservation(full) if full is not None else newest  # with its plan
-                        done = taken_over(res, holder, until)
-                        conn.execute(
-                            update(reservation)
-                            .where(c.id == res.id)
-                            .values(holder=holder, expires_at=done.expires_at)
-                        )
-                        reason = f"taken over from {res.holder}"
-                        return LedgerResult(LedgerStatus.ADJUSTED, reason, reservation=done)
+            with self._locked(f"take_over {run.key}") as conn:
+                c = reservation.c
+                row = conn.execute(select(c.pool).where(_of_run(run), c.state == _ACTIVE)).first()
+                if row is None:
+                    return none
+                self._pool_under_lock(conn, str(row[0]))
+                # under the pool's lock: lapse what ended, then the try's live one, if any
+                live = [r for r in self._active(conn, str(row[0]), self._clock()) if r.run == run]
+                if not live:
+                    return none
+                newest = max(live, key=lambda r: r.start)
+                full = conn.execute(select(reservation).where(c.id == newest.id)).mappings().first()
+                res = taken_over(
+                    _reservation(full) if full is not None else newest, holder, until
+                )  # with its plan
+                conn.execute(
+                    update(reservation).where(c.id == res.id).values(holder=holder, expires_at=res.expires_at)
+                )
                 return LedgerResult(
-                    LedgerStatus.UNKNOWN, f"no active reservation of {key} try {run.try_number}"
+                    LedgerStatus.ADJUSTED, f"taken over from {newest.holder}", reservation=res
                 )
         except (SQLAlchemyError, StorageUnavailable) as exc:
             return self._fail("take_over", exc)
@@ -373,21 +365,8 @@ class SqlLedger:
 
     def of_run(self, run: RunIdentity) -> list[Reservation]:
         """Every reservation made for one try, in any state, oldest first (the UI's plan view)."""
-        key = run.key
         with self._locked(None) as conn:
-            q = (
-                select(reservation)
-                .where(
-                    and_(
-                        reservation.c.dag_id == key.dag_id,
-                        reservation.c.task_id == key.task_id,
-                        reservation.c.map_index == key.map_index,
-                        reservation.c.run_id == run.run_id,
-                        reservation.c.try_number == run.try_number,
-                    )
-                )
-                .order_by(reservation.c.start_at)
-            )
+            q = select(reservation).where(_of_run(run)).order_by(reservation.c.start_at)
             return [_reservation(r) for r in conn.execute(q).mappings()]
 
     def timeline(self, pool: str, start: float, end: float, *, include_ended: bool = False) -> PoolTimeline:
@@ -480,6 +459,18 @@ def _coming(row: RowMapping) -> tuple[ComingCapacity, ...]:
     except ValueError as exc:
         log.warning("predictive ledger: unreadable coming capacity of pool %s: %s", row["name"], exc)
         return ()
+
+
+def _of_run(run: RunIdentity) -> Any:
+    """The WHERE clause of one try's reservations (any state)."""
+    key, c = run.key, reservation.c
+    return and_(
+        c.dag_id == key.dag_id,
+        c.task_id == key.task_id,
+        c.map_index == key.map_index,
+        c.run_id == run.run_id,
+        c.try_number == run.try_number,
+    )
 
 
 def _row(res: Reservation) -> dict[str, Any]:

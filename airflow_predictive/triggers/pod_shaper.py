@@ -144,8 +144,8 @@ class SnapshotPods:
                     out.append(handle)
         return out
 
-    def protect(self, handle: Handle, *, on: bool = True) -> bool:
-        return self.backend.protect(handle, on=on)
+    def protect(self, ref: str, *, on: bool = True) -> bool:
+        return self.backend.protect(ref, on=on)
 
 
 @dataclass
@@ -277,13 +277,10 @@ class PodShaper:
 
     def _protect(self, view: SnapshotPods, ref: str, *, on: bool) -> None:
         """do-not-disrupt / safe-to-evict annotations while shaped (docs/nodes.md)."""
-        from airflow_predictive.backends.nodes.disruption import set_protected
-
-        core = getattr(view.backend, "_core", None)
-        if core is None:
+        protect = getattr(view.backend, "protect", None)  # KubernetesPodBackend.protect
+        if protect is None:
             return
-        namespace, _, name = ref.rpartition("/")  # the pod backend's ref: "<namespace>/<name>"
-        if set_protected(core, namespace or self.target.namespace, name, on=on) and on:
+        if protect(ref, on=on) and on:
             self._protected.add(ref)
         elif not on:
             self._protected.discard(ref)

@@ -134,13 +134,14 @@ class KubernetesPodBackend:
     def close(self) -> None:
         self._api_client.close()
 
-    def protect(self, handle: Handle, *, on: bool = True) -> bool:
-        """Add (``on``) or remove the do-not-disrupt / safe-to-evict annotations of the pod, so a
-        node autoscaler does not consolidate away a pod being resized (backends/nodes/disruption.py);
-        one merge patch, bounded by ``request_timeout_s``; False (logged) when it failed."""
+    def protect(self, ref: str, *, on: bool = True) -> bool:
+        """Add (``on``) or remove the do-not-disrupt / safe-to-evict annotations of pod ``ref``
+        ("<namespace>/<name>"), so a node autoscaler does not consolidate away a pod being resized
+        (backends/nodes/disruption.py); one merge patch, bounded by ``request_timeout_s``; False
+        (logged) when it failed."""
         from airflow_predictive.backends.nodes.disruption import set_protected
 
-        namespace, _, name = handle.ref.rpartition("/")  # refs are "<namespace>/<name>"
+        namespace, _, name = ref.rpartition("/")
         return set_protected(
             self._core,
             namespace or self.settings.namespace,

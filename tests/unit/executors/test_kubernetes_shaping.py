@@ -123,8 +123,8 @@ class Pods:
         del self.pending[handle.ref]
         return self.final if self.final is not None else self.fake.resize(handle, target)
 
-    def protect(self, handle: Handle, *, on: bool = True) -> bool:
-        self.protected.append(handle.ref)
+    def protect(self, ref: str, *, on: bool = True) -> bool:
+        self.protected.append(ref)
         return True
 
     def close(self) -> None:
