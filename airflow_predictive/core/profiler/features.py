@@ -271,6 +271,43 @@ def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     return float(y.mean() - b * x.mean()), b
 
 
+CAP_GAIN = 0.9  # a capped fit must leave at most this share of the straight line's squared error
+CAP_MIN_RUNS = 3  # runs needed on each side of the knot
+
+
+def capped_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
+    """Least-squares ``y = a + b*min(x, knot)``: linear in the input size up to a knot, flat above
+    it, as (a, b, knot); knot = inf (the straight line of :func:`linear_fit`) unless a knot with at
+    least ``CAP_MIN_RUNS`` runs on each side, a rising line below it and a squared error at most
+    ``CAP_GAIN`` x the straight line's fits better. Why: a tool that sizes its buffers to the input
+    up to a configured maximum (bwa's batch, a JVM's ``-Xmx``) plateaus, and the straight line
+    through both regimes misses the small runs and extrapolates the large ones far above the cap
+    (kseg-eager's bwa and markduplicates made most of the memory p90 peak error)."""
+    line = linear_fit(x, y)
+    if line is None:
+        return None
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    order = np.sort(np.unique(x))
+    if order.size < 2 * CAP_MIN_RUNS:
+        return (*line, math.inf)
+    knots = order[CAP_MIN_RUNS - 1 : order.size - CAP_MIN_RUNS]  # [K], runs on both sides
+    if knots.size > 24:
+        knots = knots[np.linspace(0, knots.size - 1, 24).round().astype(int)]
+    xs = np.minimum(x[None, :], knots[:, None])  # [K, n]
+    dx = xs - xs.mean(axis=1, keepdims=True)
+    dy = y - y.mean()
+    var = np.einsum("kn,kn->k", dx, dx)
+    b = np.where(var > 0, (dx @ dy) / np.where(var > 0, var, 1.0), 0.0)
+    sse = np.einsum("kn,kn->k", dy[None, :] - b[:, None] * dx, dy[None, :] - b[:, None] * dx)
+    line_sse = float(np.sum((y - line[0] - line[1] * x) ** 2))
+    best = int(np.argmin(np.where(b > 0, sse, np.inf)))
+    if not b[best] > 0 or not sse[best] <= CAP_GAIN * line_sse:
+        return (*line, math.inf)
+    a = float(y.mean() - b[best] * xs[best].mean())
+    return a, float(b[best]), float(knots[best])
+
+
 # ----------------------------------------------------------------------------- history summaries
 
 

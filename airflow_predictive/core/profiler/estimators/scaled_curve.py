@@ -36,13 +36,13 @@ from airflow_predictive.core.profiler.estimators.baselines import (
     spread,
 )
 from airflow_predictive.core.profiler.features import (
+    capped_fit,
     example_duration,
     example_peak,
     forward_max,
     history_columns,
     history_peaks,
     input_size,
-    linear_fit,
     median,
     reference,
 )
@@ -80,9 +80,9 @@ def level_for(
     med = median(v[-recent:])
     if size is None or not math.isfinite(size) or size <= 0:
         return LevelGuess(med, "median")
-    fit = linear_fit(s, v)
+    fit = capped_fit(s, v)
     if fit is not None:
-        lin = max(fit[0] + fit[1] * size, 0.0)
+        lin = max(fit[0] + fit[1] * min(size, fit[2]), 0.0)
         chosen = reference(median(v), lin, int(v.size))
         if chosen == lin and chosen > 0:
             return LevelGuess(lin, "linear")

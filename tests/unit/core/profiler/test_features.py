@@ -12,6 +12,7 @@ from airflow_predictive.core.profiler.estimators.base import ForecastQuery
 from airflow_predictive.core.profiler.features import (
     UNKNOWN_ID,
     FeatureEncoder,
+    capped_fit,
     input_size,
     plausible,
     summarise_history,
@@ -111,3 +112,23 @@ def test_rare_upstream_output_sizes_are_kept_and_rare_other_keys_dropped(synth, 
     runs[0] = RunExample(replace(runs[0].record, features=rare), runs[0].series)
     enc = FeatureEncoder.fit(runs, METRICS)
     assert enc.numeric_keys == ("input_bytes", "upstream_output_bytes")
+
+
+def test_capped_fit_finds_the_plateau_of_a_peak_that_stops_growing_with_the_input():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(1.0, 10.0, 40)
+    y = np.minimum(2.0 + 1.5 * x, 11.0) + rng.normal(0, 0.05, x.size)  # a cap from x = 6 on
+    a, b, knot = capped_fit(x, y)
+    assert b == pytest.approx(1.5, rel=0.05)
+    assert knot == pytest.approx(6.0, abs=0.5)
+    assert a + b * min(20.0, knot) == pytest.approx(11.0, rel=0.02)  # no extrapolation past the cap
+
+
+def test_capped_fit_keeps_the_straight_line_where_the_peak_keeps_growing():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(1.0, 10.0, 40)
+    y = 2.0 + 1.5 * x + rng.normal(0, 0.05, x.size)
+    a, b, knot = capped_fit(x, y)
+    assert math.isinf(knot)
+    assert (a, b) == pytest.approx((2.0, 1.5), rel=0.05)
+    assert capped_fit(np.array([1.0, 1.0]), np.array([2.0, 3.0])) is None  # one input size: no line
