@@ -26,7 +26,6 @@ from airflow_predictive.core.model.resources import Metric
 from airflow_predictive.core.model.series import QUANTILES, DemandCurve, Forecast, UsageSeries
 from airflow_predictive.core.profiler.estimators.base import Estimator, ForecastQuery, NotFitted, RunExample
 from airflow_predictive.core.profiler.features import (
-    capped_fit,
     clean_array,
     example_duration,
     example_peak,
@@ -245,29 +244,28 @@ class LinearInputSize(ConfiguredEstimator):
             peaks = cols.peaks(metric)
             if not np.any(np.isfinite(peaks)):
                 continue
-            fitted = capped_fit(sizes, peaks) if size is not None else None
+            fitted = linear_fit(sizes, peaks) if size is not None else None
             levels[metric] = _linear_levels(fitted, size, sizes, peaks)
         duration = duration_quantiles(query.history)
         durations = cols.durations()
         fitted_d = linear_fit(sizes, durations) if size is not None else None
         if fitted_d is not None and duration:
-            duration = _linear_levels((*fitted_d, math.inf), size, sizes, durations)
+            duration = _linear_levels(fitted_d, size, sizes, durations)
         return flat_forecast(self.name, levels, duration, self.step_s)
 
 
 def _linear_levels(
-    fitted: tuple[float, float, float] | None, size: float | None, sizes: np.ndarray, y: np.ndarray
+    fitted: tuple[float, float] | None, size: float | None, sizes: np.ndarray, y: np.ndarray
 ) -> dict[float, float]:
-    """``fitted``: (a, b, knot) of ``y = a + b*min(size, knot)`` (:func:`capped_fit`)."""
     finite = y[np.isfinite(y)]
     if fitted is None or size is None:
         center = median(finite)
         ratios = finite / center if center > 0 else np.ones(finite.size)
         return {q: center * f for q, f in spread(ratios).items()}
-    a, b, knot = fitted
+    a, b = fitted
     ok = np.isfinite(sizes) & np.isfinite(y)
-    residuals = y[ok] - (a + b * np.minimum(sizes[ok], knot))
-    center = max(a + b * min(size, knot), float(np.min(finite)) * 0.5, 0.0)
+    residuals = y[ok] - (a + b * sizes[ok])
+    center = max(a + b * size, float(np.min(finite)) * 0.5, 0.0)
     out = {0.5: center}
     for q in QUANTILES:
         if q != 0.5:

@@ -61,20 +61,6 @@ def test_linear_input_size_high_quantile_covers_held_out_runs(synth, task_key):
     assert np.mean(covered) >= 0.9
 
 
-def test_linear_input_size_stops_at_the_memory_cap_the_earlier_runs_reached(synth, task_key):
-    # peaks grow with the input up to 3 GB, then stay at a configured maximum (bwa, a JVM's -Xmx)
-    sizes = np.linspace(1e9, 6e9, 24)
-    runs = [
-        synth.make_run(task_key, i, input_bytes=float(z), peak_gib=min(1.0 + 2.0 * z / 1e9, 7.0))
-        for i, z in enumerate(sizes)
-    ]
-    big = synth.make_run(task_key, 99, input_bytes=9e9, peak_gib=7.0)
-    small = synth.make_run(task_key, 98, input_bytes=1.5e9, peak_gib=4.0)
-    for run, want in ((big, 7.0), (small, 4.0)):  # a straight line: 10.1 and 4.7 GiB
-        got = LinearInputSize().predict(synth.query_for(run, runs)).curve(MEM).peak(0.5)
-        assert got == pytest.approx(want * GIB, rel=0.03)
-
-
 def test_linear_falls_back_to_median_without_input_size(synth, task_key):
     runs = [synth.make_run(task_key, i, input_bytes=None, peak_gib=1.0 + i) for i in range(5)]
     forecast = LinearInputSize().predict(synth.query_for(runs[-1], runs))
