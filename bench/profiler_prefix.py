@@ -65,17 +65,24 @@ if TYPE_CHECKING:
 
 FRACTIONS = (0.1, 0.2, 0.4, 0.6)
 # the 2026-12-01 grid (per-segment peaks on peak so far, level now, input size) ...
-GRID = tuple(
-    SegmentPolicy(k=k, recent=n, robust=r, mean_so_far=False, rest=False)
-    for k in (2, 4, 8)
-    for n in (30, 100)
-    for r in (0, 3)
-) + tuple(  # ... and 2026-12-02: + log(mean so far), + the whole rest's peak, a 60-run window
-    SegmentPolicy(k=k, recent=n, robust=3, mean_so_far=m, rest=r)
-    for k in (4, 8)
-    for n in (30, 60)
-    for m, r in ((False, False), (True, False), (False, True), (True, True))
-    if (n, m, r) != (30, False, False)
+GRID = (
+    tuple(
+        SegmentPolicy(k=k, recent=n, robust=r, mean_so_far=False, rest=False)
+        for k in (2, 4, 8)
+        for n in (30, 100)
+        for r in (0, 3)
+    )
+    + tuple(  # ... and 2026-12-02: + log(mean so far), + the whole rest's peak, a 60-run window
+        SegmentPolicy(k=k, recent=n, robust=3, mean_so_far=m, rest=r)
+        for k in (4, 8)
+        for n in (30, 60)
+        for m, r in ((False, False), (True, False), (False, True), (True, True))
+        if (n, m, r) != (30, False, False)
+    )
+    + (  # ... and session 10: the input size capped at the knot of the earlier runs' peaks
+        SegmentPolicy(capped_size=True),
+        SegmentPolicy(k=4, capped_size=True),
+    )
 )
 OUT = ROOT / "docs" / "benchmarks" / "profiler_prefix.md"
 MEM = Metric.MEMORY_BYTES
@@ -210,7 +217,11 @@ def _methods(policy: SegmentPolicy | None, grid: Sequence[SegmentPolicy] = ()) -
 
 
 def _label(p: SegmentPolicy) -> str:
-    extra = (" +mean" if p.mean_so_far else "") + (" +rest" if p.rest else "")
+    extra = (
+        (" +mean" if p.mean_so_far else "")
+        + (" +rest" if p.rest else "")
+        + (" +capped" if p.capped_size else "")
+    )
     return f"k={p.k} recent={p.recent} robust={p.robust}{extra}"
 
 
@@ -269,7 +280,7 @@ def main() -> int:
         "Median errors of the p50 memory forecast over the held-out runs; `today` = "
         "`condition_on_prefix` with the shipped `PrefixPolicy` (what the shaping loop uses), `segments` = "
         f"`segment_reforecast` with `SegmentPolicy(k={chosen.k}, recent={chosen.recent}, robust={chosen.robust}, "
-        f"mean_so_far={chosen.mean_so_far}, rest={chosen.rest})` "
+        f"mean_so_far={chosen.mean_so_far}, rest={chosen.rest}, capped_size={chosen.capped_size})` "
         f"(chosen on the training half, table below; the shipped default: {chosen == SegmentPolicy()}).",
         "",
     ]

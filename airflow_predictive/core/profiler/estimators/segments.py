@@ -42,7 +42,7 @@ from airflow_predictive.core.model.series import DemandCurve
 from airflow_predictive.core.profiler.estimators.base import NotFitted
 from airflow_predictive.core.profiler.estimators.baselines import CONFIG_FILE
 from airflow_predictive.core.profiler.estimators.scaled_curve import ScaledCurve
-from airflow_predictive.core.profiler.features import clean_array, input_size
+from airflow_predictive.core.profiler.features import capped_fit, clean_array, input_size
 from airflow_predictive.core.profiler.prefix import PrefixPolicy, condition_on_prefix
 
 if TYPE_CHECKING:
@@ -64,7 +64,10 @@ class SegmentPolicy:
     recent_s: "the level now" window; mean_so_far: also regress on log(mean of the prefix), which
     tells a ramp (low mean, high level now) from a plateau at the same peak; rest: also fit the
     peak of the whole rest and let it set how high the later segments reach (the maximum of the
-    segments' medians is below the median of their maximum when the peak's timing varies).
+    segments' medians is below the median of their maximum when the peak's timing varies);
+    capped_size: the input size enters as log(min(size, knot)), the knot of
+    :func:`~airflow_predictive.core.profiler.features.capped_fit` on the earlier runs' peaks (a tool
+    whose memory stops growing with its input above a configured cap, as the scaled curve's level).
 
     Defaults (k=8, recent=60, robust=3, mean_so_far, rest) were chosen on the training half of
     kseg-eager (``bench/profiler_prefix.py``, mean of the 8 next-minutes / rest-of-run medians at
@@ -83,6 +86,7 @@ class SegmentPolicy:
     overrun: float = 0.1
     mean_so_far: bool = True
     rest: bool = True
+    capped_size: bool = False
     fallback: PrefixPolicy = field(default_factory=PrefixPolicy)
 
     def __post_init__(self) -> None:
@@ -330,6 +334,12 @@ def predict_segments(
     if not enough[: policy.k + 1].any():
         return None
     f = facts[rows]
+    if size is not None and use_size and policy.capped_size:
+        fit = capped_fit(f[:, 2], np.array([r.peak[-1] for r in runs])[usable][rows])
+        if fit is not None and math.isfinite(fit[2]):
+            f = f.copy()
+            f[:, 2] = np.minimum(f[:, 2], fit[2])
+            size = min(size, fit[2])
     x = _design(f[:, 0], f[:, 1], f[:, 2] if use_size else None, f[:, 3] if use_mean else None)
     q = _design(
         np.array([cut.seen]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -231,3 +232,20 @@ def test_a_peak_whose_timing_varies_between_runs_still_gets_its_height() -> None
     # per segment the spike is one odd run out of twelve: the maximum of the segments' medians misses it
     per_segment = segment_reforecast(f, prefix, runs, {"input_bytes": 1e9}, SegmentPolicy(rest=False))
     assert _rest_peak(per_segment) == pytest.approx(2.0 * GIB, rel=0.1)
+
+
+def _sized(i: int, size: float, late_gib: float) -> RunExample:
+    ex = _run(i, 1.0, late_gib)
+    return RunExample(replace(ex.record, features={"input_bytes": size}), ex.series)
+
+
+def test_a_capped_input_size_stops_the_rest_at_the_cap_the_earlier_runs_reached() -> None:
+    # the late phase grows with the input up to 3 GB, then stays at a configured maximum (a JVM's
+    # -Xmx); the prefix is the same 1 GiB in every run, so only the input size tells them apart
+    sizes = np.linspace(1e9, 6e9, 24)
+    history = [_sized(i, float(z), min(1.0 + 2.0 * z / 1e9, 7.0)) for i, z in enumerate(sizes)]
+    f, prefix = _at_start(), _prefix(1.0)
+    capped = segment_reforecast(f, prefix, history, {"input_bytes": 9e9}, SegmentPolicy(capped_size=True))
+    assert _rest_peak(capped) == pytest.approx(7.0 * GIB, rel=0.05)
+    straight = segment_reforecast(f, prefix, history, {"input_bytes": 9e9}, SegmentPolicy())
+    assert _rest_peak(straight) > 7.7 * GIB  # log-linear in the size: past the cap
