@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from airflow_predictive.simulation.workload import Workload
 
 log = logging.getLogger("cluster_sweep")
-NUMPY_CANDIDATES = ("last_run", "median_peak", "linear_input", "vpa", "autopilot")
+NUMPY_CANDIDATES = tuple(c for c in BENCH_CANDIDATES if c != "lstm")  # the shipped ones, numpy only
 
 # the shipped defaults before session 9, so that every variant below reads as it was measured
 SESSION8: dict[str, Any] = {
