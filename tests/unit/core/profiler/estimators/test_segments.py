@@ -249,3 +249,24 @@ def test_a_capped_input_size_stops_the_rest_at_the_cap_the_earlier_runs_reached(
     assert _rest_peak(capped) == pytest.approx(7.0 * GIB, rel=0.05)
     straight = segment_reforecast(f, prefix, history, {"input_bytes": 9e9}, SegmentPolicy())
     assert _rest_peak(straight) > 7.7 * GIB  # log-linear in the size: past the cap
+
+
+def test_the_next_window_holds_its_peak_from_now_when_the_at_start_curve_puts_the_jump_late() -> None:
+    # every earlier run jumps from its start level to 2x at 240 s; the at-start curve (a stretched
+    # mean shape) puts the jump at 400 s: within the next window the re-forecast must not keep that
+    # timing, or a reclaim just before 240 s meets the jump under a low limit
+    history = _history(lambda e: 2 * e)
+    t = np.arange(0.0, DURATION + 1, 2.0)
+    late = np.where(t < 400.0, 2.0, 4.0) * GIB
+    f = Forecast(
+        curves={MEM: DemandCurve(MEM, 2.0, {0.5: late, 0.99: late * 1.5})},
+        duration_s={0.5: DURATION},
+        estimator="x",
+    )
+    flat = segment_reforecast(f, _prefix(2.0), history, {"input_bytes": 1e9}).curve(MEM)
+    blind = SegmentPolicy(flat_window=False)
+    shaped = segment_reforecast(f, _prefix(2.0), history, {"input_bytes": 1e9}, blind).curve(MEM)
+    assert flat is not None and shaped is not None
+    assert flat.value_at(210.0, 0.5) == pytest.approx(4.0 * GIB, rel=0.03)  # the jump's level, now
+    assert flat.value_at(210.0, 0.99) == pytest.approx(6.0 * GIB, rel=0.03)
+    assert shaped.value_at(210.0, 0.5) < 3.0 * GIB  # the at-start curve's late timing kept
