@@ -48,7 +48,7 @@ from airflow_predictive.core.shaping.expectation import ForecastExpectation
 
 MEMORY = Metric.MEMORY_BYTES
 # shaping's k-Segments policy: the one the cluster benchmark validated (session 8's defaults)
-SHAPING_SEGMENTS = SegmentPolicy(k=8, recent=30, robust=3, mean_so_far=False, rest=False)
+SHAPING_SEGMENTS = SegmentPolicy(k=8, recent=30, robust=3, mean_so_far=False, rest=False, capped_size=False)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -161,8 +161,9 @@ class ReforecastSettings:
     split (bench/cluster_sweep.py) but OOM kills on the held-out half: not adopted.
     segments: the k-Segments policy of shaping's re-forecast, pinned to the one validated on the
     cluster benchmark (``SHAPING_SEGMENTS``: k=8, 30 runs, without the mean-so-far and whole-rest
-    models that ``SegmentPolicy()`` gained in session 9 on the profiler's accuracy benchmark, not
-    yet on the cluster's training split)."""
+    models and the capped input size that ``SegmentPolicy()`` gained in sessions 9 and 10 on the
+    profiler's accuracy benchmark, not yet on the cluster's training split; with the flat next
+    window of session 10, which removed three OOM kills there)."""
 
     every_s: float = 0.0
     prefix: PrefixPolicy = field(default_factory=PrefixPolicy)

@@ -245,9 +245,9 @@ def test_a_capped_input_size_stops_the_rest_at_the_cap_the_earlier_runs_reached(
     sizes = np.linspace(1e9, 6e9, 24)
     history = [_sized(i, float(z), min(1.0 + 2.0 * z / 1e9, 7.0)) for i, z in enumerate(sizes)]
     f, prefix = _at_start(), _prefix(1.0)
-    capped = segment_reforecast(f, prefix, history, {"input_bytes": 9e9}, SegmentPolicy(capped_size=True))
+    capped = segment_reforecast(f, prefix, history, {"input_bytes": 9e9}, SegmentPolicy())
     assert _rest_peak(capped) == pytest.approx(7.0 * GIB, rel=0.05)
-    straight = segment_reforecast(f, prefix, history, {"input_bytes": 9e9}, SegmentPolicy())
+    straight = segment_reforecast(f, prefix, history, {"input_bytes": 9e9}, SegmentPolicy(capped_size=False))
     assert _rest_peak(straight) > 7.7 * GIB  # log-linear in the size: past the cap
 
 
