@@ -67,21 +67,21 @@ FRACTIONS = (0.1, 0.2, 0.4, 0.6)
 # the 2026-12-01 grid (per-segment peaks on peak so far, level now, input size) ...
 GRID = (
     tuple(
-        SegmentPolicy(k=k, recent=n, robust=r, mean_so_far=False, rest=False)
+        SegmentPolicy(k=k, recent=n, robust=r, mean_so_far=False, rest=False, capped_size=False)
         for k in (2, 4, 8)
         for n in (30, 100)
         for r in (0, 3)
     )
     + tuple(  # ... and 2026-12-02: + log(mean so far), + the whole rest's peak, a 60-run window
-        SegmentPolicy(k=k, recent=n, robust=3, mean_so_far=m, rest=r)
+        SegmentPolicy(k=k, recent=n, robust=3, mean_so_far=m, rest=r, capped_size=False)
         for k in (4, 8)
         for n in (30, 60)
         for m, r in ((False, False), (True, False), (False, True), (True, True))
         if (n, m, r) != (30, False, False)
     )
     + (  # ... and session 10: the input size capped at the knot of the earlier runs' peaks
-        SegmentPolicy(capped_size=True),
-        SegmentPolicy(k=4, capped_size=True),
+        SegmentPolicy(),
+        SegmentPolicy(k=4),
     )
 )
 OUT = ROOT / "docs" / "benchmarks" / "profiler_prefix.md"
