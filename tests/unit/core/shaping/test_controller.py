@@ -480,7 +480,7 @@ def _flat_then_ramp(settings: ShapingSettings) -> tuple[FakeBackend, Handle, Sha
 def test_with_the_rise_aware_headroom_a_flat_phase_is_held_nearer_its_level_and_a_ramp_out_of_it_grows_in_time() -> (
     None
 ):
-    flat = ShapingSettings(metrics=(MEM,))
+    flat = ShapingSettings(metrics=(MEM,), rise_horizon_s=None)  # a fixed headroom, near_limit
     _, _, _, today = _flat_then_ramp(flat)
     backend, handle, _, limits = _flat_then_ramp(replace(flat, rise_horizon_s=10.0))
     assert today[399] == pytest.approx(1000 * MIB * 1.02 / 0.9)  # near_limit's smallest margin

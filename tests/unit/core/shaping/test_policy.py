@@ -523,6 +523,7 @@ def test_with_the_flat_phase_settings_the_ratio_guard_floor_still_holds_a_run_fa
 # -- opt-in: the rise-aware headroom (the grow trigger's headroom follows how fast usage rises) -----
 
 RISE = _explicit(rise_horizon_s=10.0)  # its floor: the memory margin's 1 - 1 / 1.1
+OFF = _explicit(rise_horizon_s=None)  # a fixed headroom, near_limit (before session 10)
 RISE_LOW = _explicit(rise_horizon_s=10.0, rise_floor=0.03, rise_keeps_margin=False)
 
 
@@ -548,14 +549,14 @@ def test_the_rise_aware_headroom_is_its_floor_on_a_flat_phase_and_near_limit_on_
     assert headroom(MEM, RISE_LOW, 1000 * MIB, 40 * MIB) == pytest.approx(0.1)  # a ramp: near_limit
     assert headroom(MEM, RISE_LOW, 1000 * MIB, None) == pytest.approx(0.1)  # unknown: near_limit
     assert headroom(CPU, RISE_LOW, 2.0, 0.0) == pytest.approx(0.1)  # memory only
-    assert headroom(MEM, _explicit(), 1000 * MIB, 0.0) == pytest.approx(0.1)  # off
+    assert headroom(MEM, OFF, 1000 * MIB, 0.0) == pytest.approx(0.1)  # off
     with pytest.raises(ValueError, match="rise_floor"):
         ShapingSettings(rise_horizon_s=10.0, rise_floor=1.0)
 
 
 def test_with_the_rise_aware_headroom_a_flat_usage_near_the_limit_holds_and_a_rising_one_grows() -> None:
     # 950 MiB under a 1,000 MiB limit: within near_limit (0.1), outside the floor (0.03)
-    assert _rising(100, 1000, 950, 0.0, _explicit()).cause is Cause.NEAR_LIMIT  # today: a grow
+    assert _rising(100, 1000, 950, 0.0, OFF).cause is Cause.NEAR_LIMIT  # a fixed headroom: a grow
     flat = _rising(100, 1000, 950, 0.0, RISE_LOW)
     assert not flat.wants_change and flat.action is Action.HOLD
     ramp = _rising(100, 1000, 950, 10.0, RISE_LOW)  # 1 %/s: 10 % over the horizon
@@ -568,7 +569,7 @@ def test_with_the_rise_aware_headroom_a_flat_usage_near_the_limit_holds_and_a_ri
 
 def test_with_the_rise_aware_headroom_a_flat_phase_is_reclaimed_nearer_its_level() -> None:
     exp = Offering(1000 * MIB, reclaim_margin=0.05)  # a re-forecast that knows the flat phase
-    today = _rising(3600, 2000, 1000, 0.0, _explicit(), exp=exp)
+    today = _rising(3600, 2000, 1000, 0.0, OFF, exp=exp)
     assert today.cause is Cause.ABOVE_NEED
     assert today.target == pytest.approx(1000 * MIB * 1.02 / 0.9)  # near_limit's smallest margin
     held = _rising(3600, 2000, 1000, 0.0, RISE, exp=exp)
