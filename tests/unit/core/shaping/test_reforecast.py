@@ -281,7 +281,7 @@ def test_only_a_re_forecast_the_history_answered_offers_the_reclaim_above_the_ne
     answered = PrefixReforecaster(_forecast(4.0), settings=SEGMENTS, history=_doubling_history())(prefix)
     assert (
         isinstance(answered, ReforecastExpectation)
-        and answered.reclaim_margin == ReforecastSettings().reclaim_margin == 0.05
+        and answered.reclaim_margin == ReforecastSettings().reclaim_margin == 0.15
     )
     for hook in (
         PrefixReforecaster(_forecast(4.0), settings=SEGMENTS, history=_doubling_history(3)),  # too few
