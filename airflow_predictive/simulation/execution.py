@@ -134,6 +134,7 @@ class TryResult:
     limit_at_end: Limits
     decision_s: tuple[float, ...] = field(default=())
     change_limits: tuple[Limits, ...] | None = None  # None: limits = (memory, cpu) as allocated
+    min_headroom: float = math.inf
 
     @property
     def changes(self) -> tuple[tuple[float, Limits], ...]:
@@ -161,6 +162,7 @@ def run_try(run: SimRun, driver: TryDriver, settings: SimSettings) -> TryResult:
     resizes = 0
     k = 0
     oom = False
+    headroom = math.inf
     wake = _wakeup(driver, 0, current)
     while k < n:
         stop = max(min(wake, pending[0][0] if pending else NEVER, n), k + 1)
@@ -168,6 +170,7 @@ def run_try(run: SimRun, driver: TryDriver, settings: SimSettings) -> TryResult:
             hit = run.memory[k:stop] > current.memory_bytes
             if hit.any():
                 stop, oom = k + int(hit.argmax()), True
+        headroom = min(headroom, _headroom(current.memory_bytes, run.memory[k : stop + 1 if oom else stop]))
         acc.segment(k, stop, current)
         k = stop
         if oom:
@@ -207,7 +210,14 @@ def run_try(run: SimRun, driver: TryDriver, settings: SimSettings) -> TryResult:
         peak_seen=current.memory_bytes if oom else (run.peak_memory if k else 0.0),
         limit_at_end=current,
         decision_s=tuple(decision_s),
+        min_headroom=headroom,
     )
+
+
+def _headroom(limit: float, usage: np.ndarray) -> float:
+    """The smallest (limit - usage) / usage over ``usage`` (inf: none above 0)."""
+    top = float(usage.max()) if usage.size else 0.0
+    return limit / top - 1.0 if top > 0 else math.inf
 
 
 def _run_static(run: SimRun, mem: np.ndarray, cpu: np.ndarray, decision_s: tuple[float, ...]) -> TryResult:
@@ -245,7 +255,14 @@ def _run_static(run: SimRun, mem: np.ndarray, cpu: np.ndarray, decision_s: tuple
         peak_seen=float(mem[-1]) if oom else run.peak_memory,
         limit_at_end=Limits(float(mem[-1]), float(cpu[-1])),
         decision_s=decision_s,
+        min_headroom=_static_headroom(mem, m),
     )
+
+
+def _static_headroom(limit: np.ndarray, usage: np.ndarray) -> float:
+    """``_headroom`` step by step, for limits per step."""
+    used = usage > 0
+    return float((limit[used] / usage[used]).min() - 1.0) if used.any() else math.inf
 
 
 def _wakeup(driver: TryDriver, k: int, current: Limits) -> int:

@@ -31,6 +31,7 @@ from airflow_predictive.core.shaping.policy import (
     PolicyOutput,
     ShapingSettings,
     decide,
+    rise_aware,
     seen_ratio,
     shaped_value,
     target_allocation,
@@ -140,6 +141,17 @@ class _Window:
 
     def peak(self) -> float | None:
         return max((v for _, v in self.points), default=None)
+
+    def rise_rate(self) -> float | None:
+        """The fastest rise ending at the newest point (per second, >= 0): the largest slope from
+        any earlier point of the window to it (None: fewer than two points)."""
+        if len(self.points) < 2:
+            return None
+        t_now, v_now = self.points[-1]
+        return max(
+            0.0,
+            max(((v_now - v) / (t_now - t) for t, v in self.points if t < t_now), default=0.0),
+        )
 
 
 class ShapingController:
@@ -305,7 +317,11 @@ class ShapingController:
 
     def _decide(self, t: float, usage: ResourceVector | None) -> PolicyOutput:
         observations = {
-            m: MetricObservation(None if usage is None else usage.get(m), self.windows[m].peak())
+            m: MetricObservation(
+                None if usage is None else usage.get(m),
+                self.windows[m].peak(),
+                self.windows[m].rise_rate() if rise_aware(m, self.settings) else None,
+            )
             for m in self.settings.metrics
         }
         plan = None

@@ -36,9 +36,11 @@ from airflow_predictive.core.shaping.policy import (
     MetricObservation,
     above_need_level,
     effective_guard,
+    headroom_floor,
     higher_peak_scales_alike,
     median_now,
     reclaim_margin,
+    rise_aware,
     shaped_value,
 )
 
@@ -115,12 +117,22 @@ def quiet(
         if found is None:
             return None
         band, metric_until = found
+        near_min = headroom_floor(metric, settings)
+        if rise_aware(metric, settings) and near_min < settings.near_limit:
+            # the grow trigger's headroom follows the rise rate, anywhere between its floor and
+            # near_limit: quiet only where both ends decide nothing (every grow signal is monotone
+            # in the headroom and its need is not, so every headroom between decides the same)
+            low = _metric_band(metric, inp, replace(settings, near_limit=near_min), history, plan_next_s)
+            if low is None:
+                return None
+            band, metric_until = _both(band, low[0]), min(metric_until, low[1])
         exp = inp.expectation
         if metric is Metric.MEMORY_BYTES and reclaim_margin(settings, exp) is not None:
             # the reclaim above the need (in the band): it cannot act while the peak stays at or
-            # above its level, or while the forecast ahead alone is; else tick
+            # above its level, or while the forecast ahead alone is; else tick (its level at the
+            # smallest headroom: the highest)
             current = shaped_value(inp.current, metric)
-            level = above_need_level(settings, current, exp) if current is not None else None
+            level = above_need_level(settings, current, exp, near_min) if current is not None else None
             ahead = exp.ahead(metric, inp.t_s, settings.guard_horizon_s) if exp is not None else None
             if level is not None and ahead is not None and ahead >= _lo(level):
                 level = None  # the forecast ahead alone keeps it off until its next edge (the promise's end)
@@ -150,6 +162,16 @@ def quiet(
     if until <= inp.t_s:
         return None
     return Quiet(until, bands)
+
+
+def _both(a: QuietBand, b: QuietBand) -> QuietBand:
+    """The usages for which both bands hold."""
+    return QuietBand(
+        max(a.usage_min, b.usage_min),
+        min(a.usage_max, b.usage_max),
+        max(a.peak_min, b.peak_min),
+        min(a.peak_max, b.peak_max),
+    )
 
 
 def _ratio_peak_cap(metric: Metric, inp: PolicyInput, s: ShapingSettings, history: MetricHistory) -> float:

@@ -158,7 +158,10 @@ class ReforecastSettings:
     ``ShapingSettings.forecast_reclaim_margin``); None: never offered. 0.15; 0.05 (with
     ``ShapingSettings`` guard margin 0 and ratio floor 0.3; the policy widens it to 0.133 at
     ``near_limit`` 0.1) gave 26.8 % slack against 28.5 %, 0 kills both, on the training half's own
-    split (bench/cluster_sweep.py) but OOM kills on the held-out half: not adopted.
+    split (bench/cluster_sweep.py) but OOM kills on the held-out half: not adopted. Session 10:
+    0.05 with the ratio floor 0.3 and the rise-aware headroom, the guard margin kept at +10 % (the
+    policy widens it to 0.122 on a flat phase, 0.133 on a rise): 26.8 % at 0 kills on the training
+    split, 2.5 / 1,000 on the held-out half: not adopted either (``ShapingSettings.rise_horizon_s``).
     segments: the k-Segments policy of shaping's re-forecast, pinned to the one validated on the
     cluster benchmark (``SHAPING_SEGMENTS``: k=8, 30 runs, without the mean-so-far and whole-rest
     models and the capped input size that ``SegmentPolicy()`` gained in sessions 9 and 10 on the

@@ -100,6 +100,22 @@ def test_the_static_path_gives_the_same_figures_as_the_stepwise_loop() -> None:
     assert [lim for _, lim in looped.changes] == [lim for _, lim in static.changes]
 
 
+def test_a_try_reports_how_near_it_came_to_its_memory_limit() -> None:
+    mem = np.array([1.0, 2.0, 3.0, 2.0]) * GIB
+    run = sim_run(mem)
+    assert run_try(run, FlatDriver(Limits(3.3 * GIB, 1.0)), SETTINGS).min_headroom == pytest.approx(0.1)
+    # a grow in force from step 4 (asked at 2): the smallest headroom is 3 GiB under the 3.3 GiB limit
+    grown = run_try(run, AskOnce(Limits(3.3 * GIB, 1.0), Limits(6 * GIB, 1.0), at=2), SETTINGS)
+    assert grown.min_headroom == pytest.approx(0.1)
+    late_jump = sim_run(np.array([1.0, 1.0, 1.0, 3.0]) * GIB)  # the grow lands (step 3) before the jump
+    early = run_try(late_jump, AskOnce(Limits(1.2 * GIB, 1.0), Limits(6 * GIB, 1.0), at=1), SETTINGS)
+    assert not early.oom and early.min_headroom == pytest.approx(0.2)  # 1.2 over 1 (6 over 3: 100 %)
+    killed = run_try(run, FlatDriver(Limits(2.5 * GIB, 1.0)), SETTINGS)
+    assert killed.oom and killed.min_headroom == pytest.approx(2.5 / 3 - 1)  # negative at a kill
+    static = run_try(run, StaticDriver(np.array([1.5, 3.0, 3.6, 3.6]) * GIB, np.ones(4)), SETTINGS)
+    assert static.min_headroom == pytest.approx(0.2)  # 3.6 / 3 (1.5 / 1, 3 / 2 are higher)
+
+
 def test_limits_reject_nonsense() -> None:
     with pytest.raises(ValueError):
         Limits(float("nan"), 1.0)

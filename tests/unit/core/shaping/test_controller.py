@@ -3,7 +3,7 @@ adjusts the ledger, records every decision, follows pending resizes, survives fa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -412,3 +412,79 @@ def test_a_grow_in_flight_is_not_superseded_by_a_larger_one_on_a_ramp() -> None:
     _run(ctrl, clock, 30, step=0.5)  # the trigger's interval
     assert backend.state(handle).kind is ExitKind.RUNNING  # grown in time, never OOM-killed
     assert not [e for e in sink.events if e.verdict is Verdict.SUPERSEDED]
+
+
+# the rise-aware headroom at its lowest floor (3 %, below the memory margin's): what a flat phase
+# gets, while a ramp keeps near_limit (ShapingSettings.rise_horizon_s)
+RISE_LOW = ShapingSettings(metrics=(MEM,), rise_horizon_s=10.0, rise_floor=0.03, rise_keeps_margin=False)
+
+
+def _flaky_ramp(settings: ShapingSettings) -> tuple[Flaky, Handle, ShapingController]:
+    clock = ManualClock()
+    backend = Flaky(clock)
+    backend.add_script("ramp", ramp_script(600, 0.5, 90, ramp_s=60, base_mb=50))
+    handle = backend.provision(ProvisionSpec("ramp"), _alloc(200))
+    ctrl = ShapingController(
+        backend, handle, settings, clock=clock, events=BrokenSink(), ledger=BrokenLedger(), reservation_id="r"
+    )
+    _run(ctrl, clock, 120)
+    return backend, handle, ctrl
+
+
+def test_with_the_rise_aware_headroom_a_failing_backend_still_never_kills_a_fast_ramp() -> None:
+    backend, handle, ctrl = _flaky_ramp(RISE_LOW)
+    assert backend.state(handle).kind is ExitKind.SUCCEEDED  # the ramp's rise kept near_limit's headroom
+    assert ctrl.resizes > ctrl.applied
+    # the same floor as a fixed headroom (near_limit 0.03) is killed on the same ramp
+    backend, handle, _ = _flaky_ramp(ShapingSettings(metrics=(MEM,), near_limit=0.03))
+    assert backend.state(handle).kind is ExitKind.OOM_KILLED
+
+
+@dataclass(frozen=True)
+class KnowsTheFlat:
+    """A re-forecast that knows a flat phase at ``level`` (from ``from_s``: before it, no forecast)
+    and offers the reclaim above its need."""
+
+    level: float
+    from_s: float = 30.0
+    reclaim_margin: float | None = 0.05
+
+    def predicted(self, metric: Metric, t_s: float) -> float | None:
+        return self.level if metric is MEM and t_s >= self.from_s else None
+
+    def ahead(self, metric: Metric, t_s: float, horizon_s: float) -> float | None:
+        return self.predicted(metric, t_s)
+
+
+def _flat_then_ramp(settings: ShapingSettings) -> tuple[FakeBackend, Handle, ShapingController, list[float]]:
+    """1,000 MiB flat for 400 s, then +4 %/s to 3,000 MiB (a jump the forecast did not see)."""
+    clock = ManualClock()
+    backend = FakeBackend(clock)
+    backend.add_script(
+        "t", curve_script([0, 400, 450, 500], {MEM: [1000 * MIB, 1000 * MIB, 3000 * MIB, 3000 * MIB]})
+    )
+    handle = backend.provision(ProvisionSpec("t"), _alloc(2000))
+    ctrl = ShapingController(backend, handle, settings, clock=clock, expectation=KnowsTheFlat(1000 * MIB))
+    limits: list[float] = []
+    for _ in range(500):
+        ctrl.tick()
+        if ctrl.finished is not None:
+            break
+        limit = ctrl.allocation.limits.memory_bytes
+        assert limit is not None
+        limits.append(limit)
+        clock.advance(1.0)
+    return backend, handle, ctrl, limits
+
+
+def test_with_the_rise_aware_headroom_a_flat_phase_is_held_nearer_its_level_and_a_ramp_out_of_it_grows_in_time() -> (
+    None
+):
+    flat = ShapingSettings(metrics=(MEM,), rise_horizon_s=None)  # a fixed headroom, near_limit
+    _, _, _, today = _flat_then_ramp(flat)
+    backend, handle, _, limits = _flat_then_ramp(replace(flat, rise_horizon_s=10.0))
+    assert today[399] == pytest.approx(1000 * MIB * 1.02 / 0.9)  # near_limit's smallest margin
+    assert limits[399] == pytest.approx(1000 * MIB * 1.02 * 1.1)  # the memory margin's floor
+    assert limits[399] < today[399]
+    assert backend.state(handle).kind is ExitKind.SUCCEEDED  # the ramp out of it grew in time
+    assert max(limits) >= 3000 * MIB

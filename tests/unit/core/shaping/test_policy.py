@@ -518,3 +518,67 @@ def test_with_the_flat_phase_settings_the_ratio_guard_floor_still_holds_a_run_fa
     d, _ = _one(3600, _mem(1200), 395, exp=exp, peak_mb=400, history=seen, settings=s)
     assert s.ratio_floor == 0.3
     assert d.cause is Cause.ABOVE_NEED and d.target == pytest.approx(0.3 * 2000 * MIB)
+
+
+# -- opt-in: the rise-aware headroom (the grow trigger's headroom follows how fast usage rises) -----
+
+RISE = _explicit(rise_horizon_s=10.0)  # its floor: the memory margin's 1 - 1 / 1.1
+OFF = _explicit(rise_horizon_s=None)  # a fixed headroom, near_limit (before session 10)
+RISE_LOW = _explicit(rise_horizon_s=10.0, rise_floor=0.03, rise_keeps_margin=False)
+
+
+def _rising(
+    t: float, limit_mb: float, used_mb: float, rate_mb_s: float | None, settings: ShapingSettings, **kw: Any
+):
+    obs = {
+        MEM: MetricObservation(
+            used_mb * MIB, kw.pop("peak_mb", used_mb) * MIB, None if rate_mb_s is None else rate_mb_s * MIB
+        )
+    }
+    out = decide(PolicyInput(t, _mem(limit_mb), obs, kw.pop("exp", None)), settings, {MEM: MetricHistory()})
+    return out.decisions[0]
+
+
+def test_the_rise_aware_headroom_is_its_floor_on_a_flat_phase_and_near_limit_on_a_ramp() -> None:
+    from airflow_predictive.core.shaping.policy import headroom, headroom_floor
+
+    assert headroom_floor(MEM, RISE) == pytest.approx(1 - 1 / 1.1)  # the memory margin's
+    assert headroom_floor(MEM, RISE_LOW) == pytest.approx(0.03)
+    assert headroom(MEM, RISE_LOW, 1000 * MIB, 0.0) == pytest.approx(0.03)  # flat: the floor
+    assert headroom(MEM, RISE_LOW, 1000 * MIB, 5 * MIB) == pytest.approx(0.05)  # 0.5 %/s x 10 s
+    assert headroom(MEM, RISE_LOW, 1000 * MIB, 40 * MIB) == pytest.approx(0.1)  # a ramp: near_limit
+    assert headroom(MEM, RISE_LOW, 1000 * MIB, None) == pytest.approx(0.1)  # unknown: near_limit
+    assert headroom(CPU, RISE_LOW, 2.0, 0.0) == pytest.approx(0.1)  # memory only
+    assert headroom(MEM, OFF, 1000 * MIB, 0.0) == pytest.approx(0.1)  # off
+    with pytest.raises(ValueError, match="rise_floor"):
+        ShapingSettings(rise_horizon_s=10.0, rise_floor=1.0)
+
+
+def test_with_the_rise_aware_headroom_a_flat_usage_near_the_limit_holds_and_a_rising_one_grows() -> None:
+    # 950 MiB under a 1,000 MiB limit: within near_limit (0.1), outside the floor (0.03)
+    assert _rising(100, 1000, 950, 0.0, OFF).cause is Cause.NEAR_LIMIT  # a fixed headroom: a grow
+    flat = _rising(100, 1000, 950, 0.0, RISE_LOW)
+    assert not flat.wants_change and flat.action is Action.HOLD
+    ramp = _rising(100, 1000, 950, 10.0, RISE_LOW)  # 1 %/s: 10 % over the horizon
+    assert ramp.cause is Cause.NEAR_LIMIT and ramp.wants_change
+    assert ramp.target == pytest.approx(950 * 1.25 * MIB)
+    # with the memory margin kept, a usage past the limit / 1.1 grows even when flat
+    assert _rising(100, 1000, 920, 0.0, RISE).cause is Cause.NEAR_LIMIT
+    assert not _rising(100, 1000, 900, 0.0, RISE).wants_change
+
+
+def test_with_the_rise_aware_headroom_a_flat_phase_is_reclaimed_nearer_its_level() -> None:
+    exp = Offering(1000 * MIB, reclaim_margin=0.05)  # a re-forecast that knows the flat phase
+    today = _rising(3600, 2000, 1000, 0.0, OFF, exp=exp)
+    assert today.cause is Cause.ABOVE_NEED
+    assert today.target == pytest.approx(1000 * MIB * 1.02 / 0.9)  # near_limit's smallest margin
+    held = _rising(3600, 2000, 1000, 0.0, RISE, exp=exp)
+    assert held.cause is Cause.ABOVE_NEED and held.target is not None
+    assert held.target == pytest.approx(1000 * MIB * 1.02 * 1.1)  # the floor's: 1.02 / (1 - 0.091)
+    assert held.target < today.target
+    # and usage + the memory margin still fits under it, and the next flat tick does not grow it back
+    assert held.target >= MemoryMargin().floor(1000 * MIB)
+    assert not _rising(3601, held.target / MIB, 1000, 0.0, RISE, exp=exp).wants_change
+    # a rising usage keeps today's margin
+    rising = _rising(3600, 2000, 1000, 20.0, RISE, exp=exp)
+    assert rising.target == pytest.approx(today.target)

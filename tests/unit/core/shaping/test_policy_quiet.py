@@ -161,3 +161,61 @@ def test_the_promise_ends_at_the_next_timer_and_a_resize_just_made_promises_noth
     assert quiet(PolicyInput(100.0, current, {MEM: MetricObservation(None)}, exp), settings, history) is None
     assert math.isinf(QuietBand().usage_max)
     assert MIB > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_with_the_rise_aware_headroom_the_band_holds_whatever_the_rise_rate_of_the_skipped_ticks(
+    seed: int,
+) -> None:
+    """The promise cannot know the rise rate of the ticks it skips: inside its band every one of
+    them decides nothing and keeps the history, at any rate (the headroom anywhere between its
+    floor and near_limit), with the reclaim above the need on."""
+    rng = np.random.default_rng(100 + seed)
+    settings = ShapingSettings(
+        forecast_reclaim_margin=0.05, rise_horizon_s=10.0, rise_floor=0.02, rise_keeps_margin=False
+    )
+    checked = promised = 0
+    for _ in range(1000):
+        exp = _expectation(rng)
+        current = _allocation(float(rng.uniform(0.5, 5.0)) * GIB, float(rng.uniform(0.5, 3.0)))
+        t = float(rng.uniform(0, 700))
+        histories = {
+            m: MetricHistory(
+                last_change_s=None if rng.random() < 0.3 else t - float(rng.uniform(0, 90)),
+                below_since_s=None if rng.random() < 0.5 else t - float(rng.uniform(0, 30)),
+            )
+            for m in (MEM, CPU)
+        }
+        mem_u = float(rng.uniform(0.2, 5.0)) * GIB
+        cpu_u = float(rng.uniform(0.2, 3.0))
+        rate = float(rng.choice([0.0, rng.uniform(0, 0.05) * mem_u]))
+        obs = {
+            MEM: MetricObservation(mem_u, mem_u * float(rng.uniform(1, 1.3)), rate),
+            CPU: MetricObservation(cpu_u, cpu_u * float(rng.uniform(1, 1.3))),
+        }
+        out = decide(PolicyInput(t, current, obs, exp), settings, histories)
+        if out.changes():
+            continue
+        after = dict(out.histories)
+        promise = quiet(PolicyInput(t, current, obs, exp), settings, after)
+        if promise is None:
+            continue
+        promised += 1
+        for _ in range(6):
+            t2 = float(rng.uniform(t, min(promise.until_s, t + 400)))
+            mem, cpu = _sample(rng, promise.bands[MEM], GIB), _sample(rng, promise.bands[CPU], 1.0)
+            if mem is None or cpu is None or t2 >= promise.until_s:
+                continue
+            for later_rate in (0.0, float(rng.uniform(0, 0.02)) * mem[0], 0.5 * mem[0], None):
+                later_obs = {
+                    MEM: MetricObservation(mem[0], mem[1], later_rate),
+                    CPU: MetricObservation(cpu[0], cpu[1]),
+                }
+                later = decide(PolicyInput(t2, current, later_obs, exp), settings, after)
+                assert not later.changes(), (t, t2, mem, later_rate, later.decisions)
+                top = {MEM: mem[0], CPU: cpu[0]}
+                assert later.histories == {
+                    m: seen_ratio(exp, m, t, settings, top[m], after[m]) for m in after
+                }
+                checked += 1
+    assert promised > 20 and checked > 300
