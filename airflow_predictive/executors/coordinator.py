@@ -33,6 +33,7 @@ from airflow_predictive.core.scheduling.ledger import profile_of
 from airflow_predictive.core.scheduling.planner import (
     PlanSettings,
     declared_plan,
+    held_at_declared,
     oom_retry_plan,
     plan_from_forecast,
     thin_history_floor,
@@ -255,13 +256,16 @@ class Coordinator:
             plan_settings, settings.declared, served.history_runs, self.settings.trust_after_runs
         )
         try:
-            return plan_from_forecast(
+            outcome = plan_from_forecast(
                 served.forecast,
                 declared=settings.declared,
                 settings=plan_settings,
                 capabilities=self.capabilities,
                 model_version=served.model_version,
-            ), served.forecast
+            )
+            if served.limit_bound:
+                outcome = held_at_declared(outcome, settings.declared)
+            return outcome, served.forecast
         except Exception as exc:  # a corrupt forecast (shape, NaN ...) plans the declared resources
             log.warning(
                 "predictive: unusable forecast for %s (%s); planning the declared resources", run.key, exc

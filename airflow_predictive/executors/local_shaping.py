@@ -275,10 +275,15 @@ def no_reclaim_below(settings: ShapingSettings, allocation: Allocation) -> Shapi
 def retry_floor(settings: ShapingSettings, plan: AllocationPlan | None) -> ShapingSettings:
     """A try after an OOM kill is never reclaimed below its retry plan's memory: the kill showed
     what the task needs (the cluster benchmark saw one run killed four times at the same jump
-    when the shaper reclaimed its retry)."""
-    if plan is None or plan.source is not PlanSource.OOM_RETRY:
+    when the shaper reclaimed its retry); nor is any try below its plan's ``memory_floor`` (a task
+    whose runs reached their declared limit, ``planner.held_at_declared``)."""
+    if plan is None:
         return settings
-    memory = plan.initial.limits.memory_bytes or plan.initial.requests.memory_bytes
+    memory = plan.memory_floor
+    if plan.source is PlanSource.OOM_RETRY:
+        memory = max(
+            memory or 0.0, plan.initial.limits.memory_bytes or plan.initial.requests.memory_bytes or 0.0
+        )
     if not memory:
         return settings
     floor = max(float(memory), settings.minimum.memory_bytes or 0.0)

@@ -149,6 +149,12 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
                 cpu_cores=self.max_resources.get("cpu"), memory_bytes=self.max_resources.get("memory")
             )
             settings = replace(settings, maximum=high)
+        along = getattr(self, "_along", None)
+        floor = along[2].memory_floor if along is not None else None
+        if floor:  # the plan holds memory at the declared value (planner.held_at_declared)
+            settings = replace(
+                settings, minimum=settings.minimum.combine(ResourceVector(memory_bytes=floor), max)
+            )
         return settings
 
     # ---- sizing (seam: build_pod_request_obj) ----------------------------------------------------
@@ -250,7 +256,11 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         from airflow_predictive.core.model.query import ForecastQuery, ForecastSource
         from airflow_predictive.core.model.resources import Metric, ResourceVector
         from airflow_predictive.core.model.runs import TaskKey
-        from airflow_predictive.core.scheduling.planner import PlanSettings, plan_from_forecast
+        from airflow_predictive.core.scheduling.planner import (
+            PlanSettings,
+            held_at_declared,
+            plan_from_forecast,
+        )
         from airflow_predictive.runtime import get_runtime
 
         self._along = None
@@ -276,6 +286,8 @@ class PredictiveKubernetesPodOperator(KubernetesPodOperator):
         outcome = plan_from_forecast(
             served.forecast, declared=declared, settings=settings, model_version=served.model_version
         )
+        if served.limit_bound:
+            outcome = held_at_declared(outcome, declared)
         from airflow_predictive.executors.kubernetes_nodes import plan_peak
 
         self.planned_peak = plan_peak(outcome.plan)

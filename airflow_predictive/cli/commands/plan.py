@@ -23,6 +23,7 @@ from airflow_predictive.core.scheduling.ledger import profile_of
 from airflow_predictive.core.scheduling.planner import (
     PlanSettings,
     against_pool,
+    held_at_declared,
     plan_from_forecast,
     thin_history_floor,
 )
@@ -72,6 +73,8 @@ def build(key: TaskKey, params: dict[str, Any], pool_name: str, now: float) -> d
         capabilities=backend.capabilities(),
         model_version=served.model_version,
     )
+    if served.limit_bound and outcome.plan.source.value == "forecast":
+        outcome = held_at_declared(outcome, declared)
     plan = outcome.plan
     forecast: dict[str, Any] = {
         "source": served.source.value,

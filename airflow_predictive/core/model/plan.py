@@ -100,6 +100,8 @@ class AllocationPlan:
     quantiles: the risk quantile used per metric (e.g. memory 0.99, CPU 0.9), empty when not
         planned from a forecast.
     model_version: the forecast's model version, when there was one.
+    memory_floor: shaping never reclaims memory below this (bytes; None: no such floor). Set for a
+        task whose earlier runs reached their declared memory limit (``planner.held_at_declared``).
     """
 
     initial: Allocation
@@ -109,6 +111,7 @@ class AllocationPlan:
     why: str = ""
     quantiles: Mapping[Metric, float] = field(default_factory=dict)
     model_version: str | None = None
+    memory_floor: float | None = None
 
     def __post_init__(self) -> None:
         if not self.duration_s > 0:

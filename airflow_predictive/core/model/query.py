@@ -69,6 +69,9 @@ class ServedForecast:
     note: one line saying why this level answered (e.g. "no profile for this task yet").
     history_runs: how many earlier runs of the task the answer was made from (None: not known);
         the executors keep memory at the declared value until a task has ``trust_after_runs``.
+    limit_bound: an earlier run of the task reached its declared memory limit (its need is at
+        least the limit): the planner keeps its memory at the declared value, in the plan and in
+        shaping (``planner.held_at_declared``).
     """
 
     forecast: Forecast | None
@@ -77,3 +80,4 @@ class ServedForecast:
     calibration_version: str | None = None
     note: str = ""
     history_runs: int | None = None  # earlier runs of the task it was made from (None: unknown)
+    limit_bound: bool = False

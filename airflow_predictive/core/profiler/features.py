@@ -97,6 +97,23 @@ def example_peak(example: RunExample, metric: Metric) -> float | None:
         return value
 
 
+AT_LIMIT = 0.995  # a memory peak within 0.5 % of the declared limit reached it
+
+
+def reached_declared_memory(history: Sequence[RunExample]) -> bool:
+    """Whether a run of ``history`` reached its declared memory limit (its peak at least
+    ``AT_LIMIT`` x the limit): such a run took all the container allowed, so its peak is a lower
+    bound of its need, not a level (``planner.held_at_declared`` uses it)."""
+    for example in history:
+        declared = example.record.declared.memory_bytes
+        if not declared:
+            continue
+        peak = example_peak(example, Metric.MEMORY_BYTES)
+        if peak is not None and math.isfinite(peak) and peak >= AT_LIMIT * declared:
+            return True
+    return False
+
+
 def _example_peak(example: RunExample, metric: Metric) -> float | None:
     if example.series is not None:
         arr = example.series.get(metric)

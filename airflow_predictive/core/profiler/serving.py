@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from airflow_predictive.core.model.query import ForecastSource, ServedForecast
 from airflow_predictive.core.model.resources import FORECAST_METRICS, Metric
 from airflow_predictive.core.profiler.estimators.base import ForecastQuery as EstimatorQuery
+from airflow_predictive.core.profiler.features import reached_declared_memory
 from airflow_predictive.core.profiler.selection import calibrated
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ def serve(
     """The forecast of this try from the first level that can answer (never raises)."""
     q = estimator_query(query, history, metrics)
     why: list[str] = []
+    bound = reached_declared_memory(history)
     if profile is not None and profile.estimator is not None:
         try:
             forecast = calibrated(profile.estimator.predict(q), profile.calibration)
@@ -103,6 +105,7 @@ def serve(
                 calibration_version=profile.calibration_version,
                 note=f"champion {profile.champion} for this run's features ({len(history)} earlier runs)",
                 history_runs=len(history),
+                limit_bound=bound,
             )
         except Exception as exc:
             why.append(f"champion {profile.champion} could not answer ({type(exc).__name__}: {exc})")
@@ -114,6 +117,7 @@ def serve(
             calibration_version=profile.calibration_version,
             note=f"{profile.note}; precomputed forecast of champion {profile.champion}",
             history_runs=len(history),
+            limit_bound=bound,
         )
     elif profile is not None and profile.note:
         why.append(profile.note)
@@ -126,4 +130,4 @@ def serve(
         return ServedForecast(None, ForecastSource.NONE, note="; ".join(why))
     source = CHAIN_SOURCES.get(forecast.estimator, ForecastSource.GLOBAL)
     why.append(f"{forecast.estimator} answered")
-    return ServedForecast(forecast, source, note="; ".join(why), history_runs=len(history))
+    return ServedForecast(forecast, source, note="; ".join(why), history_runs=len(history), limit_bound=bound)

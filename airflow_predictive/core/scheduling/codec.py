@@ -58,6 +58,7 @@ def plan_to_dict(plan: AllocationPlan) -> JSON:
         "why": plan.why,
         "quantiles": {m.value: q for m, q in plan.quantiles.items()},
         "model_version": plan.model_version,
+        "memory_floor": plan.memory_floor,
     }
 
 
@@ -74,6 +75,7 @@ def plan_from_dict(raw: Any) -> AllocationPlan:
             why=str(raw.get("why", "")),
             quantiles={Metric(k): float(v) for k, v in (raw.get("quantiles") or {}).items()},
             model_version=raw.get("model_version"),
+            memory_floor=None if raw.get("memory_floor") is None else float(raw["memory_floor"]),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"unreadable plan: {exc!r}") from exc

@@ -85,6 +85,37 @@ def thin_history_floor(
     return replace(settings, minimum=settings.minimum.with_value(Metric.MEMORY_BYTES, floor))
 
 
+def held_at_declared(outcome: PlanOutcome, declared: ResourceVector) -> PlanOutcome:
+    """``outcome`` with memory never below the declared value, in the plan and in shaping (its
+    ``memory_floor``): for a task whose earlier runs reached their declared memory limit
+    (``core/profiler/features.reached_declared_memory``). Such a run took all the container
+    allowed (a JVM sized to its container, a cache): its need is at least its limit, so a lower
+    limit is a bet the history cannot back. On kseg-eager's ``markduplicates`` (9 of 68 held-out
+    runs at exactly the declared 16 GiB) the scaled curve's level for them was ~12.5 GiB and shaping
+    reclaimed to it: 5 of the cluster benchmark's 6 OOM kills (docs/benchmarks/cluster.md)."""
+    memory = declared.memory_bytes
+    if not memory:
+        return outcome
+    plan = outcome.plan
+
+    def raised(a: Allocation) -> Allocation:
+        def up(v: ResourceVector) -> ResourceVector:
+            value = v.memory_bytes
+            return v if value is None or value >= memory else v.with_value(Metric.MEMORY_BYTES, memory)
+
+        return Allocation(requests=up(a.requests), limits=up(a.limits))
+
+    why = f"memory held at the declared {format_bytes(memory)}: earlier runs reached it"
+    held = replace(
+        plan,
+        initial=raised(plan.initial),
+        steps=tuple(replace(step, allocation=raised(step.allocation)) for step in plan.steps),
+        memory_floor=max(float(memory), plan.memory_floor or 0.0),
+        why=f"{plan.why}; {why}" if plan.why else why,
+    )
+    return replace(outcome, plan=held, reason=f"{outcome.reason}; {why}" if outcome.reason else why)
+
+
 def declared_plan(declared: ResourceVector, settings: PlanSettings, why: str) -> PlanOutcome:
     """The fallback plan: the declared resources, flat, as limits (or no limits at all)."""
     if declared.is_empty():

@@ -153,6 +153,10 @@ def limits_of(allocation: Allocation, node: NodeShape, fallback: Limits | None) 
     return Limits(float(min(mem, node.memory_bytes)), float(max(cpu_limit, 0.01)), cpu_request)
 
 
+# the history the product's forecast service serves with (training/serving.ForecastService history_runs)
+SERVED_HISTORY = 50
+
+
 @dataclass
 class PredictiveSettings:
     """plan: the planner's settings (risk quantiles, steps). shape: run the shaping controller
@@ -205,7 +209,12 @@ class PredictivePolicy:
     def driver(self, ctx: TryContext) -> TryDriver:
         from dataclasses import replace
 
-        from airflow_predictive.core.scheduling.planner import oom_retry_plan, plan_from_forecast
+        from airflow_predictive.core.profiler.features import reached_declared_memory
+        from airflow_predictive.core.scheduling.planner import (
+            held_at_declared,
+            oom_retry_plan,
+            plan_from_forecast,
+        )
         from airflow_predictive.core.shaping.expectation import ForecastExpectation
 
         run = ctx.run
@@ -232,6 +241,9 @@ class PredictivePolicy:
             outcome = plan_from_forecast(
                 forecast, declared=declared, settings=self.plan_settings, capabilities=caps
             )
+            served = self.workload.history_of(run)[-SERVED_HISTORY:] if self.workload is not None else []
+            if forecast is not None and reached_declared_memory(served):
+                outcome = held_at_declared(outcome, declared)  # as the product's coordinator does
         plan = outcome.plan
         self.plans[(run.index, ctx.attempt)] = plan
         initial = limits_of(plan.initial, ctx.node, declared_lim)
@@ -250,6 +262,9 @@ class PredictivePolicy:
         if retry_memory is not None:
             # the kill proved the run reaches the retry plan's memory: never reclaim below it
             shaping = replace(shaping, minimum=shaping.minimum.with_value(Metric.MEMORY_BYTES, retry_memory))
+        if plan.memory_floor:  # the product's executors: executors/local_shaping.retry_floor
+            floor = max(plan.memory_floor, shaping.minimum.memory_bytes or 0.0)
+            shaping = replace(shaping, minimum=shaping.minimum.with_value(Metric.MEMORY_BYTES, floor))
         planned_s = time.perf_counter() - began
         if not self.settings.shape:
             return PlanStepsDriver(ctx, initial, plan, planned_s)

@@ -348,6 +348,30 @@ def test_a_thin_history_may_still_plan_above_the_declared_value(ledger: SqlLedge
     assert (outcome.plan.peak().limits.memory_bytes or 0) >= 0.5 * GIB
 
 
+class AtLimit(Forecasts):
+    """A forecast of 0.5 GiB from 10 earlier runs, one of which reached its declared memory."""
+
+    def forecast_for(self, query: ForecastQuery) -> ServedForecast:
+        served = super().forecast_for(query)
+        return ServedForecast(served.forecast, served.source, history_runs=10, limit_bound=True)
+
+
+def test_a_task_whose_runs_reached_their_declared_memory_is_planned_and_shaped_at_it(
+    ledger: SqlLedger,
+) -> None:
+    c = _coordinator(ledger, AtLimit(0.5))
+    run = RunIdentity(TaskKey("d", "t"), "r1", 1)
+    settings = task_settings({"predictive": {"memory": "2Gi"}})
+    outcome = c.plan_for(run, settings, ForecastQuery(run.key, declared=settings.declared))
+    assert outcome.plan.source is PlanSource.FORECAST
+    assert outcome.plan.initial.limits.memory_bytes == pytest.approx(2 * GIB)
+    assert outcome.plan.memory_floor == pytest.approx(2 * GIB)  # shaping never reclaims below it
+    plain = _coordinator(ledger, Thin(10)).plan_for(
+        run, settings, ForecastQuery(run.key, declared=settings.declared)
+    )
+    assert (plain.plan.initial.limits.memory_bytes or 0) < GIB and plain.plan.memory_floor is None
+
+
 def test_a_running_task_is_extended_only_near_its_predicted_end_and_stays_charged_past_it(
     ledger: SqlLedger,
 ) -> None:

@@ -6,6 +6,7 @@ memory back to the pool, a task is shaped only once its process joined its group
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_predictive.backends.fake import FakeBackend, ManualClock, curve_script, ramp_script
@@ -268,6 +269,8 @@ def test_a_try_after_an_oom_kill_is_never_reclaimed_below_its_retry_plan() -> No
     planned = AllocationPlan.flat(alloc, 60.0, source=PlanSource.FORECAST, why="forecast")
     assert retry_floor(base, planned).minimum.memory_bytes == 64 * MIB
     assert retry_floor(base, None) is base
+    held = replace(planned, memory_floor=512 * MIB)  # earlier runs reached their declared memory
+    assert retry_floor(base, held).minimum.memory_bytes == 512 * MIB
 
 
 def test_a_grow_through_the_gate_keeps_the_plans_later_steps_reserved() -> None:

@@ -278,3 +278,18 @@ def test_the_re_forecast_reads_the_whole_observed_prefix_in_event_driven_mode() 
     assert len(seen[0]) >= 5
     assert seen[1] == seen[0]  # the same prefixes (length and peak) at the same times
     assert seen[0][-1][2] == pytest.approx(3.0 * GIB)
+
+
+def test_a_task_whose_earlier_run_reached_its_declared_memory_is_never_shaped_below_it() -> None:
+    """A run that took all its container allowed (a JVM sized to its limit) needs at least the
+    limit: reclaiming the next one to its forecast kills it when it fills the container again."""
+    f = forecast(np.full(40, 1.0))  # says 1 GiB: far below the 8 GiB declared
+    mem = np.concatenate([np.full(250, 0.9), np.full(100, 8.0)]) * GIB  # fills its 8 GiB at 250 s
+    earlier = sim_run(mem, index=0).example
+    run = sim_run(mem, index=1)
+    result = replay(workload(run, train=(earlier,)), PredictivePolicy(held({1: f})), PoolSpec(), SETTINGS)
+    assert len(result.tries) == 1 and not result.tries[0].result.oom
+    assert all(lim.memory_bytes >= 8 * GIB for _, lim in result.tries[0].result.changes)
+    # the same run without that history: reclaimed to its forecast, and killed at the jump
+    alone = replay(workload(sim_run(mem, index=1)), PredictivePolicy(held({1: f})), PoolSpec(), SETTINGS)
+    assert alone.tries[0].result.oom

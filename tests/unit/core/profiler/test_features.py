@@ -132,3 +132,15 @@ def test_capped_fit_keeps_the_straight_line_where_the_peak_keeps_growing():
     assert math.isinf(knot)
     assert (a, b) == pytest.approx((2.0, 1.5), rel=0.05)
     assert capped_fit(np.array([1.0, 1.0]), np.array([2.0, 3.0])) is None  # one input size: no line
+
+
+def test_a_run_that_reached_its_declared_memory_marks_its_history_limit_bound(synth, task_key):
+    from airflow_predictive.core.model.resources import GIB, ResourceVector
+    from airflow_predictive.core.profiler.features import reached_declared_memory
+
+    DECLARED = ResourceVector(memory_bytes=8 * GIB)
+
+    below = [synth.make_run(task_key, i, peak_gib=5.0, declared=DECLARED) for i in range(3)]
+    assert not reached_declared_memory(below)
+    assert reached_declared_memory([*below, synth.make_run(task_key, 3, peak_gib=8.0, declared=DECLARED)])
+    assert not reached_declared_memory([])

@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 
 from airflow_predictive.core.model.backend import Allocation, Bounds, Capabilities
 from airflow_predictive.core.model.plan import PlanDecision, PlanSource, PoolCapacity
@@ -180,3 +181,20 @@ def test_a_thin_history_floors_memory_at_the_declared_value_and_leaves_cpu() -> 
     assert thin_history_floor(base, declared, history_runs=3, trust_after_runs=3) is base
     assert thin_history_floor(base, declared, history_runs=None, trust_after_runs=3) is base
     assert thin_history_floor(base, ResourceVector(), history_runs=0, trust_after_runs=3) is base
+
+
+def test_held_at_declared_raises_every_step_and_floors_shaping_at_the_declared_memory() -> None:
+    from airflow_predictive.core.scheduling.codec import plan_from_dict, plan_to_dict
+    from airflow_predictive.core.scheduling.planner import held_at_declared
+
+    declared = ResourceVector(memory_bytes=3 * GIB, cpu_cores=2.0)
+    out = plan_from_forecast(_forecast(RAMP), declared=declared, settings=PlanSettings())
+    assert min(s.allocation.limits.memory_bytes or 0 for s in out.plan.steps) < 3 * GIB
+    held = held_at_declared(out, declared)
+    allocations = [held.plan.initial, *(s.allocation for s in held.plan.steps)]
+    assert all((a.limits.memory_bytes or 0) >= 3 * GIB for a in allocations)
+    assert max(a.limits.memory_bytes or 0 for a in allocations) == pytest.approx(4 * GIB)  # the peak stays
+    assert held.plan.initial.requests.cpu_cores == out.plan.initial.requests.cpu_cores
+    assert held.plan.memory_floor == 3 * GIB and "declared" in held.reason
+    assert plan_from_dict(plan_to_dict(held.plan)).memory_floor == 3 * GIB  # stored and sent to shapers
+    assert held_at_declared(out, ResourceVector(cpu_cores=2.0)) is out  # nothing declared: unchanged
