@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from airflow_predictive.core.model.plan import PlanSource
 from airflow_predictive.core.model.query import ForecastQuery
 from airflow_predictive.core.model.resources import ResourceVector, format_bytes
 from airflow_predictive.core.model.runs import TaskKey
@@ -73,7 +74,7 @@ def build(key: TaskKey, params: dict[str, Any], pool_name: str, now: float) -> d
         capabilities=backend.capabilities(),
         model_version=served.model_version,
     )
-    if served.limit_bound and outcome.plan.source.value == "forecast":
+    if served.limit_bound and outcome.plan.source is PlanSource.FORECAST:
         outcome = held_at_declared(outcome, declared)
     plan = outcome.plan
     forecast: dict[str, Any] = {
