@@ -63,6 +63,24 @@ def _sample(rng: np.random.Generator, band: QuietBand, scale: float) -> tuple[fl
     return u, float(rng.uniform(w_lo, w_hi))
 
 
+def _random_state(
+    rng: np.random.Generator,
+) -> tuple[ForecastExpectation, Allocation, float, dict[Metric, MetricHistory], float, float]:
+    """A random expectation, allocation, time (the ratio guard scales the guard from 300 s),
+    histories and usage (memory, CPU) for the promise checks."""
+    exp = _expectation(rng)
+    current = _allocation(float(rng.uniform(0.5, 5.0)) * GIB, float(rng.uniform(0.5, 3.0)))
+    t = float(rng.uniform(0, 700))
+    histories = {
+        m: MetricHistory(
+            last_change_s=None if rng.random() < 0.3 else t - float(rng.uniform(0, 90)),
+            below_since_s=None if rng.random() < 0.5 else t - float(rng.uniform(0, 30)),
+        )
+        for m in (MEM, CPU)
+    }
+    return exp, current, t, histories, float(rng.uniform(0.2, 5.0)) * GIB, float(rng.uniform(0.2, 3.0))
+
+
 @pytest.mark.parametrize("reclaim_margin", [None, 0.15])  # 0.15: the reclaim above the need, on
 @pytest.mark.parametrize("seed", range(6))
 def test_inside_the_quiet_band_later_ticks_decide_nothing_and_keep_the_history_but_the_peak_so_far(
@@ -72,18 +90,7 @@ def test_inside_the_quiet_band_later_ticks_decide_nothing_and_keep_the_history_b
     settings = ShapingSettings(forecast_reclaim_margin=reclaim_margin)
     checked = promised = 0
     for _ in range(400 if reclaim_margin is None else 1000):  # the reclaim promises less often
-        exp = _expectation(rng)
-        current = _allocation(float(rng.uniform(0.5, 5.0)) * GIB, float(rng.uniform(0.5, 3.0)))
-        t = float(rng.uniform(0, 700))  # the ratio guard scales the guard from 300 s
-        histories = {
-            m: MetricHistory(
-                last_change_s=None if rng.random() < 0.3 else t - float(rng.uniform(0, 90)),
-                below_since_s=None if rng.random() < 0.5 else t - float(rng.uniform(0, 30)),
-            )
-            for m in (MEM, CPU)
-        }
-        mem_u = float(rng.uniform(0.2, 5.0)) * GIB
-        cpu_u = float(rng.uniform(0.2, 3.0))
+        exp, current, t, histories, mem_u, cpu_u = _random_state(rng)
         obs = _observations(
             (mem_u, mem_u * float(rng.uniform(1, 1.3))), (cpu_u, cpu_u * float(rng.uniform(1, 1.3)))
         )
@@ -176,18 +183,7 @@ def test_with_the_rise_aware_headroom_the_band_holds_whatever_the_rise_rate_of_t
     )
     checked = promised = 0
     for _ in range(1000):
-        exp = _expectation(rng)
-        current = _allocation(float(rng.uniform(0.5, 5.0)) * GIB, float(rng.uniform(0.5, 3.0)))
-        t = float(rng.uniform(0, 700))
-        histories = {
-            m: MetricHistory(
-                last_change_s=None if rng.random() < 0.3 else t - float(rng.uniform(0, 90)),
-                below_since_s=None if rng.random() < 0.5 else t - float(rng.uniform(0, 30)),
-            )
-            for m in (MEM, CPU)
-        }
-        mem_u = float(rng.uniform(0.2, 5.0)) * GIB
-        cpu_u = float(rng.uniform(0.2, 3.0))
+        exp, current, t, histories, mem_u, cpu_u = _random_state(rng)
         rate = float(rng.choice([0.0, rng.uniform(0, 0.05) * mem_u]))
         obs = {
             MEM: MetricObservation(mem_u, mem_u * float(rng.uniform(1, 1.3)), rate),
