@@ -63,6 +63,19 @@ def _sample(rng: np.random.Generator, band: QuietBand, scale: float) -> tuple[fl
     return u, float(rng.uniform(w_lo, w_hi))
 
 
+def _promised(
+    inp: PolicyInput, settings: ShapingSettings, histories: dict[Metric, MetricHistory]
+) -> tuple[dict[Metric, MetricHistory], Quiet] | None:
+    """The histories a tick that changes nothing leaves, and the promise made on them (None: the
+    tick changed something, or no promise)."""
+    out = decide(inp, settings, histories)
+    if out.changes():
+        return None
+    after = dict(out.histories)
+    promise = quiet(inp, settings, after)
+    return None if promise is None else (after, promise)
+
+
 def _random_state(
     rng: np.random.Generator,
 ) -> tuple[ForecastExpectation, Allocation, float, dict[Metric, MetricHistory], float, float]:
@@ -94,13 +107,10 @@ def test_inside_the_quiet_band_later_ticks_decide_nothing_and_keep_the_history_b
         obs = _observations(
             (mem_u, mem_u * float(rng.uniform(1, 1.3))), (cpu_u, cpu_u * float(rng.uniform(1, 1.3)))
         )
-        out = decide(PolicyInput(t, current, obs, exp), settings, histories)
-        if out.changes():
+        found = _promised(PolicyInput(t, current, obs, exp), settings, histories)
+        if found is None:
             continue
-        after = dict(out.histories)
-        promise = quiet(PolicyInput(t, current, obs, exp), settings, after)
-        if promise is None:
-            continue
+        after, promise = found
         promised += 1
         assert promise.until_s > t
         for _ in range(6):  # a few later ticks in turn, each on the history the one before left
@@ -189,13 +199,10 @@ def test_with_the_rise_aware_headroom_the_band_holds_whatever_the_rise_rate_of_t
             MEM: MetricObservation(mem_u, mem_u * float(rng.uniform(1, 1.3)), rate),
             CPU: MetricObservation(cpu_u, cpu_u * float(rng.uniform(1, 1.3))),
         }
-        out = decide(PolicyInput(t, current, obs, exp), settings, histories)
-        if out.changes():
+        found = _promised(PolicyInput(t, current, obs, exp), settings, histories)
+        if found is None:
             continue
-        after = dict(out.histories)
-        promise = quiet(PolicyInput(t, current, obs, exp), settings, after)
-        if promise is None:
-            continue
+        after, promise = found
         promised += 1
         for _ in range(6):
             t2 = float(rng.uniform(t, min(promise.until_s, t + 400)))
