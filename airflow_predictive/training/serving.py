@@ -66,6 +66,10 @@ PER_QUERY = frozenset(
 _LABEL = re.compile(r"^(?P<name>[A-Za-z0-9_]+):v(?P<version>\d+)$")
 
 
+# earlier runs of a task a forecast is served from (the simulator replays with the same window)
+SERVED_HISTORY_RUNS = 50
+
+
 @dataclass
 class _Entry:
     expires: float
@@ -84,7 +88,7 @@ class StoredForecastService:
         model_store: ModelStore | None = None,
         ttl_s: float = 60.0,
         retry_s: float = 10.0,
-        history_runs: int = 50,
+        history_runs: int = SERVED_HISTORY_RUNS,
         series_runs: int = 5,
         clock: Clock | None = None,
     ) -> None:

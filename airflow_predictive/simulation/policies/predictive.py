@@ -153,10 +153,6 @@ def limits_of(allocation: Allocation, node: NodeShape, fallback: Limits | None) 
     return Limits(float(min(mem, node.memory_bytes)), float(max(cpu_limit, 0.01)), cpu_request)
 
 
-# the history the product's forecast service serves with (training/serving.ForecastService history_runs)
-SERVED_HISTORY = 50
-
-
 @dataclass
 class PredictiveSettings:
     """plan: the planner's settings (risk quantiles, steps). shape: run the shaping controller
@@ -216,6 +212,7 @@ class PredictivePolicy:
             plan_from_forecast,
         )
         from airflow_predictive.core.shaping.expectation import ForecastExpectation
+        from airflow_predictive.training.serving import SERVED_HISTORY_RUNS
 
         run = ctx.run
         began = time.perf_counter()
@@ -241,7 +238,7 @@ class PredictivePolicy:
             outcome = plan_from_forecast(
                 forecast, declared=declared, settings=self.plan_settings, capabilities=caps
             )
-            served = self.workload.history_of(run)[-SERVED_HISTORY:] if self.workload is not None else []
+            served = self.workload.history_of(run)[-SERVED_HISTORY_RUNS:] if self.workload is not None else []
             if forecast is not None and reached_declared_memory(served):
                 outcome = held_at_declared(outcome, declared)  # as the product's coordinator does
         plan = outcome.plan
