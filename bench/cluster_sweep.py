@@ -155,12 +155,25 @@ def settings_for(overrides: dict[str, Any]) -> PredictiveSettings:
     return PredictiveSettings(shaping=shaping, reforecast=reforecast, plan=plan)
 
 
+def _default_cache(candidates: tuple[str, ...]) -> Path:
+    """A per-user cache file keyed by the candidates *and* the profiler's source (a forecast cached
+    before a profiler change must not be replayed after it), never in a world-writable directory."""
+    digest = hashlib.sha1(",".join(candidates).encode())
+    for source in sorted((ROOT / "airflow_predictive" / "core" / "profiler").rglob("*.py")):
+        digest.update(source.read_bytes())
+    folder = Path.home() / ".cache" / "airflow-predictive"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"cluster_sweep_forecasts_{digest.hexdigest()[:12]}.pkl"
+
+
 def forecasts_for(workload: Workload, candidates: tuple[str, ...], cache: Path) -> HeldOutForecasts:
     """The training split's forecasts, computed once per candidate set (pickled without the fitted
     estimators: the sweep replays no shadow runs, which alone re-forecast through them)."""
     from airflow_predictive.simulation.forecasting import held_out_forecasts
 
     if cache.exists():
+        if cache.stat().st_uid != os.getuid():  # a pickle runs code: only one this user wrote
+            raise SystemExit(f"refusing the forecast cache {cache}: not written by this user")
         log.info("forecasts from %s", cache)
         with cache.open("rb") as f:
             got: HeldOutForecasts = pickle.load(f)
@@ -219,7 +232,11 @@ def main() -> int:
     ap.add_argument("--only", default=None, help="comma-separated built-in variants (default: all)")
     ap.add_argument("--set", action="append", default=[], help="name:group.field=value,... (repeatable)")
     ap.add_argument("--tasks", action="store_true", help="per-task share of allocation and slack")
-    ap.add_argument("--cache", default=None, help="forecast cache (default: /tmp, keyed by candidates)")
+    ap.add_argument(
+        "--cache",
+        default=None,
+        help="forecast cache (default: ~/.cache/airflow-predictive, keyed by candidates and profiler source)",
+    )
     ap.add_argument("--json", default=None, help="append one JSON line per variant to this file")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -229,8 +246,7 @@ def main() -> int:
 
     _, examples = load_trace_folder(Path(args.data) / "kseg-eager")
     workload = build_workload(training_split(examples), grid_s=1.0)
-    key = hashlib.sha1(",".join(candidates).encode()).hexdigest()[:10]
-    cache = Path(args.cache) if args.cache else Path(f"/tmp/cluster_sweep_forecasts_{key}.pkl")
+    cache = Path(args.cache) if args.cache else _default_cache(candidates)
     forecasts = forecasts_for(workload, candidates, cache)
     variants = dict(VARIANTS)
     if args.only:
