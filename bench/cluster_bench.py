@@ -49,6 +49,7 @@ from airflow_predictive.simulation.workload import build_workload, scaled_up  # 
 
 if TYPE_CHECKING:
     from airflow_predictive.simulation.execution import SimSettings
+    from airflow_predictive.simulation.workload import Workload
 
 log = logging.getLogger("cluster_bench")
 OUT = ROOT / "docs" / "benchmarks" / "cluster.md"
@@ -222,6 +223,15 @@ def training_split(examples: Any, train_fraction: float = 0.5) -> Any:
 
     train, _ = split_chronologically(chronological(examples), train_fraction)
     return list(train)
+
+
+def kseg_workload(data: Path, split: str) -> Workload:
+    """The kseg-eager replay the cluster diagnostics share: the held-out half as the benchmark
+    replays it, or (``split`` "training") the training split's second half (``training_split``)."""
+    _, examples = load_trace_folder(data / "kseg-eager")
+    if split == "training":
+        examples = training_split(examples)
+    return build_workload(examples, grid_s=1.0)
 
 
 def write_training_report(result: BenchResult, out: Path, extra: dict[str, Any]) -> None:

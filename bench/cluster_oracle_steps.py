@@ -19,15 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cluster_bench import training_split  # noqa: E402
+from cluster_bench import kseg_workload  # noqa: E402
 
 from airflow_predictive.simulation.bench import DEFAULT_POOL  # noqa: E402
 from airflow_predictive.simulation.cluster import replay  # noqa: E402
 from airflow_predictive.simulation.execution import SimSettings  # noqa: E402
-from airflow_predictive.simulation.loading import load_trace_folder  # noqa: E402
 from airflow_predictive.simulation.metrics import summarise  # noqa: E402
 from airflow_predictive.simulation.policies.baselines import OraclePolicy  # noqa: E402
-from airflow_predictive.simulation.workload import build_workload  # noqa: E402
 
 STEPS = (30.0, 60.0, 120.0, 300.0, 600.0)
 
@@ -37,10 +35,7 @@ def main() -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--split", choices=("training", "held-out"), default="training")
     args = ap.parse_args()
-    _, examples = load_trace_folder(Path(args.data) / "kseg-eager")
-    if args.split == "training":
-        examples = training_split(examples)
-    workload = build_workload(examples, grid_s=1.0)
+    workload = kseg_workload(Path(args.data), args.split)
     print(f"| oracle step | memory slack | OOM / 1,000 |  ({args.split}, {len(workload.runs)} runs)")
     print("|---|---|---|")
     for step in STEPS:

@@ -19,6 +19,7 @@ import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cluster_bench import training_split  # noqa: E402
+from cluster_bench import kseg_workload  # noqa: E402
 
 from airflow_predictive.core.model.resources import Metric  # noqa: E402
 from airflow_predictive.core.model.series import (  # noqa: E402
@@ -42,11 +43,12 @@ from airflow_predictive.simulation.bench import DEFAULT_POOL  # noqa: E402
 from airflow_predictive.simulation.cluster import replay  # noqa: E402
 from airflow_predictive.simulation.execution import SimSettings  # noqa: E402
 from airflow_predictive.simulation.forecasting import HeldOutForecasts  # noqa: E402
-from airflow_predictive.simulation.loading import load_trace_folder  # noqa: E402
 from airflow_predictive.simulation.metrics import summarise  # noqa: E402
 from airflow_predictive.simulation.policies.baselines import OraclePolicy  # noqa: E402
 from airflow_predictive.simulation.policies.predictive import PredictivePolicy, PredictiveSettings  # noqa: E402
-from airflow_predictive.simulation.workload import SimRun, Workload, build_workload  # noqa: E402
+
+if TYPE_CHECKING:
+    from airflow_predictive.simulation.workload import SimRun, Workload
 
 
 def _stepped(values: np.ndarray, per_step: int, flat: bool) -> np.ndarray:
@@ -102,10 +104,7 @@ def main() -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--split", choices=("training", "held-out"), default="training")
     args = ap.parse_args()
-    _, examples = load_trace_folder(Path(args.data) / "kseg-eager")
-    if args.split == "training":
-        examples = training_split(examples)
-    workload = build_workload(examples, grid_s=1.0)
+    workload = kseg_workload(Path(args.data), args.split)
     curve, peak = perfect(workload, flat=False), perfect(workload, flat=True)
     shipped = PredictiveSettings()
     rf = shipped.reforecast
