@@ -225,6 +225,16 @@ def training_split(examples: Any, train_fraction: float = 0.5) -> Any:
     return list(train)
 
 
+def diagnostic_workload(description: str) -> tuple[Workload, str]:
+    """A cluster diagnostic's command line (``--data DIR``, ``--split training|held-out``, the
+    training split by default) and the replay it names (``kseg_workload``)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--split", choices=("training", "held-out"), default="training")
+    args = ap.parse_args()
+    return kseg_workload(Path(args.data), args.split), args.split
+
+
 def kseg_workload(data: Path, split: str) -> Workload:
     """The kseg-eager replay the cluster diagnostics share: the held-out half as the benchmark
     replays it, or (``split`` "training") the training split's second half (``training_split``)."""

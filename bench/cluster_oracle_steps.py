@@ -11,7 +11,6 @@ bound for a policy that re-forecasts every minute. Not part of ``make bench`` (a
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cluster_bench import kseg_workload  # noqa: E402
+from cluster_bench import diagnostic_workload  # noqa: E402
 
 from airflow_predictive.simulation.bench import DEFAULT_POOL  # noqa: E402
 from airflow_predictive.simulation.cluster import replay  # noqa: E402
@@ -31,12 +30,8 @@ STEPS = (30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--split", choices=("training", "held-out"), default="training")
-    args = ap.parse_args()
-    workload = kseg_workload(Path(args.data), args.split)
-    print(f"| oracle step | memory slack | OOM / 1,000 |  ({args.split}, {len(workload.runs)} runs)")
+    workload, split = diagnostic_workload(__doc__.splitlines()[0])
+    print(f"| oracle step | memory slack | OOM / 1,000 |  ({split}, {len(workload.runs)} runs)")
     print("|---|---|---|")
     for step in STEPS:
         m = summarise(

@@ -15,7 +15,6 @@ training`` builds it. Not part of ``make bench`` (a diagnostic; a few minutes).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cluster_bench import kseg_workload  # noqa: E402
+from cluster_bench import diagnostic_workload  # noqa: E402
 
 from airflow_predictive.core.model.resources import Metric  # noqa: E402
 from airflow_predictive.core.model.series import (  # noqa: E402
@@ -100,11 +99,7 @@ def perfect(workload: Workload, *, flat: bool) -> HeldOutForecasts:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--split", choices=("training", "held-out"), default="training")
-    args = ap.parse_args()
-    workload = kseg_workload(Path(args.data), args.split)
+    workload, split = diagnostic_workload(__doc__.splitlines()[0])
     curve, peak = perfect(workload, flat=False), perfect(workload, flat=True)
     shipped = PredictiveSettings()
     rf = shipped.reforecast
@@ -132,7 +127,7 @@ def main() -> int:
         ("true peak (flat), no re-forecast", PredictivePolicy(peak, replace(shipped, reforecast=None))),
         ("oracle, 30 s steps", OraclePolicy()),
     )
-    print(f"| ours fed | memory slack | OOM / 1,000 | tries |  ({args.split}, {len(workload.runs)} runs)")
+    print(f"| ours fed | memory slack | OOM / 1,000 | tries |  ({split}, {len(workload.runs)} runs)")
     print("|---|---|---|---|")
     for label, policy in rows:
         r = replay(workload, policy, DEFAULT_POOL, SimSettings())
