@@ -17,7 +17,9 @@ reclaim when actual < predicted x (1 - tolerance). On top of it:
   goes straight to the need plus ``grow_margin``; a reclaim needs usage below the band for
   ``reclaim_after_s`` without a break, ``shrink_cooldown_s`` since the last change, and moves only
   ``shrink_fraction`` of the way down;
-- hysteresis: a change smaller than ``hysteresis`` (relative) is held back;
+- hysteresis: a change smaller than ``hysteresis`` (relative) is held back, except a grow to a
+  demand the limit no longer covers (a plan step up; any other such grow is at least
+  ``grow_margin`` >= ``hysteresis`` anyway);
 - a reclaim never goes below the peak of the dwell window plus margin, and memory never below
   usage + ``memory_margin`` (the backends' precheck rule);
 - plan steps are followed when the plan's allocation changes (an edge), not re-imposed every tick
@@ -29,7 +31,8 @@ Oscillation bound (tested in tests/unit/core/shaping/test_policy.py): with a fix
 usage bounded in [lo, hi], over T seconds there are at most R = floor(T / shrink_cooldown_s) + 1
 reclaims per metric (each needs ``shrink_cooldown_s`` since any change), and between two reclaims
 at most G = ceil(ln((hi x (1 + grow_margin)) / L_min) / ln(1 + hysteresis)) + 1 grows (each grow
-multiplies the limit by at least 1 + hysteresis, or reaches the max bound once, and a grow never
+multiplies the limit by at least 1 + hysteresis, or reaches the max bound once, or is a plan step,
+counted apart; and a grow never
 asks more than hi x (1 + grow_margin) when the forecast ahead and the guard stay below usage;
 with them, hi is the larger of usage and the guard). So resizes per metric <= R + (R + 1) x G +
 (plan steps). Pure: no I/O, no clock; the controller owns the state.
@@ -410,7 +413,18 @@ def _decide_metric(
     if usage is None:
         if plan_step is not None and plan_step > current:
             return _grow(
-                make, metric, Cause.PLAN_STEP, plan_step, current, lo, hi, t, s, history, "plan step up"
+                make,
+                metric,
+                Cause.PLAN_STEP,
+                plan_step,
+                current,
+                lo,
+                hi,
+                t,
+                s,
+                history,
+                "plan step up",
+                plan_step,
             )
         return make(
             Action.HOLD, Cause.NO_USAGE, None, "no usage reading this tick", Verdict.NO_USAGE
@@ -424,7 +438,16 @@ def _decide_metric(
     # forecast so far (the window peak over the forecast now; a run at half its forecast rises by
     # half as much), and only where the forecast *rises* ahead of now
     seen = peak / predicted if has_forecast and predicted else None
-    rises = ahead is not None and predicted is not None and ahead > predicted * (1 + s.tolerance)
+    # a rise counts when it leaves the band, or when, however small, it would reach the grow line
+    # (a 7 % step on a limit held 6 % above a flat phase is an OOM kill the band never sees)
+    rises = (
+        ahead is not None
+        and predicted is not None
+        and (
+            ahead > predicted * (1 + s.tolerance)
+            or (ahead > predicted and seen is not None and ahead * seen >= current * (1 - near))
+        )
+    )
     ahead_eff = ahead * seen if rises and ahead is not None and seen is not None else None
     history = seen_ratio(exp, metric, t, s, usage, history)
     guard = effective_guard(exp, metric, t, s, history)
@@ -447,11 +470,13 @@ def _decide_metric(
         grow_cause = Cause.PLAN_STEP
         why = f"plan steps up to {_fmt(metric, plan_step)}"
     if grow_cause is not None:
-        need = max(usage, ahead_eff or 0.0) * (1 + s.grow_margin)
+        demand = max(usage, ahead_eff or 0.0)
+        need = demand * (1 + s.grow_margin)
         if plan_step is not None and plan_step > current:
             need = plan_step if grow_cause is Cause.PLAN_STEP else max(need, plan_step)
+            demand = plan_step if grow_cause is Cause.PLAN_STEP else max(demand, plan_step)
         history = replace(history, below_since_s=None)
-        return _grow(make, metric, grow_cause, need, current, lo, hi, t, s, history, why)
+        return _grow(make, metric, grow_cause, need, current, lo, hi, t, s, history, why, demand)
 
     # -- reclaim signals ---------------------------------------------------------------------------
     if plan_step is not None and plan_step < current:
@@ -635,7 +660,12 @@ def _grow(
     s: ShapingSettings,
     history: MetricHistory,
     why: str,
+    demand: float,
 ) -> tuple[MetricDecision, MetricHistory]:
+    """A grow to ``need`` (the demand plus its margin, or a plan step). The hysteresis holds back
+    only a grow whose ``demand`` (usage, the forecast ahead, the guard or a plan step, before the
+    margin) the limit still covers: a limit under its demand is an OOM kill or throttling in waiting,
+    however small the step."""
     target = min(max(need, lo), hi)
     if need <= current:
         return make(
@@ -648,7 +678,7 @@ def _grow(
     if target <= current:
         return make(Action.GROW, cause, target, f"{why}; already at the maximum", Verdict.AT_BOUND), history
     reaches_bound = target >= hi and hi > current
-    if target < current * (1 + s.hysteresis) and not reaches_bound:
+    if target < current * (1 + s.hysteresis) and not reaches_bound and demand <= current:
         return make(
             Action.GROW,
             cause,

@@ -253,7 +253,9 @@ def _metric_band(
 
     lo, hi = s.bounds(metric)
     has_forecast = predicted is not None and predicted > 0
-    rises = ahead is not None and predicted is not None and ahead > predicted * (1 + s.tolerance)
+    # any rise ahead: the policy counts one below the band too once A * w / P reaches its grow line,
+    # and every line this band compares the signal with is at or below that one (conservative)
+    rises = ahead is not None and predicted is not None and ahead > predicted
     # the grow-ahead signal as a function of the window peak w: max(A * w / P if it rises, guard)
     slope = (ahead / predicted) if rises and has_forecast and ahead is not None and predicted else None
 
@@ -272,7 +274,7 @@ def _metric_band(
     above_line = predicted * (1 + s.tolerance) if has_forecast and predicted is not None else math.inf
 
     if plan_step is not None and plan_step > current:
-        return _plan_up_band(u0, w0, plan_step, guard, peak_below, current, lo, hi, grow_cooling, s, until)
+        return _plan_up_band(grow_cooling, until)
     if plan_step is not None and plan_step < current:
         return _plan_down_band(
             metric, u0, w0, plan_step, near, above_line, peak_below, current, lo, hi, shrink_cooling, s, until
@@ -293,7 +295,9 @@ def _metric_band(
             return QuietBand(usage_min=usage_min), until
         line = min(current * (1 + s.hysteresis), hi)
         acts_at = current if lo >= line else line  # need >= acts_at acts
-        x = acts_at / (1 + s.grow_margin)
+        # ... and a demand above the limit acts whatever the hysteresis (no-op while grow_margin >=
+        # hysteresis, which the settings' near-limit rule implies)
+        x = min(acts_at / (1 + s.grow_margin), current)
         boxes = []
         if not grow_always:  # inside the band: no grow signal at all
             w_max = peak_below(near)
@@ -369,7 +373,7 @@ def _rising_band(
     if grow_cooling or hi <= current:
         return QuietBand(peak_min=peak_min), until
     line = min(current * (1 + s.hysteresis), hi)
-    x = (current if lo >= line else line) / (1 + s.grow_margin)
+    x = min((current if lo >= line else line) / (1 + s.grow_margin), current)
     if guard is not None and guard >= x:
         return None
     band = QuietBand(usage_max=_hi(x), peak_min=peak_min, peak_max=_hi(x / slope))
@@ -384,34 +388,13 @@ def _floor_inverse(metric: Metric, s: ShapingSettings, level: float) -> float:
     return level
 
 
-def _plan_up_band(
-    u0: float,
-    w0: float,
-    plan_step: float,
-    guard: float | None,
-    peak_below: Callable[[float], float | None],
-    current: float,
-    lo: float,
-    hi: float,
-    grow_cooling: bool,
-    s: ShapingSettings,
-    until: float,
-) -> tuple[QuietBand, float] | None:
-    """A plan step up held back (cooldown or hysteresis): every tick is a grow; quiet while its
-    need stays under the hysteresis line."""
+def _plan_up_band(grow_cooling: bool, until: float) -> tuple[QuietBand, float] | None:
+    """A plan step up held back: every tick is a grow. A step above the limit is a demand the limit
+    no longer covers, which the hysteresis never holds back, so only the cooldown keeps it waiting:
+    quiet until the cooldown ends, else tick."""
     if grow_cooling:
         return QuietBand(), until
-    if hi <= current:
-        return None
-    line = min(current * (1 + s.hysteresis), hi)
-    if max(plan_step, lo) >= line:
-        return None
-    x = line / (1 + s.grow_margin)
-    w_max = peak_below(x)
-    if w_max is None:
-        return None
-    band = QuietBand(usage_max=_hi(x), peak_max=w_max)
-    return (band, until) if band.holds(u0, w0) else None
+    return None
 
 
 def _plan_down_band(

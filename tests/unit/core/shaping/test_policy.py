@@ -133,6 +133,18 @@ def test_grow_ahead_scales_a_forecast_rise_by_how_the_run_compares_with_its_fore
     assert d.cause is not Cause.FORECAST_RISE
 
 
+def test_a_rise_inside_the_band_grows_ahead_when_it_would_reach_the_grow_line() -> None:
+    """A +14 % step (inside the 15 % band) on a limit held 12 % above a flat phase: the band never
+    sees it, and without growing ahead usage crosses the limit at the step (an OOM kill)."""
+    exp = Flat(1000 * MIB, rise_at=20.0, risen=1140 * MIB)
+    d, _ = _one(12, _mem(1120), 1000, exp=exp, peak_mb=1000)
+    assert d.cause is Cause.FORECAST_RISE and d.wants_change
+    assert d.target == pytest.approx(1140 * MIB * 1.25)
+    # the same step on a limit it stays under by more than the near-limit headroom: no grow
+    d, _ = _one(12, _mem(1300), 1000, exp=exp, peak_mb=1000)
+    assert not (d.action is Action.GROW and d.wants_change)
+
+
 @dataclass(frozen=True)
 class WithMedian(Flat):
     """``Flat`` for the band quantile, plus a median whose peak ahead is ``median``."""
@@ -233,6 +245,17 @@ def test_plan_steps_are_followed_once_not_reimposed_after_a_grow() -> None:
         60, _mem(3000), 2400, settings=s, plan=_mem(2000), history=MetricHistory(plan_seen=2000 * MIB)
     )
     assert d.cause is not Cause.PLAN_STEP
+
+
+def test_a_plan_step_up_smaller_than_the_hysteresis_is_followed() -> None:
+    """The plan asks for more than the limit holds: a demand the limit no longer covers, which the
+    hysteresis never holds back (a ramp would otherwise meet the old limit and grow 25 % later)."""
+    s = _explicit()
+    d, _ = _one(30, _mem(1000), 600, settings=s, plan=_mem(1050), history=MetricHistory(plan_seen=1000 * MIB))
+    assert d.cause is Cause.PLAN_STEP and d.wants_change and d.target == pytest.approx(1050 * MIB)
+    # a grow whose demand the limit still covers stays held back by the hysteresis
+    d, _ = _one(10, _mem(1000), 720, exp=Flat(600 * MIB), settings=_explicit(hysteresis=0.3, grow_margin=0.5))
+    assert d.verdict is Verdict.HELD_BACK_HYSTERESIS
 
 
 def test_plan_step_down_absorbed_by_the_usage_floor_is_taken_as_seen() -> None:
