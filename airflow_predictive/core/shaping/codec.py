@@ -23,7 +23,9 @@ _SCALARS = (
     "shrink_cooldown_s",
     "reclaim_after_s",
     "shrink_fraction",
+    "ramp_margin_max",
 )
+_OPTIONAL = ("ramp_margin_s",)  # a float, or None: off
 
 
 def settings_to_dict(settings: ShapingSettings) -> dict[str, Any]:
@@ -35,6 +37,9 @@ def settings_to_dict(settings: ShapingSettings) -> dict[str, Any]:
     out["minimum"] = {m.value: v for m, v in settings.minimum.present().items()}
     out["maximum"] = {m.value: v for m, v in settings.maximum.present().items()}
     out["metrics"] = [m.value for m in settings.metrics]
+    for name in _OPTIONAL:
+        value = getattr(settings, name)
+        out[name] = None if value is None else float(value)
     return out
 
 
@@ -57,4 +62,7 @@ def settings_from_dict(data: dict[str, Any] | None) -> ShapingSettings:
             kwargs[bound] = ResourceVector.from_mapping({Metric(k): float(v) for k, v in data[bound].items()})
     if "metrics" in data:
         kwargs["metrics"] = tuple(Metric(m) for m in data["metrics"])
+    for name in _OPTIONAL:
+        if name in data:
+            kwargs[name] = None if data[name] is None else float(data[name])
     return ShapingSettings(**kwargs)

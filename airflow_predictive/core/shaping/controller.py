@@ -320,7 +320,9 @@ class ShapingController:
             m: MetricObservation(
                 None if usage is None else usage.get(m),
                 self.windows[m].peak(),
-                self.windows[m].rise_rate() if rise_aware(m, self.settings) else None,
+                self.windows[m].rise_rate()
+                if rise_aware(m, self.settings) or self.settings.ramp_margin_s is not None
+                else None,
             )
             for m in self.settings.metrics
         }

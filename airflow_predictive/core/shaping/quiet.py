@@ -36,6 +36,7 @@ from airflow_predictive.core.shaping.policy import (
     MetricObservation,
     above_need_level,
     effective_guard,
+    grow_margin_max,
     headroom_floor,
     higher_peak_scales_alike,
     median_now,
@@ -190,7 +191,7 @@ def _ratio_peak_cap(metric: Metric, inp: PolicyInput, s: ShapingSettings, histor
         return keep
     _, hi = s.bounds(metric)
     line = min(current * (1 + s.hysteresis), hi)
-    lowest = min(current * (1 - s.near_limit), min(current, line) / (1 + s.grow_margin))
+    lowest = min(current * (1 - s.near_limit), min(current, line) / (1 + grow_margin_max(s)))
 
     def guard_at(peak: float) -> float | None:
         return effective_guard(exp, metric, inp.t_s, s, replace(history, peak_seen=peak))
@@ -297,7 +298,7 @@ def _metric_band(
         acts_at = current if lo >= line else line  # need >= acts_at acts
         # ... and a demand above the limit acts whatever the hysteresis (no-op while grow_margin >=
         # hysteresis, which the settings' near-limit rule implies)
-        x = min(acts_at / (1 + s.grow_margin), current)
+        x = min(acts_at / (1 + grow_margin_max(s)), current)  # whatever the ramp's margin
         boxes = []
         if not grow_always:  # inside the band: no grow signal at all
             w_max = peak_below(near)
@@ -373,7 +374,7 @@ def _rising_band(
     if grow_cooling or hi <= current:
         return QuietBand(peak_min=peak_min), until
     line = min(current * (1 + s.hysteresis), hi)
-    x = min((current if lo >= line else line) / (1 + s.grow_margin), current)
+    x = min((current if lo >= line else line) / (1 + grow_margin_max(s)), current)
     if guard is not None and guard >= x:
         return None
     band = QuietBand(usage_max=_hi(x), peak_min=peak_min, peak_max=_hi(x / slope))

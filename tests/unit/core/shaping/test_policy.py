@@ -29,9 +29,18 @@ from airflow_predictive.core.shaping.policy import (
 
 MEM = Metric.MEMORY_BYTES
 CPU = Metric.CPU_CORES
-# the margins the figures below are worked out with (grow 0.25, near-limit 0.1, guard +10 %, ratio
-# floor 0.5: today's defaults, pinned so that a change of defaults does not silently move them)
-EXPLICIT: dict[str, Any] = {"grow_margin": 0.25, "near_limit": 0.1, "guard_margin": 0.1, "ratio_floor": 0.5}
+# the margins the figures below are worked out with (grow 0.25 on every grow, near-limit 0.1,
+# hysteresis 0.1, shrink fraction 0.5, guard +10 %, ratio floor 0.5: the defaults until session 12,
+# pinned so that a change of defaults does not silently move them)
+EXPLICIT: dict[str, Any] = {
+    "grow_margin": 0.25,
+    "ramp_margin_s": None,
+    "near_limit": 0.1,
+    "hysteresis": 0.1,
+    "shrink_fraction": 0.5,
+    "guard_margin": 0.1,
+    "ratio_floor": 0.5,
+}
 
 
 def _explicit(**kw: Any) -> ShapingSettings:
@@ -256,6 +265,27 @@ def test_a_plan_step_up_smaller_than_the_hysteresis_is_followed() -> None:
     # a grow whose demand the limit still covers stays held back by the hysteresis
     d, _ = _one(10, _mem(1000), 720, exp=Flat(600 * MIB), settings=_explicit(hysteresis=0.3, grow_margin=0.5))
     assert d.verdict is Verdict.HELD_BACK_HYSTERESIS
+
+
+def test_a_grow_on_a_ramp_gets_the_rise_until_the_next_grow_lands_and_a_flat_phase_the_floor() -> None:
+    """The ramp-aware grow margin: at least the rise over ``ramp_margin_s`` (here 10 s), between
+    ``grow_margin`` and ``ramp_margin_max``; an unknown rate gets the largest."""
+    s = _explicit(grow_margin=0.15, hysteresis=0.03, ramp_margin_s=10.0, ramp_margin_max=0.25)
+
+    def grow_at(rate_mib_s: float | None) -> float | None:
+        obs = {MEM: MetricObservation(950 * MIB, 950 * MIB, None if rate_mib_s is None else rate_mib_s * MIB)}
+        d = decide(PolicyInput(10, _mem(1000), obs), s, {MEM: MetricHistory()}).decisions[0]
+        assert d.cause is Cause.NEAR_LIMIT and d.wants_change
+        return d.target
+
+    assert grow_at(0.0) == pytest.approx(950 * MIB * 1.15)  # flat: the floor
+    assert grow_at(19.0) == pytest.approx(950 * MIB * 1.2)  # 190 MiB over 10 s = 20 % of 950 MiB
+    assert grow_at(100.0) == pytest.approx(950 * MIB * 1.25)  # a steep ramp: capped
+    assert grow_at(None) == pytest.approx(950 * MIB * 1.25)  # unknown: the largest
+    fixed = _explicit(grow_margin=0.15, hysteresis=0.03, ramp_margin_s=None)
+    obs = {MEM: MetricObservation(950 * MIB, 950 * MIB, 100.0 * MIB)}
+    d = decide(PolicyInput(10, _mem(1000), obs), fixed, {MEM: MetricHistory()}).decisions[0]
+    assert d.target == pytest.approx(950 * MIB * 1.15)  # off: always grow_margin
 
 
 def test_plan_step_down_absorbed_by_the_usage_floor_is_taken_as_seen() -> None:

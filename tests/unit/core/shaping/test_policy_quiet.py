@@ -222,3 +222,45 @@ def test_with_the_rise_aware_headroom_the_band_holds_whatever_the_rise_rate_of_t
                 }
                 checked += 1
     assert promised > 20 and checked > 300
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_with_the_ramp_aware_grow_margin_the_band_holds_whatever_the_rise_rate_of_the_skipped_ticks(
+    seed: int,
+) -> None:
+    """The grow margin follows the rise rate (the default ``ramp_margin_s``), which the promise
+    cannot know: inside its band every skipped tick decides nothing and keeps the history at any
+    rate of either metric (flat, slow, a steep ramp, unknown)."""
+    rng = np.random.default_rng(200 + seed)
+    settings = ShapingSettings(forecast_reclaim_margin=0.15)
+    assert settings.ramp_margin_s is not None
+    checked = promised = 0
+    for _ in range(1000):
+        exp, current, t, histories, mem_u, cpu_u = _random_state(rng)
+        obs = {
+            MEM: MetricObservation(mem_u, mem_u * float(rng.uniform(1, 1.3)), 0.0),
+            CPU: MetricObservation(cpu_u, cpu_u * float(rng.uniform(1, 1.3)), 0.0),
+        }
+        found = _promised(PolicyInput(t, current, obs, exp), settings, histories)
+        if found is None:
+            continue
+        after, promise = found
+        promised += 1
+        for _ in range(6):
+            t2 = float(rng.uniform(t, min(promise.until_s, t + 400)))
+            mem, cpu = _sample(rng, promise.bands[MEM], GIB), _sample(rng, promise.bands[CPU], 1.0)
+            if mem is None or cpu is None or t2 >= promise.until_s:
+                continue
+            for share in (0.0, float(rng.uniform(0, 0.02)), 0.5, None):
+                later_obs = {
+                    MEM: MetricObservation(mem[0], mem[1], None if share is None else share * mem[0]),
+                    CPU: MetricObservation(cpu[0], cpu[1], None if share is None else share * cpu[0]),
+                }
+                later = decide(PolicyInput(t2, current, later_obs, exp), settings, after)
+                assert not later.changes(), (t, t2, mem, cpu, share, later.decisions)
+                top = {MEM: mem[0], CPU: cpu[0]}
+                assert later.histories == {
+                    m: seen_ratio(exp, m, t, settings, top[m], after[m]) for m in after
+                }
+                checked += 1
+    assert promised > 20 and checked > 300
