@@ -30,11 +30,11 @@ reclaim when actual < predicted x (1 - tolerance). On top of it:
 Oscillation bound (tested in tests/unit/core/shaping/test_policy.py): with a fixed forecast and a
 usage bounded in [lo, hi], over T seconds there are at most R = floor(T / shrink_cooldown_s) + 1
 reclaims per metric (each needs ``shrink_cooldown_s`` since any change), and between two reclaims
-at most G = ceil(ln((hi x (1 + grow_margin)) / L_min) / ln(1 + hysteresis)) + 1 grows (each grow
-multiplies the limit by at least 1 + hysteresis, or reaches the max bound once, or is a plan step,
-counted apart; and a grow never
-asks more than hi x (1 + the largest grow margin) when the forecast ahead and the guard stay below usage;
-with them, hi is the larger of usage and the guard). So resizes per metric <= R + (R + 1) x G +
+at most G = ceil(ln((hi x (1 + m_max)) / L_min) / ln(1 + hysteresis)) + 1 grows, m_max the largest
+grow margin (``grow_margin_max``): each grow multiplies the limit by at least 1 + hysteresis, or
+reaches the max bound once, or is a plan step, counted apart; and a grow never asks more than
+hi x (1 + m_max) when the forecast ahead and the guard stay below usage (with them, hi is the
+larger of usage and the guard). So resizes per metric <= R + (R + 1) x G +
 (plan steps). Pure: no I/O, no clock; the controller owns the state.
 """
 

@@ -22,6 +22,7 @@ from airflow_predictive.core.shaping.policy import (
     PolicyInput,
     ShapingSettings,
     decide,
+    grow_margin_max,
     is_guaranteed,
     shaped_value,
     target_allocation,
@@ -356,8 +357,11 @@ def _simulate(
     for t, used in enumerate(usage):
         keep = int(settings.reclaim_after_s)
         peaks = [*(peaks[-keep:] if keep else []), used]
+        # the fastest rise ending now within the window (what the controller's window reports)
+        rate = max([0.0, *((used - v) / (len(peaks) - 1 - i) for i, v in enumerate(peaks[:-1]))])
+        obs = MetricObservation(used * MIB, max(peaks) * MIB, rate * MIB)
         out = decide(
-            PolicyInput(float(t), current, {MEM: MetricObservation(used * MIB, max(peaks) * MIB)}, exp),
+            PolicyInput(float(t), current, {MEM: obs}, exp),
             settings,
             {MEM: history},
         )
@@ -374,7 +378,8 @@ def _bound(settings: ShapingSettings, duration_s: float, hi_mb: float, min_limit
     reclaims = math.floor(duration_s / settings.shrink_cooldown_s) + 1
     grows = (
         math.ceil(
-            math.log(hi_mb * (1 + settings.grow_margin) / min_limit_mb) / math.log(1 + settings.hysteresis)
+            math.log(hi_mb * (1 + grow_margin_max(settings)) / min_limit_mb)
+            / math.log(1 + settings.hysteresis)
         )
         + 1
     )
@@ -389,9 +394,10 @@ def _noisy(seconds: int, centre: float, amplitude: float, seed: int) -> list[flo
     ]
 
 
+@pytest.mark.parametrize("defaults", [False, True])  # the worked margins; today's (ramp-aware)
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_noisy_usage_around_the_forecast_resizes_at_most_the_stated_bound(seed: int) -> None:
-    settings = _explicit()
+def test_noisy_usage_around_the_forecast_resizes_at_most_the_stated_bound(seed: int, defaults: bool) -> None:
+    settings = ShapingSettings(metrics=(MEM,)) if defaults else _explicit()
     duration = 600
     usage = _noisy(duration, 500.0, 0.3, seed)  # +-30 %: well outside the +-15 % band
     changes = _simulate(settings, usage, 500.0, Flat(500 * MIB))
