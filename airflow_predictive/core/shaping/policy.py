@@ -101,7 +101,10 @@ class ShapingSettings:
         near misses 0 / 1 / 1 (smallest 1.4 %); grow margin 0.15 with hysteresis 0.035 and
         shrink fraction 0.75: 25.2 % at 0, 0 / 0 / 0 (7.0 %), 10 resizes per run (4.5), but the
         flaky ramp OOM-killed at any fixed margin under 0.25: hence 0.15 on a flat phase and up
-        to 0.25 on a ramp.
+        to 0.25 on a ramp (25.3 % at 0, 0 / 0 / 0; shipped candidates 25.4 % at 0). Measured once
+        on the held-out half: 24.2 % at 1 OOM kill in 813 tries (1.2 / 1,000, inside the 2 / 1,000
+        budget; a one-sample spike of ``bwa``; the former defaults 29.8 % at 0):
+        docs/benchmarks/cluster.md, session 12.
     near_limit: usage within this fraction of the limit counts as a grow signal (OOM / throttling).
     hysteresis: smallest relative change worth a resize.
     lookahead_s: how far ahead the forecast is read to grow before a rise (cover the actuation
