@@ -5,6 +5,7 @@ promised time, every tick decides nothing and keeps the history but the ratio gu
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -22,6 +23,9 @@ from airflow_predictive.core.shaping.policy import (
     seen_ratio,
 )
 from airflow_predictive.core.shaping.quiet import Quiet, QuietBand, quiet
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MEM = Metric.MEMORY_BYTES
 CPU = Metric.CPU_CORES
@@ -180,24 +184,24 @@ def test_the_promise_ends_at_the_next_timer_and_a_resize_just_made_promises_noth
     assert MIB > 0
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_with_the_rise_aware_headroom_the_band_holds_whatever_the_rise_rate_of_the_skipped_ticks(
-    seed: int,
-) -> None:
-    """The promise cannot know the rise rate of the ticks it skips: inside its band every one of
-    them decides nothing and keeps the history, at any rate (the headroom anywhere between its
-    floor and near_limit), with the reclaim above the need on."""
-    rng = np.random.default_rng(100 + seed)
-    settings = ShapingSettings(
-        forecast_reclaim_margin=0.05, rise_horizon_s=10.0, rise_floor=0.02, rise_keeps_margin=False
-    )
+Rates = tuple[float | None, float | None]  # (memory, CPU) rise rates of one tick
+
+
+def _skipped_ticks_hold_at_any_rate(
+    rng: np.random.Generator,
+    settings: ShapingSettings,
+    first: Callable[[float, float], Rates],
+    later: Callable[[float, float], list[Rates]],
+) -> tuple[int, int]:
+    """Random promises; inside each band, later ticks at every rate ``later`` gives decide nothing
+    and keep the history but the ratio guard's peak so far: (promises, ticks checked)."""
     checked = promised = 0
     for _ in range(1000):
         exp, current, t, histories, mem_u, cpu_u = _random_state(rng)
-        rate = float(rng.choice([0.0, rng.uniform(0, 0.05) * mem_u]))
+        mem_rate, cpu_rate = first(mem_u, cpu_u)
         obs = {
-            MEM: MetricObservation(mem_u, mem_u * float(rng.uniform(1, 1.3)), rate),
-            CPU: MetricObservation(cpu_u, cpu_u * float(rng.uniform(1, 1.3))),
+            MEM: MetricObservation(mem_u, mem_u * float(rng.uniform(1, 1.3)), mem_rate),
+            CPU: MetricObservation(cpu_u, cpu_u * float(rng.uniform(1, 1.3)), cpu_rate),
         }
         found = _promised(PolicyInput(t, current, obs, exp), settings, histories)
         if found is None:
@@ -209,18 +213,36 @@ def test_with_the_rise_aware_headroom_the_band_holds_whatever_the_rise_rate_of_t
             mem, cpu = _sample(rng, promise.bands[MEM], GIB), _sample(rng, promise.bands[CPU], 1.0)
             if mem is None or cpu is None or t2 >= promise.until_s:
                 continue
-            for later_rate in (0.0, float(rng.uniform(0, 0.02)) * mem[0], 0.5 * mem[0], None):
+            for later_mem, later_cpu in later(mem[0], cpu[0]):
                 later_obs = {
-                    MEM: MetricObservation(mem[0], mem[1], later_rate),
-                    CPU: MetricObservation(cpu[0], cpu[1]),
+                    MEM: MetricObservation(mem[0], mem[1], later_mem),
+                    CPU: MetricObservation(cpu[0], cpu[1], later_cpu),
                 }
-                later = decide(PolicyInput(t2, current, later_obs, exp), settings, after)
-                assert not later.changes(), (t, t2, mem, later_rate, later.decisions)
+                out = decide(PolicyInput(t2, current, later_obs, exp), settings, after)
+                assert not out.changes(), (t, t2, mem, cpu, later_mem, later_cpu, out.decisions)
                 top = {MEM: mem[0], CPU: cpu[0]}
-                assert later.histories == {
-                    m: seen_ratio(exp, m, t, settings, top[m], after[m]) for m in after
-                }
+                assert out.histories == {m: seen_ratio(exp, m, t, settings, top[m], after[m]) for m in after}
                 checked += 1
+    return promised, checked
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_with_the_rise_aware_headroom_the_band_holds_whatever_the_rise_rate_of_the_skipped_ticks(
+    seed: int,
+) -> None:
+    """The promise cannot know the rise rate of the ticks it skips: inside its band every one of
+    them decides nothing and keeps the history, at any rate (the headroom anywhere between its
+    floor and near_limit), with the reclaim above the need on."""
+    rng = np.random.default_rng(100 + seed)
+    settings = ShapingSettings(
+        forecast_reclaim_margin=0.05, rise_horizon_s=10.0, rise_floor=0.02, rise_keeps_margin=False
+    )
+    promised, checked = _skipped_ticks_hold_at_any_rate(
+        rng,
+        settings,
+        lambda mem, _cpu: (float(rng.choice([0.0, rng.uniform(0, 0.05) * mem])), None),
+        lambda mem, _cpu: [(r, None) for r in (0.0, float(rng.uniform(0, 0.02)) * mem, 0.5 * mem, None)],
+    )
     assert promised > 20 and checked > 300
 
 
@@ -234,33 +256,10 @@ def test_with_the_ramp_aware_grow_margin_the_band_holds_whatever_the_rise_rate_o
     rng = np.random.default_rng(200 + seed)
     settings = ShapingSettings(forecast_reclaim_margin=0.15)
     assert settings.ramp_margin_s is not None
-    checked = promised = 0
-    for _ in range(1000):
-        exp, current, t, histories, mem_u, cpu_u = _random_state(rng)
-        obs = {
-            MEM: MetricObservation(mem_u, mem_u * float(rng.uniform(1, 1.3)), 0.0),
-            CPU: MetricObservation(cpu_u, cpu_u * float(rng.uniform(1, 1.3)), 0.0),
-        }
-        found = _promised(PolicyInput(t, current, obs, exp), settings, histories)
-        if found is None:
-            continue
-        after, promise = found
-        promised += 1
-        for _ in range(6):
-            t2 = float(rng.uniform(t, min(promise.until_s, t + 400)))
-            mem, cpu = _sample(rng, promise.bands[MEM], GIB), _sample(rng, promise.bands[CPU], 1.0)
-            if mem is None or cpu is None or t2 >= promise.until_s:
-                continue
-            for share in (0.0, float(rng.uniform(0, 0.02)), 0.5, None):
-                later_obs = {
-                    MEM: MetricObservation(mem[0], mem[1], None if share is None else share * mem[0]),
-                    CPU: MetricObservation(cpu[0], cpu[1], None if share is None else share * cpu[0]),
-                }
-                later = decide(PolicyInput(t2, current, later_obs, exp), settings, after)
-                assert not later.changes(), (t, t2, mem, cpu, share, later.decisions)
-                top = {MEM: mem[0], CPU: cpu[0]}
-                assert later.histories == {
-                    m: seen_ratio(exp, m, t, settings, top[m], after[m]) for m in after
-                }
-                checked += 1
+
+    def later(mem: float, cpu: float) -> list[Rates]:
+        shares = (0.0, float(rng.uniform(0, 0.02)), 0.5, None)
+        return [(None, None) if k is None else (k * mem, k * cpu) for k in shares]
+
+    promised, checked = _skipped_ticks_hold_at_any_rate(rng, settings, lambda _m, _c: (0.0, 0.0), later)
     assert promised > 20 and checked > 300
