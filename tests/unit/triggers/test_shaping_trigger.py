@@ -37,5 +37,8 @@ def test_settings_codec_round_trips_and_refuses_unknown_keys() -> None:
         grow_margin=0.5, near_limit=0.2, minimum=ResourceVector(cpu_cores=0.2), metrics=(Metric.MEMORY_BYTES,)
     )
     assert settings_from_dict(json.loads(json.dumps(settings_to_dict(settings)))) == settings
+    for ramp in (None, 4.0):  # the ramp-aware grow margin, off or not the default, survives too
+        custom = ShapingSettings(ramp_margin_s=ramp, ramp_margin_max=0.3)
+        assert settings_from_dict(json.loads(json.dumps(settings_to_dict(custom)))) == custom
     with pytest.raises(ValueError, match="unknown shaping settings: tolerence"):
         settings_from_dict({"tolerence": 0.1})
