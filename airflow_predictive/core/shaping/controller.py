@@ -31,7 +31,7 @@ from airflow_predictive.core.shaping.policy import (
     PolicyOutput,
     ShapingSettings,
     decide,
-    rise_aware,
+    reads_rise_rate,
     seen_ratio,
     shaped_value,
     target_allocation,
@@ -320,9 +320,7 @@ class ShapingController:
             m: MetricObservation(
                 None if usage is None else usage.get(m),
                 self.windows[m].peak(),
-                self.windows[m].rise_rate()
-                if rise_aware(m, self.settings) or self.settings.ramp_margin_s is not None
-                else None,
+                self.windows[m].rise_rate() if reads_rise_rate(m, self.settings) else None,
             )
             for m in self.settings.metrics
         }

@@ -93,8 +93,9 @@ class ShapingSettings:
     ramp_margin_s / ramp_margin_max: the ramp-aware grow margin. A grow's margin is at least the
         observed rise rate (``MetricObservation.rise_rate``) times ``ramp_margin_s``, relative to
         the demand, never above ``ramp_margin_max`` (an unknown rate: ``ramp_margin_max``; None:
-        always ``grow_margin``; a ``ramp_margin_max`` under ``grow_margin`` never binds). The limit after a grow must cover the rise until the next grow
-        can land: grow cooldown 2 s, actuation ~1.8 s, one failed resize retried a tick later
+        always ``grow_margin``; a ``ramp_margin_max`` under ``grow_margin`` never binds). The
+        limit after a grow must cover the rise until the next grow can land: grow cooldown 2 s,
+        actuation ~1.8 s, one failed resize retried a tick later
         (tests/unit/core/shaping/test_controller.py, the flaky ramp of ~4 %/s). Session 12
         (bench/cluster_sweep.py, numpy candidates, the training half's own split): grow margin
         0.25, hysteresis 0.1, shrink fraction 0.5 (the former defaults): 31.5 % slack at 0 kills,
@@ -309,20 +310,24 @@ def headroom_floor(metric: Metric, s: ShapingSettings) -> float:
     return min(s.near_limit, floor)
 
 
-def grow_margin_for(s: ShapingSettings, demand: float, rise_rate: float | None) -> float:
-    """The margin of a grow to ``demand``: ``grow_margin``, or on a ramp the rise over
-    ``ramp_margin_s`` relative to the demand, up to ``ramp_margin_max`` (an unknown rate: that)."""
-    if s.ramp_margin_s is None:
-        return s.grow_margin
-    if rise_rate is None or not demand > 0:
-        return max(s.grow_margin, s.ramp_margin_max)
-    ramp = max(rise_rate, 0.0) * s.ramp_margin_s / demand
-    return min(max(s.grow_margin, s.ramp_margin_max), max(s.grow_margin, ramp))
-
-
 def grow_margin_max(s: ShapingSettings) -> float:
     """The largest margin a grow can get (``grow_margin_for``'s upper end)."""
     return s.grow_margin if s.ramp_margin_s is None else max(s.grow_margin, s.ramp_margin_max)
+
+
+def grow_margin_for(s: ShapingSettings, demand: float, rise_rate: float | None) -> float:
+    """The margin of a grow to ``demand``: ``grow_margin``, or on a ramp the rise over
+    ``ramp_margin_s`` relative to the demand, up to ``grow_margin_max`` (an unknown rate: that)."""
+    top = grow_margin_max(s)
+    if s.ramp_margin_s is None or rise_rate is None or not demand > 0:
+        return top
+    return min(top, max(s.grow_margin, max(rise_rate, 0.0) * s.ramp_margin_s / demand))
+
+
+def reads_rise_rate(metric: Metric, s: ShapingSettings) -> bool:
+    """Whether the policy reads ``metric``'s rise rate (the rise-aware headroom or the ramp-aware
+    grow margin): the controller measures it only then."""
+    return rise_aware(metric, s) or s.ramp_margin_s is not None
 
 
 def headroom(metric: Metric, s: ShapingSettings, current: float, rise_rate: float | None) -> float:
@@ -508,9 +513,11 @@ def _decide_metric(
     if grow_cause is not None:
         demand = max(usage, ahead_eff or 0.0)
         need = demand * (1 + grow_margin_for(s, demand, obs.rise_rate))
-        if plan_step is not None and plan_step > current:
-            need = plan_step if grow_cause is Cause.PLAN_STEP else max(need, plan_step)
-            demand = plan_step if grow_cause is Cause.PLAN_STEP else max(demand, plan_step)
+        if plan_step is not None and plan_step > current:  # the step is a demand, taken as it is
+            if grow_cause is Cause.PLAN_STEP:
+                demand = need = plan_step
+            else:
+                demand, need = max(demand, plan_step), max(need, plan_step)
         history = replace(history, below_since_s=None)
         return _grow(make, metric, grow_cause, need, current, lo, hi, t, s, history, why, demand)
 

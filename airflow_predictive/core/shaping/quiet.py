@@ -275,7 +275,9 @@ def _metric_band(
     above_line = predicted * (1 + s.tolerance) if has_forecast and predicted is not None else math.inf
 
     if plan_step is not None and plan_step > current:
-        return _plan_up_band(grow_cooling, until)
+        # a step above the limit is a demand the hysteresis never holds back: only the cooldown
+        # keeps it waiting
+        return (QuietBand(), until) if grow_cooling else None
     if plan_step is not None and plan_step < current:
         return _plan_down_band(
             metric, u0, w0, plan_step, near, above_line, peak_below, current, lo, hi, shrink_cooling, s, until
@@ -296,9 +298,10 @@ def _metric_band(
             return QuietBand(usage_min=usage_min), until
         line = min(current * (1 + s.hysteresis), hi)
         acts_at = current if lo >= line else line  # need >= acts_at acts
-        # ... and a demand above the limit acts whatever the hysteresis (no-op while grow_margin >=
-        # hysteresis, which the settings' near-limit rule implies)
-        x = min(acts_at / (1 + grow_margin_max(s)), current)  # whatever the ramp's margin
+        # x: below it a grow's need stays under acts_at whatever its margin; x <= current (the
+        # settings' near-limit rule implies grow_margin >= hysteresis), so its demand is one the
+        # limit covers, which the hysteresis holds back
+        x = acts_at / (1 + grow_margin_max(s))
         boxes = []
         if not grow_always:  # inside the band: no grow signal at all
             w_max = peak_below(near)
@@ -374,7 +377,7 @@ def _rising_band(
     if grow_cooling or hi <= current:
         return QuietBand(peak_min=peak_min), until
     line = min(current * (1 + s.hysteresis), hi)
-    x = min((current if lo >= line else line) / (1 + grow_margin_max(s)), current)
+    x = (current if lo >= line else line) / (1 + grow_margin_max(s))  # <= current, as above
     if guard is not None and guard >= x:
         return None
     band = QuietBand(usage_max=_hi(x), peak_min=peak_min, peak_max=_hi(x / slope))
@@ -387,15 +390,6 @@ def _floor_inverse(metric: Metric, s: ShapingSettings, level: float) -> float:
         m = s.memory_margin
         return min(level - m.minimum_bytes, level / (1 + m.fraction))
     return level
-
-
-def _plan_up_band(grow_cooling: bool, until: float) -> tuple[QuietBand, float] | None:
-    """A plan step up held back: every tick is a grow. A step above the limit is a demand the limit
-    no longer covers, which the hysteresis never holds back, so only the cooldown keeps it waiting:
-    quiet until the cooldown ends, else tick."""
-    if grow_cooling:
-        return QuietBand(), until
-    return None
 
 
 def _plan_down_band(
